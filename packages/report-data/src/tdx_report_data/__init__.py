@@ -1,0 +1,47 @@
+"""Bind an instance key, its PPID and its operator/owner identities into a TDX report_data.
+
+The encoding (version 1) is the byte string
+
+    DOMAIN || field(0x01, instance_pubkey) || field(0x02, ppid)
+           || identity(0x03, operator) || identity(0x04, owner)
+
+with ``DOMAIN = b"tdx-identity/report-data/v1\\x00"``,
+``field(tag, v) = tag (1 byte) || len(v) (4 bytes, big-endian) || v``,
+``identity(tag, None) = tag || 0x00`` and
+``identity(tag, i) = tag || 0x01 || field(0x10, i.pubkey) || field(0x11, i.instance_signature)
+|| field(0x12, i.identity_signature)``.
+Fields come in a fixed order, each tagged and length-prefixed, so the encoding is injective; the
+report_data is ``SHA-512(encoding)`` (64 bytes, the size of the TD report's report_data).
+"""
+
+from tdx_report_data._binding import (
+    DOMAIN,
+    ED25519_PUBKEY_LEN,
+    ED25519_SIGNATURE_LEN,
+    MAX_PPID_LEN,
+    REPORT_DATA_LEN,
+    EncodingError,
+    IdentityInfo,
+    ReportDataError,
+    SignatureError,
+    encode_binding,
+    report_data_for,
+    sign_identity,
+    verify_identity,
+)
+
+__all__ = [
+    "DOMAIN",
+    "ED25519_PUBKEY_LEN",
+    "ED25519_SIGNATURE_LEN",
+    "MAX_PPID_LEN",
+    "REPORT_DATA_LEN",
+    "EncodingError",
+    "IdentityInfo",
+    "ReportDataError",
+    "SignatureError",
+    "encode_binding",
+    "report_data_for",
+    "sign_identity",
+    "verify_identity",
+]

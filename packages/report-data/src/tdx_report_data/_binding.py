@@ -1,0 +1,146 @@
+"""The encoding and the signature checks behind `tdx_report_data`."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+DOMAIN = b"tdx-identity/report-data/v1\x00"
+REPORT_DATA_LEN = 64
+ED25519_PUBKEY_LEN = 32
+ED25519_SIGNATURE_LEN = 64
+# Encrypted PPIDs are 256 or 384 bytes; leave room but refuse absurd sizes.
+MAX_PPID_LEN = 1024
+
+_TAG_INSTANCE = 0x01
+_TAG_PPID = 0x02
+_TAG_OPERATOR = 0x03
+_TAG_OWNER = 0x04
+_TAG_ID_PUBKEY = 0x10
+_TAG_ID_INSTANCE_SIG = 0x11
+_TAG_ID_IDENTITY_SIG = 0x12
+
+
+class ReportDataError(ValueError):
+    """Base class of this library's errors."""
+
+
+class EncodingError(ReportDataError):
+    """The values cannot be bound: wrong sizes, or an owner without an operator."""
+
+
+class SignatureError(ReportDataError):
+    """An identity's signatures do not check out."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityInfo:
+    """An operator or owner identity as bound to an instance.
+
+    `instance_signature` is the identity key's signature over the 32 raw bytes of the instance
+    public key; `identity_signature` is the instance key's signature over the identity key.
+    """
+
+    pubkey: bytes
+    instance_signature: bytes
+    identity_signature: bytes
+
+
+def _field(tag: int, value: bytes) -> bytes:
+    return struct.pack(">BI", tag, len(value)) + value
+
+
+def _check_len(name: str, value: bytes, expected: int) -> None:
+    if not isinstance(value, bytes) or len(value) != expected:
+        raise EncodingError(f"{name} must be {expected} bytes")
+
+
+def _identity(tag: int, name: str, identity: IdentityInfo | None) -> bytes:
+    if identity is None:
+        return bytes((tag, 0))
+    _check_len(f"{name}.pubkey", identity.pubkey, ED25519_PUBKEY_LEN)
+    _check_len(f"{name}.instance_signature", identity.instance_signature, ED25519_SIGNATURE_LEN)
+    _check_len(f"{name}.identity_signature", identity.identity_signature, ED25519_SIGNATURE_LEN)
+    return (
+        bytes((tag, 1))
+        + _field(_TAG_ID_PUBKEY, identity.pubkey)
+        + _field(_TAG_ID_INSTANCE_SIG, identity.instance_signature)
+        + _field(_TAG_ID_IDENTITY_SIG, identity.identity_signature)
+    )
+
+
+def encode_binding(
+    instance_pubkey: bytes,
+    ppid: bytes,
+    operator: IdentityInfo | None,
+    owner: IdentityInfo | None,
+) -> bytes:
+    """The canonical version-1 encoding described in the package docstring."""
+    _check_len("instance_pubkey", instance_pubkey, ED25519_PUBKEY_LEN)
+    if not isinstance(ppid, bytes) or not 1 <= len(ppid) <= MAX_PPID_LEN:
+        raise EncodingError(f"ppid must be 1 to {MAX_PPID_LEN} bytes")
+    if owner is not None and operator is None:
+        raise EncodingError("an owner can only be bound together with an operator")
+    return (
+        DOMAIN
+        + _field(_TAG_INSTANCE, instance_pubkey)
+        + _field(_TAG_PPID, ppid)
+        + _identity(_TAG_OPERATOR, "operator", operator)
+        + _identity(_TAG_OWNER, "owner", owner)
+    )
+
+
+def report_data_for(
+    instance_pubkey: bytes,
+    ppid: bytes,
+    operator: IdentityInfo | None,
+    owner: IdentityInfo | None,
+) -> bytes:
+    """The 64-byte report_data committing to the binding: SHA-512 of `encode_binding`."""
+    return hashlib.sha512(encode_binding(instance_pubkey, ppid, operator, owner)).digest()
+
+
+def _verify(pubkey: bytes, signature: bytes, message: bytes, what: str) -> None:
+    try:
+        Ed25519PublicKey.from_public_bytes(pubkey).verify(signature, message)
+    except (InvalidSignature, ValueError) as exc:
+        raise SignatureError(f"{what} does not verify") from exc
+
+
+def verify_identity(instance_pubkey: bytes, identity: IdentityInfo) -> None:
+    """Check both signatures of `identity` against `instance_pubkey`; raise SignatureError."""
+    _check_len("instance_pubkey", instance_pubkey, ED25519_PUBKEY_LEN)
+    _check_len("pubkey", identity.pubkey, ED25519_PUBKEY_LEN)
+    _check_len("instance_signature", identity.instance_signature, ED25519_SIGNATURE_LEN)
+    _check_len("identity_signature", identity.identity_signature, ED25519_SIGNATURE_LEN)
+    _verify(
+        identity.pubkey,
+        identity.instance_signature,
+        instance_pubkey,
+        "the identity key's signature over the instance key",
+    )
+    _verify(
+        instance_pubkey,
+        identity.identity_signature,
+        identity.pubkey,
+        "the instance key's signature over the identity key",
+    )
+
+
+def sign_identity(
+    instance_key: Ed25519PrivateKey, identity_pubkey: bytes, instance_signature: bytes
+) -> IdentityInfo:
+    """Counter-sign an identity with the instance key, after checking its own signature."""
+    _check_len("pubkey", identity_pubkey, ED25519_PUBKEY_LEN)
+    instance_pubkey = instance_key.public_key().public_bytes_raw()
+    info = IdentityInfo(
+        pubkey=identity_pubkey,
+        instance_signature=instance_signature,
+        identity_signature=instance_key.sign(identity_pubkey),
+    )
+    verify_identity(instance_pubkey, info)
+    return info
