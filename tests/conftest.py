@@ -1,0 +1,89 @@
+"""Fixtures that start the real sim, registry and identity service on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests import procs
+from tests.procs import Program
+
+
+def _backend() -> str:
+    backend = os.environ.get("REGISTRY_TEST_BACKEND", "sqlite")
+    if backend not in ("sqlite", "postgres"):
+        raise pytest.UsageError(f"REGISTRY_TEST_BACKEND must be sqlite or postgres, not {backend}")
+    return backend
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[str | None]:
+    """The session's PostgreSQL cluster when the postgres backend is selected, else None."""
+    if _backend() != "postgres":
+        yield None
+        return
+    from tests.pg import throwaway_cluster
+
+    with throwaway_cluster() as url:
+        yield url
+
+
+@pytest.fixture
+def registry_db_url(pg_cluster: str | None) -> str | None:
+    """A fresh database for one test on the postgres backend (None: SQLite in tmp_path)."""
+    if pg_cluster is None:
+        return None
+    import psycopg2
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    conn = psycopg2.connect(pg_cluster)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    conn.close()
+    return pg_cluster.rsplit("/", 1)[0] + "/" + name
+
+
+@dataclass
+class Stack:
+    tmp: Path
+    sim: Program
+    registry: Program
+    identity: Program
+    db_url: str | None
+
+    def restart(self, *names: str) -> None:
+        for name in names:
+            prog: Program = getattr(self, name)
+            prog.stop()
+            prog.start()
+
+
+@pytest.fixture
+def make_stack(
+    tmp_path: Path, registry_db_url: str | None
+) -> Iterator[Callable[..., Stack]]:
+    """Start sim, registry (trusting the sim root unless told not to) and identity service."""
+    stacks: list[contextlib.ExitStack] = []
+
+    def make(sim_flags: Sequence[str] = (), trust_sim_root: bool = True) -> Stack:
+        exit_stack = contextlib.ExitStack()
+        stacks.append(exit_stack)
+        sim = procs.sim(tmp_path, sim_flags)
+        exit_stack.enter_context(procs.running(sim))
+        root = tmp_path / "sim-state" / "root_ca.pem"
+        reg = procs.registry(tmp_path, sim.url, root if trust_sim_root else None, registry_db_url)
+        exit_stack.enter_context(procs.running(reg))
+        ident = procs.identity(tmp_path, sim.url, reg.url)
+        exit_stack.enter_context(procs.running(ident))
+        return Stack(tmp_path, sim, reg, ident, registry_db_url)
+
+    yield make
+    for s in reversed(stacks):
+        s.close()
