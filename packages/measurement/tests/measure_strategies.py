@@ -1,0 +1,78 @@
+"""Hypothesis strategies for valid events, shared by the property tests."""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from tdx_measure import BootEvent, Event, ExecutableEvent, WorkloadEvent
+
+_segment_chars = st.characters(
+    codec="utf-8",
+    exclude_categories=("Cc", "Cs"),
+    exclude_characters="/",
+)
+segments = st.text(_segment_chars, min_size=1, max_size=12).filter(lambda s: s not in (".", ".."))
+clean_paths = st.lists(segments, min_size=1, max_size=4).map(lambda parts: "/" + "/".join(parts))
+roles = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,20}", fullmatch=True)
+machines = st.from_regex(r"EM_[A-Z0-9_]{1,12}", fullmatch=True)
+images = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Zs", "Zl", "Zp")),
+    min_size=1,
+    max_size=40,
+).filter(lambda s: not any(c.isspace() for c in s))
+image_ids = st.builds(
+    lambda prefix, digest: prefix + digest,
+    st.sampled_from(["", "sha256:"]),
+    st.from_regex(r"[0-9a-f]{64}", fullmatch=True),
+)
+timestamps = st.integers(min_value=0, max_value=2**53 - 1)
+ports = st.integers(min_value=1, max_value=65535)
+
+boot_events = st.builds(
+    BootEvent, boot_nonce=st.binary(min_size=32, max_size=32), timestamp=timestamps
+)
+executable_events = st.builds(
+    ExecutableEvent,
+    role=roles,
+    path=clean_paths,
+    sha384=st.binary(min_size=48, max_size=48),
+    build_id=st.none() | st.binary(min_size=1, max_size=64),
+    machine=machines,
+)
+workload_events = st.builds(
+    WorkloadEvent,
+    transition=st.sampled_from(["configure", "expose"]),
+    image=images,
+    image_id=image_ids,
+    persist_dirs=st.lists(clean_paths, max_size=4).map(tuple),
+    port=ports,
+)
+runtime_events = st.one_of(executable_events, workload_events)
+events = st.one_of(boot_events, executable_events, workload_events)
+
+FIELD_STRATEGIES: dict[type, dict[str, st.SearchStrategy[object]]] = {
+    BootEvent: {"boot_nonce": st.binary(min_size=32, max_size=32), "timestamp": timestamps},
+    ExecutableEvent: {
+        "role": roles,
+        "path": clean_paths,
+        "sha384": st.binary(min_size=48, max_size=48),
+        "build_id": st.none() | st.binary(min_size=1, max_size=64),
+        "machine": machines,
+    },
+    WorkloadEvent: {
+        "transition": st.sampled_from(["configure", "expose"]),
+        "image": images,
+        "image_id": image_ids,
+        "persist_dirs": st.lists(clean_paths, max_size=4).map(tuple),
+        "port": ports,
+    },
+}
+
+
+def logs_events(min_runtime: int = 0, max_runtime: int = 8) -> st.SearchStrategy[list[Event]]:
+    """A boot event followed by runtime events: the shape every log has."""
+    return st.builds(
+        lambda boot, rest: [boot, *rest],
+        boot_events,
+        st.lists(runtime_events, min_size=min_runtime, max_size=max_runtime),
+    )

@@ -1,0 +1,208 @@
+"""Events: validation on construction, the canonical serialization, strict decoding."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from measure_strategies import events
+
+from tdx_measure import (
+    DOMAIN_TAG,
+    BootEvent,
+    EventLogError,
+    ExecutableEvent,
+    WorkloadEvent,
+    decode_event,
+    encode_event,
+    event_digest,
+    event_from_object,
+    event_to_object,
+)
+
+BOOT = BootEvent(boot_nonce=bytes(range(32)), timestamp=1_700_000_000)
+EXE = ExecutableEvent(
+    role="podman",
+    path="/usr/bin/podman",
+    sha384=bytes(48),
+    build_id=bytes.fromhex("0e3835b7c5a7ab386fb021e7000ce875cf429c9d"),
+    machine="EM_X86_64",
+)
+WORK = WorkloadEvent(
+    transition="expose",
+    image="docker.io/library/nginx:1.25",
+    image_id="sha256:" + "ab" * 32,
+    persist_dirs=("/data", "/srv/\u00e9t\u00e9"),
+    port=8080,
+)
+
+
+def test_boot_event_encodes_to_the_documented_bytes() -> None:
+    expected = (
+        b"tdx-measure/event/v1\n"
+        b'{"boot_nonce":"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",'
+        b'"timestamp":1700000000,"type":"boot"}'
+    )
+    assert encode_event(BOOT) == expected
+
+
+def test_executable_event_encodes_to_the_documented_bytes() -> None:
+    expected = (
+        b"tdx-measure/event/v1\n"
+        b'{"build_id":"0e3835b7c5a7ab386fb021e7000ce875cf429c9d","machine":"EM_X86_64",'
+        b'"path":"/usr/bin/podman","role":"podman","sha384":"' + b"00" * 48 + b'",'
+        b'"type":"executable"}'
+    )
+    assert encode_event(EXE) == expected
+
+
+def test_executable_event_without_build_id_encodes_null() -> None:
+    event = dataclasses.replace(EXE, build_id=None)
+    assert b'"build_id":null,' in encode_event(event)
+
+
+def test_workload_event_encodes_non_ascii_as_raw_utf8() -> None:
+    expected = (
+        b"tdx-measure/event/v1\n"
+        b'{"image":"docker.io/library/nginx:1.25","image_id":"sha256:' + b"ab" * 32 + b'",'
+        b'"persist_dirs":["/data","/srv/\xc3\xa9t\xc3\xa9"],"port":8080,'
+        b'"transition":"expose","type":"workload"}'
+    )
+    assert encode_event(WORK) == expected
+
+
+def test_quote_and_backslash_are_the_only_escapes() -> None:
+    event = dataclasses.replace(EXE, path='/opt/a"b\\c')
+    assert b'"path":"/opt/a\\"b\\\\c"' in encode_event(event)
+    assert decode_event(encode_event(event)) == event
+
+
+def test_digest_is_sha384_of_the_serialization() -> None:
+    for event in (BOOT, EXE, WORK):
+        assert event_digest(event) == hashlib.sha384(encode_event(event)).digest()
+
+
+def test_fresh_boot_events_have_distinct_random_nonces() -> None:
+    a, b = BootEvent.fresh(1), BootEvent.fresh(1)
+    assert len(a.boot_nonce) == 32
+    assert a.boot_nonce != b.boot_nonce
+
+
+@given(events)
+def test_serialization_round_trips(event: object) -> None:
+    assert isinstance(event, BootEvent | ExecutableEvent | WorkloadEvent)
+    assert decode_event(encode_event(event)) == event
+    assert event_from_object(json.loads(json.dumps(event_to_object(event)))) == event
+
+
+@given(st.binary(max_size=300))
+def test_decoding_random_bytes_only_raises_event_log_error(data: bytes) -> None:
+    for candidate in (data, DOMAIN_TAG + data):
+        try:
+            event = decode_event(candidate)
+        except EventLogError:
+            continue
+        assert encode_event(event) == candidate
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        pytest.param(lambda b: b.replace(b'{"', b'{ "', 1), id="whitespace"),
+        pytest.param(
+            lambda b: b.replace(b"tdx-measure/event/v1", b"tdx-measure/event/v2"), id="tag"
+        ),
+        pytest.param(lambda b: b[len(DOMAIN_TAG) :], id="no-tag"),
+        pytest.param(lambda b: b.replace(b"ab" * 32, b"AB" * 32), id="uppercase-hex-in-text"),
+        pytest.param(lambda b: b.replace(b"nginx", b"ngin\\u0078"), id="escaped-letter"),
+        pytest.param(lambda b: b.replace(b"8080", b"8080.0"), id="float"),
+        pytest.param(lambda b: b.replace(b"8080", b"08080"), id="leading-zero"),
+        pytest.param(lambda b: b + b"\n", id="trailing-newline"),
+        pytest.param(lambda b: b.replace(b'"image":', b'"port":1,"image":', 1), id="duplicate-key"),
+        pytest.param(
+            lambda b: (
+                DOMAIN_TAG
+                + json.dumps(json.loads(b[len(DOMAIN_TAG) :]), separators=(",", ":")).encode()
+            ),
+            id="unsorted-and-ascii-escaped",
+        ),
+    ],
+)
+def test_decoding_refuses_every_non_canonical_encoding(mutate: object) -> None:
+    assert callable(mutate)
+    data = mutate(encode_event(WORK))
+    assert data != encode_event(WORK)
+    with pytest.raises(EventLogError):
+        decode_event(data)
+
+
+def _obj(
+    event: BootEvent | ExecutableEvent | WorkloadEvent, **changes: object
+) -> dict[str, object]:
+    obj = event_to_object(event)
+    for key, value in changes.items():
+        if value is KeyError:
+            del obj[key]
+        else:
+            obj[key] = value
+    return obj
+
+
+@pytest.mark.parametrize(
+    ("obj", "reason"),
+    [
+        (["boot"], "JSON object"),
+        (_obj(BOOT, type="reboot"), "unknown event type"),
+        (_obj(BOOT, type=None), "unknown event type"),
+        (_obj(BOOT, type=KeyError), "unknown event type"),
+        (_obj(BOOT, extra=1), "unexpected fields ['extra']"),
+        (_obj(EXE, build_id=KeyError), "missing fields ['build_id']"),
+        (_obj(BOOT, timestamp="1700000000"), "timestamp: must be an integer"),
+        (_obj(BOOT, timestamp=True), "timestamp: must be an integer"),
+        (_obj(BOOT, timestamp=-1), "timestamp: -1 is outside"),
+        (_obj(BOOT, boot_nonce="00" * 31), "boot_nonce: is 31 bytes"),
+        (_obj(BOOT, boot_nonce="0g" * 32), "boot_nonce"),
+        (_obj(EXE, sha384="00" * 47), "sha384: is 47 bytes"),
+        (_obj(EXE, sha384=0), "sha384: must be a string"),
+        (_obj(EXE, build_id=""), "build_id: is 0 bytes"),
+        (_obj(EXE, build_id="0"), "build_id"),
+        (_obj(EXE, role="Podman"), "role"),
+        (_obj(EXE, role=""), "role"),
+        (_obj(EXE, path="usr/bin/podman"), "not absolute"),
+        (_obj(EXE, path="/usr/../bin/podman"), "not a clean path"),
+        (_obj(EXE, path="/usr//bin"), "not a clean path"),
+        (_obj(EXE, path="/usr/bin/"), "not a clean path"),
+        (_obj(EXE, path="/usr/bin/pod\nman"), "control character"),
+        (_obj(EXE, path="/usr/bin/pod\x00man"), "control character"),
+        (_obj(EXE, path="/usr/bin/\ud800"), "lone surrogate"),
+        (_obj(EXE, machine="x86_64"), "machine"),
+        (_obj(WORK, transition="destroy"), "transition"),
+        (_obj(WORK, port=0), "port: 0 is outside"),
+        (_obj(WORK, port=65536), "port: 65536 is outside"),
+        (_obj(WORK, port=False), "port: must be an integer"),
+        (_obj(WORK, image=""), "image: must not be empty"),
+        (_obj(WORK, image="nginx latest"), "image: contains whitespace"),
+        (_obj(WORK, image_id="sha256:" + "AB" * 32), "image_id"),
+        (_obj(WORK, image_id="sha512:" + "ab" * 32), "image_id"),
+        (_obj(WORK, persist_dirs="/data"), "persist_dirs: must be an array"),
+        (_obj(WORK, persist_dirs=["/data", "rel"]), "persist_dirs[1]"),
+        (_obj(WORK, persist_dirs=[1]), "persist_dirs[0]: must be a string"),
+    ],
+)
+def test_decoding_refuses_malformed_objects_naming_the_field(obj: object, reason: str) -> None:
+    with pytest.raises(EventLogError) as info:
+        event_from_object(obj)
+    assert reason in info.value.reason
+
+
+def test_constructing_an_invalid_event_raises_event_log_error() -> None:
+    with pytest.raises(EventLogError, match="port"):
+        WorkloadEvent("configure", "nginx", "ab" * 32, (), 70000)
+    with pytest.raises(EventLogError, match="persist_dirs: must be a tuple"):
+        WorkloadEvent("configure", "nginx", "ab" * 32, ["/data"], 80)  # type: ignore[arg-type]
+    with pytest.raises(EventLogError, match="sha384: must be bytes"):
+        ExecutableEvent("podman", "/usr/bin/podman", bytearray(48), None, "EM_X86_64")  # type: ignore[arg-type]
