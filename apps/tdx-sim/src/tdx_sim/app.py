@@ -1,0 +1,167 @@
+"""HTTP face of the simulator: quotes on `/attest`, and Intel's PCCS v4 API for the sim PKI."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote as url_quote
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from sanic import Request, Sanic
+from sanic.response import HTTPResponse, raw, text
+
+from tdx_service_kit import BadRequest, HttpLimits, NotFound, install_common, parse_hex
+
+from .platform import SimCollateral, SimOptions, SimPlatform
+
+log = logging.getLogger("tdx_sim")
+
+# Collateral is re-issued this long after its issue time, well inside its 30-day validity.
+COLLATERAL_REFRESH = timedelta(hours=12)
+_FMSPC = re.compile(r"[0-9A-Fa-f]{12}")
+
+
+@dataclass(frozen=True)
+class SimSettings:
+    """Everything the simulator needs, parsed once from the command line."""
+
+    state_dir: Path
+    options: SimOptions = field(default_factory=SimOptions)
+    host: str = "127.0.0.1"
+    port: int = 3010
+    log_level: str = "INFO"
+
+
+class _CollateralSource:
+    """Issues the collateral and reuses it until it is `COLLATERAL_REFRESH` old, so the four
+    PCCS routes a client calls in a row answer from one consistent issue."""
+
+    def __init__(self, platform: SimPlatform) -> None:
+        self._platform = platform
+        self._current: SimCollateral | None = None
+
+    def get(self) -> SimCollateral:
+        now = datetime.now(UTC)
+        current = self._current
+        if current is None or now >= current.issued_at + COLLATERAL_REFRESH:
+            current = self._platform.collateral_bundle(now)
+            self._current = current
+        return current
+
+
+def _single_arg(request: Request, name: str, *, required: bool) -> str | None:
+    values = request.args.getlist(name)
+    if not values:
+        if required:
+            raise BadRequest(f"query parameter {name!r} is missing")
+        return None
+    if len(values) > 1:
+        raise BadRequest(f"query parameter {name!r} is given more than once")
+    value: str = values[0]
+    return value
+
+
+def _check_update(request: Request) -> None:
+    update = _single_arg(request, "update", required=False)
+    if update is not None and update not in ("standard", "early"):
+        raise BadRequest("query parameter 'update' must be 'standard' or 'early'")
+
+
+def _issuer_chain_header(chain_pem: str) -> str:
+    return url_quote(chain_pem, safe="")
+
+
+def create_app(settings: SimSettings) -> Sanic[Any, Any]:
+    """Build the simulator app; the state directory's PKI is loaded (or created) here."""
+    platform = SimPlatform(settings.state_dir, settings.options)
+    collateral = _CollateralSource(platform)
+    root_der = x509.load_pem_x509_certificate(platform.root_ca_pem).public_bytes(
+        serialization.Encoding.DER
+    )
+    app: Sanic[Any, Any] = Sanic("tdx_sim", configure_logging=False)
+    install_common(app, limits=HttpLimits(max_body_bytes=4096), rate_limit=None)
+    app.ctx.platform = platform
+
+    log.info(
+        "simulated TDX platform ready",
+        extra={
+            "state_dir": str(settings.state_dir),
+            "fmspc": platform.fmspc.hex(),
+            "debug_td": settings.options.debug_td,
+            "tcb_status": settings.options.tcb_status,
+            "revoke_pck": settings.options.revoke_pck,
+            "mr_td": settings.options.mr_td.hex(),
+            "root_ca_sha256": hashlib.sha256(root_der).hexdigest(),
+        },
+    )
+
+    @app.get("/attest/<report_data_hex:str>")
+    async def attest(request: Request, report_data_hex: str) -> HTTPResponse:
+        report_data = parse_hex(report_data_hex, "report_data", length=64)
+        return raw(platform.quote(report_data), content_type="application/octet-stream")
+
+    @app.get("/root_ca.pem")
+    async def root_ca(request: Request) -> HTTPResponse:
+        return raw(platform.root_ca_pem, content_type="application/x-pem-file")
+
+    @app.get("/sgx/certification/v4/pckcrl")
+    async def pck_crl(request: Request) -> HTTPResponse:
+        ca = _single_arg(request, "ca", required=True)
+        if ca not in ("platform", "processor"):
+            raise BadRequest("query parameter 'ca' must be 'platform' or 'processor'")
+        encoding = _single_arg(request, "encoding", required=False) or "pem"
+        if encoding not in ("der", "pem"):
+            raise BadRequest("query parameter 'encoding' must be 'der' or 'pem'")
+        if ca == "processor":
+            raise NotFound("this platform's PCK certificate is issued by the platform CA")
+        current = collateral.get()
+        headers = {"SGX-PCK-CRL-Issuer-Chain": _issuer_chain_header(current.pck_crl_issuer_chain)}
+        if encoding == "der":
+            return raw(current.pck_crl, content_type="application/pkix-crl", headers=headers)
+        crl = x509.load_der_x509_crl(current.pck_crl)
+        return raw(
+            crl.public_bytes(serialization.Encoding.PEM),
+            content_type="application/x-pem-file",
+            headers=headers,
+        )
+
+    @app.get("/tdx/certification/v4/tcb")
+    async def tcb_info(request: Request) -> HTTPResponse:
+        fmspc = _single_arg(request, "fmspc", required=True) or ""
+        if _FMSPC.fullmatch(fmspc) is None:
+            raise BadRequest("query parameter 'fmspc' must be 6 bytes of hex")
+        _check_update(request)
+        if bytes.fromhex(fmspc) != platform.fmspc:
+            raise NotFound(f"no TCB info for FMSPC {fmspc.upper()}")
+        current = collateral.get()
+        return raw(
+            current.tcb_info_body().encode(),
+            content_type="application/json",
+            headers={"TCB-Info-Issuer-Chain": _issuer_chain_header(current.tcb_info_issuer_chain)},
+        )
+
+    @app.get("/tdx/certification/v4/qe/identity")
+    async def qe_identity(request: Request) -> HTTPResponse:
+        _check_update(request)
+        current = collateral.get()
+        return raw(
+            current.qe_identity_body().encode(),
+            content_type="application/json",
+            headers={
+                "SGX-Enclave-Identity-Issuer-Chain": _issuer_chain_header(
+                    current.qe_identity_issuer_chain
+                )
+            },
+        )
+
+    @app.get("/sgx/certification/v4/rootcacrl")
+    async def root_ca_crl(request: Request) -> HTTPResponse:
+        return text(collateral.get().root_ca_crl.hex())
+
+    return app

@@ -1,0 +1,393 @@
+"""The simulated TDX platform: TD quotes signed like a real QE, and the PCCS collateral for them.
+
+A quote is a v4 quote with a TD report 1.0, certification data type 6 (the QE report signed by
+the PCK key, binding the attestation key) wrapping type 5 (the PEM PCK chain). The collateral
+is Intel's TDX TCB info v3 and TD_QE identity v2, signed by the sim's TCB-signing key, plus the
+root and PCK CRLs. Flags in `SimOptions` make the bad cases real (debug TD, TCB status,
+revoked PCK, another MRTD).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from tdx_quote import (
+    AttestationKeyType,
+    BodyType,
+    CertificationData,
+    CertificationDataType,
+    EnclaveReport,
+    Header,
+    QeReportCertData,
+    Quote,
+    QuoteSignatureData,
+    TdReport10,
+    TeeType,
+    build_enclave_report,
+    build_quote,
+    build_signed_region,
+)
+
+from .pki import SimPki, load_or_create_pki
+
+TCB_STATUSES = (
+    "UpToDate",
+    "SWHardeningNeeded",
+    "ConfigurationNeeded",
+    "ConfigurationAndSWHardeningNeeded",
+    "OutOfDate",
+    "OutOfDateConfigurationNeeded",
+    "Revoked",
+)
+SIM_ADVISORY_ID = "INTEL-SA-00000"  # the one advisory a non-UpToDate sim TCB level names
+
+# Measurements of the simulated TD and TDX module: fixed, recognisable, not secret.
+DEFAULT_MR_TD = hashlib.sha384(b"tdx-sim default MRTD").digest()
+SIM_RTMRS = (
+    hashlib.sha384(b"tdx-sim RTMR0").digest(),
+    hashlib.sha384(b"tdx-sim RTMR1").digest(),
+    hashlib.sha384(b"tdx-sim RTMR2").digest(),
+    bytes(48),
+)
+SIM_MR_SEAM = hashlib.sha384(b"tdx-sim TDX module").digest()
+SIM_MR_SIGNER_SEAM = bytes(48)  # Intel's TDX module signer, as in Intel's TCB info
+SIM_SEAM_ATTRIBUTES = bytes(8)
+SIM_TD_ATTRIBUTES = bytes.fromhex("0000001000000000")  # SEPT_VE_DISABLE, not debug
+SIM_XFAM = bytes.fromhex("e702060000000000")
+# TEE TCB SVN: [0] TDX module SVN, [1] module major version (identity "TDX_01"), [2] microcode.
+SIM_TEE_TCB_SVN = bytes([6, 1, 3]) + bytes(13)
+SIM_TDX_TCB_COMPONENTS = (5, 0, 2) + (0,) * 13
+SIM_TDX_MODULE_ISVSVN = 4
+
+# The simulated Quoting Enclave, described the way Intel's TD_QE identity describes its QE.
+INTEL_QE_VENDOR_ID = bytes.fromhex("939a7233f79c4ca9940a0db3957f0607")
+SIM_QE_MR_ENCLAVE = hashlib.sha256(b"tdx-sim quoting enclave").digest()
+SIM_QE_MR_SIGNER = hashlib.sha256(b"tdx-sim quoting enclave signer").digest()
+SIM_QE_ATTRIBUTES = bytes.fromhex("1500000000000000e700000000000000")
+SIM_QE_PROD_ID = 2
+SIM_QE_ISVSVN = 6
+SIM_QE_IDENTITY_ISVSVN = 4
+SIM_QE_AUTH_DATA = bytes(range(32))
+TCB_EVALUATION_DATA_NUMBER = 17
+TCB_DATE = "2025-05-14T00:00:00Z"
+
+COLLATERAL_ISSUED_BEFORE = timedelta(hours=1)
+COLLATERAL_VALID_FOR = timedelta(days=30)
+
+_SGX_COMPONENT_LABELS: dict[int, dict[str, str]] = {
+    0: {"category": "BIOS", "type": "Early Microcode Update"},
+    1: {"category": "OS/VMM", "type": "SGX Late Microcode Update"},
+    2: {"category": "OS/VMM", "type": "TXT SINIT"},
+    3: {"category": "BIOS"},
+    4: {"category": "BIOS"},
+    5: {"category": "BIOS"},
+    7: {"category": "OS/VMM", "type": "SEAMLDR ACM"},
+}
+_TDX_COMPONENT_LABELS: dict[int, dict[str, str]] = {
+    0: {"category": "OS/VMM", "type": "TDX Module"},
+    1: {"category": "OS/VMM", "type": "TDX Module"},
+    2: {"category": "OS/VMM", "type": "TDX Late Microcode Update"},
+}
+
+
+class SimOptionsError(ValueError):
+    """A simulator option is out of range (unknown TCB status, MRTD not 48 bytes)."""
+
+
+@dataclass(frozen=True)
+class SimOptions:
+    """What the simulated platform reports; the defaults make a quote every verifier accepts."""
+
+    debug_td: bool = False
+    tcb_status: str = "UpToDate"
+    revoke_pck: bool = False
+    mr_td: bytes = DEFAULT_MR_TD
+
+    def __post_init__(self) -> None:
+        if self.tcb_status not in TCB_STATUSES:
+            raise SimOptionsError(
+                f"unknown TCB status {self.tcb_status!r}; one of {', '.join(TCB_STATUSES)}"
+            )
+        if len(self.mr_td) != 48:
+            raise SimOptionsError(f"MRTD must be 48 bytes, got {len(self.mr_td)}")
+
+
+@dataclass(frozen=True)
+class SimCollateral:
+    """Signed collateral for the sim's quotes, as the PCCS serves it and as dcap-qvl's
+    `QuoteCollateralV3` holds it. `tcb_info` and `qe_identity` are the exact signed texts."""
+
+    pck_crl_issuer_chain: str
+    root_ca_crl: bytes
+    pck_crl: bytes
+    tcb_info_issuer_chain: str
+    tcb_info: str
+    tcb_info_signature: bytes
+    qe_identity_issuer_chain: str
+    qe_identity: str
+    qe_identity_signature: bytes
+    issued_at: datetime = field(compare=False)
+    next_update: datetime = field(compare=False)
+
+    def to_json_dict(self) -> dict[str, str]:
+        """dcap-qvl's `QuoteCollateralV3` JSON form: CRLs and signatures as hex, chains PEM."""
+        return {
+            "pck_crl_issuer_chain": self.pck_crl_issuer_chain,
+            "root_ca_crl": self.root_ca_crl.hex(),
+            "pck_crl": self.pck_crl.hex(),
+            "tcb_info_issuer_chain": self.tcb_info_issuer_chain,
+            "tcb_info": self.tcb_info,
+            "tcb_info_signature": self.tcb_info_signature.hex(),
+            "qe_identity_issuer_chain": self.qe_identity_issuer_chain,
+            "qe_identity": self.qe_identity,
+            "qe_identity_signature": self.qe_identity_signature.hex(),
+        }
+
+    def tcb_info_body(self) -> str:
+        """PCCS body of `/tdx/certification/v4/tcb`, embedding the signed text unchanged."""
+        return f'{{"tcbInfo":{self.tcb_info},"signature":"{self.tcb_info_signature.hex()}"}}'
+
+    def qe_identity_body(self) -> str:
+        """PCCS body of `/tdx/certification/v4/qe/identity`."""
+        return (
+            f'{{"enclaveIdentity":{self.qe_identity},'
+            f'"signature":"{self.qe_identity_signature.hex()}"}}'
+        )
+
+
+def _raw_signature(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
+    """ECDSA-P256-SHA256 signature as Intel encodes it: r || s, 32 bytes big-endian each."""
+    r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def _raw_public_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    numbers = key.public_key().public_numbers()
+    return numbers.x.to_bytes(32, "big") + numbers.y.to_bytes(32, "big")
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _components(svns: tuple[int, ...], labels: dict[int, dict[str, str]]) -> list[dict[str, Any]]:
+    return [{"svn": svn, **labels.get(i, {})} for i, svn in enumerate(svns)]
+
+
+def _compact_json(value: dict[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+
+
+class SimPlatform:
+    """A simulated TDX host: its PKI lives in `state_dir`; `options` choose what it reports."""
+
+    def __init__(self, state_dir: Path, options: SimOptions, *, now: datetime | None = None):
+        self.options = options
+        self.pki: SimPki = load_or_create_pki(state_dir, now=now or datetime.now(UTC))
+
+    @property
+    def root_ca_pem(self) -> bytes:
+        return self.pki.root_ca_pem
+
+    @property
+    def fmspc(self) -> bytes:
+        return self.pki.sgx_extension.fmspc
+
+    @property
+    def ppid(self) -> bytes:
+        return self.pki.sgx_extension.ppid
+
+    def td_report(self, report_data: bytes) -> TdReport10:
+        """The TD report body this platform's TD would produce for `report_data`."""
+        if len(report_data) != 64:
+            raise ValueError(f"report_data must be 64 bytes, got {len(report_data)}")
+        td_attributes = bytearray(SIM_TD_ATTRIBUTES)
+        if self.options.debug_td:
+            td_attributes[0] |= 0x01
+        return TdReport10(
+            tee_tcb_svn=SIM_TEE_TCB_SVN,
+            mr_seam=SIM_MR_SEAM,
+            mr_signer_seam=SIM_MR_SIGNER_SEAM,
+            seam_attributes=SIM_SEAM_ATTRIBUTES,
+            td_attributes=bytes(td_attributes),
+            xfam=SIM_XFAM,
+            mr_td=self.options.mr_td,
+            mr_config_id=bytes(48),
+            mr_owner=bytes(48),
+            mr_owner_config=bytes(48),
+            rtmr0=SIM_RTMRS[0],
+            rtmr1=SIM_RTMRS[1],
+            rtmr2=SIM_RTMRS[2],
+            rtmr3=SIM_RTMRS[3],
+            report_data=report_data,
+        )
+
+    def quote(self, report_data: bytes) -> bytes:
+        """A v4 TDX quote over `report_data` (64 bytes), signed by the attestation key, whose
+        QE report is signed by the PCK key and commits to that attestation key."""
+        body = self.td_report(report_data)
+        header = Header(
+            version=4,
+            attestation_key_type=AttestationKeyType.ECDSA_P256,
+            tee_type=TeeType.TDX,
+            qe_svn=0,
+            pce_svn=0,
+            qe_vendor_id=INTEL_QE_VENDOR_ID,
+            user_data=bytes(20),
+        )
+        attestation_key = _raw_public_key(self.pki.attestation_key)
+        sgx = self.pki.sgx_extension
+        qe_report = EnclaveReport(
+            cpu_svn=sgx.cpu_svn,
+            misc_select=0,
+            reserved1=bytes(28),
+            attributes=SIM_QE_ATTRIBUTES,
+            mr_enclave=SIM_QE_MR_ENCLAVE,
+            reserved2=bytes(32),
+            mr_signer=SIM_QE_MR_SIGNER,
+            reserved3=bytes(96),
+            isv_prod_id=SIM_QE_PROD_ID,
+            isv_svn=SIM_QE_ISVSVN,
+            reserved4=bytes(60),
+            report_data=hashlib.sha256(attestation_key + SIM_QE_AUTH_DATA).digest() + bytes(32),
+        )
+        qe_cert_data = QeReportCertData(
+            qe_report=qe_report,
+            qe_report_signature=_raw_signature(self.pki.pck_key, build_enclave_report(qe_report)),
+            qe_auth_data=SIM_QE_AUTH_DATA,
+            certification_data=CertificationData(
+                cert_type=CertificationDataType.PCK_CERT_CHAIN, body=self.pki.pck_chain_pem
+            ),
+        )
+        signed_region = build_signed_region(header, BodyType.TD_REPORT_10, body)
+        return build_quote(
+            Quote(
+                header=header,
+                body_type=BodyType.TD_REPORT_10,
+                body=body,
+                signature_data=QuoteSignatureData(
+                    signature=_raw_signature(self.pki.attestation_key, signed_region),
+                    attestation_key=attestation_key,
+                    certification_data=CertificationData(
+                        cert_type=CertificationDataType.QE_REPORT_CERTIFICATION_DATA,
+                        body=qe_cert_data,
+                    ),
+                ),
+            )
+        )
+
+    def tcb_info(self, *, issued_at: datetime, next_update: datetime) -> dict[str, Any]:
+        """Intel's TDX TCB info v3 for this platform's FMSPC; the platform's own level carries
+        `options.tcb_status`."""
+        sgx = self.pki.sgx_extension
+        zero_signer = SIM_MR_SIGNER_SEAM.hex().upper()
+        module = {
+            "mrsigner": zero_signer,
+            "attributes": SIM_SEAM_ATTRIBUTES.hex().upper(),
+            "attributesMask": "FFFFFFFFFFFFFFFF",
+        }
+        platform_level: dict[str, Any] = {
+            "tcb": {
+                "sgxtcbcomponents": _components(sgx.tcb_components, _SGX_COMPONENT_LABELS),
+                "pcesvn": sgx.pce_svn,
+                "tdxtcbcomponents": _components(SIM_TDX_TCB_COMPONENTS, _TDX_COMPONENT_LABELS),
+            },
+            "tcbDate": TCB_DATE,
+            "tcbStatus": self.options.tcb_status,
+        }
+        if self.options.tcb_status != "UpToDate":
+            platform_level["advisoryIDs"] = [SIM_ADVISORY_ID]
+        older_level = {
+            "tcb": {
+                "sgxtcbcomponents": _components(sgx.tcb_components, _SGX_COMPONENT_LABELS),
+                "pcesvn": max(sgx.pce_svn - 6, 0),
+                "tdxtcbcomponents": _components(SIM_TDX_TCB_COMPONENTS, _TDX_COMPONENT_LABELS),
+            },
+            "tcbDate": "2018-01-04T00:00:00Z",
+            "tcbStatus": "OutOfDate",
+            "advisoryIDs": [SIM_ADVISORY_ID],
+        }
+        return {
+            "id": "TDX",
+            "version": 3,
+            "issueDate": _timestamp(issued_at),
+            "nextUpdate": _timestamp(next_update),
+            "fmspc": sgx.fmspc.hex().upper(),
+            "pceId": sgx.pce_id.hex().upper(),
+            "tcbType": 0,
+            "tcbEvaluationDataNumber": TCB_EVALUATION_DATA_NUMBER,
+            "tdxModule": module,
+            "tdxModuleIdentities": [
+                {
+                    "id": f"TDX_{SIM_TEE_TCB_SVN[1]:02X}",
+                    **module,
+                    "tcbLevels": [
+                        {
+                            "tcb": {"isvsvn": SIM_TDX_MODULE_ISVSVN},
+                            "tcbDate": TCB_DATE,
+                            "tcbStatus": "UpToDate",
+                        }
+                    ],
+                }
+            ],
+            "tcbLevels": [platform_level, older_level],
+        }
+
+    def qe_identity(self, *, issued_at: datetime, next_update: datetime) -> dict[str, Any]:
+        """Intel's TD_QE enclave identity v2 describing the sim's quoting enclave."""
+        return {
+            "id": "TD_QE",
+            "version": 2,
+            "issueDate": _timestamp(issued_at),
+            "nextUpdate": _timestamp(next_update),
+            "tcbEvaluationDataNumber": TCB_EVALUATION_DATA_NUMBER,
+            "miscselect": "00000000",
+            "miscselectMask": "FFFFFFFF",
+            "attributes": "11000000000000000000000000000000",
+            "attributesMask": "FBFFFFFFFFFFFFFF0000000000000000",
+            "mrsigner": SIM_QE_MR_SIGNER.hex().upper(),
+            "isvprodid": SIM_QE_PROD_ID,
+            "tcbLevels": [
+                {
+                    "tcb": {"isvsvn": SIM_QE_IDENTITY_ISVSVN},
+                    "tcbDate": TCB_DATE,
+                    "tcbStatus": "UpToDate",
+                }
+            ],
+        }
+
+    def collateral_bundle(self, now: datetime) -> SimCollateral:
+        """All collateral, issued an hour before `now` and valid for 30 days after it."""
+        issued_at = (now - COLLATERAL_ISSUED_BEFORE).replace(microsecond=0)
+        next_update = (now + COLLATERAL_VALID_FOR).replace(microsecond=0)
+        pki = self.pki
+        tcb_info = _compact_json(self.tcb_info(issued_at=issued_at, next_update=next_update))
+        qe_identity = _compact_json(self.qe_identity(issued_at=issued_at, next_update=next_update))
+        revoked = [pki.pck_cert.serial_number] if self.options.revoke_pck else []
+        signing_chain = pki.tcb_signing_chain_pem.decode()
+        return SimCollateral(
+            pck_crl_issuer_chain=pki.pck_crl_issuer_chain_pem.decode(),
+            root_ca_crl=pki.root_ca_crl(this_update=issued_at, next_update=next_update),
+            pck_crl=pki.pck_crl(this_update=issued_at, next_update=next_update, revoked=revoked),
+            tcb_info_issuer_chain=signing_chain,
+            tcb_info=tcb_info,
+            tcb_info_signature=_raw_signature(pki.tcb_signing_key, tcb_info.encode()),
+            qe_identity_issuer_chain=signing_chain,
+            qe_identity=qe_identity,
+            qe_identity_signature=_raw_signature(pki.tcb_signing_key, qe_identity.encode()),
+            issued_at=issued_at,
+            next_update=next_update,
+        )
+
+    def collateral(self, now: datetime) -> dict[str, str]:
+        """The collateral in dcap-qvl's `QuoteCollateralV3` JSON form."""
+        return self.collateral_bundle(now).to_json_dict()
