@@ -66,9 +66,7 @@ class Stack:
 
 
 @pytest.fixture
-def make_stack(
-    tmp_path: Path, registry_db_url: str | None
-) -> Iterator[Callable[..., Stack]]:
+def make_stack(tmp_path: Path, registry_db_url: str | None) -> Iterator[Callable[..., Stack]]:
     """Start sim, registry (trusting the sim root unless told not to) and identity service."""
     stacks: list[contextlib.ExitStack] = []
 

@@ -42,24 +42,52 @@ def throwaway_cluster() -> Iterator[str]:
         os.chown(tmp, pw.pw_uid, pw.pw_gid)
     try:
         subprocess.run(
-            _as_user([_pg_bin("initdb"), "-D", str(data), "-U", "tdx", "-A", "trust",
-                      "--no-sync", "-E", "UTF8"], user),
-            check=True, capture_output=True,
+            _as_user(
+                [
+                    _pg_bin("initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "tdx",
+                    "-A",
+                    "trust",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                ],
+                user,
+            ),
+            check=True,
+            capture_output=True,
         )
         subprocess.run(
-            _as_user([_pg_bin("pg_ctl"), "-D", str(data), "-l", str(tmp / "pg.log"), "-w",
-                      "-o", f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off",
-                      "start"], user),
-            check=True, capture_output=True,
+            _as_user(
+                [
+                    _pg_bin("pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-l",
+                    str(tmp / "pg.log"),
+                    "-w",
+                    "-o",
+                    f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off",
+                    "start",
+                ],
+                user,
+            ),
+            check=True,
+            capture_output=True,
         )
         subprocess.run(
             [_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "tdx", "registry"],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
         yield f"postgresql://tdx@127.0.0.1:{port}/registry"
     finally:
         subprocess.run(
             _as_user([_pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], user),
-            check=False, capture_output=True,
+            check=False,
+            capture_output=True,
         )
         shutil.rmtree(tmp, ignore_errors=True)

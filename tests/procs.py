@@ -54,9 +54,7 @@ class Program:
 
     def start(self, timeout: float = 30.0) -> Program:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(  # noqa: S603 - argv from the test itself
-            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -110,9 +108,7 @@ def sim(tmp: Path, flags: Sequence[str] = ()) -> Program:
     )
 
 
-def registry(
-    tmp: Path, sim_url: str, root_ca: Path | None, db_url: str | None = None
-) -> Program:
+def registry(tmp: Path, sim_url: str, root_ca: Path | None, db_url: str | None = None) -> Program:
     port = free_port()
     env = base_env(PCCS_URL=sim_url, REGISTRY_DB_PATH=str(tmp / "registry.db"))
     if root_ca is not None:

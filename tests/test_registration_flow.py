@@ -15,9 +15,9 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.conftest import Stack
 from tdx_quote import parse_quote
 from tdx_report_data import IdentityInfo, report_data_for
+from tests.conftest import Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -153,7 +153,8 @@ def test_owner_tokens_wrong_missing_and_reused_are_refused(
     _assert_error(_register_owner(stack, owner, "no-operator-yet"), 401)
     token = _register_operator(stack, Ed25519PrivateKey.generate()).json()["owner_token"]
     _assert_error(_register_owner(stack, owner, None), 401)
-    _assert_error(_register_owner(stack, owner, token[:-1] + ("A" if token[-1] != "A" else "B")), 401)
+    wrong = token[:-1] + ("A" if token[-1] != "A" else "B")
+    _assert_error(_register_owner(stack, owner, wrong), 401)
     # A bad owner signature with the right token does not burn the token.
     bad = {"pubkey": _raw(owner).hex(), "signature": owner.sign(b"x").hex()}
     r = httpx.post(stack.identity.url + "/owner/register", json=bad, headers={"x-token": token})
