@@ -1,0 +1,174 @@
+"""Intel PCCS / PCS v4 client, and a cache that fetches and verifies collateral once per platform
+kind until its earliest nextUpdate."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+from urllib.parse import unquote
+
+import httpx
+
+from tdx_verify._collateral import Collateral, crl_der, raw_json_member
+from tdx_verify._errors import CollateralFormatError, PccsError
+from tdx_verify._verifier import VerifiedQuote, Verifier, parse
+
+DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+_CA_TYPES = ("platform", "processor")
+
+
+class PccsClient:
+    """Fetches TDX collateral from a PCCS (or Intel PCS) speaking the v4 API.
+
+    `base_url` is the server root, e.g. ``https://pccs.example:8081``; paths
+    ``/sgx/certification/v4/...`` and ``/tdx/certification/v4/...`` are appended.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> None:
+        self._max = max_response_bytes
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> PccsClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def fetch_collateral(self, fmspc: bytes, ca: str) -> Collateral:
+        """The PCK CRL of `ca` ("platform" or "processor"), the TDX TCB info of `fmspc`, the TD QE
+        identity and the root CA CRL, with their issuer chains."""
+        if ca not in _CA_TYPES:
+            raise ValueError(f"ca must be one of {_CA_TYPES}, not {ca!r}")
+        if len(fmspc) != 6:
+            raise ValueError("fmspc must be 6 bytes")
+        tasks = [
+            asyncio.ensure_future(coro)
+            for coro in (
+                self._get("/sgx/certification/v4/pckcrl", {"ca": ca, "encoding": "der"}),
+                self._get("/tdx/certification/v4/tcb", {"fmspc": fmspc.hex().upper()}),
+                self._get("/tdx/certification/v4/qe/identity", None),
+                self._get("/sgx/certification/v4/rootcacrl", None),
+            )
+        ]
+        try:
+            (pck, pck_h), (tcb, tcb_h), (qe, qe_h), (root, _) = await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+        try:
+            tcb_text, qe_text = tcb.decode(), qe.decode()
+            tcb_info, tcb_sig = _signed_member(tcb_text, "tcbInfo")
+            qe_identity, qe_sig = _signed_member(qe_text, "enclaveIdentity")
+            return Collateral(
+                pck_crl_issuer_chain=_chain(pck_h, "SGX-PCK-CRL-Issuer-Chain"),
+                root_ca_crl=crl_der(root, "root CA CRL"),
+                pck_crl=crl_der(pck, "PCK CRL"),
+                tcb_info_issuer_chain=_chain(
+                    tcb_h, "TCB-Info-Issuer-Chain", "SGX-TCB-Info-Issuer-Chain"
+                ),
+                tcb_info=tcb_info,
+                tcb_info_signature=tcb_sig,
+                qe_identity_issuer_chain=_chain(
+                    qe_h, "SGX-Enclave-Identity-Issuer-Chain", "Enclave-Identity-Issuer-Chain"
+                ),
+                qe_identity=qe_identity,
+                qe_identity_signature=qe_sig,
+            )
+        except CollateralFormatError as exc:
+            raise PccsError(f"malformed PCCS response: {exc}") from None
+        except UnicodeDecodeError:
+            raise PccsError("malformed PCCS response: body is not UTF-8") from None
+
+    async def _get(self, path: str, params: dict[str, str] | None) -> tuple[bytes, httpx.Headers]:
+        try:
+            async with self._client.stream("GET", path, params=params) as response:
+                if response.status_code != 200:
+                    raise PccsError(f"GET {path}: HTTP {response.status_code}")
+                declared = response.headers.get("content-length")
+                if declared is not None and declared.isdigit() and int(declared) > self._max:
+                    raise PccsError(f"GET {path}: response larger than {self._max} bytes")
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > self._max:
+                        raise PccsError(f"GET {path}: response larger than {self._max} bytes")
+                return bytes(body), response.headers
+        except httpx.HTTPError as exc:
+            raise PccsError(f"GET {path}: {type(exc).__name__}: {exc}") from None
+
+
+def _chain(headers: httpx.Headers, *names: str) -> str:
+    for name in names:
+        value = headers.get(name)
+        if value is not None:
+            chain = unquote(value)
+            if "-----BEGIN CERTIFICATE-----" not in chain:
+                raise CollateralFormatError(name, "header is not a URL-encoded PEM chain")
+            return chain
+    raise CollateralFormatError(names[0], "issuer chain header is missing")
+
+
+def _signed_member(text: str, key: str) -> tuple[str, bytes]:
+    member = raw_json_member(text, key)
+    signature = json.loads(text).get("signature")
+    if not isinstance(signature, str):
+        raise CollateralFormatError(key, "response has no string 'signature'")
+    try:
+        return member, bytes.fromhex(signature)
+    except ValueError:
+        raise CollateralFormatError(key, "signature is not hex") from None
+
+
+class CollateralCache:
+    """Verifies quotes with collateral fetched once per (FMSPC, PCK CA) and verified once,
+    reused until the earliest nextUpdate/notAfter of its pieces. Concurrent requests for the
+    same platform share one fetch. `fetch_count` counts collateral sets fetched."""
+
+    def __init__(self, client: PccsClient, verifier: Verifier) -> None:
+        self._client = client
+        self._verifier = verifier
+        self._entries: dict[tuple[bytes, str], tuple[Collateral, float]] = {}
+        self._inflight: dict[tuple[bytes, str], asyncio.Task[tuple[Collateral, float]]] = {}
+        self.fetch_count = 0
+
+    async def verify_quote(self, quote: bytes, *, now: datetime) -> VerifiedQuote:
+        """Parse `quote`, get verified collateral for its platform, and run `Verifier.verify`."""
+        parsed = parse(quote)
+        key = self._verifier.platform_of(parsed)
+        collateral = await self._collateral(key, now.timestamp())
+        return self._verifier.verify(parsed, collateral, now=now)
+
+    async def _collateral(self, key: tuple[bytes, str], now: float) -> Collateral:
+        entry = self._entries.get(key)
+        if entry is not None and now < entry[1]:
+            return entry[0]
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._fetch(key))
+            self._inflight[key] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(key, None))
+        collateral, _ = await asyncio.shield(task)
+        return collateral
+
+    async def _fetch(self, key: tuple[bytes, str]) -> tuple[Collateral, float]:
+        self.fetch_count += 1
+        collateral = await self._client.fetch_collateral(*key)
+        expires_at = self._verifier.verify_collateral(collateral).expires_at
+        self._entries[key] = (collateral, expires_at)
+        return collateral, expires_at

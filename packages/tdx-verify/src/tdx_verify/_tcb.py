@@ -1,0 +1,347 @@
+"""Typed TCB info (v3, TDX) and QE identity, and Intel's TCB level matching rules."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from tdx_verify._errors import CollateralFormatError, QeIdentityError, TcbLevelError
+
+KNOWN_TCB_STATUSES = frozenset(
+    {
+        "UpToDate",
+        "SWHardeningNeeded",
+        "ConfigurationNeeded",
+        "ConfigurationAndSWHardeningNeeded",
+        "OutOfDate",
+        "OutOfDateConfigurationNeeded",
+        "Revoked",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TcbLevel:
+    sgx_components: tuple[int, ...]  # 16
+    pce_svn: int
+    tdx_components: tuple[int, ...]  # 16
+    status: str
+    advisory_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleLevel:
+    isv_svn: int
+    status: str
+    advisory_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TdxModule:
+    mr_signer: bytes  # 48
+    attributes: bytes  # 8
+    attributes_mask: bytes  # 8
+    levels: tuple[ModuleLevel, ...]  # empty for the top-level `tdxModule`
+
+
+@dataclass(frozen=True, slots=True)
+class TcbInfo:
+    issue_date: float
+    next_update: float
+    fmspc: bytes
+    pce_id: bytes
+    tdx_module: TdxModule
+    module_identities: dict[str, TdxModule]
+    levels: tuple[TcbLevel, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class QeIdentity:
+    issue_date: float
+    next_update: float
+    miscselect: int
+    miscselect_mask: int
+    attributes: bytes  # 16
+    attributes_mask: bytes  # 16
+    mr_signer: bytes  # 32
+    isv_prod_id: int
+    levels: tuple[ModuleLevel, ...]
+
+
+class _Reader:
+    """Typed access to a JSON object that raises CollateralFormatError naming the field."""
+
+    def __init__(self, step: str, obj: Any, path: str) -> None:
+        if not isinstance(obj, dict):
+            raise CollateralFormatError(step, f"{path} is not a JSON object")
+        self.step, self.obj, self.path = step, obj, path
+
+    def _get(self, key: str) -> Any:
+        if key not in self.obj:
+            raise CollateralFormatError(self.step, f"{self.path}.{key} is missing")
+        return self.obj[key]
+
+    def integer(self, key: str) -> int:
+        value = self._get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 32:
+            raise CollateralFormatError(self.step, f"{self.path}.{key} is not a u32")
+        return value
+
+    def string(self, key: str) -> str:
+        value = self._get(key)
+        if not isinstance(value, str):
+            raise CollateralFormatError(self.step, f"{self.path}.{key} is not a string")
+        return value
+
+    def hexbytes(self, key: str, length: int) -> bytes:
+        try:
+            value = bytes.fromhex(self.string(key))
+        except ValueError:
+            raise CollateralFormatError(self.step, f"{self.path}.{key} is not hex") from None
+        if len(value) != length:
+            raise CollateralFormatError(self.step, f"{self.path}.{key} is not {length} bytes")
+        return value
+
+    def timestamp(self, key: str) -> float:
+        text = self.string(key)
+        try:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise CollateralFormatError(self.step, f"{self.path}.{key} is not a date") from None
+        if when.tzinfo is None:
+            raise CollateralFormatError(self.step, f"{self.path}.{key} has no time zone")
+        return when.timestamp()
+
+    def status(self, key: str) -> str:
+        value = self.string(key)
+        if value not in KNOWN_TCB_STATUSES:
+            raise CollateralFormatError(self.step, f"{self.path}.{key} {value!r} is unknown")
+        return value
+
+    def advisories(self) -> tuple[str, ...]:
+        value = self.obj.get("advisoryIDs", [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise CollateralFormatError(self.step, f"{self.path}.advisoryIDs is not a string list")
+        return tuple(value)
+
+    def array(self, key: str) -> list[Any]:
+        value = self._get(key)
+        if not isinstance(value, list):
+            raise CollateralFormatError(self.step, f"{self.path}.{key} is not a list")
+        return value
+
+    def child(self, key: str) -> _Reader:
+        return _Reader(self.step, self._get(key), f"{self.path}.{key}")
+
+
+def _load(step: str, text: str, what: str) -> _Reader:
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise CollateralFormatError(step, f"{what} is not valid JSON: {exc}") from None
+    return _Reader(step, obj, what)
+
+
+def _components(r: _Reader, key: str) -> tuple[int, ...]:
+    comps = r.array(key)
+    if len(comps) != 16:
+        raise CollateralFormatError(r.step, f"{r.path}.{key} does not have 16 components")
+    out = []
+    for i, comp in enumerate(comps):
+        svn = _Reader(r.step, comp, f"{r.path}.{key}[{i}]").integer("svn")
+        if svn > 255:
+            raise CollateralFormatError(r.step, f"{r.path}.{key}[{i}].svn is not a byte")
+        out.append(svn)
+    return tuple(out)
+
+
+def _module_levels(r: _Reader) -> tuple[ModuleLevel, ...]:
+    levels = []
+    for i, raw in enumerate(r.array("tcbLevels")):
+        lv = _Reader(r.step, raw, f"{r.path}.tcbLevels[{i}]")
+        levels.append(
+            ModuleLevel(
+                isv_svn=lv.child("tcb").integer("isvsvn"),
+                status=lv.status("tcbStatus"),
+                advisory_ids=lv.advisories(),
+            )
+        )
+    return tuple(levels)
+
+
+def _tdx_module(r: _Reader, with_levels: bool) -> TdxModule:
+    return TdxModule(
+        mr_signer=r.hexbytes("mrsigner", 48),
+        attributes=r.hexbytes("attributes", 8),
+        attributes_mask=r.hexbytes("attributesMask", 8),
+        levels=_module_levels(r) if with_levels else (),
+    )
+
+
+def parse_tcb_info(text: str) -> TcbInfo:
+    """Parse a TDX TCB info (id "TDX", version 3); anything else is refused."""
+    r = _load("tcb_info", text, "tcbInfo")
+    if r.string("id") != "TDX":
+        raise CollateralFormatError("tcb_info", f"id is {r.string('id')!r}, expected 'TDX'")
+    if r.integer("version") != 3:
+        raise CollateralFormatError("tcb_info", f"version is {r.integer('version')}, expected 3")
+    identities: dict[str, TdxModule] = {}
+    if "tdxModuleIdentities" in r.obj:
+        for i, raw in enumerate(r.array("tdxModuleIdentities")):
+            ident = _Reader(r.step, raw, f"tcbInfo.tdxModuleIdentities[{i}]")
+            identities[ident.string("id")] = _tdx_module(ident, with_levels=True)
+    levels = []
+    for i, raw in enumerate(r.array("tcbLevels")):
+        lv = _Reader(r.step, raw, f"tcbInfo.tcbLevels[{i}]")
+        tcb = lv.child("tcb")
+        levels.append(
+            TcbLevel(
+                sgx_components=_components(tcb, "sgxtcbcomponents"),
+                pce_svn=tcb.integer("pcesvn"),
+                tdx_components=_components(tcb, "tdxtcbcomponents"),
+                status=lv.status("tcbStatus"),
+                advisory_ids=lv.advisories(),
+            )
+        )
+    if not levels:
+        raise CollateralFormatError("tcb_info", "tcbInfo.tcbLevels is empty")
+    return TcbInfo(
+        issue_date=r.timestamp("issueDate"),
+        next_update=r.timestamp("nextUpdate"),
+        fmspc=r.hexbytes("fmspc", 6),
+        pce_id=r.hexbytes("pceId", 2),
+        tdx_module=_tdx_module(r.child("tdxModule"), with_levels=False),
+        module_identities=identities,
+        levels=tuple(levels),
+    )
+
+
+def parse_qe_identity(text: str) -> QeIdentity:
+    """Parse the TD quoting enclave identity (id "TD_QE", version 2 or 3)."""
+    r = _load("qe_identity", text, "enclaveIdentity")
+    if r.string("id") != "TD_QE":
+        raise CollateralFormatError("qe_identity", f"id is {r.string('id')!r}, expected 'TD_QE'")
+    if r.integer("version") not in (2, 3):
+        raise CollateralFormatError("qe_identity", f"version {r.integer('version')} is unsupported")
+    levels = _module_levels(r)
+    if not levels:
+        raise CollateralFormatError("qe_identity", "enclaveIdentity.tcbLevels is empty")
+    return QeIdentity(
+        issue_date=r.timestamp("issueDate"),
+        next_update=r.timestamp("nextUpdate"),
+        miscselect=int.from_bytes(r.hexbytes("miscselect", 4), "little"),
+        miscselect_mask=int.from_bytes(r.hexbytes("miscselectMask", 4), "little"),
+        attributes=r.hexbytes("attributes", 16),
+        attributes_mask=r.hexbytes("attributesMask", 16),
+        mr_signer=r.hexbytes("mrsigner", 32),
+        isv_prod_id=r.integer("isvprodid"),
+        levels=levels,
+    )
+
+
+def masked_equal(value: bytes, expected: bytes, mask: bytes) -> bool:
+    """value & mask == expected & mask, bytewise."""
+    return all((v & m) == (e & m) for v, e, m in zip(value, expected, mask, strict=True))
+
+
+def match_qe_level(identity: QeIdentity, isv_svn: int) -> ModuleLevel:
+    """The first QE identity level whose ISVSVN the QE report reaches."""
+    for level in identity.levels:
+        if isv_svn >= level.isv_svn:
+            return level
+    raise QeIdentityError(
+        "qe_identity",
+        f"QE ISVSVN {isv_svn} is below every level of the QE identity "
+        f"(lowest {identity.levels[-1].isv_svn})",
+    )
+
+
+def match_platform_level(
+    info: TcbInfo, sgx_svns: tuple[int, ...], pce_svn: int, tee_tcb_svn: bytes
+) -> TcbLevel:
+    """The first TCB level that every SGX component, the PCESVN and every TDX component reach."""
+    for level in info.levels:
+        if pce_svn < level.pce_svn:
+            continue
+        if any(a < b for a, b in zip(sgx_svns, level.sgx_components, strict=True)):
+            continue
+        if any(a < b for a, b in zip(tee_tcb_svn, level.tdx_components, strict=True)):
+            continue
+        return level
+    raise TcbLevelError(
+        "tcb_level",
+        f"no TCB level of FMSPC {info.fmspc.hex().upper()} matches the platform "
+        f"(SGX SVNs {list(sgx_svns)}, PCESVN {pce_svn}, TEE TCB SVN {tee_tcb_svn.hex()})",
+    )
+
+
+def match_tdx_module(
+    info: TcbInfo, tee_tcb_svn: bytes, mr_signer_seam: bytes, seam_attributes: bytes
+) -> ModuleLevel | None:
+    """Check the TDX module's signer and attributes; its TCB level when the TCB info has one.
+
+    Module major version (tee_tcb_svn[1]) 0 or no `tdxModuleIdentities`: the top-level
+    `tdxModule` applies and carries no level. Otherwise identity "TDX_%02d" must exist and
+    tee_tcb_svn[0] (the module's ISVSVN) must reach one of its levels.
+    """
+    version = tee_tcb_svn[1]
+    module = info.tdx_module
+    name = "tdxModule"
+    if version != 0 and info.module_identities:
+        name = f"TDX_{version:02d}"
+        found = info.module_identities.get(name)
+        if found is None:
+            raise TcbLevelError("tcb_level", f"TCB info has no TDX module identity {name}")
+        module = found
+    if mr_signer_seam != module.mr_signer:
+        raise TcbLevelError(
+            "tcb_level", f"MRSIGNER_SEAM {mr_signer_seam.hex()} does not match {name}"
+        )
+    if not masked_equal(seam_attributes, module.attributes, module.attributes_mask):
+        raise TcbLevelError(
+            "tcb_level", f"SEAM attributes {seam_attributes.hex()} do not match {name}"
+        )
+    if not module.levels:
+        return None
+    for level in module.levels:
+        if tee_tcb_svn[0] >= level.isv_svn:
+            return level
+    raise TcbLevelError(
+        "tcb_level", f"TDX module ISVSVN {tee_tcb_svn[0]} is below every level of {name}"
+    )
+
+
+_SEVERITY = {
+    "UpToDate": 0,
+    "SWHardeningNeeded": 1,
+    "ConfigurationNeeded": 2,
+    "ConfigurationAndSWHardeningNeeded": 3,
+    "OutOfDate": 4,
+    "OutOfDateConfigurationNeeded": 5,
+    "Revoked": 6,
+}
+
+
+def converge(platform: str, other: str) -> str:
+    """Intel's convergence of the platform TCB status with a QE or TDX module status.
+
+    An out-of-date QE/module makes an up-to-date platform OutOfDate and a platform that needs
+    configuration OutOfDateConfigurationNeeded; a revoked one revokes; otherwise the worse wins.
+    """
+    if other == "OutOfDate":
+        if platform in ("UpToDate", "SWHardeningNeeded"):
+            return "OutOfDate"
+        if platform in ("ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded"):
+            return "OutOfDateConfigurationNeeded"
+    return other if _SEVERITY[other] > _SEVERITY[platform] else platform
+
+
+def merge_advisories(*groups: tuple[str, ...]) -> tuple[str, ...]:
+    out: list[str] = []
+    for group in groups:
+        for advisory in group:
+            if advisory not in out:
+                out.append(advisory)
+    return tuple(out)

@@ -1,0 +1,594 @@
+"""DCAP verification of TDX quotes, step by step in the order of Intel's specification.
+
+Collateral and certificate checks are cached by the exact bytes verified, so a warm
+verification only parses the quote, checks time windows and revocation against prebuilt sets,
+and verifies two ECDSA signatures (QE report and quote).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tdx_ppid import (
+    Ppid,
+    PpidError,
+    PpidKind,
+    SgxExtension,
+    parse_sgx_extension,
+    pck_chain_from_quote,
+)
+from tdx_quote import (
+    AttestationKeyType,
+    CertificationDataType,
+    QeReportCertData,
+    Quote,
+    QuoteFormatError,
+    TdReport10,
+    TdReport15,
+    TeeType,
+    build_enclave_report,
+    parse_quote,
+)
+from tdx_verify._collateral import Collateral
+from tdx_verify._errors import (
+    CollateralExpiredError,
+    CollateralFormatError,
+    CollateralMismatchError,
+    CollateralSignatureError,
+    CrlError,
+    DebugTdRejected,
+    MeasurementRejected,
+    PckChainError,
+    QeIdentityError,
+    QeReportError,
+    QuoteParseError,
+    QuoteSignatureError,
+    RootCaError,
+    TcbStatusRejected,
+    TdAttributesRejected,
+    VerificationError,
+)
+from tdx_verify._pki import (
+    BoundedCache,
+    TrustedRoot,
+    VerifiedCrl,
+    Window,
+    cert_window,
+    check_not_revoked,
+    check_windows,
+    load_pem_chain,
+    p256_key,
+    spki,
+    verify_crl,
+    verify_raw,
+    verify_to_root,
+)
+from tdx_verify._policy import Policy
+from tdx_verify._root import INTEL_SGX_ROOT_CA_PEM
+from tdx_verify._tcb import (
+    ModuleLevel,
+    QeIdentity,
+    TcbInfo,
+    converge,
+    masked_equal,
+    match_platform_level,
+    match_qe_level,
+    match_tdx_module,
+    merge_advisories,
+    parse_qe_identity,
+    parse_tcb_info,
+)
+
+_MAX_CACHED_COLLATERAL = 64
+_MAX_CACHED_CHAINS = 4096
+_DEFAULT_POLICY = Policy()
+
+
+@dataclass(frozen=True)
+class VerifiedQuote:
+    """A quote that passed every DCAP step and the policy. Only `Verifier.verify` makes these."""
+
+    quote: Quote
+    tcb_status: str
+    advisory_ids: tuple[str, ...]
+    ppid: Ppid
+    fmspc: bytes
+    mr_td: bytes
+    report_data: bytes
+    verified_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class _VerifiedCollateral:
+    """Steps 1-3 (and the PCK CRL of step 4) done once: what remains is time and lookups."""
+
+    windows_root: tuple[Window, ...]
+    windows_tcb: tuple[Window, ...]
+    windows_qe: tuple[Window, ...]
+    windows_pck_crl: tuple[Window, ...]
+    root_revoked: frozenset[int]
+    pck_crl: VerifiedCrl
+    pck_crl_issuer_spki: bytes
+    tcb_info: TcbInfo
+    qe_identity: QeIdentity
+
+    @property
+    def expires_at(self) -> float:
+        """The earliest end of any window: collateral must be refreshed before then."""
+        windows = self.windows_root + self.windows_tcb + self.windows_qe + self.windows_pck_crl
+        return min(w.end for w in windows)
+
+
+@dataclass(frozen=True, slots=True)
+class _VerifiedPckChain:
+    """A PCK chain from a quote whose signatures up to the pinned root have been checked."""
+
+    leaf_key: ec.EllipticCurvePublicKey
+    leaf_serial: int
+    intermediate_serial: int
+    intermediate_subject: x509.Name
+    intermediate_spki: bytes
+    windows: tuple[Window, ...]
+    extension: SgxExtension
+    pck_ca: str  # "platform" or "processor": which PCK CRL covers the leaf
+
+
+def _timestamp(now: datetime) -> float:
+    if now.tzinfo is None:
+        raise ValueError("now must be a timezone-aware datetime")
+    return now.timestamp()
+
+
+class Verifier:
+    """Verifies TDX quotes against collateral, a pinned root CA and a policy.
+
+    Safe to share between threads; results of verifying collateral and certificate chains are
+    cached by their bytes (bounded), so reuse one Verifier.
+    """
+
+    def __init__(
+        self, *, root_ca_pem: bytes | None = None, policy: Policy = _DEFAULT_POLICY
+    ) -> None:
+        self._root = TrustedRoot.from_pem(
+            INTEL_SGX_ROOT_CA_PEM if root_ca_pem is None else root_ca_pem
+        )
+        self._root_window = cert_window(self._root.cert, "root_ca", "root CA", RootCaError)
+        self._policy = policy
+        self._collateral_cache: BoundedCache[Collateral, _VerifiedCollateral] = BoundedCache(
+            _MAX_CACHED_COLLATERAL
+        )
+        self._chain_cache: BoundedCache[bytes, _VerifiedPckChain] = BoundedCache(_MAX_CACHED_CHAINS)
+        self._key_cache: BoundedCache[bytes, ec.EllipticCurvePublicKey] = BoundedCache(
+            _MAX_CACHED_CHAINS
+        )
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    def verify(
+        self, quote: bytes | Quote, collateral: Collateral, *, now: datetime
+    ) -> VerifiedQuote:
+        """Run every DCAP step on `quote` at time `now`; raise the first failing step's error."""
+        ts = _timestamp(now)
+        parsed = quote if isinstance(quote, Quote) else parse(quote)
+        qe_cert, pck_pem = _quote_shape(parsed)
+        verified = self.verify_collateral(collateral)
+        # Step 1: root CA and its CRL
+        self._root_window.check(ts)
+        check_windows(verified.windows_root, ts)
+        # Step 2: TCB info; step 3: QE identity
+        check_windows(verified.windows_tcb, ts)
+        check_windows(verified.windows_qe, ts)
+        # Step 4: PCK chain and revocation
+        chain = self._pck_chain(parsed, pck_pem)
+        check_windows(chain.windows, ts)
+        check_windows(verified.windows_pck_crl, ts)
+        _check_pck_revocation(chain, verified)
+        _check_tcb_info_platform(verified.tcb_info, chain.extension)
+        # Step 5: QE report
+        _verify_qe_report(chain, parsed, qe_cert)
+        qe_level = _check_qe_identity(qe_cert, verified.qe_identity)
+        # Step 6: quote signature
+        self._verify_quote_signature(parsed)
+        # Step 7: TCB level and merged status
+        status, advisories = _tcb_status(
+            verified.tcb_info, chain.extension, parsed.body, qe_level.status, qe_level.advisory_ids
+        )
+        # Step 8: policy
+        _apply_policy(self._policy, parsed.body, status, advisories)
+        return VerifiedQuote(
+            quote=parsed,
+            tcb_status=status,
+            advisory_ids=advisories,
+            ppid=Ppid(kind=PpidKind.PCK_CERTIFICATE, value=chain.extension.ppid),
+            fmspc=chain.extension.fmspc,
+            mr_td=parsed.body.mr_td,
+            report_data=parsed.body.report_data,
+            verified_at=now,
+        )
+
+    # -- collateral (steps 1-3 and the PCK CRL), cached by value ---------------------------
+
+    def verify_collateral(self, collateral: Collateral) -> _VerifiedCollateral:
+        """Check every signature and chain of `collateral` (not its time windows); cached."""
+        cached = self._collateral_cache.get(collateral)
+        if cached is not None:
+            return cached
+        try:
+            result = self._verify_collateral(collateral)
+        except VerificationError:
+            raise
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            raise CollateralFormatError(
+                "collateral", f"malformed certificate or CRL: {type(exc).__name__}: {exc}"
+            ) from None
+        self._collateral_cache.put(collateral, result)
+        return result
+
+    def _verify_collateral(self, c: Collateral) -> _VerifiedCollateral:
+        root = self._root
+        # Step 1: root CA CRL, signed by the pinned root; the root itself must not be listed.
+        root_crl = verify_crl(
+            c.root_ca_crl, root.cert, root.key, step="root_ca", item="root CA CRL"
+        )
+        check_not_revoked(
+            root.cert.serial_number,
+            root_crl.revoked,
+            step="root_ca",
+            what="root CA",
+            crl="root CA CRL",
+        )
+        # Step 2: TCB info
+        tcb_windows, tcb_key = self._signing_chain(
+            c.tcb_info_issuer_chain, root_crl, "tcb_info", "TCB info signing certificate"
+        )
+        if not verify_raw(tcb_key, c.tcb_info_signature, c.tcb_info.encode()):
+            raise CollateralSignatureError("tcb_info", "TCB info signature does not verify")
+        tcb_info = parse_tcb_info(c.tcb_info)
+        tcb_windows += (
+            Window(
+                "tcb_info",
+                "TCB info",
+                tcb_info.issue_date,
+                tcb_info.next_update,
+                False,
+                CollateralExpiredError,
+            ),
+        )
+        # Step 3: QE identity
+        qe_windows, qe_key = self._signing_chain(
+            c.qe_identity_issuer_chain, root_crl, "qe_identity", "QE identity signing certificate"
+        )
+        if not verify_raw(qe_key, c.qe_identity_signature, c.qe_identity.encode()):
+            raise CollateralSignatureError("qe_identity", "QE identity signature does not verify")
+        qe_identity = parse_qe_identity(c.qe_identity)
+        qe_windows += (
+            Window(
+                "qe_identity",
+                "QE identity",
+                qe_identity.issue_date,
+                qe_identity.next_update,
+                False,
+                CollateralExpiredError,
+            ),
+        )
+        # Step 4 (collateral part): PCK CRL signed by the PCK CA of its issuer chain
+        certs = load_pem_chain(c.pck_crl_issuer_chain, "pck_crl", "PCK CRL issuer chain")
+        chain = verify_to_root(
+            certs,
+            root,
+            step="pck_crl",
+            names=("PCK CRL issuer certificate",),
+            error=CollateralSignatureError,
+        )
+        issuer = chain[0]
+        check_not_revoked(
+            issuer.serial_number,
+            root_crl.revoked,
+            step="pck_crl",
+            what="PCK CRL issuer certificate",
+            crl="root CA CRL",
+        )
+        pck_crl = verify_crl(
+            c.pck_crl,
+            issuer,
+            p256_key(issuer, "pck_crl", "PCK CRL issuer"),
+            step="pck_crl",
+            item="PCK CRL",
+        )
+        return _VerifiedCollateral(
+            windows_root=(root_crl.window,),
+            windows_tcb=tcb_windows,
+            windows_qe=qe_windows,
+            windows_pck_crl=(
+                cert_window(
+                    issuer, "pck_crl", "PCK CRL issuer certificate", CollateralExpiredError
+                ),
+                pck_crl.window,
+            ),
+            root_revoked=root_crl.revoked,
+            pck_crl=pck_crl,
+            pck_crl_issuer_spki=spki(issuer),
+            tcb_info=tcb_info,
+            qe_identity=qe_identity,
+        )
+
+    def _signing_chain(
+        self, pem: str, root_crl: VerifiedCrl, step: str, name: str
+    ) -> tuple[tuple[Window, ...], ec.EllipticCurvePublicKey]:
+        certs = load_pem_chain(pem, step, f"{step} issuer chain")
+        (leaf,) = verify_to_root(
+            certs, self._root, step=step, names=(name,), error=CollateralSignatureError
+        )
+        check_not_revoked(
+            leaf.serial_number, root_crl.revoked, step=step, what=name, crl="root CA CRL"
+        )
+        return (cert_window(leaf, step, name, CollateralExpiredError),), p256_key(leaf, step, name)
+
+    # -- step 4: the PCK chain in the quote, cached by its PEM bytes -------------------------
+
+    def _pck_chain(self, quote: Quote, pem: bytes) -> _VerifiedPckChain:
+        cached = self._chain_cache.get(pem)
+        if cached is not None:
+            return cached
+        try:
+            result = self._verify_pck_chain(quote)
+        except VerificationError:
+            raise
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            raise PckChainError(
+                "pck_chain", f"malformed PCK certificate: {type(exc).__name__}: {exc}"
+            ) from None
+        self._chain_cache.put(pem, result)
+        return result
+
+    def _verify_pck_chain(self, quote: Quote) -> _VerifiedPckChain:
+        try:
+            certs = pck_chain_from_quote(quote)
+        except PpidError as exc:
+            raise PckChainError("pck_chain", f"cannot read the PCK chain: {exc}") from None
+        leaf, intermediate = verify_to_root(
+            certs,
+            self._root,
+            step="pck_chain",
+            names=("PCK leaf certificate", "PCK CA certificate"),
+            error=PckChainError,
+        )
+        try:
+            extension = parse_sgx_extension(leaf)
+        except PpidError as exc:
+            raise PckChainError("pck_chain", f"PCK leaf SGX extension: {exc}") from None
+        return _VerifiedPckChain(
+            leaf_key=p256_key(leaf, "pck_chain", "PCK leaf certificate"),
+            leaf_serial=leaf.serial_number,
+            intermediate_serial=intermediate.serial_number,
+            intermediate_subject=intermediate.subject,
+            intermediate_spki=spki(intermediate),
+            windows=(
+                cert_window(leaf, "pck_chain", "PCK leaf certificate", PckChainError),
+                cert_window(intermediate, "pck_chain", "PCK CA certificate", PckChainError),
+            ),
+            extension=extension,
+            pck_ca="processor" if "Processor" in _common_name(intermediate) else "platform",
+        )
+
+    def platform_of(self, quote: Quote) -> tuple[bytes, str]:
+        """(FMSPC, PCK CA kind) of a quote, from its verified PCK chain: what to fetch."""
+        _, pem = _quote_shape(quote)
+        chain = self._pck_chain(quote, pem)
+        return chain.extension.fmspc, chain.pck_ca
+
+    # -- step 6 ------------------------------------------------------------------------------
+
+    def _verify_quote_signature(self, quote: Quote) -> None:
+        raw_key = quote.signature_data.attestation_key
+        key = self._key_cache.get(raw_key)
+        if key is None:
+            try:
+                key = ec.EllipticCurvePublicKey.from_encoded_point(
+                    ec.SECP256R1(), b"\x04" + raw_key
+                )
+            except ValueError:
+                raise QuoteSignatureError(
+                    "quote_signature", "attestation key is not a valid P-256 point"
+                ) from None
+            self._key_cache.put(raw_key, key)
+        if not verify_raw(key, quote.signature_data.signature, quote.signed_bytes):
+            raise QuoteSignatureError(
+                "quote_signature", "quote signature by the attestation key does not verify"
+            )
+
+
+def _common_name(cert: x509.Certificate) -> str:
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(names[0].value) if names else ""
+
+
+def parse(data: bytes) -> Quote:
+    """Parse raw quote bytes (trailing zero padding allowed, as real quote buffers carry)."""
+    try:
+        return parse_quote(bytes(data), allow_zero_padding=True)
+    except QuoteFormatError as exc:
+        raise QuoteParseError("quote", str(exc)) from None
+
+
+def _quote_shape(quote: Quote) -> tuple[QeReportCertData, bytes]:
+    """The quote must be a TDX quote signed with ECDSA-P256 and carry certification data type 6
+    wrapping a type-5 PCK chain."""
+    header = quote.header
+    if header.tee_type != TeeType.TDX:
+        raise QuoteParseError("quote", f"TEE type {header.tee_type:#x} is not TDX")
+    if header.attestation_key_type != AttestationKeyType.ECDSA_P256:
+        raise QuoteParseError(
+            "quote", f"attestation key type {header.attestation_key_type} is not ECDSA-P256"
+        )
+    if not quote.signed_bytes:
+        raise QuoteParseError("quote", "quote has no signed bytes (pass the parsed quote)")
+    body = quote.signature_data.certification_data.body
+    if not isinstance(body, QeReportCertData):
+        raise QuoteParseError(
+            "quote", "certification data is not QE report certification data (type 6)"
+        )
+    inner = body.certification_data
+    if inner.cert_type != CertificationDataType.PCK_CERT_CHAIN or not isinstance(inner.body, bytes):
+        raise QuoteParseError(
+            "quote", f"QE certification data type {inner.cert_type} is not a PCK chain (type 5)"
+        )
+    return body, inner.body
+
+
+def _check_pck_revocation(chain: _VerifiedPckChain, verified: _VerifiedCollateral) -> None:
+    check_not_revoked(
+        chain.intermediate_serial,
+        verified.root_revoked,
+        step="pck_chain",
+        what="PCK CA certificate",
+        crl="root CA CRL",
+    )
+    if (
+        chain.intermediate_subject != verified.pck_crl.issuer
+        or chain.intermediate_spki != verified.pck_crl_issuer_spki
+    ):
+        raise CrlError(
+            "pck_chain",
+            f"the PCK CRL is issued by {verified.pck_crl.issuer.rfc4514_string()}, but the PCK "
+            f"leaf by {chain.intermediate_subject.rfc4514_string()}: fetch the CRL of that CA",
+        )
+    check_not_revoked(
+        chain.leaf_serial,
+        verified.pck_crl.revoked,
+        step="pck_chain",
+        what="PCK leaf certificate",
+        crl="PCK CRL",
+    )
+
+
+def _check_tcb_info_platform(info: TcbInfo, ext: SgxExtension) -> None:
+    if not hmac.compare_digest(info.fmspc, ext.fmspc):
+        raise CollateralMismatchError(
+            "tcb_info",
+            f"TCB info is for FMSPC {info.fmspc.hex().upper()}, "
+            f"the PCK certificate for {ext.fmspc.hex().upper()}",
+        )
+    if not hmac.compare_digest(info.pce_id, ext.pce_id):
+        raise CollateralMismatchError(
+            "tcb_info",
+            f"TCB info is for PCE-ID {info.pce_id.hex()}, the PCK certificate for "
+            f"{ext.pce_id.hex()}",
+        )
+
+
+def _verify_qe_report(chain: _VerifiedPckChain, quote: Quote, qe: QeReportCertData) -> None:
+    """Step 5a: the PCK key signed the QE report, which binds the attestation key."""
+    if not verify_raw(chain.leaf_key, qe.qe_report_signature, build_enclave_report(qe.qe_report)):
+        raise QeReportError("qe_report", "QE report signature by the PCK key does not verify")
+    expected = hashlib.sha256(
+        quote.signature_data.attestation_key + qe.qe_auth_data
+    ).digest() + bytes(32)
+    if not hmac.compare_digest(qe.qe_report.report_data, expected):
+        raise QeReportError(
+            "qe_report",
+            "QE report data is not SHA-256(attestation key || QE auth data) || 32 zero bytes",
+        )
+
+
+def _check_qe_identity(qe: QeReportCertData, identity: QeIdentity) -> ModuleLevel:
+    """Step 5b: the QE report matches the QE identity; its ISVSVN gives the QE TCB status."""
+    report = qe.qe_report
+    if report.mr_signer != identity.mr_signer:
+        raise QeIdentityError(
+            "qe_identity", f"QE MRSIGNER {report.mr_signer.hex()} is not the expected signer"
+        )
+    if report.isv_prod_id != identity.isv_prod_id:
+        raise QeIdentityError(
+            "qe_identity",
+            f"QE ISVPRODID {report.isv_prod_id} is not {identity.isv_prod_id}",
+        )
+    mask = identity.miscselect_mask
+    if report.misc_select & mask != identity.miscselect & mask:
+        raise QeIdentityError(
+            "qe_identity", f"QE MISCSELECT {report.misc_select:#010x} does not match"
+        )
+    if not masked_equal(report.attributes, identity.attributes, identity.attributes_mask):
+        raise QeIdentityError(
+            "qe_identity", f"QE ATTRIBUTES {report.attributes.hex()} do not match"
+        )
+    if report.attributes[0] & 0x02:
+        raise QeIdentityError("qe_identity", "the quoting enclave runs in debug mode")
+    return match_qe_level(identity, report.isv_svn)
+
+
+def _tcb_status(
+    info: TcbInfo,
+    ext: SgxExtension,
+    body: TdReport10,
+    qe_status: str,
+    qe_advisories: tuple[str, ...],
+) -> tuple[str, tuple[str, ...]]:
+    """Step 7: platform level, TDX module level, and Intel's convergence with the QE status."""
+    platform = match_platform_level(info, ext.tcb_components, ext.pce_svn, body.tee_tcb_svn)
+    module = match_tdx_module(info, body.tee_tcb_svn, body.mr_signer_seam, body.seam_attributes)
+    status = platform.status
+    advisories: tuple[str, ...] = platform.advisory_ids
+    if module is not None:
+        status = converge(status, module.status)
+        advisories = merge_advisories(advisories, module.advisory_ids)
+    return converge(status, qe_status), merge_advisories(advisories, qe_advisories)
+
+
+# TD attribute bits (TDX module ABI): 0 DEBUG, 28 SEPT_VE_DISABLE, 29 MIGRATABLE, and the
+# feature bits a production TD may set; every other bit is reserved. The accepted set is the
+# one dcap-qvl 0.7 accepts, so both verifiers agree on every TD.
+_DEBUG = 1 << 0
+_SEPT_VE_DISABLE = 1 << 28
+_MIGRATABLE = 1 << 29
+_FEATURES = sum(1 << b for b in (16, 18, 19, 20, 21, 22, 27, 28, 30, 31, 62, 63))
+_RESERVED = ((1 << 64) - 1) & ~(_DEBUG | _MIGRATABLE | _FEATURES)
+
+
+def _apply_policy(
+    policy: Policy, body: TdReport10, status: str, advisories: tuple[str, ...]
+) -> None:
+    """Step 8: TCB status, TD attributes and measurements against the caller's policy."""
+    if status == "Revoked" or (
+        policy.accepted_tcb_statuses is not None and status not in policy.accepted_tcb_statuses
+    ):
+        raise TcbStatusRejected(
+            "policy",
+            f"TCB status {status} is not accepted"
+            + (f" (advisories: {', '.join(advisories)})" if advisories else ""),
+            tcb_status=status,
+            advisory_ids=advisories,
+        )
+    attributes = int.from_bytes(body.td_attributes, "little")
+    if attributes & _DEBUG and not policy.allow_debug:
+        raise DebugTdRejected(
+            "policy", f"the TD runs in debug mode (TD attributes {body.td_attributes.hex()})"
+        )
+    if attributes & _RESERVED:
+        raise TdAttributesRejected(
+            "policy", f"reserved TD attribute bits are set ({body.td_attributes.hex()})"
+        )
+    if attributes & _MIGRATABLE:
+        raise TdAttributesRejected("policy", "the TD is migratable (TD attribute bit 29)")
+    if policy.require_sept_ve_disable and not attributes & _SEPT_VE_DISABLE:
+        raise TdAttributesRejected("policy", "SEPT_VE_DISABLE is not set in the TD attributes")
+    if isinstance(body, TdReport15) and any(body.mr_service_td):
+        raise MeasurementRejected("policy", "MR_SERVICE_TD is set: service TDs are not supported")
+    if policy.mrtd_allowlist is not None and body.mr_td not in policy.mrtd_allowlist:
+        raise MeasurementRejected("policy", f"MRTD {body.mr_td.hex()} is not in the allow-list")
+    if policy.rtmr_allowlist is not None:
+        for index, allowed in enumerate(policy.rtmr_allowlist):
+            value = body.rtmrs[index]
+            if allowed is not None and value not in allowed:
+                raise MeasurementRejected(
+                    "policy", f"RTMR{index} {value.hex()} is not in the allow-list"
+                )

@@ -1,0 +1,152 @@
+"""`verify-quote`: verify one TDX quote and print one JSON verdict.
+
+Exit status: 0 valid, 1 invalid (any reason, including unreadable input), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import string
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from tdx_verify._collateral import Collateral
+from tdx_verify._errors import TcbStatusRejected, TdxVerifyError
+from tdx_verify._pccs import CollateralCache, PccsClient
+from tdx_verify._policy import DEFAULT_ACCEPTED_TCB_STATUSES, Policy
+from tdx_verify._tcb import KNOWN_TCB_STATUSES
+from tdx_verify._verifier import VerifiedQuote, Verifier
+
+_MAX_INPUT_BYTES = 8 * 1024 * 1024
+_HEX = frozenset(string.hexdigits.encode())
+
+
+class _InputError(Exception):
+    """An input file could not be used; reported as an invalid verdict."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="verify-quote",
+        description="Verify an Intel TDX quote with DCAP and print a JSON verdict.",
+    )
+    parser.add_argument("--quote", required=True, metavar="FILE", help="quote, raw or hex")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--collateral", metavar="FILE", help="collateral in dcap-qvl QuoteCollateralV3 JSON"
+    )
+    source.add_argument("--pccs-url", metavar="URL", help="fetch collateral from this PCCS")
+    parser.add_argument("--now", type=int, metavar="UNIX", help="verification time (default now)")
+    parser.add_argument(
+        "--root-ca", metavar="PEM", help="trusted root CA PEM file (default: Intel SGX Root CA)"
+    )
+    parser.add_argument(
+        "--accept-tcb-status",
+        metavar="S[,S...]|any",
+        help="accepted TCB statuses (default: "
+        + ",".join(sorted(DEFAULT_ACCEPTED_TCB_STATUSES))
+        + ")",
+    )
+    return parser
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_MAX_INPUT_BYTES + 1)
+    except OSError as exc:
+        raise _InputError(f"cannot read {what} {path!r}: {exc.strerror or exc}") from None
+    if len(data) > _MAX_INPUT_BYTES:
+        raise _InputError(f"{what} {path!r} is larger than {_MAX_INPUT_BYTES} bytes")
+    return data
+
+
+def _quote_bytes(data: bytes) -> bytes:
+    """Raw quote bytes, or the bytes of a hex-text quote (whitespace ignored)."""
+    text = b"".join(data.split())
+    if text and len(text) % 2 == 0 and all(c in _HEX for c in text):
+        return bytes.fromhex(text.decode("ascii"))
+    return data
+
+
+def _accepted(value: str | None, parser: argparse.ArgumentParser) -> frozenset[str] | None:
+    if value is None:
+        return DEFAULT_ACCEPTED_TCB_STATUSES
+    if value.strip().lower() == "any":
+        return None
+    statuses = frozenset(s.strip() for s in value.split(",") if s.strip())
+    unknown = statuses - KNOWN_TCB_STATUSES
+    if not statuses or unknown:
+        parser.error(
+            f"--accept-tcb-status: unknown status(es) {sorted(unknown)}; "
+            f"known: {', '.join(sorted(KNOWN_TCB_STATUSES))} or 'any'"
+        )
+    return statuses
+
+
+def _verdict(result: VerifiedQuote | None, error: str | None, **extra: Any) -> dict[str, Any]:
+    if result is None:
+        return {
+            "valid": False,
+            "tcb_status": extra.get("tcb_status"),
+            "advisory_ids": list(extra.get("advisory_ids", ())),
+            "mr_td": None,
+            "report_data": None,
+            "ppid": None,
+            "error": error,
+        }
+    return {
+        "valid": True,
+        "tcb_status": result.tcb_status,
+        "advisory_ids": list(result.advisory_ids),
+        "mr_td": result.mr_td.hex(),
+        "report_data": result.report_data.hex(),
+        "ppid": result.ppid.value.hex(),
+        "error": None,
+    }
+
+
+async def _via_pccs(verifier: Verifier, url: str, quote: bytes, now: datetime) -> VerifiedQuote:
+    client = PccsClient(url)
+    try:
+        return await CollateralCache(client, verifier).verify_quote(quote, now=now)
+    finally:
+        await client.aclose()
+
+
+def _run(args: argparse.Namespace, accepted: frozenset[str] | None) -> VerifiedQuote:
+    root_pem = _read(args.root_ca, "root CA") if args.root_ca else None
+    verifier = Verifier(root_ca_pem=root_pem, policy=Policy(accepted_tcb_statuses=accepted))
+    quote = _quote_bytes(_read(args.quote, "quote"))
+    now = datetime.fromtimestamp(args.now if args.now is not None else time.time(), UTC)
+    if args.collateral:
+        collateral = Collateral.from_json(_read(args.collateral, "collateral"))
+        return verifier.verify(quote, collateral, now=now)
+    return asyncio.run(_via_pccs(verifier, args.pccs_url, quote, now))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+        accepted = _accepted(args.accept_tcb_status, parser)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        verdict = _verdict(_run(args, accepted), None)
+    except TcbStatusRejected as exc:
+        verdict = _verdict(None, str(exc), tcb_status=exc.tcb_status, advisory_ids=exc.advisory_ids)
+    except (TdxVerifyError, _InputError) as exc:
+        verdict = _verdict(None, str(exc))
+    except (ValueError, OverflowError, OSError) as exc:
+        verdict = _verdict(None, f"{type(exc).__name__}: {exc}")
+    sys.stdout.write(json.dumps(verdict) + "\n")
+    return 0 if verdict["valid"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
