@@ -1,0 +1,41 @@
+"""Shared Sanic plumbing of the TDX apps: JSON errors, limits, rate limits, logging, serving."""
+
+from ._install import error_response, install_common
+from ._logging import JsonFormatter, configure_logging
+from ._run import run_app
+from .body import json_body, parse_hex, parse_json_object, require_hex
+from .config import HttpLimits, RateLimit
+from .errors import (
+    ApiError,
+    BadRequest,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+    UpstreamError,
+)
+
+__all__ = [
+    "ApiError",
+    "BadRequest",
+    "Forbidden",
+    "HttpLimits",
+    "JsonFormatter",
+    "NotFound",
+    "PayloadTooLarge",
+    "RateLimit",
+    "ServiceUnavailable",
+    "TooManyRequests",
+    "Unauthorized",
+    "UpstreamError",
+    "configure_logging",
+    "error_response",
+    "install_common",
+    "json_body",
+    "parse_hex",
+    "parse_json_object",
+    "require_hex",
+    "run_app",
+]

@@ -1,0 +1,37 @@
+"""Serve an app on an ephemeral loopback port inside the running event loop (for tests)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sanic import Sanic
+
+
+@asynccontextmanager
+async def serve(app: Sanic[Any, Any], *, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    """Start `app` with its listeners on a free port; yield its base URL; stop it on exit.
+
+    Sets `Sanic.test_mode`, which lets one process start several apps (Sanic rewrites its own
+    request methods on first start otherwise).
+    """
+    Sanic.test_mode = True
+    app.config.MOTD = False
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    port = sock.getsockname()[1]
+    server = await app.create_server(sock=sock, return_asyncio_server=True, access_log=False)
+    if server is None:
+        raise RuntimeError("Sanic did not return a server")
+    await server.startup()  # type: ignore[no-untyped-call]
+    await server.before_start()  # type: ignore[no-untyped-call]
+    await server.after_start()  # type: ignore[no-untyped-call]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await server.before_stop()  # type: ignore[no-untyped-call]
+        await server.close()  # type: ignore[no-untyped-call]
+        await server.after_stop()  # type: ignore[no-untyped-call]
