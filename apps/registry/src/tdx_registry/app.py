@@ -1,0 +1,82 @@
+"""`create_app(settings)`: the registry's Sanic app, its resources opened at server start."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sanic import Sanic
+
+from tdx_service_kit import install_common
+
+from .errors import install_error_mapping
+from .registration import Registrar
+from .routes import instance_blueprint, register_blueprint
+from .services import Services
+from .settings import Settings
+from .store import PonyRecordStore, RecordStore
+from .verification import DcapQuoteVerifier, ParseOnlyQuoteVerifier, QuoteVerifier
+
+log = logging.getLogger("tdx_registry")
+
+SKIP_WARNING = (
+    "SKIP_TDX_AUTH IS ON: quotes are parsed but NOT verified (no DCAP, no PCCS, no TCB policy). "
+    "Any machine can register anything. Development only."
+)
+
+
+def build_verifier(settings: Settings) -> QuoteVerifier:
+    """The quote verifier `settings` ask for: full DCAP, or parse-only when skipping."""
+    if settings.skip_tdx_auth:
+        return ParseOnlyQuoteVerifier()
+    return DcapQuoteVerifier.connect(
+        pccs_url=settings.pccs_url,
+        root_ca_pem=settings.trusted_root_ca_pem,
+        policy=settings.policy,
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    name: str = "tdx-registry",
+    store: RecordStore | None = None,
+    verifier: QuoteVerifier | None = None,
+) -> Sanic[Any, Any]:
+    """Build the app. `store`/`verifier` replace the real ones (tests); the caller closes them."""
+    app: Sanic[Any, Any] = Sanic(name)
+    install_common(app, limits=settings.limits, rate_limit=settings.rate_limit)
+    install_error_mapping(app)
+    app.blueprint(register_blueprint())
+    app.blueprint(instance_blueprint())
+
+    async def open_resources(app: Sanic[Any, Any]) -> None:
+        if settings.skip_tdx_auth:
+            log.warning(SKIP_WARNING)
+        the_store = store if store is not None else await PonyRecordStore.open(settings.database)
+        the_verifier = verifier if verifier is not None else build_verifier(settings)
+        app.ctx.services = Services(
+            store=the_store, verifier=the_verifier, registrar=Registrar(the_verifier, the_store)
+        )
+        log.info(
+            "registry ready",
+            extra={
+                "database": settings.database.describe(),
+                "pccs_url": settings.pccs_url,
+                "custom_root_ca": settings.trusted_root_ca_pem is not None,
+                "skip_tdx_auth": settings.skip_tdx_auth,
+            },
+        )
+
+    async def close_resources(app: Sanic[Any, Any]) -> None:
+        services: Services | None = getattr(app.ctx, "services", None)
+        if services is None:
+            return
+        if verifier is None:
+            await services.verifier.aclose()
+        if store is None:
+            await services.store.close()
+
+    app.register_listener(open_resources, "before_server_start")
+    app.register_listener(close_resources, "after_server_stop")
+    return app

@@ -1,0 +1,30 @@
+"""`tdx-registry [serve] ...` runs the registry; `tdx-registry verify-quote ...` checks a quote."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from tdx_service_kit import configure_logging, run_app
+from tdx_verify.cli import main as verify_quote_main
+
+from .app import create_app
+from .settings import SettingsError, parse_settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; returns the exit status (2 for bad settings)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["verify-quote"]:
+        return verify_quote_main(args[1:])
+    if args[:1] == ["serve"]:
+        args = args[1:]
+    try:
+        settings = parse_settings(args, os.environ)
+    except SettingsError as exc:
+        print(f"tdx-registry: error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    run_app(create_app(settings), host=settings.host, port=settings.port)
+    return 0

@@ -1,0 +1,87 @@
+"""The one place where library and registry errors become HTTP answers (statuses of API.md).
+
+| error | status |
+| --- | --- |
+| malformed quote/PPID (`QuoteFormatError`, `QuoteParseError`, `PpidError`), `EncodingError` | 400 |
+| `SignatureError`, any other `VerificationError` (named step), `BindingError` | 401 |
+| `RegistrationConflict` | 403 |
+| `PccsError` (collateral could not be fetched) | 502 |
+| `StoreError` (database failed or stayed contended) | 503 |
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sanic import Request, Sanic
+from sanic.response import HTTPResponse
+
+from tdx_ppid import PpidError
+from tdx_quote import QuoteFormatError
+from tdx_report_data import EncodingError, ReportDataError, SignatureError
+from tdx_service_kit import (
+    ApiError,
+    BadRequest,
+    Forbidden,
+    ServiceUnavailable,
+    Unauthorized,
+    UpstreamError,
+    error_response,
+)
+from tdx_verify import PccsError, QuoteParseError, VerificationError
+
+from .registration import BindingError, RegistrationConflict, RegistrationError
+from .store import StoreError
+
+log = logging.getLogger("tdx_registry.errors")
+
+MAPPED_ERRORS: tuple[type[Exception], ...] = (
+    QuoteFormatError,
+    PpidError,
+    ReportDataError,
+    VerificationError,
+    PccsError,
+    RegistrationError,
+    StoreError,
+)
+
+
+def api_error_for(exc: Exception) -> ApiError | None:
+    """The HTTP error for a library or registry error; None if `exc` is not one of ours."""
+    if isinstance(exc, QuoteFormatError):
+        return BadRequest(f"attestation_quote is not a valid TDX quote: {exc}")
+    if isinstance(exc, QuoteParseError):
+        return BadRequest(f"attestation_quote is not a valid TDX quote: {exc.reason}")
+    if isinstance(exc, PpidError):
+        return BadRequest(f"the quote carries no usable PPID: {exc}")
+    if isinstance(exc, EncodingError):
+        return BadRequest(f"the request cannot be bound to a quote: {exc}")
+    if isinstance(exc, SignatureError):
+        return Unauthorized(f"identity signature check failed: {exc}")
+    if isinstance(exc, VerificationError):
+        return Unauthorized(f"quote verification failed at {exc.step}: {exc.reason}")
+    if isinstance(exc, PccsError):
+        log.warning("PCCS fetch failed", extra={"reason": str(exc)})
+        return UpstreamError(f"could not fetch collateral from the PCCS: {exc}")
+    if isinstance(exc, BindingError):
+        return Unauthorized(exc.reason)
+    if isinstance(exc, RegistrationConflict):
+        return Forbidden(exc.reason)
+    if isinstance(exc, StoreError):
+        log.error("record store failed", exc_info=exc)
+        return ServiceUnavailable("the record store is unavailable, nothing was stored")
+    if isinstance(exc, ReportDataError | RegistrationError):
+        return BadRequest(str(exc))
+    return None
+
+
+def _handle(request: Request, exc: Exception) -> HTTPResponse:
+    mapped = api_error_for(exc)
+    return error_response(request, mapped if mapped is not None else exc)
+
+
+def install_error_mapping(app: Sanic[Any, Any]) -> None:
+    """Route our error types through `api_error_for`, then the service kit's JSON answer."""
+    for error_type in MAPPED_ERRORS:
+        app.error_handler.add(error_type, _handle)

@@ -1,0 +1,39 @@
+"""POST /register: an identity service records an instance, its identities and its quote."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, json
+
+from tdx_service_kit import json_body
+
+from ..registration import parse_registration
+from ..services import services_of
+
+log = logging.getLogger("tdx_registry.register")
+
+
+def register_blueprint() -> Blueprint:
+    """A fresh blueprint (one per app) with POST /register."""
+    bp = Blueprint("registration")
+
+    @bp.post("/register")
+    async def register(request: Request[Any, Any]) -> HTTPResponse:
+        registration = parse_registration(json_body(request))
+        record = await services_of(request).registrar.register(registration)
+        log.info(
+            "instance registered",
+            extra={
+                "instance": record.instance_pubkey.hex(),
+                "has_operator": record.operator is not None,
+                "has_owner": record.owner is not None,
+                "tcb_status": record.verdict.tcb_status,
+                "verification_skipped": record.verdict.skipped,
+            },
+        )
+        return json({"status": "success"})
+
+    return bp

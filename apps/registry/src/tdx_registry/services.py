@@ -1,0 +1,27 @@
+"""The objects request handlers work with, built once per app at server start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sanic import Request
+
+from .registration import Registrar
+from .store import RecordStore
+from .verification import QuoteVerifier
+
+
+@dataclass(frozen=True)
+class Services:
+    """The store, the quote verifier and the registrar that uses both."""
+
+    store: RecordStore
+    verifier: QuoteVerifier
+    registrar: Registrar
+
+
+def services_of(request: Request[Any, Any]) -> Services:
+    """The app's `Services` (set by the server-start listener)."""
+    services: Services = request.app.ctx.services
+    return services

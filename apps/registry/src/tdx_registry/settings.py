@@ -1,0 +1,229 @@
+"""The registry's settings: parsed once from flags and environment into one frozen value.
+
+A flag wins over its environment variable, which wins over the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+
+from tdx_service_kit import HttpLimits, RateLimit
+from tdx_verify import DEFAULT_ACCEPTED_TCB_STATUSES, Policy
+
+from .store import DatabaseTarget
+
+INTEL_PCS_URL = "https://api.trustedservices.intel.com"
+KNOWN_TCB_STATUSES = frozenset(
+    {
+        "UpToDate",
+        "SWHardeningNeeded",
+        "ConfigurationNeeded",
+        "ConfigurationAndSWHardeningNeeded",
+        "OutOfDate",
+        "OutOfDateConfigurationNeeded",
+        "Revoked",
+    }
+)
+MRTD_LEN = 48
+_FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
+
+
+class SettingsError(ValueError):
+    """A flag or environment variable has a value the registry cannot run with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the registry needs to start, validated."""
+
+    database: DatabaseTarget
+    host: str = "127.0.0.1"
+    port: int = 3000
+    pccs_url: str = INTEL_PCS_URL
+    trusted_root_ca_pem: bytes | None = None
+    skip_tdx_auth: bool = False
+    policy: Policy = field(default_factory=Policy)
+    limits: HttpLimits = field(default_factory=HttpLimits)
+    rate_limit: RateLimit | None = field(default_factory=RateLimit)
+    log_level: str = "INFO"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `tdx-registry [serve]` flags (also used for --help)."""
+    parser = argparse.ArgumentParser(
+        prog="tdx-registry",
+        usage="tdx-registry [serve] [options]\n       tdx-registry verify-quote --help",
+        description="Registry of attested TDX instances (HTTP API of API.md).",
+        epilog="`tdx-registry verify-quote ...` runs the verify-quote command of tdx-verify.",
+    )
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    add("--port", type=int, default=3000, help="listen port (default 3000)")
+    add("--db-path", help="SQLite database file [REGISTRY_DB_PATH] (default registry.db)")
+    add("--db-url", help="PostgreSQL URL postgresql://... instead of SQLite [REGISTRY_DB_URL]")
+    add("--pccs-url", help=f"PCCS base URL (v4 API) [PCCS_URL] (default {INTEL_PCS_URL})")
+    add(
+        "--trusted-root-ca",
+        help="PEM file of the trusted root CA [TDX_TRUSTED_ROOT_CA] "
+        "(default: Intel SGX Root CA, built in)",
+    )
+    add(
+        "--skip-tdx-auth",
+        action="store_true",
+        default=None,
+        help="DEVELOPMENT ONLY: do not verify quotes, only parse them [SKIP_TDX_AUTH]",
+    )
+    add(
+        "--accept-tcb-status",
+        action="append",
+        metavar="S[,S...]|any",
+        help="TCB statuses to accept (repeatable; default: "
+        + ",".join(sorted(DEFAULT_ACCEPTED_TCB_STATUSES))
+        + ")",
+    )
+    add("--allow-debug", action="store_true", help="accept debug TDs")
+    add(
+        "--mrtd-allowlist",
+        action="append",
+        metavar="HEX[,HEX...]",
+        help="accept only these MRTD values (48-byte hex, repeatable)",
+    )
+    add(
+        "--max-body-bytes",
+        type=int,
+        default=HttpLimits().max_body_bytes,
+        help="largest request body (default %(default)s)",
+    )
+    add(
+        "--request-timeout",
+        type=float,
+        default=HttpLimits().request_timeout,
+        help="seconds to receive a request (default %(default)s)",
+    )
+    add(
+        "--rate-limit-per-second",
+        type=float,
+        default=RateLimit().per_second,
+        help="requests per second per client IP (default %(default)s)",
+    )
+    add(
+        "--rate-limit-burst",
+        type=int,
+        default=RateLimit().burst,
+        help="burst per client IP (default %(default)s)",
+    )
+    add("--no-rate-limit", action="store_true", help="disable per-client rate limiting")
+    add("--log-level", help="DEBUG, INFO, WARNING or ERROR [LOG_LEVEL] (default INFO)")
+    return parser
+
+
+def _env_flag(value: str | None) -> bool:
+    return value is not None and value.strip().lower() not in _FALSE_WORDS
+
+
+def _split(values: Sequence[str] | None) -> list[str]:
+    return [item.strip() for value in values or () for item in value.split(",") if item.strip()]
+
+
+def _tcb_statuses(values: Sequence[str] | None) -> frozenset[str] | None:
+    statuses = _split(values)
+    if not statuses:
+        return DEFAULT_ACCEPTED_TCB_STATUSES
+    if "any" in statuses:
+        if len(statuses) > 1:
+            raise SettingsError("--accept-tcb-status any cannot be combined with statuses")
+        return None
+    unknown = sorted(set(statuses) - KNOWN_TCB_STATUSES)
+    if unknown:
+        raise SettingsError(
+            f"unknown TCB status(es) {', '.join(unknown)}; known: "
+            + ", ".join(sorted(KNOWN_TCB_STATUSES))
+        )
+    return frozenset(statuses)
+
+
+def _mrtds(values: Sequence[str] | None) -> frozenset[bytes] | None:
+    items = _split(values)
+    if not items:
+        return None
+    out = set()
+    for item in items:
+        try:
+            mrtd = bytes.fromhex(item)
+        except ValueError:
+            raise SettingsError(f"--mrtd-allowlist: {item!r} is not hex") from None
+        if len(mrtd) != MRTD_LEN:
+            raise SettingsError(f"--mrtd-allowlist: {item!r} is not {MRTD_LEN} bytes")
+        out.add(mrtd)
+    return frozenset(out)
+
+
+def _root_ca(path: str | None) -> bytes | None:
+    if not path:
+        return None
+    try:
+        pem = Path(path).read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"cannot read the trusted root CA {path}: {exc.strerror}") from None
+    try:
+        x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        raise SettingsError(f"the trusted root CA {path} is not a PEM certificate") from None
+    return pem
+
+
+def _database(args: argparse.Namespace, env: Mapping[str, str]) -> DatabaseTarget:
+    url = args.db_url or env.get("REGISTRY_DB_URL")
+    try:
+        if url:
+            return DatabaseTarget(postgres_url=url)
+        path = args.db_path or env.get("REGISTRY_DB_PATH") or "registry.db"
+        return DatabaseTarget(sqlite_path=Path(path).expanduser().resolve())
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
+    """Parse `argv` (no program name) and `env` into `Settings`; `SettingsError` when invalid.
+
+    argparse itself exits with status 2 on unknown flags and 0 on --help.
+    """
+    args = build_parser().parse_args(list(argv))
+    if not 0 < args.port < 65536:
+        raise SettingsError(f"--port must be 1..65535, not {args.port}")
+    skip = args.skip_tdx_auth if args.skip_tdx_auth else _env_flag(env.get("SKIP_TDX_AUTH"))
+    log_level = (args.log_level or env.get("LOG_LEVEL") or "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise SettingsError(f"unknown log level {log_level}")
+    try:
+        limits = HttpLimits(
+            max_body_bytes=args.max_body_bytes, request_timeout=args.request_timeout
+        )
+        rate_limit = (
+            None
+            if args.no_rate_limit
+            else RateLimit(per_second=args.rate_limit_per_second, burst=args.rate_limit_burst)
+        )
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    return Settings(
+        database=_database(args, env),
+        host=args.host,
+        port=args.port,
+        pccs_url=(args.pccs_url or env.get("PCCS_URL") or INTEL_PCS_URL).rstrip("/"),
+        trusted_root_ca_pem=_root_ca(args.trusted_root_ca or env.get("TDX_TRUSTED_ROOT_CA")),
+        skip_tdx_auth=skip,
+        policy=Policy(
+            accepted_tcb_statuses=_tcb_statuses(args.accept_tcb_status),
+            allow_debug=args.allow_debug,
+            mrtd_allowlist=_mrtds(args.mrtd_allowlist),
+        ),
+        limits=limits,
+        rate_limit=rate_limit,
+        log_level=log_level,
+    )

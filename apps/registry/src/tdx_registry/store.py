@@ -1,0 +1,253 @@
+"""Instance records in Pony ORM (SQLite or PostgreSQL) behind the `RecordStore` interface.
+
+Every database call is a synchronous `@db_session` function run on the store's own
+single-thread executor, so the event loop never waits on the database and SQLite never sees
+two writers from this process. A registration's read-check-write is one transaction: the row is
+read `FOR UPDATE` (PostgreSQL) inside an immediate transaction (SQLite), a new instance is an
+insert on the primary key, and Pony retries the whole check on a unique-key or optimistic-check
+conflict, so two concurrent registrations of one instance can never both win.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
+
+from pony.orm import (
+    Database,
+    DBException,
+    Json,
+    Optional,
+    OrmError,
+    PrimaryKey,
+    Required,
+    db_session,
+)
+
+from tdx_report_data import IdentityInfo
+
+from .records import InstanceRecord, Verdict
+
+log = logging.getLogger("tdx_registry.store")
+
+T = TypeVar("T")
+
+MergeFn = Callable[[InstanceRecord | None], InstanceRecord]
+"""Given the stored record (or None), the record to store; raises to refuse the registration."""
+
+COMMIT_RETRIES = 5
+
+
+class StoreError(Exception):
+    """The database failed or stayed contended; the registration was not stored."""
+
+
+class RecordStore(Protocol):
+    """Where instance records live. Implementations must make `register` atomic."""
+
+    async def get(self, instance_pubkey: bytes) -> InstanceRecord | None: ...
+
+    async def register(self, instance_pubkey: bytes, merge: MergeFn) -> InstanceRecord:
+        """Atomically read the record, apply `merge`, and write its result."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class DatabaseTarget:
+    """Where the records live: an SQLite file, or a PostgreSQL URL (`postgresql://...`)."""
+
+    sqlite_path: Path | None = None
+    postgres_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.sqlite_path is None) == (self.postgres_url is None):
+            raise ValueError("exactly one of sqlite_path and postgres_url must be given")
+        if self.sqlite_path is not None and not self.sqlite_path.is_absolute():
+            raise ValueError("sqlite_path must be absolute (Pony resolves relative paths oddly)")
+        if self.postgres_url is not None and urlsplit(self.postgres_url).scheme not in (
+            "postgres",
+            "postgresql",
+        ):
+            raise ValueError("the database URL must start with postgresql://")
+
+    def describe(self) -> str:
+        """A loggable description (no password)."""
+        if self.sqlite_path is not None:
+            return f"sqlite:{self.sqlite_path}"
+        parts = urlsplit(self.postgres_url or "")
+        host = parts.hostname or "localhost"
+        return f"postgresql://{host}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+
+
+def _define_entities(db: Database) -> Any:
+    """Declare the `Instance` entity on a fresh `Database` (one per store, no global)."""
+
+    class Instance(db.Entity):  # type: ignore[misc]
+        _table_ = "instances"
+        pubkey = PrimaryKey(str, 64)
+        ppid = Required(bytes)
+        attestation_quote = Required(bytes)
+        operator_pubkey = Optional(bytes, nullable=True)
+        operator_instance_signature = Optional(bytes, nullable=True)
+        operator_identity_signature = Optional(bytes, nullable=True)
+        owner_pubkey = Optional(bytes, nullable=True)
+        owner_instance_signature = Optional(bytes, nullable=True)
+        owner_identity_signature = Optional(bytes, nullable=True)
+        tcb_status = Optional(str, nullable=True)
+        advisory_ids = Required(Json)
+        mr_td = Required(bytes)
+        verified_at = Required(datetime, precision=6)
+        verification_skipped = Required(bool)
+        registered_at = Required(datetime, precision=6)
+        updated_at = Required(datetime, precision=6)
+
+    return Instance
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC)
+
+
+def _identity(
+    pubkey: bytes | None, inst_sig: bytes | None, id_sig: bytes | None
+) -> IdentityInfo | None:
+    if pubkey is None or inst_sig is None or id_sig is None:
+        return None
+    return IdentityInfo(
+        pubkey=bytes(pubkey), instance_signature=bytes(inst_sig), identity_signature=bytes(id_sig)
+    )
+
+
+def _identity_columns(prefix: str, identity: IdentityInfo | None) -> dict[str, bytes | None]:
+    return {
+        f"{prefix}_pubkey": identity.pubkey if identity else None,
+        f"{prefix}_instance_signature": identity.instance_signature if identity else None,
+        f"{prefix}_identity_signature": identity.identity_signature if identity else None,
+    }
+
+
+def _to_record(row: Any) -> InstanceRecord:
+    return InstanceRecord(
+        instance_pubkey=bytes.fromhex(row.pubkey),
+        ppid=bytes(row.ppid),
+        attestation_quote=bytes(row.attestation_quote),
+        operator=_identity(
+            row.operator_pubkey, row.operator_instance_signature, row.operator_identity_signature
+        ),
+        owner=_identity(
+            row.owner_pubkey, row.owner_instance_signature, row.owner_identity_signature
+        ),
+        verdict=Verdict(
+            tcb_status=row.tcb_status,
+            advisory_ids=tuple(str(a) for a in row.advisory_ids),
+            mr_td=bytes(row.mr_td),
+            verified_at=_aware(row.verified_at),
+            skipped=bool(row.verification_skipped),
+        ),
+        registered_at=_aware(row.registered_at),
+        updated_at=_aware(row.updated_at),
+    )
+
+
+def _to_columns(record: InstanceRecord) -> dict[str, Any]:
+    return {
+        "ppid": record.ppid,
+        "attestation_quote": record.attestation_quote,
+        **_identity_columns("operator", record.operator),
+        **_identity_columns("owner", record.owner),
+        "tcb_status": record.verdict.tcb_status,
+        "advisory_ids": list(record.verdict.advisory_ids),
+        "mr_td": record.verdict.mr_td,
+        "verified_at": _naive_utc(record.verdict.verified_at),
+        "verification_skipped": record.verdict.skipped,
+        "registered_at": _naive_utc(record.registered_at),
+        "updated_at": _naive_utc(record.updated_at),
+    }
+
+
+class PonyRecordStore:
+    """`RecordStore` on Pony ORM; create it with `await PonyRecordStore.open(target)`."""
+
+    def __init__(self, db: Database, instance: Any, executor: ThreadPoolExecutor) -> None:
+        self._db = db
+        self._instance = instance
+        self._executor = executor
+
+    @classmethod
+    async def open(cls, target: DatabaseTarget) -> PonyRecordStore:
+        """Bind a fresh Database to `target` and create the table if missing (on the DB thread)."""
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry-db")
+        try:
+            db, instance = await asyncio.get_running_loop().run_in_executor(
+                executor, cls._bind, target
+            )
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        log.info("record store open", extra={"database": target.describe()})
+        return cls(db, instance, executor)
+
+    @staticmethod
+    def _bind(target: DatabaseTarget) -> tuple[Database, Any]:
+        db = Database()
+        instance = _define_entities(db)
+        if target.sqlite_path is not None:
+            db.bind(provider="sqlite", filename=str(target.sqlite_path), create_db=True)
+        else:
+            db.bind(provider="postgres", dsn=target.postgres_url)
+        db.generate_mapping(create_tables=True)
+        return db, instance
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def get(self, instance_pubkey: bytes) -> InstanceRecord | None:
+        try:
+            return await self._run(self._get_sync, instance_pubkey.hex())
+        except (OrmError, DBException) as exc:
+            raise StoreError(f"reading the record failed: {exc}") from exc
+
+    async def register(self, instance_pubkey: bytes, merge: MergeFn) -> InstanceRecord:
+        """Pony retries the whole transaction on commit conflicts; what remains is a failure."""
+        try:
+            return await self._run(self._register_sync, instance_pubkey.hex(), merge)
+        except (OrmError, DBException) as exc:
+            raise StoreError(f"the registration could not be committed: {exc}") from exc
+
+    async def close(self) -> None:
+        try:
+            await self._run(self._db.disconnect)
+        finally:
+            self._executor.shutdown(wait=True)
+
+    def _get_sync(self, key: str) -> InstanceRecord | None:
+        with db_session:
+            row = self._instance.get(pubkey=key)
+            return None if row is None else _to_record(row)
+
+    @db_session(retry=COMMIT_RETRIES, immediate=True)  # type: ignore[untyped-decorator]
+    def _register_sync(self, key: str, merge: MergeFn) -> InstanceRecord:
+        row = self._instance.get_for_update(pubkey=key)
+        existing = None if row is None else _to_record(row)
+        record = merge(existing)
+        if record.instance_pubkey.hex() != key:
+            raise ValueError("merge changed the instance key")
+        columns = _to_columns(record)
+        if row is None:
+            self._instance(pubkey=key, **columns)
+        else:
+            row.set(**columns)
+        return record

@@ -1,0 +1,96 @@
+"""Quote verification behind one narrow interface: full DCAP, or parse-only when skipped."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from tdx_ppid import quote_ppid
+from tdx_quote import parse_quote
+from tdx_verify import CollateralCache, PccsClient, Policy, VerifiedQuote, Verifier
+
+from .records import Verdict
+
+log = logging.getLogger("tdx_registry.verification")
+
+
+@dataclass(frozen=True)
+class CheckedQuote:
+    """What the registry needs from a quote once it is accepted (or merely parsed, if skipped)."""
+
+    report_data: bytes
+    ppid: bytes
+    verdict: Verdict
+
+
+class QuoteVerifier(Protocol):
+    """Turns raw quote bytes into a `CheckedQuote`, or raises a library error saying why not."""
+
+    async def check(self, quote: bytes, *, now: datetime) -> CheckedQuote: ...
+
+    async def aclose(self) -> None: ...
+
+
+class VerifyingCache(Protocol):
+    """What `DcapQuoteVerifier` needs of `tdx_verify.CollateralCache`."""
+
+    async def verify_quote(self, quote: bytes, *, now: datetime) -> VerifiedQuote: ...
+
+
+class DcapQuoteVerifier:
+    """Full DCAP verification with collateral from a PCCS, verified once and cached."""
+
+    def __init__(self, cache: VerifyingCache, *, client: PccsClient | None = None) -> None:
+        self._cache = cache
+        self._client = client
+
+    @classmethod
+    def connect(
+        cls, *, pccs_url: str, root_ca_pem: bytes | None, policy: Policy
+    ) -> DcapQuoteVerifier:
+        """A verifier fetching collateral from `pccs_url`, trusting `root_ca_pem` (else Intel's)."""
+        client = PccsClient(pccs_url)
+        cache = CollateralCache(client, Verifier(root_ca_pem=root_ca_pem, policy=policy))
+        return cls(cache, client=client)
+
+    async def check(self, quote: bytes, *, now: datetime) -> CheckedQuote:
+        verified = await self._cache.verify_quote(quote, now=now)
+        return CheckedQuote(
+            report_data=verified.report_data,
+            ppid=verified.ppid.value,
+            verdict=Verdict(
+                tcb_status=verified.tcb_status,
+                advisory_ids=tuple(verified.advisory_ids),
+                mr_td=verified.mr_td,
+                verified_at=verified.verified_at,
+                skipped=False,
+            ),
+        )
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+
+class ParseOnlyQuoteVerifier:
+    """SKIP_TDX_AUTH: parse the quote and read its PPID, verify nothing. Development only."""
+
+    async def check(self, quote: bytes, *, now: datetime) -> CheckedQuote:
+        log.warning("SKIP_TDX_AUTH: accepting a quote WITHOUT DCAP verification")
+        parsed = parse_quote(quote)
+        return CheckedQuote(
+            report_data=parsed.body.report_data,
+            ppid=quote_ppid(parsed).value,
+            verdict=Verdict(
+                tcb_status=None,
+                advisory_ids=(),
+                mr_td=parsed.body.mr_td,
+                verified_at=now,
+                skipped=True,
+            ),
+        )
+
+    async def aclose(self) -> None:
+        return None

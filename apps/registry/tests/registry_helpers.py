@@ -1,0 +1,138 @@
+"""Builders for registration requests carrying real (unsigned) TDX quotes, and fake verifiers."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tdx_ppid import quote_ppid
+from tdx_quote import (
+    BodyType,
+    CertificationData,
+    Header,
+    PpidCertData,
+    Quote,
+    QuoteSignatureData,
+    TdReport10,
+    TeeType,
+    build_quote,
+    parse_quote,
+)
+from tdx_report_data import IdentityInfo, report_data_for, sign_identity
+from tdx_verify import VerifiedQuote
+
+MR_TD = bytes(range(48))
+
+
+def raw_pubkey(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes_raw()
+
+
+def build_test_quote(report_data: bytes, ppid: bytes, *, mr_td: bytes = MR_TD) -> bytes:
+    """A well-formed v4 TDX quote (cleartext PPID cert data, zero signature)."""
+    body = TdReport10(
+        tee_tcb_svn=bytes(16), mr_seam=bytes(48), mr_signer_seam=bytes(48),
+        seam_attributes=bytes(8), td_attributes=bytes(8), xfam=bytes(8), mr_td=mr_td,
+        mr_config_id=bytes(48), mr_owner=bytes(48), mr_owner_config=bytes(48),
+        rtmr0=bytes(48), rtmr1=bytes(48), rtmr2=bytes(48), rtmr3=bytes(48),
+        report_data=report_data,
+    )  # fmt: skip
+    header = Header(
+        version=4, attestation_key_type=2, tee_type=TeeType.TDX, qe_svn=0, pce_svn=0,
+        qe_vendor_id=bytes(16), user_data=bytes(20),
+    )  # fmt: skip
+    cert = CertificationData(
+        cert_type=1, body=PpidCertData(ppid=ppid, cpu_svn=bytes(16), pce_svn=0, pce_id=0)
+    )
+    quote = Quote(
+        header=header,
+        body_type=BodyType.TD_REPORT_10,
+        body=body,
+        signature_data=QuoteSignatureData(
+            signature=bytes(64), attestation_key=bytes(64), certification_data=cert
+        ),
+    )
+    return build_quote(quote)
+
+
+def identity_for(instance: Ed25519PrivateKey, identity_key: Ed25519PrivateKey) -> IdentityInfo:
+    return sign_identity(
+        instance, raw_pubkey(identity_key), identity_key.sign(raw_pubkey(instance))
+    )
+
+
+def identity_json(identity: IdentityInfo | None) -> dict[str, str] | None:
+    if identity is None:
+        return None
+    return {
+        "pubkey": identity.pubkey.hex(),
+        "instance_signature": identity.instance_signature.hex(),
+        "identity_signature": identity.identity_signature.hex(),
+    }
+
+
+@dataclass
+class Instance:
+    """A TD instance: its key and 16-byte PPID, able to build registration bodies."""
+
+    key: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
+    ppid: bytes = b"\x5a" * 16
+
+    @property
+    def pubkey(self) -> bytes:
+        return raw_pubkey(self.key)
+
+    def body(
+        self,
+        operator: Ed25519PrivateKey | None = None,
+        owner: Ed25519PrivateKey | None = None,
+        *,
+        quote_ppid: bytes | None = None,
+        report_data: bytes | None = None,
+        ppid: bytes | None = None,
+    ) -> dict[str, Any]:
+        """A POST /register body whose quote commits to it (unless overridden)."""
+        ppid = self.ppid if ppid is None else ppid
+        op = identity_for(self.key, operator) if operator else None
+        ow = identity_for(self.key, owner) if owner else None
+        data = (
+            report_data if report_data is not None else report_data_for(self.pubkey, ppid, op, ow)
+        )
+        quote = build_test_quote(data, self.ppid if quote_ppid is None else quote_ppid)
+        return {
+            "instance_pubkey": self.pubkey.hex(),
+            "ppid": ppid.hex(),
+            "attestation_quote": base64.b64encode(quote).decode(),
+            "operator": identity_json(op),
+            "owner": identity_json(ow),
+        }
+
+
+class FakeCache:
+    """Stands in for `tdx_verify.CollateralCache`: trusts any parsable quote, or raises `error`."""
+
+    def __init__(self) -> None:
+        self.error: Exception | None = None
+        self.calls = 0
+        self.tcb_status = "UpToDate"
+        self.advisory_ids: tuple[str, ...] = ("INTEL-SA-00837",)
+
+    async def verify_quote(self, quote: bytes, *, now: datetime) -> VerifiedQuote:
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        parsed = parse_quote(quote)
+        return VerifiedQuote(
+            quote=parsed,
+            tcb_status=self.tcb_status,
+            advisory_ids=self.advisory_ids,
+            ppid=quote_ppid(parsed),
+            fmspc=bytes(6),
+            mr_td=parsed.body.mr_td,
+            report_data=parsed.body.report_data,
+            verified_at=now,
+        )

@@ -1,0 +1,195 @@
+"""Settings from flags and environment, and the `tdx-registry` command itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tdx_registry import INTEL_PCS_URL, SettingsError, parse_settings
+from tdx_registry.cli import main
+from tdx_verify import DEFAULT_ACCEPTED_TCB_STATUSES
+
+
+def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = parse_settings([], {})
+    assert settings.database.sqlite_path == tmp_path / "registry.db"
+    assert settings.pccs_url == INTEL_PCS_URL
+    assert settings.trusted_root_ca_pem is None
+    assert settings.skip_tdx_auth is False
+    assert settings.policy.accepted_tcb_statuses == DEFAULT_ACCEPTED_TCB_STATUSES
+    assert settings.policy.allow_debug is False
+    assert (settings.host, settings.port) == ("127.0.0.1", 3000)
+    assert settings.rate_limit is not None
+
+
+def test_environment_names_of_api_md(tmp_path: Path) -> None:
+    env = {
+        "REGISTRY_DB_PATH": str(tmp_path / "x.db"),
+        "PCCS_URL": "http://127.0.0.1:3010/",
+        "SKIP_TDX_AUTH": "1",
+    }
+    settings = parse_settings([], env)
+    assert settings.database.sqlite_path == tmp_path / "x.db"
+    assert settings.pccs_url == "http://127.0.0.1:3010"
+    assert settings.skip_tdx_auth is True
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", False), ("0", False), ("false", False),
+                                                 ("yes", True), ("true", True)])  # fmt: skip
+def test_skip_tdx_auth_values(value: str, expected: bool) -> None:
+    assert parse_settings([], {"SKIP_TDX_AUTH": value}).skip_tdx_auth is expected
+
+
+def test_flags_win_over_environment(tmp_path: Path) -> None:
+    env = {"REGISTRY_DB_PATH": "/nonexistent/a.db", "PCCS_URL": "http://env"}
+    settings = parse_settings(
+        ["--db-path", str(tmp_path / "b.db"), "--pccs-url", "http://flag", "--port", "4000"], env
+    )
+    assert settings.database.sqlite_path == tmp_path / "b.db"
+    assert settings.pccs_url == "http://flag"
+    assert settings.port == 4000
+
+
+def test_postgres_url_selects_postgres() -> None:
+    settings = parse_settings([], {"REGISTRY_DB_URL": "postgresql://u@h/db"})
+    assert settings.database.postgres_url == "postgresql://u@h/db"
+    assert settings.database.sqlite_path is None
+    with pytest.raises(SettingsError):
+        parse_settings(["--db-url", "sqlite:///x"], {})
+
+
+def _write_root_ca(path: Path) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "test root")])
+    now = __import__("datetime").datetime.now(__import__("datetime").UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(1)
+        .not_valid_before(now).not_valid_after(now.replace(year=now.year + 1))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    path.write_bytes(pem)
+    return pem
+
+
+def test_trusted_root_ca_is_read_once_and_checked(tmp_path: Path) -> None:
+    pem = _write_root_ca(tmp_path / "root.pem")
+    settings = parse_settings([], {"TDX_TRUSTED_ROOT_CA": str(tmp_path / "root.pem")})
+    assert settings.trusted_root_ca_pem == pem
+    (tmp_path / "bad.pem").write_text("not a certificate")
+    with pytest.raises(SettingsError, match="not a PEM certificate"):
+        parse_settings(["--trusted-root-ca", str(tmp_path / "bad.pem")], {})
+    with pytest.raises(SettingsError, match="cannot read"):
+        parse_settings(["--trusted-root-ca", str(tmp_path / "missing.pem")], {})
+
+
+def test_policy_flags() -> None:
+    settings = parse_settings(
+        ["--accept-tcb-status", "UpToDate,OutOfDate", "--allow-debug",
+         "--mrtd-allowlist", "11" * 48, "--mrtd-allowlist", "22" * 48],
+        {},
+    )  # fmt: skip
+    assert settings.policy.accepted_tcb_statuses == {"UpToDate", "OutOfDate"}
+    assert settings.policy.allow_debug is True
+    assert settings.policy.mrtd_allowlist == {b"\x11" * 48, b"\x22" * 48}
+    assert parse_settings(["--accept-tcb-status", "any"], {}).policy.accepted_tcb_statuses is None
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--accept-tcb-status", "UpToDat"],
+        ["--accept-tcb-status", "any,UpToDate"],
+        ["--mrtd-allowlist", "11" * 47],
+        ["--mrtd-allowlist", "xyz"],
+        ["--port", "70000"],
+        ["--port", "0"],
+        ["--log-level", "chatty"],
+        ["--rate-limit-burst", "0"],
+        ["--max-body-bytes", "0"],
+    ],
+)
+def test_bad_settings_are_refused(argv: list[str]) -> None:
+    with pytest.raises(SettingsError):
+        parse_settings(argv, {})
+
+
+def test_bad_settings_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--port", "-1"]) == 2
+    assert "--port must be 1..65535" in capsys.readouterr().err
+
+
+def test_help_lists_flags_and_the_verify_quote_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--db-path", "--pccs-url", "--trusted-root-ca", "--skip-tdx-auth",
+                 "--accept-tcb-status", "--mrtd-allowlist", "verify-quote"):  # fmt: skip
+        assert flag in out
+
+
+def test_verify_quote_subcommand_delegates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    quote = tmp_path / "q.bin"
+    quote.write_bytes(b"garbage")
+    collateral = tmp_path / "c.json"
+    collateral.write_text("{}")
+    status = main(["verify-quote", "--quote", str(quote), "--collateral", str(collateral)])
+    assert status == 1
+    assert json.loads(capsys.readouterr().out)["valid"] is False
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_serve_answers_and_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "SKIP_TDX_AUTH": "1", "REGISTRY_DB_PATH": str(tmp_path / "r.db")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from tdx_registry.cli import main; sys.exit(main())",
+         "serve", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/instance/{'ab' * 32}", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "registry did not start"
+                time.sleep(0.1)
+        assert response.status_code == 404
+        assert response.json() == {"error": "no such instance"}
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert lines, err
+    assert any("SKIP_TDX_AUTH IS ON" in line["message"] for line in lines)
+    assert (tmp_path / "r.db").exists()

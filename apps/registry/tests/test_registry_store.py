@@ -1,0 +1,255 @@
+"""The Pony record store on every selected backend: round trips, atomic check-and-write, races."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from registry_helpers import Instance, identity_for
+
+from tdx_registry import (
+    DatabaseTarget,
+    InstanceRecord,
+    PonyRecordStore,
+    RegistrationConflict,
+    StoreError,
+    Verdict,
+    merge_registration,
+)
+
+T0 = datetime(2026, 11, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def make_record(
+    instance: Instance,
+    operator: Ed25519PrivateKey | None = None,
+    owner: Ed25519PrivateKey | None = None,
+    *,
+    at: datetime = T0,
+    ppid: bytes | None = None,
+) -> InstanceRecord:
+    return InstanceRecord(
+        instance_pubkey=instance.pubkey,
+        ppid=instance.ppid if ppid is None else ppid,
+        attestation_quote=b"quote-bytes-" + at.isoformat().encode(),
+        operator=identity_for(instance.key, operator) if operator else None,
+        owner=identity_for(instance.key, owner) if owner else None,
+        verdict=Verdict(
+            tcb_status="SWHardeningNeeded",
+            advisory_ids=("INTEL-SA-00615", "INTEL-SA-00837"),
+            mr_td=b"\x07" * 48,
+            verified_at=at,
+            skipped=False,
+        ),
+        registered_at=at,
+        updated_at=at,
+    )
+
+
+async def test_unknown_instance_is_none(db_target: DatabaseTarget) -> None:
+    store = await PonyRecordStore.open(db_target)
+    try:
+        assert await store.get(b"\x01" * 32) is None
+    finally:
+        await store.close()
+
+
+async def test_record_round_trips_every_field(db_target: DatabaseTarget) -> None:
+    instance, operator, owner = (
+        Instance(),
+        Ed25519PrivateKey.generate(),
+        Ed25519PrivateKey.generate(),
+    )
+    record = make_record(instance, operator, owner)
+    store = await PonyRecordStore.open(db_target)
+    try:
+        stored = await store.register(instance.pubkey, lambda old: merge_registration(old, record))
+        assert stored == record
+        assert await store.get(instance.pubkey) == record
+    finally:
+        await store.close()
+
+
+async def test_record_without_identities_and_skipped_verdict_round_trips(
+    db_target: DatabaseTarget,
+) -> None:
+    instance = Instance(ppid=b"\xaa" * 384)
+    record = make_record(instance)
+    record = replace(
+        record, verdict=replace(record.verdict, tcb_status=None, advisory_ids=(), skipped=True)
+    )
+    store = await PonyRecordStore.open(db_target)
+    try:
+        await store.register(instance.pubkey, lambda old: merge_registration(old, record))
+        assert await store.get(instance.pubkey) == record
+    finally:
+        await store.close()
+
+
+async def test_refused_merge_leaves_the_record_unchanged(db_target: DatabaseTarget) -> None:
+    instance = Instance()
+    first = make_record(instance, Edkey := Ed25519PrivateKey.generate())
+    other = make_record(instance, Ed25519PrivateKey.generate(), at=T0 + timedelta(hours=1))
+    store = await PonyRecordStore.open(db_target)
+    try:
+        await store.register(instance.pubkey, lambda old: merge_registration(old, first))
+        with pytest.raises(RegistrationConflict, match="another operator"):
+            await store.register(instance.pubkey, lambda old: merge_registration(old, other))
+        assert await store.get(instance.pubkey) == first
+        assert Edkey is not None
+    finally:
+        await store.close()
+
+
+async def test_same_data_again_refreshes_quote_and_verdict_keeping_first_time(
+    db_target: DatabaseTarget,
+) -> None:
+    instance, operator, owner = (
+        Instance(),
+        Ed25519PrivateKey.generate(),
+        Ed25519PrivateKey.generate(),
+    )
+    first = make_record(instance, operator)
+    later = make_record(instance, operator, owner, at=T0 + timedelta(days=2))
+    store = await PonyRecordStore.open(db_target)
+    try:
+        await store.register(instance.pubkey, lambda old: merge_registration(old, first))
+        await store.register(instance.pubkey, lambda old: merge_registration(old, later))
+        stored = await store.get(instance.pubkey)
+        assert stored == replace(later, registered_at=T0)
+    finally:
+        await store.close()
+
+
+async def test_records_survive_reopening(db_target: DatabaseTarget) -> None:
+    instance = Instance()
+    record = make_record(instance, Ed25519PrivateKey.generate())
+    store = await PonyRecordStore.open(db_target)
+    await store.register(instance.pubkey, lambda old: merge_registration(old, record))
+    await store.close()
+    reopened = await PonyRecordStore.open(db_target)
+    try:
+        assert await reopened.get(instance.pubkey) == record
+    finally:
+        await reopened.close()
+
+
+async def _race(stores: list[PonyRecordStore], instance: Instance) -> list[object]:
+    records = [make_record(instance, Ed25519PrivateKey.generate()) for _ in stores]
+    attempts = [
+        store.register(instance.pubkey, lambda old, r=record: merge_registration(old, r))
+        for store, record in zip(stores, records, strict=True)
+    ]
+    return await asyncio.gather(*attempts, return_exceptions=True)
+
+
+async def test_concurrent_registrations_in_one_store_have_one_winner(
+    db_target: DatabaseTarget,
+) -> None:
+    store = await PonyRecordStore.open(db_target)
+    try:
+        for _ in range(5):
+            instance = Instance()
+            results = await _race([store] * 4, instance)
+            winners = [r for r in results if isinstance(r, InstanceRecord)]
+            losers = [r for r in results if isinstance(r, RegistrationConflict)]
+            assert len(winners) == 1 and len(losers) == 3, results
+            assert await store.get(instance.pubkey) == winners[0]
+    finally:
+        await store.close()
+
+
+async def test_concurrent_registrations_from_separate_stores_have_one_winner(
+    db_target: DatabaseTarget,
+) -> None:
+    """Two stores = two connections (as two registry processes would have): the database
+    itself, not this process's executor, must make exactly one registration win."""
+    stores = [await PonyRecordStore.open(db_target) for _ in range(3)]
+    try:
+        for _ in range(8):
+            instance = Instance()
+            results = await _race(stores, instance)
+            winners = [r for r in results if isinstance(r, InstanceRecord)]
+            losers = [r for r in results if isinstance(r, RegistrationConflict)]
+            assert len(winners) == 1 and len(losers) == 2, results
+            assert await stores[0].get(instance.pubkey) == winners[0]
+    finally:
+        for store in stores:
+            await store.close()
+
+
+def test_database_target_requires_an_absolute_sqlite_path() -> None:
+    with pytest.raises(ValueError, match="absolute"):
+        DatabaseTarget(sqlite_path=Path("registry.db"))
+
+
+def test_database_target_hides_the_password() -> None:
+    target = DatabaseTarget(postgres_url="postgresql://u:hunter2@db.example:5433/reg")
+    assert target.describe() == "postgresql://db.example:5433/reg"
+    with pytest.raises(ValueError):
+        DatabaseTarget(postgres_url="mysql://x/y")
+
+
+async def test_interleaved_registrations_cannot_both_win(db_target: DatabaseTarget) -> None:
+    """Force both transactions to read "no record" before either writes (where the database
+    lets them: SQLite's immediate transaction already serialises them): the unique key plus the
+    retried check must still leave exactly one winner."""
+    instance = Instance()
+    barrier = threading.Barrier(2, timeout=1.0)
+    first_pass: set[int] = set()
+
+    def merge_after_barrier(
+        record: InstanceRecord,
+    ) -> Callable[[InstanceRecord | None], InstanceRecord]:
+        def merge(old: InstanceRecord | None) -> InstanceRecord:
+            me = threading.get_ident()
+            if me not in first_pass:
+                first_pass.add(me)
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    barrier.wait()
+            return merge_registration(old, record)
+
+        return merge
+
+    stores = [await PonyRecordStore.open(db_target) for _ in range(2)]
+    try:
+        records = [make_record(instance, Ed25519PrivateKey.generate()) for _ in stores]
+        results = await asyncio.gather(
+            *(
+                store.register(instance.pubkey, merge_after_barrier(record))
+                for store, record in zip(stores, records, strict=True)
+            ),
+            return_exceptions=True,
+        )
+        winners = [r for r in results if isinstance(r, InstanceRecord)]
+        assert len(winners) == 1, results
+        assert isinstance(results[results.index(winners[0]) ^ 1], RegistrationConflict)
+        assert await stores[0].get(instance.pubkey) == winners[0]
+        if db_target.postgres_url is not None:
+            assert not barrier.broken, "both transactions should have read before writing"
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_database_failure_is_a_store_error(tmp_path: Path) -> None:
+    target = DatabaseTarget(sqlite_path=tmp_path / "r.db")
+    store = await PonyRecordStore.open(target)
+    try:
+        with sqlite3.connect(tmp_path / "r.db") as conn:
+            conn.execute("DROP TABLE instances")
+        with pytest.raises(StoreError, match="reading the record failed"):
+            await store.get(b"\x01" * 32)
+        record = make_record(Instance())
+        with pytest.raises(StoreError, match="could not be committed"):
+            await store.register(record.instance_pubkey, lambda old: record)
+    finally:
+        await store.close()
