@@ -1,25 +1,31 @@
-"""Fixtures: a fresh state directory, a platform over it, and dcap-qvl as the reference."""
+"""Fixtures: a fresh state directory, a platform over it, the sim app served on loopback, and
+dcap-qvl as the reference."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import dcap_qvl
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sanic import Sanic
 
+from tdx_service_kit.testing import serve
+from tdx_sim.app import SimSettings, create_app
 from tdx_sim.platform import SimOptions, SimPlatform
 
 Sanic.test_mode = True
 
 RootDer = Callable[[SimPlatform], bytes]
 DcapVerify = Callable[..., Any]
+RunSim = Callable[[SimOptions], AbstractAsyncContextManager[tuple[str, SimPlatform]]]
 
 
 def _root_der(platform: SimPlatform) -> bytes:
@@ -55,3 +61,29 @@ def state_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def platform(state_dir: Path) -> SimPlatform:
     return SimPlatform(state_dir, SimOptions())
+
+
+@pytest.fixture
+def run_sim(state_dir: Path) -> RunSim:
+    """Serve a new sim app (a new simulated TD boot) over `state_dir` on an ephemeral loopback
+    port; the context yields its base URL and its platform."""
+
+    @asynccontextmanager
+    async def running(options: SimOptions) -> AsyncIterator[tuple[str, SimPlatform]]:
+        app = create_app(SimSettings(state_dir=state_dir, options=options))
+        async with serve(app) as base_url:
+            yield base_url, app.ctx.platform
+
+    return running
+
+
+@pytest.fixture
+async def sim(run_sim: RunSim) -> AsyncIterator[tuple[str, SimPlatform]]:
+    async with run_sim(SimOptions()) as sim:
+        yield sim
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as c:
+        yield c

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -17,31 +15,9 @@ import pytest
 from cryptography import x509
 
 from tdx_quote import parse_quote
-from tdx_service_kit.testing import serve
-from tdx_sim.app import SimSettings, create_app
 from tdx_sim.platform import SimOptions, SimPlatform
 
 REPORT_DATA = hashlib.sha512(b"http test").digest()
-
-
-@asynccontextmanager
-async def running(state_dir: Path, options: SimOptions) -> AsyncIterator[tuple[str, SimPlatform]]:
-    """The sim app on an ephemeral loopback port: its base URL and its platform."""
-    app = create_app(SimSettings(state_dir=state_dir, options=options))
-    async with serve(app) as base_url:
-        yield base_url, app.ctx.platform
-
-
-@pytest.fixture
-async def sim(state_dir: Path) -> AsyncIterator[tuple[str, SimPlatform]]:
-    async with running(state_dir, SimOptions()) as sim:
-        yield sim
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as c:
-        yield c
 
 
 async def test_attest_returns_a_raw_quote_over_the_report_data(
@@ -193,9 +169,9 @@ async def _quote_and_fetched_collateral(
 
 
 async def test_tcb_status_flag_reaches_dcap_qvl_through_the_pccs_routes(
-    state_dir: Path, client: httpx.AsyncClient, root_der: Any
+    run_sim: Any, client: httpx.AsyncClient, root_der: Any
 ) -> None:
-    async with running(state_dir, SimOptions(tcb_status="OutOfDate")) as (base, platform):
+    async with run_sim(SimOptions(tcb_status="OutOfDate")) as (base, platform):
         quote, collateral = await _quote_and_fetched_collateral(base, client)
         verdict = dcap_qvl.verify_with_root_ca(
             quote, collateral, root_der(platform), int(time.time())
@@ -208,9 +184,9 @@ async def test_tcb_status_flag_reaches_dcap_qvl_through_the_pccs_routes(
     [(SimOptions(revoke_pck=True), "CertRevoked"), (SimOptions(debug_td=True), "Debug")],
 )
 async def test_revoked_and_debug_are_refused_through_the_pccs_routes(
-    state_dir: Path, client: httpx.AsyncClient, options: SimOptions, error: str, root_der: Any
+    run_sim: Any, client: httpx.AsyncClient, options: SimOptions, error: str, root_der: Any
 ) -> None:
-    async with running(state_dir, options) as (base, platform):
+    async with run_sim(options) as (base, platform):
         quote, collateral = await _quote_and_fetched_collateral(base, client)
         with pytest.raises(ValueError, match=error):
             dcap_qvl.verify_with_root_ca(quote, collateral, root_der(platform), int(time.time()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import socket
@@ -99,6 +100,23 @@ def test_serves_quotes_and_keeps_its_pki_across_restarts(state_dir: Path) -> Non
         assert httpx.get(f"{base}/root_ca.pem").content == root_first
         quote = httpx.get(f"{base}/attest/{REPORT_DATA.hex()}").content
         assert quote_ppid(parse_quote(quote)) == ppid_first
+
+
+def test_a_restart_is_a_reboot_of_the_simulated_td(state_dir: Path) -> None:
+    digest = hashlib.sha384(b"measured before the restart").digest()
+    with sim_process(state_dir) as (base, _):
+        response = httpx.post(f"{base}/rtmr/3/extend", json={"digest": digest.hex()})
+        extended = bytes.fromhex(response.json()["value"])
+        assert extended == hashlib.sha384(bytes(48) + digest).digest()
+        before = httpx.get(f"{base}/rtmr").json()
+        assert bytes.fromhex(before["rtmr3"]) == extended
+        body = parse_quote(httpx.get(f"{base}/attest/{REPORT_DATA.hex()}").content).body
+        assert body.rtmr3 == extended
+    with sim_process(state_dir) as (base, _):
+        after = httpx.get(f"{base}/rtmr").json()
+        body = parse_quote(httpx.get(f"{base}/attest/{REPORT_DATA.hex()}").content).body
+    assert after == {**before, "rtmr3": "00" * 48}
+    assert body.rtmr3 == bytes(48)
 
 
 def test_flags_change_the_quote(state_dir: Path) -> None:

@@ -10,16 +10,30 @@ from .platform import (
     SimOptionsError,
     SimPlatform,
 )
+from .rtmr import (
+    BOOT_RTMRS,
+    EXTENDABLE_RTMRS,
+    RtmrDigestError,
+    RtmrError,
+    RtmrNotExtendableError,
+    SimRtmrs,
+)
 
 __all__ = [
+    "BOOT_RTMRS",
     "DEFAULT_MR_TD",
+    "EXTENDABLE_RTMRS",
     "TCB_STATUSES",
     "PkiError",
+    "RtmrDigestError",
+    "RtmrError",
+    "RtmrNotExtendableError",
     "SimCollateral",
     "SimOptions",
     "SimOptionsError",
     "SimPki",
     "SimPlatform",
+    "SimRtmrs",
     "SimSettings",
     "create_app",
     "load_or_create_pki",

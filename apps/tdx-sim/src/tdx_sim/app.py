@@ -1,4 +1,5 @@
-"""HTTP face of the simulator: quotes on `/attest`, and Intel's PCCS v4 API for the sim PKI."""
+"""HTTP face of the simulator: quotes on `/attest`, the TD's RTMRs on `/rtmr`, and Intel's PCCS
+v4 API for the sim PKI."""
 
 from __future__ import annotations
 
@@ -14,17 +15,27 @@ from urllib.parse import quote as url_quote
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sanic import Request, Sanic
-from sanic.response import HTTPResponse, raw, text
+from sanic.response import HTTPResponse, json, raw, text
 
-from tdx_service_kit import BadRequest, HttpLimits, NotFound, install_common, parse_hex
+from tdx_service_kit import (
+    BadRequest,
+    HttpLimits,
+    NotFound,
+    install_common,
+    json_body,
+    parse_hex,
+    require_hex,
+)
 
 from .platform import SimCollateral, SimOptions, SimPlatform
+from .rtmr import RtmrError
 
 log = logging.getLogger("tdx_sim")
 
 # Collateral is re-issued this long after its issue time, well inside its 30-day validity.
 COLLATERAL_REFRESH = timedelta(hours=12)
 _FMSPC = re.compile(r"[0-9A-Fa-f]{12}")
+_RTMR_INDEX = re.compile(r"0|[1-9][0-9]{0,3}")
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,24 @@ def _check_update(request: Request) -> None:
         raise BadRequest("query parameter 'update' must be 'standard' or 'early'")
 
 
+def _rtmr_index(value: str) -> int:
+    if _RTMR_INDEX.fullmatch(value) is None:
+        raise BadRequest(
+            f"RTMR index {value!r} is not a number; only RTMR2 and RTMR3 can be extended"
+        )
+    return int(value)
+
+
+def _extend_digest(request: Request) -> bytes:
+    body = json_body(request)
+    unexpected = sorted(set(body) - {"digest"})
+    if unexpected:
+        raise BadRequest(
+            f"unexpected field(s) {', '.join(map(repr, unexpected))}; expected 'digest'"
+        )
+    return require_hex(body, "digest", length=48)
+
+
 def _issuer_chain_header(chain_pem: str) -> str:
     return url_quote(chain_pem, safe="")
 
@@ -105,6 +134,24 @@ def create_app(settings: SimSettings) -> Sanic[Any, Any]:
     async def attest(request: Request, report_data_hex: str) -> HTTPResponse:
         report_data = parse_hex(report_data_hex, "report_data", length=64)
         return raw(platform.quote(report_data), content_type="application/octet-stream")
+
+    @app.post("/rtmr/<index_text:str>/extend")
+    async def rtmr_extend(request: Request, index_text: str) -> HTTPResponse:
+        index = _rtmr_index(index_text)
+        digest = _extend_digest(request)
+        try:
+            value = platform.rtmrs.extend(index, digest)
+        except RtmrError as exc:
+            raise BadRequest(str(exc)) from None
+        log.info(
+            "rtmr extended", extra={"index": index, "digest": digest.hex(), "value": value.hex()}
+        )
+        return json({"index": index, "value": value.hex()})
+
+    @app.get("/rtmr")
+    async def rtmr_read(request: Request) -> HTTPResponse:
+        values = platform.rtmrs.read()
+        return json({f"rtmr{i}": value.hex() for i, value in enumerate(values)})
 
     @app.get("/root_ca.pem")
     async def root_ca(request: Request) -> HTTPResponse:

@@ -38,6 +38,7 @@ from tdx_quote import (
 )
 
 from .pki import SimPki, load_or_create_pki
+from .rtmr import SimRtmrs
 
 TCB_STATUSES = (
     "UpToDate",
@@ -52,12 +53,6 @@ SIM_ADVISORY_ID = "INTEL-SA-00000"  # the one advisory a non-UpToDate sim TCB le
 
 # Measurements of the simulated TD and TDX module: fixed, recognisable, not secret.
 DEFAULT_MR_TD = hashlib.sha384(b"tdx-sim default MRTD").digest()
-SIM_RTMRS = (
-    hashlib.sha384(b"tdx-sim RTMR0").digest(),
-    hashlib.sha384(b"tdx-sim RTMR1").digest(),
-    hashlib.sha384(b"tdx-sim RTMR2").digest(),
-    bytes(48),
-)
 SIM_MR_SEAM = hashlib.sha384(b"tdx-sim TDX module").digest()
 SIM_MR_SIGNER_SEAM = bytes(48)  # Intel's TDX module signer, as in Intel's TCB info
 SIM_SEAM_ATTRIBUTES = bytes(8)
@@ -188,11 +183,13 @@ def _compact_json(value: dict[str, Any]) -> str:
 
 
 class SimPlatform:
-    """A simulated TDX host: its PKI lives in `state_dir`; `options` choose what it reports."""
+    """A simulated TDX host running one TD: its PKI lives in `state_dir`; `options` choose what
+    it reports; `rtmrs` are the TD's registers, fresh (a new boot) with every platform object."""
 
     def __init__(self, state_dir: Path, options: SimOptions, *, now: datetime | None = None):
         self.options = options
         self.pki: SimPki = load_or_create_pki(state_dir, now=now or datetime.now(UTC))
+        self.rtmrs = SimRtmrs()
 
     @property
     def root_ca_pem(self) -> bytes:
@@ -207,9 +204,11 @@ class SimPlatform:
         return self.pki.sgx_extension.ppid
 
     def td_report(self, report_data: bytes) -> TdReport10:
-        """The TD report body this platform's TD would produce for `report_data`."""
+        """The TD report body this platform's TD would produce for `report_data` now, with the
+        current RTMR values."""
         if len(report_data) != 64:
             raise ValueError(f"report_data must be 64 bytes, got {len(report_data)}")
+        rtmr0, rtmr1, rtmr2, rtmr3 = self.rtmrs.read()
         td_attributes = bytearray(SIM_TD_ATTRIBUTES)
         if self.options.debug_td:
             td_attributes[0] |= 0x01
@@ -224,10 +223,10 @@ class SimPlatform:
             mr_config_id=bytes(48),
             mr_owner=bytes(48),
             mr_owner_config=bytes(48),
-            rtmr0=SIM_RTMRS[0],
-            rtmr1=SIM_RTMRS[1],
-            rtmr2=SIM_RTMRS[2],
-            rtmr3=SIM_RTMRS[3],
+            rtmr0=rtmr0,
+            rtmr1=rtmr1,
+            rtmr2=rtmr2,
+            rtmr3=rtmr3,
             report_data=report_data,
         )
 
