@@ -1,0 +1,89 @@
+"""The Sanic app factory: wires settings, key, state, quote source, registry and workload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sanic import Sanic
+
+from tdx_identity._fs import ensure_private_dir
+from tdx_identity.errors import install_error_mapping
+from tdx_identity.exceptions import StartupError
+from tdx_identity.keys import load_or_create_instance_key
+from tdx_identity.quotes import QuoteSource, select_quote_source
+from tdx_identity.registry_client import HttpRegistryClient, RegistryClient
+from tdx_identity.routes import instance_bp, registration_bp, workload_bp
+from tdx_identity.service import IdentityService
+from tdx_identity.settings import Settings
+from tdx_identity.state import StateStore
+from tdx_identity.workload_api import (
+    NotConfiguredWorkload,
+    WorkloadContext,
+    WorkloadFactory,
+    WorkloadManager,
+)
+from tdx_service_kit import install_common
+
+APP_NAME = "tdx-identity"
+
+
+def create_app(
+    settings: Settings,
+    *,
+    quote_source: QuoteSource | None = None,
+    registry: RegistryClient | None = None,
+    workload: WorkloadManager | None = None,
+    workload_factory: WorkloadFactory | None = None,
+) -> Sanic[Any, Any]:
+    """Build the identity app; raises StartupError (key, state, quote source) before serving.
+
+    Real implementations are used for whatever is not injected. `workload_factory` builds the
+    manager from a WorkloadContext (settings and the state's workload section); without it and
+    without `workload`, workload routes answer 503 (`NotConfiguredWorkload`).
+    """
+    if workload is not None and workload_factory is not None:
+        raise ValueError("pass either workload or workload_factory, not both")
+    try:
+        ensure_private_dir(settings.storage_path)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot create storage path {settings.storage_path}: {exc.strerror}"
+        ) from exc
+    instance_key = load_or_create_instance_key(settings.storage_path)
+    store = StateStore.open(settings.storage_path)
+    if quote_source is None:
+        quote_source = select_quote_source(settings)
+    if registry is None:
+        registry = HttpRegistryClient(settings.registry_url, timeout=settings.registry_timeout)
+    if workload is None:
+        if workload_factory is not None:
+            workload = workload_factory(WorkloadContext(settings, store.section_store()))
+        else:
+            workload = NotConfiguredWorkload()
+
+    service = IdentityService(
+        instance_key=instance_key,
+        store=store,
+        quote_source=quote_source,
+        registry=registry,
+        workload=workload,
+    )
+
+    app: Sanic[Any, Any] = Sanic(APP_NAME)
+    app.ctx.service = service
+    app.ctx.settings = settings
+    install_common(app, limits=settings.limits, rate_limit=settings.rate_limit)
+    install_error_mapping(app)
+    app.blueprint(instance_bp)
+    app.blueprint(registration_bp)
+    app.blueprint(workload_bp)
+
+    async def _start(_app: Sanic[Any, Any]) -> None:
+        await service.start()
+
+    async def _stop(_app: Sanic[Any, Any]) -> None:
+        await service.stop()
+
+    app.register_listener(_start, "before_server_start")
+    app.register_listener(_stop, "after_server_stop")
+    return app

@@ -1,0 +1,118 @@
+"""The one place where the service's and the libraries' errors become HTTP statuses (API.md).
+
+| error | status |
+| --- | --- |
+| InvalidRequest, report-data EncodingError, lifecycle StepOutOfOrder, WorkloadRejected | 400 |
+| SignatureError, WeakPublicKey, OwnerTokenInvalid, NotPermitted, WorkloadAuthError | 401 |
+| RegistryRejected with registry status 403 (the instance is bound to other data there) | 403 |
+| RegistryRejected with any other 4xx (it did not accept the attestation or identities) | 401 |
+| RegistryUnavailable (unreachable, timeout, 5xx, 429) | 502 |
+| QuoteSourceError, WorkloadUnavailable | 503 |
+| StateWriteError, WorkloadFailed | 500 |
+
+5xx reasons are logged; nothing is committed to the state file when any of these is raised.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sanic import Request, Sanic
+from sanic.response import HTTPResponse
+
+from tdx_identity.exceptions import InvalidRequest
+from tdx_identity.keys import WeakPublicKey
+from tdx_identity.lifecycle import NotPermitted, StepOutOfOrder, TransitionRefused
+from tdx_identity.quotes import QuoteSourceError
+from tdx_identity.registry_client import RegistryRejected, RegistryUnavailable
+from tdx_identity.service import OwnerTokenInvalid
+from tdx_identity.state import StateWriteError
+from tdx_identity.workload_api import (
+    WorkloadAuthError,
+    WorkloadFailed,
+    WorkloadRejected,
+    WorkloadUnavailable,
+)
+from tdx_report_data import EncodingError, SignatureError
+from tdx_service_kit import (
+    ApiError,
+    BadRequest,
+    Forbidden,
+    ServiceUnavailable,
+    Unauthorized,
+    UpstreamError,
+    error_response,
+)
+
+log = logging.getLogger("tdx_identity.errors")
+
+
+class InternalError(ApiError):
+    """The service itself failed (500); the reason is logged, not sent."""
+
+    status = 500
+
+
+MAPPED_ERRORS: tuple[type[Exception], ...] = (
+    InvalidRequest,
+    EncodingError,
+    SignatureError,
+    WeakPublicKey,
+    TransitionRefused,
+    OwnerTokenInvalid,
+    WorkloadAuthError,
+    WorkloadRejected,
+    WorkloadUnavailable,
+    WorkloadFailed,
+    RegistryRejected,
+    RegistryUnavailable,
+    QuoteSourceError,
+    StateWriteError,
+)
+
+
+def to_api_error(exc: Exception) -> ApiError:
+    """The ApiError (status and client-safe message) for one of MAPPED_ERRORS."""
+    match exc:
+        case InvalidRequest() | EncodingError() | StepOutOfOrder() | WorkloadRejected():
+            return BadRequest(str(exc))
+        case SignatureError():
+            return Unauthorized(f"signature does not verify: {exc}")
+        case WeakPublicKey():
+            return Unauthorized(f"bad key: {exc}")
+        case NotPermitted() | OwnerTokenInvalid() | WorkloadAuthError():
+            return Unauthorized(str(exc))
+        case RegistryRejected(status=403):
+            return Forbidden(f"registry refused the registration: {exc.reason}")
+        case RegistryRejected():
+            return Unauthorized(f"registry refused the registration: {exc.reason}")
+        case RegistryUnavailable():
+            return UpstreamError(f"registry unavailable: {exc}")
+        case QuoteSourceError():
+            return ServiceUnavailable(f"attestation quote unavailable: {exc}")
+        case WorkloadUnavailable():
+            return ServiceUnavailable(str(exc))
+        case WorkloadFailed():
+            return InternalError("workload runtime failed")
+        case StateWriteError():
+            return InternalError("could not persist the new state")
+    return InternalError("internal error")
+
+
+def _handle(request: Request, exc: Exception) -> HTTPResponse:
+    api_error = to_api_error(exc)
+    if api_error.status >= 500:
+        log.error(
+            "request failed",
+            extra={"path": request.path, "status": api_error.status, "reason": str(exc)},
+        )
+    elif api_error.status in (401, 403) and isinstance(exc, RegistryRejected):
+        log.warning("registry refused a registration", extra={"reason": exc.reason})
+    return error_response(request, api_error)
+
+
+def install_error_mapping(app: Sanic[Any, Any]) -> None:
+    """Answer each of MAPPED_ERRORS with its status; call after `install_common`."""
+    for exc_type in MAPPED_ERRORS:
+        app.error_handler.add(exc_type, _handle)

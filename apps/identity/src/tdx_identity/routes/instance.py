@@ -1,0 +1,22 @@
+"""Public facts about the instance: its key and its lifecycle state."""
+
+from __future__ import annotations
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, json
+
+from tdx_identity.routes._common import service_of
+
+instance_bp = Blueprint("instance")
+
+
+@instance_bp.get("/instance/pubkey")
+async def instance_pubkey(request: Request) -> HTTPResponse:
+    """The instance's ed25519 public key, hex."""
+    return json({"pubkey": service_of(request).instance_pubkey.hex()})
+
+
+@instance_bp.get("/instance/state")
+async def instance_state(request: Request) -> HTTPResponse:
+    """The lifecycle state name (an addition to API.md; carries no secret)."""
+    return json({"state": service_of(request).state.lifecycle.value})

@@ -1,0 +1,232 @@
+"""The identity service's operations, free of HTTP: registration and the workload steps.
+
+Every state change runs under one asyncio.Lock, asks `lifecycle.next_state` first, and is
+committed to the state file only after everything else (registry, workload runtime) succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import replace
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+import tdx_ppid
+import tdx_quote
+from tdx_identity.exceptions import StartupError
+from tdx_identity.keys import public_key_bytes, reject_weak_public_key
+from tdx_identity.lifecycle import Action, next_state, require_owner
+from tdx_identity.quotes import QuoteSource, QuoteSourceError
+from tdx_identity.registry_client import RegistrationRequest, RegistryClient
+from tdx_identity.state import PersistedState, StateStore, StateWriteError
+from tdx_identity.workload_api import (
+    WorkloadAuthError,
+    WorkloadError,
+    WorkloadManager,
+    parse_configure,
+    parse_expose,
+    verify_owner_signature,
+)
+from tdx_report_data import IdentityInfo, report_data_for, sign_identity
+
+log = logging.getLogger("tdx_identity")
+
+MAX_TOKEN_CHARS = 512
+
+
+class OwnerTokenInvalid(Exception):
+    """The `x-token` header is missing or is not the owner token issued to the operator."""
+
+
+class PlatformError(StartupError):
+    """The platform's own quote (for its PPID) cannot be obtained or read at start-up."""
+
+
+def platform_ppid(quote: bytes) -> bytes:
+    """The PPID carried by a quote of this platform (cleartext, encrypted, or from the PCK cert)."""
+    return tdx_ppid.quote_ppid(tdx_quote.parse_quote(quote, allow_zero_padding=True)).value
+
+
+def token_hash(token: str) -> bytes:
+    """SHA-256 of the token's UTF-8 bytes: what the state keeps instead of the token."""
+    return hashlib.sha256(token.encode("utf-8", errors="surrogateescape")).digest()
+
+
+class IdentityService:
+    """The instance's identity: its key, its persisted lifecycle, and the steps that move it."""
+
+    def __init__(
+        self,
+        *,
+        instance_key: Ed25519PrivateKey,
+        store: StateStore,
+        quote_source: QuoteSource,
+        registry: RegistryClient,
+        workload: WorkloadManager,
+        ppid_of_quote: Callable[[bytes], bytes] = platform_ppid,
+    ) -> None:
+        self._key = instance_key
+        self._pubkey = public_key_bytes(instance_key)
+        self._store = store
+        self._quotes = quote_source
+        self._registry = registry
+        self._workload = workload
+        self._ppid_of_quote = ppid_of_quote
+        self._lock = asyncio.Lock()
+
+    @property
+    def instance_pubkey(self) -> bytes:
+        return self._pubkey
+
+    @property
+    def state(self) -> PersistedState:
+        return self._store.current
+
+    async def ensure_ppid(self) -> None:
+        """Learn the PPID from the platform's own quote (zero report_data) once, and keep it."""
+        if self._store.current.ppid is not None:
+            return
+        try:
+            quote = await self._quotes.get_quote(bytes(64))
+        except QuoteSourceError as exc:
+            raise PlatformError(
+                f"cannot get this platform's quote to learn its PPID: {exc}"
+            ) from exc
+        try:
+            ppid = self._ppid_of_quote(quote)
+        except ValueError as exc:
+            raise PlatformError(f"the platform's quote carries no usable PPID: {exc}") from exc
+        try:
+            self._store.commit(replace(self._store.current, ppid=ppid))
+        except StateWriteError as exc:
+            raise StartupError(str(exc)) from exc
+        log.info("platform PPID recorded", extra={"ppid": ppid.hex()})
+
+    async def start(self) -> None:
+        """At start-up: make sure the PPID is known, then let the workload runtime recover."""
+        await self.ensure_ppid()
+        async with self._lock:
+            try:
+                await self._workload.recover(self._store.current)
+            except WorkloadError as exc:
+                raise StartupError(f"workload recovery failed: {exc}") from exc
+
+    async def stop(self) -> None:
+        """At shutdown: stop the workload runtime's listeners (the committed state stays)."""
+        await self._workload.shutdown()
+
+    async def _attest(self, operator: IdentityInfo | None, owner: IdentityInfo | None) -> bytes:
+        """A quote of this TD whose report_data commits to the instance, PPID and identities."""
+        ppid = self._ppid()
+        report_data = report_data_for(self._pubkey, ppid, operator, owner)
+        quote = await self._quotes.get_quote(report_data)
+        try:
+            parsed = tdx_quote.parse_quote(quote, allow_zero_padding=True)
+        except ValueError as exc:
+            raise QuoteSourceError(f"the quote source returned a malformed quote: {exc}") from exc
+        if not hmac.compare_digest(parsed.body.report_data, report_data):
+            raise QuoteSourceError("the quote source returned a quote for other report_data")
+        return quote
+
+    def _ppid(self) -> bytes:
+        ppid = self._store.current.ppid
+        if ppid is None:
+            raise QuoteSourceError("the platform PPID is not known yet")
+        return ppid
+
+    async def _record(self, operator: IdentityInfo | None, owner: IdentityInfo | None) -> None:
+        """Have the registry accept (instance, PPID, identities) with a fresh quote."""
+        quote = await self._attest(operator, owner)
+        await self._registry.register(
+            RegistrationRequest(
+                instance_pubkey=self._pubkey,
+                ppid=self._ppid(),
+                attestation_quote=quote,
+                operator=operator,
+                owner=owner,
+            )
+        )
+
+    async def register_operator(self, pubkey: bytes, signature: bytes) -> str:
+        """Register the operator; return the single-use owner token (only its hash is kept)."""
+        async with self._lock:
+            target = next_state(self._store.current.lifecycle, Action.REGISTER_OPERATOR)
+            reject_weak_public_key(pubkey)
+            operator = sign_identity(self._key, pubkey, signature)
+            await self._record(operator, None)
+            token = secrets.token_urlsafe(32)
+            self._store.commit(
+                replace(
+                    self._store.current,
+                    lifecycle=target,
+                    operator=operator,
+                    owner_token_sha256=token_hash(token),
+                )
+            )
+        log.info("operator registered", extra={"operator_pubkey": pubkey.hex()})
+        return token
+
+    async def register_owner(self, token: str | None, pubkey: bytes, signature: bytes) -> None:
+        """Register the owner with the operator's token; the token is spent by this call."""
+        if not token:
+            raise OwnerTokenInvalid("missing x-token header")
+        async with self._lock:
+            state = self._store.current
+            target = next_state(state.lifecycle, Action.REGISTER_OWNER)
+            expected = state.owner_token_sha256
+            if (
+                expected is None
+                or state.operator is None
+                or len(token) > MAX_TOKEN_CHARS
+                or not hmac.compare_digest(token_hash(token), expected)
+            ):
+                raise OwnerTokenInvalid("invalid owner token")
+            reject_weak_public_key(pubkey)
+            owner = sign_identity(self._key, pubkey, signature)
+            await self._record(state.operator, owner)
+            self._store.commit(
+                replace(self._store.current, lifecycle=target, owner=owner, owner_token_sha256=None)
+            )
+        log.info("owner registered", extra={"owner_pubkey": pubkey.hex()})
+
+    def _owner_pubkey(self, action: Action) -> bytes:
+        state = self._store.current
+        require_owner(state.lifecycle, action)
+        if state.owner is None:  # unreachable: PersistedState keeps owner and lifecycle in step
+            raise WorkloadAuthError("no owner is registered")
+        return state.owner.pubkey
+
+    async def configure_workload(self, body: bytes, signature_hex: str | None) -> None:
+        """Authenticate the owner's signed body, validate it, then (re)configure the workload."""
+        owner_pubkey = self._owner_pubkey(Action.CONFIGURE_WORKLOAD)
+        verify_owner_signature(owner_pubkey, body, signature_hex)
+        config = parse_configure(body, self._pubkey, owner_pubkey)
+        async with self._lock:
+            target = next_state(self._store.current.lifecycle, Action.CONFIGURE_WORKLOAD)
+            await self._workload.configure(config)
+            self._store.commit(
+                replace(self._store.current, lifecycle=target, workload_config=config)
+            )
+        log.info(
+            "workload configured",
+            extra={"image": config.image, "port": config.port, "dirs": len(config.persist_dirs)},
+        )
+
+    async def expose_workload(self, body: bytes, signature_hex: str | None) -> None:
+        """Authenticate the owner's signed body, then close setup access and publish the port."""
+        owner_pubkey = self._owner_pubkey(Action.EXPOSE_WORKLOAD)
+        verify_owner_signature(owner_pubkey, body, signature_hex)
+        image = parse_expose(body, self._pubkey)
+        async with self._lock:
+            state = self._store.current
+            target = next_state(state.lifecycle, Action.EXPOSE_WORKLOAD)
+            if state.workload_config is None or image != state.workload_config.image:
+                raise WorkloadAuthError("image does not match the configured image")
+            await self._workload.expose(image)
+            self._store.commit(replace(self._store.current, lifecycle=target))
+        log.info("workload exposed", extra={"image": image})

@@ -1,0 +1,147 @@
+"""The HTTP edges: the mock TDX quote source and the registry client, over httpx mock transports."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tdx_identity.quotes import (
+    ConfigfsTsmQuoteSource,
+    MockTdxQuoteSource,
+    NoQuoteSourceError,
+    QuoteSourceError,
+    select_quote_source,
+)
+from tdx_identity.registry_client import (
+    HttpRegistryClient,
+    RegistrationRequest,
+    RegistryRejected,
+    RegistryUnavailable,
+)
+from tdx_identity.settings import Settings
+from tdx_report_data import IdentityInfo
+
+REPORT_DATA = bytes(range(64))
+
+
+async def test_mock_tdx_source_gets_the_quote_for_the_report_data() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(200, content=b"QUOTE")
+
+    source = MockTdxQuoteSource("http://sim:3010/", transport=httpx.MockTransport(handler))
+    assert await source.get_quote(REPORT_DATA) == b"QUOTE"
+    assert seen == [f"/attest/{REPORT_DATA.hex()}"]
+
+
+@pytest.mark.parametrize(
+    "response", [httpx.Response(500, text="boom"), httpx.Response(404), httpx.Response(200)]
+)
+async def test_mock_tdx_source_errors_are_named(response: httpx.Response) -> None:
+    source = MockTdxQuoteSource("http://sim", transport=httpx.MockTransport(lambda _: response))
+    with pytest.raises(QuoteSourceError, match="mock TDX"):
+        await source.get_quote(REPORT_DATA)
+
+
+async def test_mock_tdx_source_unreachable_is_a_quote_source_error() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    source = MockTdxQuoteSource("http://sim", transport=httpx.MockTransport(refuse))
+    with pytest.raises(QuoteSourceError, match="unreachable"):
+        await source.get_quote(REPORT_DATA)
+
+
+async def test_report_data_must_be_64_bytes() -> None:
+    source = MockTdxQuoteSource("http://sim")
+    with pytest.raises(ValueError, match="64 bytes"):
+        await source.get_quote(b"short")
+
+
+def test_configfs_tsm_is_preferred_when_its_directory_exists(tmp_path: Path) -> None:
+    settings = Settings(configfs_tsm_path=tmp_path, mock_tdx_url="http://sim")
+    source = select_quote_source(settings)
+    assert isinstance(source, ConfigfsTsmQuoteSource) and source.root == tmp_path
+
+
+def test_mock_tdx_is_used_without_configfs_tsm(tmp_path: Path) -> None:
+    settings = Settings(configfs_tsm_path=tmp_path / "absent", mock_tdx_url="http://sim")
+    source = select_quote_source(settings)
+    assert isinstance(source, MockTdxQuoteSource) and source.base_url == "http://sim"
+
+
+def test_no_quote_source_is_a_clear_startup_error(tmp_path: Path) -> None:
+    settings = Settings(configfs_tsm_path=tmp_path / "absent", mock_tdx_url=None)
+    with pytest.raises(NoQuoteSourceError, match="MOCK_TDX_URL"):
+        select_quote_source(settings)
+
+
+async def test_configfs_tsm_failure_is_a_quote_source_error_and_cleans_up(tmp_path: Path) -> None:
+    # A plain directory lacks the kernel's generation/outblob attributes.
+    source = ConfigfsTsmQuoteSource(tmp_path)
+    with pytest.raises(QuoteSourceError, match="configfs-tsm"):
+        await source.get_quote(REPORT_DATA)
+
+
+IDENTITY = IdentityInfo(b"\x01" * 32, b"\x02" * 64, b"\x03" * 64)
+REQUEST = RegistrationRequest(b"\x0a" * 32, b"\x0b" * 16, b"quote-bytes", IDENTITY, None)
+
+
+async def test_registry_client_posts_the_api_body() -> None:
+    bodies: list[dict[str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/register" and request.method == "POST"
+        bodies.append(json.loads(request.content))
+        return httpx.Response(200, json={"status": "ok"})
+
+    client = HttpRegistryClient("http://reg:3000/", transport=httpx.MockTransport(handler))
+    await client.register(REQUEST)
+    assert bodies == [
+        {
+            "instance_pubkey": "0a" * 32,
+            "ppid": "0b" * 16,
+            "attestation_quote": base64.b64encode(b"quote-bytes").decode(),
+            "operator": {
+                "pubkey": "01" * 32,
+                "instance_signature": "02" * 64,
+                "identity_signature": "03" * 64,
+            },
+            "owner": None,
+        }
+    ]
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404])
+async def test_registry_4xx_is_a_refusal_with_its_reason(status: int) -> None:
+    transport = httpx.MockTransport(
+        lambda _: httpx.Response(status, json={"error": "quote\x00 not trusted"})
+    )
+    client = HttpRegistryClient("http://reg", transport=transport)
+    with pytest.raises(RegistryRejected) as refusal:
+        await client.register(REQUEST)
+    assert refusal.value.status == status
+    assert refusal.value.reason == "quote? not trusted"
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 429, 302, 201])
+async def test_registry_failure_statuses_are_unavailable(status: int) -> None:
+    transport = httpx.MockTransport(lambda _: httpx.Response(status, text="oops"))
+    client = HttpRegistryClient("http://reg", transport=transport)
+    with pytest.raises(RegistryUnavailable):
+        await client.register(REQUEST)
+
+
+async def test_registry_timeout_is_unavailable() -> None:
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    client = HttpRegistryClient("http://reg", transport=httpx.MockTransport(slow))
+    with pytest.raises(RegistryUnavailable, match="ReadTimeout"):
+        await client.register(REQUEST)

@@ -1,0 +1,63 @@
+"""Settings: defaults from API.md, environment variables, flags winning over both."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tdx_identity.settings import parse_settings
+
+
+def test_defaults_follow_the_api_contract() -> None:
+    settings = parse_settings([], {})
+    assert (settings.host, settings.port) == ("127.0.0.1", 3001)
+    assert settings.storage_path == Path("/mnt")
+    assert settings.mock_tdx_url is None
+    assert settings.registry_url == "http://localhost:3000"
+
+
+def test_environment_variables_are_read() -> None:
+    env = {
+        "STORAGE_PATH": "/var/lib/id",
+        "MOCK_TDX_URL": "http://127.0.0.1:3010/",
+        "REGISTRY_URL": "http://reg:3000",
+    }
+    settings = parse_settings([], env)
+    assert settings.storage_path == Path("/var/lib/id")
+    assert settings.mock_tdx_url == "http://127.0.0.1:3010"
+    assert settings.registry_url == "http://reg:3000"
+
+
+def test_flags_win_over_the_environment() -> None:
+    env = {"STORAGE_PATH": "/env", "MOCK_TDX_URL": "http://env", "REGISTRY_URL": "http://env"}
+    settings = parse_settings(
+        [
+            "--storage-path=/flag",
+            "--mock-tdx-url=http://flag",
+            "--registry-url=http://flag",
+            "--host=0.0.0.0",
+            "--port=4001",
+        ],
+        env,
+    )
+    assert settings.storage_path == Path("/flag")
+    assert settings.mock_tdx_url == "http://flag"
+    assert settings.registry_url == "http://flag"
+    assert (settings.host, settings.port) == ("0.0.0.0", 4001)
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "http"])
+def test_bad_port_is_a_usage_error(port: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_settings(["--port", port], {})
+    assert exit_info.value.code == 2
+
+
+def test_help_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_settings(["--help"], {})
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--host", "--port", "--storage-path", "--mock-tdx-url", "--registry-url"):
+        assert flag in out

@@ -1,0 +1,137 @@
+"""The persisted state document: round trip, invariants, atomic commits, corrupt files."""
+
+from __future__ import annotations
+
+import errno
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tdx_identity import _fs
+from tdx_identity.lifecycle import Lifecycle
+from tdx_identity.state import (
+    STATE_FILE_NAME,
+    PersistedState,
+    StateFileError,
+    StateStore,
+    StateWriteError,
+)
+from tdx_identity.workload_api import WorkloadConfig
+from tdx_report_data import IdentityInfo
+
+OPERATOR = IdentityInfo(b"\x01" * 32, b"\x02" * 64, b"\x03" * 64)
+OWNER = IdentityInfo(b"\x04" * 32, b"\x05" * 64, b"\x06" * 64)
+CONFIG = WorkloadConfig("localhost/app:1", ("/data",), 8080, OWNER.pubkey)
+
+
+def full_state(lifecycle: Lifecycle) -> PersistedState:
+    order = list(Lifecycle)
+    reached = order.index(lifecycle)
+    return PersistedState(
+        lifecycle=lifecycle,
+        ppid=b"\x09" * 16,
+        operator=OPERATOR if reached >= 1 else None,
+        owner=OWNER if reached >= 2 else None,
+        owner_token_sha256=b"\x07" * 32 if lifecycle is Lifecycle.OPERATOR_REGISTERED else None,
+        workload_config=CONFIG if reached >= 3 else None,
+        workload={"note": [1, 2]},
+    )
+
+
+@pytest.mark.parametrize("lifecycle", list(Lifecycle))
+def test_every_lifecycle_state_round_trips_through_the_file(
+    tmp_path: Path, lifecycle: Lifecycle
+) -> None:
+    store = StateStore.open(tmp_path)
+    assert store.current == PersistedState()
+    store.commit(full_state(lifecycle))
+    assert StateStore.open(tmp_path).current == full_state(lifecycle)
+    assert stat.S_IMODE((tmp_path / STATE_FILE_NAME).stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"lifecycle": Lifecycle.FRESH},
+        {"operator": None},
+        {"owner_token_sha256": b"\x00" * 32},
+        {"workload_config": None},
+        {"ppid": None},
+    ],
+)
+def test_states_that_contradict_their_lifecycle_cannot_be_built(changes: dict[str, object]) -> None:
+    base = full_state(Lifecycle.CONFIGURED).__dict__ | changes
+    with pytest.raises(ValueError):
+        PersistedState(**base)  # type: ignore[arg-type]
+
+
+def test_corrupt_state_file_is_a_startup_error_and_is_left_as_is(tmp_path: Path) -> None:
+    path = tmp_path / STATE_FILE_NAME
+    for content in (b"{", b"[]", b'{"version": 99}', b'{"version": 1, "lifecycle": "nope"}'):
+        path.write_bytes(content)
+        with pytest.raises(StateFileError, match="corrupt"):
+            StateStore.open(tmp_path)
+        assert path.read_bytes() == content
+
+
+def test_a_failed_commit_keeps_the_previous_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = StateStore.open(tmp_path)
+    store.commit(PersistedState(ppid=b"\x01" * 16))
+    before = (tmp_path / STATE_FILE_NAME).read_bytes()
+    with pytest.raises(StateWriteError):
+        store.commit(PersistedState(ppid=b"\x01" * 16, workload={"x": object()}))
+
+    def disk_full(fd: int, data: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_fs.os, "write", disk_full)
+    with pytest.raises(StateWriteError, match="No space"):
+        store.commit(PersistedState(ppid=b"\x02" * 16))
+    monkeypatch.undo()
+    assert store.current.ppid == b"\x01" * 16
+    assert (tmp_path / STATE_FILE_NAME).read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [STATE_FILE_NAME]
+
+
+def test_workload_section_store_persists_only_its_section(tmp_path: Path) -> None:
+    store = StateStore.open(tmp_path)
+    store.commit(full_state(Lifecycle.OWNER_REGISTERED))
+    section = store.section_store()
+    loaded = section.load()
+    loaded["mutated"] = True
+    assert "mutated" not in store.current.workload
+    section.save({"mount": "/run/x", "ssh": {"closed": False}})
+    reread = StateStore.open(tmp_path).current
+    assert reread.workload == {"mount": "/run/x", "ssh": {"closed": False}}
+    assert reread.owner == OWNER
+
+
+def test_the_owner_token_is_never_in_the_file(tmp_path: Path) -> None:
+    store = StateStore.open(tmp_path)
+    store.commit(full_state(Lifecycle.OPERATOR_REGISTERED))
+    data = json.loads((tmp_path / STATE_FILE_NAME).read_text())
+    assert set(data) == {
+        "version",
+        "lifecycle",
+        "ppid",
+        "operator",
+        "owner",
+        "owner_token_sha256",
+        "workload_config",
+        "workload",
+    }
+
+
+@given(
+    ppid=st.binary(min_size=1, max_size=384),
+    section=st.dictionaries(st.text(max_size=8), st.integers() | st.text(max_size=8), max_size=4),
+)
+def test_state_json_round_trips(ppid: bytes, section: dict[str, object]) -> None:
+    state = PersistedState(ppid=ppid, workload=dict(section))
+    assert PersistedState.from_json(json.loads(json.dumps(state.to_json()))) == state

@@ -1,0 +1,239 @@
+"""The workload routes' authentication, validation and ordering, against a fake runtime."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from conftest import Running, instance_pubkey, register_operator, register_owner, sign
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fakes import FakeWorkload
+
+from tdx_identity import NotConfiguredWorkload, Settings
+from tdx_identity.state import STATE_FILE_NAME
+
+IMAGE = "localhost/busybox-site:1"
+
+
+class Owner:
+    """A registered owner talking to one running instance."""
+
+    def __init__(self, client: httpx.AsyncClient, key: Ed25519PrivateKey, instance: bytes):
+        self.client, self.key, self.instance = client, key, instance
+
+    async def post(
+        self, path: str, body: dict[str, Any], *, key: Ed25519PrivateKey | None = None
+    ) -> httpx.Response:
+        raw = json.dumps(body).encode()
+        signature = sign(key or self.key, raw)
+        return await self.client.post(path, content=raw, headers={"x-signature": signature})
+
+    def configure_body(self, **changes: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "instance_pubkey": self.instance.hex(),
+            "image": IMAGE,
+            "persist_dirs": ["/data", "/srv/www"],
+            "port": 8000,
+        }
+        body.update(changes)
+        return body
+
+    def expose_body(self, **changes: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {"instance_pubkey": self.instance.hex(), "image": IMAGE}
+        body.update(changes)
+        return body
+
+
+@pytest.fixture
+async def owner(running: Running) -> AsyncIterator[Owner]:
+    key = Ed25519PrivateKey.generate()
+    async with running() as client:
+        token = (await register_operator(client, Ed25519PrivateKey.generate())).json()
+        assert (await register_owner(client, key, token["owner_token"])).status_code == 200
+        yield Owner(client, key, await instance_pubkey(client))
+
+
+async def test_configure_then_expose_calls_the_runtime_and_moves_the_lifecycle(
+    owner: Owner, workload: FakeWorkload, settings: Settings
+) -> None:
+    response = await owner.post("/workload/configure", owner.configure_body())
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "success"}
+    [config] = workload.configured
+    assert (config.image, config.persist_dirs, config.port) == (IMAGE, ("/data", "/srv/www"), 8000)
+    assert config.owner_pubkey == owner.key.public_key().public_bytes_raw()
+    assert (await owner.client.get("/instance/state")).json() == {"state": "configured"}
+
+    assert (await owner.post("/workload/expose", owner.expose_body())).status_code == 200
+    assert workload.exposed == [IMAGE]
+    assert (await owner.client.get("/instance/state")).json() == {"state": "exposed"}
+    stored = json.loads((settings.storage_path / STATE_FILE_NAME).read_text())
+    assert stored["lifecycle"] == "exposed"
+    assert stored["workload_config"]["image"] == IMAGE
+
+
+async def test_configure_twice_before_expose_reconfigures(
+    owner: Owner, workload: FakeWorkload
+) -> None:
+    assert (await owner.post("/workload/configure", owner.configure_body())).status_code == 200
+    body = owner.configure_body(port=9000, persist_dirs=[])
+    assert (await owner.post("/workload/configure", body)).status_code == 200
+    assert [c.port for c in workload.configured] == [8000, 9000]
+
+
+async def test_workload_steps_without_an_owner_are_401(
+    running: Running, workload: FakeWorkload
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    async with running() as client:
+        instance = await instance_pubkey(client)
+        anyone = Owner(client, key, instance)
+        for _ in range(2):
+            configure = await anyone.post("/workload/configure", anyone.configure_body())
+            assert configure.status_code == 401
+            expose = await anyone.post("/workload/expose", anyone.expose_body())
+            assert expose.status_code == 401
+            await register_operator(client, Ed25519PrivateKey.generate())
+    assert workload.configured == [] and workload.exposed == []
+
+
+async def test_signatures_that_do_not_check_out_are_401(
+    owner: Owner, workload: FakeWorkload
+) -> None:
+    raw = json.dumps(owner.configure_body()).encode()
+    cases: list[dict[str, str]] = [
+        {},
+        {"x-signature": ""},
+        {"x-signature": "zz" * 64},
+        {"x-signature": "00" * 63},
+        {"x-signature": "00" * 64},
+        {"x-signature": sign(Ed25519PrivateKey.generate(), raw)},
+        {"x-signature": sign(owner.key, raw + b" ")},
+    ]
+    for headers in cases:
+        response = await owner.client.post("/workload/configure", content=raw, headers=headers)
+        assert response.status_code == 401, headers
+        assert response.json()["error"]
+    assert workload.configured == []
+
+
+async def test_signature_covers_the_exact_body_bytes(owner: Owner) -> None:
+    raw = json.dumps(owner.configure_body()).encode()
+    reformatted = json.dumps(owner.configure_body(), indent=1).encode()
+    response = await owner.client.post(
+        "/workload/configure", content=reformatted, headers={"x-signature": sign(owner.key, raw)}
+    )
+    assert response.status_code == 401
+
+
+async def test_another_instance_pubkey_is_401(owner: Owner) -> None:
+    other = Ed25519PrivateKey.generate().public_key().public_bytes_raw().hex()
+    assert (
+        await owner.post("/workload/configure", owner.configure_body(instance_pubkey=other))
+    ).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["data", "", "/", "/data/", "/a/../b", "/a/./b", "/a//b", "/..", "/a/..", "/a\x00b", "./x"],
+)
+async def test_unclean_persist_dir_is_400_invalid_directory_path(
+    owner: Owner, workload: FakeWorkload, path: str
+) -> None:
+    response = await owner.post(
+        "/workload/configure", owner.configure_body(persist_dirs=["/ok", path])
+    )
+    assert response.status_code == 400
+    assert "Invalid directory path" in response.json()["error"]
+    assert workload.configured == []
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"port": 0},
+        {"port": -1},
+        {"port": 70000},
+        {"port": "8080"},
+        {"port": True},
+        {"port": 80.0},
+        {"image": ""},
+        {"image": "--privileged"},
+        {"image": "busybox latest"},
+        {"image": "busybox\n"},
+        {"image": 7},
+        {"persist_dirs": "/data"},
+        {"persist_dirs": [1]},
+        {"instance_pubkey": "xyz"},
+    ],
+)
+async def test_bad_configure_body_is_400(
+    owner: Owner, workload: FakeWorkload, changes: dict[str, Any]
+) -> None:
+    response = await owner.post("/workload/configure", owner.configure_body(**changes))
+    assert response.status_code == 400, response.text
+    assert workload.configured == []
+
+
+@pytest.mark.parametrize("missing", ["instance_pubkey", "image", "persist_dirs", "port"])
+async def test_missing_configure_field_is_400(owner: Owner, missing: str) -> None:
+    body = owner.configure_body()
+    del body[missing]
+    assert (await owner.post("/workload/configure", body)).status_code == 400
+
+
+async def test_signed_body_that_is_not_json_is_400(owner: Owner) -> None:
+    raw = b"not json"
+    response = await owner.client.post(
+        "/workload/configure", content=raw, headers={"x-signature": sign(owner.key, raw)}
+    )
+    assert response.status_code == 400
+
+
+async def test_expose_before_configure_is_400(owner: Owner, workload: FakeWorkload) -> None:
+    assert (await owner.post("/workload/expose", owner.expose_body())).status_code == 400
+    assert workload.exposed == []
+
+
+async def test_expose_with_another_image_is_401(owner: Owner, workload: FakeWorkload) -> None:
+    assert (await owner.post("/workload/configure", owner.configure_body())).status_code == 200
+    response = await owner.post("/workload/expose", owner.expose_body(image="localhost/other:1"))
+    assert response.status_code == 401
+    assert workload.exposed == []
+
+
+async def test_after_expose_configure_and_expose_are_400(
+    owner: Owner, workload: FakeWorkload
+) -> None:
+    assert (await owner.post("/workload/configure", owner.configure_body())).status_code == 200
+    assert (await owner.post("/workload/expose", owner.expose_body())).status_code == 200
+    assert (await owner.post("/workload/expose", owner.expose_body())).status_code == 400
+    assert (await owner.post("/workload/configure", owner.configure_body())).status_code == 400
+    assert len(workload.configured) == 1 and len(workload.exposed) == 1
+
+
+async def test_without_a_runtime_the_workload_routes_answer_503_and_keep_the_state(
+    running: Running, settings: Settings
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    async with running(workload=NotConfiguredWorkload()) as client:
+        token = (await register_operator(client, Ed25519PrivateKey.generate())).json()
+        await register_owner(client, key, token["owner_token"])
+        the_owner = Owner(client, key, await instance_pubkey(client))
+        before = (settings.storage_path / STATE_FILE_NAME).read_bytes()
+        response = await the_owner.post("/workload/configure", the_owner.configure_body())
+        assert response.status_code == 503
+        assert response.json() == {"error": "workload runtime not available"}
+        assert (settings.storage_path / STATE_FILE_NAME).read_bytes() == before
+
+
+async def test_runtime_is_recovered_at_start_and_shut_down_at_stop(
+    running: Running, workload: FakeWorkload
+) -> None:
+    async with running():
+        assert len(workload.recovered) == 1
+        assert workload.shutdowns == 0
+    assert workload.shutdowns == 1
