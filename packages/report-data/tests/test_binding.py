@@ -14,7 +14,9 @@ from tdx_report_data import (
     EncodingError,
     IdentityInfo,
     SignatureError,
+    SmallOrderKeyError,
     encode_binding,
+    reject_small_order_key,
     report_data_for,
     sign_identity,
     verify_identity,
@@ -141,3 +143,30 @@ def test_moving_bytes_between_ppid_and_identities_changes_the_encoding(
         assert report_data_for(pubkey, ppid, operator, owner) != report_data_for(
             pubkey, ppid, None, None
         )
+
+
+def test_small_order_identity_key_is_refused_although_openssl_accepts_its_signature(
+    instance_key: Ed25519PrivateKey,
+) -> None:
+    # Key 01 00..00 (the neutral point) and signature R = 01 00..00, S = 0 "verify" any message.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    neutral = bytes([1]) + bytes(31)
+    forged = neutral + bytes(32)
+    Ed25519PublicKey.from_public_bytes(neutral).verify(forged, b"any message")  # OpenSSL: ok
+    info = IdentityInfo(neutral, forged, instance_key.sign(neutral))
+    with pytest.raises(SmallOrderKeyError, match="small-order"):
+        verify_identity(_raw(instance_key), info)
+    with pytest.raises(SmallOrderKeyError):
+        sign_identity(instance_key, neutral, forged)
+
+
+@pytest.mark.parametrize("sign_bit", [0x00, 0x80])
+def test_every_small_order_encoding_is_refused_with_either_sign_bit(sign_bit: int) -> None:
+    for head in ("00", "01", "ec", "ed", "ee"):
+        tail = "00" * 30 + "00" if head in ("00", "01") else "ff" * 30 + "7f"
+        key = bytearray(bytes.fromhex(head + tail))
+        key[31] |= sign_bit
+        with pytest.raises(SmallOrderKeyError):
+            reject_small_order_key(bytes(key))
+    reject_small_order_key(_raw(Ed25519PrivateKey.generate()))

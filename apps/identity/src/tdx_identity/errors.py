@@ -3,7 +3,7 @@
 | error | status |
 | --- | --- |
 | InvalidRequest, report-data EncodingError, lifecycle StepOutOfOrder, WorkloadRejected | 400 |
-| SignatureError, WeakPublicKey, OwnerTokenInvalid, NotPermitted, WorkloadAuthError | 401 |
+| SignatureError, SmallOrderKeyError, OwnerTokenInvalid, NotPermitted, WorkloadAuthError | 401 |
 | RegistryRejected with registry status 403 (the instance is bound to other data there) | 403 |
 | RegistryRejected with any other 4xx (it did not accept the attestation or identities) | 401 |
 | RegistryUnavailable (unreachable, timeout, 5xx, 429) | 502 |
@@ -22,7 +22,6 @@ from sanic import Request, Sanic
 from sanic.response import HTTPResponse
 
 from tdx_identity.exceptions import InvalidRequest
-from tdx_identity.keys import WeakPublicKey
 from tdx_identity.lifecycle import NotPermitted, StepOutOfOrder, TransitionRefused
 from tdx_identity.quotes import QuoteSourceError
 from tdx_identity.registry_client import RegistryRejected, RegistryUnavailable
@@ -34,7 +33,7 @@ from tdx_identity.workload_api import (
     WorkloadRejected,
     WorkloadUnavailable,
 )
-from tdx_report_data import EncodingError, SignatureError
+from tdx_report_data import EncodingError, SignatureError, SmallOrderKeyError
 from tdx_service_kit import (
     ApiError,
     BadRequest,
@@ -58,7 +57,6 @@ MAPPED_ERRORS: tuple[type[Exception], ...] = (
     InvalidRequest,
     EncodingError,
     SignatureError,
-    WeakPublicKey,
     TransitionRefused,
     OwnerTokenInvalid,
     WorkloadAuthError,
@@ -77,10 +75,10 @@ def to_api_error(exc: Exception) -> ApiError:
     match exc:
         case InvalidRequest() | EncodingError() | StepOutOfOrder() | WorkloadRejected():
             return BadRequest(str(exc))
+        case SmallOrderKeyError():
+            return Unauthorized(f"bad key: {exc}")
         case SignatureError():
             return Unauthorized(f"signature does not verify: {exc}")
-        case WeakPublicKey():
-            return Unauthorized(f"bad key: {exc}")
         case NotPermitted() | OwnerTokenInvalid() | WorkloadAuthError():
             return Unauthorized(str(exc))
         case RegistryRejected(status=403):

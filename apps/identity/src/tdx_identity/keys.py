@@ -15,33 +15,6 @@ from tdx_identity.exceptions import StartupError
 KEY_FILE_NAME = "instance_key.pem"
 
 
-# Encodings (sign bit cleared) of the ed25519 points of small order, canonical or not: y = 0,
-# 1, the two order-8 values, p - 1, p and p + 1. A public key among them "verifies" signatures
-# nobody made (OpenSSL accepts such keys), so identity keys must not be one of them.
-_SMALL_ORDER_ENCODINGS = frozenset(
-    bytes.fromhex(h)
-    for h in (
-        "0000000000000000000000000000000000000000000000000000000000000000",
-        "0100000000000000000000000000000000000000000000000000000000000000",
-        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
-        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
-        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-    )
-)
-
-
-class WeakPublicKey(ValueError):
-    """An identity public key of small order: signatures under it prove nothing."""
-
-
-def reject_weak_public_key(pubkey: bytes) -> None:
-    """Raise WeakPublicKey if `pubkey` (32 bytes) encodes a small-order ed25519 point."""
-    if len(pubkey) == 32 and pubkey[:31] + bytes((pubkey[31] & 0x7F,)) in _SMALL_ORDER_ENCODINGS:
-        raise WeakPublicKey("the public key is a small-order ed25519 point")
-
-
 class InstanceKeyError(StartupError):
     """The instance key file exists but cannot be used; it is never silently replaced."""
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 import tdx_ppid
 import tdx_quote
 from tdx_identity.exceptions import StartupError
-from tdx_identity.keys import public_key_bytes, reject_weak_public_key
+from tdx_identity.keys import public_key_bytes
 from tdx_identity.lifecycle import Action, next_state, require_owner
 from tdx_identity.quotes import QuoteSource, QuoteSourceError
 from tdx_identity.registry_client import RegistrationRequest, RegistryClient
@@ -156,7 +156,6 @@ class IdentityService:
         """Register the operator; return the single-use owner token (only its hash is kept)."""
         async with self._lock:
             target = next_state(self._store.current.lifecycle, Action.REGISTER_OPERATOR)
-            reject_weak_public_key(pubkey)
             operator = sign_identity(self._key, pubkey, signature)
             await self._record(operator, None)
             token = secrets.token_urlsafe(32)
@@ -186,7 +185,6 @@ class IdentityService:
                 or not hmac.compare_digest(token_hash(token), expected)
             ):
                 raise OwnerTokenInvalid("invalid owner token")
-            reject_weak_public_key(pubkey)
             owner = sign_identity(self._key, pubkey, signature)
             await self._record(state.operator, owner)
             self._store.commit(

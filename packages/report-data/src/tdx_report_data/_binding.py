@@ -37,6 +37,35 @@ class SignatureError(ReportDataError):
     """An identity's signatures do not check out."""
 
 
+class SmallOrderKeyError(SignatureError):
+    """A public key encodes an ed25519 point of small order: OpenSSL accepts signatures under
+    such a key that nobody made (e.g. key 01 00..00 with signature 01 00..00 for any message)."""
+
+
+# Encodings, with the sign bit cleared, of the ed25519 points of small order, canonical or not:
+# y = 0, y = 1, the two order-8 points, y = p - 1, y = p and y = p + 1.
+_SMALL_ORDER_ENCODINGS = frozenset(
+    bytes.fromhex(h)
+    for h in (
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    )
+)
+
+
+def reject_small_order_key(pubkey: bytes, what: str = "public key") -> None:
+    """Raise SmallOrderKeyError if the 32-byte `pubkey` is a small-order ed25519 point."""
+    if len(pubkey) == ED25519_PUBKEY_LEN and (
+        pubkey[:31] + bytes((pubkey[31] & 0x7F,)) in _SMALL_ORDER_ENCODINGS
+    ):
+        raise SmallOrderKeyError(f"the {what} is a small-order ed25519 point")
+
+
 @dataclass(frozen=True, slots=True)
 class IdentityInfo:
     """An operator or owner identity as bound to an instance.
@@ -105,6 +134,7 @@ def report_data_for(
 
 
 def _verify(pubkey: bytes, signature: bytes, message: bytes, what: str) -> None:
+    reject_small_order_key(pubkey, f"key of the {what}")
     try:
         Ed25519PublicKey.from_public_bytes(pubkey).verify(signature, message)
     except (InvalidSignature, ValueError) as exc:
@@ -112,7 +142,8 @@ def _verify(pubkey: bytes, signature: bytes, message: bytes, what: str) -> None:
 
 
 def verify_identity(instance_pubkey: bytes, identity: IdentityInfo) -> None:
-    """Check both signatures of `identity` against `instance_pubkey`; raise SignatureError."""
+    """Check both signatures of `identity` against `instance_pubkey`; raise SignatureError
+    (SmallOrderKeyError when either key is a small-order point)."""
     _check_len("instance_pubkey", instance_pubkey, ED25519_PUBKEY_LEN)
     _check_len("pubkey", identity.pubkey, ED25519_PUBKEY_LEN)
     _check_len("instance_signature", identity.instance_signature, ED25519_SIGNATURE_LEN)
