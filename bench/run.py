@@ -1,0 +1,321 @@
+"""Benchmarks of the Core issue, printed side by side with their baselines in one run.
+
+1. tdx-verify verifications per second on one quote with warm collateral, against dcap-qvl's
+   `verify` on the same quote and collateral (target >= 1.0x).
+2. POST /register throughput of the real registry, against raw tdx-verify (target >= 0.6x).
+3. GET /instance/{pubkey} throughput of the registry, against a bare Sanic route returning a
+   constant (target >= 0.5x).
+4. PCCS fetches the registry made during the whole run, counted by a proxy in front of the sim
+   (target: one set per FMSPC).
+
+Run by hand: `hatch run bench:run` (not part of CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dcap_qvl
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tdx_ppid import parse_sgx_extension, pck_chain_from_quote, quote_ppid
+from tdx_quote import parse_quote
+from tdx_report_data import report_data_for, sign_identity
+from tdx_verify import Collateral, PccsClient, Verifier
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def program(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    found = str(candidate) if candidate.exists() else shutil.which(name)
+    if not found:
+        sys.exit(f"bench: {name} is not installed")
+    return found
+
+
+@contextlib.contextmanager
+def started(argv: list[str], ready: str, log: Path, env: dict[str, str]) -> Iterator[None]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                sys.exit(f"bench: {argv[0]} exited; see {log}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(ready, timeout=1).status_code < 500:
+                    break
+            if time.monotonic() > deadline:
+                sys.exit(f"bench: {argv[0]} did not start; see {log}")
+            time.sleep(0.1)
+        yield
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def rate(fn: Callable[[], object], seconds: float) -> float:
+    """Calls per second of `fn` over about `seconds` (after a short warm-up)."""
+    for _ in range(20):
+        fn()
+    n, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        for _ in range(50):
+            fn()
+        n += 50
+    return n / elapsed
+
+
+async def http_rate(
+    make: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]],
+    seconds: float,
+    concurrency: int = 16,
+) -> float:
+    """Successful requests per second with `concurrency` clients for about `seconds`."""
+    done = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        for _ in range(concurrency):
+            (await make(client)).raise_for_status()
+        stop = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < stop:
+                r = await make(client)
+                if r.status_code != 200:
+                    raise RuntimeError(f"{r.status_code} {r.text}")
+                done += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return done / (time.perf_counter() - start)
+
+
+class CountingProxy:
+    """A tiny HTTP proxy in front of the sim's PCCS routes that counts what the registry asks."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.counts: Counter[str] = Counter()
+        self.port = free_port()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
+            self.counts[target.split("?", 1)[0]] += 1
+            async with httpx.AsyncClient() as client:
+                r = await client.request(method, self.upstream + target)
+            headers = "".join(
+                f"{k}: {v}\r\n"
+                for k, v in r.headers.items()
+                if k.lower() not in ("content-length", "transfer-encoding", "connection")
+            )
+            writer.write(
+                f"HTTP/1.1 {r.status_code} X\r\n{headers}Content-Length: {len(r.content)}\r\n"
+                "Connection: close\r\n\r\n".encode()
+                + r.content
+            )
+            await writer.drain()
+        finally:
+            writer.close()
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        """Serve from a thread of its own, so the measured clients never share its loop."""
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def serve() -> None:
+            server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+            ready.set()
+            async with server:
+                await server.serve_forever()
+
+        task: list[asyncio.Future[None]] = []
+
+        def run() -> None:
+            task.append(asyncio.ensure_future(serve(), loop=loop))
+            with contextlib.suppress(asyncio.CancelledError):
+                loop.run_until_complete(task[0])
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        ready.wait(10)
+        try:
+            yield
+        finally:
+            loop.call_soon_threadsafe(task[0].cancel)
+            thread.join(10)
+
+
+async def fetch(pccs: PccsClient, fmspc: bytes) -> Collateral:
+    try:
+        return await pccs.fetch_collateral(fmspc, "platform")
+    finally:
+        await pccs.aclose()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    args = parser.parse_args()
+    return run(args.seconds)
+
+
+def run(seconds: float) -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="tdx-bench-"))
+    env = dict(os.environ)
+    sim_port = free_port()
+    sim_url = f"http://127.0.0.1:{sim_port}"
+    rows: list[tuple[str, float, float, float]] = []
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, tmp, True)
+        stack.enter_context(
+            started(
+                [
+                    program("tdx-sim"),
+                    "--listen",
+                    f"127.0.0.1:{sim_port}",
+                    "--state-dir",
+                    str(tmp / "sim"),
+                ],
+                sim_url + "/root_ca.pem",
+                tmp / "sim.log",
+                env,
+            )
+        )
+        root_pem = (tmp / "sim" / "root_ca.pem").read_bytes()
+        root_der = x509.load_pem_x509_certificate(root_pem).public_bytes(serialization.Encoding.DER)
+
+        # A registration body and its quote, as the identity service would build them.
+        instance_key, operator = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+        instance = instance_key.public_key().public_bytes_raw()
+        probe = httpx.get(f"{sim_url}/attest/{'00' * 64}").content
+        ppid = quote_ppid(parse_quote(probe, allow_zero_padding=True)).value
+        op = sign_identity(
+            instance_key, operator.public_key().public_bytes_raw(), operator.sign(instance)
+        )
+        quote = httpx.get(
+            f"{sim_url}/attest/{report_data_for(instance, ppid, op, None).hex()}"
+        ).content
+        body = {
+            "instance_pubkey": instance.hex(),
+            "ppid": ppid.hex(),
+            "attestation_quote": base64.b64encode(quote).decode(),
+            "operator": {
+                "pubkey": op.pubkey.hex(),
+                "instance_signature": op.instance_signature.hex(),
+                "identity_signature": op.identity_signature.hex(),
+            },
+            "owner": None,
+        }
+
+        # 1. Verification with warm collateral.
+        pccs = PccsClient(sim_url)
+        fmspc = parse_sgx_extension(pck_chain_from_quote(parse_quote(quote))[0]).fmspc
+        collateral = asyncio.run(fetch(pccs, fmspc))
+        now = datetime.now(UTC)
+        verifier = Verifier(root_ca_pem=root_pem)
+        ours = verifier.verify(quote, collateral, now=now)
+        ref_collateral = dcap_qvl.QuoteCollateralV3.from_json(collateral.to_json())
+        ref = dcap_qvl.verify_with_root_ca(quote, ref_collateral, root_der, int(now.timestamp()))
+        assert ours.tcb_status == ref.status, (ours.tcb_status, ref.status)
+        ts = int(now.timestamp())
+        ours_rate = rate(lambda: verifier.verify(quote, collateral, now=now), seconds)
+        ref_rate = rate(
+            lambda: dcap_qvl.verify_with_root_ca(quote, ref_collateral, root_der, ts), seconds
+        )
+        rows.append(("verify (warm collateral) vs dcap-qvl", ours_rate, ref_rate, 1.0))
+
+        # 2-4. The registry behind a PCCS proxy that counts fetches.
+        proxy = CountingProxy(sim_url)
+        stack.enter_context(proxy.serving())
+        reg_port = free_port()
+        reg_url = f"http://127.0.0.1:{reg_port}"
+        with started(
+            [
+                program("tdx-registry"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(reg_port),
+                "--no-rate-limit",
+                "--log-level",
+                "WARNING",
+            ],
+            reg_url + "/instance/" + "00" * 32,
+            tmp / "registry.log",
+            env
+            | {
+                "PCCS_URL": f"http://127.0.0.1:{proxy.port}",
+                "TDX_TRUSTED_ROOT_CA": str(tmp / "sim" / "root_ca.pem"),
+                "REGISTRY_DB_PATH": str(tmp / "registry.db"),
+            },
+        ):
+            register_rate = asyncio.run(
+                http_rate(lambda c: c.post(reg_url + "/register", json=body), seconds)
+            )
+            rows.append(("POST /register vs raw tdx-verify", register_rate, ours_rate, 0.6))
+            get_rate = asyncio.run(
+                http_rate(lambda c: c.get(f"{reg_url}/instance/{instance.hex()}"), seconds)
+            )
+        bare_port = free_port()
+        with started(
+            [sys.executable, str(HERE / "bare_sanic.py"), "--port", str(bare_port)],
+            f"http://127.0.0.1:{bare_port}/instance/x",
+            tmp / "bare.log",
+            env,
+        ):
+            bare_url = f"http://127.0.0.1:{bare_port}/instance/{instance.hex()}"
+            bare_rate = asyncio.run(http_rate(lambda c: c.get(bare_url), seconds))
+        rows.append(("GET /instance vs bare Sanic constant", get_rate, bare_rate, 0.5))
+
+    print(f"{'measurement':44} {'ours/s':>10} {'baseline/s':>11} {'ratio':>7} {'target':>7}")
+    ok = True
+    for name, a, b, target in rows:
+        ratio = a / b
+        ok &= ratio >= target
+        mark = "" if ratio >= target else "  (below target)"
+        print(f"{name:44} {a:10.0f} {b:11.0f} {ratio:6.2f}x {target:6.1f}x{mark}")
+    fetches = {k: v for k, v in proxy.counts.items() if "/certification/" in k}
+    print(f"PCCS fetches by the registry during the run (one FMSPC): {json.dumps(fetches)}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
