@@ -13,16 +13,22 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
 import psycopg2
 import pytest
 from hypothesis import settings
 
-from tdx_registry import DatabaseTarget
+from tdx_registry import DatabaseTarget, DcapQuoteVerifier, QuoteVerifier, Settings, create_app
+from tdx_service_kit.testing import serve
 
 sys.path.insert(0, str(Path(__file__).parent))  # registry_helpers
+
+from registry_helpers import FakeCache, Running
 
 settings.register_profile("registry", max_examples=50, deadline=None)
 settings.load_profile("registry")
@@ -46,6 +52,31 @@ BACKEND_PARAMS = [
 @pytest.fixture
 def app_name() -> str:
     return f"registry-test-{next(_counter)}"
+
+
+@pytest.fixture
+def cache() -> FakeCache:
+    return FakeCache()
+
+
+@pytest.fixture
+def running(tmp_path: Path, app_name: str, cache: FakeCache) -> Running:
+    """`async with running(**settings) as client`: the registry on loopback, real SQLite store,
+    DCAP verification through a fake collateral cache (or `verifier=`)."""
+
+    @asynccontextmanager
+    async def start(
+        verifier: QuoteVerifier | None = None, **overrides: Any
+    ) -> AsyncIterator[httpx.AsyncClient]:
+        overrides.setdefault("rate_limit", None)
+        settings = Settings(
+            database=DatabaseTarget(sqlite_path=tmp_path / "registry.db"), **overrides
+        )
+        app = create_app(settings, name=app_name, verifier=verifier or DcapQuoteVerifier(cache))
+        async with serve(app) as url, httpx.AsyncClient(base_url=url) as client:
+            yield client
+
+    return start
 
 
 def _free_port() -> int:

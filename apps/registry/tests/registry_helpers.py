@@ -1,14 +1,21 @@
-"""Builders for registration requests carrying real (unsigned) TDX quotes, and fake verifiers."""
+"""Builders for registration requests carrying real (unsigned) TDX quotes and RTMR3 event logs,
+and fake verifiers."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import os
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from tdx_measure import BootEvent, Event, EventLog, ExecutableEvent, Transition, WorkloadEvent
 from tdx_ppid import quote_ppid
 from tdx_quote import (
     BodyType,
@@ -27,18 +34,66 @@ from tdx_verify import VerifiedQuote
 
 MR_TD = bytes(range(48))
 
+Running = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+"""The `running` fixture: `async with running(**settings_overrides) as client`."""
+
+
+def error_of(response: httpx.Response) -> str:
+    """The reason of an API.md error body (asserting it is exactly `{"error": ...}`)."""
+    body = response.json()
+    assert set(body) == {"error"}, body
+    reason: str = body["error"]
+    return reason
+
+
+def helper(
+    role: str, build_id: bytes | None = None, *, content: bytes | None = None
+) -> ExecutableEvent:
+    """An executable event for `role`; the file hash is derived from `content` (default: role)."""
+    data = role.encode() if content is None else content
+    return ExecutableEvent(
+        role=role,
+        path=f"/usr/bin/{role}",
+        sha384=hashlib.sha384(data).digest(),
+        build_id=build_id,
+        machine="EM_X86_64",
+    )
+
+
+def workload(
+    transition: Transition, image: str = "registry.example/app:1", *, port: int = 8080
+) -> WorkloadEvent:
+    return WorkloadEvent(
+        transition=transition,
+        image=image,
+        image_id="sha256:" + hashlib.sha256(image.encode()).hexdigest(),
+        persist_dirs=("/data", "/srv/state"),
+        port=port,
+    )
+
+
+def make_log(*events: Event, boot_nonce: bytes | None = None) -> EventLog:
+    """A log of a fresh boot followed by `events`."""
+    nonce = os.urandom(32) if boot_nonce is None else boot_nonce
+    log = EventLog(BootEvent(boot_nonce=nonce, timestamp=1_800_000_000))
+    for event in events:
+        log.append(event)
+    return log
+
 
 def raw_pubkey(key: Ed25519PrivateKey) -> bytes:
     return key.public_key().public_bytes_raw()
 
 
-def build_test_quote(report_data: bytes, ppid: bytes, *, mr_td: bytes = MR_TD) -> bytes:
+def build_test_quote(
+    report_data: bytes, ppid: bytes, *, mr_td: bytes = MR_TD, rtmr3: bytes = bytes(48)
+) -> bytes:
     """A well-formed v4 TDX quote (cleartext PPID cert data, zero signature)."""
     body = TdReport10(
         tee_tcb_svn=bytes(16), mr_seam=bytes(48), mr_signer_seam=bytes(48),
         seam_attributes=bytes(8), td_attributes=bytes(8), xfam=bytes(8), mr_td=mr_td,
         mr_config_id=bytes(48), mr_owner=bytes(48), mr_owner_config=bytes(48),
-        rtmr0=bytes(48), rtmr1=bytes(48), rtmr2=bytes(48), rtmr3=bytes(48),
+        rtmr0=bytes(48), rtmr1=bytes(48), rtmr2=bytes(48), rtmr3=rtmr3,
         report_data=report_data,
     )  # fmt: skip
     header = Header(
@@ -94,22 +149,30 @@ class Instance:
         quote_ppid: bytes | None = None,
         report_data: bytes | None = None,
         ppid: bytes | None = None,
+        event_log: EventLog | None = None,
+        rtmr3: bytes | None = None,
     ) -> dict[str, Any]:
-        """A POST /register body whose quote commits to it (unless overridden)."""
+        """A POST /register body whose quote commits to it (unless overridden). With
+        `event_log`, the body carries it and the quote's RTMR3 is its replay (or `rtmr3`)."""
         ppid = self.ppid if ppid is None else ppid
         op = identity_for(self.key, operator) if operator else None
         ow = identity_for(self.key, owner) if owner else None
         data = (
             report_data if report_data is not None else report_data_for(self.pubkey, ppid, op, ow)
         )
-        quote = build_test_quote(data, self.ppid if quote_ppid is None else quote_ppid)
-        return {
+        if rtmr3 is None:
+            rtmr3 = bytes(48) if event_log is None else event_log.replay()
+        quote = build_test_quote(data, self.ppid if quote_ppid is None else quote_ppid, rtmr3=rtmr3)
+        body: dict[str, Any] = {
             "instance_pubkey": self.pubkey.hex(),
             "ppid": ppid.hex(),
             "attestation_quote": base64.b64encode(quote).decode(),
             "operator": identity_json(op),
             "owner": identity_json(ow),
         }
+        if event_log is not None:
+            body["event_log"] = event_log.to_json()
+        return body
 
 
 class FakeCache:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,13 +13,12 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from registry_helpers import FakeCache, Instance, build_test_quote, identity_json
+from registry_helpers import FakeCache, Instance, Running, build_test_quote, error_of, identity_json
 
 from tdx_registry import (
     DatabaseTarget,
     DcapQuoteVerifier,
     ParseOnlyQuoteVerifier,
-    QuoteVerifier,
     Settings,
     StoreError,
     create_app,
@@ -28,41 +26,6 @@ from tdx_registry import (
 from tdx_service_kit import HttpLimits, RateLimit
 from tdx_service_kit.testing import serve
 from tdx_verify import PccsError, QuoteParseError, QuoteSignatureError, TcbStatusRejected
-
-Running = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
-
-
-@pytest.fixture
-def cache() -> FakeCache:
-    return FakeCache()
-
-
-@pytest.fixture
-def running(tmp_path: Path, app_name: str, cache: FakeCache) -> Running:
-    """`async with running(**settings) as client`: the registry on loopback, real SQLite store,
-    DCAP verification through a fake collateral cache (or `verifier=`)."""
-
-    @asynccontextmanager
-    async def start(
-        verifier: QuoteVerifier | None = None, **overrides: Any
-    ) -> AsyncIterator[httpx.AsyncClient]:
-        overrides.setdefault("rate_limit", None)
-        settings = Settings(
-            database=DatabaseTarget(sqlite_path=tmp_path / "registry.db"), **overrides
-        )
-        app = create_app(settings, name=app_name, verifier=verifier or DcapQuoteVerifier(cache))
-        async with serve(app) as url, httpx.AsyncClient(base_url=url) as client:
-            yield client
-
-    return start
-
-
-def error_of(response: httpx.Response) -> str:
-    body = response.json()
-    assert set(body) == {"error"}, body
-    reason: str = body["error"]
-    return reason
-
 
 # ---- 200 ------------------------------------------------------------------------------------
 

@@ -10,9 +10,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
-from registry_helpers import Instance
+from registry_helpers import Instance, make_log
 
+from tdx_measure import EventLogError
 from tdx_registry import (
+    EVENT_LOG_HISTORY_LIMIT,
     InstanceRecord,
     RegistrationConflict,
     Verdict,
@@ -97,13 +99,60 @@ json_values = st.recursive(
     "attestation_quote": json_values | st.just("AAAA"),
     "operator": json_values,
     "owner": json_values,
+    "event_log": json_values | st.just(make_log().to_json()),
 }))  # fmt: skip
 def test_any_json_body_is_parsed_or_refused_with_bad_request(body: dict[str, Any]) -> None:
+    """BadRequest for the shape, EventLogError for a malformed log: both answer 400."""
     try:
         parsed = parse_registration(body)
-    except BadRequest:
+    except (BadRequest, EventLogError):
         return
     assert len(parsed.instance_pubkey) == 32 and parsed.attestation_quote
+    assert (parsed.event_log is None) == (body.get("event_log") is None)
+
+
+def test_a_log_is_parsed_into_an_event_log() -> None:
+    log = make_log()
+    body = Instance().body(event_log=log)
+    assert parse_registration(body).event_log == log
+    del body["event_log"]
+    assert parse_registration(body).event_log is None
+
+
+def _logged(log: str | None, history: tuple[str, ...] = (), at: datetime = T0) -> InstanceRecord:
+    return replace(record(b"\x01" * 16, None, None, at), event_log=log, event_log_history=history)
+
+
+def test_a_new_log_moves_the_current_one_to_the_history() -> None:
+    merged = merge_registration(_logged("a", ("x",)), _logged("b"))
+    assert (merged.event_log, merged.event_log_history) == ("b", ("x", "a"))
+
+
+def test_the_same_log_again_does_not_grow_the_history() -> None:
+    merged = merge_registration(_logged("a", ("x",)), _logged("a"))
+    assert (merged.event_log, merged.event_log_history) == ("a", ("x",))
+
+
+def test_a_registration_without_a_log_moves_the_current_one_to_the_history() -> None:
+    """The current log always belongs to the current quote: an old log cannot stay current."""
+    merged = merge_registration(_logged("a"), _logged(None))
+    assert (merged.event_log, merged.event_log_history) == (None, ("a",))
+    again = merge_registration(merged, _logged(None))
+    assert again.event_log_history == ("a",)
+
+
+@given(st.lists(st.text(min_size=1, max_size=3), max_size=2 * EVENT_LOG_HISTORY_LIMIT + 5))
+def test_history_keeps_the_most_recent_replaced_logs_in_order(logs: list[str]) -> None:
+    stored: InstanceRecord | None = None
+    replaced: list[str] = []
+    for text in logs:
+        if stored is not None and stored.event_log is not None and stored.event_log != text:
+            replaced.append(stored.event_log)
+        stored = merge_registration(stored, _logged(text))
+    if stored is not None:
+        assert stored.event_log == logs[-1]
+        assert list(stored.event_log_history) == replaced[-EVENT_LOG_HISTORY_LIMIT:]
+        assert len(stored.event_log_history) <= EVENT_LOG_HISTORY_LIMIT
 
 
 def test_bad_request_names_the_nested_field() -> None:

@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tdx_measure import ExecutablePin, MeasurementPolicy
 from tdx_registry import INTEL_PCS_URL, SettingsError, parse_settings
 from tdx_registry.cli import main
 from tdx_verify import DEFAULT_ACCEPTED_TCB_STATUSES
@@ -33,6 +34,70 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.policy.allow_debug is False
     assert (settings.host, settings.port) == ("127.0.0.1", 3000)
     assert settings.rate_limit is not None
+    assert settings.measurement_policy == MeasurementPolicy()
+    assert settings.require_event_log is False
+
+
+BUILD_ID = "ab" * 20
+SHA384 = "cd" * 48
+
+
+def test_measurement_flags() -> None:
+    settings = parse_settings(
+        ["--pin-helper", f"podman={BUILD_ID}", "--pin-helper", f"podman={SHA384}",
+         "--pin-helper", "oci-runtime=0102", "--allow-image", "registry.example/app:1",
+         "--allow-image", "docker.io/library/nginx@sha256:" + "0" * 64, "--require-event-log"],
+        {"REGISTRY_PIN_HELPERS": "conmon=ff", "REGISTRY_ALLOWED_IMAGES": "other"},
+    )  # fmt: skip
+    policy = settings.measurement_policy
+    assert dict(policy.executables or {}) == {
+        "podman": ExecutablePin(
+            build_ids=frozenset({bytes.fromhex(BUILD_ID)}),
+            sha384s=frozenset({bytes.fromhex(SHA384)}),
+        ),
+        "oci-runtime": ExecutablePin(build_ids=frozenset({b"\x01\x02"})),
+    }
+    assert policy.allowed_images == {
+        "registry.example/app:1",
+        "docker.io/library/nginx@sha256:" + "0" * 64,
+    }
+    assert settings.require_event_log is True
+
+
+def test_measurement_environment() -> None:
+    settings = parse_settings(
+        [],
+        {
+            "REGISTRY_PIN_HELPERS": f"podman={BUILD_ID}, gocryptfs={SHA384}",
+            "REGISTRY_ALLOWED_IMAGES": "a:1,b:2",
+            "REGISTRY_REQUIRE_EVENT_LOG": "yes",
+        },
+    )
+    policy = settings.measurement_policy
+    assert policy.executables is not None
+    assert policy.executables["podman"].build_ids == {bytes.fromhex(BUILD_ID)}
+    assert policy.executables["gocryptfs"].sha384s == {bytes.fromhex(SHA384)}
+    assert policy.allowed_images == {"a:1", "b:2"}
+    assert settings.require_event_log is True
+    assert parse_settings([], {"REGISTRY_REQUIRE_EVENT_LOG": "0"}).require_event_log is False
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--pin-helper", "podman"], "not ROLE=HEX"),
+        (["--pin-helper", f"={BUILD_ID}"], "not ROLE=HEX"),
+        (["--pin-helper", "podman="], "not ROLE=HEX"),
+        (["--pin-helper", "podman=xyz"], "not hex"),
+        (["--pin-helper", "Podman=abcd"], "role"),
+        (["--pin-helper", "podman=" + "ab" * 65], "build ID"),
+        (["--allow-image", "two words"], "not an image reference"),
+        (["--allow-image", "a\x00b"], "not an image reference"),
+    ],
+)
+def test_bad_measurement_settings_are_refused(argv: list[str], fragment: str) -> None:
+    with pytest.raises(SettingsError, match=fragment):
+        parse_settings(argv, {})
 
 
 def test_environment_names_of_api_md(tmp_path: Path) -> None:
@@ -139,7 +204,8 @@ def test_help_lists_flags_and_the_verify_quote_command(capsys: pytest.CaptureFix
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     for flag in ("--db-path", "--pccs-url", "--trusted-root-ca", "--skip-tdx-auth",
-                 "--accept-tcb-status", "--mrtd-allowlist", "verify-quote"):  # fmt: skip
+                 "--accept-tcb-status", "--mrtd-allowlist", "--require-event-log",
+                 "--pin-helper", "--allow-image", "verify-quote"):  # fmt: skip
         assert flag in out
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from registry_helpers import Instance, identity_for
+from registry_helpers import Instance, identity_for, make_log
 
 from tdx_registry import (
     DatabaseTarget,
@@ -74,6 +74,28 @@ async def test_record_round_trips_every_field(db_target: DatabaseTarget) -> None
         stored = await store.register(instance.pubkey, lambda old: merge_registration(old, record))
         assert stored == record
         assert await store.get(instance.pubkey) == record
+    finally:
+        await store.close()
+
+
+async def test_event_log_history_and_rtmr3_round_trip(db_target: DatabaseTarget) -> None:
+    instance = Instance()
+    first = make_record(instance)
+    record = replace(
+        first,
+        verdict=replace(first.verdict, rtmr3=b"\x33" * 48),
+        event_log=make_log().to_json(),
+        event_log_history=tuple(make_log().to_json() for _ in range(3)),
+    )
+    store = await PonyRecordStore.open(db_target)
+    try:
+        await store.register(instance.pubkey, lambda old: merge_registration(old, record))
+        assert await store.get(instance.pubkey) == record
+        replaced = replace(record, event_log=None, event_log_history=())
+        await store.register(instance.pubkey, lambda old: merge_registration(old, replaced))
+        stored = await store.get(instance.pubkey)
+        assert stored is not None and stored.event_log is None
+        assert stored.event_log_history == (*record.event_log_history, record.event_log)
     finally:
         await store.close()
 
@@ -251,5 +273,50 @@ async def test_database_failure_is_a_store_error(tmp_path: Path) -> None:
         record = make_record(Instance())
         with pytest.raises(StoreError, match="could not be committed"):
             await store.register(record.instance_pubkey, lambda old: record)
+    finally:
+        await store.close()
+
+
+_OLD_SCHEMA = """CREATE TABLE "instances" (
+  "pubkey" VARCHAR(64) NOT NULL PRIMARY KEY, "ppid" BLOB NOT NULL,
+  "attestation_quote" BLOB NOT NULL, "operator_pubkey" BLOB, "operator_instance_signature" BLOB,
+  "operator_identity_signature" BLOB, "owner_pubkey" BLOB, "owner_instance_signature" BLOB,
+  "owner_identity_signature" BLOB, "tcb_status" TEXT, "advisory_ids" JSON NOT NULL,
+  "mr_td" BLOB NOT NULL, "verified_at" DATETIME NOT NULL, "verification_skipped" BOOLEAN NOT NULL,
+  "registered_at" DATETIME NOT NULL, "updated_at" DATETIME NOT NULL)"""
+
+
+def _readme_sqlite_migration() -> list[str]:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("SQLite:\n```sql\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+async def test_database_of_the_previous_schema_works_after_the_readme_migration(
+    tmp_path: Path,
+) -> None:
+    """A record written before the event-log columns existed reads back without a log, and the
+    instance can then register with one."""
+    path = tmp_path / "old.db"
+    instance = Instance()
+    with sqlite3.connect(path) as conn:
+        conn.execute(_OLD_SCHEMA)
+        when = "2026-01-01 00:00:00.000000"
+        conn.execute(
+            "INSERT INTO instances (pubkey, ppid, attestation_quote, advisory_ids, mr_td, "
+            "verified_at, verification_skipped, registered_at, updated_at) "
+            "VALUES (?, ?, ?, '[]', ?, ?, 0, ?, ?)",
+            (instance.pubkey.hex(), instance.ppid, b"q", b"\x07" * 48, when, when, when),
+        )
+        for statement in _readme_sqlite_migration():
+            conn.execute(statement)
+    store = await PonyRecordStore.open(DatabaseTarget(sqlite_path=path))
+    try:
+        old = await store.get(instance.pubkey)
+        assert old is not None
+        assert (old.event_log, old.event_log_history, old.verdict.rtmr3) == (None, (), None)
+        new = replace(make_record(instance), event_log=make_log().to_json())
+        await store.register(instance.pubkey, lambda stored: merge_registration(stored, new))
+        assert await store.get(instance.pubkey) == replace(new, registered_at=old.registered_at)
     finally:
         await store.close()

@@ -3,13 +3,16 @@
 from .app import create_app
 from .records import InstanceRecord, Verdict
 from .registration import (
+    EVENT_LOG_HISTORY_LIMIT,
     BindingError,
+    EventLogRequired,
     Registrar,
     RegistrationConflict,
     RegistrationError,
     RegistrationRequest,
     merge_registration,
     parse_registration,
+    policy_needs_event_log,
 )
 from .settings import INTEL_PCS_URL, Settings, SettingsError, parse_settings
 from .store import DatabaseTarget, PonyRecordStore, RecordStore, StoreError
@@ -21,11 +24,13 @@ from .verification import (
 )
 
 __all__ = [
+    "EVENT_LOG_HISTORY_LIMIT",
     "INTEL_PCS_URL",
     "BindingError",
     "CheckedQuote",
     "DatabaseTarget",
     "DcapQuoteVerifier",
+    "EventLogRequired",
     "InstanceRecord",
     "ParseOnlyQuoteVerifier",
     "PonyRecordStore",
@@ -43,4 +48,5 @@ __all__ = [
     "merge_registration",
     "parse_registration",
     "parse_settings",
+    "policy_needs_event_log",
 ]

@@ -55,9 +55,14 @@ def create_app(
             log.warning(SKIP_WARNING)
         the_store = store if store is not None else await PonyRecordStore.open(settings.database)
         the_verifier = verifier if verifier is not None else build_verifier(settings)
-        app.ctx.services = Services(
-            store=the_store, verifier=the_verifier, registrar=Registrar(the_verifier, the_store)
+        registrar = Registrar(
+            the_verifier,
+            the_store,
+            measurement_policy=settings.measurement_policy,
+            require_event_log=settings.require_event_log,
         )
+        app.ctx.services = Services(store=the_store, verifier=the_verifier, registrar=registrar)
+        measurement = settings.measurement_policy
         log.info(
             "registry ready",
             extra={
@@ -65,6 +70,9 @@ def create_app(
                 "pccs_url": settings.pccs_url,
                 "custom_root_ca": settings.trusted_root_ca_pem is not None,
                 "skip_tdx_auth": settings.skip_tdx_auth,
+                "event_log_required": registrar.event_log_required,
+                "pinned_helper_roles": sorted(measurement.executables or ()),
+                "allowed_images": sorted(measurement.allowed_images or ()),
             },
         )
 

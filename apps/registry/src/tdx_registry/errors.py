@@ -3,7 +3,9 @@
 | error | status |
 | --- | --- |
 | malformed quote/PPID (`QuoteFormatError`, `QuoteParseError`, `PpidError`), `EncodingError` | 400 |
+| malformed event log (`EventLogError`) | 400 |
 | `SignatureError`, any other `VerificationError` (named step), `BindingError` | 401 |
+| `ReplayMismatchError`, `PolicyViolationError`, `EventLogRequired` | 401 |
 | `RegistrationConflict` | 403 |
 | `PccsError` (collateral could not be fetched) | 502 |
 | `StoreError` (database failed or stayed contended) | 503 |
@@ -17,6 +19,7 @@ from typing import Any
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse
 
+from tdx_measure import EventLogError, MeasurementError, PolicyViolationError, ReplayMismatchError
 from tdx_ppid import PpidError
 from tdx_quote import QuoteFormatError
 from tdx_report_data import EncodingError, ReportDataError, SignatureError
@@ -31,7 +34,12 @@ from tdx_service_kit import (
 )
 from tdx_verify import PccsError, QuoteParseError, VerificationError
 
-from .registration import BindingError, RegistrationConflict, RegistrationError
+from .registration import (
+    BindingError,
+    EventLogRequired,
+    RegistrationConflict,
+    RegistrationError,
+)
 from .store import StoreError
 
 log = logging.getLogger("tdx_registry.errors")
@@ -40,6 +48,7 @@ MAPPED_ERRORS: tuple[type[Exception], ...] = (
     QuoteFormatError,
     PpidError,
     ReportDataError,
+    MeasurementError,
     VerificationError,
     PccsError,
     RegistrationError,
@@ -57,6 +66,12 @@ def api_error_for(exc: Exception) -> ApiError | None:
         return BadRequest(f"the quote carries no usable PPID: {exc}")
     if isinstance(exc, EncodingError):
         return BadRequest(f"the request cannot be bound to a quote: {exc}")
+    if isinstance(exc, EventLogError):
+        return BadRequest(f"field 'event_log' is not a valid event log: {exc.reason}")
+    if isinstance(exc, ReplayMismatchError):
+        return Unauthorized(f"event log does not replay to the quote's RTMR3: {exc.reason}")
+    if isinstance(exc, PolicyViolationError):
+        return Unauthorized(f"event log refused by the measurement policy: {exc.reason}")
     if isinstance(exc, SignatureError):
         return Unauthorized(f"identity signature check failed: {exc}")
     if isinstance(exc, VerificationError):
@@ -64,7 +79,7 @@ def api_error_for(exc: Exception) -> ApiError | None:
     if isinstance(exc, PccsError):
         log.warning("PCCS fetch failed", extra={"reason": str(exc)})
         return UpstreamError(f"could not fetch collateral from the PCCS: {exc}")
-    if isinstance(exc, BindingError):
+    if isinstance(exc, BindingError | EventLogRequired):
         return Unauthorized(exc.reason)
     if isinstance(exc, RegistrationConflict):
         return Forbidden(exc.reason)

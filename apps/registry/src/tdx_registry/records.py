@@ -1,4 +1,5 @@
-"""The values the registry stores and serves: one instance record with its verdict."""
+"""The values the registry stores and serves: one instance record with its verdict and its
+RTMR3 event log."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ class Verdict:
     """What quote verification concluded, kept with the record.
 
     `skipped` is True when SKIP_TDX_AUTH was on: the quote was only parsed, so `tcb_status` is
-    None and nothing about the platform is known.
+    None and nothing about the platform is known. `rtmr3` is the quote's RTMR3 (None only for
+    records stored before the registry kept it).
     """
 
     tcb_status: str | None
@@ -21,11 +23,17 @@ class Verdict:
     mr_td: bytes
     verified_at: datetime
     skipped: bool
+    rtmr3: bytes | None = None
 
 
 @dataclass(frozen=True)
 class InstanceRecord:
-    """A registered instance: its binding (pubkey, PPID, identities), the quote and its verdict."""
+    """A registered instance: its binding (pubkey, PPID, identities), the quote and its verdict.
+
+    `event_log` is the RTMR3 event log (canonical `EventLog.to_json()` text) that replayed to
+    this quote's RTMR3, or None when the registration came without one; `event_log_history`
+    holds the logs it replaced, oldest first (bounded, see `registration.EVENT_LOG_HISTORY_LIMIT`).
+    """
 
     instance_pubkey: bytes
     ppid: bytes
@@ -35,3 +43,5 @@ class InstanceRecord:
     verdict: Verdict
     registered_at: datetime
     updated_at: datetime
+    event_log: str | None = None
+    event_log_history: tuple[str, ...] = ()

@@ -1,9 +1,12 @@
 """POST /register's rules: the strict request shape, the checks in order, and the merge rule.
 
-Checks, in order: body shape (400) → both signatures of each identity (401) → the quote (DCAP,
-or parse-only under SKIP_TDX_AUTH) → its report_data commits to exactly this request (401) →
-its PPID is the request's PPID (401) → in one transaction, a known instance keeps its PPID,
-operator and owner (403), else the record is written or refreshed.
+Checks, in order: body shape, including a strictly parsed event log (400) → both signatures of
+each identity (401) → an event log is present if the measurement policy needs one (401) → the
+quote (DCAP, or parse-only under SKIP_TDX_AUTH) → its report_data commits to exactly this
+request (401) → its PPID is the request's PPID (401) → the event log replays to the quote's
+RTMR3 and the measurement policy accepts its events (401) → in one transaction, a known instance
+keeps its PPID, operator and owner (403), else the record is written or refreshed (a replaced
+event log goes to the record's history).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from tdx_measure import EventLog, MeasurementPolicy, check_log, verify_log
 from tdx_quote import MAX_QUOTE_SIZE
 from tdx_report_data import (
     ED25519_PUBKEY_LEN,
@@ -31,8 +35,12 @@ from .records import InstanceRecord
 from .store import RecordStore
 from .verification import QuoteVerifier
 
-REQUEST_FIELDS = frozenset({"instance_pubkey", "ppid", "attestation_quote", "operator", "owner"})
+REQUEST_FIELDS = frozenset(
+    {"instance_pubkey", "ppid", "attestation_quote", "operator", "owner", "event_log"}
+)
 IDENTITY_FIELDS = frozenset({"pubkey", "instance_signature", "identity_signature"})
+EVENT_LOG_HISTORY_LIMIT = 64
+"""How many replaced event logs a record keeps (the most recent ones)."""
 
 
 class RegistrationError(Exception):
@@ -51,6 +59,10 @@ class RegistrationConflict(RegistrationError):
     """The instance is known with another PPID, operator or owner."""
 
 
+class EventLogRequired(RegistrationError):
+    """The registration came without an event log, but the measurement policy needs one."""
+
+
 @dataclass(frozen=True)
 class RegistrationRequest:
     """A well-formed POST /register body, decoded."""
@@ -60,6 +72,7 @@ class RegistrationRequest:
     attestation_quote: bytes
     operator: IdentityInfo | None
     owner: IdentityInfo | None
+    event_log: EventLog | None = None
 
 
 def _reject_unknown(obj: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
@@ -107,8 +120,19 @@ def _parse_quote(body: Mapping[str, Any]) -> bytes:
     return quote
 
 
+def _parse_event_log(body: Mapping[str, Any]) -> EventLog | None:
+    """The optional `event_log`: `EventLog.to_json()` text, parsed strictly (`EventLogError`)."""
+    value = body.get("event_log")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest("field 'event_log' must be the event log's JSON text (a string) or null")
+    return EventLog.from_json(value)
+
+
 def parse_registration(body: Mapping[str, Any]) -> RegistrationRequest:
-    """Decode and shape-check a POST /register body; `BadRequest` naming the field otherwise."""
+    """Decode and shape-check a POST /register body; `BadRequest` naming the field otherwise,
+    `tdx_measure.EventLogError` for a malformed event log."""
     _reject_unknown(body, REQUEST_FIELDS, "the request")
     instance_pubkey = require_hex(body, "instance_pubkey", length=ED25519_PUBKEY_LEN)
     ppid = require_hex(body, "ppid")
@@ -119,17 +143,26 @@ def parse_registration(body: Mapping[str, Any]) -> RegistrationRequest:
     owner = _parse_identity(body, "owner")
     if owner is not None and operator is None:
         raise BadRequest("an owner can only be registered together with an operator")
-    return RegistrationRequest(instance_pubkey, ppid, quote, operator, owner)
+    event_log = _parse_event_log(body)
+    return RegistrationRequest(instance_pubkey, ppid, quote, operator, owner, event_log)
 
 
 def _same_key(a: IdentityInfo, b: IdentityInfo) -> bool:
     return hmac.compare_digest(a.pubkey, b.pubkey)
 
 
+def _event_log_history(existing: InstanceRecord, new_log: str | None) -> tuple[str, ...]:
+    """The stored history plus the current log when `new_log` replaces it, newest kept."""
+    if existing.event_log is None or existing.event_log == new_log:
+        return existing.event_log_history
+    return (*existing.event_log_history, existing.event_log)[-EVENT_LOG_HISTORY_LIMIT:]
+
+
 def merge_registration(existing: InstanceRecord | None, new: InstanceRecord) -> InstanceRecord:
     """The record to store for `new` given the stored one; `RegistrationConflict` if it changes
     anything fixed once set. Unset identities may be added; the same data again refreshes the
-    quote, the signatures and the verdict, keeping the first registration time."""
+    quote, the signatures, the verdict and the event log, keeping the first registration time;
+    a replaced event log is appended to the history (the last `EVENT_LOG_HISTORY_LIMIT`)."""
     if existing is None:
         return new
     if not hmac.compare_digest(existing.ppid, new.ppid):
@@ -143,32 +176,64 @@ def merge_registration(existing: InstanceRecord | None, new: InstanceRecord) -> 
             raise RegistrationConflict(f"this instance has an {role}; it cannot be removed")
         if not _same_key(old_identity, new_identity):
             raise RegistrationConflict(f"this instance is registered with another {role}")
-    return replace(new, registered_at=existing.registered_at)
+    return replace(
+        new,
+        registered_at=existing.registered_at,
+        event_log_history=_event_log_history(existing, new.event_log),
+    )
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def policy_needs_event_log(policy: MeasurementPolicy) -> bool:
+    """True if the policy pins anything: then a registration without a log proves nothing."""
+    return (
+        policy.executables is not None
+        or policy.allowed_images is not None
+        or policy.allowed_image_ids is not None
+    )
+
+
 class Registrar:
-    """Runs the checks of POST /register and stores the accepted record."""
+    """Runs the checks of POST /register and stores the accepted record. An event log is
+    required when `require_event_log` is set or `measurement_policy` pins anything."""
 
     def __init__(
         self,
         verifier: QuoteVerifier,
         store: RecordStore,
         *,
+        measurement_policy: MeasurementPolicy | None = None,
+        require_event_log: bool = False,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self._verifier = verifier
         self._store = store
+        self._measurement_policy = (
+            MeasurementPolicy() if measurement_policy is None else measurement_policy
+        )
+        self._event_log_required = require_event_log or policy_needs_event_log(
+            self._measurement_policy
+        )
         self._clock = clock
+
+    @property
+    def event_log_required(self) -> bool:
+        """Whether a registration without an event log is refused."""
+        return self._event_log_required
 
     async def register(self, request: RegistrationRequest) -> InstanceRecord:
         """Verify `request` and store it; raise a library or `RegistrationError` on refusal."""
         for identity in (request.operator, request.owner):
             if identity is not None:
                 verify_identity(request.instance_pubkey, identity)
+        if request.event_log is None and self._event_log_required:
+            raise EventLogRequired(
+                "event log required: this registry's measurement policy needs the RTMR3 event "
+                "log with every registration"
+            )
         checked = await self._verifier.check(request.attestation_quote, now=self._clock())
         expected = report_data_for(
             request.instance_pubkey, request.ppid, request.operator, request.owner
@@ -180,6 +245,9 @@ class Registrar:
             )
         if not hmac.compare_digest(checked.ppid, request.ppid):
             raise BindingError("the quote's PPID does not match the request's ppid")
+        if request.event_log is not None:
+            verify_log(request.event_log, checked.rtmr3)
+            check_log(request.event_log, self._measurement_policy)
         now = self._clock()
         new = InstanceRecord(
             instance_pubkey=request.instance_pubkey,
@@ -190,6 +258,7 @@ class Registrar:
             verdict=checked.verdict,
             registered_at=now,
             updated_at=now,
+            event_log=None if request.event_log is None else request.event_log.to_json(),
         )
         return await self._store.register(
             request.instance_pubkey, lambda existing: merge_registration(existing, new)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from tdx_measure import ExecutablePin, MeasurementError, MeasurementPolicy
 from tdx_service_kit import HttpLimits, RateLimit
 from tdx_verify import DEFAULT_ACCEPTED_TCB_STATUSES, Policy
 
@@ -30,6 +31,8 @@ KNOWN_TCB_STATUSES = frozenset(
     }
 )
 MRTD_LEN = 48
+SHA384_LEN = 48
+MAX_IMAGE_REF_LEN = 1024
 _FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
 
 
@@ -48,6 +51,8 @@ class Settings:
     trusted_root_ca_pem: bytes | None = None
     skip_tdx_auth: bool = False
     policy: Policy = field(default_factory=Policy)
+    measurement_policy: MeasurementPolicy = field(default_factory=MeasurementPolicy)
+    require_event_log: bool = False
     limits: HttpLimits = field(default_factory=HttpLimits)
     rate_limit: RateLimit | None = field(default_factory=RateLimit)
     log_level: str = "INFO"
@@ -92,6 +97,28 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="HEX[,HEX...]",
         help="accept only these MRTD values (48-byte hex, repeatable)",
+    )
+    add(
+        "--require-event-log",
+        action="store_true",
+        default=None,
+        help="refuse registrations without an RTMR3 event log [REGISTRY_REQUIRE_EVENT_LOG] "
+        "(a log is always required once a helper is pinned or an image allowed)",
+    )
+    add(
+        "--pin-helper",
+        action="append",
+        metavar="ROLE=HEX",
+        help="accept only pinned helper programs: ROLE's GNU build ID, or its file SHA-384 when "
+        "HEX is 48 bytes (repeatable; several pins of one role are alternatives; only pinned "
+        "roles are accepted and each must be measured) [REGISTRY_PIN_HELPERS, comma-separated]",
+    )
+    add(
+        "--allow-image",
+        action="append",
+        metavar="REF",
+        help="accept only workloads with these image references (repeatable) "
+        "[REGISTRY_ALLOWED_IMAGES, comma-separated]",
     )
     add(
         "--max-body-bytes",
@@ -163,6 +190,55 @@ def _mrtds(values: Sequence[str] | None) -> frozenset[bytes] | None:
     return frozenset(out)
 
 
+def _pins(values: Sequence[str]) -> dict[str, ExecutablePin] | None:
+    """`ROLE=HEX` items into one pin per role: 48-byte HEX is a file SHA-384, else a build ID."""
+    if not values:
+        return None
+    build_ids: dict[str, set[bytes]] = {}
+    sha384s: dict[str, set[bytes]] = {}
+    for item in values:
+        role, sep, hex_value = item.partition("=")
+        role, hex_value = role.strip(), hex_value.strip()
+        if not sep or not role or not hex_value:
+            raise SettingsError(f"--pin-helper: {item!r} is not ROLE=HEX")
+        try:
+            value = bytes.fromhex(hex_value)
+        except ValueError:
+            raise SettingsError(f"--pin-helper: {hex_value!r} is not hex") from None
+        build_ids.setdefault(role, set())
+        sha384s.setdefault(role, set())
+        (sha384s if len(value) == SHA384_LEN else build_ids)[role].add(value)
+    try:
+        return {
+            role: ExecutablePin(
+                build_ids=frozenset(build_ids[role]), sha384s=frozenset(sha384s[role])
+            )
+            for role in build_ids
+        }
+    except MeasurementError as exc:
+        raise SettingsError(f"--pin-helper: {exc.reason}") from None
+
+
+def _images(values: Sequence[str]) -> frozenset[str] | None:
+    if not values:
+        return None
+    for image in values:
+        if len(image) > MAX_IMAGE_REF_LEN or any(c.isspace() or not c.isprintable() for c in image):
+            raise SettingsError(f"--allow-image: {image[:80]!r} is not an image reference")
+    return frozenset(values)
+
+
+def _measurement_policy(args: argparse.Namespace, env: Mapping[str, str]) -> MeasurementPolicy:
+    pins = args.pin_helper if args.pin_helper else _split([env.get("REGISTRY_PIN_HELPERS", "")])
+    images = (
+        args.allow_image if args.allow_image else _split([env.get("REGISTRY_ALLOWED_IMAGES", "")])
+    )
+    try:
+        return MeasurementPolicy(executables=_pins(pins), allowed_images=_images(images))
+    except MeasurementError as exc:
+        raise SettingsError(f"--pin-helper: {exc.reason}") from None
+
+
 def _root_ca(path: str | None) -> bytes | None:
     if not path:
         return None
@@ -197,6 +273,11 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     if not 0 < args.port < 65536:
         raise SettingsError(f"--port must be 1..65535, not {args.port}")
     skip = args.skip_tdx_auth if args.skip_tdx_auth else _env_flag(env.get("SKIP_TDX_AUTH"))
+    require_event_log = (
+        args.require_event_log
+        if args.require_event_log
+        else _env_flag(env.get("REGISTRY_REQUIRE_EVENT_LOG"))
+    )
     log_level = (args.log_level or env.get("LOG_LEVEL") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise SettingsError(f"unknown log level {log_level}")
@@ -223,6 +304,8 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
             allow_debug=args.allow_debug,
             mrtd_allowlist=_mrtds(args.mrtd_allowlist),
         ),
+        measurement_policy=_measurement_policy(args, env),
+        require_event_log=require_event_log,
         limits=limits,
         rate_limit=rate_limit,
         log_level=log_level,

@@ -6,6 +6,10 @@ two writers from this process. A registration's read-check-write is one transact
 read `FOR UPDATE` (PostgreSQL) inside an immediate transaction (SQLite), a new instance is an
 insert on the primary key, and Pony retries the whole check on a unique-key or optimistic-check
 conflict, so two concurrent registrations of one instance can never both win.
+
+Schema: the columns `rtmr3`, `event_log` and `event_log_history` were added after the first
+release as optional (nullable) columns; there is no migration tooling yet, so a database created
+before them needs the `ALTER TABLE` statements of the README.
 """
 
 from __future__ import annotations
@@ -109,6 +113,9 @@ def _define_entities(db: Database) -> Any:
         verification_skipped = Required(bool)
         registered_at = Required(datetime, precision=6)
         updated_at = Required(datetime, precision=6)
+        rtmr3 = Optional(bytes, nullable=True)
+        event_log = Optional(str, nullable=True)
+        event_log_history = Optional(Json, nullable=True)
 
     return Instance
 
@@ -156,9 +163,12 @@ def _to_record(row: Any) -> InstanceRecord:
             mr_td=bytes(row.mr_td),
             verified_at=_aware(row.verified_at),
             skipped=bool(row.verification_skipped),
+            rtmr3=None if row.rtmr3 is None else bytes(row.rtmr3),
         ),
         registered_at=_aware(row.registered_at),
         updated_at=_aware(row.updated_at),
+        event_log=row.event_log,
+        event_log_history=tuple(str(text) for text in row.event_log_history or ()),
     )
 
 
@@ -175,6 +185,9 @@ def _to_columns(record: InstanceRecord) -> dict[str, Any]:
         "verification_skipped": record.verdict.skipped,
         "registered_at": _naive_utc(record.registered_at),
         "updated_at": _naive_utc(record.updated_at),
+        "rtmr3": record.verdict.rtmr3,
+        "event_log": record.event_log,
+        "event_log_history": list(record.event_log_history),
     }
 
 

@@ -18,10 +18,12 @@ log = logging.getLogger("tdx_registry.verification")
 
 @dataclass(frozen=True)
 class CheckedQuote:
-    """What the registry needs from a quote once it is accepted (or merely parsed, if skipped)."""
+    """What the registry needs from a quote once it is accepted (or merely parsed, if skipped):
+    `rtmr3` is what an event log must replay to."""
 
     report_data: bytes
     ppid: bytes
+    rtmr3: bytes
     verdict: Verdict
 
 
@@ -57,15 +59,18 @@ class DcapQuoteVerifier:
 
     async def check(self, quote: bytes, *, now: datetime) -> CheckedQuote:
         verified = await self._cache.verify_quote(quote, now=now)
+        rtmr3 = verified.quote.body.rtmr3
         return CheckedQuote(
             report_data=verified.report_data,
             ppid=verified.ppid.value,
+            rtmr3=rtmr3,
             verdict=Verdict(
                 tcb_status=verified.tcb_status,
                 advisory_ids=tuple(verified.advisory_ids),
                 mr_td=verified.mr_td,
                 verified_at=verified.verified_at,
                 skipped=False,
+                rtmr3=rtmr3,
             ),
         )
 
@@ -83,12 +88,14 @@ class ParseOnlyQuoteVerifier:
         return CheckedQuote(
             report_data=parsed.body.report_data,
             ppid=quote_ppid(parsed).value,
+            rtmr3=parsed.body.rtmr3,
             verdict=Verdict(
                 tcb_status=None,
                 advisory_ids=(),
                 mr_td=parsed.body.mr_td,
                 verified_at=now,
                 skipped=True,
+                rtmr3=parsed.body.rtmr3,
             ),
         )
 

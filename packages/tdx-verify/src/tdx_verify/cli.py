@@ -1,5 +1,7 @@
 """`verify-quote`: verify one TDX quote and print one JSON verdict.
 
+With `--event-log FILE` the verdict also says whether that RTMR3 event log (tdx-measure's
+`EventLog` JSON) replays to the verified quote's RTMR3; it is valid only if it does.
 Exit status: 0 valid, 1 invalid (any reason, including unreadable input), 2 usage error.
 """
 
@@ -14,6 +16,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from tdx_measure import EventLog, EventLogError, ReplayMismatchError, WorkloadEvent, verify_log
 from tdx_verify._collateral import Collateral
 from tdx_verify._errors import TcbStatusRejected, TdxVerifyError
 from tdx_verify._pccs import CollateralCache, PccsClient
@@ -40,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
         "--collateral", metavar="FILE", help="collateral in dcap-qvl QuoteCollateralV3 JSON"
     )
     source.add_argument("--pccs-url", metavar="URL", help="fetch collateral from this PCCS")
+    parser.add_argument(
+        "--event-log",
+        metavar="FILE",
+        help="RTMR3 event log (tdx-measure EventLog JSON) that must replay to the quote's RTMR3",
+    )
     parser.add_argument("--now", type=int, metavar="UNIX", help="verification time (default now)")
     parser.add_argument(
         "--root-ca", metavar="PEM", help="trusted root CA PEM file (default: Intel SGX Root CA)"
@@ -110,6 +118,53 @@ def _verdict(result: VerifiedQuote | None, error: str | None, **extra: Any) -> d
     }
 
 
+def _load_event_log(path: str) -> EventLog:
+    try:
+        return EventLog.from_json(_read(path, "event log"))
+    except EventLogError as exc:
+        raise _InputError(f"event log {path!r} is malformed: {exc.reason}") from None
+
+
+def _workload(event: WorkloadEvent | None) -> dict[str, Any] | None:
+    if event is None:
+        return None
+    return {
+        "transition": event.transition,
+        "image": event.image,
+        "image_id": event.image_id,
+        "persist_dirs": list(event.persist_dirs),
+        "port": event.port,
+    }
+
+
+def _event_log_report(log: EventLog, matches: bool) -> dict[str, Any]:
+    """`matches` is True only when the replay equals the RTMR3 of a quote that verified."""
+    return {
+        "replayed_rtmr3": log.replay().hex(),
+        "matches": matches,
+        "workload": _workload(log.workload),
+    }
+
+
+def _verdict_with_event_log(result: VerifiedQuote, log: EventLog) -> dict[str, Any]:
+    """The verdict on a verified quote and its event log: invalid unless the log replays to the
+    quote's RTMR3 (the TCB status stays visible, as for a rejected TCB status)."""
+    try:
+        verify_log(log, result.quote.body.rtmr3)
+    except ReplayMismatchError as exc:
+        verdict = _verdict(
+            None,
+            f"event log does not replay to the quote's RTMR3: {exc.reason}",
+            tcb_status=result.tcb_status,
+            advisory_ids=result.advisory_ids,
+        )
+        verdict["event_log"] = _event_log_report(log, matches=False)
+        return verdict
+    verdict = _verdict(result, None)
+    verdict["event_log"] = _event_log_report(log, matches=True)
+    return verdict
+
+
 async def _via_pccs(verifier: Verifier, url: str, quote: bytes, now: datetime) -> VerifiedQuote:
     client = PccsClient(url)
     try:
@@ -136,14 +191,24 @@ def main(argv: list[str] | None = None) -> int:
         accepted = _accepted(args.accept_tcb_status, parser)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
+    log: EventLog | None = None
+    result: VerifiedQuote | None = None
     try:
-        verdict = _verdict(_run(args, accepted), None)
+        if args.event_log is not None:
+            log = _load_event_log(args.event_log)
+        result = _run(args, accepted)
+        verdict = _verdict(result, None)
     except TcbStatusRejected as exc:
         verdict = _verdict(None, str(exc), tcb_status=exc.tcb_status, advisory_ids=exc.advisory_ids)
     except (TdxVerifyError, _InputError) as exc:
         verdict = _verdict(None, str(exc))
     except (ValueError, OverflowError, OSError) as exc:
         verdict = _verdict(None, f"{type(exc).__name__}: {exc}")
+    if args.event_log is not None:
+        if result is not None and log is not None:
+            verdict = _verdict_with_event_log(result, log)
+        else:
+            verdict["event_log"] = None if log is None else _event_log_report(log, matches=False)
     sys.stdout.write(json.dumps(verdict) + "\n")
     return 0 if verdict["valid"] else 1
 

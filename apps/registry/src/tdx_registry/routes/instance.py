@@ -1,4 +1,4 @@
-"""GET /instance/{pubkey}: the stored record of one instance, with its verdict."""
+"""GET /instance/{pubkey}: the stored record of one instance, with its verdict and event log."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from typing import Any
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
+from tdx_measure import EventLog, EventLogError, WorkloadEvent
 from tdx_report_data import IdentityInfo
 from tdx_service_kit import BadRequest, NotFound
 
 from ..records import InstanceRecord
 from ..services import services_of
+from ..store import StoreError
 
 _PUBKEY = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -28,8 +30,31 @@ def _identity_json(identity: IdentityInfo | None) -> dict[str, str] | None:
     }
 
 
+def _workload_json(event: WorkloadEvent | None) -> dict[str, Any] | None:
+    if event is None:
+        return None
+    return {
+        "transition": event.transition,
+        "image": event.image,
+        "image_id": event.image_id,
+        "persist_dirs": list(event.persist_dirs),
+        "port": event.port,
+    }
+
+
+def _latest_workload(event_log: str | None) -> dict[str, Any] | None:
+    """The latest workload transition of a stored log (stored only after it replayed); a stored
+    log that no longer parses means the database was altered: a store failure, not a bad request."""
+    if event_log is None:
+        return None
+    try:
+        return _workload_json(EventLog.from_json(event_log).workload)
+    except EventLogError as exc:
+        raise StoreError(f"the stored event log does not parse: {exc.reason}") from None
+
+
 def record_json(record: InstanceRecord) -> dict[str, Any]:
-    """The wire form of a record: API.md's fields plus the verdict and times."""
+    """The wire form of a record: API.md's fields plus the verdict, times and event log."""
     verdict = record.verdict
     return {
         "instance_pubkey": record.instance_pubkey.hex(),
@@ -46,6 +71,10 @@ def record_json(record: InstanceRecord) -> dict[str, Any]:
         },
         "registered_at": record.registered_at.isoformat(),
         "updated_at": record.updated_at.isoformat(),
+        "rtmr3": None if verdict.rtmr3 is None else verdict.rtmr3.hex(),
+        "event_log": record.event_log,
+        "workload": _latest_workload(record.event_log),
+        "event_log_history_count": len(record.event_log_history),
     }
 
 
