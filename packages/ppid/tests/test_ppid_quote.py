@@ -334,3 +334,20 @@ def test_ppid_is_frozen() -> None:
     ppid = Ppid(PpidKind.CLEARTEXT, bytes(16))
     with pytest.raises(dataclasses.FrozenInstanceError):
         ppid.value = bytes(16)  # type: ignore[misc]
+
+
+def test_type_5_certificate_with_an_unknown_x509_version_is_refused() -> None:
+    # cryptography raises InvalidVersion (not a ValueError) for a version other than v1/v3.
+    import base64
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    der = make_chain(encode_sgx_extension(REFERENCE_EXTENSION))[0].public_bytes(Encoding.DER)
+    version_v3 = bytes.fromhex("a003020102")
+    assert version_v3 in der
+    bad = der.replace(version_v3, bytes.fromhex("a003020107"), 1)
+    blob = (
+        b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(bad) + b"-----END CERTIFICATE-----\n"
+    )
+    with pytest.raises(PpidError, match=r"certificate 1 is not a valid PEM X\.509 certificate"):
+        pck_chain_from_quote(make_quote(_chain_data(blob)))

@@ -148,7 +148,7 @@ def _load_pem_certificates(blob: bytes, where: str) -> list[x509.Certificate]:
         end += len(_PEM_END)
         try:
             certs.append(x509.load_pem_x509_certificate(text[begin:end]))
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:
             raise PpidError(
                 f"{where}: certificate {len(certs) + 1} is not a valid PEM X.509 certificate"
             ) from exc
