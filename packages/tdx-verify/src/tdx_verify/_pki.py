@@ -123,7 +123,7 @@ class TrustedRoot:
         """Load and sanity-check the pinned root: self-signed P-256 CA."""
         try:
             cert = x509.load_pem_x509_certificate(pem)
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:
             raise RootCaError("root_ca", f"root CA is not a PEM certificate: {exc}") from None
         try:
             cert.verify_directly_issued_by(cert)
@@ -139,11 +139,26 @@ class TrustedRoot:
         return cls(cert, cert.public_bytes(serialization.Encoding.DER), key)
 
 
+def _der_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes((0x80 | len(body),)) + body
+
+
+def signature_bits_are_canonical(der: bytes, signature: bytes) -> bool:
+    """The signed object's DER ends with its signature as a BIT STRING with 0 unused bits.
+
+    A certificate or CRL ends with `signatureValue BIT STRING`; cryptography ignores the
+    unused-bits octet, which would let one byte change without breaking the signature."""
+    return der.endswith(b"\x03" + _der_length(len(signature) + 1) + b"\x00" + signature)
+
+
 def load_pem_chain(text: str | bytes, step: str, what: str) -> list[x509.Certificate]:
     raw = text.encode("ascii", "replace") if isinstance(text, str) else text
     try:
         certs = x509.load_pem_x509_certificates(raw)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise CollateralFormatError(step, f"{what} is not a PEM certificate chain: {exc}") from None
     return certs
 
@@ -181,6 +196,10 @@ def verify_to_root(
         issuer_name = names[i + 1] if i + 1 < len(chain) else "pinned root CA"
         if i + 1 < len(chain) and not is_ca(issuer):
             raise error(step, f"{issuer_name} is not a CA certificate")
+        if not signature_bits_are_canonical(
+            cert.public_bytes(serialization.Encoding.DER), cert.signature
+        ):
+            raise error(step, f"{names[i]} signature is not a canonical DER BIT STRING")
         try:
             cert.verify_directly_issued_by(issuer)
         except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
@@ -212,8 +231,10 @@ def verify_crl(
     """Parse a DER CRL, check it is signed by `issuer`, and collect its revoked serials."""
     try:
         crl = x509.load_der_x509_crl(der)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise CrlError(step, f"{item} is not a DER CRL: {exc}") from None
+    if not signature_bits_are_canonical(der, crl.signature):
+        raise CrlError(step, f"{item} signature is not a canonical DER BIT STRING")
     if crl.issuer != issuer.subject:
         raise CrlError(
             step,
