@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -97,30 +97,33 @@ def rate(fn: Callable[[], object], seconds: float) -> float:
     return n / elapsed
 
 
-async def http_rate(
-    make: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]],
-    seconds: float,
-    concurrency: int = 16,
-) -> float:
-    """Successful requests per second with `concurrency` clients for about `seconds`."""
-    done = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-        for _ in range(concurrency):
-            (await make(client)).raise_for_status()
-        stop = time.perf_counter() + seconds
+def http_rate(url: str, seconds: float, body: bytes | None = None, connections: int = 16) -> float:
+    """Requests per second measured by wrk (a Python client would be the bottleneck here).
 
-        async def worker() -> None:
-            nonlocal done
-            while time.perf_counter() < stop:
-                r = await make(client)
-                if r.status_code != 200:
-                    raise RuntimeError(f"{r.status_code} {r.text}")
-                done += 1
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return done / (time.perf_counter() - start)
+    Any non-2xx answer fails the benchmark: throughput of errors is not throughput."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        sys.exit("bench: wrk is not installed (./scripts/setup installs it)")
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "post.lua"
+        if body is not None:
+            (Path(tmp) / "body.json").write_bytes(body)
+            script.write_text(
+                'wrk.method = "POST"\n'
+                'wrk.headers["Content-Type"] = "application/json"\n'
+                f'local f = io.open("{Path(tmp) / "body.json"}", "rb")\n'
+                'wrk.body = f:read("*a")\nf:close()\n'
+            )
+        argv = [wrk, "-t1", f"-c{connections}", f"-d{seconds:.0f}s", url]
+        if body is not None:
+            argv[1:1] = ["-s", str(script)]
+        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        sys.exit(f"bench: errors under load at {url}:\n{out}")
+    for line in out.splitlines():
+        if line.startswith("Requests/sec:"):
+            return float(line.split()[1])
+    sys.exit(f"bench: could not read wrk's output:\n{out}")
 
 
 class CountingProxy:
@@ -287,13 +290,9 @@ def run(seconds: float) -> int:
                 "REGISTRY_DB_PATH": str(tmp / "registry.db"),
             },
         ):
-            register_rate = asyncio.run(
-                http_rate(lambda c: c.post(reg_url + "/register", json=body), seconds)
-            )
+            register_rate = http_rate(reg_url + "/register", seconds, json.dumps(body).encode())
             rows.append(("POST /register vs raw tdx-verify", register_rate, ours_rate, 0.6))
-            get_rate = asyncio.run(
-                http_rate(lambda c: c.get(f"{reg_url}/instance/{instance.hex()}"), seconds)
-            )
+            get_rate = http_rate(f"{reg_url}/instance/{instance.hex()}", seconds)
         bare_port = free_port()
         with started(
             [sys.executable, str(HERE / "bare_sanic.py"), "--port", str(bare_port)],
@@ -302,7 +301,7 @@ def run(seconds: float) -> int:
             env,
         ):
             bare_url = f"http://127.0.0.1:{bare_port}/instance/{instance.hex()}"
-            bare_rate = asyncio.run(http_rate(lambda c: c.get(bare_url), seconds))
+            bare_rate = http_rate(bare_url, seconds)
         rows.append(("GET /instance vs bare Sanic constant", get_rate, bare_rate, 0.5))
 
     print(f"{'measurement':44} {'ours/s':>10} {'baseline/s':>11} {'ratio':>7} {'target':>7}")
