@@ -4,7 +4,9 @@ Only the owner's ed25519 key authenticates (any user name); passwords, keyboard-
 host-based and GSS authentication are not offered, agent/X11/port forwarding, SFTP and SCP
 are off. Every session runs one program (from `exec_argv_factory`, normally `podman exec`
 into the container): a shell with or without a pty, or one command whose exit status is
-returned. `close()` stops the listener and ends every live session.
+returned. `close()` stops the listener and ends every live session and connection; programs
+a session left running inside the container (`podman exec` cannot kill them) end when the
+container is recreated, which expose does right after closing SSH.
 """
 
 from __future__ import annotations

@@ -90,8 +90,8 @@ class GocryptfsStore:
     `scrypt_log_n` is the work factor gocryptfs applies to the password. The password is the
     hex of a 256-bit random key, which no amount of guessing reaches, so the minimum (10) is
     used: a larger factor would only slow every mount (about 0.3 s at gocryptfs' default 16).
-    `allow_other` lets non-root users of the container reach their files; the mount point's
-    parent is kept 0700 so that no other host user can.
+    `allow_other` lets non-root users of the container reach their files (through their bind
+    mounts); the clear root is kept 0700 so that no other host user can walk into it.
     """
 
     def __init__(
@@ -224,7 +224,6 @@ class GocryptfsStore:
                 # A gocryptfs mount whose daemon died answers ENOTCONN: detach it, remount.
                 await self._fusermount(lazy=True)
             self._mount.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._mount.parent.chmod(0o700)
             self._mount.mkdir(mode=0o700, exist_ok=True)
             if any(self._mount.iterdir()):
                 raise StoreError(f"mount point {self._mount} is not empty")
@@ -236,6 +235,9 @@ class GocryptfsStore:
             await self._gocryptfs_run("mount", args, password, daemonizes=True)
             if not self.is_mounted():
                 raise StoreError(f"gocryptfs reported success but {self._mount} is not mounted")
+            # With allow_other the kernel checks modes: the clear root stays private to us.
+            if self._mount.stat().st_mode & 0o077:
+                self._mount.chmod(0o700)
 
     async def unmount(self) -> None:
         async with self._lock:
