@@ -1,7 +1,8 @@
 """Run the whole flow on the default ports: sim (3010), registry (3000), identity service (3001).
 
 operator registers -> owner registers with the token -> the registry record is fetched and its
-quote re-verified with the verify-quote command against the sim root.
+quote re-verified with the verify-quote command against the sim root -> the owner configures
+a workload, prepares it over SSH and exposes it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +45,7 @@ def started(
     name: str, argv: list[str], env: dict[str, str], ready_url: str, log: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -64,6 +67,102 @@ def started(
             proc.kill()
 
 
+IMAGE = "localhost/tdx-demo-httpd:1"
+CONTAINER = "tdx-workload"  # identity-svc's default container name
+CLEAR_MOUNT = Path("/run/tdx-identity/clear")  # identity-svc's default clear mount point
+
+
+def remove_workload() -> None:
+    """Leave no demo container or clear mount behind (also from an earlier, interrupted run)."""
+    subprocess.run(
+        ["podman", "rm", "--force", "--time", "0", CONTAINER],
+        capture_output=True,
+        check=False,
+    )
+    with Path("/proc/self/mountinfo").open() as mounts:
+        mounted = any(line.split(" ")[4] == str(CLEAR_MOUNT) for line in mounts)
+    if mounted:
+        subprocess.run(["fusermount3", "-u", "-z", str(CLEAR_MOUNT)], check=False)
+
+
+def signed(url: str, key: Ed25519PrivateKey, body: dict[str, object]) -> httpx.Response:
+    raw = json.dumps(body).encode()
+    r = httpx.post(url, content=raw, headers={"x-signature": key.sign(raw).hex()}, timeout=120)
+    if r.status_code != 200:
+        sys.exit(f"demo: {url} answered {r.status_code}: {r.text}")
+    return r
+
+
+def ssh_run(key_file: Path, command: str) -> str:
+    done = subprocess.run(
+        [
+            "ssh",
+            "-p",
+            "2222",
+            "-i",
+            str(key_file),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={key_file.parent / 'known_hosts'}",
+            "owner@127.0.0.1",
+            command,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        sys.exit(f"demo: ssh failed ({done.returncode}): {done.stderr}")
+    return done.stdout
+
+
+def workload_flow(identity_url: str, instance: bytes, owner: Ed25519PrivateKey, work: Path) -> None:
+    """configure -> SSH in as the owner -> write a page -> expose -> page served, SSH closed."""
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_image.py"), "--ref", IMAGE],
+        check=True,
+    )
+    step(f"built the local image {IMAGE} (busybox httpd serving /www on 8080)")
+    signed(
+        identity_url + "/workload/configure",
+        owner,
+        {"instance_pubkey": instance.hex(), "image": IMAGE, "persist_dirs": ["/www"], "port": 8080},
+    )
+    step("workload configured: container running on encrypted storage, SSH open on 2222")
+    key_file = work / "owner_ed25519"
+    key_file.write_bytes(
+        owner.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    key_file.chmod(0o600)
+    host_key = httpx.get(identity_url + "/workload/ssh-host-key").json()
+    (work / "known_hosts").write_text(f"[127.0.0.1]:2222 {host_key['public_key']}\n")
+    step(f"pinned the SSH host key {host_key['fingerprint']}")
+    ssh_run(key_file, "echo 'hello from the owner' > /www/index.html")
+    step("owner wrote /www/index.html over SSH")
+    signed(
+        identity_url + "/workload/expose",
+        owner,
+        {"instance_pubkey": instance.hex(), "image": IMAGE},
+    )
+    page = httpx.get("http://127.0.0.1:8080/index.html", timeout=30).text.strip()
+    step(f"exposed: http://127.0.0.1:8080/index.html serves {page!r}")
+    with socket.socket() as s:
+        closed = s.connect_ex(("127.0.0.1", 2222)) != 0
+    step(f"SSH setup access closed for good: {closed}")
+    if not closed or page != "hello from the owner":
+        sys.exit("demo: the exposed workload is not as the owner left it")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workdir", type=Path, default=ROOT / ".demo")
@@ -77,7 +176,9 @@ def main() -> int:
         "http://127.0.0.1:3000",
         "http://127.0.0.1:3001",
     )
+    remove_workload()
     with contextlib.ExitStack() as stack:
+        stack.callback(remove_workload)
         stack.enter_context(
             started(
                 "tdx-sim",
@@ -149,7 +250,7 @@ def main() -> int:
 
         quote_file = work / "registered-quote.bin"
         quote_file.write_bytes(base64.b64decode(record["attestation_quote"]))
-        out = subprocess.run(  # noqa: S603
+        out = subprocess.run(
             [
                 bin_path("verify-quote"),
                 "--quote",
@@ -170,6 +271,7 @@ def main() -> int:
         )
         if not verdict["valid"]:
             return 1
+        workload_flow(identity_url, instance, owner, work)
         step("done: every program shuts down gracefully now")
     return 0
 

@@ -70,7 +70,11 @@ def make_stack(tmp_path: Path, registry_db_url: str | None) -> Iterator[Callable
     """Start sim, registry (trusting the sim root unless told not to) and identity service."""
     stacks: list[contextlib.ExitStack] = []
 
-    def make(sim_flags: Sequence[str] = (), trust_sim_root: bool = True) -> Stack:
+    def make(
+        sim_flags: Sequence[str] = (),
+        trust_sim_root: bool = True,
+        identity_env: dict[str, str] | None = None,
+    ) -> Stack:
         exit_stack = contextlib.ExitStack()
         stacks.append(exit_stack)
         sim = procs.sim(tmp_path, sim_flags)
@@ -78,7 +82,7 @@ def make_stack(tmp_path: Path, registry_db_url: str | None) -> Iterator[Callable
         root = tmp_path / "sim-state" / "root_ca.pem"
         reg = procs.registry(tmp_path, sim.url, root if trust_sim_root else None, registry_db_url)
         exit_stack.enter_context(procs.running(reg))
-        ident = procs.identity(tmp_path, sim.url, reg.url)
+        ident = procs.identity(tmp_path, sim.url, reg.url, **(identity_env or {}))
         exit_stack.enter_context(procs.running(ident))
         return Stack(tmp_path, sim, reg, ident, registry_db_url)
 

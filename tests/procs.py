@@ -125,10 +125,13 @@ def registry(tmp: Path, sim_url: str, root_ca: Path | None, db_url: str | None =
     )
 
 
-def identity(tmp: Path, sim_url: str, registry_url: str) -> Program:
+def identity(tmp: Path, sim_url: str, registry_url: str, **extra_env: str) -> Program:
     port = free_port()
     env = base_env(
-        MOCK_TDX_URL=sim_url, REGISTRY_URL=registry_url, STORAGE_PATH=str(tmp / "identity")
+        MOCK_TDX_URL=sim_url,
+        REGISTRY_URL=registry_url,
+        STORAGE_PATH=str(tmp / "identity"),
+        **extra_env,
     )
     return Program(
         "identity-svc",
