@@ -20,8 +20,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,51 +36,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bench._common import free_port, program, started
 from tdx_ppid import parse_sgx_extension, pck_chain_from_quote, quote_ppid
 from tdx_quote import parse_quote
 from tdx_report_data import report_data_for, sign_identity
 from tdx_verify import Collateral, PccsClient, Verifier
 
 HERE = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def program(name: str) -> str:
-    candidate = Path(sys.executable).parent / name
-    found = str(candidate) if candidate.exists() else shutil.which(name)
-    if not found:
-        sys.exit(f"bench: {name} is not installed")
-    return found
-
-
-@contextlib.contextmanager
-def started(argv: list[str], ready: str, log: Path, env: dict[str, str]) -> Iterator[None]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                sys.exit(f"bench: {argv[0]} exited; see {log}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(ready, timeout=1).status_code < 500:
-                    break
-            if time.monotonic() > deadline:
-                sys.exit(f"bench: {argv[0]} did not start; see {log}")
-            time.sleep(0.1)
-        yield
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def rate(fn: Callable[[], object], seconds: float) -> float:
