@@ -259,3 +259,30 @@ def test_serve_answers_and_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
     assert lines, err
     assert any("SKIP_TDX_AUTH IS ON" in line["message"] for line in lines)
     assert (tmp_path / "r.db").exists()
+
+
+def test_read_cache_defaults_and_flags() -> None:
+    defaults = parse_settings([], {})
+    assert (defaults.read_cache_ttl, defaults.read_cache_max_bytes) == (1.0, 32 * 1024 * 1024)
+    flags = parse_settings(["--read-cache-ttl", "0.25", "--read-cache-max-bytes", "4096"], {})
+    assert (flags.read_cache_ttl, flags.read_cache_max_bytes) == (0.25, 4096)
+    assert parse_settings(["--read-cache-ttl", "0"], {}).read_cache_ttl == 0.0
+    assert parse_settings([], {"REGISTRY_READ_CACHE_TTL": "2.5"}).read_cache_ttl == 2.5
+    env_and_flag = parse_settings(["--read-cache-ttl", "0"], {"REGISTRY_READ_CACHE_TTL": "2.5"})
+    assert env_and_flag.read_cache_ttl == 0.0
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        (["--read-cache-ttl", "-1"], {}),
+        (["--read-cache-ttl", "nan"], {}),
+        (["--read-cache-ttl", "inf"], {}),
+        ([], {"REGISTRY_READ_CACHE_TTL": "soon"}),
+        ([], {"REGISTRY_READ_CACHE_TTL": "-0.5"}),
+        (["--read-cache-max-bytes", "-1"], {}),
+    ],
+)
+def test_bad_read_cache_settings_are_refused(argv: list[str], env: dict[str, str]) -> None:
+    with pytest.raises(SettingsError, match=r"read-cache|READ_CACHE"):
+        parse_settings(argv, env)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pony.orm import db_session
 from registry_helpers import Instance, identity_for, make_log
 
 from tdx_registry import (
@@ -318,5 +319,122 @@ async def test_database_of_the_previous_schema_works_after_the_readme_migration(
         new = replace(make_record(instance), event_log=make_log().to_json())
         await store.register(instance.pubkey, lambda stored: merge_registration(stored, new))
         assert await store.get(instance.pubkey) == replace(new, registered_at=old.registered_at)
+    finally:
+        await store.close()
+
+
+def _storing(record: InstanceRecord) -> Callable[[InstanceRecord | None], InstanceRecord]:
+    """A merge that stores `record` whatever is stored."""
+    return lambda old: record
+
+
+async def test_sqlite_store_commits_through_a_durable_wal(tmp_path: Path) -> None:
+    """WAL journal with synchronous=FULL: each commit fsyncs the WAL before returning."""
+    path = tmp_path / "r.db"
+    store = await PonyRecordStore.open(DatabaseTarget(sqlite_path=path))
+    try:
+        record = make_record(Instance())
+        await store.register(record.instance_pubkey, lambda old: record)
+
+        @db_session  # type: ignore[untyped-decorator]
+        def pragmas() -> tuple[str, int]:
+            db = store._db  # the store's own connection, on its own thread
+            return (
+                str(db.select("* FROM pragma_journal_mode")[0]),
+                int(db.select("* FROM pragma_synchronous")[0]),
+            )
+
+        mode, synchronous = await asyncio.get_running_loop().run_in_executor(
+            store._executor, pragmas
+        )
+        assert mode.lower() == "wal"
+        assert synchronous == 2  # FULL
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT count(*) FROM instances").fetchone()[0] == 1
+
+
+async def test_acknowledged_registration_is_committed(db_target: DatabaseTarget) -> None:
+    """`register` returns only after the commit: another connection already sees the row."""
+    store, other = await PonyRecordStore.open(db_target), await PonyRecordStore.open(db_target)
+    try:
+        records = [make_record(Instance()) for _ in range(12)]
+        stored = await asyncio.gather(
+            *(store.register(r.instance_pubkey, _storing(r)) for r in records)
+        )
+        assert stored == records
+        for record in records:
+            assert await other.get(record.instance_pubkey) == record
+    finally:
+        await store.close()
+        await other.close()
+
+
+async def test_refused_registration_does_not_affect_others_committed_with_it(
+    db_target: DatabaseTarget,
+) -> None:
+    store = await PonyRecordStore.open(db_target)
+    try:
+        good = [make_record(Instance()) for _ in range(4)]
+        refused = make_record(Instance())
+
+        def refuse(old: InstanceRecord | None) -> InstanceRecord:
+            raise RegistrationConflict("refused for the test")
+
+        results = await asyncio.gather(
+            *(store.register(r.instance_pubkey, _storing(r)) for r in good[:2]),
+            store.register(refused.instance_pubkey, refuse),
+            *(store.register(r.instance_pubkey, _storing(r)) for r in good[2:]),
+            return_exceptions=True,
+        )
+        assert isinstance(results[2], RegistrationConflict)
+        assert [r for r in results if isinstance(r, InstanceRecord)] == good
+        assert await store.get(refused.instance_pubkey) is None
+        for record in good:
+            assert await store.get(record.instance_pubkey) == record
+    finally:
+        await store.close()
+
+
+async def test_registration_failing_at_write_fails_alone(db_target: DatabaseTarget) -> None:
+    """A registration the database refuses fails its whole group commit, which is then
+    retried one registration per transaction: only that one fails, nothing of it is stored."""
+    store = await PonyRecordStore.open(db_target)
+    try:
+        good = [make_record(Instance()) for _ in range(3)]
+        unwritable = replace(make_record(Instance()), ppid="not bytes")  # type: ignore[arg-type]
+        results = await asyncio.gather(
+            store.register(good[0].instance_pubkey, lambda old: good[0]),
+            store.register(unwritable.instance_pubkey, lambda old: unwritable),
+            *(store.register(r.instance_pubkey, _storing(r)) for r in good[1:]),
+            return_exceptions=True,
+        )
+        assert isinstance(results[1], Exception) and not isinstance(results[1], InstanceRecord)
+        assert [r for r in results if isinstance(r, InstanceRecord)] == good
+        assert await store.get(unwritable.instance_pubkey) is None
+        for record in good:
+            assert await store.get(record.instance_pubkey) == record
+    finally:
+        await store.close()
+
+
+async def test_registrations_of_one_instance_in_one_commit_apply_in_order(
+    db_target: DatabaseTarget,
+) -> None:
+    """Queued together, the second registration of an instance merges onto the first."""
+    instance, operator = Instance(), Ed25519PrivateKey.generate()
+    first = make_record(instance, operator)
+    second = make_record(instance, operator, Ed25519PrivateKey.generate(), at=T0 + timedelta(1))
+    store = await PonyRecordStore.open(db_target)
+    try:
+        results = await asyncio.gather(
+            store.register(instance.pubkey, lambda old: merge_registration(old, first)),
+            store.register(instance.pubkey, lambda old: merge_registration(old, second)),
+        )
+        assert results[0] == first
+        assert results[1] == replace(second, registered_at=first.registered_at)
+        assert await store.get(instance.pubkey) == results[1]
     finally:
         await store.close()

@@ -203,3 +203,37 @@ async def test_response_timeout_is_503_json(app_name: str) -> None:
 
 def test_too_many_requests_retry_after_is_at_least_one() -> None:
     assert TooManyRequests("x", retry_after=0).retry_after == 1
+
+
+async def test_one_access_line_per_request_when_info_is_enabled(
+    app_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tdx_service_kit.access")
+    async with serve(make_app(app_name)) as url, httpx.AsyncClient(base_url=url) as client:
+        await client.get("/ok")
+        await client.get("/raise/404")
+    lines = [r for r in caplog.records if r.name == "tdx_service_kit.access"]
+    assert [(r.method, r.path, r.status) for r in lines] == [  # type: ignore[attr-defined]
+        ("GET", "/ok", 200),
+        ("GET", "/raise/404", 404),
+    ]
+    assert all(r.ms is not None and r.ms >= 0 for r in lines)  # type: ignore[attr-defined]
+    assert all(r.client == "127.0.0.1" for r in lines)  # type: ignore[attr-defined]
+
+
+async def test_no_access_work_when_info_is_filtered_out(
+    app_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="tdx_service_kit.access")
+    app = make_app(app_name)
+    stamped: list[bool] = []
+
+    @app.get("/stamped")
+    async def was_stamped(request: Request) -> HTTPResponse:
+        stamped.append(hasattr(request.ctx, "started"))
+        return json({})
+
+    async with serve(app) as url, httpx.AsyncClient(base_url=url) as client:
+        assert (await client.get("/stamped")).status_code == 200
+    assert stamped == [False]
+    assert not [r for r in caplog.records if r.name == "tdx_service_kit.access"]

@@ -1,6 +1,7 @@
 """Registry of attested TDX instances: POST /register, GET /instance/{pubkey} (API.md)."""
 
 from .app import create_app
+from .read_cache import ReadCache
 from .records import InstanceRecord, Verdict
 from .registration import (
     EVENT_LOG_HISTORY_LIMIT,
@@ -35,6 +36,7 @@ __all__ = [
     "ParseOnlyQuoteVerifier",
     "PonyRecordStore",
     "QuoteVerifier",
+    "ReadCache",
     "RecordStore",
     "Registrar",
     "RegistrationConflict",

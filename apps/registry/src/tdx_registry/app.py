@@ -10,6 +10,7 @@ from sanic import Sanic
 from tdx_service_kit import install_common
 
 from .errors import install_error_mapping
+from .read_cache import ReadCache
 from .registration import Registrar
 from .routes import instance_blueprint, register_blueprint
 from .services import Services
@@ -61,7 +62,14 @@ def create_app(
             measurement_policy=settings.measurement_policy,
             require_event_log=settings.require_event_log,
         )
-        app.ctx.services = Services(store=the_store, verifier=the_verifier, registrar=registrar)
+        app.ctx.services = Services(
+            store=the_store,
+            verifier=the_verifier,
+            registrar=registrar,
+            read_cache=ReadCache(
+                ttl=settings.read_cache_ttl, max_bytes=settings.read_cache_max_bytes
+            ),
+        )
         measurement = settings.measurement_policy
         log.info(
             "registry ready",
@@ -73,6 +81,7 @@ def create_app(
                 "event_log_required": registrar.event_log_required,
                 "pinned_helper_roles": sorted(measurement.executables or ()),
                 "allowed_images": sorted(measurement.allowed_images or ()),
+                "read_cache_ttl": settings.read_cache_ttl,
             },
         )
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from sanic import Request
 
+from .read_cache import ReadCache
 from .registration import Registrar
 from .store import RecordStore
 from .verification import QuoteVerifier
@@ -14,11 +15,12 @@ from .verification import QuoteVerifier
 
 @dataclass(frozen=True)
 class Services:
-    """The store, the quote verifier and the registrar that uses both."""
+    """The store, the quote verifier, the registrar that uses both, and the GET answer cache."""
 
     store: RecordStore
     verifier: QuoteVerifier
     registrar: Registrar
+    read_cache: ReadCache
 
 
 def services_of(request: Request[Any, Any]) -> Services:

@@ -6,6 +6,7 @@ A flag wins over its environment variable, which wins over the default.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from tdx_measure import ExecutablePin, MeasurementError, MeasurementPolicy
 from tdx_service_kit import HttpLimits, RateLimit
 from tdx_verify import DEFAULT_ACCEPTED_TCB_STATUSES, Policy
 
+from .read_cache import DEFAULT_MAX_BYTES, DEFAULT_TTL_SECONDS
 from .store import DatabaseTarget
 
 INTEL_PCS_URL = "https://api.trustedservices.intel.com"
@@ -56,6 +58,8 @@ class Settings:
     limits: HttpLimits = field(default_factory=HttpLimits)
     rate_limit: RateLimit | None = field(default_factory=RateLimit)
     log_level: str = "INFO"
+    read_cache_ttl: float = DEFAULT_TTL_SECONDS
+    read_cache_max_bytes: int = DEFAULT_MAX_BYTES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,6 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="burst per client IP (default %(default)s)",
     )
     add("--no-rate-limit", action="store_true", help="disable per-client rate limiting")
+    add(
+        "--read-cache-ttl",
+        type=float,
+        metavar="SECONDS",
+        help="serve GET /instance answers from this process's cache for at most SECONDS (so a "
+        "write by another replica may be unseen that long; 0 disables) [REGISTRY_READ_CACHE_TTL] "
+        f"(default {DEFAULT_TTL_SECONDS:g})",
+    )
+    add(
+        "--read-cache-max-bytes",
+        type=int,
+        default=DEFAULT_MAX_BYTES,
+        help="largest total size of cached GET /instance answers (default %(default)s)",
+    )
     add("--log-level", help="DEBUG, INFO, WARNING or ERROR [LOG_LEVEL] (default INFO)")
     return parser
 
@@ -253,6 +271,21 @@ def _root_ca(path: str | None) -> bytes | None:
     return pem
 
 
+def _read_cache_ttl(flag: float | None, env_value: str | None) -> float:
+    if flag is not None:
+        ttl = flag
+    elif env_value:
+        try:
+            ttl = float(env_value)
+        except ValueError:
+            raise SettingsError(f"REGISTRY_READ_CACHE_TTL: {env_value!r} is not a number") from None
+    else:
+        return DEFAULT_TTL_SECONDS
+    if not math.isfinite(ttl) or ttl < 0:
+        raise SettingsError(f"--read-cache-ttl must be a finite number >= 0, not {ttl}")
+    return ttl
+
+
 def _database(args: argparse.Namespace, env: Mapping[str, str]) -> DatabaseTarget:
     url = args.db_url or env.get("REGISTRY_DB_URL")
     try:
@@ -278,6 +311,9 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         if args.require_event_log
         else _env_flag(env.get("REGISTRY_REQUIRE_EVENT_LOG"))
     )
+    read_cache_ttl = _read_cache_ttl(args.read_cache_ttl, env.get("REGISTRY_READ_CACHE_TTL"))
+    if args.read_cache_max_bytes < 0:
+        raise SettingsError("--read-cache-max-bytes must not be negative")
     log_level = (args.log_level or env.get("LOG_LEVEL") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise SettingsError(f"unknown log level {log_level}")
@@ -309,4 +345,6 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         limits=limits,
         rate_limit=rate_limit,
         log_level=log_level,
+        read_cache_ttl=read_cache_ttl,
+        read_cache_max_bytes=args.read_cache_max_bytes,
     )

@@ -60,13 +60,16 @@ def install_common(
     buckets = TokenBuckets(rate_limit) if rate_limit is not None else None
 
     async def _start(request: Request) -> None:
-        request.ctx.started = time.monotonic()
+        if access_log.isEnabledFor(logging.INFO):
+            request.ctx.started = time.monotonic()
         if buckets is not None:
             wait = buckets.take(request.client_ip or "unknown")
             if wait:
                 raise TooManyRequests("rate limit reached, retry later", retry_after=wait)
 
     async def _access(request: Request, response: BaseHTTPResponse) -> None:
+        if not access_log.isEnabledFor(logging.INFO):
+            return
         started = getattr(request.ctx, "started", None)
         access_log.info(
             "request",

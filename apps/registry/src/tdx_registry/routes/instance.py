@@ -15,9 +15,10 @@ from tdx_service_kit import BadRequest, NotFound
 
 from ..records import InstanceRecord
 from ..services import services_of
-from ..store import StoreError
+from ..store import RecordStore, StoreError
 
 _PUBKEY = re.compile(r"[0-9a-fA-F]{64}")
+JSON_CONTENT_TYPE = "application/json"
 
 
 def _identity_json(identity: IdentityInfo | None) -> dict[str, str] | None:
@@ -78,17 +79,34 @@ def record_json(record: InstanceRecord) -> dict[str, Any]:
     }
 
 
+async def _serialized_record(store: RecordStore, key: bytes) -> bytes | None:
+    """The JSON answer for `key` read from the store, None if the instance is unknown."""
+    record = await store.get(key)
+    if record is None:
+        return None
+    body = json(record_json(record)).body
+    if body is None:
+        raise RuntimeError("Sanic serialized a record to no body")
+    return body
+
+
 def instance_blueprint() -> Blueprint:
-    """A fresh blueprint (one per app) with GET /instance/{pubkey}."""
+    """A fresh blueprint (one per app) with GET /instance/{pubkey}, answered from the
+    process's read cache while fresh (see `read_cache`)."""
     bp = Blueprint("instances")
 
     @bp.get("/instance/<pubkey:str>")
     async def get_instance(request: Request[Any, Any], pubkey: str) -> HTTPResponse:
         if _PUBKEY.fullmatch(pubkey) is None:
             raise BadRequest("the instance pubkey must be 64 hex characters")
-        record = await services_of(request).store.get(bytes.fromhex(pubkey))
-        if record is None:
-            raise NotFound("no such instance")
-        return json(record_json(record))
+        key = bytes.fromhex(pubkey)
+        services = services_of(request)
+        cache = services.read_cache
+        body = cache.get(key)
+        if body is None:
+            body = await cache.get_or_load(key, lambda: _serialized_record(services.store, key))
+            if body is None:
+                raise NotFound("no such instance")
+        return HTTPResponse(body, content_type=JSON_CONTENT_TYPE)
 
     return bp

@@ -14,6 +14,7 @@ from ..registration import parse_registration
 from ..services import services_of
 
 log = logging.getLogger("tdx_registry.register")
+SUCCESS_BODY = json({"status": "success"}).body or b""
 
 
 def register_blueprint() -> Blueprint:
@@ -23,17 +24,22 @@ def register_blueprint() -> Blueprint:
     @bp.post("/register")
     async def register(request: Request[Any, Any]) -> HTTPResponse:
         registration = parse_registration(json_body(request))
-        record = await services_of(request).registrar.register(registration)
-        log.info(
-            "instance registered",
-            extra={
-                "instance": record.instance_pubkey.hex(),
-                "has_operator": record.operator is not None,
-                "has_owner": record.owner is not None,
-                "tcb_status": record.verdict.tcb_status,
-                "verification_skipped": record.verdict.skipped,
-            },
-        )
-        return json({"status": "success"})
+        services = services_of(request)
+        try:
+            record = await services.registrar.register(registration)
+        finally:
+            services.read_cache.invalidate(registration.instance_pubkey)
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "instance registered",
+                extra={
+                    "instance": record.instance_pubkey.hex(),
+                    "has_operator": record.operator is not None,
+                    "has_owner": record.owner is not None,
+                    "tcb_status": record.verdict.tcb_status,
+                    "verification_skipped": record.verdict.skipped,
+                },
+            )
+        return HTTPResponse(SUCCESS_BODY, content_type="application/json")
 
     return bp
