@@ -133,7 +133,12 @@ class FakeWorkload:
     configured: list[WorkloadConfig] = field(default_factory=list)
     exposed: list[str] = field(default_factory=list)
     recovered: list[PersistedState] = field(default_factory=list)
+    owners: list[bytes] = field(default_factory=list)
     shutdowns: int = 0
+    recover_exposes: bool = False
+
+    async def on_owner_registered(self, owner_pubkey: bytes) -> None:
+        self.owners.append(owner_pubkey)
 
     async def configure(self, config: WorkloadConfig) -> None:
         self.configured.append(config)
@@ -141,8 +146,9 @@ class FakeWorkload:
     async def expose(self, image: str) -> None:
         self.exposed.append(image)
 
-    async def recover(self, state: PersistedState) -> None:
+    async def recover(self, state: PersistedState) -> bool:
         self.recovered.append(state)
+        return self.recover_exposes
 
     async def shutdown(self) -> None:
         self.shutdowns += 1

@@ -16,6 +16,12 @@ from tdx_identity.routes import instance_bp, registration_bp, workload_bp
 from tdx_identity.service import IdentityService
 from tdx_identity.settings import Settings
 from tdx_identity.state import StateStore
+from tdx_identity.workload.manager import (
+    missing_programs,
+    podman_workload_manager,
+    ssh_host_key_path,
+)
+from tdx_identity.workload.ssh import HostKey, SshServerError
 from tdx_identity.workload_api import (
     NotConfiguredWorkload,
     WorkloadContext,
@@ -39,7 +45,8 @@ def create_app(
 
     Real implementations are used for whatever is not injected. `workload_factory` builds the
     manager from a WorkloadContext (settings and the state's workload section); without it and
-    without `workload`, workload routes answer 503 (`NotConfiguredWorkload`).
+    without `workload`, the podman manager is used when podman, gocryptfs and fusermount3 are
+    on PATH, else workload routes answer 503 naming what is missing (`NotConfiguredWorkload`).
     """
     if workload is not None and workload_factory is not None:
         raise ValueError("pass either workload or workload_factory, not both")
@@ -49,17 +56,24 @@ def create_app(
         raise StartupError(
             f"cannot create storage path {settings.storage_path}: {exc.strerror}"
         ) from exc
+    _check_clear_mount_dir(settings)
     instance_key = load_or_create_instance_key(settings.storage_path)
+    ssh_host_key = _load_ssh_host_key(settings)
     store = StateStore.open(settings.storage_path)
     if quote_source is None:
         quote_source = select_quote_source(settings)
     if registry is None:
         registry = HttpRegistryClient(settings.registry_url, timeout=settings.registry_timeout)
     if workload is None:
-        if workload_factory is not None:
-            workload = workload_factory(WorkloadContext(settings, store.section_store()))
-        else:
-            workload = NotConfiguredWorkload()
+        if workload_factory is None:
+            missing = missing_programs()
+            if missing:
+                workload_factory = _unavailable(
+                    f"{NotConfiguredWorkload.REASON}: {', '.join(missing)} not found on PATH"
+                )
+            else:
+                workload_factory = podman_workload_manager
+        workload = workload_factory(WorkloadContext(settings, store.section_store()))
 
     service = IdentityService(
         instance_key=instance_key,
@@ -70,8 +84,14 @@ def create_app(
     )
 
     app: Sanic[Any, Any] = Sanic(APP_NAME)
+    # The workload spawns podman, gocryptfs and SSH session programs. uvloop (0.23) passes
+    # every inheritable descriptor to children (the HTTP listening socket ended up held by the
+    # gocryptfs daemon) and gives them socketpair stdio that podman's conmon keeps open, so a
+    # `podman run` never reached EOF. The standard loop closes them (close_fds) and uses pipes.
+    app.config.USE_UVLOOP = False
     app.ctx.service = service
     app.ctx.settings = settings
+    app.ctx.ssh_host_key = ssh_host_key
     install_common(app, limits=settings.limits, rate_limit=settings.rate_limit)
     install_error_mapping(app)
     app.blueprint(instance_bp)
@@ -87,3 +107,32 @@ def create_app(
     app.register_listener(_start, "before_server_start")
     app.register_listener(_stop, "after_server_stop")
     return app
+
+
+def _check_clear_mount_dir(settings: Settings) -> None:
+    """The clear view of the store must never be written under STORAGE_PATH."""
+    storage = settings.storage_path.resolve()
+    clear = settings.clear_mount_dir.resolve()
+    if clear == storage or storage in clear.parents or clear in storage.parents:
+        raise StartupError(
+            f"clear mount dir {settings.clear_mount_dir} must be outside STORAGE_PATH "
+            f"{settings.storage_path}: the encrypted store's clear view must not be written there"
+        )
+
+
+def _load_ssh_host_key(settings: Settings) -> HostKey:
+    """The SSH setup server's host key, created once (0600) and served for pinning."""
+    path = ssh_host_key_path(settings.storage_path)
+    try:
+        return HostKey.load_or_create(path)
+    except SshServerError as exc:
+        raise StartupError(str(exc)) from exc
+    except OSError as exc:
+        raise StartupError(f"cannot read or create SSH host key {path}: {exc.strerror}") from exc
+
+
+def _unavailable(reason: str) -> WorkloadFactory:
+    def factory(_context: WorkloadContext) -> WorkloadManager:
+        return NotConfiguredWorkload(reason)
+
+    return factory

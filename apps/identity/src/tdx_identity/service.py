@@ -20,7 +20,7 @@ import tdx_ppid
 import tdx_quote
 from tdx_identity.exceptions import StartupError
 from tdx_identity.keys import public_key_bytes
-from tdx_identity.lifecycle import Action, next_state, require_owner
+from tdx_identity.lifecycle import Action, Lifecycle, next_state, require_owner
 from tdx_identity.quotes import QuoteSource, QuoteSourceError
 from tdx_identity.registry_client import RegistrationRequest, RegistryClient
 from tdx_identity.state import PersistedState, StateStore, StateWriteError
@@ -111,10 +111,20 @@ class IdentityService:
         """At start-up: make sure the PPID is known, then let the workload runtime recover."""
         await self.ensure_ppid()
         async with self._lock:
+            state = self._store.current
             try:
-                await self._workload.recover(self._store.current)
+                exposed = await self._workload.recover(state)
             except WorkloadError as exc:
                 raise StartupError(f"workload recovery failed: {exc}") from exc
+            if exposed and state.lifecycle is not Lifecycle.EXPOSED:
+                # A crash came after the runtime began exposing and before the commit below
+                # in expose_workload; the runtime finished it, the lifecycle follows.
+                target = next_state(state.lifecycle, Action.EXPOSE_WORKLOAD)
+                try:
+                    self._store.commit(replace(self._store.current, lifecycle=target))
+                except StateWriteError as exc:
+                    raise StartupError(str(exc)) from exc
+                log.warning("an interrupted workload expose was completed at start-up")
 
     async def stop(self) -> None:
         """At shutdown: stop the workload runtime's listeners (the committed state stays)."""
@@ -187,6 +197,7 @@ class IdentityService:
                 raise OwnerTokenInvalid("invalid owner token")
             owner = sign_identity(self._key, pubkey, signature)
             await self._record(state.operator, owner)
+            await self._workload.on_owner_registered(pubkey)
             self._store.commit(
                 replace(self._store.current, lifecycle=target, owner=owner, owner_token_sha256=None)
             )

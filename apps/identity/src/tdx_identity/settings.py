@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tdx_identity.workload.config import DEFAULT_CAP_ADD, Hardening, WorkloadConfigError
 from tdx_service_kit import HttpLimits, RateLimit
 
 DEFAULT_CONFIGFS_TSM_PATH = Path("/sys/kernel/config/tsm/report")
+_CONTAINER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,13 @@ class Settings:
     registry_timeout: float = 15.0
     quote_timeout: float = 15.0
     log_level: str = "INFO"
+    ssh_listen: str = "0.0.0.0"  # noqa: S104 - the owner reaches SSH setup access remotely
+    ssh_port: int = 2222
+    workload_port: int = 8080
+    workload_publish_host: str = "0.0.0.0"  # noqa: S104 - the workload serves the network
+    clear_mount_dir: Path = Path("/run/tdx-identity/clear")
+    container_name: str = "tdx-workload"
+    hardening: Hardening = field(default_factory=Hardening)
     limits: HttpLimits = field(default_factory=HttpLimits)
     rate_limit: RateLimit | None = field(default_factory=RateLimit)
 
@@ -47,6 +58,46 @@ def _positive(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive: {value}")
     return value
+
+
+def _ip_address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
+
+
+def _absolute_path(text: str) -> Path:
+    path = Path(text)
+    if not path.is_absolute():
+        raise argparse.ArgumentTypeError(f"not an absolute path: {text!r}")
+    return path
+
+
+def _container_name(text: str) -> str:
+    if not _CONTAINER_NAME_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"not a container name (letters, digits, '_.-', at most 63): {text!r}"
+        )
+    return text
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return value
+
+
+def _capabilities(text: str) -> frozenset[str]:
+    names = frozenset(name.strip() for name in text.split(",") if name.strip())
+    try:
+        return Hardening(cap_add=names).cap_add
+    except WorkloadConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -104,12 +155,93 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log level [env LOG_LEVEL] (default %(default)s)",
     )
+    parser.add_argument(
+        "--ssh-listen",
+        type=_ip_address,
+        default=environ.get("SSH_LISTEN") or defaults.ssh_listen,
+        help="address of the SSH setup access [env SSH_LISTEN] (default %(default)s)",
+    )
+    parser.add_argument(
+        "--ssh-port",
+        type=_port,
+        default=environ.get("SSH_PORT") or defaults.ssh_port,
+        help="port of the SSH setup access, open between configure and expose "
+        "[env SSH_PORT] (default %(default)s)",
+    )
+    parser.add_argument(
+        "--workload-port",
+        type=_port,
+        default=environ.get("WORKLOAD_PORT") or defaults.workload_port,
+        help="host port the exposed workload is published on [env WORKLOAD_PORT] "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--workload-publish-host",
+        type=_ip_address,
+        default=environ.get("WORKLOAD_PUBLISH_HOST") or defaults.workload_publish_host,
+        help="host address the workload port is published on [env WORKLOAD_PUBLISH_HOST] "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--clear-mount-dir",
+        type=_absolute_path,
+        default=environ.get("CLEAR_MOUNT_DIR") or defaults.clear_mount_dir,
+        help="where the encrypted store is mounted in clear; must be outside the storage "
+        "path [env CLEAR_MOUNT_DIR] (default %(default)s)",
+    )
+    parser.add_argument(
+        "--container-name",
+        type=_container_name,
+        default=environ.get("CONTAINER_NAME") or defaults.container_name,
+        help="name (and label value) of the workload container [env CONTAINER_NAME] "
+        "(default %(default)s)",
+    )
+    hardening = parser.add_argument_group(
+        "workload hardening",
+        "podman's default seccomp profile, no-new-privileges, no privileged mode and no host "
+        "network are always enforced; these tune the rest",
+    )
+    hardening.add_argument(
+        "--workload-cap-add",
+        type=_capabilities,
+        default=defaults.hardening.cap_add,
+        metavar="CAP[,CAP...]",
+        help="capabilities kept after dropping all (empty: none) "
+        f"(default {','.join(sorted(DEFAULT_CAP_ADD))})",
+    )
+    hardening.add_argument(
+        "--workload-pids-limit",
+        type=_positive_int,
+        default=defaults.hardening.pids_limit,
+        help="maximum number of processes in the container (default %(default)s)",
+    )
+    hardening.add_argument(
+        "--workload-memory-mb",
+        type=_positive_int,
+        default=(defaults.hardening.memory_bytes or 0) // (1024 * 1024),
+        help="memory limit of the container in MiB, at least 6 (default %(default)s)",
+    )
+    hardening.add_argument(
+        "--workload-read-only-rootfs",
+        action="store_true",
+        help="mount the container's root filesystem read-only (persisted dirs stay writable)",
+    )
     return parser
 
 
 def parse_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Settings:
     """Parse `argv` (None: sys.argv) over `environ` into Settings; exits 2 on a usage error."""
-    args = build_parser(environ).parse_args(argv)
+    parser = build_parser(environ)
+    args = parser.parse_args(argv)
+    try:
+        hardening = Hardening(
+            cap_add=args.workload_cap_add,
+            pids_limit=args.workload_pids_limit,
+            memory_bytes=args.workload_memory_mb * 1024 * 1024,
+            read_only_rootfs=args.workload_read_only_rootfs,
+        )
+    except WorkloadConfigError as exc:
+        parser.error(str(exc))
     return Settings(
         host=args.host,
         port=args.port,
@@ -120,4 +252,11 @@ def parse_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Se
         registry_timeout=args.registry_timeout,
         quote_timeout=args.quote_timeout,
         log_level=args.log_level,
+        ssh_listen=args.ssh_listen,
+        ssh_port=args.ssh_port,
+        workload_port=args.workload_port,
+        workload_publish_host=args.workload_publish_host,
+        clear_mount_dir=args.clear_mount_dir,
+        container_name=args.container_name,
+        hardening=hardening,
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -19,6 +18,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tdx_identity.exceptions import InvalidRequest
+from tdx_identity.workload.config import (
+    WorkloadConfigError,
+    validate_image_reference,
+)
+from tdx_identity.workload.config import validate_persist_dirs as _validate_persist_dirs
+from tdx_identity.workload.config import validate_port as _validate_port
 
 if TYPE_CHECKING:
     from tdx_identity.settings import Settings
@@ -26,9 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tdx_identity.workload")
 
-MAX_PERSIST_DIRS = 32
-MAX_PATH_CHARS = 1024
-MAX_IMAGE_CHARS = 512
 INVALID_DIRECTORY_PATH = "Invalid directory path"
 
 
@@ -88,6 +90,10 @@ class WorkloadConfig:
 class WorkloadManager(Protocol):
     """A container runtime driven by the lifecycle; each call returns once the step is done."""
 
+    async def on_owner_registered(self, owner_pubkey: bytes) -> None:
+        """Prepare what the owner's workload will need (the store key); idempotent on retry."""
+        ...
+
     async def configure(self, config: WorkloadConfig) -> None:
         """(Re)create the workload from `config`, unpublished, and open SSH setup access."""
         ...
@@ -96,8 +102,12 @@ class WorkloadManager(Protocol):
         """Close SSH setup access for good and publish the configured workload's port."""
         ...
 
-    async def recover(self, state: PersistedState) -> None:
-        """At start-up: bring the runtime back to the committed `state`."""
+    async def recover(self, state: PersistedState) -> bool:
+        """At start-up: bring the runtime back to the committed `state`.
+
+        Returns True when the workload is exposed, also when an expose interrupted by a crash
+        was finished here: the service then commits EXPOSED, since exposing is never undone.
+        """
         ...
 
     async def shutdown(self) -> None:
@@ -129,77 +139,63 @@ WorkloadFactory = Callable[[WorkloadContext], WorkloadManager]
 
 
 class NotConfiguredWorkload:
-    """The manager used when no workload runtime is wired in: every step answers 503."""
+    """The manager used when no workload runtime can run here: every step answers 503.
+
+    `reason` names what is missing (e.g. podman not installed); the store key is then created
+    by the first configure once a runtime is available.
+    """
 
     REASON = "workload runtime not available"
 
+    def __init__(self, reason: str = REASON) -> None:
+        self.reason = reason
+
+    async def on_owner_registered(self, owner_pubkey: bytes) -> None:
+        return None
+
     async def configure(self, config: WorkloadConfig) -> None:
-        raise WorkloadUnavailable(self.REASON)
+        raise WorkloadUnavailable(self.reason)
 
     async def expose(self, image: str) -> None:
-        raise WorkloadUnavailable(self.REASON)
+        raise WorkloadUnavailable(self.reason)
 
-    async def recover(self, state: PersistedState) -> None:
+    async def recover(self, state: PersistedState) -> bool:
         if state.workload_config is not None:
-            log.warning("a workload is configured but no workload runtime is available to run it")
+            log.warning(
+                "a workload is configured but cannot run here", extra={"reason": self.reason}
+            )
+        return False
 
     async def shutdown(self) -> None:
         return None
 
 
-# The distribution reference grammar of image names: [domain[:port]/]path[:tag][@digest]
-_ALNUM = r"[a-z0-9]+"
-_SEPARATOR = r"(?:[._]|__|-+)"
-_PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
-_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?"
-_TAG = r"[\w][\w.-]{0,127}"
-_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
-_IMAGE_RE = re.compile(
-    rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*(?::{_TAG})?(?:@{_DIGEST})?",
-    re.ASCII,
-)
-
-
 def validate_image(value: Any) -> str:
-    """An image reference in the registry grammar; refuses options (`--privileged`), spaces,
-    control characters and anything else a container CLI could misread."""
-    if not isinstance(value, str) or not value:
-        raise InvalidRequest("image must be a non-empty string")
-    if len(value) > MAX_IMAGE_CHARS or not _IMAGE_RE.fullmatch(value):
-        raise InvalidRequest("image is not a valid image reference")
-    return value
-
-
-def _clean_absolute(path: str) -> bool:
-    if not path.startswith("/") or len(path) > MAX_PATH_CHARS:
-        return False
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
-        return False
-    return all(segment not in ("", ".", "..") for segment in path[1:].split("/"))
+    """An image reference in the registry grammar (`workload.config`'s rule, the one the
+    runtime applies too); refuses options (`--privileged`), spaces and control characters."""
+    try:
+        return validate_image_reference(value)
+    except WorkloadConfigError as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 def validate_persist_dirs(value: Any) -> tuple[str, ...]:
-    """Clean absolute paths: leading `/`, no `.`/`..`/empty segment, no NUL or control char."""
-    if not isinstance(value, list):
+    """A JSON list of clean absolute paths (`workload.config`'s rule); 400 `Invalid directory
+    path` otherwise."""
+    if not isinstance(value, list | tuple):
         raise InvalidRequest(f"{INVALID_DIRECTORY_PATH}: persist_dirs must be a list of paths")
-    if len(value) > MAX_PERSIST_DIRS:
-        raise InvalidRequest(f"{INVALID_DIRECTORY_PATH}: at most {MAX_PERSIST_DIRS} persist_dirs")
-    seen: set[str] = set()
-    for item in value:
-        if not isinstance(item, str) or not _clean_absolute(item):
-            raise InvalidRequest(f"{INVALID_DIRECTORY_PATH}: {item!r}")
-        if item in seen:
-            raise InvalidRequest(f"{INVALID_DIRECTORY_PATH}: {item!r} is listed twice")
-        seen.add(item)
-    return tuple(value)
+    try:
+        return _validate_persist_dirs(value)
+    except WorkloadConfigError as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 def validate_port(value: Any) -> int:
     """An integer 1..65535 (JSON booleans and floats are refused)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise InvalidRequest("port must be an integer from 1 to 65535")
-    return value
+    try:
+        return _validate_port(value)
+    except WorkloadConfigError as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 def verify_owner_signature(owner_pubkey: bytes, body: bytes, signature_hex: str | None) -> None:

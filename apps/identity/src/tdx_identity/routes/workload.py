@@ -1,4 +1,5 @@
-"""The owner's workload steps (API.md: POST /workload/configure, POST /workload/expose).
+"""The owner's workload steps (API.md: POST /workload/configure, POST /workload/expose), and
+the SSH setup server's host key so the owner can pin it (an addition to API.md).
 
 The body is passed raw: the owner's `x-signature` covers its exact bytes, and is checked
 before the body is parsed.
@@ -10,6 +11,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
 from tdx_identity.routes._common import service_of
+from tdx_identity.workload.ssh import HostKey
 
 workload_bp = Blueprint("workload")
 
@@ -26,3 +28,12 @@ async def expose(request: Request) -> HTTPResponse:
     """Close SSH setup access for good and publish the workload port."""
     await service_of(request).expose_workload(request.body, request.headers.get("x-signature"))
     return json({"status": "success"})
+
+
+@workload_bp.get("/workload/ssh-host-key")
+async def ssh_host_key(request: Request) -> HTTPResponse:
+    """The SSH setup server's public host key and its SHA256 fingerprint (public data)."""
+    key = request.app.ctx.ssh_host_key
+    if not isinstance(key, HostKey):
+        raise RuntimeError("the app was not built by tdx_identity.create_app")
+    return json({"public_key": key.openssh_public(), "fingerprint": key.fingerprint()})

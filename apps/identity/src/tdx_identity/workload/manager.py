@@ -1,0 +1,377 @@
+"""The real `WorkloadManager`: podman container, gocryptfs store, owner-only SSH setup access.
+
+Every step first records its intent in the state's `workload` section, then acts, then records
+that it is done, so that a crash (kill -9) at any point leaves a section from which `recover`
+reaches the last committed step:
+
+    configure: "configuring" -> store mounted, dirs, container (unpublished), SSH -> "configured"
+    expose:    "exposing" -> SSH closed -> container recreated, port published -> "exposed"
+
+A configure interrupted by a crash is rolled back to the configuration the service committed
+(`PersistedState.workload_config`); an expose is rolled forward, because once SSH setup access
+began to close it must never open again. A clean shutdown closes SSH only: the container keeps
+running and the gocryptfs daemon keeps the clear view mounted, and `recover` reuses the mount.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from tdx_identity.exceptions import StartupError
+from tdx_identity.lifecycle import Lifecycle
+from tdx_identity.state import PersistedState, StateWriteError
+from tdx_identity.workload_api import (
+    WorkloadConfig,
+    WorkloadContext,
+    WorkloadFailed,
+    WorkloadRejected,
+    WorkloadSectionStore,
+)
+
+from .config import WorkloadConfig as ContainerConfig
+from .config import (
+    WorkloadConfigError,
+    validate_image_reference,
+    validate_persist_dirs,
+    validate_port,
+)
+from .keys import (
+    KeyExistsError,
+    KeyNotFoundError,
+    KeyProvider,
+    KeyProviderError,
+    LocalFileKeyProvider,
+)
+from .runtime import ContainerRuntime, ContainerRuntimeError, ImageUnavailableError, PodmanRuntime
+from .ssh import SetupSshServer, SshServerError, container_exec_factory
+from .store import EncryptedStore, GocryptfsStore, StoreError
+
+__all__ = [
+    "SECTION_VERSION",
+    "Phase",
+    "PodmanWorkloadManager",
+    "SshServerFactory",
+    "WorkloadSection",
+    "missing_programs",
+    "podman_workload_manager",
+    "ssh_host_key_path",
+]
+
+_log = logging.getLogger("tdx_identity.workload")
+
+SECTION_VERSION: Final = 1
+_T = TypeVar("_T")
+
+SshServerFactory = Callable[[bytes], SetupSshServer]
+"""Builds the SSH setup server for an owner's raw ed25519 public key (not yet started)."""
+
+
+class Phase(StrEnum):
+    """How far the last workload step got; written before and after each step."""
+
+    CONFIGURING = "configuring"
+    CONFIGURED = "configured"
+    EXPOSING = "exposing"
+    EXPOSED = "exposed"
+
+
+@dataclass(frozen=True)
+class WorkloadSection:
+    """The manager's part of the persisted state: the step in progress or done, and its config."""
+
+    phase: Phase
+    config: ContainerConfig
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": SECTION_VERSION,
+            "phase": self.phase.value,
+            "config": {
+                "image": self.config.image,
+                "persist_dirs": list(self.config.persist_dirs),
+                "port": self.config.port,
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WorkloadSection | None:
+        """None for an empty section; raises ValueError for one that is not ours."""
+        if not data:
+            return None
+        if data.get("version") != SECTION_VERSION:
+            raise ValueError(f"unsupported workload section version {data.get('version')!r}")
+        config = data.get("config")
+        phase = data.get("phase")
+        if not isinstance(config, dict) or not isinstance(phase, str):
+            raise ValueError("workload section has no phase or no config")
+        try:
+            return cls(
+                phase=Phase(phase),
+                config=ContainerConfig(
+                    image=validate_image_reference(config.get("image")),
+                    persist_dirs=validate_persist_dirs(config.get("persist_dirs")),
+                    port=validate_port(config.get("port")),
+                ),
+            )
+        except WorkloadConfigError as exc:
+            raise ValueError(f"workload section config: {exc}") from None
+
+
+def container_config(config: WorkloadConfig) -> ContainerConfig:
+    """The runtime's view of an owner's configure request (same validators, no owner key)."""
+    return ContainerConfig(image=config.image, persist_dirs=config.persist_dirs, port=config.port)
+
+
+class PodmanWorkloadManager:
+    """`WorkloadManager` over a `ContainerRuntime`, an `EncryptedStore` and `SetupSshServer`.
+
+    The service calls `configure`, `expose` and `recover` under its transition lock, so the
+    section is never written by two steps at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        section: WorkloadSectionStore,
+        runtime: ContainerRuntime,
+        store: EncryptedStore,
+        keys: KeyProvider,
+        ssh_server_factory: SshServerFactory,
+        container_name: str,
+        workload_port: int,
+    ) -> None:
+        self._section = section
+        self._runtime = runtime
+        self._store = store
+        self._keys = keys
+        self._ssh_factory = ssh_server_factory
+        self._name = container_name
+        self._workload_port = workload_port
+        self._ssh: SetupSshServer | None = None
+        self._ssh_closed_for_good = False
+
+    # -- what tests and the app may observe ---------------------------------------------------
+
+    @property
+    def ssh_serving(self) -> bool:
+        """Whether SSH setup access listens now."""
+        return self._ssh is not None and self._ssh.is_serving
+
+    def section(self) -> WorkloadSection | None:
+        """The persisted section, parsed."""
+        return self._load()
+
+    # -- the WorkloadManager steps -----------------------------------------------------------
+
+    async def on_owner_registered(self, owner_pubkey: bytes) -> None:
+        """Create the store key now, so that it exists before any data does; retry-safe."""
+        await self._ensure_key()
+
+    async def configure(self, config: WorkloadConfig) -> None:
+        """Check the image, then (re)build the container unpublished and open SSH."""
+        current = self._load()
+        if current is not None and current.phase in (Phase.EXPOSING, Phase.EXPOSED):
+            raise WorkloadRejected("the workload is being exposed; it cannot be configured again")
+        wanted = container_config(config)
+        await self._require_image(wanted.image)
+        await self._ensure_key()
+        await self._apply(wanted, config.owner_pubkey)
+
+    async def expose(self, image: str) -> None:
+        """Close SSH for good, then recreate the container with its port published."""
+        current = self._load()
+        if current is None:
+            raise WorkloadRejected("workload not configured: configure it before exposing it")
+        if current.phase is Phase.CONFIGURING:
+            raise WorkloadRejected(
+                "the last configure did not complete: configure again before exposing"
+            )
+        if current.config.image != image:
+            raise WorkloadFailed("the image to expose is not the one the runtime runs")
+        await self._expose(current.config)
+
+    async def recover(self, state: PersistedState) -> bool:
+        """Bring podman, the store and SSH back to what `state` and the section committed."""
+        current = self._load()
+        committed = state.workload_config
+        exposing = current is not None and current.phase in (Phase.EXPOSING, Phase.EXPOSED)
+        if exposing or state.lifecycle is Lifecycle.EXPOSED:
+            if committed is not None:
+                config = container_config(committed)
+            elif current is not None:
+                config = current.config
+            else:
+                raise WorkloadFailed("the workload is exposed but no configuration is recorded")
+            await self._expose(config)
+            _log.info("workload recovered: exposed", extra={"image": config.image})
+            return True
+        if committed is not None:
+            await self._apply(container_config(committed), committed.owner_pubkey)
+            _log.info("workload recovered: configured, SSH open", extra={"image": committed.image})
+            return False
+        if current is not None:
+            # A first configure crashed before the service committed it: nothing is configured.
+            await self._guard(self._runtime.remove(self._name), "remove the unfinished container")
+            self._section.save({})
+            _log.info("an unfinished first configure was rolled back")
+        return False
+
+    async def shutdown(self) -> None:
+        """Stop SSH setup access; the container and the clear mount keep running (see module)."""
+        await self._close_ssh()
+
+    # -- the steps themselves ----------------------------------------------------------------
+
+    async def _apply(self, config: ContainerConfig, owner_pubkey: bytes) -> None:
+        self._save(Phase.CONFIGURING, config)
+        mounts = await self._mount_dirs(config)
+        await self._guard(
+            self._runtime.recreate(self._name, config, mounts, None), "start the container"
+        )
+        await self._open_ssh(owner_pubkey)
+        self._save(Phase.CONFIGURED, config)
+
+    async def _expose(self, config: ContainerConfig) -> None:
+        self._save(Phase.EXPOSING, config)
+        self._ssh_closed_for_good = True
+        await self._close_ssh()
+        mounts = await self._mount_dirs(config)
+        await self._guard(
+            self._runtime.recreate(self._name, config, mounts, self._workload_port),
+            "start the published container",
+        )
+        self._save(Phase.EXPOSED, config)
+
+    async def _mount_dirs(self, config: ContainerConfig) -> dict[Path, str]:
+        try:
+            await self._store.init()
+            await self._store.mount()
+            return await self._store.prepare_dirs(config.persist_dirs)
+        except (StoreError, KeyProviderError) as exc:
+            raise WorkloadFailed(f"encrypted store: {exc}") from exc
+
+    async def _open_ssh(self, owner_pubkey: bytes) -> None:
+        if self._ssh_closed_for_good:
+            raise WorkloadFailed("SSH setup access was closed for good by expose")
+        if self._ssh is not None and self._ssh.is_serving:
+            return
+        server = self._ssh_factory(owner_pubkey)
+        try:
+            await server.start()
+        except SshServerError as exc:
+            raise WorkloadFailed(f"SSH setup access: {exc}") from exc
+        self._ssh = server
+
+    async def _close_ssh(self) -> None:
+        server, self._ssh = self._ssh, None
+        if server is not None:
+            await server.close()
+
+    async def _require_image(self, image: str) -> None:
+        try:
+            await self._runtime.image_id(image)
+        except ImageUnavailableError as exc:
+            raise WorkloadRejected(exc.reason) from None
+        except ContainerRuntimeError as exc:
+            raise WorkloadFailed(str(exc)) from exc
+
+    async def _ensure_key(self) -> None:
+        try:
+            await self._keys.get_key()
+        except KeyNotFoundError:
+            try:
+                await self._keys.create_key()
+            except KeyExistsError:
+                await self._keys.get_key()
+            except KeyProviderError as exc:
+                raise WorkloadFailed(f"store key: {exc}") from exc
+        except KeyProviderError as exc:
+            raise WorkloadFailed(f"store key: {exc}") from exc
+
+    async def _guard(self, step: Awaitable[_T], what: str) -> _T:
+        try:
+            return await step
+        except ImageUnavailableError as exc:
+            raise WorkloadFailed(f"cannot {what}: {exc.reason}") from exc
+        except ContainerRuntimeError as exc:
+            raise WorkloadFailed(f"cannot {what}: {exc}") from exc
+
+    # -- the section -------------------------------------------------------------------------
+
+    def _load(self) -> WorkloadSection | None:
+        try:
+            return WorkloadSection.from_json(self._section.load())
+        except ValueError as exc:
+            raise WorkloadFailed(f"the persisted workload section is unusable: {exc}") from exc
+
+    def _save(self, phase: Phase, config: ContainerConfig) -> None:
+        try:
+            self._section.save(WorkloadSection(phase, config).to_json())
+        except StateWriteError as exc:
+            raise WorkloadFailed(f"cannot persist the workload step: {exc}") from exc
+
+
+# -- wiring from settings ----------------------------------------------------------------------
+
+WORKLOAD_DIR_NAME: Final = "workload"
+STORE_KEY_NAME: Final = "store.key"
+CIPHER_DIR_NAME: Final = "store.crypt"
+SSH_HOST_KEY_NAME: Final = "ssh_host_ed25519_key"
+REQUIRED_PROGRAMS: Final = ("podman", "gocryptfs", "fusermount3")
+
+
+def ssh_host_key_path(storage_path: Path) -> Path:
+    """Where the persistent SSH host key lives: in the state, beside the instance key."""
+    return storage_path / SSH_HOST_KEY_NAME
+
+
+def missing_programs(which: Callable[[str], str | None] = shutil.which) -> list[str]:
+    """The programs the real manager needs that are not on PATH."""
+    return [name for name in REQUIRED_PROGRAMS if which(name) is None]
+
+
+def podman_workload_manager(context: WorkloadContext) -> PodmanWorkloadManager:
+    """A `WorkloadFactory`: the real manager laid out under the settings' paths and ports."""
+    settings = context.settings
+    workload_dir = settings.storage_path / WORKLOAD_DIR_NAME
+    keys = LocalFileKeyProvider(workload_dir / STORE_KEY_NAME)
+    try:
+        store = GocryptfsStore(
+            storage_path=settings.storage_path,
+            cipher_dir=workload_dir / CIPHER_DIR_NAME,
+            mount_point=settings.clear_mount_dir,
+            key_provider=keys,
+        )
+    except StoreError as exc:
+        raise StartupError(str(exc)) from exc
+    runtime = PodmanRuntime(
+        hardening=settings.hardening,
+        label_value=settings.container_name,
+        publish_host=settings.workload_publish_host,
+    )
+    exec_factory = container_exec_factory(runtime, settings.container_name)
+
+    def ssh_server(owner_pubkey: bytes) -> SetupSshServer:
+        return SetupSshServer(
+            host=settings.ssh_listen,
+            port=settings.ssh_port,
+            host_key_path=ssh_host_key_path(settings.storage_path),
+            owner_pubkey=owner_pubkey,
+            exec_argv_factory=exec_factory,
+        )
+
+    return PodmanWorkloadManager(
+        section=context.section,
+        runtime=runtime,
+        store=store,
+        keys=keys,
+        ssh_server_factory=ssh_server,
+        container_name=settings.container_name,
+        workload_port=settings.workload_port,
+    )

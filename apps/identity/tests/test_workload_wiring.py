@@ -1,0 +1,268 @@
+"""How the workload is wired into the service: settings, start-up checks, the SSH host key
+route, the owner-registration hook, the 503 without a runtime, and the recovered expose."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import stat
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import Running, instance_pubkey, register_operator, register_owner, sign
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fakes import FakeWorkload
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tdx_identity import Settings, StartupError, create_app
+from tdx_identity.settings import parse_settings
+from tdx_identity.workload import Hardening
+from tdx_identity.workload import WorkloadConfig as ContainerConfig
+from tdx_identity.workload.manager import Phase, WorkloadSection, ssh_host_key_path
+
+NEW_FLAGS = {
+    "--ssh-listen": ("SSH_LISTEN", "ssh_listen", "0.0.0.0", "127.0.0.2", "10.0.0.1"),
+    "--ssh-port": ("SSH_PORT", "ssh_port", 2222, "2300", "2400"),
+    "--workload-port": ("WORKLOAD_PORT", "workload_port", 8080, "8100", "8200"),
+    "--workload-publish-host": (
+        "WORKLOAD_PUBLISH_HOST",
+        "workload_publish_host",
+        "0.0.0.0",
+        "127.0.0.1",
+        "::1",
+    ),
+    "--clear-mount-dir": (
+        "CLEAR_MOUNT_DIR",
+        "clear_mount_dir",
+        Path("/run/tdx-identity/clear"),
+        "/run/env-clear",
+        "/run/flag-clear",
+    ),
+    "--container-name": ("CONTAINER_NAME", "container_name", "tdx-workload", "env-wl", "flag-wl"),
+}
+
+
+def _typed(default: object, text: str) -> object:
+    return type(default)(text)
+
+
+def test_workload_settings_defaults_environment_and_flags() -> None:
+    defaults = parse_settings([], {})
+    for flag, (env, attr, default, env_value, flag_value) in NEW_FLAGS.items():
+        assert getattr(defaults, attr) == default, flag
+        from_env = parse_settings([], {env: env_value})
+        assert getattr(from_env, attr) == _typed(default, env_value), flag
+        from_flag = parse_settings([flag, flag_value], {env: env_value})
+        assert getattr(from_flag, attr) == _typed(default, flag_value), flag
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--ssh-port", "0"],
+        ["--workload-port", "65536"],
+        ["--ssh-listen", "example.org"],
+        ["--workload-publish-host", "-p"],
+        ["--clear-mount-dir", "relative/dir"],
+        ["--container-name", "--privileged"],
+        ["--container-name", "a b"],
+    ],
+)
+def test_bad_workload_settings_are_usage_errors(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_settings(argv, {})
+    assert exit_info.value.code == 2
+
+
+def test_help_lists_the_workload_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_settings(["--help"], {})
+    out = capsys.readouterr().out
+    for flag, (env, *_) in NEW_FLAGS.items():
+        assert flag in out and env in out
+
+
+@pytest.mark.parametrize("where", ["inside", "same", "parent"])
+def test_a_clear_mount_dir_not_outside_storage_is_a_startup_error(
+    settings: Settings, where: str
+) -> None:
+    storage = settings.storage_path
+    clear = {"inside": storage / "clear", "same": storage, "parent": storage.parent}[where]
+    with pytest.raises(StartupError, match="outside STORAGE_PATH"):
+        create_app(replace(settings, clear_mount_dir=clear), workload=FakeWorkload())
+
+
+async def test_ssh_host_key_route_serves_the_persistent_key_and_its_fingerprint(
+    running: Running, settings: Settings
+) -> None:
+    async with running() as client:
+        response = await client.get("/workload/ssh-host-key")
+        assert response.status_code == 200
+        body = response.json()
+    kind, blob = body["public_key"].split()
+    assert kind == "ssh-ed25519"
+    digest = base64.b64encode(hashlib.sha256(base64.b64decode(blob)).digest()).rstrip(b"=")
+    assert body["fingerprint"] == "SHA256:" + digest.decode()
+    path = ssh_host_key_path(settings.storage_path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    async with running() as client:
+        assert (await client.get("/workload/ssh-host-key")).json() == body
+
+
+async def test_owner_registration_prepares_the_workload(
+    running: Running, workload: FakeWorkload
+) -> None:
+    owner = Ed25519PrivateKey.generate()
+    async with running() as client:
+        token = (await register_operator(client, Ed25519PrivateKey.generate())).json()
+        assert workload.owners == []
+        assert (await register_owner(client, owner, token["owner_token"])).status_code == 200
+    assert workload.owners == [owner.public_key().public_bytes_raw()]
+
+
+async def _registered_and_configured(running: Running) -> None:
+    owner = Ed25519PrivateKey.generate()
+    async with running() as client:
+        token = (await register_operator(client, Ed25519PrivateKey.generate())).json()
+        await register_owner(client, owner, token["owner_token"])
+        body = {
+            "instance_pubkey": (await instance_pubkey(client)).hex(),
+            "image": "localhost/site:1",
+            "persist_dirs": ["/www"],
+            "port": 8080,
+        }
+        raw = json.dumps(body).encode()
+        response = await client.post(
+            "/workload/configure", content=raw, headers={"x-signature": sign(owner, raw)}
+        )
+        assert response.status_code == 200
+
+
+async def test_an_expose_the_runtime_finished_at_recovery_is_committed(running: Running) -> None:
+    await _registered_and_configured(running)
+    async with running(workload=FakeWorkload(recover_exposes=True)) as client:
+        assert (await client.get("/instance/state")).json() == {"state": "exposed"}
+    async with running() as client:
+        assert (await client.get("/instance/state")).json() == {"state": "exposed"}
+
+
+async def test_without_podman_the_workload_routes_answer_503_naming_it(
+    running: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "empty-path"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    owner = Ed25519PrivateKey.generate()
+    async with running(workload=None) as client:
+        token = (await register_operator(client, Ed25519PrivateKey.generate())).json()
+        await register_owner(client, owner, token["owner_token"])
+        body = {
+            "instance_pubkey": (await instance_pubkey(client)).hex(),
+            "image": "localhost/site:1",
+            "persist_dirs": [],
+            "port": 8080,
+        }
+        raw = json.dumps(body).encode()
+        response = await client.post(
+            "/workload/configure", content=raw, headers={"x-signature": sign(owner, raw)}
+        )
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert "podman" in error and "gocryptfs" in error
+
+
+@pytest.mark.parametrize("path", ["/proc/x", "/a:b", "/a,b", "/dev"])
+async def test_the_route_applies_the_runtime_path_rule(running: Running, path: str) -> None:
+    owner = Ed25519PrivateKey.generate()
+    async with running() as client:
+        token = (await register_operator(client, Ed25519PrivateKey.generate())).json()
+        await register_owner(client, owner, token["owner_token"])
+        body = {
+            "instance_pubkey": (await instance_pubkey(client)).hex(),
+            "image": "localhost/site:1",
+            "persist_dirs": [path],
+            "port": 8080,
+        }
+        raw = json.dumps(body).encode()
+        response = await client.post(
+            "/workload/configure", content=raw, headers={"x-signature": sign(owner, raw)}
+        )
+    assert response.status_code == 400
+    assert "Invalid directory path" in response.json()["error"]
+
+
+def test_hardening_flags_tune_the_container_and_cannot_weaken_the_rest() -> None:
+    settings = parse_settings(
+        [
+            "--workload-cap-add",
+            "net_bind_service,CAP_CHOWN",
+            "--workload-pids-limit",
+            "64",
+            "--workload-memory-mb",
+            "128",
+            "--workload-read-only-rootfs",
+        ],
+        {},
+    )
+    args = settings.hardening.podman_args()
+    assert args.count("--cap-add") == 2 and "NET_BIND_SERVICE" in args and "CHOWN" in args
+    pids = args.index("--pids-limit")
+    assert args[pids + 1] == "64"
+    assert str(128 * 1024 * 1024) in args and "--read-only" in args
+    assert "no-new-privileges" in args and "--privileged" not in args and "host" not in args
+    assert parse_settings([], {}).hardening == Hardening()
+    assert parse_settings(["--workload-cap-add", ""], {}).hardening.cap_add == frozenset()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--workload-cap-add", "ALL;rm"],
+        ["--workload-pids-limit", "0"],
+        ["--workload-memory-mb", "2"],
+    ],
+)
+def test_bad_hardening_flags_are_usage_errors(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_settings(argv, {})
+    assert exit_info.value.code == 2
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["version", "phase", "config", "image", "persist_dirs", "port"]),
+        _json_values,
+    )
+)
+def test_a_workload_section_parses_or_is_refused_with_value_error(data: dict[str, object]) -> None:
+    try:
+        section = WorkloadSection.from_json(data)
+    except ValueError:
+        return
+    assert section is None or WorkloadSection.from_json(section.to_json()) == section
+
+
+@given(
+    phase=st.sampled_from(list(Phase)),
+    dirs=st.lists(
+        st.lists(st.from_regex(r"[a-z0-9_-]{1,12}", fullmatch=True), min_size=1, max_size=3).map(
+            lambda parts: "/" + "/".join(parts)
+        ),
+        max_size=5,
+        unique=True,
+    ),
+    port=st.integers(1, 65535),
+)
+def test_a_workload_section_round_trips(phase: Phase, dirs: list[str], port: int) -> None:
+    section = WorkloadSection(phase, ContainerConfig("localhost/site:1", tuple(dirs), port))
+    assert WorkloadSection.from_json(json.loads(json.dumps(section.to_json()))) == section

@@ -1,0 +1,448 @@
+"""The real workload manager behind the app: podman, gocryptfs, asyncssh and paramiko, for real.
+
+Configure opens SSH into the container, the owner writes under a persisted dir, expose closes
+SSH and publishes the port; restarts and interrupted steps recover to the last committed step;
+the owner's bytes never appear in clear under STORAGE_PATH.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paramiko
+import pytest
+from conftest import instance_pubkey, register_operator, register_owner, sign
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fakes import FakeQuoteSource, FakeRegistry
+
+from tdx_identity import Settings, create_app
+from tdx_identity.state import StateStore
+from tdx_identity.workload import PodmanRuntime
+from tdx_identity.workload import WorkloadConfig as ContainerConfig
+from tdx_identity.workload.manager import (
+    CIPHER_DIR_NAME,
+    STORE_KEY_NAME,
+    WORKLOAD_DIR_NAME,
+    Phase,
+    PodmanWorkloadManager,
+    WorkloadSection,
+)
+from tdx_service_kit import RateLimit
+from tdx_service_kit.testing import serve
+
+from .conftest import _lazy_unmount, _remove_labelled, require_program
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class Instance:
+    """One instance's settings, its owner key (also as an OpenSSH file), and its fakes."""
+
+    settings: Settings
+    owner: Ed25519PrivateKey
+    owner_key_file: Path
+    quotes: FakeQuoteSource
+    registry: FakeRegistry
+    image: str
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[App]:
+        """The app served on loopback with the real workload manager (a fresh process's view)."""
+        app = create_app(self.settings, quote_source=self.quotes, registry=self.registry)
+        async with serve(app) as base_url, httpx.AsyncClient(base_url=base_url) as client:
+            yield App(client, app.ctx.service._workload, self)
+
+    def state(self) -> StateStore:
+        return StateStore.open(self.settings.storage_path)
+
+
+@dataclass
+class App:
+    client: httpx.AsyncClient
+    manager: PodmanWorkloadManager
+    instance: Instance
+
+    async def signed(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        raw = json.dumps(body).encode()
+        return await self.client.post(
+            path, content=raw, headers={"x-signature": sign(self.instance.owner, raw)}
+        )
+
+    async def register(self) -> None:
+        token = (await register_operator(self.client, Ed25519PrivateKey.generate())).json()
+        response = await register_owner(self.client, self.instance.owner, token["owner_token"])
+        assert response.status_code == 200, response.text
+
+    async def configure(self, **changes: Any) -> httpx.Response:
+        body = {
+            "instance_pubkey": (await instance_pubkey(self.client)).hex(),
+            "image": self.instance.image,
+            "persist_dirs": ["/www"],
+            "port": 8080,
+        }
+        body.update(changes)
+        return await self.signed("/workload/configure", body)
+
+    async def expose(self, image: str | None = None) -> httpx.Response:
+        body = {
+            "instance_pubkey": (await instance_pubkey(self.client)).hex(),
+            "image": image or self.instance.image,
+        }
+        return await self.signed("/workload/expose", body)
+
+    async def lifecycle(self) -> str:
+        state: str = (await self.client.get("/instance/state")).json()["state"]
+        return state
+
+    async def host_key(self) -> tuple[str, str]:
+        body = (await self.client.get("/workload/ssh-host-key")).json()
+        return body["public_key"], body["fingerprint"]
+
+
+@pytest.fixture
+def instance(tmp_path: Path, workload_image: str) -> Iterator[Instance]:
+    """Settings on free ports, the clear mount outside STORAGE_PATH; all removed afterwards."""
+    for program in ("podman", "gocryptfs", "fusermount3"):
+        require_program(program)
+    name = f"tdxwl-{secrets.token_hex(5)}"
+    settings = Settings(
+        storage_path=tmp_path / "storage",
+        configfs_tsm_path=tmp_path / "no-configfs-tsm",
+        rate_limit=RateLimit(per_second=1000.0, burst=1000),
+        ssh_listen="127.0.0.1",
+        ssh_port=free_port(),
+        workload_port=free_port(),
+        workload_publish_host="127.0.0.1",
+        clear_mount_dir=tmp_path / "run" / "clear",
+        container_name=name,
+    )
+    owner = Ed25519PrivateKey.generate()
+    key_file = tmp_path / "owner_ed25519"
+    key_file.write_bytes(
+        owner.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    key_file.chmod(0o600)
+    try:
+        yield Instance(settings, owner, key_file, FakeQuoteSource(), FakeRegistry(), workload_image)
+    finally:
+        _remove_labelled("podman", name)
+        _lazy_unmount(settings.clear_mount_dir)
+
+
+def ssh_exec(port: int, host_key: str, key_file: Path, command: str) -> tuple[int, bytes]:
+    """Run `command` over SSH with `key_file`, accepting only the pinned `host_key`."""
+    kind, blob = host_key.split()
+    client = paramiko.SSHClient()
+    client.get_host_keys().add(
+        f"[127.0.0.1]:{port}", kind, paramiko.PKey.from_type_string(kind, base64.b64decode(blob))
+    )
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(
+        "127.0.0.1",
+        port=port,
+        username="anyone",
+        key_filename=str(key_file),
+        look_for_keys=False,
+        allow_agent=False,
+        timeout=10,
+    )
+    try:
+        _, stdout, _ = client.exec_command(command, timeout=30)
+        out = stdout.read()
+        return stdout.channel.recv_exit_status(), out
+    finally:
+        client.close()
+
+
+async def run_ssh(app: App, command: str, *, key_file: Path | None = None) -> tuple[int, bytes]:
+    """`ssh_exec` as the owner (or `key_file`), pinning the key GET /workload/ssh-host-key gives."""
+    host_key, _ = await app.host_key()
+    return await asyncio.to_thread(
+        ssh_exec,
+        app.instance.settings.ssh_port,
+        host_key,
+        key_file or app.instance.owner_key_file,
+        command,
+    )
+
+
+async def http_get(port: int, path: str, wait: float = 20.0) -> httpx.Response:
+    """GET from the published workload port, waiting for httpd in the new container."""
+    deadline = asyncio.get_running_loop().time() + wait
+    async with httpx.AsyncClient() as client:
+        while True:
+            try:
+                return await client.get(f"http://127.0.0.1:{port}{path}", timeout=5)
+            except httpx.TransportError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
+
+def assert_never_in_clear(storage: Path, marker: bytes) -> None:
+    files = [p for p in storage.rglob("*") if p.is_file()]
+    assert any(p.parent.name == CIPHER_DIR_NAME for p in files), "no encrypted store found"
+    for path in files:
+        assert marker not in path.read_bytes(), f"clear data in {path}"
+
+
+def container_inspect(name: str) -> dict[str, Any]:
+    done = subprocess.run(
+        ["podman", "container", "inspect", "--format", "json", "--", name],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    data: list[dict[str, Any]] = json.loads(done.stdout)
+    return data[0]
+
+
+def published_ports(name: str) -> dict[str, Any]:
+    ports: dict[str, Any] = container_inspect(name)["HostConfig"].get("PortBindings") or {}
+    return ports
+
+
+async def test_configure_ssh_write_expose_serves_the_file_and_closes_ssh(
+    instance: Instance, tmp_path: Path
+) -> None:
+    marker = secrets.token_hex(16).encode()
+    async with instance.running() as app:
+        await app.register()
+        key_file = instance.settings.storage_path / WORKLOAD_DIR_NAME / STORE_KEY_NAME
+        assert key_file.stat().st_mode & 0o777 == 0o600  # created at owner registration
+
+        response = await app.configure()
+        assert response.status_code == 200, response.text
+        assert await app.lifecycle() == "configured"
+        assert published_ports(instance.settings.container_name) == {}
+        host_config = container_inspect(instance.settings.container_name)["HostConfig"]
+        assert host_config["Privileged"] is False
+        assert "no-new-privileges" in host_config["SecurityOpt"]
+        assert host_config["PidsLimit"] == 512
+        assert host_config["NetworkMode"] != "host"
+
+        status, out = await run_ssh(app, f"printf %s {marker.decode()} > /www/index.html; id -u")
+        assert (status, out) == (0, b"0\n")
+        other = tmp_path / "other_key"
+        other.write_bytes(
+            Ed25519PrivateKey.generate().private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.OpenSSH,
+                serialization.NoEncryption(),
+            )
+        )
+        other.chmod(0o600)
+        with pytest.raises(paramiko.AuthenticationException):
+            await run_ssh(app, "true", key_file=other)
+
+        response = await app.expose()
+        assert response.status_code == 200, response.text
+        assert await app.lifecycle() == "exposed"
+        served = await http_get(instance.settings.workload_port, "/index.html")
+        assert (served.status_code, served.content) == (200, marker)
+        assert not port_open(instance.settings.ssh_port)
+        assert (await app.expose()).status_code == 400
+        assert (await app.configure()).status_code == 400
+
+    assert_never_in_clear(instance.settings.storage_path, marker)
+    section = WorkloadSection.from_json(instance.state().current.workload)
+    assert section is not None and section.phase is Phase.EXPOSED
+
+
+async def test_expose_ends_live_ssh_sessions(instance: Instance) -> None:
+    async with instance.running() as app:
+        await app.register()
+        assert (await app.configure()).status_code == 200
+        session = asyncio.create_task(run_ssh(app, "sleep 60; echo survived"))
+        await asyncio.sleep(1.5)
+        assert (await app.expose()).status_code == 200
+        status, out = await asyncio.wait_for(session, 20)
+        assert b"survived" not in out and status != 0
+        assert not port_open(instance.settings.ssh_port)
+
+
+async def test_an_absent_image_is_400_and_changes_nothing(instance: Instance) -> None:
+    async with instance.running() as app:
+        await app.register()
+        before = instance.state().current
+        response = await app.configure(image=f"localhost/absent-{secrets.token_hex(4)}:1")
+        assert response.status_code == 400
+        assert "not in local storage" in response.json()["error"]
+        assert instance.state().current == before
+        assert not port_open(instance.settings.ssh_port)
+
+
+async def test_restart_before_expose_remounts_recreates_and_reopens_ssh(
+    instance: Instance,
+) -> None:
+    marker = secrets.token_hex(16).encode()
+    async with instance.running() as app:
+        await app.register()
+        assert (await app.configure()).status_code == 200
+        first_key = await app.host_key()
+        assert (await run_ssh(app, f"echo {marker.decode()} > /www/kept"))[0] == 0
+    assert not port_open(instance.settings.ssh_port)  # a clean stop closes SSH
+    # As after a reboot: no container, no clear mount.
+    _remove_labelled("podman", instance.settings.container_name)
+    _lazy_unmount(instance.settings.clear_mount_dir)
+
+    async with instance.running() as app:
+        assert await app.lifecycle() == "configured"
+        assert await app.host_key() == first_key
+        assert await run_ssh(app, "cat /www/kept") == (0, marker + b"\n")
+        assert published_ports(instance.settings.container_name) == {}
+        assert (await app.configure(persist_dirs=["/www", "/data"])).status_code == 200
+        assert app.manager.ssh_serving  # reconfigure keeps SSH open
+        assert await run_ssh(app, "cat /www/kept; ls -d /data") == (0, marker + b"\n/data\n")
+    assert_never_in_clear(instance.settings.storage_path, marker)
+
+
+async def test_restart_after_expose_serves_again_and_never_opens_ssh(instance: Instance) -> None:
+    marker = secrets.token_hex(16).encode()
+    async with instance.running() as app:
+        await app.register()
+        assert (await app.configure()).status_code == 200
+        assert (await run_ssh(app, f"printf %s {marker.decode()} > /www/index.html"))[0] == 0
+        assert (await app.expose()).status_code == 200
+    _remove_labelled("podman", instance.settings.container_name)
+    _lazy_unmount(instance.settings.clear_mount_dir)
+
+    async with instance.running() as app:
+        assert await app.lifecycle() == "exposed"
+        served = await http_get(instance.settings.workload_port, "/index.html")
+        assert served.content == marker
+        assert not app.manager.ssh_serving
+        assert not port_open(instance.settings.ssh_port)
+
+
+async def test_a_crash_after_expose_began_finishes_the_expose_at_start(instance: Instance) -> None:
+    marker = secrets.token_hex(16).encode()
+    async with instance.running() as app:
+        await app.register()
+        assert (await app.configure()).status_code == 200
+        assert (await run_ssh(app, f"printf %s {marker.decode()} > /www/index.html"))[0] == 0
+    # The process died right after recording "exposing": lifecycle still says configured.
+    store = instance.state()
+    section = WorkloadSection.from_json(store.current.workload)
+    assert section is not None and section.phase is Phase.CONFIGURED
+    store.commit(
+        replace(store.current, workload=WorkloadSection(Phase.EXPOSING, section.config).to_json())
+    )
+    assert store.current.lifecycle.value == "configured"
+
+    async with instance.running() as app:
+        assert await app.lifecycle() == "exposed"
+        assert not port_open(instance.settings.ssh_port)
+        served = await http_get(instance.settings.workload_port, "/index.html")
+        assert served.content == marker
+        assert (await app.configure()).status_code == 400
+    assert instance.state().current.lifecycle.value == "exposed"
+
+
+async def test_a_crash_during_a_first_configure_rolls_back_to_no_workload(
+    instance: Instance, workload_image: str
+) -> None:
+    async with instance.running() as app:
+        await app.register()
+    # The process died mid-configure: the container was started, the service committed nothing.
+    manager_view = WorkloadSection.from_json(
+        {
+            "version": 1,
+            "phase": "configuring",
+            "config": {"image": workload_image, "persist_dirs": ["/www"], "port": 8080},
+        }
+    )
+    assert manager_view is not None
+    store = instance.state()
+    store.commit(replace(store.current, workload=manager_view.to_json()))
+    runtime = PodmanRuntime(label_value=instance.settings.container_name)
+    await runtime.recreate(
+        instance.settings.container_name,
+        ContainerConfig(image=workload_image, persist_dirs=(), port=8080),
+        {},
+        None,
+    )
+    assert await runtime.is_running(instance.settings.container_name)
+
+    async with instance.running() as app:
+        assert await app.lifecycle() == "owner_registered"
+        assert not port_open(instance.settings.ssh_port)
+        assert await runtime.managed_containers() == []
+        assert instance.state().current.workload == {}
+        assert (await app.configure()).status_code == 200  # and configure works afterwards
+
+
+async def test_a_crash_during_a_reconfigure_rolls_back_to_the_committed_config(
+    instance: Instance, workload_image: str
+) -> None:
+    async with instance.running() as app:
+        await app.register()
+        assert (await app.configure(persist_dirs=["/www"])).status_code == 200
+    store = instance.state()
+    section = WorkloadSection.from_json(store.current.workload)
+    assert section is not None
+    unfinished = WorkloadSection(
+        Phase.CONFIGURING, replace(section.config, persist_dirs=("/www", "/half-done"))
+    )
+    store.commit(replace(store.current, workload=unfinished.to_json()))
+
+    async with instance.running() as app:
+        assert await app.lifecycle() == "configured"
+        assert app.manager.ssh_serving
+        recovered = app.manager.section()
+        assert recovered is not None
+        assert (recovered.phase, recovered.config) == (Phase.CONFIGURED, section.config)
+        mounts = {
+            m["Destination"] for m in container_inspect(instance.settings.container_name)["Mounts"]
+        }
+        assert "/half-done" not in mounts and "/www" in mounts
+
+
+async def test_an_expose_that_fails_keeps_ssh_closed_and_can_be_retried(
+    instance: Instance,
+) -> None:
+    async with instance.running() as app:
+        await app.register()
+        assert (await app.configure()).status_code == 200
+        with socket.socket() as squatter:
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", instance.settings.workload_port))
+            squatter.listen()
+            response = await app.expose()
+            assert response.status_code == 500
+            assert response.json() == {"error": "workload runtime failed"}
+        assert not port_open(instance.settings.ssh_port)
+        assert await app.lifecycle() == "configured"
+        assert (await app.configure()).status_code == 400
+        assert not port_open(instance.settings.ssh_port)
+        assert (await app.expose()).status_code == 200
+        assert await app.lifecycle() == "exposed"
+        assert (await http_get(instance.settings.workload_port, "/")).status_code in (200, 404)

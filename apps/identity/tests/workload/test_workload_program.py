@@ -1,0 +1,225 @@
+"""The real `identity-svc` program with the real workload: configure, kill -9, restart, expose.
+
+In-process tests run on pytest's event loop; this one runs Sanic's own, in its own process, as
+operators do: children it spawns (podman, gocryptfs) must neither hang it nor keep its sockets.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import paramiko
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fakes import make_quote
+
+from .conftest import _lazy_unmount, _remove_labelled, require_program
+from .test_workload_manager import free_port, port_open
+
+
+class _TdxAndRegistry(http.server.BaseHTTPRequestHandler):
+    """GET /attest/{report_data} returns a quote; POST /register accepts everything."""
+
+    def do_GET(self) -> None:
+        quote = make_quote(bytes.fromhex(self.path.removeprefix("/attest/")))
+        self._reply(quote)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._reply(b"{}")
+
+    def _reply(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def upstream() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TdxAndRegistry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class Program:
+    """Starts and stops `identity-svc` on fixed ports and paths, so restarts find its state."""
+
+    def __init__(self, tmp_path: Path, upstream: str) -> None:
+        self.port, self.ssh_port, self.workload_port = free_port(), free_port(), free_port()
+        self.container = f"tdxwl-{secrets.token_hex(5)}"
+        self.clear = tmp_path / "run" / "clear"
+        self.log = tmp_path / "identity.log"
+        self.argv = [
+            sys.executable, "-m", "tdx_identity.cli",
+            "--port", str(self.port),
+            "--storage-path", str(tmp_path / "storage"),
+            "--configfs-tsm-path", str(tmp_path / "absent"),
+            "--mock-tdx-url", upstream,
+            "--registry-url", upstream,
+            "--ssh-listen", "127.0.0.1",
+            "--ssh-port", str(self.ssh_port),
+            "--workload-port", str(self.workload_port),
+            "--workload-publish-host", "127.0.0.1",
+            "--clear-mount-dir", str(self.clear),
+            "--container-name", self.container,
+        ]  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=60)
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in ("STORAGE_PATH", "MOCK_TDX_URL")}
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv, env=env, stdout=subprocess.DEVNULL, stderr=log
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"identity-svc exited: {self.log.read_text()[-2000:]}")
+            try:
+                self.client.get("/instance/pubkey", timeout=1)
+                return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise AssertionError("identity-svc did not start")
+
+    def kill(self, sig: int) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        return self.process.wait(timeout=30)
+
+    def state(self) -> str:
+        value: str = self.client.get("/instance/state").json()["state"]
+        return value
+
+
+@pytest.fixture
+def program(tmp_path: Path, upstream: str, workload_image: str) -> Iterator[Program]:
+    for name in ("podman", "gocryptfs", "fusermount3"):
+        require_program(name)
+    prog = Program(tmp_path, upstream)
+    try:
+        yield prog
+    finally:
+        if prog.process is not None and prog.process.poll() is None:
+            prog.process.kill()
+            prog.process.wait(timeout=30)
+        prog.client.close()
+        _remove_labelled("podman", prog.container)
+        _lazy_unmount(prog.clear)
+
+
+def _ssh(program: Program, key_file: Path, command: str) -> tuple[int, bytes]:
+    kind, blob = program.client.get("/workload/ssh-host-key").json()["public_key"].split()
+    client = paramiko.SSHClient()
+    client.get_host_keys().add(
+        f"[127.0.0.1]:{program.ssh_port}",
+        kind,
+        paramiko.PKey.from_type_string(kind, base64.b64decode(blob)),
+    )
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(
+        "127.0.0.1",
+        port=program.ssh_port,
+        username="owner",
+        key_filename=str(key_file),
+        look_for_keys=False,
+        allow_agent=False,
+        timeout=10,
+    )
+    try:
+        _, stdout, _ = client.exec_command(command, timeout=30)
+        out = stdout.read()
+        return stdout.channel.recv_exit_status(), out
+    finally:
+        client.close()
+
+
+def test_the_program_configures_survives_kill_9_exposes_and_restarts_exposed(
+    program: Program, workload_image: str, tmp_path: Path
+) -> None:
+    owner = Ed25519PrivateKey.generate()
+    key_file = tmp_path / "owner"
+    key_file.write_bytes(
+        owner.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    key_file.chmod(0o600)
+    program.start()
+    instance = bytes.fromhex(program.client.get("/instance/pubkey").json()["pubkey"])
+    operator = Ed25519PrivateKey.generate()
+    token = program.client.post(
+        "/operator/register",
+        json={
+            "pubkey": operator.public_key().public_bytes_raw().hex(),
+            "signature": operator.sign(instance).hex(),
+        },
+    ).json()["owner_token"]
+    registered = program.client.post(
+        "/owner/register",
+        json={
+            "pubkey": owner.public_key().public_bytes_raw().hex(),
+            "signature": owner.sign(instance).hex(),
+        },
+        headers={"x-token": token},
+    )
+    assert registered.status_code == 200
+
+    def signed(path: str, body: dict[str, object]) -> httpx.Response:
+        raw = json.dumps({"instance_pubkey": instance.hex(), **body}).encode()
+        return program.client.post(
+            path, content=raw, headers={"x-signature": owner.sign(raw).hex()}
+        )
+
+    configured = signed(
+        "/workload/configure", {"image": workload_image, "persist_dirs": ["/www"], "port": 8080}
+    )
+    assert configured.status_code == 200, configured.text
+    marker = secrets.token_hex(12)
+    assert _ssh(program, key_file, f"printf %s {marker} > /www/index.html") == (0, b"")
+
+    program.kill(signal.SIGKILL)
+    program.start()  # binds the same HTTP port: no child kept the old listening socket
+    assert program.state() == "configured"
+    assert _ssh(program, key_file, "cat /www/index.html") == (0, marker.encode())
+
+    assert signed("/workload/expose", {"image": workload_image}).status_code == 200
+    assert not port_open(program.ssh_port)
+    assert program.kill(signal.SIGTERM) == 0
+    program.start()
+    assert program.state() == "exposed"
+    assert not port_open(program.ssh_port)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            served = httpx.get(f"http://127.0.0.1:{program.workload_port}/index.html", timeout=5)
+            break
+        except httpx.TransportError:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    assert served.text == marker
+    assert program.kill(signal.SIGTERM) == 0
