@@ -67,6 +67,25 @@ def started(
             proc.kill()
 
 
+DEFAULTED_SETTINGS = frozenset(
+    {
+        "STORAGE_PATH",
+        "MOCK_TDX_URL",
+        "REGISTRY_URL",
+        "REGISTRY_DB_PATH",
+        "REGISTRY_DB_URL",
+        "SKIP_TDX_AUTH",
+        "PCCS_URL",
+        "TDX_TRUSTED_ROOT_CA",
+        "SSH_LISTEN",
+        "SSH_PORT",
+        "WORKLOAD_PORT",
+        "WORKLOAD_PUBLISH_HOST",
+        "CLEAR_MOUNT_DIR",
+        "CONTAINER_NAME",
+        "RTMR_SYSFS_PATH",
+    }
+)
 IMAGE = "localhost/tdx-demo-httpd:1"
 CONTAINER = "tdx-workload"  # identity-svc's default container name
 CLEAR_MOUNT = Path("/run/tdx-identity/clear")  # identity-svc's default clear mount point
@@ -170,7 +189,8 @@ def main() -> int:
     work: Path = args.workdir
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    env = dict(os.environ)
+    # The embedded defaults, whatever this shell's environment says.
+    env = {k: v for k, v in os.environ.items() if k not in DEFAULTED_SETTINGS}
     sim_url, registry_url, identity_url = (
         "http://127.0.0.1:3010",
         "http://127.0.0.1:3000",
