@@ -74,13 +74,20 @@ def make_stack(tmp_path: Path, registry_db_url: str | None) -> Iterator[Callable
         sim_flags: Sequence[str] = (),
         trust_sim_root: bool = True,
         identity_env: dict[str, str] | None = None,
+        registry_env: dict[str, str] | None = None,
     ) -> Stack:
         exit_stack = contextlib.ExitStack()
         stacks.append(exit_stack)
         sim = procs.sim(tmp_path, sim_flags)
         exit_stack.enter_context(procs.running(sim))
         root = tmp_path / "sim-state" / "root_ca.pem"
-        reg = procs.registry(tmp_path, sim.url, root if trust_sim_root else None, registry_db_url)
+        reg = procs.registry(
+            tmp_path,
+            sim.url,
+            root if trust_sim_root else None,
+            registry_db_url,
+            **(registry_env or {}),
+        )
         exit_stack.enter_context(procs.running(reg))
         ident = procs.identity(tmp_path, sim.url, reg.url, **(identity_env or {}))
         exit_stack.enter_context(procs.running(ident))
@@ -89,3 +96,6 @@ def make_stack(tmp_path: Path, registry_db_url: str | None) -> Iterator[Callable
     yield make
     for s in reversed(stacks):
         s.close()
+
+
+pytest_plugins = ["tests.workload_support"]

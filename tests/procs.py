@@ -108,9 +108,11 @@ def sim(tmp: Path, flags: Sequence[str] = ()) -> Program:
     )
 
 
-def registry(tmp: Path, sim_url: str, root_ca: Path | None, db_url: str | None = None) -> Program:
+def registry(
+    tmp: Path, sim_url: str, root_ca: Path | None, db_url: str | None = None, **extra_env: str
+) -> Program:
     port = free_port()
-    env = base_env(PCCS_URL=sim_url, REGISTRY_DB_PATH=str(tmp / "registry.db"))
+    env = base_env(PCCS_URL=sim_url, REGISTRY_DB_PATH=str(tmp / "registry.db"), **extra_env)
     if root_ca is not None:
         env["TDX_TRUSTED_ROOT_CA"] = str(root_ca)
     if db_url is not None:
