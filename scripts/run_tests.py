@@ -7,6 +7,7 @@ passed to every pytest run, e.g. `-k registry` or `-x`.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -15,10 +16,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Suites whose outcome depends on the registry's storage backend. The PostgreSQL cell of the
+# hatch matrix runs only these; the libraries and the other apps never touch the database.
+BACKEND_SUITES = ("apps/registry/tests", "tests")
+
+
 def suites() -> list[Path]:
     found = sorted(p for p in ROOT.glob("packages/*/tests") if p.is_dir())
     found += sorted(p for p in ROOT.glob("apps/*/tests") if p.is_dir())
     found.append(ROOT / "tests")
+    if os.environ.get("REGISTRY_TEST_BACKEND") == "postgres":
+        found = [p for p in found if str(p.relative_to(ROOT)) in BACKEND_SUITES]
     return found
 
 
