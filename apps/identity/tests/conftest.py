@@ -20,7 +20,7 @@ from tdx_service_kit.testing import serve
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fakes import FakeQuoteSource, FakeRegistry, FakeWorkload
+from fakes import FakeQuoteSource, FakeRegistry, FakeRtmr, FakeWorkload
 
 hypothesis_settings.register_profile("identity", max_examples=60, deadline=None)
 hypothesis_settings.load_profile("identity")
@@ -37,8 +37,13 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def quotes() -> FakeQuoteSource:
-    return FakeQuoteSource()
+def rtmr() -> FakeRtmr:
+    return FakeRtmr()
+
+
+@pytest.fixture
+def quotes(rtmr: FakeRtmr) -> FakeQuoteSource:
+    return FakeQuoteSource(rtmr=rtmr)
 
 
 @pytest.fixture
@@ -56,7 +61,11 @@ Running = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 @pytest.fixture
 def running(
-    settings: Settings, quotes: FakeQuoteSource, registry: FakeRegistry, workload: FakeWorkload
+    settings: Settings,
+    quotes: FakeQuoteSource,
+    registry: FakeRegistry,
+    workload: FakeWorkload,
+    rtmr: FakeRtmr,
 ) -> Running:
     """`async with running() as client`: the app served on loopback with the fakes injected."""
 
@@ -67,6 +76,7 @@ def running(
             "quote_source": quotes,
             "registry": registry,
             "workload": workload,
+            "rtmr_device": rtmr,
         }
         kwargs.update(overrides)
         app = create_app(app_settings, **kwargs)

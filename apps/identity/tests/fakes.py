@@ -1,14 +1,21 @@
-"""In-memory stand-ins for the quote source, the registry and the workload runtime."""
+"""In-memory stand-ins for the quote source, RTMR3, the registry and the workload runtime."""
 
 from __future__ import annotations
 
 import asyncio
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from tdx_identity.measurement import RtmrDeviceError
 from tdx_identity.quotes import QuoteSourceError
 from tdx_identity.registry_client import RegistrationRequest, RegistryRejected, RegistryUnavailable
 from tdx_identity.state import PersistedState
 from tdx_identity.workload_api import WorkloadConfig
+from tdx_measure import ZERO_REGISTER, extend
 from tdx_quote import (
     CertificationData,
     CertificationDataType,
@@ -25,8 +32,9 @@ from tdx_quote import (
 PPID = bytes(range(0x10, 0x20))
 
 
-def make_quote(report_data: bytes, ppid: bytes = PPID) -> bytes:
-    """A structurally valid (unsigned) v4 TDX quote carrying `report_data` and a clear PPID."""
+def make_quote(report_data: bytes, ppid: bytes = PPID, rtmr3: bytes = ZERO_REGISTER) -> bytes:
+    """A structurally valid (unsigned) v4 TDX quote carrying `report_data`, a clear PPID and
+    `rtmr3`."""
     ppid_data = CertificationData(
         cert_type=CertificationDataType.PPID_CLEARTEXT,
         body=PpidCertData(ppid=ppid, cpu_svn=bytes(16), pce_svn=11, pce_id=0),
@@ -70,7 +78,7 @@ def make_quote(report_data: bytes, ppid: bytes = PPID) -> bytes:
             rtmr0=bytes(48),
             rtmr1=bytes(48),
             rtmr2=bytes(48),
-            rtmr3=bytes(48),
+            rtmr3=rtmr3,
             report_data=report_data,
         ),
         signature_data=QuoteSignatureData(
@@ -91,20 +99,44 @@ def make_quote(report_data: bytes, ppid: bytes = PPID) -> bytes:
 
 
 @dataclass
+class FakeRtmr:
+    """An in-memory RTMR3 with the TDX extension rule; can be told to fail."""
+
+    value: bytes = ZERO_REGISTER
+    extended: list[bytes] = field(default_factory=list)
+    fail: bool = False
+
+    async def read_rtmr3(self) -> bytes:
+        if self.fail:
+            raise RtmrDeviceError("fake RTMR3 is broken")
+        return self.value
+
+    async def extend_rtmr3(self, digest: bytes) -> bytes | None:
+        if self.fail:
+            raise RtmrDeviceError("fake RTMR3 is broken")
+        self.value = extend(self.value, digest)
+        self.extended.append(digest)
+        return self.value
+
+
+@dataclass
 class FakeQuoteSource:
-    """Builds a quote for whatever report_data is asked; can be told to fail or to lie."""
+    """Builds a quote for whatever report_data is asked, carrying `rtmr`'s current RTMR3 as a
+    TD's quote does; can be told to fail or to lie."""
 
     requests: list[bytes] = field(default_factory=list)
     fail: bool = False
     wrong_report_data: bool = False
+    rtmr: FakeRtmr | None = None
 
     async def get_quote(self, report_data: bytes) -> bytes:
         self.requests.append(report_data)
         if self.fail:
             raise QuoteSourceError("fake quote source is down")
+        rtmr3 = self.rtmr.value if self.rtmr is not None else ZERO_REGISTER
         if self.wrong_report_data:
-            return make_quote(bytes(64 - 1) + b"\x01")
-        return make_quote(report_data)
+            return make_quote(bytes(64 - 1) + b"\x01", rtmr3=rtmr3)
+        return make_quote(report_data, rtmr3=rtmr3)
 
 
 @dataclass
@@ -126,9 +158,13 @@ class FakeRegistry:
         self.accepted.append(request)
 
 
+FAKE_IMAGE_ID = "sha256:" + "5e" * 32
+
+
 @dataclass
 class FakeWorkload:
-    """Records the calls the service makes on the workload runtime."""
+    """Records the calls the service makes on the workload runtime; every container it
+    "starts" runs the image `image_id`."""
 
     configured: list[WorkloadConfig] = field(default_factory=list)
     exposed: list[str] = field(default_factory=list)
@@ -136,19 +172,106 @@ class FakeWorkload:
     owners: list[bytes] = field(default_factory=list)
     shutdowns: int = 0
     recover_exposes: bool = False
+    image_id: str = FAKE_IMAGE_ID
+    started: str | None = None
 
     async def on_owner_registered(self, owner_pubkey: bytes) -> None:
         self.owners.append(owner_pubkey)
 
     async def configure(self, config: WorkloadConfig) -> None:
         self.configured.append(config)
+        self.started = self.image_id
 
     async def expose(self, image: str) -> None:
         self.exposed.append(image)
+        self.started = self.image_id
 
     async def recover(self, state: PersistedState) -> bool:
         self.recovered.append(state)
+        if state.workload_config is not None or self.recover_exposes:
+            self.started = self.image_id
         return self.recover_exposes
+
+    def running_image_id(self) -> str | None:
+        return self.started
 
     async def shutdown(self) -> None:
         self.shutdowns += 1
+
+
+class MockTdxServer(http.server.ThreadingHTTPServer):
+    """A threaded HTTP server holding the simulated TD's RTMR3 for `MockTdxHandler`."""
+
+    def __init__(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        self.rtmr3 = ZERO_REGISTER
+        self.rtmr_lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class MockTdxHandler(http.server.BaseHTTPRequestHandler):
+    """tdx-sim's routes a real identity-svc process uses: `GET /attest/{report_data}` (a quote
+    carrying the current RTMR3), `GET /rtmr`, `POST /rtmr/3/extend`. Subclasses add routes by
+    overriding `other_get`/`other_post`."""
+
+    server: MockTdxServer
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/attest/"):
+            report_data = bytes.fromhex(self.path.removeprefix("/attest/"))
+            with self.server.rtmr_lock:
+                rtmr3 = self.server.rtmr3
+            self.reply(make_quote(report_data, rtmr3=rtmr3), "application/octet-stream")
+        elif self.path == "/rtmr":
+            with self.server.rtmr_lock:
+                values = [bytes(48)] * 3 + [self.server.rtmr3]
+            body = {f"rtmr{i}": value.hex() for i, value in enumerate(values)}
+            self.reply(json.dumps(body).encode(), "application/json")
+        else:
+            self.other_get()
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path == "/rtmr/3/extend":
+            digest = bytes.fromhex(json.loads(body)["digest"])
+            with self.server.rtmr_lock:
+                self.server.rtmr3 = extend(self.server.rtmr3, digest)
+                value = self.server.rtmr3
+            answer = {"index": 3, "value": value.hex()}
+            self.reply(json.dumps(answer).encode(), "application/json")
+        else:
+            self.other_post(body)
+
+    def other_get(self) -> None:
+        self.send_error(404)
+
+    def other_post(self, body: bytes) -> None:
+        self.send_error(404)
+
+    def reply(self, body: bytes, content_type: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+@contextmanager
+def serve_mock_tdx(
+    handler: type[MockTdxHandler] = MockTdxHandler,
+) -> Iterator[MockTdxServer]:
+    """Serve `handler` on a loopback port in a thread for the duration of the block."""
+    server = MockTdxServer(handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import http.server
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,36 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fakes import make_quote
-
-
-class _MockTdx(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        prefix = "/attest/"
-        if not self.path.startswith(prefix):
-            self.send_error(404)
-            return
-        quote = make_quote(bytes.fromhex(self.path[len(prefix) :]))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(quote)))
-        self.end_headers()
-        self.wfile.write(quote)
-
-    def log_message(self, format: str, *args: object) -> None:
-        return
+from fakes import serve_mock_tdx
 
 
 @pytest.fixture
 def mock_tdx_url() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MockTdx)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_mock_tdx() as server:
+        yield server.url
 
 
 def free_port() -> int:

@@ -1,7 +1,9 @@
-"""The Sanic app factory: wires settings, key, state, quote source, registry and workload."""
+"""The Sanic app factory: wires settings, key, state, quote source, RTMR3 measurement log,
+registry and workload."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sanic import Sanic
@@ -10,6 +12,15 @@ from tdx_identity._fs import ensure_private_dir
 from tdx_identity.errors import install_error_mapping
 from tdx_identity.exceptions import StartupError
 from tdx_identity.keys import load_or_create_instance_key
+from tdx_identity.measurement import (
+    HELPER_ROLES,
+    HelperMeasurementError,
+    HelperSpec,
+    MeasurementLog,
+    RtmrDevice,
+    resolve_helper,
+    select_rtmr_device,
+)
 from tdx_identity.quotes import QuoteSource, select_quote_source
 from tdx_identity.registry_client import HttpRegistryClient, RegistryClient
 from tdx_identity.routes import instance_bp, registration_bp, workload_bp
@@ -17,6 +28,7 @@ from tdx_identity.service import IdentityService
 from tdx_identity.settings import Settings
 from tdx_identity.state import StateStore
 from tdx_identity.workload.manager import (
+    PodmanWorkloadManager,
     missing_programs,
     podman_workload_manager,
     ssh_host_key_path,
@@ -40,13 +52,17 @@ def create_app(
     registry: RegistryClient | None = None,
     workload: WorkloadManager | None = None,
     workload_factory: WorkloadFactory | None = None,
+    rtmr_device: RtmrDevice | None = None,
 ) -> Sanic[Any, Any]:
-    """Build the identity app; raises StartupError (key, state, quote source) before serving.
+    """Build the identity app; raises StartupError (key, state, quote source, RTMR3 device)
+    before serving. The measurement log itself starts in the app's start listener.
 
     Real implementations are used for whatever is not injected. `workload_factory` builds the
     manager from a WorkloadContext (settings and the state's workload section); without it and
     without `workload`, the podman manager is used when podman, gocryptfs and fusermount3 are
     on PATH, else workload routes answer 503 naming what is missing (`NotConfiguredWorkload`).
+    RTMR3 is the kernel's file at `settings.rtmr_sysfs_path`, else the simulator at the mock
+    TDX URL (`select_rtmr_device`), unless `rtmr_device` is given.
     """
     if workload is not None and workload_factory is not None:
         raise ValueError("pass either workload or workload_factory, not both")
@@ -75,12 +91,23 @@ def create_app(
                 workload_factory = podman_workload_manager
         workload = workload_factory(WorkloadContext(settings, store.section_store()))
 
+    if rtmr_device is None:
+        rtmr_device = select_rtmr_device(settings.rtmr_sysfs_path, settings.mock_tdx_url)
+    measurement = MeasurementLog(
+        settings.storage_path,
+        rtmr_device,
+        helpers=HELPER_ROLES
+        if isinstance(workload, PodmanWorkloadManager)
+        else installed_helpers(HELPER_ROLES),
+    )
+
     service = IdentityService(
         instance_key=instance_key,
         store=store,
         quote_source=quote_source,
         registry=registry,
         workload=workload,
+        measurement=measurement,
     )
 
     app: Sanic[Any, Any] = Sanic(APP_NAME)
@@ -107,6 +134,22 @@ def create_app(
     app.register_listener(_start, "before_server_start")
     app.register_listener(_stop, "after_server_stop")
     return app
+
+
+def installed_helpers(
+    helpers: Mapping[str, HelperSpec], *, search_path: str | None = None
+) -> dict[str, HelperSpec]:
+    """The helper roles whose program is installed here. Used when the podman workload manager
+    is not the one running: only programs that exist can run, so only those are measured. With
+    the podman manager every role is measured and a missing one stops the start."""
+    found: dict[str, HelperSpec] = {}
+    for role, spec in helpers.items():
+        try:
+            resolve_helper(role, spec, search_path=search_path)
+        except HelperMeasurementError:
+            continue
+        found[role] = spec
+    return found
 
 
 def _check_clear_mount_dir(settings: Settings) -> None:

@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         service = app.ctx.service
         if not isinstance(service, IdentityService):
             raise RuntimeError("create_app did not attach an IdentityService")
-        asyncio.run(service.ensure_ppid())
+        asyncio.run(service.prepare())
         log.info(
             "identity service starting",
             extra={

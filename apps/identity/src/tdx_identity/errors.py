@@ -7,10 +7,13 @@
 | RegistryRejected with registry status 403 (the instance is bound to other data there) | 403 |
 | RegistryRejected with any other 4xx (it did not accept the attestation or identities) | 401 |
 | RegistryUnavailable (unreachable, timeout, 5xx, 429) | 502 |
-| QuoteSourceError, WorkloadUnavailable | 503 |
-| StateWriteError, WorkloadFailed | 500 |
+| QuoteSourceError, WorkloadUnavailable, RtmrDeviceError (RTMR3 cannot be read or extended) | 503 |
+| StateWriteError, WorkloadFailed, MeasurementPersistError, MeasurementStateError | 500 |
 
-5xx reasons are logged; nothing is committed to the state file when any of these is raised.
+5xx reasons are logged. Nothing is committed to the state file when any of these is raised,
+except after a configure or expose whose runtime step, RTMR3 event and commit succeeded and whose
+re-registration then failed: the registry's error is answered and the workload state is kept
+(the measurement cannot be taken back; see `service`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,11 @@ from sanic.response import HTTPResponse
 
 from tdx_identity.exceptions import InvalidRequest
 from tdx_identity.lifecycle import NotPermitted, StepOutOfOrder, TransitionRefused
+from tdx_identity.measurement import (
+    MeasurementPersistError,
+    MeasurementStateError,
+    RtmrDeviceError,
+)
 from tdx_identity.quotes import QuoteSourceError
 from tdx_identity.registry_client import RegistryRejected, RegistryUnavailable
 from tdx_identity.service import OwnerTokenInvalid
@@ -67,6 +75,9 @@ MAPPED_ERRORS: tuple[type[Exception], ...] = (
     RegistryUnavailable,
     QuoteSourceError,
     StateWriteError,
+    RtmrDeviceError,
+    MeasurementPersistError,
+    MeasurementStateError,
 )
 
 
@@ -91,6 +102,10 @@ def to_api_error(exc: Exception) -> ApiError:
             return ServiceUnavailable(f"attestation quote unavailable: {exc}")
         case WorkloadUnavailable():
             return ServiceUnavailable(str(exc))
+        case RtmrDeviceError():
+            return ServiceUnavailable(f"RTMR3 unavailable: {exc}")
+        case MeasurementPersistError() | MeasurementStateError():
+            return InternalError("runtime measurement failed")
         case WorkloadFailed():
             return InternalError("workload runtime failed")
         case StateWriteError():

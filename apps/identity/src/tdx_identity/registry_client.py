@@ -46,22 +46,28 @@ def identity_to_json(identity: IdentityInfo | None) -> dict[str, str] | None:
 
 @dataclass(frozen=True)
 class RegistrationRequest:
-    """The body of the registry's POST /register."""
+    """The body of the registry's POST /register. `event_log` is the RTMR3 event log's JSON
+    text (`tdx_measure.EventLog.to_json()`) that explains the quote's RTMR3."""
 
     instance_pubkey: bytes
     ppid: bytes
     attestation_quote: bytes
     operator: IdentityInfo | None
     owner: IdentityInfo | None
+    event_log: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        """The JSON body; `"event_log"` is present only when there is a log."""
+        body: dict[str, Any] = {
             "instance_pubkey": self.instance_pubkey.hex(),
             "ppid": self.ppid.hex(),
             "attestation_quote": base64.b64encode(self.attestation_quote).decode("ascii"),
             "operator": identity_to_json(self.operator),
             "owner": identity_to_json(self.owner),
         }
+        if self.event_log is not None:
+            body["event_log"] = self.event_log
+        return body
 
 
 class RegistryClient(Protocol):

@@ -2,6 +2,14 @@
 
 Every state change runs under one asyncio.Lock, asks `lifecycle.next_state` first, and is
 committed to the state file only after everything else (registry, workload runtime) succeeded.
+
+Measured runtime. Every quote is taken while the RTMR3 event log is frozen, and every
+registration sends that log, so the registry can replay it to the quote's RTMR3. Configure and
+expose each extend a workload event once the runtime step is done, commit, and then re-register
+(same identities, new quote, new log). An extension cannot be taken back: when that
+re-registration fails the call answers with the registry's error while the workload, its
+committed state and the extended log stay as they are; the next configure/expose or the next
+start re-registers.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -21,17 +30,25 @@ import tdx_quote
 from tdx_identity.exceptions import StartupError
 from tdx_identity.keys import public_key_bytes
 from tdx_identity.lifecycle import Action, Lifecycle, next_state, require_owner
+from tdx_identity.measurement import (
+    MeasurementLog,
+    MeasurementPersistError,
+    RtmrDeviceError,
+)
 from tdx_identity.quotes import QuoteSource, QuoteSourceError
-from tdx_identity.registry_client import RegistrationRequest, RegistryClient
+from tdx_identity.registry_client import RegistrationRequest, RegistryClient, RegistryError
 from tdx_identity.state import PersistedState, StateStore, StateWriteError
 from tdx_identity.workload_api import (
     WorkloadAuthError,
+    WorkloadConfig,
     WorkloadError,
+    WorkloadFailed,
     WorkloadManager,
     parse_configure,
     parse_expose,
     verify_owner_signature,
 )
+from tdx_measure import Transition, WorkloadEvent
 from tdx_report_data import IdentityInfo, report_data_for, sign_identity
 
 log = logging.getLogger("tdx_identity")
@@ -68,7 +85,9 @@ class IdentityService:
         quote_source: QuoteSource,
         registry: RegistryClient,
         workload: WorkloadManager,
+        measurement: MeasurementLog,
         ppid_of_quote: Callable[[bytes], bytes] = platform_ppid,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._key = instance_key
         self._pubkey = public_key_bytes(instance_key)
@@ -76,8 +95,11 @@ class IdentityService:
         self._quotes = quote_source
         self._registry = registry
         self._workload = workload
+        self._measurement = measurement
         self._ppid_of_quote = ppid_of_quote
+        self._clock = clock
         self._lock = asyncio.Lock()
+        self._prepared = False
 
     @property
     def instance_pubkey(self) -> bytes:
@@ -86,6 +108,10 @@ class IdentityService:
     @property
     def state(self) -> PersistedState:
         return self._store.current
+
+    def event_log_json(self) -> str:
+        """The RTMR3 event log as far as it is extended: what `GET /instance/eventlog` serves."""
+        return self._measurement.event_log_json()
 
     async def ensure_ppid(self) -> None:
         """Learn the PPID from the platform's own quote (zero report_data) once, and keep it."""
@@ -107,24 +133,97 @@ class IdentityService:
             raise StartupError(str(exc)) from exc
         log.info("platform PPID recorded", extra={"ppid": ppid.hex()})
 
-    async def start(self) -> None:
-        """At start-up: make sure the PPID is known, then let the workload runtime recover."""
+    async def prepare(self) -> None:
+        """Before serving: make sure the PPID is known and start the RTMR3 log (a boot event
+        and the helpers after a reboot, else continue the persisted log). Runs once; the
+        program calls it before its server starts so that a failure is one log line."""
+        if self._prepared:
+            return
         await self.ensure_ppid()
+        try:
+            await self._measurement.start(int(self._clock()))
+        except (RtmrDeviceError, MeasurementPersistError) as exc:
+            raise StartupError(f"cannot start the RTMR3 measurement log: {exc}") from exc
+        self._prepared = True
+
+    async def start(self) -> None:
+        """At server start: `prepare`, let the workload runtime recover and measure what it
+        runs, then re-register once so the registry gets this boot's log."""
+        await self.prepare()
         async with self._lock:
-            state = self._store.current
+            await self._recover_workload()
             try:
-                exposed = await self._workload.recover(state)
-            except WorkloadError as exc:
-                raise StartupError(f"workload recovery failed: {exc}") from exc
-            if exposed and state.lifecycle is not Lifecycle.EXPOSED:
-                # A crash came after the runtime began exposing and before the commit below
-                # in expose_workload; the runtime finished it, the lifecycle follows.
-                target = next_state(state.lifecycle, Action.EXPOSE_WORKLOAD)
-                try:
-                    self._store.commit(replace(self._store.current, lifecycle=target))
-                except StateWriteError as exc:
-                    raise StartupError(str(exc)) from exc
-                log.warning("an interrupted workload expose was completed at start-up")
+                await self._measure_recovered_workload()
+            except (RtmrDeviceError, MeasurementPersistError, WorkloadError) as exc:
+                raise StartupError(f"cannot measure the recovered workload: {exc}") from exc
+            await self._reregister_at_start()
+
+    async def _recover_workload(self) -> None:
+        """Let the workload runtime reach the committed state; commit an expose it finished."""
+        state = self._store.current
+        try:
+            exposed = await self._workload.recover(state)
+        except WorkloadError as exc:
+            raise StartupError(f"workload recovery failed: {exc}") from exc
+        if exposed and state.lifecycle is not Lifecycle.EXPOSED:
+            # A crash came after the runtime began exposing and before the commit in
+            # expose_workload; the runtime finished it, the lifecycle follows.
+            target = next_state(state.lifecycle, Action.EXPOSE_WORKLOAD)
+            try:
+                self._store.commit(replace(self._store.current, lifecycle=target))
+            except StateWriteError as exc:
+                raise StartupError(str(exc)) from exc
+            log.warning("an interrupted workload expose was completed at start-up")
+
+    async def _measure_recovered_workload(self) -> None:
+        """Make the log's latest workload events describe what recovery runs: after a reboot the
+        log holds none; within a boot, a step whose event was never extended, or an image whose
+        ID changed, is recorded now. A workload recovery re-ran unchanged adds nothing."""
+        state = self._store.current
+        config = state.workload_config
+        if state.lifecycle not in (Lifecycle.CONFIGURED, Lifecycle.EXPOSED) or config is None:
+            return
+        image_id = self._workload.running_image_id()
+        if image_id is None:
+            log.warning(
+                "the committed workload is not running; nothing to measure",
+                extra={"lifecycle": state.lifecycle.value},
+            )
+            return
+        wanted: tuple[Transition, ...] = (
+            ("configure", "expose") if state.lifecycle is Lifecycle.EXPOSED else ("configure",)
+        )
+        recorded = [
+            event for event in self._measurement.log.events if isinstance(event, WorkloadEvent)
+        ]
+        events = [_workload_event(transition, config, image_id) for transition in wanted]
+        if recorded[-len(events) :] == events:
+            return
+        if len(events) == 2 and recorded[-1:] == events[:1]:
+            events = events[1:]
+        for event in events:
+            await self._record_workload(event.transition, config, image_id)
+        log.info(
+            "recovered workload measured",
+            extra={"transitions": [e.transition for e in events], "image_id": image_id},
+        )
+
+    async def _reregister_at_start(self) -> None:
+        """Send the registry this start's quote and log once; a failure is logged, not fatal
+        (the next configure or expose re-registers too)."""
+        state = self._store.current
+        if state.operator is None:
+            return
+        try:
+            await self._record(state.operator, state.owner)
+        except (RegistryError, QuoteSourceError, RtmrDeviceError) as exc:
+            log.warning(
+                "re-registration at start-up failed; the registry's record may not carry this "
+                "boot's event log",
+                extra={"reason": str(exc)},
+            )
+            return
+        log.info("re-registered at start-up", extra={"lifecycle": state.lifecycle.value})
 
     async def stop(self) -> None:
         """At shutdown: stop the workload runtime's listeners (the committed state stays)."""
@@ -150,8 +249,10 @@ class IdentityService:
         return ppid
 
     async def _record(self, operator: IdentityInfo | None, owner: IdentityInfo | None) -> None:
-        """Have the registry accept (instance, PPID, identities) with a fresh quote."""
-        quote = await self._attest(operator, owner)
+        """Have the registry accept (instance, PPID, identities) with a fresh quote and the
+        event log that explains the quote's RTMR3 (the quote is taken while the log is frozen)."""
+        async with self._measurement.frozen() as event_log:
+            quote = await self._attest(operator, owner)
         await self._registry.register(
             RegistrationRequest(
                 instance_pubkey=self._pubkey,
@@ -159,8 +260,24 @@ class IdentityService:
                 attestation_quote=quote,
                 operator=operator,
                 owner=owner,
+                event_log=event_log,
             )
         )
+
+    async def _record_workload(
+        self, transition: Transition, config: WorkloadConfig, image_id: str | None
+    ) -> None:
+        """Extend RTMR3 with the workload event of a step the runtime has carried out."""
+        if image_id is None:
+            raise WorkloadFailed("the workload runtime reported no image ID for the container")
+        await self._measurement.record_workload(
+            transition, config.image, image_id, config.persist_dirs, config.port
+        )
+
+    async def _reregister(self) -> None:
+        """After a workload step: the same identities, a new quote, the extended log."""
+        state = self._store.current
+        await self._record(state.operator, state.owner)
 
     async def register_operator(self, pubkey: bytes, signature: bytes) -> str:
         """Register the operator; return the single-use owner token (only its hash is kept)."""
@@ -218,9 +335,11 @@ class IdentityService:
         async with self._lock:
             target = next_state(self._store.current.lifecycle, Action.CONFIGURE_WORKLOAD)
             await self._workload.configure(config)
+            await self._record_workload("configure", config, self._workload.running_image_id())
             self._store.commit(
                 replace(self._store.current, lifecycle=target, workload_config=config)
             )
+            await self._reregister()
         log.info(
             "workload configured",
             extra={"image": config.image, "port": config.port, "dirs": len(config.persist_dirs)},
@@ -234,8 +353,21 @@ class IdentityService:
         async with self._lock:
             state = self._store.current
             target = next_state(state.lifecycle, Action.EXPOSE_WORKLOAD)
-            if state.workload_config is None or image != state.workload_config.image:
+            config = state.workload_config
+            if config is None or image != config.image:
                 raise WorkloadAuthError("image does not match the configured image")
             await self._workload.expose(image)
+            await self._record_workload("expose", config, self._workload.running_image_id())
             self._store.commit(replace(self._store.current, lifecycle=target))
+            await self._reregister()
         log.info("workload exposed", extra={"image": image})
+
+
+def _workload_event(transition: Transition, config: WorkloadConfig, image_id: str) -> WorkloadEvent:
+    return WorkloadEvent(
+        transition=transition,
+        image=config.image,
+        image_id=image_id,
+        persist_dirs=config.persist_dirs,
+        port=config.port,
+    )

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tdx_identity.measurement import SYSFS_RTMR3_PATH
 from tdx_identity.workload.config import DEFAULT_CAP_ADD, Hardening, WorkloadConfigError
 from tdx_service_kit import HttpLimits, RateLimit
 
@@ -26,6 +27,7 @@ class Settings:
     mock_tdx_url: str | None = None
     registry_url: str = "http://localhost:3000"
     configfs_tsm_path: Path = DEFAULT_CONFIGFS_TSM_PATH
+    rtmr_sysfs_path: Path = SYSFS_RTMR3_PATH
     registry_timeout: float = 15.0
     quote_timeout: float = 15.0
     log_level: str = "INFO"
@@ -136,6 +138,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         type=Path,
         default=defaults.configfs_tsm_path,
         help="configfs-tsm report directory (default %(default)s)",
+    )
+    parser.add_argument(
+        "--rtmr-sysfs-path",
+        type=Path,
+        default=Path(environ.get("RTMR_SYSFS_PATH") or defaults.rtmr_sysfs_path),
+        help="the kernel's RTMR3 file (Linux >= 6.16, tdx_guest); without it RTMR3 is the "
+        "simulator's at the mock TDX URL [env RTMR_SYSFS_PATH] (default %(default)s)",
     )
     parser.add_argument(
         "--registry-timeout",
@@ -249,6 +258,7 @@ def parse_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Se
         mock_tdx_url=args.mock_tdx_url.rstrip("/") if args.mock_tdx_url else None,
         registry_url=args.registry_url.rstrip("/"),
         configfs_tsm_path=args.configfs_tsm_path,
+        rtmr_sysfs_path=args.rtmr_sysfs_path,
         registry_timeout=args.registry_timeout,
         quote_timeout=args.quote_timeout,
         log_level=args.log_level,

@@ -114,6 +114,12 @@ class WorkloadManager(Protocol):
         """At shutdown: close listeners and sessions; the workload's committed state is kept."""
         ...
 
+    def running_image_id(self) -> str | None:
+        """podman's ID of the image the workload container was last started from by this
+        process (configure, expose or recover), as the manager resolved it just before starting
+        it; None when no container was started. What the RTMR3 workload events record."""
+        ...
+
 
 class WorkloadSectionStore(Protocol):
     """Read and durably replace the state's opaque `workload` section.
@@ -167,6 +173,9 @@ class NotConfiguredWorkload:
         return False
 
     async def shutdown(self) -> None:
+        return None
+
+    def running_image_id(self) -> str | None:
         return None
 
 

@@ -25,7 +25,7 @@ import pytest
 from conftest import instance_pubkey, register_operator, register_owner, sign
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fakes import FakeQuoteSource, FakeRegistry
+from fakes import FakeQuoteSource, FakeRegistry, FakeRtmr
 
 from tdx_identity import Settings, create_app
 from tdx_identity.state import StateStore
@@ -39,6 +39,8 @@ from tdx_identity.workload.manager import (
     PodmanWorkloadManager,
     WorkloadSection,
 )
+from tdx_measure import EventLog, ExecutableEvent, MeasurementPolicy, check_log, verify_log
+from tdx_quote import parse_quote
 from tdx_service_kit import RateLimit
 from tdx_service_kit.testing import serve
 
@@ -68,11 +70,14 @@ class Instance:
     quotes: FakeQuoteSource
     registry: FakeRegistry
     image: str
+    rtmr: FakeRtmr
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[App]:
         """The app served on loopback with the real workload manager (a fresh process's view)."""
-        app = create_app(self.settings, quote_source=self.quotes, registry=self.registry)
+        app = create_app(
+            self.settings, quote_source=self.quotes, registry=self.registry, rtmr_device=self.rtmr
+        )
         async with serve(app) as base_url, httpx.AsyncClient(base_url=base_url) as client:
             yield App(client, app.ctx.service._workload, self)
 
@@ -151,7 +156,16 @@ def instance(tmp_path: Path, workload_image: str) -> Iterator[Instance]:
     )
     key_file.chmod(0o600)
     try:
-        yield Instance(settings, owner, key_file, FakeQuoteSource(), FakeRegistry(), workload_image)
+        rtmr = FakeRtmr()
+        yield Instance(
+            settings,
+            owner,
+            key_file,
+            FakeQuoteSource(rtmr=rtmr),
+            FakeRegistry(),
+            workload_image,
+            rtmr,
+        )
     finally:
         _remove_labelled("podman", name)
         _lazy_unmount(settings.clear_mount_dir)
@@ -275,6 +289,25 @@ async def test_configure_ssh_write_expose_serves_the_file_and_closes_ssh(
     assert_never_in_clear(instance.settings.storage_path, marker)
     section = WorkloadSection.from_json(instance.state().current.workload)
     assert section is not None and section.phase is Phase.EXPOSED
+
+
+async def test_expose_re_registers_a_log_naming_podmans_image_id(instance: Instance) -> None:
+    async with instance.running() as app:
+        await app.register()
+        assert (await app.configure()).status_code == 200
+        assert (await app.expose()).status_code == 200
+    request = instance.registry.accepted[-1]
+    assert request.event_log is not None
+    log = EventLog.from_json(request.event_log)
+    rtmr3 = parse_quote(request.attestation_quote, allow_zero_padding=True).body.rtmr3
+    verify_log(log, rtmr3)
+    check_log(log, MeasurementPolicy())
+    roles = {event.role for event in log.events if isinstance(event, ExecutableEvent)}
+    assert roles == {"podman", "oci-runtime", "conmon", "gocryptfs", "fusermount"}
+    image_id = container_inspect(instance.settings.container_name)["Image"]
+    assert log.workload is not None
+    assert (log.workload.transition, log.workload.image) == ("expose", instance.image)
+    assert log.workload.image_id.removeprefix("sha256:") == image_id
 
 
 async def test_expose_ends_live_ssh_sessions(instance: Instance) -> None:

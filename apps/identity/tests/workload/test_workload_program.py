@@ -7,14 +7,12 @@ operators do: children it spawns (podman, gocryptfs) must neither hang it nor ke
 from __future__ import annotations
 
 import base64
-import http.server
 import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,42 +22,23 @@ import paramiko
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fakes import make_quote
+from fakes import MockTdxHandler, serve_mock_tdx
 
 from .conftest import _lazy_unmount, _remove_labelled, require_program
 from .test_workload_manager import free_port, port_open
 
 
-class _TdxAndRegistry(http.server.BaseHTTPRequestHandler):
-    """GET /attest/{report_data} returns a quote; POST /register accepts everything."""
+class _TdxAndRegistry(MockTdxHandler):
+    """The mock TDX of `fakes`, plus a registry whose POST /register accepts everything."""
 
-    def do_GET(self) -> None:
-        quote = make_quote(bytes.fromhex(self.path.removeprefix("/attest/")))
-        self._reply(quote)
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
-        self._reply(b"{}")
-
-    def _reply(self, body: bytes) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        return
+    def other_post(self, body: bytes) -> None:
+        self.reply(b"{}", "application/json")
 
 
 @pytest.fixture
 def upstream() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TdxAndRegistry)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_mock_tdx(_TdxAndRegistry) as server:
+        yield server.url
 
 
 class Program:

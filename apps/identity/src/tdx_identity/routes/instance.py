@@ -1,9 +1,9 @@
-"""Public facts about the instance: its key and its lifecycle state."""
+"""Public facts about the instance: its key, its lifecycle state and its RTMR3 event log."""
 
 from __future__ import annotations
 
 from sanic import Blueprint, Request
-from sanic.response import HTTPResponse, json
+from sanic.response import HTTPResponse, json, text
 
 from tdx_identity.routes._common import service_of
 
@@ -20,3 +20,10 @@ async def instance_pubkey(request: Request) -> HTTPResponse:
 async def instance_state(request: Request) -> HTTPResponse:
     """The lifecycle state name (an addition to API.md; carries no secret)."""
     return json({"state": service_of(request).state.lifecycle.value})
+
+
+@instance_bp.get("/instance/eventlog")
+async def instance_eventlog(request: Request) -> HTTPResponse:
+    """The RTMR3 event log as far as it is extended into RTMR3 (tdx-measure's canonical JSON
+    text; an addition to API.md)."""
+    return text(service_of(request).event_log_json(), content_type="application/json")

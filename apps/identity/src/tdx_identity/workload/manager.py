@@ -155,6 +155,7 @@ class PodmanWorkloadManager:
         self._workload_port = workload_port
         self._ssh: SetupSshServer | None = None
         self._ssh_closed_for_good = False
+        self._image_id: str | None = None
 
     # -- what tests and the app may observe ---------------------------------------------------
 
@@ -166,6 +167,12 @@ class PodmanWorkloadManager:
     def section(self) -> WorkloadSection | None:
         """The persisted section, parsed."""
         return self._load()
+
+    def running_image_id(self) -> str | None:
+        """The image ID resolved right before the container was last started (podman runs it
+        with ``--pull never``, so the reference cannot move to another image in between unless
+        something else retags podman's local storage)."""
+        return self._image_id
 
     # -- the WorkloadManager steps -----------------------------------------------------------
 
@@ -231,9 +238,12 @@ class PodmanWorkloadManager:
     async def _apply(self, config: ContainerConfig, owner_pubkey: bytes) -> None:
         self._save(Phase.CONFIGURING, config)
         mounts = await self._mount_dirs(config)
+        self._image_id = None
+        image_id = await self._guard(self._runtime.image_id(config.image), "resolve the image")
         await self._guard(
             self._runtime.recreate(self._name, config, mounts, None), "start the container"
         )
+        self._image_id = image_id
         await self._open_ssh(owner_pubkey)
         self._save(Phase.CONFIGURED, config)
 
@@ -242,10 +252,13 @@ class PodmanWorkloadManager:
         self._ssh_closed_for_good = True
         await self._close_ssh()
         mounts = await self._mount_dirs(config)
+        self._image_id = None
+        image_id = await self._guard(self._runtime.image_id(config.image), "resolve the image")
         await self._guard(
             self._runtime.recreate(self._name, config, mounts, self._workload_port),
             "start the published container",
         )
+        self._image_id = image_id
         self._save(Phase.EXPOSED, config)
 
     async def _mount_dirs(self, config: ContainerConfig) -> dict[Path, str]:
