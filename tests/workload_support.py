@@ -40,7 +40,7 @@ def image() -> Iterator[str]:
 
 
 def raw_key(key: Ed25519PrivateKey) -> bytes:
-    return key.public_key().public_bytesraw_key()
+    return key.public_key().public_bytes_raw()
 
 
 @dataclass
