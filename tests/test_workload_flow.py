@@ -48,11 +48,17 @@ def test_owner_prepares_over_ssh_then_expose_serves_the_file_and_closes_ssh(
         chan.send(b"ls /www; exit 0\n")
         seen = b""
         deadline = time.monotonic() + 30
-        while not chan.exit_status_ready() and time.monotonic() < deadline:
-            if chan.recv_ready():
-                seen += chan.recv(4096)
-            time.sleep(0.05)
+        chan.settimeout(5)
+        while time.monotonic() < deadline:  # read to EOF: output can trail the exit status
+            try:
+                chunk = chan.recv(4096)
+            except TimeoutError:
+                continue
+            if not chunk:
+                break
+            seen += chunk
         assert b"index.html" in seen
+        assert chan.recv_exit_status() == 0
 
     assert_no_plaintext_under(workload.stack.tmp / "identity", SECRET_TEXT.encode())
 

@@ -43,6 +43,7 @@ from typing import Final, Protocol
 import httpx
 
 from tdx_identity._fs import atomic_replace, ensure_private_dir
+from tdx_identity._http import HttpClients
 from tdx_identity.exceptions import StartupError
 from tdx_measure import (
     REGISTER_SIZE,
@@ -176,8 +177,7 @@ class SimRtmrDevice:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
-        self._timeout = timeout
-        self._transport = transport
+        self._clients = HttpClients(timeout=timeout, transport=transport)
 
     @property
     def base_url(self) -> str:
@@ -197,9 +197,7 @@ class SimRtmrDevice:
     async def _call(self, method: str, path: str, body: dict[str, str] | None) -> dict[str, object]:
         url = f"{self._base_url}{path}"
         try:
-            async with httpx.AsyncClient(
-                timeout=self._timeout, transport=self._transport
-            ) as client:
+            async with self._clients.client() as client:
                 response = await client.request(method, url, json=body)
         except httpx.HTTPError as exc:
             raise RtmrDeviceError(

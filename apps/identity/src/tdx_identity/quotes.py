@@ -11,6 +11,7 @@ from typing import Protocol
 
 import httpx
 
+from tdx_identity._http import HttpClients
 from tdx_identity.exceptions import StartupError
 from tdx_identity.settings import Settings
 
@@ -94,8 +95,7 @@ class MockTdxQuoteSource:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
-        self._timeout = timeout
-        self._transport = transport
+        self._clients = HttpClients(timeout=timeout, transport=transport)
 
     @property
     def base_url(self) -> str:
@@ -104,8 +104,8 @@ class MockTdxQuoteSource:
     async def get_quote(self, report_data: bytes) -> bytes:
         _check_report_data(report_data)
         url = f"{self._base_url}/attest/{report_data.hex()}"
-        # A client per call: quotes are rare, and this keeps the source free of event-loop ties.
-        async with httpx.AsyncClient(timeout=self._timeout, transport=self._transport) as client:
+        # A client per call keeps the source free of event-loop ties (see HttpClients).
+        async with self._clients.client() as client:
             try:
                 async with client.stream("GET", url) as response:
                     if response.status_code != 200:

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from tdx_identity._http import HttpClients
 from tdx_report_data import IdentityInfo
 
 MAX_REASON_CHARS = 300
@@ -100,12 +101,11 @@ class HttpRegistryClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
-        self._timeout = timeout
-        self._transport = transport
+        self._clients = HttpClients(timeout=timeout, transport=transport)
 
     async def register(self, request: RegistrationRequest) -> None:
         url = f"{self._base_url}/register"
-        async with httpx.AsyncClient(timeout=self._timeout, transport=self._transport) as client:
+        async with self._clients.client() as client:
             try:
                 response = await client.post(url, json=request.to_json())
             except httpx.HTTPError as exc:

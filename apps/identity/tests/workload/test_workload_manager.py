@@ -479,3 +479,91 @@ async def test_an_expose_that_fails_keeps_ssh_closed_and_can_be_retried(
         assert (await app.expose()).status_code == 200
         assert await app.lifecycle() == "exposed"
         assert (await http_get(instance.settings.workload_port, "/")).status_code in (200, 404)
+
+
+def container_id(name: str) -> str:
+    found: str = container_inspect(name)["Id"]
+    return found
+
+
+async def test_restart_keeps_a_healthy_exposed_container_running(instance: Instance) -> None:
+    marker = secrets.token_hex(16).encode()
+    async with instance.running() as app:
+        await app.register()
+        assert (await app.configure()).status_code == 200
+        assert (await run_ssh(app, f"printf %s {marker.decode()} > /www/index.html"))[0] == 0
+        assert (await app.expose()).status_code == 200
+        image_id = app.manager.running_image_id()
+    before = container_id(instance.settings.container_name)
+    events_before = len(EventLog.from_json(instance.registry.accepted[-1].event_log or "").events)
+
+    async with instance.running() as app:
+        assert await app.lifecycle() == "exposed"
+        assert container_id(instance.settings.container_name) == before  # not recreated
+        assert app.manager.running_image_id() == image_id
+        served = await http_get(instance.settings.workload_port, "/index.html")
+        assert served.content == marker
+        assert not app.manager.ssh_serving
+        assert not port_open(instance.settings.ssh_port)
+    # Re-registered at start with the same log: the kept workload is not measured twice.
+    request = instance.registry.accepted[-1]
+    assert len(EventLog.from_json(request.event_log or "").events) == events_before
+
+
+async def test_restart_keeps_a_healthy_configured_container_and_reopens_ssh(
+    instance: Instance,
+) -> None:
+    async with instance.running() as app:
+        await app.register()
+        assert (await app.configure()).status_code == 200
+        assert (await run_ssh(app, "echo kept > /tmp/in-the-container"))[0] == 0
+    before = container_id(instance.settings.container_name)
+
+    async with instance.running() as app:
+        assert await app.lifecycle() == "configured"
+        assert container_id(instance.settings.container_name) == before
+        assert await run_ssh(app, "cat /tmp/in-the-container") == (0, b"kept\n")
+        assert published_ports(instance.settings.container_name) == {}
+
+
+async def test_restart_recreates_a_container_that_differs(instance: Instance) -> None:
+    marker = secrets.token_hex(16).encode()
+    async with instance.running() as app:
+        await app.register()
+        assert (await app.configure()).status_code == 200
+        assert (await run_ssh(app, f"printf %s {marker.decode()} > /www/index.html"))[0] == 0
+        assert (await app.expose()).status_code == 200
+    name, settings = instance.settings.container_name, instance.settings
+    # Same name, label, image, mounts and port, but weaker confinement than configured.
+    mounts = {
+        Path(m["Source"]): m["Destination"]
+        for m in container_inspect(name)["Mounts"]
+        if m["Type"] == "bind"
+    }
+    weaker = PodmanRuntime(
+        label_value=name,
+        publish_host="127.0.0.1",
+        hardening=replace(settings.hardening, pids_limit=4096),
+    )
+    config = ContainerConfig(image=instance.image, persist_dirs=("/www",), port=8080)
+    await weaker.recreate(name, config, mounts, settings.workload_port)
+    tampered = container_id(name)
+    assert container_inspect(name)["HostConfig"]["PidsLimit"] == 4096
+
+    async with instance.running() as app:
+        assert await app.lifecycle() == "exposed"
+        assert container_id(name) != tampered
+        assert container_inspect(name)["HostConfig"]["PidsLimit"] == 512
+        served = await http_get(settings.workload_port, "/index.html")
+        assert served.content == marker
+        assert not port_open(settings.ssh_port)
+
+    # A stopped container is not healthy either: recreated, not left stopped.
+    await asyncio.to_thread(
+        subprocess.run, ["podman", "stop", "--time", "1", "--", name], check=True, timeout=60
+    )
+    stopped = container_id(name)
+    async with instance.running() as app:
+        assert container_id(name) != stopped
+        assert container_inspect(name)["State"]["Running"] is True
+        assert (await http_get(settings.workload_port, "/index.html")).content == marker

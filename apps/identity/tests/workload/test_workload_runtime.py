@@ -207,3 +207,21 @@ async def test_served_file_comes_from_the_encrypted_store(
     await runtime.remove(name)
     await mounted_store.unmount()
     assert not mounted_store.is_mounted()
+
+
+async def test_matching_container_names_the_image_only_for_the_same_configuration(
+    runtime: PodmanRuntime, workload_image: str
+) -> None:
+    name = container_name()
+    config = WorkloadConfig(image=workload_image, persist_dirs=(), port=8080)
+    assert await runtime.matching_container(name, config, {}, None) is None  # absent
+    port = _free_port()
+    await runtime.recreate(name, config, {}, port)
+    image_id = await runtime.image_id(workload_image)
+    assert await runtime.matching_container(name, config, {}, port) == image_id
+    assert await runtime.matching_container(name, config, {}, None) is None
+    assert await runtime.matching_container(name, config, {}, _free_port()) is None
+    other = PodmanRuntime(label_value="someone-else", publish_host="127.0.0.1")
+    assert await other.matching_container(name, config, {}, port) is None
+    await runtime.remove(name)
+    assert await runtime.matching_container(name, config, {}, port) is None

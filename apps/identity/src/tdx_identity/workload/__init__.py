@@ -23,7 +23,9 @@ from .keys import (
     LocalFileKeyProvider,
 )
 from .runtime import (
+    CONFIG_LABEL,
     MANAGED_LABEL,
+    ContainerInfo,
     ContainerRuntime,
     ContainerRuntimeError,
     ImageUnavailableError,
@@ -40,8 +42,10 @@ from .ssh import (
 from .store import EncryptedStore, GocryptfsStore, StoreError
 
 __all__ = [
+    "CONFIG_LABEL",
     "DEFAULT_CAP_ADD",
     "MANAGED_LABEL",
+    "ContainerInfo",
     "ContainerRuntime",
     "ContainerRuntimeError",
     "EncryptedStore",

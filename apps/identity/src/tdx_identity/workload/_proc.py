@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 _SUMMARY_CHARS: Final = 300
+_log = logging.getLogger("tdx_identity.workload")
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,19 @@ async def run_program(
     descriptors open: output then goes to unnamed temporary files and only the exit of the
     program itself is awaited.
     """
-    if daemonizes:
-        return await _run_daemonizing(argv, time_limit=time_limit, stdin_data=stdin_data)
+    started = time.perf_counter()
+    try:
+        if daemonizes:
+            return await _run_daemonizing(argv, time_limit=time_limit, stdin_data=stdin_data)
+        return await _run(argv, time_limit=time_limit, stdin_data=stdin_data)
+    finally:
+        _log.debug(
+            "program finished",
+            extra={"program": list(argv[:2]), "ms": round((time.perf_counter() - started) * 1000)},
+        )
+
+
+async def _run(argv: Sequence[str], *, time_limit: float, stdin_data: bytes | None) -> Completed:
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.PIPE if stdin_data is not None else asyncio.subprocess.DEVNULL,

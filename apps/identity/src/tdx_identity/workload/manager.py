@@ -10,7 +10,11 @@ reaches the last committed step:
 A configure interrupted by a crash is rolled back to the configuration the service committed
 (`PersistedState.workload_config`); an expose is rolled forward, because once SSH setup access
 began to close it must never open again. A clean shutdown closes SSH only: the container keeps
-running and the gocryptfs daemon keeps the clear view mounted, and `recover` reuses the mount.
+running and the gocryptfs daemon keeps the clear view mounted. When the section shows the
+committed step completed, the clear view is alive and podman runs the container exactly as it
+would be created now (same arguments and image ID, recorded as a digest label, and the same
+binds and published port as podman reports them), `recover` keeps that container: a restart of
+this service does not interrupt a healthy workload. Anything else is recreated.
 """
 
 from __future__ import annotations
@@ -171,7 +175,8 @@ class PodmanWorkloadManager:
     def running_image_id(self) -> str | None:
         """The image ID resolved right before the container was last started (podman runs it
         with ``--pull never``, so the reference cannot move to another image in between unless
-        something else retags podman's local storage)."""
+        something else retags podman's local storage), or, for a container kept at recovery,
+        the one podman reports it runs, checked to be what the reference names now."""
         return self._image_id
 
     # -- the WorkloadManager steps -----------------------------------------------------------
@@ -186,9 +191,9 @@ class PodmanWorkloadManager:
         if current is not None and current.phase in (Phase.EXPOSING, Phase.EXPOSED):
             raise WorkloadRejected("the workload is being exposed; it cannot be configured again")
         wanted = container_config(config)
-        await self._require_image(wanted.image)
+        image_id = await self._require_image(wanted.image)
         await self._ensure_key()
-        await self._apply(wanted, config.owner_pubkey)
+        await self._apply(wanted, config.owner_pubkey, image_id)
 
     async def expose(self, image: str) -> None:
         """Close SSH for good, then recreate the container with its port published."""
@@ -215,11 +220,26 @@ class PodmanWorkloadManager:
                 config = current.config
             else:
                 raise WorkloadFailed("the workload is exposed but no configuration is recorded")
+            if await self._keeps_running(current, Phase.EXPOSED, config, self._workload_port):
+                self._ssh_closed_for_good = True
+                _log.info(
+                    "workload recovered: exposed, the running container kept",
+                    extra={"image": config.image},
+                )
+                return True
             await self._expose(config)
             _log.info("workload recovered: exposed", extra={"image": config.image})
             return True
         if committed is not None:
-            await self._apply(container_config(committed), committed.owner_pubkey)
+            config = container_config(committed)
+            if await self._keeps_running(current, Phase.CONFIGURED, config, None):
+                await self._open_ssh(committed.owner_pubkey)
+                _log.info(
+                    "workload recovered: configured, the running container kept, SSH open",
+                    extra={"image": config.image},
+                )
+                return False
+            await self._apply(config, committed.owner_pubkey)
             _log.info("workload recovered: configured, SSH open", extra={"image": committed.image})
             return False
         if current is not None:
@@ -235,13 +255,50 @@ class PodmanWorkloadManager:
 
     # -- the steps themselves ----------------------------------------------------------------
 
-    async def _apply(self, config: ContainerConfig, owner_pubkey: bytes) -> None:
+    async def _keeps_running(
+        self,
+        section: WorkloadSection | None,
+        completed: Phase,
+        config: ContainerConfig,
+        publish_port: int | None,
+    ) -> bool:
+        """At recovery: whether the running container can be kept as it is. Only after a step
+        that completed (an interrupted one may have left a container or mount half-made), with
+        the clear view alive (after its daemon died, a bind into it stays dead), and with podman
+        running the container exactly as `recreate` would make it now. Read-only."""
+        if section is None or section.phase is not completed or section.config != config:
+            return False
+        if not self._store.is_mounted():
+            return False
+        mounts = {self._store.path_for(d): d for d in config.persist_dirs}
+        if not all(host_dir.is_dir() for host_dir in mounts):
+            return False
+        try:
+            image_id = await self._runtime.matching_container(
+                self._name, config, mounts, publish_port
+            )
+        except ContainerRuntimeError as exc:
+            _log.warning(
+                "cannot inspect the running workload; recreating it", extra={"reason": str(exc)}
+            )
+            return False
+        if image_id is None:
+            _log.info("the running workload differs from the committed one; recreating it")
+            return False
+        self._image_id = image_id
+        return True
+
+    async def _apply(
+        self, config: ContainerConfig, owner_pubkey: bytes, image_id: str | None = None
+    ) -> None:
         self._save(Phase.CONFIGURING, config)
         mounts = await self._mount_dirs(config)
         self._image_id = None
-        image_id = await self._guard(self._runtime.image_id(config.image), "resolve the image")
+        if image_id is None:
+            image_id = await self._guard(self._runtime.image_id(config.image), "resolve the image")
         await self._guard(
-            self._runtime.recreate(self._name, config, mounts, None), "start the container"
+            self._runtime.recreate(self._name, config, mounts, None, image_id=image_id),
+            "start the container",
         )
         self._image_id = image_id
         await self._open_ssh(owner_pubkey)
@@ -255,7 +312,9 @@ class PodmanWorkloadManager:
         self._image_id = None
         image_id = await self._guard(self._runtime.image_id(config.image), "resolve the image")
         await self._guard(
-            self._runtime.recreate(self._name, config, mounts, self._workload_port),
+            self._runtime.recreate(
+                self._name, config, mounts, self._workload_port, image_id=image_id
+            ),
             "start the published container",
         )
         self._image_id = image_id
@@ -286,9 +345,9 @@ class PodmanWorkloadManager:
         if server is not None:
             await server.close()
 
-    async def _require_image(self, image: str) -> None:
+    async def _require_image(self, image: str) -> str:
         try:
-            await self._runtime.image_id(image)
+            return await self._runtime.image_id(image)
         except ImageUnavailableError as exc:
             raise WorkloadRejected(exc.reason) from None
         except ContainerRuntimeError as exc:

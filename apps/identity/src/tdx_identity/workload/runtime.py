@@ -8,17 +8,22 @@ targets the 5.x API, while Debian 12 ships podman 4.3.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from ._proc import Completed, ProgramTimeout, run_program
 from .config import Hardening, WorkloadConfig, validate_image_reference, validate_port
 
 __all__ = [
+    "CONFIG_LABEL",
     "MANAGED_LABEL",
+    "ContainerInfo",
     "ContainerRuntime",
     "ContainerRuntimeError",
     "ImageUnavailableError",
@@ -26,6 +31,7 @@ __all__ = [
 ]
 
 MANAGED_LABEL: Final = "io.tdx-identity.workload"
+CONFIG_LABEL: Final = "io.tdx-identity.config-sha256"
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", re.ASCII)
 _ENV_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}", re.ASCII)
 _ENV_VALUE_RE: Final = re.compile(r"[\x20-\x7e]{0,256}", re.ASCII)
@@ -44,6 +50,19 @@ class ImageUnavailableError(ContainerRuntimeError):
     """The image is neither in local storage nor pullable."""
 
 
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What one `podman container inspect` says about a container, as far as we compare it."""
+
+    running: bool
+    image_id: str
+    labels: Mapping[str, str]
+    port_bindings: frozenset[tuple[str, str, str]]
+    """(container port/proto, host IP, host port) of every published port."""
+    binds: frozenset[tuple[str, str]]
+    """(host source, container destination) of every bind mount."""
+
+
 class ContainerRuntime(Protocol):
     """What the identity service needs from a container engine."""
 
@@ -55,14 +74,28 @@ class ContainerRuntime(Protocol):
         """The local image id of `ref`, pulling it if absent; `ImageUnavailableError` if neither."""
         ...
 
+    async def matching_container(
+        self,
+        name: str,
+        config: WorkloadConfig,
+        mounts: Mapping[Path, str],
+        publish_port: int | None,
+    ) -> str | None:
+        """The image ID container `name` runs, if it runs exactly as `recreate` would create it
+        now (same arguments, and `config.image` still names that image locally); else None."""
+        ...
+
     async def recreate(
         self,
         name: str,
         config: WorkloadConfig,
         mounts: Mapping[Path, str],
         publish_port: int | None,
+        *,
+        image_id: str | None = None,
     ) -> str:
-        """Remove any container `name`, then start a fresh one; returns its id."""
+        """Replace any container `name` by a fresh one and return its id. `image_id` is what
+        `image_id(config.image)` just returned, when the caller has it (saves resolving again)."""
         ...
 
     async def remove(self, name: str) -> None:
@@ -187,7 +220,8 @@ class PodmanRuntime:
         mounts: Mapping[Path, str],
         publish_port: int | None,
     ) -> list[str]:
-        """The `podman run` arguments `recreate` uses (exposed for review and tests)."""
+        """The `podman run` arguments `recreate` uses, before it adds `--replace` and the
+        `CONFIG_LABEL` of their digest (exposed for review and tests)."""
         validate_container_name(name)
         args = [
             "run",
@@ -220,20 +254,42 @@ class PodmanRuntime:
         args += ["--", config.image]
         return args
 
+    def config_digest(
+        self,
+        name: str,
+        config: WorkloadConfig,
+        mounts: Mapping[Path, str],
+        publish_port: int | None,
+        image_id: str,
+    ) -> str:
+        """SHA-256 over the `run_argv` and the image ID: the container's whole configuration,
+        recorded as a label at creation so that a later start can tell it is unchanged."""
+        argv = self.run_argv(name, config, mounts, publish_port)
+        canonical = json.dumps({"argv": argv, "image_id": image_id}, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
     async def recreate(
         self,
         name: str,
         config: WorkloadConfig,
         mounts: Mapping[Path, str],
         publish_port: int | None,
+        *,
+        image_id: str | None = None,
     ) -> str:
         unmounted = set(config.persist_dirs) - set(mounts.values())
         if unmounted:
             raise ValueError(f"persisted dirs without a mount: {sorted(unmounted)}")
         argv = self.run_argv(name, config, mounts, publish_port)
-        await self.image_id(config.image)
-        await self.remove(name)
-        done = await self._podman_cmd("run", argv)
+        if image_id is None:
+            image_id = await self.image_id(config.image)
+        digest = self.config_digest(name, config, mounts, publish_port, image_id)
+        # `--replace` removes a container of that name first (stopped within its stop timeout):
+        # one podman invocation instead of `rm` then `run`.
+        argv[1:1] = ["--replace", "--label", f"{CONFIG_LABEL}={digest}"]
+        done = await self._podman_cmd(
+            "run", argv, time_limit=self._command_timeout + self._stop_timeout
+        )
         if done.returncode != 0:
             await self.remove(name)
             raise ContainerRuntimeError("run", done.error_summary)
@@ -241,6 +297,34 @@ class PodmanRuntime:
         if not container_id:
             raise ContainerRuntimeError("run", "no container id printed")
         return container_id[-1]
+
+    async def matching_container(
+        self,
+        name: str,
+        config: WorkloadConfig,
+        mounts: Mapping[Path, str],
+        publish_port: int | None,
+    ) -> str | None:
+        """Besides the digest label, podman's own view of the security-relevant settings is
+        compared (image, bind mounts, published ports): a label alone is only a claim."""
+        validate_image_reference(config.image)
+        info, image_id = await _both(self.inspect(name), self._inspect_image(config.image))
+        if info is None or image_id is None or not info.running:
+            return None
+        wanted_ports: frozenset[tuple[str, str, str]] = frozenset()
+        if publish_port is not None:
+            wanted_ports = frozenset(
+                {(f"{config.port}/tcp", self._publish_host or "", str(publish_port))}
+            )
+        matches = (
+            info.labels.get(MANAGED_LABEL) == self._label_value
+            and info.labels.get(CONFIG_LABEL)
+            == self.config_digest(name, config, mounts, publish_port, image_id)
+            and info.image_id == image_id
+            and info.port_bindings == wanted_ports
+            and info.binds == frozenset((str(host), dest) for host, dest in mounts.items())
+        )
+        return image_id if matches else None
 
     async def remove(self, name: str) -> None:
         validate_container_name(name)
@@ -253,18 +337,40 @@ class PodmanRuntime:
             raise ContainerRuntimeError("rm", done.error_summary)
 
     async def is_running(self, name: str) -> bool:
+        info = await self.inspect(name)
+        return info is not None and info.running
+
+    async def inspect(self, name: str) -> ContainerInfo | None:
+        """Container `name` as podman reports it; None if there is no such container."""
         validate_container_name(name)
         done = await self._podman_cmd(
             "container inspect", ["container", "inspect", "--format", "json", "--", name]
         )
         if done.returncode != 0:
             if await self._container_absent(name):
-                return False
+                return None
             raise ContainerRuntimeError("container inspect", done.error_summary)
         data = _json(done, "container inspect")
         try:
-            return bool(data[0]["State"]["Running"])
-        except (KeyError, IndexError, TypeError):
+            entry = data[0]
+            labels = entry["Config"].get("Labels") or {}
+            bindings = entry["HostConfig"].get("PortBindings") or {}
+            return ContainerInfo(
+                running=bool(entry["State"]["Running"]),
+                image_id=str(entry["Image"]),
+                labels={str(k): str(v) for k, v in labels.items()},
+                port_bindings=frozenset(
+                    (str(port), str(b.get("HostIp") or ""), str(b.get("HostPort") or ""))
+                    for port, bound in bindings.items()
+                    for b in bound or []
+                ),
+                binds=frozenset(
+                    (str(m["Source"]), str(m["Destination"]))
+                    for m in entry.get("Mounts") or []
+                    if m.get("Type") == "bind"
+                ),
+            )
+        except (KeyError, IndexError, TypeError, AttributeError):
             raise ContainerRuntimeError("container inspect", "unexpected output") from None
 
     async def _container_absent(self, name: str) -> bool:
@@ -304,6 +410,20 @@ class PodmanRuntime:
                 raise ValueError(f"environment variable {key!r} not acceptable")
             args += ["--env", f"{key}={value}"]
         return [*args, "--", name, *argv]
+
+
+_A = TypeVar("_A")
+_B = TypeVar("_B")
+
+
+async def _both(first: Awaitable[_A], second: Awaitable[_B]) -> tuple[_A, _B]:
+    """Await two read-only podman queries at once; both finish before an error is raised."""
+    a, b = await asyncio.gather(first, second, return_exceptions=True)
+    if isinstance(a, BaseException):
+        raise a
+    if isinstance(b, BaseException):
+        raise b
+    return a, b
 
 
 def _json(done: Completed, operation: str) -> Any:
