@@ -15,23 +15,12 @@ from cryptography import x509
 
 from tdx_measure import ExecutablePin, MeasurementError, MeasurementPolicy
 from tdx_service_kit import HttpLimits, RateLimit
-from tdx_verify import DEFAULT_ACCEPTED_TCB_STATUSES, Policy
+from tdx_verify import DEFAULT_ACCEPTED_TCB_STATUSES, KNOWN_TCB_STATUSES, Policy
 
 from .read_cache import DEFAULT_MAX_BYTES, DEFAULT_TTL_SECONDS
 from .store import DatabaseTarget
 
 INTEL_PCS_URL = "https://api.trustedservices.intel.com"
-KNOWN_TCB_STATUSES = frozenset(
-    {
-        "UpToDate",
-        "SWHardeningNeeded",
-        "ConfigurationNeeded",
-        "ConfigurationAndSWHardeningNeeded",
-        "OutOfDate",
-        "OutOfDateConfigurationNeeded",
-        "Revoked",
-    }
-)
 MRTD_LEN = 48
 SHA384_LEN = 48
 MAX_IMAGE_REF_LEN = 1024

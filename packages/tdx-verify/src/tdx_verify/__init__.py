@@ -31,12 +31,14 @@ from tdx_verify._errors import (
 from tdx_verify._pccs import CollateralCache, PccsClient
 from tdx_verify._policy import DEFAULT_ACCEPTED_TCB_STATUSES, Policy
 from tdx_verify._root import INTEL_SGX_ROOT_CA_PEM, INTEL_SGX_ROOT_CA_SHA256
+from tdx_verify._tcb import KNOWN_TCB_STATUSES
 from tdx_verify._verifier import VerifiedQuote, Verifier
 
 __all__ = [
     "DEFAULT_ACCEPTED_TCB_STATUSES",
     "INTEL_SGX_ROOT_CA_PEM",
     "INTEL_SGX_ROOT_CA_SHA256",
+    "KNOWN_TCB_STATUSES",
     "Collateral",
     "CollateralCache",
     "CollateralExpiredError",
