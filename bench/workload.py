@@ -178,6 +178,7 @@ def main() -> int:
             "WORKLOAD_PORT": str(wl_port),
             "WORKLOAD_PUBLISH_HOST": "127.0.0.1",
             "CLEAR_MOUNT_DIR": str(clear_dir),
+            "STORE_KEY_PATH": str(tmp / "td-root" / "store.key"),
             "CONTAINER_NAME": container,
         }
         id_argv = [program("identity-svc"), "--host", "127.0.0.1", "--port", str(id_port)]

@@ -84,6 +84,7 @@ DEFAULTED_SETTINGS = frozenset(
         "CLEAR_MOUNT_DIR",
         "CONTAINER_NAME",
         "RTMR_SYSFS_PATH",
+        "STORE_KEY_PATH",
     }
 )
 IMAGE = "localhost/tdx-demo-httpd:1"

@@ -156,6 +156,7 @@ def workload(make_stack: Callable[..., Stack], tmp_path: Path) -> Iterator[Workl
                 "WORKLOAD_PORT": str(workload_port),
                 "WORKLOAD_PUBLISH_HOST": "127.0.0.1",
                 "CLEAR_MOUNT_DIR": str(clear_dir),
+                "STORE_KEY_PATH": str(tmp_path / "td-root" / "store.key"),
                 "CONTAINER_NAME": container,
             }
         )

@@ -41,6 +41,13 @@ NEW_FLAGS = {
         "/run/env-clear",
         "/run/flag-clear",
     ),
+    "--store-key-path": (
+        "STORE_KEY_PATH",
+        "store_key_path",
+        Path("/var/lib/tdx-identity/store.key"),
+        "/var/lib/env/store.key",
+        "/var/lib/flag/store.key",
+    ),
     "--container-name": ("CONTAINER_NAME", "container_name", "tdx-workload", "env-wl", "flag-wl"),
 }
 
@@ -93,6 +100,12 @@ def test_a_clear_mount_dir_not_outside_storage_is_a_startup_error(
     clear = {"inside": storage / "clear", "same": storage, "parent": storage.parent}[where]
     with pytest.raises(StartupError, match="outside STORAGE_PATH"):
         create_app(replace(settings, clear_mount_dir=clear), workload=FakeWorkload())
+
+
+def test_a_store_key_path_under_storage_is_a_startup_error(settings: Settings) -> None:
+    key = settings.storage_path / "workload" / "store.key"
+    with pytest.raises(StartupError, match="store key path"):
+        create_app(replace(settings, store_key_path=key), workload=FakeWorkload())
 
 
 async def test_ssh_host_key_route_serves_the_persistent_key_and_its_fingerprint(

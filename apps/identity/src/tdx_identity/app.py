@@ -153,13 +153,19 @@ def installed_helpers(
 
 
 def _check_clear_mount_dir(settings: Settings) -> None:
-    """The clear view of the store must never be written under STORAGE_PATH."""
+    """Neither the store's clear view nor its key may live under STORAGE_PATH."""
     storage = settings.storage_path.resolve()
     clear = settings.clear_mount_dir.resolve()
     if clear == storage or storage in clear.parents or clear in storage.parents:
         raise StartupError(
             f"clear mount dir {settings.clear_mount_dir} must be outside STORAGE_PATH "
             f"{settings.storage_path}: the encrypted store's clear view must not be written there"
+        )
+    key = settings.store_key_path.resolve()
+    if key == storage or storage in key.parents:
+        raise StartupError(
+            f"store key path {settings.store_key_path} must be outside STORAGE_PATH "
+            f"{settings.storage_path}: the key must not sit beside the ciphertext it opens"
         )
 
 

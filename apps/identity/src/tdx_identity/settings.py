@@ -36,6 +36,9 @@ class Settings:
     workload_port: int = 8080
     workload_publish_host: str = "0.0.0.0"  # noqa: S104 - the workload serves the network
     clear_mount_dir: Path = Path("/run/tdx-identity/clear")
+    # The store key lives apart from STORAGE_PATH (the TD's root disk, not the data volume), so
+    # that an image of the data volume alone does not hold the key to its own ciphertext.
+    store_key_path: Path = Path("/var/lib/tdx-identity/store.key")
     container_name: str = "tdx-workload"
     hardening: Hardening = field(default_factory=Hardening)
     limits: HttpLimits = field(default_factory=HttpLimits)
@@ -199,6 +202,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "path [env CLEAR_MOUNT_DIR] (default %(default)s)",
     )
     parser.add_argument(
+        "--store-key-path",
+        type=_absolute_path,
+        default=environ.get("STORE_KEY_PATH") or defaults.store_key_path,
+        help="file holding the encrypted store's random key (0600); must be outside the "
+        "storage path [env STORE_KEY_PATH] (default %(default)s)",
+    )
+    parser.add_argument(
         "--container-name",
         type=_container_name,
         default=environ.get("CONTAINER_NAME") or defaults.container_name,
@@ -267,6 +277,7 @@ def parse_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Se
         workload_port=args.workload_port,
         workload_publish_host=args.workload_publish_host,
         clear_mount_dir=args.clear_mount_dir,
+        store_key_path=args.store_key_path,
         container_name=args.container_name,
         hardening=hardening,
     )

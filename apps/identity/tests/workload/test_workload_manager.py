@@ -33,8 +33,6 @@ from tdx_identity.workload import PodmanRuntime
 from tdx_identity.workload import WorkloadConfig as ContainerConfig
 from tdx_identity.workload.manager import (
     CIPHER_DIR_NAME,
-    STORE_KEY_NAME,
-    WORKLOAD_DIR_NAME,
     Phase,
     PodmanWorkloadManager,
     WorkloadSection,
@@ -143,6 +141,7 @@ def instance(tmp_path: Path, workload_image: str) -> Iterator[Instance]:
         workload_port=free_port(),
         workload_publish_host="127.0.0.1",
         clear_mount_dir=tmp_path / "run" / "clear",
+        store_key_path=tmp_path / "td-root" / "store.key",
         container_name=name,
     )
     owner = Ed25519PrivateKey.generate()
@@ -250,8 +249,9 @@ async def test_configure_ssh_write_expose_serves_the_file_and_closes_ssh(
     marker = secrets.token_hex(16).encode()
     async with instance.running() as app:
         await app.register()
-        key_file = instance.settings.storage_path / WORKLOAD_DIR_NAME / STORE_KEY_NAME
+        key_file = instance.settings.store_key_path
         assert key_file.stat().st_mode & 0o777 == 0o600  # created at owner registration
+        assert instance.settings.storage_path not in key_file.parents
 
         response = await app.configure()
         assert response.status_code == 200, response.text

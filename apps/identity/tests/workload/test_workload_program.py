@@ -61,6 +61,7 @@ class Program:
             "--workload-port", str(self.workload_port),
             "--workload-publish-host", "127.0.0.1",
             "--clear-mount-dir", str(self.clear),
+            "--store-key-path", str(tmp_path / "td-root" / "store.key"),
             "--container-name", self.container,
         ]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None

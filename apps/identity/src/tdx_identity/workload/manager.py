@@ -392,7 +392,6 @@ class PodmanWorkloadManager:
 # -- wiring from settings ----------------------------------------------------------------------
 
 WORKLOAD_DIR_NAME: Final = "workload"
-STORE_KEY_NAME: Final = "store.key"
 CIPHER_DIR_NAME: Final = "store.crypt"
 SSH_HOST_KEY_NAME: Final = "ssh_host_ed25519_key"
 REQUIRED_PROGRAMS: Final = ("podman", "gocryptfs", "fusermount3")
@@ -412,7 +411,7 @@ def podman_workload_manager(context: WorkloadContext) -> PodmanWorkloadManager:
     """A `WorkloadFactory`: the real manager laid out under the settings' paths and ports."""
     settings = context.settings
     workload_dir = settings.storage_path / WORKLOAD_DIR_NAME
-    keys = LocalFileKeyProvider(workload_dir / STORE_KEY_NAME)
+    keys = LocalFileKeyProvider(settings.store_key_path)
     try:
         store = GocryptfsStore(
             storage_path=settings.storage_path,
