@@ -3,6 +3,7 @@
 1. configure -> SSH ready, expose -> port serving, identity restart -> serving again, each against
    a plain `podman run` of the same image to HTTP 200 (target: overhead <= 1.5x podman's start).
 2. gocryptfs sequential write and read throughput against the plain disk (the ratio).
+   Also: the longest time the workload port stopped answering while the service restarted.
 3. measuring the helper executables at start-up against the whole identity-service start.
 
 Run by hand as root after ./scripts/setup: `hatch run bench:workload`.
@@ -22,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -91,6 +93,38 @@ def plain_podman_start(image: str) -> float:
     elapsed = time.perf_counter() - start
     subprocess.run(["podman", "rm", "-f", "-t", "0", name], check=True, capture_output=True)
     return elapsed
+
+
+class DowntimeProbe:
+    """Polls a URL from a thread; `stop()` returns the longest stretch it was not serving."""
+
+    def __init__(self, url: str) -> None:
+        self._check = serving(url)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.longest = 0.0
+
+    def _run(self) -> None:
+        down_since: float | None = None
+        while not self._done.is_set():
+            now = time.perf_counter()
+            if self._check():
+                if down_since is not None:
+                    self.longest = max(self.longest, now - down_since)
+                down_since = None
+            elif down_since is None:
+                down_since = now
+            time.sleep(0.01)
+        if down_since is not None:
+            self.longest = max(self.longest, time.perf_counter() - down_since)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> float:
+        self._done.set()
+        self._thread.join(10)
+        return self.longest
 
 
 def signed(url: str, key: Ed25519PrivateKey, body: dict[str, object]) -> None:
@@ -253,10 +287,14 @@ def main() -> int:
                 )
                 wait_until(serving(f"http://127.0.0.1:{wl_port}/"))
                 rows.append(("expose -> port serving", time.perf_counter() - start, plain))
+                # From here a probe watches the workload port through the service's restart.
+                probe = DowntimeProbe(f"http://127.0.0.1:{wl_port}/")
+                probe.start()
             start = time.perf_counter()
             with started(id_argv, id_url + "/instance/pubkey", tmp / "id2.log", id_env):
                 wait_until(serving(f"http://127.0.0.1:{wl_port}/"))
                 rows.append(("identity restart -> serving", time.perf_counter() - start, plain))
+            downtime = probe.stop()
         measure = measure_helpers_seconds()
         (disk_w, disk_r), (gc_w, gc_r) = gocryptfs_vs_disk(tmp, args.size_mb)
     finally:
@@ -276,6 +314,10 @@ def main() -> int:
             f"{name:32} {ours * 1000:7.0f}ms {base * 1000:15.0f}ms {ours / base:6.2f}x"
             f"  <=1.5x{mark}"
         )
+    print(
+        f"workload downtime during the identity restart: {downtime * 1000:.0f}ms "
+        "(the workload keeps serving while the service restarts)"
+    )
     print(
         f"gocryptfs sequential write {gc_w:7.0f} MB/s vs plain disk {disk_w:7.0f} MB/s: "
         f"{gc_w / disk_w:.2f}x"
