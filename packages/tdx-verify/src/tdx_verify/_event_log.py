@@ -5,13 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from tdx_measure import EventLog, ReplayMismatchError, verify_log
+from tdx_measure import EventLog, EventLogError, ReplayMismatchError, verify_log
 from tdx_verify._verifier import VerifiedQuote
 
 
+class MalformedEventLog(Exception):
+    """The bytes are not a tdx-measure event log; the message says what is malformed."""
+
+
 def load(data: bytes) -> EventLog:
-    """Strictly parse the log; `EventLogError` (a `ValueError`) says what is malformed."""
-    return EventLog.from_json(data)
+    """Strictly parse the log (`EventLog.from_json`)."""
+    try:
+        return EventLog.from_json(data)
+    except EventLogError as exc:
+        raise MalformedEventLog(exc.reason) from None
 
 
 def unmatched(log: EventLog) -> dict[str, Any]:

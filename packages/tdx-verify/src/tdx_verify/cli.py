@@ -135,7 +135,7 @@ def _load_event_log(path: str) -> EventLog:
 
     try:
         return _event_log.load(_read(path, "event log"))
-    except ValueError as exc:
+    except _event_log.MalformedEventLog as exc:
         raise _InputError(f"event log {path!r} is malformed: {exc}") from None
 
 
