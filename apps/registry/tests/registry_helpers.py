@@ -16,7 +16,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tdx_measure import BootEvent, Event, EventLog, ExecutableEvent, Transition, WorkloadEvent
-from tdx_ppid import quote_ppid
+from tdx_ppid import Ppid, quote_ppid
 from tdx_quote import (
     BodyType,
     CertificationData,
@@ -30,7 +30,6 @@ from tdx_quote import (
     parse_quote,
 )
 from tdx_report_data import IdentityInfo, report_data_for, sign_identity
-from tdx_verify import VerifiedQuote
 
 MR_TD = bytes(range(48))
 
@@ -121,13 +120,7 @@ def identity_for(instance: Ed25519PrivateKey, identity_key: Ed25519PrivateKey) -
 
 
 def identity_json(identity: IdentityInfo | None) -> dict[str, str] | None:
-    if identity is None:
-        return None
-    return {
-        "pubkey": identity.pubkey.hex(),
-        "instance_signature": identity.instance_signature.hex(),
-        "identity_signature": identity.identity_signature.hex(),
-    }
+    return None if identity is None else identity.to_object()
 
 
 @dataclass
@@ -175,8 +168,24 @@ class Instance:
         return body
 
 
+@dataclass(frozen=True)
+class ClaimedFacts:
+    """What `FakeCache` claims a DCAP verification established, read from the parsed quote and
+    signed by nobody: the registry's `DcapFacts`, not a `tdx_verify.VerifiedQuote` (which only
+    tdx-verify's `Verifier` can make)."""
+
+    quote: Quote
+    tcb_status: str
+    advisory_ids: tuple[str, ...]
+    ppid: Ppid
+    mr_td: bytes
+    report_data: bytes
+    verified_at: datetime
+
+
 class FakeCache:
-    """Stands in for `tdx_verify.CollateralCache`: trusts any parsable quote, or raises `error`."""
+    """Stands in for `tdx_verify.CollateralCache`: claims any parsable quote verified with
+    `tcb_status` and `advisory_ids`, or raises `error`."""
 
     def __init__(self) -> None:
         self.error: Exception | None = None
@@ -184,17 +193,16 @@ class FakeCache:
         self.tcb_status = "UpToDate"
         self.advisory_ids: tuple[str, ...] = ("INTEL-SA-00837",)
 
-    async def verify_quote(self, quote: bytes, *, now: datetime) -> VerifiedQuote:
+    async def verify_quote(self, quote: bytes, *, now: datetime) -> ClaimedFacts:
         self.calls += 1
         if self.error is not None:
             raise self.error
         parsed = parse_quote(quote)
-        return VerifiedQuote(
+        return ClaimedFacts(
             quote=parsed,
             tcb_status=self.tcb_status,
             advisory_ids=self.advisory_ids,
             ppid=quote_ppid(parsed),
-            fmspc=bytes(6),
             mr_td=parsed.body.mr_td,
             report_data=parsed.body.report_data,
             verified_at=now,

@@ -97,6 +97,17 @@ def test_serialization_round_trips(event: object) -> None:
     assert isinstance(event, BootEvent | ExecutableEvent | WorkloadEvent)
     assert decode_event(encode_event(event)) == event
     assert event_from_object(json.loads(json.dumps(event_to_object(event)))) == event
+    assert event_to_object(event) == {"type": event.TYPE, **event.to_object()}
+
+
+def test_a_workload_event_to_object_is_its_fields_without_the_type() -> None:
+    assert WORK.to_object() == {
+        "transition": WORK.transition,
+        "image": WORK.image,
+        "image_id": WORK.image_id,
+        "persist_dirs": list(WORK.persist_dirs),
+        "port": WORK.port,
+    }
 
 
 @given(st.binary(max_size=300))

@@ -19,8 +19,10 @@ from tdx_measure import (
     InvalidPolicyError,
     MeasurementPolicy,
     PolicyViolationError,
+    VerifiedLog,
     WorkloadEvent,
     check_log,
+    verify_log,
 )
 
 BOOT = BootEvent(boot_nonce=bytes(32), timestamp=0)
@@ -39,8 +41,16 @@ PINNED = MeasurementPolicy(
 )
 
 
-def log_of(*events: Event) -> EventLog:
-    return EventLog.from_events([BOOT, *events])
+def log_of(*events: Event) -> VerifiedLog:
+    """A log of `events` after a boot, verified against the register it replays to."""
+    log = EventLog.from_events([BOOT, *events])
+    return verify_log(log, log.replay())
+
+
+def test_check_log_takes_only_a_verified_log() -> None:
+    unverified = EventLog.from_events([BOOT, RUNC, PODMAN])
+    with pytest.raises(TypeError, match="VerifiedLog that verify_log returns, not EventLog"):
+        check_log(unverified, PINNED)  # type: ignore[arg-type]
 
 
 def test_a_log_matching_every_pin_and_image_is_accepted() -> None:

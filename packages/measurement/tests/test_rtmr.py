@@ -21,13 +21,14 @@ from tdx_measure import (
     ExecutableEvent,
     RegisterLengthError,
     ReplayMismatchError,
+    VerifiedLog,
     WorkloadEvent,
     event_digest,
     extend,
     replay,
     verify_log,
 )
-from tdx_measure.rtmr import LOG_FORMAT, MAX_LOG_EVENTS
+from tdx_measure._rtmr import LOG_FORMAT, MAX_LOG_EVENTS
 
 BOOT = BootEvent(boot_nonce=bytes(range(32)), timestamp=1_700_000_000)
 EXE = ExecutableEvent("oci-runtime", "/usr/sbin/runc", bytes(range(48)), b"\x19\x4f", "EM_X86_64")
@@ -287,6 +288,30 @@ def test_verify_log_refuses_tampered_dropped_and_reordered_logs() -> None:
         assert expected.hex() in str(info.value)
     with pytest.raises(RegisterLengthError):
         verify_log(make_log(), expected[:32])
+
+
+def test_verify_log_returns_a_snapshot_of_the_events_and_the_register_they_replay_to() -> None:
+    log = make_log(EXE, CONFIGURE)
+    expected = log.replay()
+    verified = verify_log(log, expected)
+    assert isinstance(verified, VerifiedLog)
+    assert verified.events == (BOOT, EXE, CONFIGURE) and len(verified) == 3
+    assert verified.rtmr == expected
+    assert verified.boot == BOOT
+    assert verified.workload == CONFIGURE
+    log.append(EXPOSE)
+    assert verified.events == (BOOT, EXE, CONFIGURE)
+    assert verified.workload == CONFIGURE
+    assert verify_log(make_log(EXE, CONFIGURE), expected) == verified
+    assert verify_log(make_log(), make_log().replay()).workload is None
+
+
+def test_a_verified_log_cannot_be_constructed_directly() -> None:
+    log = make_log(EXE)
+    with pytest.raises(TypeError, match="cannot be constructed directly"):
+        VerifiedLog(log.events, log.replay())
+    with pytest.raises(TypeError, match="cannot be constructed directly"):
+        VerifiedLog(log.events, log.replay(), _token=object())
 
 
 def test_pending_returns_the_events_written_ahead_of_the_register() -> None:

@@ -9,6 +9,8 @@ import contextlib
 import hashlib
 import io
 import json
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ def sample_log() -> EventLog:
     for transition in ("configure", "expose"):
         log.append(
             WorkloadEvent(
-                transition=transition,  # type: ignore[arg-type]
+                transition=transition,
                 image="registry.example/app:1",
                 image_id="sha256:" + "ab" * 32,
                 persist_dirs=("/data",),
@@ -115,6 +117,36 @@ def test_without_the_flag_the_output_is_unchanged(files: Files) -> None:
     code, verdict = run(files.argv())
     assert code == 0
     assert set(verdict) == KEYS
+
+
+def test_without_tdx_measure_the_event_log_option_is_a_usage_error(
+    files: Files, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """tdx-measure is the `event-log` extra: without it the option exits 2 with a message."""
+    monkeypatch.setitem(sys.modules, "tdx_measure", None)
+    log_file = files.write("extra.json", files.log.to_json())
+    assert main(files.argv("--event-log", str(log_file))) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "verify-quote: --event-log needs tdx-measure: pip install 'tdx-verify[event-log]'\n"
+    )
+
+
+def test_without_tdx_measure_a_quote_still_verifies(
+    files: Files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "tdx_measure", None)
+    code, verdict = run(files.argv())
+    assert code == 0 and verdict["valid"] is True
+
+
+def test_importing_tdx_verify_and_its_cli_does_not_import_tdx_measure() -> None:
+    program = (
+        "import sys, tdx_verify, tdx_verify.cli\n"
+        "assert 'tdx_measure' not in sys.modules, 'tdx_measure was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", program], check=True, timeout=60)
 
 
 def test_log_of_another_boot_is_invalid(files: Files) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -82,9 +83,9 @@ def test_warm_verification_reuses_verified_collateral(
     real_quote: bytes, real_collateral: Collateral
 ) -> None:
     verifier = Verifier()
-    first = verifier.verify_collateral(real_collateral)
+    first = verifier._verified_collateral(real_collateral)  # the private cache, knowingly
     copy = Collateral.from_json(real_collateral.to_json())
-    assert verifier.verify_collateral(copy) is first
+    assert verifier._verified_collateral(copy) is first
 
 
 @pytest.mark.parametrize(
@@ -155,8 +156,10 @@ def _collateral_flip(c: Collateral, name: str, offset: int) -> Collateral:
     if isinstance(value, str):
         raw = bytearray(value.encode())
         raw[offset] ^= 0x01
-        return replace(c, **{name: raw.decode()})
-    return replace(c, **{name: flip(value, offset)})
+        changes: dict[str, Any] = {name: raw.decode()}
+    else:
+        changes = {name: flip(value, offset)}
+    return replace(c, **changes)
 
 
 @pytest.mark.parametrize(

@@ -16,20 +16,20 @@ from .routes import instance_blueprint, register_blueprint
 from .services import Services
 from .settings import Settings
 from .store import PonyRecordStore, RecordStore
-from .verification import DcapQuoteVerifier, ParseOnlyQuoteVerifier, QuoteVerifier
+from .verification import DcapQuoteVerifier, QuoteVerifier, UnsafeParseOnlyVerifier
 
 log = logging.getLogger("tdx_registry")
 
 SKIP_WARNING = (
-    "SKIP_TDX_AUTH IS ON: quotes are parsed but NOT verified (no DCAP, no PCCS, no TCB policy). "
-    "Any machine can register anything. Development only."
+    "UNSAFE: SKIP_TDX_AUTH IS ON: quotes are parsed but NOT verified (no DCAP, no PCCS, no TCB "
+    "policy). Any machine can register anything. Development only."
 )
 
 
 def build_verifier(settings: Settings) -> QuoteVerifier:
-    """The quote verifier `settings` ask for: full DCAP, or parse-only when skipping."""
+    """The quote verifier `settings` ask for: full DCAP, or the unsafe parse-only hatch."""
     if settings.skip_tdx_auth:
-        return ParseOnlyQuoteVerifier()
+        return UnsafeParseOnlyVerifier()
     return DcapQuoteVerifier.connect(
         pccs_url=settings.pccs_url,
         root_ca_pem=settings.trusted_root_ca_pem,

@@ -246,8 +246,7 @@ class Registrar:
         if not hmac.compare_digest(checked.ppid, request.ppid):
             raise BindingError("the quote's PPID does not match the request's ppid")
         if request.event_log is not None:
-            verify_log(request.event_log, checked.rtmr3)
-            check_log(request.event_log, self._measurement_policy)
+            check_log(verify_log(request.event_log, checked.rtmr3), self._measurement_policy)
         now = self._clock()
         new = InstanceRecord(
             instance_pubkey=request.instance_pubkey,

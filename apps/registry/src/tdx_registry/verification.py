@@ -1,4 +1,5 @@
-"""Quote verification behind one narrow interface: full DCAP, or parse-only when skipped."""
+"""Quote verification behind one narrow interface: full DCAP, or, under SKIP_TDX_AUTH, the
+development hatch `UnsafeParseOnlyVerifier`, which verifies nothing."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from tdx_ppid import quote_ppid
-from tdx_quote import parse_quote
-from tdx_verify import CollateralCache, PccsClient, Policy, VerifiedQuote, Verifier
+from tdx_ppid import Ppid, quote_ppid
+from tdx_quote import Quote, parse_quote
+from tdx_verify import CollateralCache, PccsClient, Policy, Verifier
 
 from .records import Verdict
 
@@ -35,10 +36,37 @@ class QuoteVerifier(Protocol):
     async def aclose(self) -> None: ...
 
 
+class DcapFacts(Protocol):
+    """What the registry reads of a `tdx_verify.VerifiedQuote`, which only tdx-verify's
+    `Verifier` can make. A protocol, so that tests can stand in for the collateral cache with
+    facts they claim, without forging a VerifiedQuote."""
+
+    @property
+    def quote(self) -> Quote: ...
+
+    @property
+    def tcb_status(self) -> str: ...
+
+    @property
+    def advisory_ids(self) -> tuple[str, ...]: ...
+
+    @property
+    def ppid(self) -> Ppid: ...
+
+    @property
+    def mr_td(self) -> bytes: ...
+
+    @property
+    def report_data(self) -> bytes: ...
+
+    @property
+    def verified_at(self) -> datetime: ...
+
+
 class VerifyingCache(Protocol):
     """What `DcapQuoteVerifier` needs of `tdx_verify.CollateralCache`."""
 
-    async def verify_quote(self, quote: bytes, *, now: datetime) -> VerifiedQuote: ...
+    async def verify_quote(self, quote: bytes, *, now: datetime) -> DcapFacts: ...
 
 
 class DcapQuoteVerifier:
@@ -79,11 +107,12 @@ class DcapQuoteVerifier:
             await self._client.aclose()
 
 
-class ParseOnlyQuoteVerifier:
-    """SKIP_TDX_AUTH: parse the quote and read its PPID, verify nothing. Development only."""
+class UnsafeParseOnlyVerifier:
+    """UNSAFE, development only (SKIP_TDX_AUTH): parse the quote and read its PPID, verify
+    nothing. Any machine can register anything; every quote it accepts is logged as UNSAFE."""
 
     async def check(self, quote: bytes, *, now: datetime) -> CheckedQuote:
-        log.warning("SKIP_TDX_AUTH: accepting a quote WITHOUT DCAP verification")
+        log.warning("UNSAFE: SKIP_TDX_AUTH: accepting a quote WITHOUT DCAP verification")
         parsed = parse_quote(quote)
         return CheckedQuote(
             report_data=parsed.body.report_data,
@@ -101,3 +130,7 @@ class ParseOnlyQuoteVerifier:
 
     async def aclose(self) -> None:
         return None
+
+
+ParseOnlyQuoteVerifier = UnsafeParseOnlyVerifier
+"""The old name, until `tdx_registry/__init__.py` and the registry tests import the new one."""

@@ -2,8 +2,8 @@
 RTMR extension rule and log replay, executable identity read with pyelftools, and a policy a
 verifier applies to a replayed log."""
 
-from .elf import find_helper, measure_executable
-from .errors import (
+from tdx_measure._elf import find_helper, measure_executable
+from tdx_measure._errors import (
     EventLogError,
     ExecutableError,
     ExecutableUnreadableError,
@@ -15,7 +15,7 @@ from .errors import (
     RegisterLengthError,
     ReplayMismatchError,
 )
-from .events import (
+from tdx_measure._events import (
     DOMAIN_TAG,
     BootEvent,
     Event,
@@ -28,8 +28,16 @@ from .events import (
     event_from_object,
     event_to_object,
 )
-from .policy import ExecutablePin, MeasurementPolicy, check_log
-from .rtmr import REGISTER_SIZE, ZERO_REGISTER, EventLog, extend, replay, verify_log
+from tdx_measure._policy import ExecutablePin, MeasurementPolicy, check_log
+from tdx_measure._rtmr import (
+    REGISTER_SIZE,
+    ZERO_REGISTER,
+    EventLog,
+    VerifiedLog,
+    extend,
+    replay,
+    verify_log,
+)
 
 __all__ = [
     "DOMAIN_TAG",
@@ -52,6 +60,7 @@ __all__ = [
     "RegisterLengthError",
     "ReplayMismatchError",
     "Transition",
+    "VerifiedLog",
     "WorkloadEvent",
     "check_log",
     "decode_event",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import NoReturn
 
-from .errors import EventLogError
+from tdx_measure._errors import EventLogError
 
 
 def dumps_canonical(value: object) -> bytes:

@@ -19,7 +19,7 @@ from pyasn1.codec.der import encoder as der_encoder
 from pyasn1.error import PyAsn1Error
 from pyasn1.type import base, namedtype, univ
 
-from tdx_ppid.errors import PpidError
+from tdx_ppid._errors import PpidError
 
 SGX_EXTENSION_OID = "1.2.840.113741.1.13.1"
 

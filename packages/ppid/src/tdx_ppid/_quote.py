@@ -11,8 +11,8 @@ from enum import StrEnum
 
 from cryptography import x509
 
+from tdx_ppid._errors import PpidError
 from tdx_ppid._extension import parse_sgx_extension
-from tdx_ppid.errors import PpidError
 from tdx_quote import (
     CertificationData,
     CertificationDataType,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 from dataclasses import dataclass
+from typing import Final
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -23,6 +25,12 @@ _TAG_OWNER = 0x04
 _TAG_ID_PUBKEY = 0x10
 _TAG_ID_INSTANCE_SIG = 0x11
 _TAG_ID_IDENTITY_SIG = 0x12
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
+_IDENTITY_MEMBERS: Final = (
+    ("pubkey", ED25519_PUBKEY_LEN),
+    ("instance_signature", ED25519_SIGNATURE_LEN),
+    ("identity_signature", ED25519_SIGNATURE_LEN),
+)
 
 
 class ReportDataError(ValueError):
@@ -35,6 +43,16 @@ class EncodingError(ReportDataError):
 
 class SignatureError(ReportDataError):
     """An identity's signatures do not check out."""
+
+
+class IdentityFormatError(ReportDataError):
+    """The JSON object form of an identity is malformed. `field` names the member (e.g.
+    ``operator.pubkey``), `reason` what is wrong with it."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
 
 
 class SmallOrderKeyError(SignatureError):
@@ -77,6 +95,36 @@ class IdentityInfo:
     pubkey: bytes
     instance_signature: bytes
     identity_signature: bytes
+
+    def to_object(self) -> dict[str, str]:
+        """The JSON object form (API.md's IdentityInfo): each member in lowercase hex."""
+        return {
+            "pubkey": self.pubkey.hex(),
+            "instance_signature": self.instance_signature.hex(),
+            "identity_signature": self.identity_signature.hex(),
+        }
+
+    @classmethod
+    def from_object(cls, obj: object, *, name: str = "identity") -> IdentityInfo:
+        """Strictly decode the JSON object form: exactly its three members, each a hex string
+        (either case, no whitespace) of its size. `name` prefixes the member in errors."""
+        if not isinstance(obj, dict):
+            raise IdentityFormatError(name, f"must be a JSON object, not {type(obj).__name__}")
+        unknown = sorted(str(key) for key in obj if key not in dict(_IDENTITY_MEMBERS))
+        if unknown:
+            raise IdentityFormatError(name, f"unknown member(s) {', '.join(unknown)}")
+        values: dict[str, bytes] = {}
+        for member, size in _IDENTITY_MEMBERS:
+            field = f"{name}.{member}"
+            if member not in obj:
+                raise IdentityFormatError(field, "is missing")
+            text = obj[member]
+            if not isinstance(text, str) or _HEX.fullmatch(text) is None:
+                raise IdentityFormatError(field, "must be a hex string")
+            if len(text) != 2 * size:
+                raise IdentityFormatError(field, f"must be {size} bytes ({2 * size} hex digits)")
+            values[member] = bytes.fromhex(text)
+        return cls(**values)
 
 
 def _field(tag: int, value: bytes) -> bytes:

@@ -1,6 +1,6 @@
 """Parse and build Intel TDX quotes (v4 and v5) from one construct declaration."""
 
-from tdx_quote.codec import (
+from tdx_quote._codec import (
     MAX_QUOTE_SIZE,
     build_enclave_report,
     build_quote,
@@ -9,8 +9,8 @@ from tdx_quote.codec import (
     parse_enclave_report,
     parse_quote,
 )
-from tdx_quote.errors import QuoteFormatError
-from tdx_quote.model import (
+from tdx_quote._errors import QuoteFormatError
+from tdx_quote._model import (
     AttestationKeyType,
     BodyType,
     CertificationData,

@@ -8,7 +8,7 @@ those gaps, in the interpreted and in the compiled parser alike:
 - `_Sized(length, subcon)`: the length field must equal the size of what `subcon` consumes;
 - `_Allowed(subcon, values, what)`: an integer field restricted to the values this library knows.
 
-Errors are raised as construct errors carrying the field path; `codec` turns them into
+Errors are raised as construct errors carrying the field path; `_codec` turns them into
 `QuoteFormatError`.
 """
 

@@ -150,7 +150,7 @@ class CollateralCache:
     async def verify_quote(self, quote: bytes, *, now: datetime) -> VerifiedQuote:
         """Parse `quote`, get verified collateral for its platform, and run `Verifier.verify`."""
         parsed = parse(quote)
-        key = self._verifier.platform_of(parsed)
+        key = self._verifier._platform_of(parsed)
         collateral = await self._collateral(key, now.timestamp())
         return self._verifier.verify(parsed, collateral, now=now)
 
@@ -169,6 +169,6 @@ class CollateralCache:
     async def _fetch(self, key: tuple[bytes, str]) -> tuple[Collateral, float]:
         self.fetch_count += 1
         collateral = await self._client.fetch_collateral(*key)
-        expires_at = self._verifier.verify_collateral(collateral).expires_at
+        expires_at = self._verifier._verified_collateral(collateral).expires_at
         self._entries[key] = (collateral, expires_at)
         return collateral, expires_at

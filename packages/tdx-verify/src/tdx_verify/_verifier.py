@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from datetime import datetime
+from typing import Final
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -31,7 +32,6 @@ from tdx_quote import (
     Quote,
     QuoteFormatError,
     TdReport10,
-    TdReport15,
     TeeType,
     build_enclave_report,
     parse_quote,
@@ -43,16 +43,12 @@ from tdx_verify._errors import (
     CollateralMismatchError,
     CollateralSignatureError,
     CrlError,
-    DebugTdRejected,
-    MeasurementRejected,
     PckChainError,
     QeIdentityError,
     QeReportError,
     QuoteParseError,
     QuoteSignatureError,
     RootCaError,
-    TcbStatusRejected,
-    TdAttributesRejected,
     VerificationError,
 )
 from tdx_verify._pki import (
@@ -91,9 +87,16 @@ _MAX_CACHED_CHAINS = 4096
 _DEFAULT_POLICY = Policy()
 
 
+_VERIFIER: Final = object()
+"""The constructor token of `VerifiedQuote`: only `Verifier.verify` passes it."""
+
+
 @dataclass(frozen=True)
 class VerifiedQuote:
-    """A quote that passed every DCAP step and the policy. Only `Verifier.verify` makes these."""
+    """A quote that passed every DCAP step and the policy. Only `Verifier.verify` makes one:
+    constructing it directly (or through `dataclasses.replace`) raises `TypeError`, so code that
+    takes a VerifiedQuote is never handed a quote nobody verified. A guard against mistakes in
+    callers, not against code in the same process that sets out to forge one."""
 
     quote: Quote
     tcb_status: str
@@ -103,6 +106,13 @@ class VerifiedQuote:
     mr_td: bytes
     report_data: bytes
     verified_at: datetime
+    _token: InitVar[object] = None
+
+    def __post_init__(self, _token: object) -> None:
+        if _token is not _VERIFIER:
+            raise TypeError(
+                "a VerifiedQuote cannot be constructed directly: Verifier.verify returns it"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +190,7 @@ class Verifier:
         ts = _timestamp(now)
         parsed = quote if isinstance(quote, Quote) else parse(quote)
         qe_cert, pck_pem = _quote_shape(parsed)
-        verified = self.verify_collateral(collateral)
+        verified = self._verified_collateral(collateral)
         # Step 1: root CA and its CRL
         self._root_window.check(ts)
         check_windows(verified.windows_root, ts)
@@ -203,7 +213,7 @@ class Verifier:
             verified.tcb_info, chain.extension, parsed.body, qe_level.status, qe_level.advisory_ids
         )
         # Step 8: policy
-        _apply_policy(self._policy, parsed.body, status, advisories)
+        self._policy.check(parsed.body, status, advisories)
         return VerifiedQuote(
             quote=parsed,
             tcb_status=status,
@@ -213,17 +223,19 @@ class Verifier:
             mr_td=parsed.body.mr_td,
             report_data=parsed.body.report_data,
             verified_at=now,
+            _token=_VERIFIER,
         )
 
     # -- collateral (steps 1-3 and the PCK CRL), cached by value ---------------------------
 
-    def verify_collateral(self, collateral: Collateral) -> _VerifiedCollateral:
-        """Check every signature and chain of `collateral` (not its time windows); cached."""
+    def _verified_collateral(self, collateral: Collateral) -> _VerifiedCollateral:
+        """Check every signature and chain of `collateral` (not its time windows); cached.
+        `CollateralCache` also calls it, to learn when fetched collateral expires."""
         cached = self._collateral_cache.get(collateral)
         if cached is not None:
             return cached
         try:
-            result = self._verify_collateral(collateral)
+            result = self._check_collateral(collateral)
         except VerificationError:
             raise
         except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
@@ -233,7 +245,7 @@ class Verifier:
         self._collateral_cache.put(collateral, result)
         return result
 
-    def _verify_collateral(self, c: Collateral) -> _VerifiedCollateral:
+    def _check_collateral(self, c: Collateral) -> _VerifiedCollateral:
         root = self._root
         # Step 1: root CA CRL, signed by the pinned root; the root itself must not be listed.
         root_crl = verify_crl(
@@ -380,8 +392,9 @@ class Verifier:
             pck_ca="processor" if "Processor" in _common_name(intermediate) else "platform",
         )
 
-    def platform_of(self, quote: Quote) -> tuple[bytes, str]:
-        """(FMSPC, PCK CA kind) of a quote, from its verified PCK chain: what to fetch."""
+    def _platform_of(self, quote: Quote) -> tuple[bytes, str]:
+        """(FMSPC, PCK CA kind) of a quote, from its verified PCK chain: the collateral
+        `CollateralCache` fetches for it."""
         _, pem = _quote_shape(quote)
         chain = self._pck_chain(quote, pem)
         return chain.extension.fmspc, chain.pck_ca
@@ -542,53 +555,3 @@ def _tcb_status(
         status = converge(status, module.status)
         advisories = merge_advisories(advisories, module.advisory_ids)
     return converge(status, qe_status), merge_advisories(advisories, qe_advisories)
-
-
-# TD attribute bits (TDX module ABI): 0 DEBUG, 28 SEPT_VE_DISABLE, 29 MIGRATABLE, and the
-# feature bits a production TD may set; every other bit is reserved. The accepted set is the
-# one dcap-qvl 0.7 accepts, so both verifiers agree on every TD.
-_DEBUG = 1 << 0
-_SEPT_VE_DISABLE = 1 << 28
-_MIGRATABLE = 1 << 29
-_FEATURES = sum(1 << b for b in (16, 18, 19, 20, 21, 22, 27, 28, 30, 31, 62, 63))
-_RESERVED = ((1 << 64) - 1) & ~(_DEBUG | _MIGRATABLE | _FEATURES)
-
-
-def _apply_policy(
-    policy: Policy, body: TdReport10, status: str, advisories: tuple[str, ...]
-) -> None:
-    """Step 8: TCB status, TD attributes and measurements against the caller's policy."""
-    if status == "Revoked" or (
-        policy.accepted_tcb_statuses is not None and status not in policy.accepted_tcb_statuses
-    ):
-        raise TcbStatusRejected(
-            "policy",
-            f"TCB status {status} is not accepted"
-            + (f" (advisories: {', '.join(advisories)})" if advisories else ""),
-            tcb_status=status,
-            advisory_ids=advisories,
-        )
-    attributes = int.from_bytes(body.td_attributes, "little")
-    if attributes & _DEBUG and not policy.allow_debug:
-        raise DebugTdRejected(
-            "policy", f"the TD runs in debug mode (TD attributes {body.td_attributes.hex()})"
-        )
-    if attributes & _RESERVED:
-        raise TdAttributesRejected(
-            "policy", f"reserved TD attribute bits are set ({body.td_attributes.hex()})"
-        )
-    if attributes & _MIGRATABLE:
-        raise TdAttributesRejected("policy", "the TD is migratable (TD attribute bit 29)")
-    if policy.require_sept_ve_disable and not attributes & _SEPT_VE_DISABLE:
-        raise TdAttributesRejected("policy", "SEPT_VE_DISABLE is not set in the TD attributes")
-    if isinstance(body, TdReport15) and any(body.mr_service_td):
-        raise MeasurementRejected("policy", "MR_SERVICE_TD is set: service TDs are not supported")
-    if policy.mrtd_allowlist is not None and body.mr_td not in policy.mrtd_allowlist:
-        raise MeasurementRejected("policy", f"MRTD {body.mr_td.hex()} is not in the allow-list")
-    if policy.rtmr_allowlist is not None:
-        for index, allowed in enumerate(policy.rtmr_allowlist):
-            value = body.rtmrs[index]
-            if allowed is not None and value not in allowed:
-                raise MeasurementRejected(
-                    "policy", f"RTMR{index} {value.hex()} is not in the allow-list"
-                )

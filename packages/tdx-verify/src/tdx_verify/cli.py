@@ -1,7 +1,8 @@
 """`verify-quote`: verify one TDX quote and print one JSON verdict.
 
 With `--event-log FILE` the verdict also says whether that RTMR3 event log (tdx-measure's
-`EventLog` JSON) replays to the verified quote's RTMR3; it is valid only if it does.
+`EventLog` JSON) replays to the verified quote's RTMR3; it is valid only if it does. That option
+needs tdx-measure (`pip install 'tdx-verify[event-log]'`); without it, it is a usage error.
 Exit status: 0 valid, 1 invalid (any reason, including unreadable input), 2 usage error.
 """
 
@@ -14,15 +15,17 @@ import string
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tdx_measure import EventLog, EventLogError, ReplayMismatchError, WorkloadEvent, verify_log
 from tdx_verify._collateral import Collateral
 from tdx_verify._errors import TcbStatusRejected, TdxVerifyError
 from tdx_verify._pccs import CollateralCache, PccsClient
 from tdx_verify._policy import DEFAULT_ACCEPTED_TCB_STATUSES, Policy
 from tdx_verify._tcb import KNOWN_TCB_STATUSES
 from tdx_verify._verifier import VerifiedQuote, Verifier
+
+if TYPE_CHECKING:
+    from tdx_measure import EventLog
 
 _MAX_INPUT_BYTES = 8 * 1024 * 1024
 _HEX = frozenset(string.hexdigits.encode())
@@ -118,51 +121,41 @@ def _verdict(result: VerifiedQuote | None, error: str | None, **extra: Any) -> d
     }
 
 
+def _event_log_available() -> bool:
+    """Whether tdx-measure, the `event-log` extra, is installed."""
+    try:
+        import tdx_measure  # noqa: F401
+    except ModuleNotFoundError:
+        return False
+    return True
+
+
 def _load_event_log(path: str) -> EventLog:
+    from tdx_verify import _event_log
+
     try:
-        return EventLog.from_json(_read(path, "event log"))
-    except EventLogError as exc:
-        raise _InputError(f"event log {path!r} is malformed: {exc.reason}") from None
+        return _event_log.load(_read(path, "event log"))
+    except _event_log.MalformedEventLog as exc:
+        raise _InputError(f"event log {path!r} is malformed: {exc}") from None
 
 
-def _workload(event: WorkloadEvent | None) -> dict[str, Any] | None:
-    if event is None:
-        return None
-    return {
-        "transition": event.transition,
-        "image": event.image,
-        "image_id": event.image_id,
-        "persist_dirs": list(event.persist_dirs),
-        "port": event.port,
-    }
+def _with_event_log(
+    verdict: dict[str, Any], result: VerifiedQuote | None, log: EventLog | None
+) -> dict[str, Any]:
+    """The verdict with its "event_log" member: a verified quote stays valid only if the log
+    replays to its RTMR3 (the TCB status stays visible, as for a rejected TCB status)."""
+    if log is None:
+        return {**verdict, "event_log": None}
+    from tdx_verify import _event_log
 
-
-def _event_log_report(log: EventLog, matches: bool) -> dict[str, Any]:
-    """`matches` is True only when the replay equals the RTMR3 of a quote that verified."""
-    return {
-        "replayed_rtmr3": log.replay().hex(),
-        "matches": matches,
-        "workload": _workload(log.workload),
-    }
-
-
-def _verdict_with_event_log(result: VerifiedQuote, log: EventLog) -> dict[str, Any]:
-    """The verdict on a verified quote and its event log: invalid unless the log replays to the
-    quote's RTMR3 (the TCB status stays visible, as for a rejected TCB status)."""
-    try:
-        verify_log(log, result.quote.body.rtmr3)
-    except ReplayMismatchError as exc:
+    if result is None:
+        return {**verdict, "event_log": _event_log.unmatched(log)}
+    report, refusal = _event_log.replay_against(log, result)
+    if refusal is not None:
         verdict = _verdict(
-            None,
-            f"event log does not replay to the quote's RTMR3: {exc.reason}",
-            tcb_status=result.tcb_status,
-            advisory_ids=result.advisory_ids,
+            None, refusal, tcb_status=result.tcb_status, advisory_ids=result.advisory_ids
         )
-        verdict["event_log"] = _event_log_report(log, matches=False)
-        return verdict
-    verdict = _verdict(result, None)
-    verdict["event_log"] = _event_log_report(log, matches=True)
-    return verdict
+    return {**verdict, "event_log": report}
 
 
 async def _via_pccs(verifier: Verifier, url: str, quote: bytes, now: datetime) -> VerifiedQuote:
@@ -191,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         accepted = _accepted(args.accept_tcb_status, parser)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
+    if args.event_log is not None and not _event_log_available():
+        sys.stderr.write(
+            "verify-quote: --event-log needs tdx-measure: pip install 'tdx-verify[event-log]'\n"
+        )
+        return 2
     log: EventLog | None = None
     result: VerifiedQuote | None = None
     try:
@@ -205,10 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OverflowError, OSError) as exc:
         verdict = _verdict(None, f"{type(exc).__name__}: {exc}")
     if args.event_log is not None:
-        if result is not None and log is not None:
-            verdict = _verdict_with_event_log(result, log)
-        else:
-            verdict["event_log"] = None if log is None else _event_log_report(log, matches=False)
+        verdict = _with_event_log(verdict, result, log)
     sys.stdout.write(json.dumps(verdict) + "\n")
     return 0 if verdict["valid"] else 1
 

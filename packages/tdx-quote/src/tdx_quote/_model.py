@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from tdx_quote._errors import QuoteFormatError
+
 
 class TeeType(IntEnum):
     SGX = 0x00000000
@@ -165,8 +167,6 @@ class Quote:
     @property
     def qe_report_cert_data(self) -> QeReportCertData:
         """The type-6 certification data; raises QuoteFormatError when absent."""
-        from tdx_quote.errors import QuoteFormatError
-
         body = self.signature_data.certification_data.body
         if not isinstance(body, QeReportCertData):
             raise QuoteFormatError(

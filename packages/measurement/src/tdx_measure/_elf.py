@@ -9,9 +9,9 @@ import shutil
 import stat
 from pathlib import Path
 
-from ._elftools import ElfParseFailure, read_elf_identity
-from .errors import ExecutableUnreadableError, HelperNotFoundError, NotAnElfError
-from .events import ExecutableEvent, validate_role
+from tdx_measure._elftools import ElfParseFailure, read_elf_identity
+from tdx_measure._errors import ExecutableUnreadableError, HelperNotFoundError, NotAnElfError
+from tdx_measure._events import ExecutableEvent, validate_role
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 

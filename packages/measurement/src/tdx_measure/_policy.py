@@ -8,15 +8,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from .errors import InvalidPolicyError, PolicyViolationError
-from .events import (
+from tdx_measure._errors import InvalidPolicyError, PolicyViolationError
+from tdx_measure._events import (
     DIGEST_SIZE,
     MAX_BUILD_ID_SIZE,
     ExecutableEvent,
     WorkloadEvent,
     validate_role,
 )
-from .rtmr import EventLog
+from tdx_measure._rtmr import VerifiedLog
 
 
 @dataclass(frozen=True)
@@ -88,10 +88,14 @@ def _same_configuration(configured: WorkloadEvent, exposed: WorkloadEvent) -> bo
     return dataclasses.replace(configured, transition=exposed.transition) == exposed
 
 
-def check_log(log: EventLog, policy: MeasurementPolicy) -> None:
-    """Raise `PolicyViolationError` naming the first event the policy refuses. Call it on a log
-    that `verify_log` has already tied to the quote's register: a policy over an unverified log
-    proves nothing."""
+def check_log(log: VerifiedLog, policy: MeasurementPolicy) -> None:
+    """Raise `PolicyViolationError` naming the first event the policy refuses. It takes only the
+    `VerifiedLog` that `verify_log` returns: a policy over a log nobody replayed against the
+    quote's register proves nothing."""
+    if not isinstance(log, VerifiedLog):
+        raise TypeError(
+            f"check_log takes the VerifiedLog that verify_log returns, not {type(log).__name__}"
+        )
     seen_roles: set[str] = set()
     configured: WorkloadEvent | None = None
     exposed = False

@@ -16,8 +16,8 @@ from typing import Any
 from construct import ConstructError
 
 from tdx_quote import _layout
-from tdx_quote.errors import QuoteFormatError
-from tdx_quote.model import (
+from tdx_quote._errors import QuoteFormatError
+from tdx_quote._model import (
     AttestationKeyType,
     BodyType,
     CertificationData,

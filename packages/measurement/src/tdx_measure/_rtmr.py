@@ -1,4 +1,5 @@
-"""The TDX register extension rule, replay of an event log, and the append-only log itself."""
+"""The TDX register extension rule, replay of an event log, the append-only log itself, and the
+`VerifiedLog` that only `verify_log` makes."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ import hmac
 from collections.abc import Iterable
 from typing import Final
 
-from ._json import dumps_canonical, loads_strict
-from .errors import EventLogError, RegisterLengthError, ReplayMismatchError
-from .events import (
+from tdx_measure._errors import EventLogError, RegisterLengthError, ReplayMismatchError
+from tdx_measure._events import (
     BootEvent,
     Event,
     ExecutableEvent,
@@ -18,6 +18,7 @@ from .events import (
     event_from_object,
     event_to_object,
 )
+from tdx_measure._json import dumps_canonical, loads_strict
 
 REGISTER_SIZE: Final = 48
 ZERO_REGISTER: Final = bytes(REGISTER_SIZE)
@@ -43,6 +44,13 @@ def replay(events: Iterable[Event], initial: bytes = ZERO_REGISTER) -> bytes:
     for event in events:
         register = extend(register, event_digest(event))
     return register
+
+
+def _latest_workload(events: tuple[Event, ...]) -> WorkloadEvent | None:
+    for event in reversed(events):
+        if isinstance(event, WorkloadEvent):
+            return event
+    return None
 
 
 def _leading_boot(events: tuple[Event, ...]) -> BootEvent:
@@ -97,10 +105,7 @@ class EventLog:
     @property
     def workload(self) -> WorkloadEvent | None:
         """The latest workload transition, or None before the first configure."""
-        for event in reversed(self._events):
-            if isinstance(event, WorkloadEvent):
-                return event
-        return None
+        return _latest_workload(tuple(self._events))
 
     def replay(self, initial: bytes = ZERO_REGISTER) -> bytes:
         """The register value this log must have produced from `initial` (zero at TD start)."""
@@ -165,10 +170,64 @@ class EventLog:
         return f"EventLog({len(self._events)} events)"
 
 
-def verify_log(log: EventLog, expected_rtmr: bytes) -> None:
-    """Check that the log replays from zero to the register value a quote reports."""
+_VERIFY_LOG: Final = object()
+"""The constructor token of `VerifiedLog`: only `verify_log` passes it."""
+
+
+class VerifiedLog:
+    """An event log that replayed, from zero, to the register value the caller took from a
+    verified quote. Only `verify_log` makes one (constructing it directly raises `TypeError`), so
+    `check_log` can never be handed a log nobody replayed. It is a snapshot: the events as they
+    were replayed, and the register value they replay to."""
+
+    __slots__ = ("_events", "_rtmr")
+
+    def __init__(self, events: tuple[Event, ...], rtmr: bytes, *, _token: object = None) -> None:
+        if _token is not _VERIFY_LOG:
+            raise TypeError("a VerifiedLog cannot be constructed directly: verify_log returns it")
+        self._events = events
+        self._rtmr = rtmr
+
+    @property
+    def events(self) -> tuple[Event, ...]:
+        """The events, boot event first, in the order they were extended."""
+        return self._events
+
+    @property
+    def boot(self) -> BootEvent:
+        return _leading_boot(self._events)
+
+    @property
+    def rtmr(self) -> bytes:
+        """The register value the events replay to (the quote's, which `verify_log` compared)."""
+        return self._rtmr
+
+    @property
+    def workload(self) -> WorkloadEvent | None:
+        """The latest workload transition, or None before the first configure."""
+        return _latest_workload(self._events)
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, VerifiedLog):
+            return NotImplemented
+        return self._events == other._events and self._rtmr == other._rtmr
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"VerifiedLog({len(self._events)} events, rtmr={self._rtmr.hex()[:16]}...)"
+
+
+def verify_log(log: EventLog, expected_rtmr: bytes) -> VerifiedLog:
+    """Replay `log` from zero and compare, in constant time, with `expected_rtmr` (the RTMR a
+    verified quote reports): the `VerifiedLog` on a match, `ReplayMismatchError` otherwise."""
     if len(expected_rtmr) != REGISTER_SIZE:
         raise RegisterLengthError(f"expected register is {len(expected_rtmr)} bytes")
-    replayed = log.replay()
+    events = log.events
+    replayed = replay(events)
     if not hmac.compare_digest(replayed, expected_rtmr):
         raise ReplayMismatchError(expected_rtmr, replayed)
+    return VerifiedLog(events, replayed, _token=_VERIFY_LOG)

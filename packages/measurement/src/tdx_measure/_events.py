@@ -13,8 +13,8 @@ import secrets
 from dataclasses import dataclass
 from typing import ClassVar, Final, Literal, TypeAlias, get_args
 
-from ._json import dumps_canonical, loads_strict
-from .errors import EventLogError
+from tdx_measure._errors import EventLogError
+from tdx_measure._json import dumps_canonical, loads_strict
 
 DOMAIN_TAG: Final = b"tdx-measure/event/v1\n"
 DIGEST_SIZE: Final = 48
@@ -116,6 +116,10 @@ class BootEvent:
         """A boot event with a new random nonce."""
         return cls(boot_nonce=secrets.token_bytes(BOOT_NONCE_SIZE), timestamp=timestamp)
 
+    def to_object(self) -> dict[str, object]:
+        """The event's fields in JSON form, without the log's "type" member."""
+        return {"boot_nonce": self.boot_nonce.hex(), "timestamp": self.timestamp}
+
 
 @dataclass(frozen=True)
 class ExecutableEvent:
@@ -138,6 +142,16 @@ class ExecutableEvent:
         if self.build_id is not None:
             _check_bytes("build_id", self.build_id, 1, MAX_BUILD_ID_SIZE)
         _check_pattern("machine", self.machine, _MACHINE, "an ELF machine name (EM_...)")
+
+    def to_object(self) -> dict[str, object]:
+        """The event's fields in JSON form, without the log's "type" member."""
+        return {
+            "role": self.role,
+            "path": self.path,
+            "sha384": self.sha384.hex(),
+            "build_id": None if self.build_id is None else self.build_id.hex(),
+            "machine": self.machine,
+        }
 
 
 @dataclass(frozen=True)
@@ -169,6 +183,17 @@ class WorkloadEvent:
             _check_clean_absolute(f"persist_dirs[{index}]", directory)
         _check_int("port", self.port, 1, 65535)
 
+    def to_object(self) -> dict[str, object]:
+        """The event's fields in JSON form, without the log's "type" member: the "workload" of
+        the registry's GET /instance and of `verify-quote --event-log`."""
+        return {
+            "transition": self.transition,
+            "image": self.image,
+            "image_id": self.image_id,
+            "persist_dirs": list(self.persist_dirs),
+            "port": self.port,
+        }
+
 
 Event: TypeAlias = BootEvent | ExecutableEvent | WorkloadEvent
 
@@ -182,30 +207,9 @@ _FIELDS: Final[dict[str, frozenset[str]]] = {
 
 
 def event_to_object(event: Event) -> dict[str, object]:
-    """The JSON object form of an event, as it appears in a serialized log."""
-    if isinstance(event, BootEvent):
-        return {
-            "type": event.TYPE,
-            "boot_nonce": event.boot_nonce.hex(),
-            "timestamp": event.timestamp,
-        }
-    if isinstance(event, ExecutableEvent):
-        return {
-            "type": event.TYPE,
-            "role": event.role,
-            "path": event.path,
-            "sha384": event.sha384.hex(),
-            "build_id": None if event.build_id is None else event.build_id.hex(),
-            "machine": event.machine,
-        }
-    return {
-        "type": event.TYPE,
-        "transition": event.transition,
-        "image": event.image,
-        "image_id": event.image_id,
-        "persist_dirs": list(event.persist_dirs),
-        "port": event.port,
-    }
+    """The JSON object form of an event, as it appears in a serialized log: its `to_object()`
+    with a "type" member naming the event type."""
+    return {"type": event.TYPE, **event.to_object()}
 
 
 def _hex_field(obj: dict[str, object], field: str) -> bytes:
