@@ -1,5 +1,6 @@
-"""StartupSignals in a real process: a stop signal sent before Sanic's own handlers are in
-place is kept and delivered again once the server runs, so the program still stops gracefully."""
+"""StartupSignals in a real process: a stop signal sent while the program starts (before Sanic's
+own handlers are in place, or before its main loop runs) is kept and delivered again once the
+server runs, so the program still stops gracefully."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from tdx_service_kit.testing import free_port
 
 # Marks in a file which start-up window the program is in, then stays in it for a second.
 SERVER = """
-import pathlib, sys, time
+import asyncio, pathlib, sys, time
 from sanic import Sanic
 from sanic.response import json
 from tdx_service_kit import StartupSignals, configure_logging, run_app
@@ -34,6 +35,12 @@ async def before_start(app):
     if window == "before_server_start":
         marks.write_text("in window")
         time.sleep(1.0)
+
+@app.after_server_start
+async def after_start(app):  # registered before attach(): the guard must still run first
+    if window == "after_server_start":
+        marks.write_text("in window")
+        await asyncio.sleep(1.0)
 
 @app.after_server_stop
 async def stopped(app):
@@ -72,7 +79,7 @@ def _run_and_signal_in_window(tmp_path: Path, window: str, signum: int) -> tuple
     return proc.returncode, out
 
 
-@pytest.mark.parametrize("window", ["before_run", "before_server_start"])
+@pytest.mark.parametrize("window", ["before_run", "before_server_start", "after_server_start"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_during_start_up_stops_gracefully_once_serving(
     tmp_path: Path, window: str, signum: int
