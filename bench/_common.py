@@ -1,54 +1,43 @@
-"""Helpers shared by the benchmarks: ports, installed programs, processes started and stopped."""
+"""Helpers shared by the benchmarks: ports, installed programs, processes started and stopped.
+
+The process handling is tdx_service_kit.testing's (the same as the tests' and the demo's); here
+a program that cannot start ends the benchmark with its reason instead of a traceback.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
-import httpx
+from tdx_service_kit.testing import LaunchError, Program, free_port, installed_program
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+__all__ = ["free_port", "program", "started"]
 
 
 def program(name: str) -> str:
-    candidate = Path(sys.executable).parent / name
-    found = str(candidate) if candidate.exists() else shutil.which(name)
-    if not found:
-        sys.exit(f"bench: {name} is not installed")
-    return found
+    """The installed console script `name`; exits the benchmark when it is not installed."""
+    try:
+        return installed_program(name)
+    except LaunchError as exc:
+        sys.exit(f"bench: {exc}")
 
 
 @contextlib.contextmanager
 def started(argv: list[str], ready: str, log: Path, env: dict[str, str]) -> Iterator[None]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    """Run `argv` (output to `log`) while the block runs, once `ready` (a URL) answers."""
+    parts = urlsplit(ready)
+    base = f"{parts.scheme}://{parts.netloc}"
+    proc = Program(Path(argv[0]).name, argv, env, base, ready[len(base) :], log)
+    log.unlink(missing_ok=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                sys.exit(f"bench: {argv[0]} exited; see {log}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(ready, timeout=1).status_code < 500:
-                    break
-            if time.monotonic() > deadline:
-                sys.exit(f"bench: {argv[0]} did not start; see {log}")
-            time.sleep(0.1)
+        proc.start()
+    except LaunchError as exc:
+        sys.exit(f"bench: {exc}")
+    try:
         yield
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        with contextlib.suppress(LaunchError):
+            proc.stop()

@@ -13,17 +13,17 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tdx_service_kit.testing import LaunchError, Program, installed_program
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,38 +33,29 @@ def step(msg: str) -> None:
 
 
 def bin_path(name: str) -> str:
-    candidate = Path(sys.executable).parent / name
-    found = str(candidate) if candidate.exists() else shutil.which(name)
-    if not found:
+    try:
+        return installed_program(name)
+    except LaunchError:
         sys.exit(f"demo: {name} is not installed (run ./scripts/setup, then ./scripts/demo)")
-    return found
 
 
 @contextlib.contextmanager
 def started(
-    name: str, argv: list[str], env: dict[str, str], ready_url: str, log: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+    name: str, argv: list[str], env: dict[str, str], base_url: str, ready_path: str, log: Path
+) -> Iterator[Program]:
+    """Run one program for the demo (output to `log`) once `base_url + ready_path` answers."""
+    log.unlink(missing_ok=True)
+    program = Program(name, argv, env, base_url, ready_path, log)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                sys.exit(f"demo: {name} exited ({proc.returncode}); see {log}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(ready_url, timeout=1).status_code < 500:
-                    break
-            if time.monotonic() > deadline:
-                sys.exit(f"demo: {name} did not start; see {log}")
-            time.sleep(0.2)
-        step(f"{name} is up ({ready_url.split('/')[2]}), log in {log}")
-        yield proc
+        program.start(poll=0.2)
+    except LaunchError as exc:
+        sys.exit(f"demo: {name} did not start: {exc}")
+    step(f"{name} is up ({base_url.split('/')[2]}), log in {log}")
+    try:
+        yield program
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        with contextlib.suppress(LaunchError):
+            program.stop()
 
 
 DEFAULTED_SETTINGS = frozenset(
@@ -205,7 +196,8 @@ def main() -> int:
                 "tdx-sim",
                 [bin_path("tdx-sim"), "--state-dir", str(work / "sim")],
                 env,
-                sim_url + "/root_ca.pem",
+                sim_url,
+                "/root_ca.pem",
                 work / "sim.log",
             )
         )
@@ -220,7 +212,8 @@ def main() -> int:
                     "TDX_TRUSTED_ROOT_CA": str(root_ca),
                     "REGISTRY_DB_PATH": str(work / "registry.db"),
                 },
-                registry_url + "/instance/" + "00" * 32,
+                registry_url,
+                "/instance/" + "00" * 32,
                 work / "registry.log",
             )
         )
@@ -229,7 +222,8 @@ def main() -> int:
                 "identity-svc",
                 [bin_path("identity-svc")],
                 env | {"MOCK_TDX_URL": sim_url, "STORAGE_PATH": str(work / "identity")},
-                identity_url + "/instance/pubkey",
+                identity_url,
+                "/instance/pubkey",
                 work / "identity.log",
             )
         )

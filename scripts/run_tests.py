@@ -2,7 +2,8 @@
 
 Every library and app has its own `tests/` directory (as a published distribution would), so
 each is collected on its own; `tests/` at the root holds the end-to-end tests. Arguments are
-passed to every pytest run, e.g. `-k registry` or `-x`.
+passed to every pytest run, e.g. `-k registry` or `-x`. A suite that collects no tests fails,
+unless a `-k` filter was given (a filter may select nothing in some suites).
 """
 
 from __future__ import annotations
@@ -31,7 +32,22 @@ def suites() -> list[Path]:
     return found
 
 
+# pytest's exit status when it collected no tests.
+NO_TESTS_COLLECTED = 5
+
+
+def has_k_filter(argv: list[str]) -> bool:
+    """Whether the pytest arguments carry a `-k` expression (`-k EXPR`, `-kEXPR`, `-k=EXPR`)."""
+    return any(arg.startswith("-k") for arg in argv)
+
+
+def suite_ok(rc: int, k_filter: bool) -> bool:
+    """A suite passes on exit 0; on "no tests collected" only when a `-k` filter was given."""
+    return rc == 0 or (k_filter and rc == NO_TESTS_COLLECTED)
+
+
 def main(argv: list[str]) -> int:
+    k_filter = has_k_filter(argv)
     results: list[tuple[str, int, float]] = []
     for suite in suites():
         name = str(suite.relative_to(ROOT))
@@ -44,10 +60,12 @@ def main(argv: list[str]) -> int:
         results.append((name, rc, time.monotonic() - start))
     print("\n=== summary")
     for name, rc, seconds in results:
-        # 5 = no tests collected (e.g. a -k filter that selects nothing in this suite)
-        status = "ok" if rc in (0, 5) else f"FAILED (exit {rc})"
+        if rc == NO_TESTS_COLLECTED:
+            status = "ok (no test selected)" if k_filter else "FAILED (no tests collected)"
+        else:
+            status = "ok" if rc == 0 else f"FAILED (exit {rc})"
         print(f"{name:32} {seconds:7.1f}s  {status}")
-    return 0 if all(rc in (0, 5) for _, rc, _ in results) else 1
+    return 0 if all(suite_ok(rc, k_filter) for _, rc, _ in results) else 1
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """tdx-verify against dcap-qvl (the reference) on simulator quotes and collateral.
 
 Everything here comes from an in-process `SimPlatform` in a temporary state directory, so these
-tests never depend on `../shared/vectors`. Both verifiers trust the sim's root CA; tdx-verify runs
+tests need no recorded vector. Both verifiers trust the sim's root CA; tdx-verify runs
 with a policy accepting every TCB status (except `Revoked`, which it never accepts), so that the
 two verdicts compare like with like. The only differences allowed are the one-directional ones
 packages/tdx-verify/README.md documents (tdx-verify refuses, dcap-qvl accepts), and the few

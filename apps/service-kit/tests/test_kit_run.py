@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
+
+from tdx_service_kit.testing import Program, free_port, running
 
 SERVER = """
 import asyncio, sys
@@ -36,51 +38,34 @@ run_app(app, host="127.0.0.1", port=int(sys.argv[1]))
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_lets_in_flight_request_finish_then_exits_cleanly(signum: int) -> None:
-    port = _free_port()
-    proc = subprocess.Popen(
+def test_signal_lets_in_flight_request_finish_then_exits_cleanly(
+    tmp_path: Path, signum: int
+) -> None:
+    port = free_port()
+    program = Program(
+        "kit-run-test",
         [sys.executable, "-c", SERVER, str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        dict(os.environ),
+        f"http://127.0.0.1:{port}",
+        "/ok",
+        tmp_path / "server.log",
     )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/ok", timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.communicate()
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+    with running(program):
+        assert program.proc is not None
         result: dict[str, httpx.Response] = {}
         slow = threading.Thread(
-            target=lambda: result.setdefault(
-                "r", httpx.get(f"http://127.0.0.1:{port}/slow", timeout=10)
-            )
+            target=lambda: result.setdefault("r", httpx.get(f"{program.url}/slow", timeout=10))
         )
         slow.start()
         time.sleep(0.3)
-        proc.send_signal(signum)
+        program.proc.send_signal(signum)
         slow.join(timeout=15)
-        out, err = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        returncode = program.proc.wait(timeout=20)
     assert result["r"].status_code == 200
     assert result["r"].json() == {"done": True}
-    assert proc.returncode == 0
-    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert returncode == 0
+    lines = [line for line in program.log_path.read_text().splitlines() if line.strip()]
     assert lines
     records = [json.loads(line) for line in lines]  # every line is JSON, Sanic's included
     assert any(r["logger"].startswith("sanic") for r in records)

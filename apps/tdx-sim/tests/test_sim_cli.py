@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,51 +17,26 @@ import pytest
 
 from tdx_ppid import quote_ppid
 from tdx_quote import parse_quote
+from tdx_service_kit.testing import Program, free_port, running
 
 REPORT_DATA = bytes(range(64))
 TDX_SIM = [sys.executable, "-c", "import sys; from tdx_sim.cli import main; sys.exit(main())"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextmanager
-def sim_process(state_dir: Path, *flags: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def sim_process(state_dir: Path, *flags: str) -> Iterator[tuple[str, Program]]:
     """Start `tdx-sim` on a free port, wait until it answers, and stop it with SIGTERM after."""
-    port = _free_port()
-    proc = subprocess.Popen(
+    port = free_port()
+    program = Program(
+        "tdx-sim",
         [*TDX_SIM, "--listen", f"127.0.0.1:{port}", "--state-dir", str(state_dir), *flags],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        dict(os.environ),
+        f"http://127.0.0.1:{port}",
+        "/root_ca.pem",
+        state_dir.parent / f"tdx-sim-{port}.log",
     )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"tdx-sim exited early: {proc.stderr.read()!r}")  # type: ignore[union-attr]
-            try:
-                httpx.get(f"{base}/root_ca.pem", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        yield base, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+    with running(program):
+        yield program.url, program
 
 
 def test_help_lists_every_flag() -> None:
@@ -129,11 +103,12 @@ def test_flags_change_the_quote(state_dir: Path) -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_stops_gracefully_on_signals(state_dir: Path, signum: int) -> None:
-    with sim_process(state_dir) as (_, proc):
-        proc.send_signal(signum)
-        assert proc.wait(timeout=15) == 0
-        stderr = proc.stderr.read().decode()  # type: ignore[union-attr]
-    lines = [json.loads(line) for line in stderr.splitlines() if line.strip()]
+    with sim_process(state_dir) as (_, program):
+        assert program.proc is not None
+        program.proc.send_signal(signum)
+        assert program.proc.wait(timeout=15) == 0
+        output = program.log_path.read_text()
+    lines = [json.loads(line) for line in output.splitlines() if line.strip()]
     assert lines, "expected JSON log lines"
     assert any(line["message"] == "simulated TDX platform ready" for line in lines)
 
@@ -145,7 +120,7 @@ def test_a_damaged_state_dir_fails_start_up_with_a_logged_reason(state_dir: Path
     key.write_bytes(b"garbage")
     key.chmod(0o600)
     result = subprocess.run(
-        [*TDX_SIM, "--state-dir", str(state_dir), "--listen", f"127.0.0.1:{_free_port()}"],
+        [*TDX_SIM, "--state-dir", str(state_dir), "--listen", f"127.0.0.1:{free_port()}"],
         capture_output=True,
         text=True,
         timeout=30,

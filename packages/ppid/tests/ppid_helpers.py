@@ -8,7 +8,6 @@ import datetime
 import functools
 import re
 from collections.abc import Sequence
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -29,10 +28,9 @@ from tdx_quote import (
     TdReport10,
     TeeType,
 )
+from tests.vectors import INTEL_QUOTE, vector_path
 
-# packages/ppid/tests -> the monorepo root (/work/main) -> its sibling shared/vectors
-VECTORS_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "vectors"
-REAL_QUOTE = VECTORS_DIR / "tdx_quote_v4.bin"
+REAL_QUOTE = vector_path(INTEL_QUOTE)
 
 SGX = SGX_EXTENSION_OID
 

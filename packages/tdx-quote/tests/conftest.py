@@ -1,5 +1,5 @@
-"""Shared fixtures: the real Intel quote (when the shared vectors folder exists) and the
-hypothesis profile for this package."""
+"""Shared fixtures: the real Intel quote (shipped in tests/vectors; an error when missing) and
+the hypothesis profile for this package."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.vectors import INTEL_QUOTE, read_vector
 
 # The tests run under --import-mode=importlib, which does not put test folders on sys.path: make
 # this folder's helper module (quote_strategies, a name no other package uses) importable.
@@ -28,18 +30,13 @@ settings.register_profile(
 # TDX_QUOTE_HYPOTHESIS_PROFILE=tdx-quote-thorough for a long run by hand.
 settings.load_profile(os.environ.get("TDX_QUOTE_HYPOTHESIS_PROFILE", "tdx-quote"))
 
-# packages/tdx-quote/tests -> the monorepo root (/work/main) -> its sibling shared/vectors
-VECTORS_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "vectors"
 REAL_QUOTE_SIZE = 4936
 
 
 @pytest.fixture(scope="session")
 def real_quote_file() -> bytes:
     """The real TDX v4 quote: 4,936 bytes followed by 70 zero bytes."""
-    path = VECTORS_DIR / "tdx_quote_v4.bin"
-    if not path.is_file():
-        pytest.skip(f"shared test vectors absent: {path} not found")
-    return path.read_bytes()
+    return read_vector(INTEL_QUOTE)
 
 
 @pytest.fixture(scope="session")

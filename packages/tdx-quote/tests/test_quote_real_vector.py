@@ -1,4 +1,4 @@
-"""The real Intel TDX v4 quote from ../shared/vectors: parsed, compared with dcap-qvl, rebuilt."""
+"""The real Intel TDX v4 quote from tests/vectors: parsed, compared with dcap-qvl, rebuilt."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The real Intel TDX quote in ../shared/vectors: verdicts, expiry, tampering, agreement."""
+"""The real Intel TDX quote in tests/vectors: verdicts, expiry, tampering, agreement."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tdx_service_kit import configure_logging, run_app
+from tdx_service_kit import StartupSignals, configure_logging, run_app
 from tdx_verify.cli import main as verify_quote_main
 
 from .app import create_app
@@ -26,5 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tdx-registry: error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    run_app(create_app(settings), host=settings.host, port=settings.port)
+    app = create_app(settings)
+    StartupSignals().install().attach(app)
+    run_app(app, host=settings.host, port=settings.port)
     return 0

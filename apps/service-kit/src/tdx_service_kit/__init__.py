@@ -3,6 +3,7 @@
 from ._install import error_response, install_common
 from ._logging import JsonFormatter, configure_logging
 from ._run import run_app
+from ._signals import StartupSignals
 from .body import json_body, parse_hex, parse_json_object, require_hex
 from .config import HttpLimits, RateLimit
 from .errors import (
@@ -27,6 +28,7 @@ __all__ = [
     "PayloadTooLarge",
     "RateLimit",
     "ServiceUnavailable",
+    "StartupSignals",
     "TooManyRequests",
     "Unauthorized",
     "UpstreamError",

@@ -1,4 +1,5 @@
-"""Serve an app on an ephemeral loopback port inside the running event loop (for tests)."""
+"""Helpers for tests, benchmarks and the demo, never for production code: serve an app inside
+the running event loop, or start an installed program and wait until it answers."""
 
 from __future__ import annotations
 
@@ -8,6 +9,33 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sanic import Sanic
+
+from ._programs import (
+    ExitedEarly,
+    IgnoredStop,
+    LaunchError,
+    NotInstalled,
+    NotReady,
+    Program,
+    answers,
+    free_port,
+    installed_program,
+    running,
+)
+
+__all__ = [
+    "ExitedEarly",
+    "IgnoredStop",
+    "LaunchError",
+    "NotInstalled",
+    "NotReady",
+    "Program",
+    "answers",
+    "free_port",
+    "installed_program",
+    "running",
+    "serve",
+]
 
 
 @asynccontextmanager

@@ -5,15 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import signal
-import threading
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
-from sanic import Sanic
-
-from tdx_service_kit import configure_logging, run_app
+from tdx_service_kit import StartupSignals, configure_logging, run_app
 
 from .app import SimSettings, create_app
 from .pki import PkiError
@@ -91,31 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _EarlyStop:
-    """Honours a SIGINT/SIGTERM that arrives before Sanic installs its own handlers (while the
-    PKI loads, or between binding the socket and serving): stop as soon as the server is up."""
-
-    def __init__(self) -> None:
-        self._requested = threading.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self._remember)
-
-    def _remember(self, signum: int, frame: FrameType | None) -> None:
-        self._requested.set()
-
-    @property
-    def requested(self) -> bool:
-        return self._requested.is_set()
-
-    def attach(self, app: Sanic[Any, Any]) -> None:
-        async def _stop_if_requested(app: Sanic[Any, Any]) -> None:
-            if self.requested:
-                log.info("stop requested during start-up")
-                app.stop()
-
-        app.register_listener(_stop_if_requested, "after_server_start")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, load or create the PKI, serve until SIGINT/SIGTERM."""
     args = build_parser().parse_args(argv)
@@ -133,15 +102,18 @@ def main(argv: list[str] | None = None) -> int:
         log_level=args.log_level,
     )
     configure_logging(settings.log_level)
-    early_stop = _EarlyStop()
+    # A stop while the PKI loads ends the program before it serves; one between binding the
+    # socket and serving is delivered again once Sanic's own handlers are in place.
+    signals = StartupSignals().install()
     try:
         app = create_app(settings)
     except (PkiError, OSError) as exc:
         log.error("cannot start the simulator", extra={"reason": str(exc)})
         return 1
-    if early_stop.requested:
+    if signals.received is not None:
+        log.info("stop requested during start-up")
         return 0
-    early_stop.attach(app)
+    signals.attach(app)
     log.warning("tdx-sim is a test stand-in: never trust its root CA in production")
     run_app(app, host=settings.host, port=settings.port)
     return 0
