@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tdx_identity._fs import atomic_create, atomic_replace
-from tdx_identity.keys import (
+from tdx_identity.core.instance_key import (
     KEY_FILE_NAME,
     InstanceKeyError,
     load_or_create_instance_key,
     public_key_bytes,
 )
+from tdx_identity.files import atomic_create, atomic_replace
 
 
 def test_key_is_created_with_mode_0600_and_is_the_same_across_restarts(tmp_path: Path) -> None:

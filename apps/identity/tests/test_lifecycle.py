@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tdx_identity.lifecycle import (
+from tdx_identity.core.lifecycle import (
     Action,
     Lifecycle,
     NotPermitted,

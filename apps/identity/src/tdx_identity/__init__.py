@@ -1,52 +1,86 @@
-"""Identity service of a TDX confidential VM: instance key, operator and owner, workload."""
+"""Identity service of a TDX confidential VM: instance key, operator and owner, workload.
 
-from tdx_identity.app import create_app
-from tdx_identity.exceptions import InvalidRequest, StartupError
-from tdx_identity.lifecycle import Action, Lifecycle, NotPermitted, StepOutOfOrder, next_state
-from tdx_identity.quotes import (
-    ConfigfsTsmQuoteSource,
-    MockTdxQuoteSource,
-    NoQuoteSourceError,
+The app exports `create_app`, its settings and `main`; the rest are the core's ports and
+values, the adapters behind them and the exceptions, for tests and embedders.
+"""
+
+from collections.abc import Sequence
+
+from tdx_identity.app import WorkloadFactory, create_app
+from tdx_identity.core.lifecycle import Action, Lifecycle, WorkloadPhase, has_workload, next_state
+from tdx_identity.core.ports import (
+    CommittedWorkload,
+    KeyProvider,
     QuoteSource,
-    QuoteSourceError,
-    select_quote_source,
-)
-from tdx_identity.registry_client import (
-    HttpRegistryClient,
     RegistrationRequest,
     RegistryClient,
+    RtmrDevice,
+    WorkloadManager,
+    WorkloadSectionStore,
+)
+from tdx_identity.core.service import IdentityService
+from tdx_identity.core.state import PersistedState, StateStore, WorkloadSection
+from tdx_identity.exceptions import (
+    IdentityServiceError,
+    InvalidRequest,
+    NoPlatformError,
+    NoQuoteSourceError,
+    NoRtmrDeviceError,
+    NotPermitted,
+    QuoteSourceError,
     RegistryError,
     RegistryRejected,
     RegistryUnavailable,
-)
-from tdx_identity.service import IdentityService
-from tdx_identity.settings import Settings, parse_settings
-from tdx_identity.state import PersistedState, StateStore
-from tdx_identity.workload_api import (
-    NotConfiguredWorkload,
-    WorkloadConfig,
-    WorkloadContext,
+    StartupError,
+    StepOutOfOrder,
     WorkloadError,
-    WorkloadFactory,
     WorkloadFailed,
-    WorkloadManager,
     WorkloadRejected,
-    WorkloadSectionStore,
     WorkloadUnavailable,
 )
+from tdx_identity.platform import (
+    ConfigfsTsmQuoteSource,
+    MockTdxQuoteSource,
+    Platform,
+    PlatformSettings,
+    SimRtmrDevice,
+    SysfsRtmrDevice,
+    select_platform,
+)
+from tdx_identity.registry_client import HttpRegistryClient
+from tdx_identity.settings import Settings, parse_settings
+from tdx_identity.workload.config import WorkloadConfig
+from tdx_identity.workload.manager import WorkloadSettings
+from tdx_identity.workload.unavailable import NotConfiguredWorkload
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`identity-svc` (`tdx_identity.cli.main`), imported only when called: `python -m
+    tdx_identity.cli` must not find the module already loaded."""
+    from tdx_identity.cli import main as cli_main
+
+    return cli_main(argv)
+
 
 __all__ = [
     "Action",
+    "CommittedWorkload",
     "ConfigfsTsmQuoteSource",
     "HttpRegistryClient",
     "IdentityService",
+    "IdentityServiceError",
     "InvalidRequest",
+    "KeyProvider",
     "Lifecycle",
     "MockTdxQuoteSource",
+    "NoPlatformError",
     "NoQuoteSourceError",
+    "NoRtmrDeviceError",
     "NotConfiguredWorkload",
     "NotPermitted",
     "PersistedState",
+    "Platform",
+    "PlatformSettings",
     "QuoteSource",
     "QuoteSourceError",
     "RegistrationRequest",
@@ -54,21 +88,28 @@ __all__ = [
     "RegistryError",
     "RegistryRejected",
     "RegistryUnavailable",
+    "RtmrDevice",
     "Settings",
+    "SimRtmrDevice",
     "StartupError",
     "StateStore",
     "StepOutOfOrder",
+    "SysfsRtmrDevice",
     "WorkloadConfig",
-    "WorkloadContext",
     "WorkloadError",
     "WorkloadFactory",
     "WorkloadFailed",
     "WorkloadManager",
+    "WorkloadPhase",
     "WorkloadRejected",
+    "WorkloadSection",
     "WorkloadSectionStore",
+    "WorkloadSettings",
     "WorkloadUnavailable",
     "create_app",
+    "has_workload",
+    "main",
     "next_state",
     "parse_settings",
-    "select_quote_source",
+    "select_platform",
 ]

@@ -14,8 +14,8 @@ from typing import Any
 from sanic import Sanic
 
 from tdx_identity.app import create_app
+from tdx_identity.core.service import IdentityService
 from tdx_identity.exceptions import StartupError
-from tdx_identity.service import IdentityService
 from tdx_identity.settings import parse_settings
 from tdx_service_kit import configure_logging, run_app
 

@@ -1,34 +1,38 @@
 """The owner's workload: a hardened podman container on gocryptfs storage, set up over SSH.
 
-Building blocks the identity service wires together: `config` (validated settings),
-`runtime` (container engine), `keys` (store key source), `store` (encrypted storage) and
-`ssh` (owner-only setup access).
+Building blocks: `config` (the one `WorkloadConfig`, its validators, the hardening),
+`requests` (the owner's signed configure and expose bodies), `manager` (the `WorkloadManager`
+the app wires in, and its `WorkloadSettings`), `runtime` (podman), `store` (gocryptfs),
+`store_key` (where the store key is made and kept), `ssh` (owner-only setup access), `helpers`
+(the helper programs measured into RTMR3) and `unavailable` (the manager without a runtime).
 """
+
+from tdx_identity.exceptions import (
+    ContainerRuntimeError,
+    ImageUnavailableError,
+    KeyExistsError,
+    KeyNotFoundError,
+    KeyProviderError,
+    SshServerError,
+    StoreError,
+    WorkloadConfigError,
+)
 
 from .config import (
     DEFAULT_CAP_ADD,
     Hardening,
     WorkloadConfig,
-    WorkloadConfigError,
     validate_image_reference,
     validate_persist_dir,
     validate_persist_dirs,
     validate_port,
 )
-from .keys import (
-    KeyExistsError,
-    KeyNotFoundError,
-    KeyProvider,
-    KeyProviderError,
-    LocalFileKeyProvider,
-)
+from .helpers import HELPER_ROLES, HelperSpec, installed_helpers, resolve_helper, resolve_helpers
 from .runtime import (
     CONFIG_LABEL,
     MANAGED_LABEL,
     ContainerInfo,
     ContainerRuntime,
-    ContainerRuntimeError,
-    ImageUnavailableError,
     PodmanRuntime,
 )
 from .ssh import (
@@ -36,14 +40,15 @@ from .ssh import (
     HostKey,
     SessionRequest,
     SetupSshServer,
-    SshServerError,
     container_exec_factory,
 )
-from .store import EncryptedStore, GocryptfsStore, StoreError
+from .store import EncryptedStore, GocryptfsStore
+from .store_key import LocalFileKeyProvider
 
 __all__ = [
     "CONFIG_LABEL",
     "DEFAULT_CAP_ADD",
+    "HELPER_ROLES",
     "MANAGED_LABEL",
     "ContainerInfo",
     "ContainerRuntime",
@@ -52,11 +57,11 @@ __all__ = [
     "ExecArgvFactory",
     "GocryptfsStore",
     "Hardening",
+    "HelperSpec",
     "HostKey",
     "ImageUnavailableError",
     "KeyExistsError",
     "KeyNotFoundError",
-    "KeyProvider",
     "KeyProviderError",
     "LocalFileKeyProvider",
     "PodmanRuntime",
@@ -67,6 +72,9 @@ __all__ = [
     "WorkloadConfig",
     "WorkloadConfigError",
     "container_exec_factory",
+    "installed_helpers",
+    "resolve_helper",
+    "resolve_helpers",
     "validate_image_reference",
     "validate_persist_dir",
     "validate_persist_dirs",
