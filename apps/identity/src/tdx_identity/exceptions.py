@@ -44,6 +44,11 @@ IdentityServiceError
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tdx_identity.core.lifecycle import Action, Lifecycle
+
 
 class IdentityServiceError(Exception):
     """Base of every exception the identity service defines."""
@@ -78,11 +83,9 @@ class OwnerTokenInvalid(IdentityServiceError):
 
 
 class TransitionRefused(IdentityServiceError):
-    """An action cannot happen in a lifecycle state; the message is safe to show the caller.
+    """An action cannot happen in a lifecycle state; the message is safe to show the caller."""
 
-    `state` and `action` are the lifecycle's `Lifecycle` and `Action` values."""
-
-    def __init__(self, state: str, action: str, reason: str) -> None:
+    def __init__(self, state: Lifecycle, action: Action, reason: str) -> None:
         super().__init__(reason)
         self.state = state
         self.action = action
