@@ -64,6 +64,12 @@ def test_an_adapter_imports_from_the_core_only_its_ports(path: Path) -> None:
     assert core <= {"tdx_identity.core.ports"}, core
 
 
+def test_the_core_loads_no_adapter_through_the_workload_package() -> None:
+    """The core imports `workload.config`, which runs `workload/__init__.py` first."""
+    package = imports_of(PACKAGE / "workload" / "__init__.py")
+    assert not {m for m in package if within(m, ("tdx_identity",))}
+
+
 def test_only_app_knows_both_the_settings_and_the_adapters() -> None:
     knows_settings = {
         module_name(path)

@@ -23,7 +23,7 @@ from tdx_identity import Settings, StartupError, create_app
 from tdx_identity.core.lifecycle import WorkloadPhase
 from tdx_identity.core.state import WorkloadSection
 from tdx_identity.settings import parse_settings
-from tdx_identity.workload import Hardening, WorkloadConfig
+from tdx_identity.workload.config import Hardening, WorkloadConfig
 from tdx_identity.workload.manager import ssh_host_key_path
 
 NEW_FLAGS = {

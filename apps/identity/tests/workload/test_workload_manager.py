@@ -30,8 +30,9 @@ from fakes import FakeQuoteSource, FakeRegistry, FakeRtmr
 from tdx_identity import Settings, create_app
 from tdx_identity.core.lifecycle import WorkloadPhase
 from tdx_identity.core.state import StateStore, WorkloadSection
-from tdx_identity.workload import PodmanRuntime, WorkloadConfig
+from tdx_identity.workload.config import WorkloadConfig
 from tdx_identity.workload.manager import CIPHER_DIR_NAME, PodmanWorkloadManager
+from tdx_identity.workload.runtime import PodmanRuntime
 from tdx_measure import EventLog, ExecutableEvent, MeasurementPolicy, check_log, verify_log
 from tdx_quote import parse_quote
 from tdx_service_kit import RateLimit
