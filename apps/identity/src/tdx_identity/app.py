@@ -152,7 +152,6 @@ def create_app(
     # `podman run` never reached EOF. The standard loop closes them (close_fds) and uses pipes.
     app.config.USE_UVLOOP = False
     app.ctx.service = service
-    app.ctx.settings = settings
     app.ctx.ssh_host_key = ssh_host_key
     install_common(app, limits=settings.limits, rate_limit=settings.rate_limit)
     install_status_table(app)
