@@ -112,7 +112,7 @@ def read_private(
             raise UnsafeFileError(f"{path} is not owned by this user")
         chunks: list[bytes] = []
         size = 0
-        while chunk := os.read(fd, min(1 << 20, max_bytes + 1 - size) or 1):
+        while chunk := os.read(fd, min(1 << 20, max_bytes + 1 - size)):
             size += len(chunk)
             if size > max_bytes:
                 raise UnsafeFileError(f"{path} is larger than {max_bytes} bytes")

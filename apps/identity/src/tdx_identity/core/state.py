@@ -96,7 +96,9 @@ class PersistedState:
 
     def to_json(self) -> dict[str, Any]:
         config = None
-        if self.workload_config is not None and self.owner is not None:
+        if self.workload_config is not None:
+            if self.owner is None:
+                raise ValueError("a workload configuration without an owner")
             # The owner key SSH setup access accepts is the registered owner's, kept beside
             # the configuration as the file has always carried it.
             config = self.workload_config.to_json() | {"owner_pubkey": self.owner.pubkey.hex()}
