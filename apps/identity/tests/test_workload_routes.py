@@ -12,8 +12,9 @@ from conftest import Running, instance_pubkey, register_operator, register_owner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fakes import FakeWorkload
 
-from tdx_identity import NotConfiguredWorkload, Settings
+from tdx_identity import Settings
 from tdx_identity.core.state import STATE_FILE_NAME
+from tdx_identity.workload.unavailable import NotConfiguredWorkload
 
 IMAGE = "localhost/busybox-site:1"
 
