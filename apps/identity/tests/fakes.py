@@ -6,15 +6,19 @@ import asyncio
 import http.server
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from tdx_identity.measurement import RtmrDeviceError
-from tdx_identity.quotes import QuoteSourceError
-from tdx_identity.registry_client import RegistrationRequest, RegistryRejected, RegistryUnavailable
-from tdx_identity.state import PersistedState
-from tdx_identity.workload_api import WorkloadConfig
+from tdx_identity.core.ports import CommittedWorkload, RegistrationRequest, WorkloadConfig
+from tdx_identity.exceptions import (
+    QuoteSourceError,
+    RegistryRejected,
+    RegistryUnavailable,
+    RtmrDeviceError,
+)
+from tdx_identity.workload.helpers import installed_helpers
 from tdx_measure import ZERO_REGISTER, extend
 from tdx_quote import (
     CertificationData,
@@ -167,28 +171,33 @@ class FakeWorkload:
     "starts" runs the image `image_id`."""
 
     configured: list[WorkloadConfig] = field(default_factory=list)
+    configured_for: list[bytes] = field(default_factory=list)
     exposed: list[str] = field(default_factory=list)
-    recovered: list[PersistedState] = field(default_factory=list)
+    recovered: list[CommittedWorkload | None] = field(default_factory=list)
     owners: list[bytes] = field(default_factory=list)
     shutdowns: int = 0
     recover_exposes: bool = False
     image_id: str = FAKE_IMAGE_ID
     started: str | None = None
 
+    def helper_programs(self) -> Mapping[str, Path]:
+        return installed_helpers()
+
     async def on_owner_registered(self, owner_pubkey: bytes) -> None:
         self.owners.append(owner_pubkey)
 
-    async def configure(self, config: WorkloadConfig) -> None:
+    async def configure(self, config: WorkloadConfig, owner_pubkey: bytes) -> None:
         self.configured.append(config)
+        self.configured_for.append(owner_pubkey)
         self.started = self.image_id
 
-    async def expose(self, image: str) -> None:
-        self.exposed.append(image)
+    async def expose(self, config: WorkloadConfig) -> None:
+        self.exposed.append(config.image)
         self.started = self.image_id
 
-    async def recover(self, state: PersistedState) -> bool:
-        self.recovered.append(state)
-        if state.workload_config is not None or self.recover_exposes:
+    async def recover(self, committed: CommittedWorkload | None) -> bool:
+        self.recovered.append(committed)
+        if committed is not None or self.recover_exposes:
             self.started = self.image_id
         return self.recover_exposes
 

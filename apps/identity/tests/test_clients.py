@@ -9,20 +9,23 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tdx_identity.quotes import (
-    ConfigfsTsmQuoteSource,
-    MockTdxQuoteSource,
+from tdx_identity.core.ports import RegistrationRequest
+from tdx_identity.exceptions import (
     NoQuoteSourceError,
+    NoRtmrDeviceError,
     QuoteSourceError,
-    select_quote_source,
-)
-from tdx_identity.registry_client import (
-    HttpRegistryClient,
-    RegistrationRequest,
     RegistryRejected,
     RegistryUnavailable,
 )
-from tdx_identity.settings import Settings
+from tdx_identity.platform import (
+    ConfigfsTsmQuoteSource,
+    MockTdxQuoteSource,
+    PlatformSettings,
+    SimRtmrDevice,
+    SysfsRtmrDevice,
+    select_platform,
+)
+from tdx_identity.registry_client import HttpRegistryClient
 from tdx_report_data import IdentityInfo
 
 REPORT_DATA = bytes(range(64))
@@ -64,22 +67,44 @@ async def test_report_data_must_be_64_bytes() -> None:
         await source.get_quote(b"short")
 
 
-def test_configfs_tsm_is_preferred_when_its_directory_exists(tmp_path: Path) -> None:
-    settings = Settings(configfs_tsm_path=tmp_path, mock_tdx_url="http://sim")
-    source = select_quote_source(settings)
+def platform_settings(
+    tsm: Path, rtmr: Path, mock_tdx_url: str | None = "http://sim"
+) -> PlatformSettings:
+    return PlatformSettings(
+        configfs_tsm_path=tsm, rtmr_sysfs_path=rtmr, mock_tdx_url=mock_tdx_url, quote_timeout=5.0
+    )
+
+
+def test_the_kernel_platform_is_preferred_when_configfs_tsm_exists(tmp_path: Path) -> None:
+    register_file = tmp_path / "rtmr3"
+    register_file.write_bytes(bytes(48))
+    platform = select_platform(platform_settings(tmp_path, register_file))
+    source, device = platform.quote_source, platform.rtmr_device
+    assert platform.name == "kernel"
     assert isinstance(source, ConfigfsTsmQuoteSource) and source.root == tmp_path
+    assert isinstance(device, SysfsRtmrDevice) and device.path == register_file
 
 
-def test_mock_tdx_is_used_without_configfs_tsm(tmp_path: Path) -> None:
-    settings = Settings(configfs_tsm_path=tmp_path / "absent", mock_tdx_url="http://sim")
-    source = select_quote_source(settings)
+def test_the_simulator_gives_both_quotes_and_rtmr3_without_configfs_tsm(tmp_path: Path) -> None:
+    register_file = tmp_path / "rtmr3"
+    register_file.write_bytes(bytes(48))
+    platform = select_platform(platform_settings(tmp_path / "absent", register_file, "http://sim/"))
+    source, device = platform.quote_source, platform.rtmr_device
+    assert platform.name == "tdx-sim"
     assert isinstance(source, MockTdxQuoteSource) and source.base_url == "http://sim"
+    assert isinstance(device, SimRtmrDevice) and device.base_url == "http://sim"
 
 
-def test_no_quote_source_is_a_clear_startup_error(tmp_path: Path) -> None:
-    settings = Settings(configfs_tsm_path=tmp_path / "absent", mock_tdx_url=None)
-    with pytest.raises(NoQuoteSourceError, match="MOCK_TDX_URL"):
-        select_quote_source(settings)
+def test_kernel_quotes_without_the_kernel_rtmr3_file_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(NoRtmrDeviceError, match=r"6\.16"):
+        select_platform(platform_settings(tmp_path, tmp_path / "absent"))
+
+
+def test_no_platform_is_a_clear_startup_error(tmp_path: Path) -> None:
+    settings = platform_settings(tmp_path / "absent", tmp_path / "absent", None)
+    with pytest.raises(NoQuoteSourceError, match="MOCK_TDX_URL") as raised:
+        select_platform(settings)
+    assert isinstance(raised.value, NoRtmrDeviceError)
 
 
 async def test_configfs_tsm_failure_is_a_quote_source_error_and_cleans_up(tmp_path: Path) -> None:

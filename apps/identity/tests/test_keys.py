@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tdx_identity._fs import atomic_create, atomic_replace
-from tdx_identity.keys import (
+from tdx_identity.core.instance_key import (
     KEY_FILE_NAME,
     InstanceKeyError,
     load_or_create_instance_key,
@@ -59,21 +58,3 @@ def test_key_file_symlink_is_refused(tmp_path: Path) -> None:
     (tmp_path / KEY_FILE_NAME).symlink_to(target)
     with pytest.raises(InstanceKeyError):
         load_or_create_instance_key(tmp_path)
-
-
-def test_atomic_create_never_overwrites(tmp_path: Path) -> None:
-    path = tmp_path / "f"
-    assert atomic_create(path, b"one", mode=0o600)
-    assert not atomic_create(path, b"two", mode=0o600)
-    assert path.read_bytes() == b"one"
-    assert [p.name for p in tmp_path.iterdir()] == ["f"]
-
-
-def test_atomic_replace_sets_the_mode_and_leaves_no_temp_file(tmp_path: Path) -> None:
-    path = tmp_path / "f"
-    path.write_bytes(b"old")
-    path.chmod(0o644)
-    atomic_replace(path, b"new", mode=0o600)
-    assert path.read_bytes() == b"new"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert [p.name for p in tmp_path.iterdir()] == ["f"]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from tdx_identity.lifecycle import (
+from tdx_identity.core.lifecycle import (
     Action,
     Lifecycle,
     NotPermitted,
     StepOutOfOrder,
     TransitionRefused,
+    WorkloadPhase,
+    has_workload,
     next_state,
     require_owner,
 )
@@ -65,3 +67,36 @@ def test_owner_is_required_before_any_workload_step() -> None:
             require_owner(state, Action.CONFIGURE_WORKLOAD)
     for state in (Lifecycle.OWNER_REGISTERED, Lifecycle.CONFIGURED, Lifecycle.EXPOSED):
         require_owner(state, Action.EXPOSE_WORKLOAD)
+
+
+@pytest.mark.parametrize(
+    ("phase", "action", "reason"),
+    [
+        (WorkloadPhase.EXPOSING, Action.CONFIGURE_WORKLOAD, "being exposed"),
+        (WorkloadPhase.EXPOSED, Action.CONFIGURE_WORKLOAD, "being exposed"),
+        (WorkloadPhase.CONFIGURING, Action.EXPOSE_WORKLOAD, "did not complete"),
+    ],
+)
+def test_an_interrupted_workload_step_constrains_the_next_one(
+    phase: WorkloadPhase, action: Action, reason: str
+) -> None:
+    with pytest.raises(StepOutOfOrder, match=reason):
+        next_state(Lifecycle.CONFIGURED, action, phase)
+
+
+@pytest.mark.parametrize("phase", [None, *WorkloadPhase])
+def test_a_phase_never_overrides_the_lifecycle_refusals(phase: WorkloadPhase | None) -> None:
+    with pytest.raises(NotPermitted, match="no owner"):
+        next_state(Lifecycle.OPERATOR_REGISTERED, Action.CONFIGURE_WORKLOAD, phase)
+    with pytest.raises(StepOutOfOrder, match="already exposed"):
+        next_state(Lifecycle.EXPOSED, Action.EXPOSE_WORKLOAD, phase)
+
+
+def test_completed_or_absent_phases_let_the_steps_happen() -> None:
+    assert next_state(Lifecycle.CONFIGURED, Action.CONFIGURE_WORKLOAD, WorkloadPhase.CONFIGURING)
+    assert next_state(Lifecycle.CONFIGURED, Action.EXPOSE_WORKLOAD, WorkloadPhase.CONFIGURED)
+    assert next_state(Lifecycle.CONFIGURED, Action.EXPOSE_WORKLOAD, None) is Lifecycle.EXPOSED
+
+
+def test_a_workload_is_committed_only_when_configured_or_exposed() -> None:
+    assert [s for s in Lifecycle if has_workload(s)] == [Lifecycle.CONFIGURED, Lifecycle.EXPOSED]

@@ -27,10 +27,10 @@ from fakes import (
 )
 
 from tdx_identity import Settings
-from tdx_identity.app import installed_helpers
-from tdx_identity.measurement import HELPER_ROLES, SYSFS_RTMR3_PATH, HelperSpec
-from tdx_identity.registry_client import RegistrationRequest
+from tdx_identity.core.ports import RegistrationRequest
+from tdx_identity.platform import SYSFS_RTMR3_PATH
 from tdx_identity.settings import parse_settings
+from tdx_identity.workload.helpers import HELPER_ROLES, HelperSpec, installed_helpers
 from tdx_measure import (
     BootEvent,
     EventLog,

@@ -9,28 +9,24 @@ import json
 import os
 import shutil
 import stat
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tdx_identity import measurement
-from tdx_identity.measurement import (
-    EVENTLOG_FILE,
-    HELPER_ROLES,
+from tdx_identity.core import measurement
+from tdx_identity.core.measurement import EVENTLOG_FILE, PREVIOUS_LOGS_KEPT, MeasurementLog
+from tdx_identity.core.ports import RtmrDevice
+from tdx_identity.exceptions import (
     HelperMeasurementError,
-    HelperSpec,
-    MeasurementLog,
     MeasurementPersistError,
     MeasurementStateError,
-    NoRtmrDeviceError,
     RtmrDeviceError,
-    SimRtmrDevice,
-    SysfsRtmrDevice,
-    select_rtmr_device,
 )
+from tdx_identity.platform import SimRtmrDevice, SysfsRtmrDevice
+from tdx_identity.workload.helpers import HELPER_ROLES, HelperSpec, resolve_helper, resolve_helpers
 from tdx_measure import (
     ZERO_REGISTER,
     BootEvent,
@@ -46,6 +42,23 @@ from tdx_sim.app import SimSettings, create_app
 NOW = 1_700_000_000
 IMAGE_ID = "sha256:" + "ab" * 32
 EXPECTED_ROLES = ("podman", "oci-runtime", "conmon", "gocryptfs", "fusermount")
+
+
+def log_of(
+    storage: Path,
+    device: RtmrDevice,
+    *,
+    helpers: Mapping[str, HelperSpec] = HELPER_ROLES,
+    search_path: str | None = None,
+    previous_logs_kept: int = PREVIOUS_LOGS_KEPT,
+) -> MeasurementLog:
+    """The log measuring every helper role, found on `search_path`, as the podman manager has it."""
+    return MeasurementLog(
+        storage,
+        device,
+        helpers=lambda: resolve_helpers(helpers, search_path=search_path),
+        previous_logs_kept=previous_logs_kept,
+    )
 
 
 def machine_helpers() -> dict[str, str]:
@@ -161,7 +174,7 @@ async def test_fresh_start_measures_the_machines_helpers_and_rtmr3_equals_the_re
     run_sim: RunSim, storage: Path
 ) -> None:
     async with run_sim() as sim:
-        mlog = MeasurementLog(storage, sim)
+        mlog = log_of(storage, sim)
         await mlog.start(NOW)
         register = await sim.read_rtmr3()
     log = EventLog.from_json(mlog.event_log_json())
@@ -183,11 +196,11 @@ async def test_restart_within_the_same_boot_reloads_the_log_and_extends_nothing(
     run_sim: RunSim, storage: Path
 ) -> None:
     async with run_sim() as sim:
-        first = MeasurementLog(storage, sim)
+        first = log_of(storage, sim)
         await first.start(NOW)
         before = await sim.read_rtmr3()
         counting = CountingDevice(sim)
-        second = MeasurementLog(storage, counting)
+        second = log_of(storage, counting)
         await second.start(NOW + 60)
         after = await sim.read_rtmr3()
     assert counting.extends == 0
@@ -200,9 +213,9 @@ async def test_crash_between_persist_and_extend_is_healed_by_extending_the_pendi
     run_sim: RunSim, storage: Path
 ) -> None:
     async with run_sim() as sim:
-        first = MeasurementLog(storage, sim)
+        first = log_of(storage, sim)
         await first.start(NOW)
-        crashing = MeasurementLog(storage, CrashingDevice(sim))
+        crashing = log_of(storage, CrashingDevice(sim))
         await crashing.start(NOW)
         with pytest.raises(Crash):
             await crashing.record_workload("configure", "docker.io/nginx:1", IMAGE_ID, [], 8080)
@@ -211,7 +224,7 @@ async def test_crash_between_persist_and_extend_is_healed_by_extending_the_pendi
         assert on_disk.replay() != await sim.read_rtmr3()
 
         counting = CountingDevice(sim)
-        restarted = MeasurementLog(storage, counting)
+        restarted = log_of(storage, counting)
         await restarted.start(NOW)
         register = await sim.read_rtmr3()
     assert counting.extends == 1
@@ -224,13 +237,13 @@ async def test_sim_restart_starts_a_new_boot_log_and_keeps_the_previous_one(
     run_sim: RunSim, storage: Path
 ) -> None:
     async with run_sim() as sim:
-        first = MeasurementLog(storage, sim)
+        first = log_of(storage, sim)
         await first.start(NOW)
         await first.record_workload("configure", "docker.io/nginx:1", IMAGE_ID, ["/data"], 80)
         old_json = first.event_log_json()
     async with run_sim() as rebooted:
         assert await rebooted.read_rtmr3() == ZERO_REGISTER
-        second = MeasurementLog(storage, rebooted)
+        second = log_of(storage, rebooted)
         await second.start(NOW + 600)
         register = await rebooted.read_rtmr3()
     new_log = EventLog.from_json(second.event_log_json())
@@ -247,7 +260,7 @@ async def test_previous_logs_are_bounded_and_the_newest_are_kept(storage: Path) 
     boots = []
     for boot in range(5):
         device.value = ZERO_REGISTER
-        mlog = MeasurementLog(storage, device, previous_logs_kept=2)
+        mlog = log_of(storage, device, previous_logs_kept=2)
         await mlog.start(NOW + boot)
         boots.append(mlog.event_log_json())
     kept = previous_logs(storage)
@@ -260,12 +273,12 @@ async def test_a_register_the_log_cannot_explain_is_a_state_error_and_nothing_is
     storage: Path,
 ) -> None:
     device = MemoryRtmr()
-    await MeasurementLog(storage, device).start(NOW)
+    await log_of(storage, device).start(NOW)
     original = (storage / EVENTLOG_FILE).read_bytes()
     device.value = extend(device.value, hashlib.sha384(b"someone else").digest())
     extended_before = len(device.extended)
     with pytest.raises(MeasurementStateError, match="disagree"):
-        await MeasurementLog(storage, device).start(NOW)
+        await log_of(storage, device).start(NOW)
     assert (storage / EVENTLOG_FILE).read_bytes() == original
     assert len(device.extended) == extended_before
     assert not previous_logs(storage)
@@ -274,22 +287,22 @@ async def test_a_register_the_log_cannot_explain_is_a_state_error_and_nothing_is
 async def test_a_nonzero_register_without_a_log_is_a_state_error(storage: Path) -> None:
     device = MemoryRtmr(hashlib.sha384(b"measured by someone").digest())
     with pytest.raises(MeasurementStateError, match="no event log"):
-        await MeasurementLog(storage, device).start(NOW)
+        await log_of(storage, device).start(NOW)
     assert device.extended == []
     assert not (storage / EVENTLOG_FILE).exists()
 
 
 async def test_a_malformed_log_with_a_nonzero_register_is_a_state_error(storage: Path) -> None:
     device = MemoryRtmr()
-    await MeasurementLog(storage, device).start(NOW)
+    await log_of(storage, device).start(NOW)
     (storage / EVENTLOG_FILE).write_text('{"events": [], "format": "tdx-measure/eventlog/v1"}')
     with pytest.raises(MeasurementStateError, match="malformed"):
-        await MeasurementLog(storage, device).start(NOW)
+        await log_of(storage, device).start(NOW)
 
 
 async def test_record_workload_appends_and_extends(run_sim: RunSim, storage: Path) -> None:
     async with run_sim() as sim:
-        mlog = MeasurementLog(storage, sim)
+        mlog = log_of(storage, sim)
         await mlog.start(NOW)
         before = await sim.read_rtmr3()
         await mlog.record_workload("configure", "docker.io/nginx:1", IMAGE_ID, ["/data"], 8080)
@@ -313,7 +326,7 @@ async def test_every_event_is_persisted_before_it_is_extended(storage: Path) -> 
         seen.append(event_digest(on_disk.events[-1]) == digest)
 
     device.before_extend = check
-    mlog = MeasurementLog(storage, device)
+    mlog = log_of(storage, device)
     await mlog.start(NOW)
     await mlog.record_workload("configure", "docker.io/nginx:1", IMAGE_ID, [], 80)
     assert seen == [True] * 7
@@ -321,7 +334,7 @@ async def test_every_event_is_persisted_before_it_is_extended(storage: Path) -> 
 
 async def test_the_log_file_is_private_and_replaced_atomically(storage: Path) -> None:
     device = MemoryRtmr()
-    mlog = MeasurementLog(storage, device)
+    mlog = log_of(storage, device)
     await mlog.start(NOW)
     path = storage / EVENTLOG_FILE
     first_inode = path.stat().st_ino
@@ -338,7 +351,7 @@ async def test_a_failed_write_extends_nothing_and_keeps_the_log(
     storage: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     device = MemoryRtmr()
-    mlog = MeasurementLog(storage, device)
+    mlog = log_of(storage, device)
     await mlog.start(NOW)
     before_json, before_value = mlog.event_log_json(), device.value
 
@@ -355,7 +368,7 @@ async def test_a_failed_write_extends_nothing_and_keeps_the_log(
 
 async def test_a_failed_extend_is_caught_up_before_the_next_event(storage: Path) -> None:
     device = MemoryRtmr()
-    mlog = MeasurementLog(storage, device)
+    mlog = log_of(storage, device)
     await mlog.start(NOW)
     extended_json = mlog.event_log_json()
 
@@ -378,7 +391,7 @@ async def test_a_failed_extend_is_caught_up_before_the_next_event(storage: Path)
 
 async def test_an_extension_by_another_process_is_a_state_error(storage: Path) -> None:
     device = MemoryRtmr()
-    mlog = MeasurementLog(storage, device)
+    mlog = log_of(storage, device)
     await mlog.start(NOW)
     device.value = extend(device.value, hashlib.sha384(b"intruder").digest())
     with pytest.raises(MeasurementStateError, match="another process"):
@@ -387,7 +400,7 @@ async def test_an_extension_by_another_process_is_a_state_error(storage: Path) -
 
 async def test_frozen_yields_the_log_that_explains_the_register(storage: Path) -> None:
     device = MemoryRtmr()
-    mlog = MeasurementLog(storage, device)
+    mlog = log_of(storage, device)
     await mlog.start(NOW)
     async with mlog.frozen() as log_json:
         assert EventLog.from_json(log_json).replay() == device.value
@@ -400,7 +413,7 @@ async def test_a_missing_helper_is_a_named_error_and_nothing_is_extended(
     empty.mkdir()
     device = MemoryRtmr()
     with pytest.raises(HelperMeasurementError) as caught:
-        await MeasurementLog(storage, device, search_path=str(empty)).start(NOW)
+        await log_of(storage, device, search_path=str(empty)).start(NOW)
     assert caught.value.role == "podman"
     assert "not found" in str(caught.value)
     assert device.extended == []
@@ -414,7 +427,7 @@ async def test_a_helper_that_is_not_an_elf_is_a_named_error(storage: Path, tmp_p
     script.write_text("#!/bin/sh\nexit 0\n")
     script.chmod(0o755)
     with pytest.raises(HelperMeasurementError, match="podman") as caught:
-        await MeasurementLog(
+        await log_of(
             storage,
             MemoryRtmr(),
             helpers={"podman": HelperSpec(("podman",))},
@@ -429,7 +442,7 @@ async def test_conmon_is_found_through_its_fallback_paths(tmp_path: Path) -> Non
     real = tmp_path / "libexec-conmon"
     shutil.copyfile(machine_helpers()["conmon"], real)
     spec = HelperSpec(("conmon",), (tmp_path / "absent", real))
-    assert measurement.resolve_helper("conmon", spec, search_path=str(empty)) == real
+    assert resolve_helper("conmon", spec, search_path=str(empty)) == real
 
 
 async def test_a_helper_changed_within_the_boot_is_measured_again_on_restart(
@@ -443,10 +456,10 @@ async def test_a_helper_changed_within_the_boot_is_measured_again_on_restart(
     for role, name in names.items():
         (bin_dir / name).symlink_to(helpers[role])
     device = MemoryRtmr()
-    await MeasurementLog(storage, device, search_path=str(bin_dir)).start(NOW)
+    await log_of(storage, device, search_path=str(bin_dir)).start(NOW)
     (bin_dir / "runc").unlink()
     (bin_dir / "runc").symlink_to(helpers["gocryptfs"])
-    restarted = MeasurementLog(storage, device, search_path=str(bin_dir))
+    restarted = log_of(storage, device, search_path=str(bin_dir))
     await restarted.start(NOW)
     log = EventLog.from_json(restarted.event_log_json())
     assert len(log) == 7
@@ -474,19 +487,6 @@ async def test_sysfs_device_refuses_a_register_of_the_wrong_size(tmp_path: Path)
         await SysfsRtmrDevice(register_file).read_rtmr3()
     with pytest.raises(RtmrDeviceError, match="cannot read"):
         await SysfsRtmrDevice(tmp_path / "absent").read_rtmr3()
-
-
-def test_select_rtmr_device_prefers_the_kernel_file(tmp_path: Path) -> None:
-    register_file = tmp_path / "rtmr3:sha384"
-    register_file.write_bytes(bytes(48))
-    chosen = select_rtmr_device(register_file, "http://127.0.0.1:3010")
-    assert isinstance(chosen, SysfsRtmrDevice)
-    assert chosen.path == register_file
-    fallback = select_rtmr_device(tmp_path / "absent", "http://127.0.0.1:3010/")
-    assert isinstance(fallback, SimRtmrDevice)
-    assert fallback.base_url == "http://127.0.0.1:3010"
-    with pytest.raises(NoRtmrDeviceError, match=r"6\.16"):
-        select_rtmr_device(tmp_path / "absent", None)
 
 
 @pytest.mark.parametrize(

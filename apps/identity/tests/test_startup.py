@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tdx_identity import NoQuoteSourceError, Settings, create_app
-from tdx_identity.keys import KEY_FILE_NAME
+from tdx_identity import Settings, create_app
+from tdx_identity.core.instance_key import KEY_FILE_NAME
+from tdx_identity.exceptions import NoQuoteSourceError
 
 
 def test_create_app_without_a_quote_source_raises_a_startup_error(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -11,21 +12,22 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tdx_identity import _fs
-from tdx_identity.lifecycle import Lifecycle
-from tdx_identity.state import (
+from tdx_identity.core.lifecycle import Lifecycle, WorkloadPhase
+from tdx_identity.core.state import (
     STATE_FILE_NAME,
     PersistedState,
     StateFileError,
     StateStore,
     StateWriteError,
+    WorkloadSection,
 )
-from tdx_identity.workload_api import WorkloadConfig
+from tdx_identity.workload.config import WorkloadConfig
 from tdx_report_data import IdentityInfo
 
 OPERATOR = IdentityInfo(b"\x01" * 32, b"\x02" * 64, b"\x03" * 64)
 OWNER = IdentityInfo(b"\x04" * 32, b"\x05" * 64, b"\x06" * 64)
-CONFIG = WorkloadConfig("localhost/app:1", ("/data",), 8080, OWNER.pubkey)
+CONFIG = WorkloadConfig("localhost/app:1", ("/data",), 8080)
+SECTION = WorkloadSection(WorkloadPhase.CONFIGURED, CONFIG)
 
 
 def full_state(lifecycle: Lifecycle) -> PersistedState:
@@ -38,7 +40,7 @@ def full_state(lifecycle: Lifecycle) -> PersistedState:
         owner=OWNER if reached >= 2 else None,
         owner_token_sha256=b"\x07" * 32 if lifecycle is Lifecycle.OPERATOR_REGISTERED else None,
         workload_config=CONFIG if reached >= 3 else None,
-        workload={"note": [1, 2]},
+        workload=SECTION if reached >= 3 else None,
     )
 
 
@@ -66,7 +68,7 @@ def test_every_lifecycle_state_round_trips_through_the_file(
 def test_states_that_contradict_their_lifecycle_cannot_be_built(changes: dict[str, object]) -> None:
     base = full_state(Lifecycle.CONFIGURED).__dict__ | changes
     with pytest.raises(ValueError):
-        PersistedState(**base)  # type: ignore[arg-type]
+        PersistedState(**base)
 
 
 def test_corrupt_state_file_is_a_startup_error_and_is_left_as_is(tmp_path: Path) -> None:
@@ -84,13 +86,11 @@ def test_a_failed_commit_keeps_the_previous_state(
     store = StateStore.open(tmp_path)
     store.commit(PersistedState(ppid=b"\x01" * 16))
     before = (tmp_path / STATE_FILE_NAME).read_bytes()
-    with pytest.raises(StateWriteError):
-        store.commit(PersistedState(ppid=b"\x01" * 16, workload={"x": object()}))
 
     def disk_full(fd: int, data: object) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(_fs.os, "write", disk_full)
+    monkeypatch.setattr(os, "write", disk_full)
     with pytest.raises(StateWriteError, match="No space"):
         store.commit(PersistedState(ppid=b"\x02" * 16))
     monkeypatch.undo()
@@ -103,13 +103,15 @@ def test_workload_section_store_persists_only_its_section(tmp_path: Path) -> Non
     store = StateStore.open(tmp_path)
     store.commit(full_state(Lifecycle.OWNER_REGISTERED))
     section = store.section_store()
-    loaded = section.load()
-    loaded["mutated"] = True
-    assert "mutated" not in store.current.workload
-    section.save({"mount": "/run/x", "ssh": {"closed": False}})
+    assert section.load() is None
+    unfinished = WorkloadSection(WorkloadPhase.CONFIGURING, CONFIG)
+    section.save(unfinished)
     reread = StateStore.open(tmp_path).current
-    assert reread.workload == {"mount": "/run/x", "ssh": {"closed": False}}
+    assert reread.workload == unfinished
     assert reread.owner == OWNER
+    assert reread.lifecycle is Lifecycle.OWNER_REGISTERED
+    section.save(None)
+    assert json.loads((tmp_path / STATE_FILE_NAME).read_text())["workload"] == {}
 
 
 def test_the_owner_token_is_never_in_the_file(tmp_path: Path) -> None:
@@ -128,10 +130,54 @@ def test_the_owner_token_is_never_in_the_file(tmp_path: Path) -> None:
     }
 
 
+def test_the_file_keeps_its_format_with_a_typed_workload_section(tmp_path: Path) -> None:
+    store = StateStore.open(tmp_path)
+    store.commit(full_state(Lifecycle.CONFIGURED))
+    data = json.loads((tmp_path / STATE_FILE_NAME).read_text())
+    assert data["workload_config"] == {
+        "image": "localhost/app:1",
+        "persist_dirs": ["/data"],
+        "port": 8080,
+        "owner_pubkey": OWNER.pubkey.hex(),
+    }
+    assert data["workload"] == {
+        "version": 1,
+        "phase": "configured",
+        "config": {"image": "localhost/app:1", "persist_dirs": ["/data"], "port": 8080},
+    }
+
+
+def test_a_workload_config_of_another_owner_or_an_unknown_section_is_corrupt(
+    tmp_path: Path,
+) -> None:
+    store = StateStore.open(tmp_path)
+    store.commit(full_state(Lifecycle.CONFIGURED))
+    path = tmp_path / STATE_FILE_NAME
+    good = json.loads(path.read_text())
+    for bad in (
+        good | {"workload_config": good["workload_config"] | {"owner_pubkey": "00" * 32}},
+        good | {"workload": {"version": 2}},
+        good
+        | {"workload": {"version": 1, "phase": "paused", "config": good["workload"]["config"]}},
+    ):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(StateFileError, match="corrupt"):
+            StateStore.open(tmp_path)
+
+
+def test_a_state_file_others_may_write_is_refused(tmp_path: Path) -> None:
+    StateStore.open(tmp_path).commit(PersistedState(ppid=b"\x01" * 16))
+    (tmp_path / STATE_FILE_NAME).chmod(0o666)
+    with pytest.raises(StateFileError, match="must not be written by group or others"):
+        StateStore.open(tmp_path)
+
+
 @given(
     ppid=st.binary(min_size=1, max_size=384),
-    section=st.dictionaries(st.text(max_size=8), st.integers() | st.text(max_size=8), max_size=4),
+    phase=st.sampled_from(list(WorkloadPhase)) | st.none(),
+    port=st.integers(min_value=1, max_value=65535),
 )
-def test_state_json_round_trips(ppid: bytes, section: dict[str, object]) -> None:
-    state = PersistedState(ppid=ppid, workload=dict(section))
+def test_state_json_round_trips(ppid: bytes, phase: WorkloadPhase | None, port: int) -> None:
+    section = None if phase is None else WorkloadSection(phase, WorkloadConfig("app:1", (), port))
+    state = PersistedState(ppid=ppid, workload=section)
     assert PersistedState.from_json(json.loads(json.dumps(state.to_json()))) == state

@@ -12,8 +12,9 @@ from conftest import Running, instance_pubkey, register_operator, register_owner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fakes import FakeWorkload
 
-from tdx_identity import NotConfiguredWorkload, Settings
-from tdx_identity.state import STATE_FILE_NAME
+from tdx_identity import Settings
+from tdx_identity.core.state import STATE_FILE_NAME
+from tdx_identity.workload.unavailable import NotConfiguredWorkload
 
 IMAGE = "localhost/busybox-site:1"
 
@@ -64,7 +65,7 @@ async def test_configure_then_expose_calls_the_runtime_and_moves_the_lifecycle(
     assert response.json() == {"status": "success"}
     [config] = workload.configured
     assert (config.image, config.persist_dirs, config.port) == (IMAGE, ("/data", "/srv/www"), 8000)
-    assert config.owner_pubkey == owner.key.public_key().public_bytes_raw()
+    assert workload.configured_for == [owner.key.public_key().public_bytes_raw()]
     assert (await owner.client.get("/instance/state")).json() == {"state": "configured"}
 
     assert (await owner.post("/workload/expose", owner.expose_body())).status_code == 200

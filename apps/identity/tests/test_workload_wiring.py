@@ -7,8 +7,10 @@ import base64
 import hashlib
 import json
 import stat
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import pytest
 from conftest import Running, instance_pubkey, register_operator, register_owner, sign
@@ -18,10 +20,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tdx_identity import Settings, StartupError, create_app
+from tdx_identity.core.lifecycle import WorkloadPhase
+from tdx_identity.core.state import WorkloadSection
 from tdx_identity.settings import parse_settings
-from tdx_identity.workload import Hardening
-from tdx_identity.workload import WorkloadConfig as ContainerConfig
-from tdx_identity.workload.manager import Phase, WorkloadSection, ssh_host_key_path
+from tdx_identity.workload.config import Hardening, WorkloadConfig
+from tdx_identity.workload.manager import ssh_host_key_path
 
 NEW_FLAGS = {
     "--ssh-listen": ("SSH_LISTEN", "ssh_listen", "0.0.0.0", "127.0.0.2", "10.0.0.1"),
@@ -53,7 +56,8 @@ NEW_FLAGS = {
 
 
 def _typed(default: object, text: str) -> object:
-    return type(default)(text)
+    """`text` parsed as the type of `default` (str, int or Path)."""
+    return cast(Callable[[str], object], type(default))(text)
 
 
 def test_workload_settings_defaults_environment_and_flags() -> None:
@@ -266,7 +270,7 @@ def test_a_workload_section_parses_or_is_refused_with_value_error(data: dict[str
 
 
 @given(
-    phase=st.sampled_from(list(Phase)),
+    phase=st.sampled_from(list(WorkloadPhase)),
     dirs=st.lists(
         st.lists(st.from_regex(r"[a-z0-9_-]{1,12}", fullmatch=True), min_size=1, max_size=3).map(
             lambda parts: "/" + "/".join(parts)
@@ -276,6 +280,6 @@ def test_a_workload_section_parses_or_is_refused_with_value_error(data: dict[str
     ),
     port=st.integers(1, 65535),
 )
-def test_a_workload_section_round_trips(phase: Phase, dirs: list[str], port: int) -> None:
-    section = WorkloadSection(phase, ContainerConfig("localhost/site:1", tuple(dirs), port))
+def test_a_workload_section_round_trips(phase: WorkloadPhase, dirs: list[str], port: int) -> None:
+    section = WorkloadSection(phase, WorkloadConfig("localhost/site:1", tuple(dirs), port))
     assert WorkloadSection.from_json(json.loads(json.dumps(section.to_json()))) == section

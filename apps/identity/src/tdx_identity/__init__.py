@@ -1,74 +1,21 @@
-"""Identity service of a TDX confidential VM: instance key, operator and owner, workload."""
+"""Identity service of a TDX confidential VM: instance key, operator and owner, workload.
+
+The app exports `create_app`, its settings and `main`. The core's interfaces are in
+`tdx_identity.core.ports`, the exceptions in `tdx_identity.exceptions`.
+"""
+
+from collections.abc import Sequence
 
 from tdx_identity.app import create_app
-from tdx_identity.exceptions import InvalidRequest, StartupError
-from tdx_identity.lifecycle import Action, Lifecycle, NotPermitted, StepOutOfOrder, next_state
-from tdx_identity.quotes import (
-    ConfigfsTsmQuoteSource,
-    MockTdxQuoteSource,
-    NoQuoteSourceError,
-    QuoteSource,
-    QuoteSourceError,
-    select_quote_source,
-)
-from tdx_identity.registry_client import (
-    HttpRegistryClient,
-    RegistrationRequest,
-    RegistryClient,
-    RegistryError,
-    RegistryRejected,
-    RegistryUnavailable,
-)
-from tdx_identity.service import IdentityService
+from tdx_identity.exceptions import StartupError
 from tdx_identity.settings import Settings, parse_settings
-from tdx_identity.state import PersistedState, StateStore
-from tdx_identity.workload_api import (
-    NotConfiguredWorkload,
-    WorkloadConfig,
-    WorkloadContext,
-    WorkloadError,
-    WorkloadFactory,
-    WorkloadFailed,
-    WorkloadManager,
-    WorkloadRejected,
-    WorkloadSectionStore,
-    WorkloadUnavailable,
-)
 
-__all__ = [
-    "Action",
-    "ConfigfsTsmQuoteSource",
-    "HttpRegistryClient",
-    "IdentityService",
-    "InvalidRequest",
-    "Lifecycle",
-    "MockTdxQuoteSource",
-    "NoQuoteSourceError",
-    "NotConfiguredWorkload",
-    "NotPermitted",
-    "PersistedState",
-    "QuoteSource",
-    "QuoteSourceError",
-    "RegistrationRequest",
-    "RegistryClient",
-    "RegistryError",
-    "RegistryRejected",
-    "RegistryUnavailable",
-    "Settings",
-    "StartupError",
-    "StateStore",
-    "StepOutOfOrder",
-    "WorkloadConfig",
-    "WorkloadContext",
-    "WorkloadError",
-    "WorkloadFactory",
-    "WorkloadFailed",
-    "WorkloadManager",
-    "WorkloadRejected",
-    "WorkloadSectionStore",
-    "WorkloadUnavailable",
-    "create_app",
-    "next_state",
-    "parse_settings",
-    "select_quote_source",
-]
+__all__ = ["Settings", "StartupError", "create_app", "main", "parse_settings"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`identity-svc` (`tdx_identity.cli.main`), imported only when called: `python -m
+    tdx_identity.cli` must not find the module already loaded."""
+    from tdx_identity.cli import main as cli_main
+
+    return cli_main(argv)

@@ -1,48 +1,96 @@
-"""The Sanic app factory: wires settings, key, state, quote source, RTMR3 measurement log,
-registry and workload."""
+"""The Sanic app factory: the one module that knows both the settings and the adapters.
+
+It hands each component its own small settings value, builds the adapters (platform, registry
+client, workload manager) behind the core's ports (`core.ports`), and wires the core (state,
+instance key, RTMR3 measurement log, `IdentityService`) to the HTTP routes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any
 
 from sanic import Sanic
 
-from tdx_identity._fs import ensure_private_dir
-from tdx_identity.errors import install_error_mapping
-from tdx_identity.exceptions import StartupError
-from tdx_identity.keys import load_or_create_instance_key
-from tdx_identity.measurement import (
-    HELPER_ROLES,
-    HelperMeasurementError,
-    HelperSpec,
-    MeasurementLog,
+from tdx_identity.core.instance_key import load_or_create_instance_key
+from tdx_identity.core.measurement import MeasurementLog
+from tdx_identity.core.ports import (
+    QuoteSource,
+    RegistryClient,
     RtmrDevice,
-    resolve_helper,
-    select_rtmr_device,
+    WorkloadManager,
+    WorkloadSectionStore,
 )
-from tdx_identity.quotes import QuoteSource, select_quote_source
-from tdx_identity.registry_client import HttpRegistryClient, RegistryClient
+from tdx_identity.core.service import IdentityService
+from tdx_identity.core.state import StateStore
+from tdx_identity.exceptions import SshServerError, StartupError
+from tdx_identity.files import ensure_private_dir
+from tdx_identity.http_status import install_status_table
+from tdx_identity.platform import PlatformSettings, select_platform
+from tdx_identity.registry_client import HttpRegistryClient
 from tdx_identity.routes import instance_bp, registration_bp, workload_bp
-from tdx_identity.service import IdentityService
 from tdx_identity.settings import Settings
-from tdx_identity.state import StateStore
 from tdx_identity.workload.manager import (
-    PodmanWorkloadManager,
+    WorkloadSettings,
     missing_programs,
     podman_workload_manager,
     ssh_host_key_path,
 )
-from tdx_identity.workload.ssh import HostKey, SshServerError
-from tdx_identity.workload_api import (
-    NotConfiguredWorkload,
-    WorkloadContext,
-    WorkloadFactory,
-    WorkloadManager,
-)
+from tdx_identity.workload.ssh import HostKey
+from tdx_identity.workload.unavailable import NotConfiguredWorkload
 from tdx_service_kit import install_common
 
+__all__ = [
+    "APP_NAME",
+    "WorkloadFactory",
+    "create_app",
+    "platform_settings",
+    "podman_or_unavailable",
+    "workload_settings",
+]
+
 APP_NAME = "tdx-identity"
+
+WorkloadFactory = Callable[[WorkloadSettings, WorkloadSectionStore], WorkloadManager]
+"""Builds the workload manager from its settings and the store of its state section."""
+
+
+def platform_settings(settings: Settings) -> PlatformSettings:
+    """The platform's part of the settings."""
+    return PlatformSettings(
+        configfs_tsm_path=settings.configfs_tsm_path,
+        rtmr_sysfs_path=settings.rtmr_sysfs_path,
+        mock_tdx_url=settings.mock_tdx_url,
+        quote_timeout=settings.quote_timeout,
+    )
+
+
+def workload_settings(settings: Settings) -> WorkloadSettings:
+    """The workload's part of the settings."""
+    return WorkloadSettings(
+        storage_path=settings.storage_path,
+        clear_mount_dir=settings.clear_mount_dir,
+        store_key_path=settings.store_key_path,
+        container_name=settings.container_name,
+        hardening=settings.hardening,
+        ssh_listen=settings.ssh_listen,
+        ssh_port=settings.ssh_port,
+        workload_port=settings.workload_port,
+        workload_publish_host=settings.workload_publish_host,
+    )
+
+
+def podman_or_unavailable(
+    settings: WorkloadSettings, section: WorkloadSectionStore
+) -> WorkloadManager:
+    """The podman manager when podman, gocryptfs and fusermount3 are on PATH, else a manager
+    whose every step answers 503 naming what is missing."""
+    missing = missing_programs()
+    if missing:
+        return NotConfiguredWorkload(
+            f"{NotConfiguredWorkload.REASON}: {', '.join(missing)} not found on PATH"
+        )
+    return podman_workload_manager(settings, section)
 
 
 def create_app(
@@ -54,15 +102,12 @@ def create_app(
     workload_factory: WorkloadFactory | None = None,
     rtmr_device: RtmrDevice | None = None,
 ) -> Sanic[Any, Any]:
-    """Build the identity app; raises StartupError (key, state, quote source, RTMR3 device)
-    before serving. The measurement log itself starts in the app's start listener.
+    """Build the identity app; raises StartupError (key, state, platform) before serving. The
+    measurement log itself starts in the app's start listener.
 
-    Real implementations are used for whatever is not injected. `workload_factory` builds the
-    manager from a WorkloadContext (settings and the state's workload section); without it and
-    without `workload`, the podman manager is used when podman, gocryptfs and fusermount3 are
-    on PATH, else workload routes answer 503 naming what is missing (`NotConfiguredWorkload`).
-    RTMR3 is the kernel's file at `settings.rtmr_sysfs_path`, else the simulator at the mock
-    TDX URL (`select_rtmr_device`), unless `rtmr_device` is given.
+    Real implementations are used for whatever is not injected: the platform `select_platform`
+    picks (quote source and RTMR3 of the same TD), the HTTP registry client, and the workload
+    manager `workload_factory` builds (default `podman_or_unavailable`).
     """
     if workload is not None and workload_factory is not None:
         raise ValueError("pass either workload or workload_factory, not both")
@@ -76,29 +121,19 @@ def create_app(
     instance_key = load_or_create_instance_key(settings.storage_path)
     ssh_host_key = _load_ssh_host_key(settings)
     store = StateStore.open(settings.storage_path)
-    if quote_source is None:
-        quote_source = select_quote_source(settings)
+    if quote_source is None or rtmr_device is None:
+        platform = select_platform(platform_settings(settings))
+        if quote_source is None:
+            quote_source = platform.quote_source
+        if rtmr_device is None:
+            rtmr_device = platform.rtmr_device
     if registry is None:
         registry = HttpRegistryClient(settings.registry_url, timeout=settings.registry_timeout)
     if workload is None:
-        if workload_factory is None:
-            missing = missing_programs()
-            if missing:
-                workload_factory = _unavailable(
-                    f"{NotConfiguredWorkload.REASON}: {', '.join(missing)} not found on PATH"
-                )
-            else:
-                workload_factory = podman_workload_manager
-        workload = workload_factory(WorkloadContext(settings, store.section_store()))
-
-    if rtmr_device is None:
-        rtmr_device = select_rtmr_device(settings.rtmr_sysfs_path, settings.mock_tdx_url)
+        factory = workload_factory or podman_or_unavailable
+        workload = factory(workload_settings(settings), store.section_store())
     measurement = MeasurementLog(
-        settings.storage_path,
-        rtmr_device,
-        helpers=HELPER_ROLES
-        if isinstance(workload, PodmanWorkloadManager)
-        else installed_helpers(HELPER_ROLES),
+        settings.storage_path, rtmr_device, helpers=workload.helper_programs
     )
 
     service = IdentityService(
@@ -117,10 +152,9 @@ def create_app(
     # `podman run` never reached EOF. The standard loop closes them (close_fds) and uses pipes.
     app.config.USE_UVLOOP = False
     app.ctx.service = service
-    app.ctx.settings = settings
     app.ctx.ssh_host_key = ssh_host_key
     install_common(app, limits=settings.limits, rate_limit=settings.rate_limit)
-    install_error_mapping(app)
+    install_status_table(app)
     app.blueprint(instance_bp)
     app.blueprint(registration_bp)
     app.blueprint(workload_bp)
@@ -134,22 +168,6 @@ def create_app(
     app.register_listener(_start, "before_server_start")
     app.register_listener(_stop, "after_server_stop")
     return app
-
-
-def installed_helpers(
-    helpers: Mapping[str, HelperSpec], *, search_path: str | None = None
-) -> dict[str, HelperSpec]:
-    """The helper roles whose program is installed here. Used when the podman workload manager
-    is not the one running: only programs that exist can run, so only those are measured. With
-    the podman manager every role is measured and a missing one stops the start."""
-    found: dict[str, HelperSpec] = {}
-    for role, spec in helpers.items():
-        try:
-            resolve_helper(role, spec, search_path=search_path)
-        except HelperMeasurementError:
-            continue
-        found[role] = spec
-    return found
 
 
 def _check_clear_mount_dir(settings: Settings) -> None:
@@ -178,10 +196,3 @@ def _load_ssh_host_key(settings: Settings) -> HostKey:
         raise StartupError(str(exc)) from exc
     except OSError as exc:
         raise StartupError(f"cannot read or create SSH host key {path}: {exc.strerror}") from exc
-
-
-def _unavailable(reason: str) -> WorkloadFactory:
-    def factory(_context: WorkloadContext) -> WorkloadManager:
-        return NotConfiguredWorkload(reason)
-
-    return factory

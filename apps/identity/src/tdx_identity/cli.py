@@ -9,8 +9,8 @@ import sys
 from collections.abc import Sequence
 
 from tdx_identity.app import create_app
+from tdx_identity.core.service import IdentityService
 from tdx_identity.exceptions import StartupError
-from tdx_identity.service import IdentityService
 from tdx_identity.settings import parse_settings
 from tdx_service_kit import StartupSignals, configure_logging, run_app
 

@@ -1,11 +1,228 @@
-"""The base exceptions of the identity service; `errors.py` maps them to HTTP statuses."""
+"""Every exception of the identity service, in one tree; `http_status` maps them to statuses.
+
+IdentityServiceError
+├── StartupError                  the service cannot start; one log line says what to fix
+│   ├── InstanceKeyError          instance key file unusable (never silently replaced)
+│   ├── StateFileError            state file unreadable (never silently reset)
+│   ├── PlatformError             the platform's own quote (for its PPID) unobtainable
+│   ├── NoPlatformError           neither configfs-tsm nor a mock TDX URL (also below)
+│   ├── NoQuoteSourceError        no usable quote source
+│   └── NoRtmrDeviceError         no usable RTMR3 device (also a MeasurementError)
+├── InvalidRequest                malformed body or header (400; also a ValueError)
+├── OwnerTokenInvalid             x-token missing or not the issued one (401)
+├── TransitionRefused             the lifecycle refuses an action in this state
+│   ├── StepOutOfOrder            not now (400)
+│   └── NotPermitted              nobody can be authorized for it now (401)
+├── StateWriteError               the new state is not durable; the old one holds (500)
+├── UnsafeFileError               a private file is a symlink, not regular, too open or big
+├── QuoteSourceError              a quote could not be obtained (503)
+├── RegistryError                 the registry did not accept a registration
+│   ├── RegistryUnavailable       unreachable, timeout, 5xx, 429 (502)
+│   └── RegistryRejected          a 4xx refusal with a reason (403 or 401)
+├── MeasurementError              the runtime measurement (RTMR3 and its event log)
+│   ├── RtmrDeviceError           RTMR3 cannot be read or extended (503)
+│   ├── MeasurementPersistError   the event log cannot be written; nothing extended (500)
+│   ├── MeasurementStateError     RTMR3 and the log disagree (500; at start: StartupError)
+│   ├── HelperMeasurementError    a helper program is missing or unmeasurable (StartupError)
+│   └── NoRtmrDeviceError
+├── WorkloadAuthError             the request is not the registered owner's (401)
+├── WorkloadError                 a WorkloadManager step failed; message shown to the owner
+│   ├── WorkloadRejected          cannot be done as asked (400)
+│   ├── WorkloadUnavailable       no runtime can serve it now (503)
+│   └── WorkloadFailed            the runtime failed on a valid request (500, logged)
+└── WorkloadRuntimeError          inside the workload adapters, turned into WorkloadFailed
+    ├── WorkloadConfigError       a workload value is unacceptable (also a ValueError)
+    ├── KeyProviderError          the store key cannot be read or created (never the key)
+    │   ├── KeyNotFoundError      no key was created yet
+    │   └── KeyExistsError        a key exists; another would orphan the store
+    ├── StoreError                the gocryptfs store cannot init, mount or unmount
+    ├── ContainerRuntimeError     a podman operation failed
+    │   └── ImageUnavailableError the image is neither local nor pullable
+    ├── SshServerError            the SSH setup access cannot start or its key is unusable
+    └── ProgramTimeout            a helper program outlived its time limit
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
-class StartupError(Exception):
+if TYPE_CHECKING:
+    from tdx_identity.core.lifecycle import Action, Lifecycle
+
+
+class IdentityServiceError(Exception):
+    """Base of every exception the identity service defines."""
+
+
+class StartupError(IdentityServiceError):
     """The service cannot start; the message says what to fix. Printed as one log line."""
 
 
-class InvalidRequest(ValueError):
+class InstanceKeyError(StartupError):
+    """The instance key file exists but cannot be used; it is never silently replaced."""
+
+
+class StateFileError(StartupError):
+    """The state file exists but cannot be read back; it is never silently reset."""
+
+
+class PlatformError(StartupError):
+    """The platform's own quote (for its PPID) cannot be obtained or read at start-up."""
+
+
+class NoQuoteSourceError(StartupError):
+    """Neither configfs-tsm nor a mock TDX URL is available."""
+
+
+class InvalidRequest(IdentityServiceError, ValueError):
     """A request body or header is malformed (HTTP 400)."""
+
+
+class OwnerTokenInvalid(IdentityServiceError):
+    """The `x-token` header is missing or is not the owner token issued to the operator."""
+
+
+class TransitionRefused(IdentityServiceError):
+    """An action cannot happen in a lifecycle state; the message is safe to show the caller."""
+
+    def __init__(self, state: Lifecycle, action: Action, reason: str) -> None:
+        super().__init__(reason)
+        self.state = state
+        self.action = action
+        self.reason = reason
+
+
+class StepOutOfOrder(TransitionRefused):
+    """The action is taken out of order (HTTP 400)."""
+
+
+class NotPermitted(TransitionRefused):
+    """Nobody can be authorized for the action in this state (HTTP 401)."""
+
+
+class StateWriteError(IdentityServiceError):
+    """The new state could not be written durably; the previous state is still in force."""
+
+
+class UnsafeFileError(IdentityServiceError):
+    """A private file is not a regular file, is open to other users, or is too large."""
+
+
+class QuoteSourceError(IdentityServiceError):
+    """A quote could not be obtained; the message names the source and the cause."""
+
+
+class RegistryError(IdentityServiceError):
+    """The registry did not accept a registration."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry could not be reached, timed out, or answered other than 200 or a 4xx refusal
+    (5xx, 429, a redirect)."""
+
+
+class RegistryRejected(RegistryError):
+    """The registry refused the registration with a 4xx status and a reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"registry refused the registration (HTTP {status}): {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class MeasurementError(IdentityServiceError):
+    """Base of the errors of the service's runtime measurement; the message says what to fix."""
+
+
+class RtmrDeviceError(MeasurementError):
+    """RTMR3 could not be read or extended (kernel interface or simulator failure)."""
+
+
+class NoRtmrDeviceError(MeasurementError, StartupError):
+    """Neither the kernel's RTMR3 file nor a mock TDX URL is available."""
+
+
+class NoPlatformError(NoQuoteSourceError, NoRtmrDeviceError):
+    """No TDX platform at all: neither configfs-tsm nor a mock TDX URL."""
+
+
+class HelperMeasurementError(MeasurementError, StartupError):
+    """A helper program is missing or cannot be measured; `role` names which one."""
+
+    def __init__(self, role: str, reason: str) -> None:
+        super().__init__(f"helper for role {role!r}: {reason}")
+        self.role = role
+
+
+class MeasurementStateError(MeasurementError, StartupError):
+    """RTMR3 and the persisted event log disagree: the log cannot explain the register. Only a
+    reboot of the TD (RTMR3 back to zero) clears this; the log is never reset to fit."""
+
+
+class MeasurementPersistError(MeasurementError):
+    """The event log could not be written; nothing was extended."""
+
+
+class WorkloadAuthError(IdentityServiceError):
+    """The request is not the registered owner's for this instance (401)."""
+
+
+class WorkloadError(IdentityServiceError):
+    """Base of the errors a WorkloadManager raises; the message is shown to the owner."""
+
+
+class WorkloadRejected(WorkloadError):
+    """The request cannot be carried out as asked, e.g. an image absent and not pullable (400)."""
+
+
+class WorkloadUnavailable(WorkloadError):
+    """No workload runtime can serve the request now (503)."""
+
+
+class WorkloadFailed(WorkloadError):
+    """The runtime failed while carrying out a valid request (500, logged)."""
+
+
+class WorkloadRuntimeError(IdentityServiceError):
+    """Base of the errors inside the workload adapters (podman, gocryptfs, SSH, store key)."""
+
+
+class WorkloadConfigError(WorkloadRuntimeError, ValueError):
+    """A workload setting is not acceptable; the message says which and why."""
+
+
+class KeyProviderError(WorkloadRuntimeError):
+    """The store key cannot be read or created; the message says why (never the key)."""
+
+
+class KeyNotFoundError(KeyProviderError):
+    """No key has been created yet."""
+
+
+class KeyExistsError(KeyProviderError):
+    """A key already exists: creating another would make the store unreadable."""
+
+
+class StoreError(WorkloadRuntimeError):
+    """The encrypted store cannot be initialised, mounted or unmounted; says why."""
+
+
+class ContainerRuntimeError(WorkloadRuntimeError):
+    """A runtime operation failed; `reason` is podman's stderr, summarized."""
+
+    def __init__(self, operation: str, reason: str) -> None:
+        super().__init__(f"podman {operation} failed: {reason}")
+        self.operation = operation
+        self.reason = reason
+
+
+class ImageUnavailableError(ContainerRuntimeError):
+    """The image is neither in local storage nor pullable."""
+
+
+class SshServerError(WorkloadRuntimeError):
+    """The SSH setup server cannot start, or its host key cannot be used."""
+
+
+class ProgramTimeout(WorkloadRuntimeError):
+    """A helper program did not finish within its time limit (it was killed)."""

@@ -1,4 +1,8 @@
-"""Settings of the identity service, parsed once from flags and environment, then passed down."""
+"""Settings of the identity service, parsed once from flags and environment.
+
+`Settings` is the flat view the flags and environment variables give; `app.create_app` hands
+each component only its own part (`PlatformSettings`, `WorkloadSettings`, the registry's URL).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tdx_identity.measurement import SYSFS_RTMR3_PATH
-from tdx_identity.workload.config import DEFAULT_CAP_ADD, Hardening, WorkloadConfigError
+from tdx_identity.exceptions import WorkloadConfigError
+from tdx_identity.platform.kernel import DEFAULT_CONFIGFS_TSM_PATH, SYSFS_RTMR3_PATH
+from tdx_identity.workload.config import DEFAULT_CAP_ADD, Hardening
 from tdx_service_kit import HttpLimits, RateLimit
 
-DEFAULT_CONFIGFS_TSM_PATH = Path("/sys/kernel/config/tsm/report")
+__all__ = ["Settings", "build_parser", "parse_settings"]
+
 _CONTAINER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", re.ASCII)
 
 

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tdx_identity.workload import GocryptfsStore, LocalFileKeyProvider, PodmanRuntime
+from tdx_identity.workload.runtime import PodmanRuntime
+from tdx_identity.workload.store import GocryptfsStore
+from tdx_identity.workload.store_key import LocalFileKeyProvider
 
 SETUP_HINT = "install it with: sudo bash -c '. scripts/setup.d/20-workload.sh'"
 IMAGE_CMD = '["/bin/httpd","-f","-p","8080","-h","/www"]'

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tdx_identity.workload import (
+from tdx_identity.exceptions import WorkloadConfigError
+from tdx_identity.workload.config import (
     Hardening,
     WorkloadConfig,
-    WorkloadConfigError,
     validate_image_reference,
     validate_persist_dir,
     validate_persist_dirs,

@@ -8,12 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tdx_identity.workload import (
-    KeyExistsError,
-    KeyNotFoundError,
-    KeyProviderError,
-    LocalFileKeyProvider,
-)
+from tdx_identity.exceptions import KeyExistsError, KeyNotFoundError, KeyProviderError
+from tdx_identity.workload.store_key import LocalFileKeyProvider
 
 
 async def test_key_is_created_once_with_mode_0600_and_read_back(tmp_path: Path) -> None:

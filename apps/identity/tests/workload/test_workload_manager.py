@@ -28,15 +28,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fakes import FakeQuoteSource, FakeRegistry, FakeRtmr
 
 from tdx_identity import Settings, create_app
-from tdx_identity.state import StateStore
-from tdx_identity.workload import PodmanRuntime
-from tdx_identity.workload import WorkloadConfig as ContainerConfig
-from tdx_identity.workload.manager import (
-    CIPHER_DIR_NAME,
-    Phase,
-    PodmanWorkloadManager,
-    WorkloadSection,
-)
+from tdx_identity.core.lifecycle import WorkloadPhase
+from tdx_identity.core.state import StateStore, WorkloadSection
+from tdx_identity.workload.config import WorkloadConfig
+from tdx_identity.workload.manager import CIPHER_DIR_NAME, PodmanWorkloadManager
+from tdx_identity.workload.runtime import PodmanRuntime
 from tdx_measure import EventLog, ExecutableEvent, MeasurementPolicy, check_log, verify_log
 from tdx_quote import parse_quote
 from tdx_service_kit import RateLimit
@@ -287,8 +283,8 @@ async def test_configure_ssh_write_expose_serves_the_file_and_closes_ssh(
         assert (await app.configure()).status_code == 400
 
     assert_never_in_clear(instance.settings.storage_path, marker)
-    section = WorkloadSection.from_json(instance.state().current.workload)
-    assert section is not None and section.phase is Phase.EXPOSED
+    section = instance.state().current.workload
+    assert section is not None and section.phase is WorkloadPhase.EXPOSED
 
 
 async def test_expose_re_registers_a_log_naming_podmans_image_id(instance: Instance) -> None:
@@ -384,10 +380,10 @@ async def test_a_crash_after_expose_began_finishes_the_expose_at_start(instance:
         assert (await run_ssh(app, f"printf %s {marker.decode()} > /www/index.html"))[0] == 0
     # The process died right after recording "exposing": lifecycle still says configured.
     store = instance.state()
-    section = WorkloadSection.from_json(store.current.workload)
-    assert section is not None and section.phase is Phase.CONFIGURED
+    section = store.current.workload
+    assert section is not None and section.phase is WorkloadPhase.CONFIGURED
     store.commit(
-        replace(store.current, workload=WorkloadSection(Phase.EXPOSING, section.config).to_json())
+        replace(store.current, workload=WorkloadSection(WorkloadPhase.EXPOSING, section.config))
     )
     assert store.current.lifecycle.value == "configured"
 
@@ -415,11 +411,11 @@ async def test_a_crash_during_a_first_configure_rolls_back_to_no_workload(
     )
     assert manager_view is not None
     store = instance.state()
-    store.commit(replace(store.current, workload=manager_view.to_json()))
+    store.commit(replace(store.current, workload=manager_view))
     runtime = PodmanRuntime(label_value=instance.settings.container_name)
     await runtime.recreate(
         instance.settings.container_name,
-        ContainerConfig(image=workload_image, persist_dirs=(), port=8080),
+        WorkloadConfig(image=workload_image, persist_dirs=(), port=8080),
         {},
         None,
     )
@@ -429,7 +425,9 @@ async def test_a_crash_during_a_first_configure_rolls_back_to_no_workload(
         assert await app.lifecycle() == "owner_registered"
         assert not port_open(instance.settings.ssh_port)
         assert await runtime.managed_containers() == []
-        assert instance.state().current.workload == {}
+        assert instance.state().current.workload is None
+        saved = json.loads(instance.state().path.read_text())
+        assert saved["workload"] == {}
         assert (await app.configure()).status_code == 200  # and configure works afterwards
 
 
@@ -440,19 +438,19 @@ async def test_a_crash_during_a_reconfigure_rolls_back_to_the_committed_config(
         await app.register()
         assert (await app.configure(persist_dirs=["/www"])).status_code == 200
     store = instance.state()
-    section = WorkloadSection.from_json(store.current.workload)
+    section = store.current.workload
     assert section is not None
     unfinished = WorkloadSection(
-        Phase.CONFIGURING, replace(section.config, persist_dirs=("/www", "/half-done"))
+        WorkloadPhase.CONFIGURING, replace(section.config, persist_dirs=("/www", "/half-done"))
     )
-    store.commit(replace(store.current, workload=unfinished.to_json()))
+    store.commit(replace(store.current, workload=unfinished))
 
     async with instance.running() as app:
         assert await app.lifecycle() == "configured"
         assert app.manager.ssh_serving
         recovered = app.manager.section()
         assert recovered is not None
-        assert (recovered.phase, recovered.config) == (Phase.CONFIGURED, section.config)
+        assert (recovered.phase, recovered.config) == (WorkloadPhase.CONFIGURED, section.config)
         mounts = {
             m["Destination"] for m in container_inspect(instance.settings.container_name)["Mounts"]
         }
@@ -545,7 +543,7 @@ async def test_restart_recreates_a_container_that_differs(instance: Instance) ->
         publish_host="127.0.0.1",
         hardening=replace(settings.hardening, pids_limit=4096),
     )
-    config = ContainerConfig(image=instance.image, persist_dirs=("/www",), port=8080)
+    config = WorkloadConfig(image=instance.image, persist_dirs=("/www",), port=8080)
     await weaker.recreate(name, config, mounts, settings.workload_port)
     tampered = container_id(name)
     assert container_inspect(name)["HostConfig"]["PidsLimit"] == 4096

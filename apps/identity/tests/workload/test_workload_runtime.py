@@ -12,13 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tdx_identity.workload import (
-    ContainerRuntimeError,
-    GocryptfsStore,
-    ImageUnavailableError,
-    PodmanRuntime,
-    WorkloadConfig,
-)
+from tdx_identity.exceptions import ContainerRuntimeError, ImageUnavailableError
+from tdx_identity.workload.config import WorkloadConfig
+from tdx_identity.workload.runtime import PodmanRuntime
+from tdx_identity.workload.store import GocryptfsStore
 
 from .conftest import StoreLayout, container_name
 

@@ -15,13 +15,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tdx_identity.workload import (
-    HostKey,
-    PodmanRuntime,
-    SetupSshServer,
-    WorkloadConfig,
-    container_exec_factory,
-)
+from tdx_identity.workload.config import WorkloadConfig
+from tdx_identity.workload.runtime import PodmanRuntime
+from tdx_identity.workload.ssh import HostKey, SetupSshServer, container_exec_factory
 
 from .conftest import _remove_labelled, container_name, require_program
 

@@ -12,12 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tdx_identity.workload import (
-    GocryptfsStore,
-    KeyNotFoundError,
-    LocalFileKeyProvider,
-    StoreError,
-)
+from tdx_identity.exceptions import KeyNotFoundError, StoreError
+from tdx_identity.workload.store import GocryptfsStore
+from tdx_identity.workload.store_key import LocalFileKeyProvider
 
 from .conftest import StoreLayout
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sanic import Request
 
-from tdx_identity.service import IdentityService
+from tdx_identity.core.service import IdentityService
 
 
 def service_of(request: Request) -> IdentityService:

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from tdx_identity.exceptions import ProgramTimeout
+
 _SUMMARY_CHARS: Final = 300
 _log = logging.getLogger("tdx_identity.workload")
 
@@ -26,10 +28,6 @@ class Completed:
     @property
     def error_summary(self) -> str:
         return summarize(self.stderr)
-
-
-class ProgramTimeout(Exception):
-    """The program did not finish before its deadline and was killed."""
 
 
 def summarize(stderr: bytes) -> str:

@@ -1,15 +1,17 @@
 """What the owner asks to run (image, persisted dirs, port) and how hard the container is locked.
 
-Every value is validated here, before anything touches podman or the disk: a value that
-reaches the runtime is known to be a plain image reference, clean absolute paths and a port.
+Every value is validated here and only here, before anything touches podman or the disk: a value
+that reaches the runtime is known to be a plain image reference, clean absolute paths and a port.
+`WorkloadConfig` is the one type for it, from the owner's request to the state file and podman.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
+
+from tdx_identity.exceptions import WorkloadConfigError
 
 __all__ = [
     "DEFAULT_CAP_ADD",
@@ -22,10 +24,6 @@ __all__ = [
     "validate_persist_dirs",
     "validate_port",
 ]
-
-
-class WorkloadConfigError(ValueError):
-    """A workload setting is not acceptable; the message says which and why."""
 
 
 MAX_IMAGE_REFERENCE_LENGTH: Final = 512
@@ -133,7 +131,7 @@ def validate_persist_dir(path: object) -> str:
 
 def validate_persist_dirs(paths: object) -> tuple[str, ...]:
     """Validate a list of persisted dirs: each clean, no duplicates, at most MAX_PERSIST_DIRS."""
-    if isinstance(paths, str | bytes) or not isinstance(paths, Iterable):
+    if not isinstance(paths, list | tuple):
         raise WorkloadConfigError("Invalid directory path: persist_dirs must be a list of paths")
     result = tuple(validate_persist_dir(p) for p in paths)
     if len(result) > MAX_PERSIST_DIRS:
@@ -166,6 +164,20 @@ class WorkloadConfig:
         validate_image_reference(self.image)
         object.__setattr__(self, "persist_dirs", validate_persist_dirs(self.persist_dirs))
         validate_port(self.port)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"image": self.image, "persist_dirs": list(self.persist_dirs), "port": self.port}
+
+    @classmethod
+    def from_json(cls, data: Any) -> WorkloadConfig:
+        """Rebuild from `to_json` output; raises WorkloadConfigError (a ValueError) if invalid."""
+        if not isinstance(data, dict):
+            raise WorkloadConfigError("workload config is not an object")
+        return cls(
+            image=validate_image_reference(data.get("image")),
+            persist_dirs=validate_persist_dirs(data.get("persist_dirs")),
+            port=validate_port(data.get("port")),
+        )
 
 
 # Kept so that ordinary images (a web server dropping to its user, a package step chowning

@@ -1,8 +1,8 @@
 """The real `WorkloadManager`: podman container, gocryptfs store, owner-only SSH setup access.
 
-Every step first records its intent in the state's `workload` section, then acts, then records
-that it is done, so that a crash (kill -9) at any point leaves a section from which `recover`
-reaches the last committed step:
+Every step first records its intent in the state's `workload` section (a `WorkloadSection`,
+whose schema `core.state` owns), then acts, then records that it is done, so that a crash
+(kill -9) at any point leaves a section from which `recover` reaches the last committed step:
 
     configure: "configuring" -> store mounted, dirs, container (unpublished), SSH -> "configured"
     expose:    "exposing" -> SSH closed -> container recreated, port published -> "exposed"
@@ -15,53 +15,54 @@ committed step completed, the clear view is alive and podman runs the container 
 would be created now (same arguments and image ID, recorded as a digest label, and the same
 binds and published port as podman reports them), `recover` keeps that container: a restart of
 this service does not interrupt a healthy workload. Anything else is recreated.
+
+Whether a step may happen at all is the lifecycle's decision (`core.lifecycle`, which also reads
+the section's phase); the manager only carries a step out.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
-from tdx_identity.exceptions import StartupError
-from tdx_identity.lifecycle import Lifecycle
-from tdx_identity.state import PersistedState, StateWriteError
-from tdx_identity.workload_api import (
+from tdx_identity.core.ports import (
+    CommittedWorkload,
+    KeyProvider,
     WorkloadConfig,
-    WorkloadContext,
-    WorkloadFailed,
-    WorkloadRejected,
+    WorkloadPhase,
+    WorkloadSection,
     WorkloadSectionStore,
 )
-
-from .config import WorkloadConfig as ContainerConfig
-from .config import (
-    WorkloadConfigError,
-    validate_image_reference,
-    validate_persist_dirs,
-    validate_port,
-)
-from .keys import (
+from tdx_identity.exceptions import (
+    ContainerRuntimeError,
+    ImageUnavailableError,
     KeyExistsError,
     KeyNotFoundError,
-    KeyProvider,
     KeyProviderError,
-    LocalFileKeyProvider,
+    SshServerError,
+    StartupError,
+    StateWriteError,
+    StoreError,
+    WorkloadFailed,
+    WorkloadRejected,
 )
-from .runtime import ContainerRuntime, ContainerRuntimeError, ImageUnavailableError, PodmanRuntime
-from .ssh import SetupSshServer, SshServerError, container_exec_factory
-from .store import EncryptedStore, GocryptfsStore, StoreError
+
+from .config import Hardening
+from .helpers import HELPER_ROLES, resolve_helpers
+from .runtime import ContainerRuntime, PodmanRuntime
+from .ssh import SetupSshServer, container_exec_factory
+from .store import EncryptedStore, GocryptfsStore
+from .store_key import LocalFileKeyProvider
 
 __all__ = [
-    "SECTION_VERSION",
-    "Phase",
+    "CIPHER_DIR_NAME",
     "PodmanWorkloadManager",
     "SshServerFactory",
-    "WorkloadSection",
+    "WorkloadSettings",
     "missing_programs",
     "podman_workload_manager",
     "ssh_host_key_path",
@@ -69,67 +70,10 @@ __all__ = [
 
 _log = logging.getLogger("tdx_identity.workload")
 
-SECTION_VERSION: Final = 1
 _T = TypeVar("_T")
 
 SshServerFactory = Callable[[bytes], SetupSshServer]
 """Builds the SSH setup server for an owner's raw ed25519 public key (not yet started)."""
-
-
-class Phase(StrEnum):
-    """How far the last workload step got; written before and after each step."""
-
-    CONFIGURING = "configuring"
-    CONFIGURED = "configured"
-    EXPOSING = "exposing"
-    EXPOSED = "exposed"
-
-
-@dataclass(frozen=True)
-class WorkloadSection:
-    """The manager's part of the persisted state: the step in progress or done, and its config."""
-
-    phase: Phase
-    config: ContainerConfig
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": SECTION_VERSION,
-            "phase": self.phase.value,
-            "config": {
-                "image": self.config.image,
-                "persist_dirs": list(self.config.persist_dirs),
-                "port": self.config.port,
-            },
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> WorkloadSection | None:
-        """None for an empty section; raises ValueError for one that is not ours."""
-        if not data:
-            return None
-        if data.get("version") != SECTION_VERSION:
-            raise ValueError(f"unsupported workload section version {data.get('version')!r}")
-        config = data.get("config")
-        phase = data.get("phase")
-        if not isinstance(config, dict) or not isinstance(phase, str):
-            raise ValueError("workload section has no phase or no config")
-        try:
-            return cls(
-                phase=Phase(phase),
-                config=ContainerConfig(
-                    image=validate_image_reference(config.get("image")),
-                    persist_dirs=validate_persist_dirs(config.get("persist_dirs")),
-                    port=validate_port(config.get("port")),
-                ),
-            )
-        except WorkloadConfigError as exc:
-            raise ValueError(f"workload section config: {exc}") from None
-
-
-def container_config(config: WorkloadConfig) -> ContainerConfig:
-    """The runtime's view of an owner's configure request (same validators, no owner key)."""
-    return ContainerConfig(image=config.image, persist_dirs=config.persist_dirs, port=config.port)
 
 
 class PodmanWorkloadManager:
@@ -169,8 +113,12 @@ class PodmanWorkloadManager:
         return self._ssh is not None and self._ssh.is_serving
 
     def section(self) -> WorkloadSection | None:
-        """The persisted section, parsed."""
-        return self._load()
+        """The persisted section."""
+        return self._section.load()
+
+    def helper_programs(self) -> Mapping[str, Path]:
+        """Every helper role this manager runs: a missing one stops the start."""
+        return resolve_helpers(HELPER_ROLES)
 
     def running_image_id(self) -> str | None:
         """The image ID resolved right before the container was last started (podman runs it
@@ -185,42 +133,36 @@ class PodmanWorkloadManager:
         """Create the store key now, so that it exists before any data does; retry-safe."""
         await self._ensure_key()
 
-    async def configure(self, config: WorkloadConfig) -> None:
+    async def configure(self, config: WorkloadConfig, owner_pubkey: bytes) -> None:
         """Check the image, then (re)build the container unpublished and open SSH."""
-        current = self._load()
-        if current is not None and current.phase in (Phase.EXPOSING, Phase.EXPOSED):
-            raise WorkloadRejected("the workload is being exposed; it cannot be configured again")
-        wanted = container_config(config)
-        image_id = await self._require_image(wanted.image)
+        image_id = await self._require_image(config.image)
         await self._ensure_key()
-        await self._apply(wanted, config.owner_pubkey, image_id)
+        await self._apply(config, owner_pubkey, image_id)
 
-    async def expose(self, image: str) -> None:
+    async def expose(self, config: WorkloadConfig) -> None:
         """Close SSH for good, then recreate the container with its port published."""
-        current = self._load()
-        if current is None:
-            raise WorkloadRejected("workload not configured: configure it before exposing it")
-        if current.phase is Phase.CONFIGURING:
-            raise WorkloadRejected(
-                "the last configure did not complete: configure again before exposing"
-            )
-        if current.config.image != image:
-            raise WorkloadFailed("the image to expose is not the one the runtime runs")
-        await self._expose(current.config)
+        current = self._section.load()
+        if current is not None and current.config != config:
+            raise WorkloadFailed("the configuration to expose is not the one the runtime runs")
+        await self._expose(config)
 
-    async def recover(self, state: PersistedState) -> bool:
-        """Bring podman, the store and SSH back to what `state` and the section committed."""
-        current = self._load()
-        committed = state.workload_config
-        exposing = current is not None and current.phase in (Phase.EXPOSING, Phase.EXPOSED)
-        if exposing or state.lifecycle is Lifecycle.EXPOSED:
+    async def recover(self, committed: CommittedWorkload | None) -> bool:
+        """Bring podman, the store and SSH back to what the state and the section committed."""
+        current = self._section.load()
+        exposing = current is not None and current.phase in (
+            WorkloadPhase.EXPOSING,
+            WorkloadPhase.EXPOSED,
+        )
+        if exposing or (committed is not None and committed.exposed):
             if committed is not None:
-                config = container_config(committed)
+                config = committed.config
             elif current is not None:
                 config = current.config
             else:
                 raise WorkloadFailed("the workload is exposed but no configuration is recorded")
-            if await self._keeps_running(current, Phase.EXPOSED, config, self._workload_port):
+            if await self._keeps_running(
+                current, WorkloadPhase.EXPOSED, config, self._workload_port
+            ):
                 self._ssh_closed_for_good = True
                 _log.info(
                     "workload recovered: exposed, the running container kept",
@@ -231,8 +173,8 @@ class PodmanWorkloadManager:
             _log.info("workload recovered: exposed", extra={"image": config.image})
             return True
         if committed is not None:
-            config = container_config(committed)
-            if await self._keeps_running(current, Phase.CONFIGURED, config, None):
+            config = committed.config
+            if await self._keeps_running(current, WorkloadPhase.CONFIGURED, config, None):
                 await self._open_ssh(committed.owner_pubkey)
                 _log.info(
                     "workload recovered: configured, the running container kept, SSH open",
@@ -240,12 +182,12 @@ class PodmanWorkloadManager:
                 )
                 return False
             await self._apply(config, committed.owner_pubkey)
-            _log.info("workload recovered: configured, SSH open", extra={"image": committed.image})
+            _log.info("workload recovered: configured, SSH open", extra={"image": config.image})
             return False
         if current is not None:
             # A first configure crashed before the service committed it: nothing is configured.
             await self._guard(self._runtime.remove(self._name), "remove the unfinished container")
-            self._section.save({})
+            self._section.save(None)
             _log.info("an unfinished first configure was rolled back")
         return False
 
@@ -258,8 +200,8 @@ class PodmanWorkloadManager:
     async def _keeps_running(
         self,
         section: WorkloadSection | None,
-        completed: Phase,
-        config: ContainerConfig,
+        completed: WorkloadPhase,
+        config: WorkloadConfig,
         publish_port: int | None,
     ) -> bool:
         """At recovery: whether the running container can be kept as it is. Only after a step
@@ -289,9 +231,9 @@ class PodmanWorkloadManager:
         return True
 
     async def _apply(
-        self, config: ContainerConfig, owner_pubkey: bytes, image_id: str | None = None
+        self, config: WorkloadConfig, owner_pubkey: bytes, image_id: str | None = None
     ) -> None:
-        self._save(Phase.CONFIGURING, config)
+        self._save(WorkloadPhase.CONFIGURING, config)
         mounts = await self._mount_dirs(config)
         self._image_id = None
         if image_id is None:
@@ -302,10 +244,10 @@ class PodmanWorkloadManager:
         )
         self._image_id = image_id
         await self._open_ssh(owner_pubkey)
-        self._save(Phase.CONFIGURED, config)
+        self._save(WorkloadPhase.CONFIGURED, config)
 
-    async def _expose(self, config: ContainerConfig) -> None:
-        self._save(Phase.EXPOSING, config)
+    async def _expose(self, config: WorkloadConfig) -> None:
+        self._save(WorkloadPhase.EXPOSING, config)
         self._ssh_closed_for_good = True
         await self._close_ssh()
         mounts = await self._mount_dirs(config)
@@ -318,9 +260,9 @@ class PodmanWorkloadManager:
             "start the published container",
         )
         self._image_id = image_id
-        self._save(Phase.EXPOSED, config)
+        self._save(WorkloadPhase.EXPOSED, config)
 
-    async def _mount_dirs(self, config: ContainerConfig) -> dict[Path, str]:
+    async def _mount_dirs(self, config: WorkloadConfig) -> dict[Path, str]:
         try:
             await self._store.init()
             await self._store.mount()
@@ -376,15 +318,9 @@ class PodmanWorkloadManager:
 
     # -- the section -------------------------------------------------------------------------
 
-    def _load(self) -> WorkloadSection | None:
+    def _save(self, phase: WorkloadPhase, config: WorkloadConfig) -> None:
         try:
-            return WorkloadSection.from_json(self._section.load())
-        except ValueError as exc:
-            raise WorkloadFailed(f"the persisted workload section is unusable: {exc}") from exc
-
-    def _save(self, phase: Phase, config: ContainerConfig) -> None:
-        try:
-            self._section.save(WorkloadSection(phase, config).to_json())
+            self._section.save(WorkloadSection(phase, config))
         except StateWriteError as exc:
             raise WorkloadFailed(f"cannot persist the workload step: {exc}") from exc
 
@@ -407,11 +343,27 @@ def missing_programs(which: Callable[[str], str | None] = shutil.which) -> list[
     return [name for name in REQUIRED_PROGRAMS if which(name) is None]
 
 
-def podman_workload_manager(context: WorkloadContext) -> PodmanWorkloadManager:
-    """A `WorkloadFactory`: the real manager laid out under the settings' paths and ports."""
-    settings = context.settings
+@dataclass(frozen=True)
+class WorkloadSettings:
+    """Where the podman workload keeps its files and on which addresses it listens."""
+
+    storage_path: Path
+    clear_mount_dir: Path
+    store_key_path: Path
+    container_name: str
+    hardening: Hardening
+    ssh_listen: str
+    ssh_port: int
+    workload_port: int
+    workload_publish_host: str
+
+
+def podman_workload_manager(
+    settings: WorkloadSettings, section: WorkloadSectionStore
+) -> PodmanWorkloadManager:
+    """The real manager laid out under the settings' paths and ports."""
     workload_dir = settings.storage_path / WORKLOAD_DIR_NAME
-    keys = LocalFileKeyProvider(settings.store_key_path)
+    keys: KeyProvider = LocalFileKeyProvider(settings.store_key_path)
     try:
         store = GocryptfsStore(
             storage_path=settings.storage_path,
@@ -438,7 +390,7 @@ def podman_workload_manager(context: WorkloadContext) -> PodmanWorkloadManager:
         )
 
     return PodmanWorkloadManager(
-        section=context.section,
+        section=section,
         runtime=runtime,
         store=store,
         keys=keys,

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
 
-from ._proc import Completed, ProgramTimeout, run_program
+from tdx_identity.exceptions import ContainerRuntimeError, ImageUnavailableError, ProgramTimeout
+
+from ._proc import Completed, run_program
 from .config import Hardening, WorkloadConfig, validate_image_reference, validate_port
 
 __all__ = [
@@ -35,19 +37,6 @@ CONFIG_LABEL: Final = "io.tdx-identity.config-sha256"
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", re.ASCII)
 _ENV_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}", re.ASCII)
 _ENV_VALUE_RE: Final = re.compile(r"[\x20-\x7e]{0,256}", re.ASCII)
-
-
-class ContainerRuntimeError(Exception):
-    """A runtime operation failed; `reason` is podman's stderr, summarized."""
-
-    def __init__(self, operation: str, reason: str) -> None:
-        super().__init__(f"podman {operation} failed: {reason}")
-        self.operation = operation
-        self.reason = reason
-
-
-class ImageUnavailableError(ContainerRuntimeError):
-    """The image is neither in local storage nor pullable."""
 
 
 @dataclass(frozen=True)

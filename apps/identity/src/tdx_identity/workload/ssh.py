@@ -19,9 +19,7 @@ import hmac
 import logging
 import os
 import re
-import secrets
 import signal
-import stat
 import struct
 import termios
 from collections.abc import Callable, Sequence
@@ -30,6 +28,9 @@ from pathlib import Path
 from typing import Any, Final
 
 import asyncssh
+
+from tdx_identity.exceptions import SshServerError, UnsafeFileError
+from tdx_identity.files import atomic_create, ensure_private_dir, read_private
 
 from .runtime import ContainerRuntime
 
@@ -49,10 +50,7 @@ _CHUNK: Final = 65536
 _TERM_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", re.ASCII)
 _DRAIN_AFTER_EXIT: Final = 2.0
 _KILL_GRACE: Final = 3.0
-
-
-class SshServerError(Exception):
-    """The SSH setup server cannot start, or its host key cannot be used; says why."""
+_MAX_HOST_KEY_BYTES: Final = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -106,9 +104,8 @@ class HostKey:
         except FileNotFoundError:
             pass
         key = asyncssh.generate_private_key("ssh-ed25519")
-        try:
-            _write_new_file(path, key.export_private_key("openssh"))
-        except FileExistsError:
+        ensure_private_dir(path.parent)
+        if not atomic_create(path, key.export_private_key("openssh"), mode=0o600):
             return cls(_read_private_key(path))
         return cls(key)
 
@@ -127,17 +124,10 @@ class HostKey:
 
 
 def _read_private_key(path: Path) -> asyncssh.SSHKey:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_mode & 0o077:
-            raise SshServerError(f"host key {path} must be a regular file with mode 0600")
-        if info.st_uid != os.geteuid():
-            raise SshServerError(f"host key {path} is not owned by this user")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(64 * 1024)
-    finally:
-        os.close(fd)
+        data = read_private(path, max_bytes=_MAX_HOST_KEY_BYTES, owned_by_us=True)
+    except UnsafeFileError as exc:
+        raise SshServerError(f"host key unusable: {exc}") from None
     try:
         key = asyncssh.import_private_key(data)
     except (asyncssh.KeyImportError, ValueError):
@@ -145,30 +135,6 @@ def _read_private_key(path: Path) -> asyncssh.SSHKey:
     if key.algorithm != b"ssh-ed25519":
         raise SshServerError(f"host key {path} is not an ed25519 key")
     return key
-
-
-def _write_new_file(path: Path, data: bytes) -> None:
-    """Write `data` to `path` (0600) atomically; FileExistsError if `path` exists."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.link(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class _OwnerOnlyServer(asyncssh.SSHServer):

@@ -8,7 +8,6 @@ its stdin: never on a command line, never in a file.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import re
@@ -16,20 +15,22 @@ import secrets
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
-from ._proc import ProgramTimeout, run_program
+from tdx_identity.exceptions import ProgramTimeout, StoreError
+from tdx_identity.files import fsync_dir
+
+from ._proc import run_program
 from .config import validate_persist_dir
-from .keys import KEY_BYTES, KeyProvider
+from .store_key import KEY_BYTES
+
+if TYPE_CHECKING:
+    from tdx_identity.core.ports import KeyProvider
 
 __all__ = ["EncryptedStore", "GocryptfsStore", "StoreError"]
 
 _CONF_NAME: Final = "gocryptfs.conf"
 _FSTYPE: Final = "fuse.gocryptfs"
-
-
-class StoreError(Exception):
-    """The encrypted store cannot be initialised, mounted or unmounted; says why."""
 
 
 class EncryptedStore(Protocol):
@@ -190,7 +191,7 @@ class GocryptfsStore:
                         )
                     self._cipher.rmdir()
                 staging.rename(self._cipher)
-                _fsync_dir(parent)
+                fsync_dir(parent)
             finally:
                 if staging.exists():
                     shutil.rmtree(staging, ignore_errors=True)
@@ -281,12 +282,3 @@ class GocryptfsStore:
                 raise StoreError(f"cannot create {host_dir}: {exc.strerror}") from None
             mounts[host_dir] = persist_dir
         return mounts
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -2,43 +2,26 @@
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tdx_identity._fs import atomic_create
-from tdx_identity.exceptions import StartupError
+from tdx_identity.exceptions import InstanceKeyError, UnsafeFileError
+from tdx_identity.files import atomic_create, read_private
+
+__all__ = ["KEY_FILE_NAME", "InstanceKeyError", "load_or_create_instance_key", "public_key_bytes"]
 
 KEY_FILE_NAME = "instance_key.pem"
 
 
-class InstanceKeyError(StartupError):
-    """The instance key file exists but cannot be used; it is never silently replaced."""
-
-
 def _read_key_file(path: Path) -> bytes:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        return read_private(path, max_bytes=4096)
+    except UnsafeFileError as exc:
+        raise InstanceKeyError(f"instance key file unusable: {exc}") from exc
     except OSError as exc:
         raise InstanceKeyError(f"cannot open instance key file {path}: {exc.strerror}") from exc
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise InstanceKeyError(f"instance key file {path} is not a regular file")
-        if info.st_mode & 0o077:
-            raise InstanceKeyError(
-                f"instance key file {path} has mode {stat.S_IMODE(info.st_mode):04o}; "
-                "it must not be readable by group or others (chmod 600)"
-            )
-        if info.st_size > 4096:
-            raise InstanceKeyError(f"instance key file {path} is too large to be a key")
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            return handle.read()
-    finally:
-        os.close(fd)
 
 
 def _parse_key(path: Path, data: bytes) -> Ed25519PrivateKey:

@@ -1,13 +1,8 @@
 """The identity service's runtime measurement log: which helper programs it runs and which
 workload it configures and exposes, recorded in an event log and extended into RTMR3.
 
-The register. On a TDX guest running Linux 6.16 or later (``CONFIG_TSM_MEASUREMENTS``, the
-``tdx_guest`` driver), each RTMR is a sysfs file of the TSM measurement-register interface,
-``/sys/devices/virtual/misc/tdx_guest/measurements/rtmr3:sha384`` (ABI document
-``Documentation/ABI/testing/sysfs-devices-virtual-misc-tdx_guest``): reading it returns the 48-byte
-value, writing exactly 48 bytes at offset 0 extends it (``TDG.MR.RTMR.EXTEND``). In development the
-``tdx-sim`` routes ``GET /rtmr`` and ``POST /rtmr/3/extend`` play that part; a restart of the
-simulator is a reboot of the simulated TD (RTMR3 back to zero).
+The register is an `RtmrDevice` (`platform`: the kernel's sysfs file or the tdx-sim); the helper
+programs are the workload manager's (`WorkloadManager.helper_programs`).
 
 The order guarantee. Every event is appended to the log, the log is written to
 ``<storage>/eventlog.json`` durably (temp file, fsync, rename, fsync directory, mode 0600), and
@@ -30,21 +25,27 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import os
 import re
-import stat
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import Final, Protocol
+from typing import Final
 
-import httpx
-
-from tdx_identity._fs import atomic_replace, ensure_private_dir
-from tdx_identity._http import HttpClients
-from tdx_identity.exceptions import StartupError
+from tdx_identity.core.ports import RtmrDevice
+from tdx_identity.exceptions import (
+    HelperMeasurementError,
+    MeasurementPersistError,
+    MeasurementStateError,
+    RtmrDeviceError,
+    UnsafeFileError,
+)
+from tdx_identity.files import (
+    DATA_MODE_MASK,
+    atomic_replace,
+    ensure_private_dir,
+    fsync_dir,
+    read_private,
+)
 from tdx_measure import (
     REGISTER_SIZE,
     ZERO_REGISTER,
@@ -54,250 +55,29 @@ from tdx_measure import (
     EventLogError,
     ExecutableError,
     ExecutableEvent,
-    HelperNotFoundError,
     ReplayMismatchError,
     Transition,
     WorkloadEvent,
     event_digest,
     extend,
-    find_helper,
     measure_executable,
 )
 
-SYSFS_RTMR3_PATH: Final = Path("/sys/devices/virtual/misc/tdx_guest/measurements/rtmr3:sha384")
+__all__ = ["EVENTLOG_FILE", "PREVIOUS_LOGS_KEPT", "HelperPrograms", "MeasurementLog"]
+
 EVENTLOG_FILE: Final = "eventlog.json"
 PREVIOUS_LOGS_KEPT: Final = 16
 _PREVIOUS_NAME: Final = re.compile(r"eventlog\.previous-([1-9][0-9]{0,9})\.json")
 _MAX_LOG_FILE_BYTES: Final = 8 * 1024 * 1024
-_MAX_SIM_ANSWER_BYTES: Final = 64 * 1024
+
+HelperPrograms = Callable[[], Mapping[str, Path]]
+"""Returns the helper programs to measure, by role (`WorkloadManager.helper_programs`)."""
 
 
-class MeasurementRuntimeError(Exception):
-    """Base of the errors of the service's runtime measurement; the message says what to fix."""
-
-
-class RtmrDeviceError(MeasurementRuntimeError):
-    """RTMR3 could not be read or extended (kernel interface or simulator failure)."""
-
-
-class NoRtmrDeviceError(MeasurementRuntimeError, StartupError):
-    """Neither the kernel's RTMR3 file nor a mock TDX URL is available."""
-
-
-class HelperMeasurementError(MeasurementRuntimeError, StartupError):
-    """A helper program is missing or cannot be measured; `role` names which one."""
-
-    def __init__(self, role: str, reason: str) -> None:
-        super().__init__(f"helper for role {role!r}: {reason}")
-        self.role = role
-
-
-class MeasurementStateError(MeasurementRuntimeError, StartupError):
-    """RTMR3 and the persisted event log disagree: the log cannot explain the register. Only a
-    reboot of the TD (RTMR3 back to zero) clears this; the log is never reset to fit."""
-
-
-class MeasurementPersistError(MeasurementRuntimeError):
-    """The event log could not be written; nothing was extended."""
-
-
-class RtmrDevice(Protocol):
-    """Reads and extends RTMR3."""
-
-    async def read_rtmr3(self) -> bytes:
-        """The register's current 48-byte value."""
-        ...
-
-    async def extend_rtmr3(self, digest: bytes) -> bytes | None:
-        """Extend the register with a 48-byte digest; its new value when the device reports it."""
-        ...
-
-
-def _check_digest(digest: bytes) -> None:
-    if len(digest) != REGISTER_SIZE:
-        raise ValueError(f"an RTMR digest is {REGISTER_SIZE} bytes, got {len(digest)}")
-
-
-class SysfsRtmrDevice:
-    """RTMR3 through the Linux (>= 6.16) TSM measurement-register sysfs file of ``tdx_guest``:
-    a read returns the 48-byte value, a 48-byte write at offset 0 extends it."""
-
-    def __init__(self, path: Path = SYSFS_RTMR3_PATH) -> None:
-        self._path = path
-
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    async def read_rtmr3(self) -> bytes:
-        return await asyncio.to_thread(self._read)
-
-    async def extend_rtmr3(self, digest: bytes) -> bytes | None:
-        _check_digest(digest)
-        await asyncio.to_thread(self._write, bytes(digest))
-        return None
-
-    def _read(self) -> bytes:
-        try:
-            fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                value = os.read(fd, REGISTER_SIZE + 1)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise RtmrDeviceError(f"cannot read {self._path}: {exc.strerror or exc}") from exc
-        if len(value) != REGISTER_SIZE:
-            raise RtmrDeviceError(
-                f"{self._path} returned {len(value)} bytes, expected {REGISTER_SIZE}"
-            )
-        return value
-
-    def _write(self, digest: bytes) -> None:
-        try:
-            fd = os.open(self._path, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                written = os.write(fd, digest)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise RtmrDeviceError(f"cannot extend {self._path}: {exc.strerror or exc}") from exc
-        if written != REGISTER_SIZE:
-            raise RtmrDeviceError(f"{self._path} took {written} of {REGISTER_SIZE} digest bytes")
-
-
-class SimRtmrDevice:
-    """RTMR3 of the ``tdx-sim`` simulated TD, through ``GET {base}/rtmr`` and
-    ``POST {base}/rtmr/3/extend``."""
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        timeout: float = 10.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self._base_url = base_url.rstrip("/")
-        self._clients = HttpClients(timeout=timeout, transport=transport)
-
-    @property
-    def base_url(self) -> str:
-        return self._base_url
-
-    async def read_rtmr3(self) -> bytes:
-        answer = await self._call("GET", "/rtmr", None)
-        return self._register(answer, "rtmr3")
-
-    async def extend_rtmr3(self, digest: bytes) -> bytes | None:
-        _check_digest(digest)
-        answer = await self._call("POST", "/rtmr/3/extend", {"digest": digest.hex()})
-        if answer.get("index") != 3:
-            raise RtmrDeviceError(f"mock TDX at {self._base_url} extended {answer.get('index')!r}")
-        return self._register(answer, "value")
-
-    async def _call(self, method: str, path: str, body: dict[str, str] | None) -> dict[str, object]:
-        url = f"{self._base_url}{path}"
-        try:
-            async with self._clients.client() as client:
-                response = await client.request(method, url, json=body)
-        except httpx.HTTPError as exc:
-            raise RtmrDeviceError(
-                f"mock TDX at {self._base_url} unreachable: {type(exc).__name__}: {exc}"
-            ) from exc
-        if response.status_code != 200:
-            raise RtmrDeviceError(
-                f"mock TDX at {self._base_url} answered {method} {path} with HTTP "
-                f"{response.status_code}"
-            )
-        if len(response.content) > _MAX_SIM_ANSWER_BYTES:
-            raise RtmrDeviceError(f"mock TDX at {self._base_url} sent an oversized answer")
-        try:
-            answer = response.json()
-        except ValueError as exc:
-            raise RtmrDeviceError(f"mock TDX at {self._base_url} sent no JSON") from exc
-        if type(answer) is not dict:
-            raise RtmrDeviceError(f"mock TDX at {self._base_url} sent no JSON object")
-        return answer
-
-    def _register(self, answer: dict[str, object], key: str) -> bytes:
-        text = answer.get(key)
-        if (
-            type(text) is not str
-            or len(text) != 2 * REGISTER_SIZE
-            or re.fullmatch(r"[0-9a-f]+", text) is None
-        ):
-            raise RtmrDeviceError(
-                f"mock TDX at {self._base_url}: {key!r} is not {REGISTER_SIZE} bytes of hex"
-            )
-        return bytes.fromhex(text)
-
-
-def select_rtmr_device(sysfs_path: Path, mock_tdx_url: str | None) -> RtmrDevice:
-    """The kernel's RTMR3 file when it exists, else the simulator at the mock TDX URL."""
-    if sysfs_path.exists():
-        if not os.access(sysfs_path, os.R_OK | os.W_OK):
-            raise NoRtmrDeviceError(
-                f"{sysfs_path} exists but this user cannot read and write it; run the service "
-                "with access to it"
-            )
-        return SysfsRtmrDevice(sysfs_path)
-    if mock_tdx_url:
-        return SimRtmrDevice(mock_tdx_url)
-    raise NoRtmrDeviceError(
-        f"no RTMR3 interface: {sysfs_path} does not exist (not a TDX guest, or a kernel before "
-        "6.16 without CONFIG_TSM_MEASUREMENTS) and MOCK_TDX_URL / --mock-tdx-url is not set"
-    )
-
-
-@dataclass(frozen=True)
-class HelperSpec:
-    """How to find the program of one role: bare names looked up on the search path in order,
-    then absolute fallback paths (for programs packaged outside PATH)."""
-
-    names: tuple[str, ...]
-    fallbacks: tuple[Path, ...] = ()
-
-
-HELPER_ROLES: Final[Mapping[str, HelperSpec]] = MappingProxyType(
-    {
-        "podman": HelperSpec(("podman",)),
-        "oci-runtime": HelperSpec(("runc",)),
-        "conmon": HelperSpec(
-            ("conmon",), (Path("/usr/libexec/podman/conmon"), Path("/usr/bin/conmon"))
-        ),
-        "gocryptfs": HelperSpec(("gocryptfs",)),
-        "fusermount": HelperSpec(("fusermount3", "fusermount")),
-    }
-)
-
-
-def resolve_helper(role: str, spec: HelperSpec, *, search_path: str | None = None) -> Path:
-    """The real path of the program for `role`: the first of `spec.names` on the search path
-    (`None`: the process's PATH), else the first fallback that resolves to a regular file."""
-    tried: list[str] = []
-    for name in spec.names:
-        try:
-            return find_helper(name, search_path=search_path)
-        except HelperNotFoundError as exc:
-            tried.append(exc.reason)
-    for fallback in spec.fallbacks:
-        try:
-            real = fallback.resolve(strict=True)
-        except (OSError, RuntimeError):
-            tried.append(f"{fallback} does not exist")
-            continue
-        if real.is_file():
-            return real
-        tried.append(f"{fallback} is not a regular file")
-    raise HelperMeasurementError(role, "not found (" + "; ".join(tried) + ")")
-
-
-def measure_helpers(
-    helpers: Mapping[str, HelperSpec] = HELPER_ROLES, *, search_path: str | None = None
-) -> tuple[ExecutableEvent, ...]:
-    """Find and measure every helper, in the mapping's order. Blocking (reads every file)."""
+def measure_programs(programs: Mapping[str, Path]) -> tuple[ExecutableEvent, ...]:
+    """Measure every program, in the mapping's order. Blocking (reads every file)."""
     events: list[ExecutableEvent] = []
-    for role, spec in helpers.items():
-        path = resolve_helper(role, spec, search_path=search_path)
+    for role, path in programs.items():
         try:
             events.append(measure_executable(path, role))
         except ExecutableError as exc:
@@ -308,22 +88,11 @@ def measure_helpers(
 def _read_log_file(path: Path) -> bytes | None:
     """The persisted log's bytes, or None when there is none."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        return read_private(path, max_bytes=_MAX_LOG_FILE_BYTES, mode_mask=DATA_MODE_MASK)
     except FileNotFoundError:
         return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path} is not a regular file")
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := os.read(fd, 1 << 20):
-            size += len(chunk)
-            if size > _MAX_LOG_FILE_BYTES:
-                raise OSError(f"{path} is larger than {_MAX_LOG_FILE_BYTES} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+    except UnsafeFileError as exc:
+        raise OSError(str(exc)) from exc
 
 
 def _previous_numbers(directory: Path) -> list[int]:
@@ -347,11 +116,7 @@ def _archive_log_file(directory: Path, kept: int) -> None:
     numbers.append(newest)
     for number in numbers[: max(0, len(numbers) - kept)]:
         (directory / f"eventlog.previous-{number}.json").unlink(missing_ok=True)
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(directory)
 
 
 class MeasurementLog:
@@ -363,8 +128,7 @@ class MeasurementLog:
         storage_path: Path,
         device: RtmrDevice,
         *,
-        helpers: Mapping[str, HelperSpec] = HELPER_ROLES,
-        search_path: str | None = None,
+        helpers: HelperPrograms,
         previous_logs_kept: int = PREVIOUS_LOGS_KEPT,
     ) -> None:
         if previous_logs_kept < 0:
@@ -373,7 +137,6 @@ class MeasurementLog:
         self._file = storage_path / EVENTLOG_FILE
         self._device = device
         self._helpers = helpers
-        self._search_path = search_path
         self._kept = previous_logs_kept
         self._lock = asyncio.Lock()
         self._log: EventLog | None = None
@@ -408,9 +171,7 @@ class MeasurementLog:
         nonzero), then make sure the current helper programs are measured."""
         async with self._lock:
             await asyncio.to_thread(ensure_private_dir, self._storage)
-            helpers = await asyncio.to_thread(
-                measure_helpers, self._helpers, search_path=self._search_path
-            )
+            helpers = await asyncio.to_thread(lambda: measure_programs(self._helpers()))
             register = await self._device.read_rtmr3()
             if len(register) != REGISTER_SIZE:
                 raise RtmrDeviceError(f"RTMR3 read as {len(register)} bytes")

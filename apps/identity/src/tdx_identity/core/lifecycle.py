@@ -3,14 +3,33 @@
     FRESH --register operator--> OPERATOR_REGISTERED --register owner--> OWNER_REGISTERED
           --configure--> CONFIGURED (--configure--> CONFIGURED) --expose--> EXPOSED
 
+Each workload step also leaves a `WorkloadPhase` in the state file (written before and after
+the runtime carries it out); a step interrupted by a failure constrains what may follow.
+
 Handlers ask `next_state` whether an action may happen now; a refusal says why, as a
 `StepOutOfOrder` (the caller may do it, but not now: HTTP 400) or a `NotPermitted` (the caller
-cannot be authorized for it in this state: HTTP 401).
+cannot be authorized for it in this state: HTTP 401). No other module decides this.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+
+from tdx_identity.exceptions import NotPermitted, StepOutOfOrder, TransitionRefused
+
+__all__ = [
+    "Action",
+    "Lifecycle",
+    "NotPermitted",
+    "StepOutOfOrder",
+    "TransitionRefused",
+    "WorkloadPhase",
+    "has_operator",
+    "has_owner",
+    "has_workload",
+    "next_state",
+    "require_owner",
+]
 
 
 class Lifecycle(StrEnum):
@@ -28,22 +47,13 @@ class Action(StrEnum):
     EXPOSE_WORKLOAD = "expose_workload"
 
 
-class TransitionRefused(Exception):
-    """`action` cannot happen in `state`; the message is safe to show to the caller."""
+class WorkloadPhase(StrEnum):
+    """How far the last workload step got in the runtime; written before and after each step."""
 
-    def __init__(self, state: Lifecycle, action: Action, reason: str) -> None:
-        super().__init__(reason)
-        self.state = state
-        self.action = action
-        self.reason = reason
-
-
-class StepOutOfOrder(TransitionRefused):
-    """The action is taken out of order (HTTP 400)."""
-
-
-class NotPermitted(TransitionRefused):
-    """Nobody can be authorized for the action in this state (HTTP 401)."""
+    CONFIGURING = "configuring"
+    CONFIGURED = "configured"
+    EXPOSING = "exposing"
+    EXPOSED = "exposed"
 
 
 _TRANSITIONS: dict[tuple[Lifecycle, Action], Lifecycle] = {
@@ -60,6 +70,8 @@ _OWNER_ALREADY = "invalid owner token: an owner is already registered"
 _NO_OWNER = "no owner is registered"
 _NOT_CONFIGURED = "workload not configured: configure it before exposing it"
 _ALREADY_EXPOSED = "workload already exposed: it cannot be changed any more"
+_BEING_EXPOSED = "the workload is being exposed; it cannot be configured again"
+_CONFIGURE_UNFINISHED = "the last configure did not complete: configure again before exposing"
 
 _REFUSALS: dict[tuple[Lifecycle, Action], tuple[type[TransitionRefused], str]] = {
     **{
@@ -83,13 +95,24 @@ _REFUSALS: dict[tuple[Lifecycle, Action], tuple[type[TransitionRefused], str]] =
 }
 
 
-def next_state(state: Lifecycle, action: Action) -> Lifecycle:
-    """The state after `action` in `state`; raises StepOutOfOrder or NotPermitted if refused."""
+_PHASE_REFUSALS: dict[tuple[WorkloadPhase, Action], str] = {
+    # An expose that began closed SSH setup access for good: it is only ever finished.
+    (WorkloadPhase.EXPOSING, Action.CONFIGURE_WORKLOAD): _BEING_EXPOSED,
+    (WorkloadPhase.EXPOSED, Action.CONFIGURE_WORKLOAD): _BEING_EXPOSED,
+    (WorkloadPhase.CONFIGURING, Action.EXPOSE_WORKLOAD): _CONFIGURE_UNFINISHED,
+}
+
+
+def next_state(state: Lifecycle, action: Action, phase: WorkloadPhase | None = None) -> Lifecycle:
+    """The state after `action` in `state`, with the runtime's last workload step at `phase`
+    (None: none recorded); raises StepOutOfOrder or NotPermitted if refused."""
     target = _TRANSITIONS.get((state, action))
-    if target is not None:
-        return target
-    refusal, reason = _REFUSALS[(state, action)]
-    raise refusal(state, action, reason)
+    if target is None:
+        refusal, reason = _REFUSALS[(state, action)]
+        raise refusal(state, action, reason)
+    if phase is not None and (phase, action) in _PHASE_REFUSALS:
+        raise StepOutOfOrder(state, action, _PHASE_REFUSALS[(phase, action)])
+    return target
 
 
 def has_owner(state: Lifecycle) -> bool:
@@ -101,6 +124,11 @@ def require_owner(state: Lifecycle, action: Action) -> None:
     """Raise NotPermitted unless an owner exists to authorize `action`."""
     if not has_owner(state):
         raise NotPermitted(state, action, _NO_OWNER)
+
+
+def has_workload(state: Lifecycle) -> bool:
+    """Whether a workload configuration is committed in `state`."""
+    return state in (Lifecycle.CONFIGURED, Lifecycle.EXPOSED)
 
 
 def has_operator(state: Lifecycle) -> bool:

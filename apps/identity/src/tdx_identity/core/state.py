@@ -1,37 +1,82 @@
 """The persisted state of the instance: one JSON document in the storage path, replaced atomically.
 
 It holds no secret: the owner token is kept only as its SHA-256 hash, and the instance key lives
-in its own file (`keys.py`).
+in its own file (`instance_key.py`). The workload manager's part (`WorkloadSection`: how far the
+last workload step got, and with which configuration) has its schema here too; the manager
+reads and writes it only through a `WorkloadSectionStore`.
 """
 
 from __future__ import annotations
 
-import copy
+import hmac
 import json
-import os
-import stat
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from tdx_identity._fs import atomic_replace
-from tdx_identity.exceptions import StartupError
-from tdx_identity.lifecycle import Lifecycle, has_operator, has_owner
-from tdx_identity.registry_client import identity_to_json
-from tdx_identity.workload_api import WorkloadConfig
+from tdx_identity.core.lifecycle import (
+    Lifecycle,
+    WorkloadPhase,
+    has_operator,
+    has_owner,
+    has_workload,
+)
+from tdx_identity.exceptions import StateFileError, StateWriteError, UnsafeFileError
+from tdx_identity.files import DATA_MODE_MASK, atomic_replace, read_private
+from tdx_identity.identity_json import identity_from_json, identity_to_json
+from tdx_identity.workload.config import WorkloadConfig
 from tdx_report_data import IdentityInfo
 
-STATE_FILE_NAME = "identity_state.json"
-FORMAT_VERSION = 1
-MAX_STATE_BYTES = 1 << 20
+__all__ = [
+    "FORMAT_VERSION",
+    "SECTION_VERSION",
+    "STATE_FILE_NAME",
+    "PersistedState",
+    "StateFileError",
+    "StateStore",
+    "StateWriteError",
+    "WorkloadSection",
+]
+
+STATE_FILE_NAME: Final = "identity_state.json"
+FORMAT_VERSION: Final = 1
+SECTION_VERSION: Final = 1
+MAX_STATE_BYTES: Final = 1 << 20
 
 
-class StateFileError(StartupError):
-    """The state file exists but cannot be read back; it is never silently reset."""
+@dataclass(frozen=True)
+class WorkloadSection:
+    """The workload manager's part of the state: the step in progress or done, and its config.
 
+    On disk it is the state's `workload` object, `{}` when there is none."""
 
-class StateWriteError(Exception):
-    """The new state could not be written durably; the previous state is still in force."""
+    phase: WorkloadPhase
+    config: WorkloadConfig
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": SECTION_VERSION,
+            "phase": self.phase.value,
+            "config": self.config.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> WorkloadSection | None:
+        """None for an empty section; raises ValueError for one that is not ours."""
+        if not isinstance(data, dict):
+            raise ValueError("workload section is not an object")
+        if not data:
+            return None
+        if data.get("version") != SECTION_VERSION:
+            raise ValueError(f"unsupported workload section version {data.get('version')!r}")
+        config = data.get("config")
+        phase = data.get("phase")
+        if not isinstance(config, dict) or not isinstance(phase, str):
+            raise ValueError("workload section has no phase or no config")
+        try:
+            return cls(phase=WorkloadPhase(phase), config=WorkloadConfig.from_json(config))
+        except ValueError as exc:
+            raise ValueError(f"workload section: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -44,12 +89,19 @@ class PersistedState:
     owner: IdentityInfo | None = None
     owner_token_sha256: bytes | None = None
     workload_config: WorkloadConfig | None = None
-    workload: dict[str, Any] = field(default_factory=dict)
+    workload: WorkloadSection | None = None
 
     def __post_init__(self) -> None:
         _check_consistent(self)
 
     def to_json(self) -> dict[str, Any]:
+        config = None
+        if self.workload_config is not None:
+            if self.owner is None:
+                raise ValueError("a workload configuration without an owner")
+            # The owner key SSH setup access accepts is the registered owner's, kept beside
+            # the configuration as the file has always carried it.
+            config = self.workload_config.to_json() | {"owner_pubkey": self.owner.pubkey.hex()}
         return {
             "version": FORMAT_VERSION,
             "lifecycle": self.lifecycle.value,
@@ -59,10 +111,8 @@ class PersistedState:
             "owner_token_sha256": (
                 self.owner_token_sha256.hex() if self.owner_token_sha256 is not None else None
             ),
-            "workload_config": (
-                self.workload_config.to_json() if self.workload_config is not None else None
-            ),
-            "workload": self.workload,
+            "workload_config": config,
+            "workload": self.workload.to_json() if self.workload is not None else {},
         }
 
     @classmethod
@@ -72,22 +122,32 @@ class PersistedState:
             raise ValueError("not a JSON object")
         if data.get("version") != FORMAT_VERSION:
             raise ValueError(f"unsupported format version {data.get('version')!r}")
-        workload = data.get("workload", {})
-        if not isinstance(workload, dict):
-            raise ValueError("workload section is not an object")
-        config = data.get("workload_config")
         lifecycle = data.get("lifecycle")
         if not isinstance(lifecycle, str):
             raise ValueError("lifecycle is not a string")
+        owner = _identity(data.get("owner"), "owner")
         return cls(
             lifecycle=Lifecycle(lifecycle),
             ppid=_optional_hex(data, "ppid"),
             operator=_identity(data.get("operator"), "operator"),
-            owner=_identity(data.get("owner"), "owner"),
+            owner=owner,
             owner_token_sha256=_optional_hex(data, "owner_token_sha256"),
-            workload_config=WorkloadConfig.from_json(config) if config is not None else None,
-            workload=workload,
+            workload_config=_workload_config(data.get("workload_config"), owner),
+            workload=WorkloadSection.from_json(data.get("workload", {})),
         )
+
+
+def _workload_config(value: Any, owner: IdentityInfo | None) -> WorkloadConfig | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError("workload config is not an object")
+    owner_hex = value.get("owner_pubkey")
+    if not isinstance(owner_hex, str):
+        raise ValueError("workload config has no owner_pubkey")
+    if owner is None or not hmac.compare_digest(bytes.fromhex(owner_hex), owner.pubkey):
+        raise ValueError("workload config's owner_pubkey is not the registered owner's")
+    return WorkloadConfig.from_json({k: v for k, v in value.items() if k != "owner_pubkey"})
 
 
 def _optional_hex(data: dict[str, Any], name: str) -> bytes | None:
@@ -102,15 +162,7 @@ def _optional_hex(data: dict[str, Any], name: str) -> bytes | None:
 def _identity(value: Any, name: str) -> IdentityInfo | None:
     if value is None:
         return None
-    if not isinstance(value, dict):
-        raise ValueError(f"{name} is not an object")
-    fields = {}
-    for key, size in (("pubkey", 32), ("instance_signature", 64), ("identity_signature", 64)):
-        raw = _optional_hex(value, key)
-        if raw is None or len(raw) != size:
-            raise ValueError(f"{name}.{key} is not {size} bytes of hex")
-        fields[key] = raw
-    return IdentityInfo(**fields)
+    return identity_from_json(value, name)
 
 
 def _check_consistent(state: PersistedState) -> None:
@@ -124,8 +176,7 @@ def _check_consistent(state: PersistedState) -> None:
         raise ValueError(f"owner token hash does not match lifecycle state {lifecycle}")
     if state.owner_token_sha256 is not None and len(state.owner_token_sha256) != 32:
         raise ValueError("owner token hash is not 32 bytes")
-    configured = lifecycle in (Lifecycle.CONFIGURED, Lifecycle.EXPOSED)
-    if (state.workload_config is not None) != configured:
+    if (state.workload_config is not None) != has_workload(lifecycle):
         raise ValueError(f"workload config does not match lifecycle state {lifecycle}")
     if has_operator(lifecycle) and state.ppid is None:
         raise ValueError("a registered instance must have a PPID")
@@ -137,11 +188,11 @@ class _SectionStore:
     def __init__(self, store: StateStore) -> None:
         self._store = store
 
-    def load(self) -> dict[str, Any]:
-        return copy.deepcopy(self._store.current.workload)
+    def load(self) -> WorkloadSection | None:
+        return self._store.current.workload
 
-    def save(self, section: dict[str, Any]) -> None:
-        self._store.commit(replace(self._store.current, workload=copy.deepcopy(section)))
+    def save(self, section: WorkloadSection | None) -> None:
+        self._store.commit(replace(self._store.current, workload=section))
 
 
 class StateStore:
@@ -156,19 +207,13 @@ class StateStore:
         """Read the state file in `storage_path`, or start FRESH if there is none."""
         path = storage_path / STATE_FILE_NAME
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            raw = read_private(path, max_bytes=MAX_STATE_BYTES, mode_mask=DATA_MODE_MASK)
         except FileNotFoundError:
             return cls(path, PersistedState())
+        except UnsafeFileError as exc:
+            raise StateFileError(f"state file {path} is unusable: {exc}") from exc
         except OSError as exc:
             raise StateFileError(f"cannot open state file {path}: {exc.strerror}") from exc
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_STATE_BYTES:
-                raise StateFileError(f"state file {path} is not a regular file of sane size")
-            with os.fdopen(fd, "rb", closefd=False) as handle:
-                raw = handle.read()
-        finally:
-            os.close(fd)
         try:
             state = PersistedState.from_json(json.loads(raw))
         except (ValueError, TypeError, UnicodeDecodeError) as exc:

@@ -1,4 +1,5 @@
-"""The one place where the service's and the libraries' errors become HTTP statuses (API.md).
+"""The HTTP status table: the one place where the service's and the libraries' errors become
+HTTP statuses (API.md). The errors themselves are drawn in `exceptions`.
 
 | error | status |
 | --- | --- |
@@ -24,18 +25,19 @@ from typing import Any
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse
 
-from tdx_identity.exceptions import InvalidRequest
-from tdx_identity.lifecycle import NotPermitted, StepOutOfOrder, TransitionRefused
-from tdx_identity.measurement import (
+from tdx_identity.exceptions import (
+    InvalidRequest,
     MeasurementPersistError,
     MeasurementStateError,
+    NotPermitted,
+    OwnerTokenInvalid,
+    QuoteSourceError,
+    RegistryRejected,
+    RegistryUnavailable,
     RtmrDeviceError,
-)
-from tdx_identity.quotes import QuoteSourceError
-from tdx_identity.registry_client import RegistryRejected, RegistryUnavailable
-from tdx_identity.service import OwnerTokenInvalid
-from tdx_identity.state import StateWriteError
-from tdx_identity.workload_api import (
+    StateWriteError,
+    StepOutOfOrder,
+    TransitionRefused,
     WorkloadAuthError,
     WorkloadFailed,
     WorkloadRejected,
@@ -51,6 +53,8 @@ from tdx_service_kit import (
     UpstreamError,
     error_response,
 )
+
+__all__ = ["MAPPED_ERRORS", "InternalError", "install_status_table", "to_api_error"]
 
 log = logging.getLogger("tdx_identity.errors")
 
@@ -125,7 +129,7 @@ def _handle(request: Request, exc: Exception) -> HTTPResponse:
     return error_response(request, api_error)
 
 
-def install_error_mapping(app: Sanic[Any, Any]) -> None:
+def install_status_table(app: Sanic[Any, Any]) -> None:
     """Answer each of MAPPED_ERRORS with its status; call after `install_common`."""
     for exc_type in MAPPED_ERRORS:
         app.error_handler.add(exc_type, _handle)

@@ -27,41 +27,47 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import tdx_ppid
 import tdx_quote
-from tdx_identity.exceptions import StartupError
-from tdx_identity.keys import public_key_bytes
-from tdx_identity.lifecycle import Action, Lifecycle, next_state, require_owner
-from tdx_identity.measurement import (
-    MeasurementLog,
-    MeasurementPersistError,
-    RtmrDeviceError,
+from tdx_identity.core.instance_key import public_key_bytes
+from tdx_identity.core.lifecycle import (
+    Action,
+    Lifecycle,
+    WorkloadPhase,
+    has_workload,
+    next_state,
+    require_owner,
 )
-from tdx_identity.quotes import QuoteSource, QuoteSourceError
-from tdx_identity.registry_client import RegistrationRequest, RegistryClient, RegistryError
-from tdx_identity.state import PersistedState, StateStore, StateWriteError
-from tdx_identity.workload_api import (
+from tdx_identity.core.measurement import MeasurementLog
+from tdx_identity.core.ports import (
+    CommittedWorkload,
+    QuoteSource,
+    RegistrationRequest,
+    RegistryClient,
+    WorkloadManager,
+)
+from tdx_identity.core.state import PersistedState, StateStore
+from tdx_identity.exceptions import (
+    MeasurementPersistError,
+    OwnerTokenInvalid,
+    PlatformError,
+    QuoteSourceError,
+    RegistryError,
+    RtmrDeviceError,
+    StartupError,
+    StateWriteError,
     WorkloadAuthError,
-    WorkloadConfig,
     WorkloadError,
     WorkloadFailed,
-    WorkloadManager,
-    parse_configure,
-    parse_expose,
-    verify_owner_signature,
 )
+from tdx_identity.workload.config import WorkloadConfig
+from tdx_identity.workload.requests import parse_configure, parse_expose, verify_owner_signature
 from tdx_measure import Transition, WorkloadEvent
 from tdx_report_data import IdentityInfo, report_data_for, sign_identity
+
+__all__ = ["MAX_TOKEN_CHARS", "IdentityService", "platform_ppid", "token_hash"]
 
 log = logging.getLogger("tdx_identity")
 
 MAX_TOKEN_CHARS = 512
-
-
-class OwnerTokenInvalid(Exception):
-    """The `x-token` header is missing or is not the owner token issued to the operator."""
-
-
-class PlatformError(StartupError):
-    """The platform's own quote (for its PPID) cannot be obtained or read at start-up."""
 
 
 def platform_ppid(quote: bytes) -> bytes:
@@ -161,8 +167,15 @@ class IdentityService:
     async def _recover_workload(self) -> None:
         """Let the workload runtime reach the committed state; commit an expose it finished."""
         state = self._store.current
+        committed = None
+        if state.workload_config is not None and state.owner is not None:
+            committed = CommittedWorkload(
+                config=state.workload_config,
+                owner_pubkey=state.owner.pubkey,
+                exposed=state.lifecycle is Lifecycle.EXPOSED,
+            )
         try:
-            exposed = await self._workload.recover(state)
+            exposed = await self._workload.recover(committed)
         except WorkloadError as exc:
             raise StartupError(f"workload recovery failed: {exc}") from exc
         if exposed and state.lifecycle is not Lifecycle.EXPOSED:
@@ -181,7 +194,7 @@ class IdentityService:
         ID changed, is recorded now. A workload recovery re-ran unchanged adds nothing."""
         state = self._store.current
         config = state.workload_config
-        if state.lifecycle not in (Lifecycle.CONFIGURED, Lifecycle.EXPOSED) or config is None:
+        if not has_workload(state.lifecycle) or config is None:
             return
         image_id = self._workload.running_image_id()
         if image_id is None:
@@ -331,10 +344,11 @@ class IdentityService:
         """Authenticate the owner's signed body, validate it, then (re)configure the workload."""
         owner_pubkey = self._owner_pubkey(Action.CONFIGURE_WORKLOAD)
         verify_owner_signature(owner_pubkey, body, signature_hex)
-        config = parse_configure(body, self._pubkey, owner_pubkey)
+        config = parse_configure(body, self._pubkey)
         async with self._lock:
-            target = next_state(self._store.current.lifecycle, Action.CONFIGURE_WORKLOAD)
-            await self._workload.configure(config)
+            state = self._store.current
+            target = next_state(state.lifecycle, Action.CONFIGURE_WORKLOAD, _phase(state))
+            await self._workload.configure(config, owner_pubkey)
             await self._record_workload("configure", config, self._workload.running_image_id())
             self._store.commit(
                 replace(self._store.current, lifecycle=target, workload_config=config)
@@ -352,11 +366,11 @@ class IdentityService:
         image = parse_expose(body, self._pubkey)
         async with self._lock:
             state = self._store.current
-            target = next_state(state.lifecycle, Action.EXPOSE_WORKLOAD)
+            target = next_state(state.lifecycle, Action.EXPOSE_WORKLOAD, _phase(state))
             config = state.workload_config
             if config is None or image != config.image:
                 raise WorkloadAuthError("image does not match the configured image")
-            await self._workload.expose(image)
+            await self._workload.expose(config)
             await self._record_workload("expose", config, self._workload.running_image_id())
             self._store.commit(replace(self._store.current, lifecycle=target))
             await self._reregister()
@@ -371,3 +385,8 @@ def _workload_event(transition: Transition, config: WorkloadConfig, image_id: st
         persist_dirs=config.persist_dirs,
         port=config.port,
     )
+
+
+def _phase(state: PersistedState) -> WorkloadPhase | None:
+    """How far the runtime's last workload step got, as the state file records it."""
+    return state.workload.phase if state.workload is not None else None

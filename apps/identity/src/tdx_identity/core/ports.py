@@ -1,0 +1,163 @@
+"""The small interfaces the core asks of the outside world ("ports"), and the values crossing them.
+
+Adapters implement them (`platform`: quote source and RTMR device; `registry_client`: the
+registry; `workload`: the workload manager and its store key); `app.create_app` plugs them in.
+An adapter imports from the core only this module.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from tdx_identity.core.lifecycle import WorkloadPhase
+from tdx_identity.core.state import WorkloadSection
+from tdx_identity.identity_json import identity_to_json
+from tdx_identity.workload.config import WorkloadConfig
+from tdx_report_data import IdentityInfo
+
+__all__ = [
+    "CommittedWorkload",
+    "KeyProvider",
+    "QuoteSource",
+    "RegistrationRequest",
+    "RegistryClient",
+    "RtmrDevice",
+    "WorkloadConfig",
+    "WorkloadManager",
+    "WorkloadPhase",
+    "WorkloadSection",
+    "WorkloadSectionStore",
+]
+
+
+class QuoteSource(Protocol):
+    """Produces a TDX quote whose report_data is exactly the 64 bytes given; raises
+    QuoteSourceError."""
+
+    async def get_quote(self, report_data: bytes) -> bytes: ...
+
+
+class RtmrDevice(Protocol):
+    """Reads and extends RTMR3; raises RtmrDeviceError."""
+
+    async def read_rtmr3(self) -> bytes:
+        """The register's current 48-byte value."""
+        ...
+
+    async def extend_rtmr3(self, digest: bytes) -> bytes | None:
+        """Extend the register with a 48-byte digest; its new value when the device reports it."""
+        ...
+
+
+@dataclass(frozen=True)
+class RegistrationRequest:
+    """What the registry's POST /register records. `event_log` is the RTMR3 event log's JSON
+    text (`tdx_measure.EventLog.to_json()`) that explains the quote's RTMR3."""
+
+    instance_pubkey: bytes
+    ppid: bytes
+    attestation_quote: bytes
+    operator: IdentityInfo | None
+    owner: IdentityInfo | None
+    event_log: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON body of API.md's POST /register; `"event_log"` only when there is a log."""
+        body: dict[str, Any] = {
+            "instance_pubkey": self.instance_pubkey.hex(),
+            "ppid": self.ppid.hex(),
+            "attestation_quote": base64.b64encode(self.attestation_quote).decode("ascii"),
+            "operator": identity_to_json(self.operator),
+            "owner": identity_to_json(self.owner),
+        }
+        if self.event_log is not None:
+            body["event_log"] = self.event_log
+        return body
+
+
+class RegistryClient(Protocol):
+    """Records an instance's registration; returns only when the registry accepted it, else
+    raises RegistryRejected or RegistryUnavailable."""
+
+    async def register(self, request: RegistrationRequest) -> None: ...
+
+
+class KeyProvider(Protocol):
+    """Source of the 256-bit key of the encrypted workload store."""
+
+    async def get_key(self) -> bytes:
+        """Return the existing key; raise `KeyNotFoundError` if none was created."""
+        ...
+
+    async def create_key(self) -> bytes:
+        """Create, keep and return a new key; raise `KeyExistsError` if one exists."""
+        ...
+
+
+class WorkloadSectionStore(Protocol):
+    """Read and durably replace the state's `workload` section (raises StateWriteError).
+
+    Only call it from inside `configure`, `expose` or `recover`: the service holds its
+    transition lock then, so nothing else writes the state at the same time.
+    """
+
+    def load(self) -> WorkloadSection | None: ...
+
+    def save(self, section: WorkloadSection | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class CommittedWorkload:
+    """What the state file commits about the workload, for `WorkloadManager.recover`."""
+
+    config: WorkloadConfig
+    owner_pubkey: bytes
+    exposed: bool
+
+
+class WorkloadManager(Protocol):
+    """A container runtime driven by the lifecycle; each call returns once the step is done.
+
+    The service has already asked the lifecycle whether the step may happen; the manager only
+    carries it out, raising a WorkloadError if it cannot.
+    """
+
+    def helper_programs(self) -> Mapping[str, Path]:
+        """The programs this manager runs, by role, as their real paths: what the RTMR3 log
+        measures at every start. Raises HelperMeasurementError if one it needs is missing."""
+        ...
+
+    async def on_owner_registered(self, owner_pubkey: bytes) -> None:
+        """Prepare what the owner's workload will need (the store key); idempotent on retry."""
+        ...
+
+    async def configure(self, config: WorkloadConfig, owner_pubkey: bytes) -> None:
+        """(Re)create the workload from `config`, unpublished, and open SSH setup access for
+        `owner_pubkey`."""
+        ...
+
+    async def expose(self, config: WorkloadConfig) -> None:
+        """Close SSH setup access for good and publish the configured workload's port."""
+        ...
+
+    async def recover(self, committed: CommittedWorkload | None) -> bool:
+        """At start-up: bring the runtime back to the `committed` workload (None: none).
+
+        Returns True when the workload is exposed, also when an expose interrupted by a crash
+        was finished here: the service then commits EXPOSED, since exposing is never undone.
+        """
+        ...
+
+    async def shutdown(self) -> None:
+        """At shutdown: close listeners and sessions; the workload's committed state is kept."""
+        ...
+
+    def running_image_id(self) -> str | None:
+        """podman's ID of the image the workload container was last started from by this
+        process (configure, expose or recover), as the manager resolved it just before starting
+        it; None when no container was started. What the RTMR3 workload events record."""
+        ...
