@@ -12,7 +12,7 @@ import pytest
 import tdx_identity
 
 PACKAGE = Path(tdx_identity.__file__).parent
-SHARED = ("tdx_identity.exceptions", "tdx_identity.files", "tdx_identity.identity_json")
+SHARED = ("tdx_identity.exceptions", "tdx_identity.files")
 CORE_MAY_USE = (*SHARED, "tdx_identity.workload.config", "tdx_identity.workload.requests")
 ADAPTERS = ("platform", "registry_client.py", "workload")
 FRAMEWORKS = ("sanic", "httpx", "asyncssh", "tdx_service_kit")

@@ -155,7 +155,7 @@ async def test_configure_and_expose_extend_workload_events_and_re_register(
     assert workload_events(final) == [expected_event("configure"), expected_event("expose")]
     assert final.workload == expected_event("expose")
     assert quote_rtmr3(exposed) == rtmr.value
-    check_log(final, MeasurementPolicy())  # a lifecycle the registry accepts
+    check_log(verify_log(final, quote_rtmr3(exposed)), MeasurementPolicy())  # the registry accepts it
 
 
 async def test_the_event_log_is_served_as_json(running: Running, rtmr: FakeRtmr) -> None:
@@ -247,7 +247,7 @@ async def test_after_a_reboot_the_new_log_names_the_recovered_workload_and_is_re
     assert new.boot != old.boot
     assert workload_events(new) == [expected_event("configure"), expected_event("expose")]
     assert quote_rtmr3(restart) == rebooted.value
-    check_log(new, MeasurementPolicy())
+    check_log(verify_log(new, quote_rtmr3(restart)), MeasurementPolicy())
     previous = list(settings.storage_path.glob("eventlog.previous-*.json"))
     assert [EventLog.from_json(path.read_bytes()) for path in previous] == [old]
 

@@ -296,8 +296,7 @@ async def test_expose_re_registers_a_log_naming_podmans_image_id(instance: Insta
     assert request.event_log is not None
     log = EventLog.from_json(request.event_log)
     rtmr3 = parse_quote(request.attestation_quote, allow_zero_padding=True).body.rtmr3
-    verify_log(log, rtmr3)
-    check_log(log, MeasurementPolicy())
+    check_log(verify_log(log, rtmr3), MeasurementPolicy())
     roles = {event.role for event in log.events if isinstance(event, ExecutableEvent)}
     assert roles == {"podman", "oci-runtime", "conmon", "gocryptfs", "fusermount"}
     image_id = container_inspect(instance.settings.container_name)["Image"]

@@ -15,7 +15,6 @@ from typing import Any, Protocol
 
 from tdx_identity.core.lifecycle import WorkloadPhase
 from tdx_identity.core.state import WorkloadSection
-from tdx_identity.identity_json import identity_to_json
 from tdx_identity.workload.config import WorkloadConfig
 from tdx_report_data import IdentityInfo
 
@@ -71,8 +70,8 @@ class RegistrationRequest:
             "instance_pubkey": self.instance_pubkey.hex(),
             "ppid": self.ppid.hex(),
             "attestation_quote": base64.b64encode(self.attestation_quote).decode("ascii"),
-            "operator": identity_to_json(self.operator),
-            "owner": identity_to_json(self.owner),
+            "operator": self.operator.to_object() if self.operator is not None else None,
+            "owner": self.owner.to_object() if self.owner is not None else None,
         }
         if self.event_log is not None:
             body["event_log"] = self.event_log

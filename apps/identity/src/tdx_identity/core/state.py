@@ -23,7 +23,6 @@ from tdx_identity.core.lifecycle import (
 )
 from tdx_identity.exceptions import StateFileError, StateWriteError, UnsafeFileError
 from tdx_identity.files import DATA_MODE_MASK, atomic_replace, read_private
-from tdx_identity.identity_json import identity_from_json, identity_to_json
 from tdx_identity.workload.config import WorkloadConfig
 from tdx_report_data import IdentityInfo
 
@@ -106,8 +105,8 @@ class PersistedState:
             "version": FORMAT_VERSION,
             "lifecycle": self.lifecycle.value,
             "ppid": self.ppid.hex() if self.ppid is not None else None,
-            "operator": identity_to_json(self.operator),
-            "owner": identity_to_json(self.owner),
+            "operator": _identity_json(self.operator),
+            "owner": _identity_json(self.owner),
             "owner_token_sha256": (
                 self.owner_token_sha256.hex() if self.owner_token_sha256 is not None else None
             ),
@@ -162,7 +161,11 @@ def _optional_hex(data: dict[str, Any], name: str) -> bytes | None:
 def _identity(value: Any, name: str) -> IdentityInfo | None:
     if value is None:
         return None
-    return identity_from_json(value, name)
+    return IdentityInfo.from_object(value, name=name)
+
+
+def _identity_json(identity: IdentityInfo | None) -> dict[str, str] | None:
+    return identity.to_object() if identity is not None else None
 
 
 def _check_consistent(state: PersistedState) -> None:
