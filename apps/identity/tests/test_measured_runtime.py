@@ -155,7 +155,7 @@ async def test_configure_and_expose_extend_workload_events_and_re_register(
     assert workload_events(final) == [expected_event("configure"), expected_event("expose")]
     assert final.workload == expected_event("expose")
     assert quote_rtmr3(exposed) == rtmr.value
-    check_log(verify_log(final, quote_rtmr3(exposed)), MeasurementPolicy())  # the registry accepts it
+    check_log(verify_log(final, quote_rtmr3(exposed)), MeasurementPolicy())  # registry accepts
 
 
 async def test_the_event_log_is_served_as_json(running: Running, rtmr: FakeRtmr) -> None:
