@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +14,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fakes import serve_mock_tdx
 
+from tdx_service_kit.testing import Program, free_port, running
+
 
 @pytest.fixture
 def mock_tdx_url() -> Iterator[str]:
@@ -23,71 +23,49 @@ def mock_tdx_url() -> Iterator[str]:
         yield server.url
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def argv(storage: Path, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "tdx_identity.cli",
+        "--port", str(port),
+        "--storage-path", str(storage),
+        "--configfs-tsm-path", str(storage / "absent"),
+        "--registry-url", "http://127.0.0.1:9",
+    ]  # fmt: skip
 
 
-def start(storage: Path, mock_tdx_url: str, port: int) -> subprocess.Popen[str]:
+def environment(mock_tdx_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "STORAGE_PATH"}
     env["MOCK_TDX_URL"] = mock_tdx_url
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tdx_identity.cli",
-            "--port",
-            str(port),
-            "--storage-path",
-            str(storage),
-            "--configfs-tsm-path",
-            str(storage / "absent"),
-            "--registry-url",
-            "http://127.0.0.1:9",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    return env
+
+
+def identity_program(tmp_path: Path, mock_tdx_url: str, port: int) -> Program:
+    return Program(
+        name="identity-svc",
+        argv=argv(tmp_path / "storage", port),
+        env=environment(mock_tdx_url),
+        url=f"http://127.0.0.1:{port}",
+        ready_path="/instance/pubkey",
+        log_path=tmp_path / "identity.log",
     )
 
 
-def wait_for_pubkey(port: int, process: subprocess.Popen[str]) -> str:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"identity-svc exited: {process.communicate()[1]}")
-        try:
-            response = httpx.get(f"http://127.0.0.1:{port}/instance/pubkey", timeout=1)
-        except httpx.TransportError:
-            time.sleep(0.1)
-            continue
-        assert response.status_code == 200
-        pubkey: str = response.json()["pubkey"]
-        return pubkey
-    raise AssertionError("identity-svc did not start")
-
-
-def stop(process: subprocess.Popen[str]) -> str:
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 0, stderr
-    return stderr
+def pubkey_of(program: Program) -> str:
+    response = httpx.get(program.url + "/instance/pubkey", timeout=5)
+    assert response.status_code == 200
+    pubkey: str = response.json()["pubkey"]
+    return pubkey
 
 
 def test_program_serves_keeps_its_key_and_stops_gracefully(
     tmp_path: Path, mock_tdx_url: str
 ) -> None:
-    storage = tmp_path / "storage"
-    port = free_port()
-    process = start(storage, mock_tdx_url, port)
-    try:
-        first = wait_for_pubkey(port, process)
+    program = identity_program(tmp_path, mock_tdx_url, free_port())
+    with running(program):
+        first = pubkey_of(program)
         operator = Ed25519PrivateKey.generate()
         unreachable = httpx.post(
-            f"http://127.0.0.1:{port}/operator/register",
+            program.url + "/operator/register",
             json={
                 "pubkey": operator.public_key().public_bytes_raw().hex(),
                 "signature": operator.sign(bytes.fromhex(first)).hex(),
@@ -96,16 +74,13 @@ def test_program_serves_keeps_its_key_and_stops_gracefully(
         )
         assert unreachable.status_code == 502
         assert unreachable.json()["error"].startswith("registry unavailable")
-        assert httpx.get(f"http://127.0.0.1:{port}/nope").json()["error"]
-    finally:
-        stderr = stop(process)
-    assert "Traceback" not in stderr
+        assert httpx.get(program.url + "/nope").json()["error"]
+        assert program.stop() == 0
+    assert "Traceback" not in program.log()
 
-    process = start(storage, mock_tdx_url, port)
-    try:
-        assert wait_for_pubkey(port, process) == first
-    finally:
-        stop(process)
+    with running(program):
+        assert pubkey_of(program) == first
+        assert program.stop() == 0
 
 
 def test_a_stop_signal_during_start_up_still_stops_gracefully(
@@ -115,7 +90,13 @@ def test_a_stop_signal_during_start_up_still_stops_gracefully(
     storage = tmp_path / "storage"
     port = free_port()
     for _ in range(3):
-        process = start(storage, mock_tdx_url, port)
+        process = subprocess.Popen(
+            argv(storage, port),
+            env=environment(mock_tdx_url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert process.stderr is not None
         seen = []
         for line in process.stderr:

@@ -36,16 +36,9 @@ from tdx_identity.workload.runtime import PodmanRuntime
 from tdx_measure import EventLog, ExecutableEvent, MeasurementPolicy, check_log, verify_log
 from tdx_quote import parse_quote
 from tdx_service_kit import RateLimit
-from tdx_service_kit.testing import serve
+from tdx_service_kit.testing import free_port, serve
 
 from .conftest import _lazy_unmount, _remove_labelled, require_program
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def port_open(port: int) -> bool:

@@ -24,8 +24,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fakes import MockTdxHandler, serve_mock_tdx
 
+from tdx_service_kit.testing import Program as KitProgram
+from tdx_service_kit.testing import free_port
+
 from .conftest import _lazy_unmount, _remove_labelled, require_program
-from .test_workload_manager import free_port, port_open
+from .test_workload_manager import port_open
 
 
 class _TdxAndRegistry(MockTdxHandler):
@@ -64,25 +67,23 @@ class Program:
             "--store-key-path", str(tmp_path / "td-root" / "store.key"),
             "--container-name", self.container,
         ]  # fmt: skip
-        self.process: subprocess.Popen[bytes] | None = None
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=60)
+        env = {k: v for k, v in os.environ.items() if k not in ("STORAGE_PATH", "MOCK_TDX_URL")}
+        self.program = KitProgram(
+            name="identity-svc",
+            argv=self.argv,
+            env=env,
+            url=f"http://127.0.0.1:{self.port}",
+            ready_path="/instance/pubkey",
+            log_path=self.log,
+        )
+        self.client = httpx.Client(base_url=self.program.url, timeout=60)
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self.program.proc
 
     def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in ("STORAGE_PATH", "MOCK_TDX_URL")}
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.argv, env=env, stdout=subprocess.DEVNULL, stderr=log
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"identity-svc exited: {self.log.read_text()[-2000:]}")
-            try:
-                self.client.get("/instance/pubkey", timeout=1)
-                return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise AssertionError("identity-svc did not start")
+        self.program.start()
 
     def kill(self, sig: int) -> int:
         assert self.process is not None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import socket
 import time
 from pathlib import Path
 
@@ -16,14 +15,9 @@ from tdx_identity.exceptions import ContainerRuntimeError, ImageUnavailableError
 from tdx_identity.workload.config import WorkloadConfig
 from tdx_identity.workload.runtime import PodmanRuntime
 from tdx_identity.workload.store import GocryptfsStore
+from tdx_service_kit.testing import free_port
 
 from .conftest import StoreLayout, container_name
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _podman(*args: str) -> tuple[int, bytes]:
@@ -178,7 +172,7 @@ async def test_served_file_comes_from_the_encrypted_store(
     (mounted_store.path_for("/www") / "index.html").write_bytes(marker)
 
     name = container_name()
-    port = _free_port()
+    port = free_port()
     started = time.monotonic()
     await runtime.recreate(name, config, mounts, port)
     response = await _get(f"http://127.0.0.1:{port}/index.html")
@@ -212,12 +206,12 @@ async def test_matching_container_names_the_image_only_for_the_same_configuratio
     name = container_name()
     config = WorkloadConfig(image=workload_image, persist_dirs=(), port=8080)
     assert await runtime.matching_container(name, config, {}, None) is None  # absent
-    port = _free_port()
+    port = free_port()
     await runtime.recreate(name, config, {}, port)
     image_id = await runtime.image_id(workload_image)
     assert await runtime.matching_container(name, config, {}, port) == image_id
     assert await runtime.matching_container(name, config, {}, None) is None
-    assert await runtime.matching_container(name, config, {}, _free_port()) is None
+    assert await runtime.matching_container(name, config, {}, free_port()) is None
     other = PodmanRuntime(label_value="someone-else", publish_host="127.0.0.1")
     assert await other.matching_container(name, config, {}, port) is None
     await runtime.remove(name)
