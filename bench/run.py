@@ -12,6 +12,9 @@
 in a temp dir, PostgreSQL in a throwaway cluster with its default durability (`bench/pg.py`).
 The registration is the identity service's: an operator, and an RTMR3 event log (boot, two
 helper programs, a workload configured and exposed) extended into the simulator's RTMR3.
+`--against REV` also runs the registry of git revision REV (its `apps/registry/src` on this
+checkout's libraries) under the same load, and prints this checkout's rates against it: how a
+change to the registry's write or read path is decided.
 
 Run by hand: `hatch run bench:run` (not part of CI).
 """
@@ -171,8 +174,29 @@ def main() -> int:
         default="both",
         help="registry storage for the POST and GET measurements (default both)",
     )
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="also measure the registry of git revision REV and print this one against it",
+    )
     args = parser.parse_args()
-    return run(args.seconds, BACKENDS if args.backend == "both" else (args.backend,))
+    backends = BACKENDS if args.backend == "both" else (args.backend,)
+    return run(args.seconds, backends, args.against)
+
+
+def registry_of_revision(revision: str, into: Path) -> Path:
+    """Extract `apps/registry/src` of git `revision` under `into`; the directory to import from."""
+    archive = subprocess.run(
+        ["git", "archive", revision, "--", "apps/registry/src"],
+        cwd=HERE.parent,
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        sys.exit(f"bench: git archive {revision}: {archive.stderr.decode().strip()}")
+    into.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into / "apps" / "registry" / "src"
 
 
 def measured_event_log(sim_url: str) -> EventLog:
@@ -221,9 +245,11 @@ def database(backend: str, tmp: Path) -> Iterator[dict[str, str]]:
 def measure_registry(
     backend: str, tmp: Path, env: dict[str, str], body: bytes, instance: bytes, seconds: float
 ) -> tuple[float, float]:
-    """POST /register then GET /instance requests per second of a fresh registry on `backend`."""
+    """POST /register then GET /instance requests per second of a fresh registry on `backend`
+    (`tmp` its own, fresh directory)."""
     reg_port = free_port()
     reg_url = f"http://127.0.0.1:{reg_port}"
+    tmp.mkdir()
     with (
         database(backend, tmp / backend) as db_env,
         started(
@@ -238,7 +264,7 @@ def measure_registry(
                 "WARNING",
             ],
             reg_url + "/instance/" + "00" * 32,
-            tmp / f"registry-{backend}.log",
+            tmp / "registry.log",
             env | db_env,
         ),
     ):
@@ -250,12 +276,12 @@ def measure_registry(
     return register_rate, get_rate
 
 
-def run(seconds: float, backends: tuple[str, ...]) -> int:
+def run(seconds: float, backends: tuple[str, ...], against: str | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="tdx-bench-"))
     env = dict(os.environ)
     sim_port = free_port()
     sim_url = f"http://127.0.0.1:{sim_port}"
-    rows: list[tuple[str, float, float, float]] = []
+    rows: list[tuple[str, float, float, float | None]] = []
     with contextlib.ExitStack() as stack:
         stack.callback(shutil.rmtree, tmp, True)
         stack.enter_context(
@@ -324,12 +350,22 @@ def run(seconds: float, backends: tuple[str, ...]) -> int:
             "PCCS_URL": f"http://127.0.0.1:{proxy.port}",
             "TDX_TRUSTED_ROOT_CA": str(tmp / "sim" / "root_ca.pem"),
         }
-        rates = {
-            backend: measure_registry(
-                backend, tmp, registry_env, json.dumps(body).encode(), instance, seconds
+        body_bytes = json.dumps(body).encode()
+        rates: dict[str, tuple[float, float]] = {}
+        against_rates: dict[str, tuple[float, float]] = {}
+        against_env = None
+        if against is not None:
+            src = registry_of_revision(against, tmp / "against")
+            path = os.pathsep.join(p for p in (str(src), env.get("PYTHONPATH")) if p)
+            against_env = registry_env | {"PYTHONPATH": path}
+        for backend in backends:
+            rates[backend] = measure_registry(
+                backend, tmp / f"this-{backend}", registry_env, body_bytes, instance, seconds
             )
-            for backend in backends
-        }
+            if against_env is not None:
+                against_rates[backend] = measure_registry(
+                    backend, tmp / f"against-{backend}", against_env, body_bytes, instance, seconds
+                )
         bare_port = free_port()
         with started(
             [sys.executable, str(HERE / "bare_sanic.py"), "--port", str(bare_port)],
@@ -347,11 +383,20 @@ def run(seconds: float, backends: tuple[str, ...]) -> int:
             rows.append(
                 (f"GET /instance ({backend}) vs bare Sanic constant", get_rate, bare_rate, 0.5)
             )
+        for backend, (register_rate, get_rate) in against_rates.items():
+            this_register, this_get = rates[backend]
+            rows.append(
+                (f"POST /register ({backend}) vs {against}", this_register, register_rate, None)
+            )
+            rows.append((f"GET /instance ({backend}) vs {against}", this_get, get_rate, None))
 
     print(f"{'measurement':48} {'ours/s':>10} {'baseline/s':>11} {'ratio':>7} {'target':>7}")
     ok = True
     for name, a, b, target in rows:
         ratio = a / b
+        if target is None:
+            print(f"{name:48} {a:10.0f} {b:11.0f} {ratio:6.2f}x {'-':>7}")
+            continue
         ok &= ratio >= target
         mark = "" if ratio >= target else "  (below target)"
         print(f"{name:48} {a:10.0f} {b:11.0f} {ratio:6.2f}x {target:6.1f}x{mark}")
