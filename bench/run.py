@@ -14,7 +14,8 @@ The registration is the identity service's: an operator, and an RTMR3 event log 
 helper programs, a workload configured and exposed) extended into the simulator's RTMR3.
 `--against REV` also runs the registry of git revision REV (its `apps/registry/src` on this
 checkout's libraries) under the same load, and prints this checkout's rates against it: how a
-change to the registry's write or read path is decided.
+change to the registry's write or read path is decided (`bench/store.py` measures the store's
+write path alone the same way).
 
 Run by hand: `hatch run bench:run` (not part of CI).
 """
