@@ -4,7 +4,8 @@ checks, so the figure is the write path's (transactions, commits, fsyncs) and no
 `--concurrency` callers (default 16, as wrk's connections in `bench/run.py`) register one
 instance over and over for `--seconds`, on SQLite in a temp dir and on a throwaway PostgreSQL
 with its default durability (`bench/pg.py`). `--against REV` measures the store of git revision
-REV the same way and prints this checkout's rate against it.
+REV the same way and prints this checkout's rate against it (each measurement runs in a child
+interpreter, which imports the registry from REV's sources when asked to).
 
 Run by hand: `hatch -e bench run python -m bench.store [--against REV]` (not part of CI).
 """
@@ -24,18 +25,17 @@ from pathlib import Path
 
 from bench.pg import throwaway_cluster
 from bench.run import BACKENDS, registry_of_revision
+from tdx_registry import (
+    DatabaseTarget,
+    InstanceRecord,
+    PonyRecordStore,
+    Verdict,
+    merge_registration,
+)
 
 
 async def _register_for(target: str, seconds: float, concurrency: int) -> float:
     """Registrations per second of `concurrency` callers re-registering one instance."""
-    from tdx_registry import (
-        DatabaseTarget,
-        InstanceRecord,
-        PonyRecordStore,
-        Verdict,
-        merge_registration,
-    )
-
     database = (
         DatabaseTarget(postgres_url=target)
         if target.startswith("postgresql://")
