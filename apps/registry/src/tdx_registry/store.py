@@ -191,11 +191,16 @@ def _workload_text(event: WorkloadEvent | None) -> str:
 def _stored_workload(text: str | None, event_log: str | None) -> WorkloadEvent | None:
     """The row's workload event: its `workload` column, or for a row stored before that column
     existed (NULL), its log's. Data that does not decode means the database was altered."""
+    if text is None:
+        if event_log is None:
+            return None
+        try:
+            return EventLog.from_json(event_log).workload
+        except EventLogError as exc:
+            raise StoreError(f"the stored event log does not parse: {exc.reason}") from None
     try:
-        if text is None:
-            return None if event_log is None else EventLog.from_json(event_log).workload
-        event = event_from_object(json.loads(text)) if text != "null" else None
-    except (EventLogError, ValueError) as exc:
+        event = None if text == "null" else event_from_object(json.loads(text))
+    except ValueError as exc:  # EventLogError and JSONDecodeError are ValueErrors
         raise StoreError(f"the stored workload does not decode: {exc}") from None
     if event is not None and not isinstance(event, WorkloadEvent):
         raise StoreError("the stored workload is not a workload event")
