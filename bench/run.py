@@ -8,6 +8,15 @@
 4. PCCS fetches the registry made during the whole run, counted by a proxy in front of the sim
    (target: one set per FMSPC).
 
+2 and 3 run once per storage backend (`--backend sqlite|postgres|both`, default both): SQLite
+in a temp dir, PostgreSQL in a throwaway cluster with its default durability (`bench/pg.py`).
+The registration is the identity service's: an operator, and an RTMR3 event log (boot, two
+helper programs, a workload configured and exposed) extended into the simulator's RTMR3.
+`--against REV` also runs the registry of git revision REV (its `apps/registry/src` on this
+checkout's libraries) under the same load, and prints this checkout's rates against it: how a
+change to the registry's write or read path is decided (`bench/store.py` measures the store's
+write path alone the same way).
+
 Run by hand: `hatch run bench:run` (not part of CI).
 """
 
@@ -17,6 +26,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -37,12 +47,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench._common import free_port, program, started
+from bench.pg import throwaway_cluster
+from tdx_measure import BootEvent, EventLog, ExecutableEvent, WorkloadEvent, event_digest
 from tdx_ppid import parse_sgx_extension, pck_chain_from_quote, quote_ppid
 from tdx_quote import parse_quote
 from tdx_report_data import report_data_for, sign_identity
 from tdx_verify import Collateral, PccsClient, Verifier
 
 HERE = Path(__file__).resolve().parent
+BACKENDS = ("sqlite", "postgres")
 
 
 def rate(fn: Callable[[], object], seconds: float) -> float:
@@ -156,16 +169,120 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    parser.add_argument(
+        "--backend",
+        choices=(*BACKENDS, "both"),
+        default="both",
+        help="registry storage for the POST and GET measurements (default both)",
+    )
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="also measure the registry of git revision REV and print this one against it",
+    )
     args = parser.parse_args()
-    return run(args.seconds)
+    backends = BACKENDS if args.backend == "both" else (args.backend,)
+    return run(args.seconds, backends, args.against)
 
 
-def run(seconds: float) -> int:
+def registry_of_revision(revision: str, into: Path) -> Path:
+    """Extract `apps/registry/src` of git `revision` under `into`; the directory to import from."""
+    archive = subprocess.run(
+        ["git", "archive", revision, "--", "apps/registry/src"],
+        cwd=HERE.parent,
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        sys.exit(f"bench: git archive {revision}: {archive.stderr.decode().strip()}")
+    into.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into / "apps" / "registry" / "src"
+
+
+def measured_event_log(sim_url: str) -> EventLog:
+    """The identity service's log up to an exposed workload, extended into the sim's RTMR3."""
+    log = EventLog(BootEvent.fresh(int(time.time())))
+    for role in ("podman", "gocryptfs"):
+        log.append(
+            ExecutableEvent(
+                role=role,
+                path=f"/usr/bin/{role}",
+                sha384=bytes(range(48)),
+                build_id=bytes(20),
+                machine="EM_X86_64",
+            )
+        )
+    configured = WorkloadEvent(
+        transition="configure",
+        image="registry.example/app:1",
+        image_id="sha256:" + "ab" * 32,
+        persist_dirs=("/data",),
+        port=8080,
+    )
+    log.append(configured)
+    log.append(dataclasses.replace(configured, transition="expose"))
+    for event in log.events:
+        httpx.post(
+            f"{sim_url}/rtmr/3/extend", json={"digest": event_digest(event).hex()}
+        ).raise_for_status()
+    rtmr3 = httpx.get(f"{sim_url}/rtmr").json()["rtmr3"]
+    if rtmr3 != log.replay().hex():
+        sys.exit("bench: the simulator's RTMR3 is not the event log's replay")
+    return log
+
+
+@contextlib.contextmanager
+def database(backend: str, tmp: Path) -> Iterator[dict[str, str]]:
+    """The registry's environment for a fresh database of `backend`."""
+    if backend == "sqlite":
+        tmp.mkdir()
+        yield {"REGISTRY_DB_PATH": str(tmp / "registry.db")}
+    else:
+        with throwaway_cluster() as url:
+            yield {"REGISTRY_DB_URL": url}
+
+
+def measure_registry(
+    backend: str, tmp: Path, env: dict[str, str], body: bytes, instance: bytes, seconds: float
+) -> tuple[float, float]:
+    """POST /register then GET /instance requests per second of a fresh registry on `backend`
+    (`tmp` its own, fresh directory)."""
+    reg_port = free_port()
+    reg_url = f"http://127.0.0.1:{reg_port}"
+    tmp.mkdir()
+    with (
+        database(backend, tmp / backend) as db_env,
+        started(
+            [
+                program("tdx-registry"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(reg_port),
+                "--no-rate-limit",
+                "--log-level",
+                "WARNING",
+            ],
+            reg_url + "/instance/" + "00" * 32,
+            tmp / "registry.log",
+            env | db_env,
+        ),
+    ):
+        register_rate = http_rate(reg_url + "/register", seconds, body)
+        answer = httpx.get(f"{reg_url}/instance/{instance.hex()}").json()
+        if answer["workload"] is None or answer["event_log"] is None:
+            sys.exit(f"bench: the registry answered without the workload: {answer}")
+        get_rate = http_rate(f"{reg_url}/instance/{instance.hex()}", seconds)
+    return register_rate, get_rate
+
+
+def run(seconds: float, backends: tuple[str, ...], against: str | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="tdx-bench-"))
     env = dict(os.environ)
     sim_port = free_port()
     sim_url = f"http://127.0.0.1:{sim_port}"
-    rows: list[tuple[str, float, float, float]] = []
+    rows: list[tuple[str, float, float, float | None]] = []
     with contextlib.ExitStack() as stack:
         stack.callback(shutil.rmtree, tmp, True)
         stack.enter_context(
@@ -193,6 +310,7 @@ def run(seconds: float) -> int:
         op = sign_identity(
             instance_key, operator.public_key().public_bytes_raw(), operator.sign(instance)
         )
+        event_log = measured_event_log(sim_url)
         quote = httpx.get(
             f"{sim_url}/attest/{report_data_for(instance, ppid, op, None).hex()}"
         ).content
@@ -206,6 +324,7 @@ def run(seconds: float) -> int:
                 "identity_signature": op.identity_signature.hex(),
             },
             "owner": None,
+            "event_log": event_log.to_json(),
         }
 
         # 1. Verification with warm collateral.
@@ -225,34 +344,29 @@ def run(seconds: float) -> int:
         )
         rows.append(("verify (warm collateral) vs dcap-qvl", ours_rate, ref_rate, 1.0))
 
-        # 2-4. The registry behind a PCCS proxy that counts fetches.
+        # 2-4. The registry behind a PCCS proxy that counts fetches, once per backend.
         proxy = CountingProxy(sim_url)
         stack.enter_context(proxy.serving())
-        reg_port = free_port()
-        reg_url = f"http://127.0.0.1:{reg_port}"
-        with started(
-            [
-                program("tdx-registry"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(reg_port),
-                "--no-rate-limit",
-                "--log-level",
-                "WARNING",
-            ],
-            reg_url + "/instance/" + "00" * 32,
-            tmp / "registry.log",
-            env
-            | {
-                "PCCS_URL": f"http://127.0.0.1:{proxy.port}",
-                "TDX_TRUSTED_ROOT_CA": str(tmp / "sim" / "root_ca.pem"),
-                "REGISTRY_DB_PATH": str(tmp / "registry.db"),
-            },
-        ):
-            register_rate = http_rate(reg_url + "/register", seconds, json.dumps(body).encode())
-            rows.append(("POST /register vs raw tdx-verify", register_rate, ours_rate, 0.6))
-            get_rate = http_rate(f"{reg_url}/instance/{instance.hex()}", seconds)
+        registry_env = env | {
+            "PCCS_URL": f"http://127.0.0.1:{proxy.port}",
+            "TDX_TRUSTED_ROOT_CA": str(tmp / "sim" / "root_ca.pem"),
+        }
+        body_bytes = json.dumps(body).encode()
+        rates: dict[str, tuple[float, float]] = {}
+        against_rates: dict[str, tuple[float, float]] = {}
+        against_env = None
+        if against is not None:
+            src = registry_of_revision(against, tmp / "against")
+            path = os.pathsep.join(p for p in (str(src), env.get("PYTHONPATH")) if p)
+            against_env = registry_env | {"PYTHONPATH": path}
+        for backend in backends:
+            rates[backend] = measure_registry(
+                backend, tmp / f"this-{backend}", registry_env, body_bytes, instance, seconds
+            )
+            if against_env is not None:
+                against_rates[backend] = measure_registry(
+                    backend, tmp / f"against-{backend}", against_env, body_bytes, instance, seconds
+                )
         bare_port = free_port()
         with started(
             [sys.executable, str(HERE / "bare_sanic.py"), "--port", str(bare_port)],
@@ -262,15 +376,31 @@ def run(seconds: float) -> int:
         ):
             bare_url = f"http://127.0.0.1:{bare_port}/instance/{instance.hex()}"
             bare_rate = http_rate(bare_url, seconds)
-        rows.append(("GET /instance vs bare Sanic constant", get_rate, bare_rate, 0.5))
+        for backend, (register_rate, _) in rates.items():
+            rows.append(
+                (f"POST /register ({backend}) vs raw tdx-verify", register_rate, ours_rate, 0.6)
+            )
+        for backend, (_, get_rate) in rates.items():
+            rows.append(
+                (f"GET /instance ({backend}) vs bare Sanic constant", get_rate, bare_rate, 0.5)
+            )
+        for backend, (register_rate, get_rate) in against_rates.items():
+            this_register, this_get = rates[backend]
+            rows.append(
+                (f"POST /register ({backend}) vs {against}", this_register, register_rate, None)
+            )
+            rows.append((f"GET /instance ({backend}) vs {against}", this_get, get_rate, None))
 
-    print(f"{'measurement':44} {'ours/s':>10} {'baseline/s':>11} {'ratio':>7} {'target':>7}")
+    print(f"{'measurement':48} {'ours/s':>10} {'baseline/s':>11} {'ratio':>7} {'target':>7}")
     ok = True
     for name, a, b, target in rows:
         ratio = a / b
+        if target is None:
+            print(f"{name:48} {a:10.0f} {b:11.0f} {ratio:6.2f}x {'-':>7}")
+            continue
         ok &= ratio >= target
         mark = "" if ratio >= target else "  (below target)"
-        print(f"{name:44} {a:10.0f} {b:11.0f} {ratio:6.2f}x {target:6.1f}x{mark}")
+        print(f"{name:48} {a:10.0f} {b:11.0f} {ratio:6.2f}x {target:6.1f}x{mark}")
     fetches = {k: v for k, v in proxy.counts.items() if "/certification/" in k}
     print(f"PCCS fetches by the registry during the run (one FMSPC): {json.dumps(fetches)}")
     return 0 if ok else 1

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg2
+import psycopg2  # type: ignore[import-untyped]  # no stubs in the lint env
 import pytest
 from hypothesis import settings
 

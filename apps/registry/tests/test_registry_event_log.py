@@ -219,7 +219,9 @@ async def test_pinned_helper_missing_from_the_log_is_401(running: Running) -> No
 
 async def test_helper_pinned_by_file_hash_is_accepted(running: Running) -> None:
     podman = helper("podman", None, content=b"podman without build id")
-    policy = MeasurementPolicy(executables={"podman": ExecutablePin(sha384s={podman.sha384})})
+    policy = MeasurementPolicy(
+        executables={"podman": ExecutablePin(sha384s=frozenset({podman.sha384}))}
+    )
     async with running(measurement_policy=policy) as client:
         response = await client.post("/register", json=Instance().body(event_log=make_log(podman)))
     assert response.status_code == 200, response.text
@@ -365,15 +367,56 @@ async def test_history_is_kept_across_re_registrations(running: Running) -> None
     assert after_refusal == record
 
 
-async def test_a_stored_log_that_no_longer_parses_is_a_store_failure(
+async def test_get_serves_the_workload_stored_at_registration_without_parsing_the_log(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instance, log = Instance(), full_log()
+
+    def parsing_refused(*args: object, **kwargs: object) -> EventLog:
+        raise AssertionError("GET /instance parsed the event log")
+
+    async with running() as client:
+        response = await client.post("/register", json=instance.body(event_log=log))
+        assert response.status_code == 200, response.text
+        monkeypatch.setattr(EventLog, "from_json", parsing_refused)
+        record = await get_record(client, instance)
+    assert record["event_log"] == log.to_json()
+    assert record["workload"] is not None and record["workload"]["transition"] == "expose"
+
+
+async def test_record_stored_before_the_workload_column_shows_its_logs_workload(
     running: Running, tmp_path: Path
+) -> None:
+    instance, log = Instance(), full_log()
+    async with running() as client:
+        response = await client.post("/register", json=instance.body(event_log=log))
+        assert response.status_code == 200, response.text
+        stored = await get_record(client, instance)
+    with sqlite3.connect(tmp_path / "registry.db") as conn:
+        conn.execute("UPDATE instances SET workload = NULL")
+    async with running() as client:
+        legacy = await client.get(f"/instance/{instance.pubkey.hex()}")
+    assert legacy.status_code == 200
+    assert legacy.json() == stored
+
+
+@pytest.mark.parametrize(
+    "tampering",
+    [
+        "UPDATE instances SET workload = '{}'",
+        "UPDATE instances SET workload = NULL, event_log = '{}'",
+    ],
+    ids=["stored-workload", "log-of-a-row-without-workload"],
+)
+async def test_stored_workload_that_no_longer_decodes_is_a_store_failure(
+    running: Running, tmp_path: Path, tampering: str
 ) -> None:
     instance = Instance()
     async with running() as client:
         response = await client.post("/register", json=instance.body(event_log=full_log()))
         assert response.status_code == 200, response.text
         with sqlite3.connect(tmp_path / "registry.db") as conn:
-            conn.execute("UPDATE instances SET event_log = '{}'")
+            conn.execute(tampering)
         fetched = await client.get(f"/instance/{instance.pubkey.hex()}")
     assert fetched.status_code == 503
     assert "record store is unavailable" in error_of(fetched)

@@ -57,10 +57,12 @@ def test_measurement_flags() -> None:
         ),
         "oci-runtime": ExecutablePin(build_ids=frozenset({b"\x01\x02"})),
     }
-    assert policy.allowed_images == {
-        "registry.example/app:1",
-        "docker.io/library/nginx@sha256:" + "0" * 64,
-    }
+    assert policy.allowed_images == frozenset(
+        {
+            "registry.example/app:1",
+            "docker.io/library/nginx@sha256:" + "0" * 64,
+        }
+    )
     assert settings.require_event_log is True
 
 
@@ -77,7 +79,7 @@ def test_measurement_environment() -> None:
     assert policy.executables is not None
     assert policy.executables["podman"].build_ids == {bytes.fromhex(BUILD_ID)}
     assert policy.executables["gocryptfs"].sha384s == {bytes.fromhex(SHA384)}
-    assert policy.allowed_images == {"a:1", "b:2"}
+    assert policy.allowed_images == frozenset({"a:1", "b:2"})
     assert settings.require_event_log is True
     assert parse_settings([], {"REGISTRY_REQUIRE_EVENT_LOG": "0"}).require_event_log is False
 
@@ -168,9 +170,9 @@ def test_policy_flags() -> None:
          "--mrtd-allowlist", "11" * 48, "--mrtd-allowlist", "22" * 48],
         {},
     )  # fmt: skip
-    assert settings.policy.accepted_tcb_statuses == {"UpToDate", "OutOfDate"}
+    assert settings.policy.accepted_tcb_statuses == frozenset({"UpToDate", "OutOfDate"})
     assert settings.policy.allow_debug is True
-    assert settings.policy.mrtd_allowlist == {b"\x11" * 48, b"\x22" * 48}
+    assert settings.policy.mrtd_allowlist == frozenset({b"\x11" * 48, b"\x22" * 48})
     assert parse_settings(["--accept-tcb-status", "any"], {}).policy.accepted_tcb_statuses is None
 
 

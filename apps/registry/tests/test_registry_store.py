@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pony.orm import db_session
-from registry_helpers import Instance, identity_for, make_log
+from registry_helpers import Instance, identity_for, make_log, workload
 
+from tdx_measure import EventLog
 from tdx_registry import (
     DatabaseTarget,
     InstanceRecord,
@@ -101,6 +102,74 @@ async def test_event_log_history_and_rtmr3_round_trip(db_target: DatabaseTarget)
         await store.close()
 
 
+async def _execute(store: PonyRecordStore, sql: str) -> None:
+    """Run `sql` in a transaction of the store's own connection (as an operator editing the
+    database would)."""
+
+    @db_session  # type: ignore[untyped-decorator]
+    def execute() -> None:
+        store._db.execute(sql)
+
+    await asyncio.get_running_loop().run_in_executor(store._executor, execute)
+
+
+def _parsing_refused(*args: object, **kwargs: object) -> EventLog:
+    raise AssertionError("reading a record parsed its event log")
+
+
+@pytest.mark.parametrize("with_workload", [True, False], ids=["workload", "no-workload-yet"])
+async def test_workload_is_stored_with_the_log_and_read_without_parsing_it(
+    db_target: DatabaseTarget, monkeypatch: pytest.MonkeyPatch, with_workload: bool
+) -> None:
+    instance = Instance()
+    events = (workload("configure"), workload("expose")) if with_workload else ()
+    log = make_log(*events)
+    record = replace(make_record(instance), event_log=log.to_json(), workload=log.workload)
+    assert (record.workload is not None) is with_workload
+    store = await PonyRecordStore.open(db_target)
+    try:
+        await store.register(instance.pubkey, lambda old: merge_registration(old, record))
+        monkeypatch.setattr(EventLog, "from_json", _parsing_refused)
+        assert await store.get(instance.pubkey) == record
+    finally:
+        await store.close()
+
+
+async def test_row_stored_before_the_workload_column_reads_the_workload_from_its_log(
+    db_target: DatabaseTarget,
+) -> None:
+    """A NULL `workload` (a row the previous registry wrote) is read from the row's log, until
+    the instance's next registration stores it."""
+    instance = Instance()
+    log = make_log(workload("configure"))
+    record = replace(make_record(instance), event_log=log.to_json(), workload=log.workload)
+    store = await PonyRecordStore.open(db_target)
+    try:
+        await store.register(instance.pubkey, lambda old: merge_registration(old, record))
+        await _execute(store, "UPDATE instances SET workload = NULL")
+        assert await store.get(instance.pubkey) == record
+    finally:
+        await store.close()
+
+
+async def test_stored_workload_that_does_not_decode_is_a_store_error_until_rewritten(
+    db_target: DatabaseTarget,
+) -> None:
+    instance = Instance()
+    log = make_log(workload("configure"))
+    record = replace(make_record(instance), event_log=log.to_json(), workload=log.workload)
+    store = await PonyRecordStore.open(db_target)
+    try:
+        await store.register(instance.pubkey, lambda old: merge_registration(old, record))
+        await _execute(store, """UPDATE instances SET workload = '{"type": "boot"}'""")
+        with pytest.raises(StoreError, match="stored workload does not decode"):
+            await store.get(instance.pubkey)
+        await store.register(instance.pubkey, lambda old: merge_registration(old, record))
+        assert await store.get(instance.pubkey) == record
+    finally:
+        await store.close()
+
+
 async def test_record_without_identities_and_skipped_verdict_round_trips(
     db_target: DatabaseTarget,
 ) -> None:
@@ -165,10 +234,15 @@ async def test_records_survive_reopening(db_target: DatabaseTarget) -> None:
         await reopened.close()
 
 
+def _merging(record: InstanceRecord) -> Callable[[InstanceRecord | None], InstanceRecord]:
+    """The merge rule applied to `record`."""
+    return lambda old: merge_registration(old, record)
+
+
 async def _race(stores: list[PonyRecordStore], instance: Instance) -> list[object]:
     records = [make_record(instance, Ed25519PrivateKey.generate()) for _ in stores]
     attempts = [
-        store.register(instance.pubkey, lambda old, r=record: merge_registration(old, r))
+        store.register(instance.pubkey, _merging(record))
         for store, record in zip(stores, records, strict=True)
     ]
     return await asyncio.gather(*attempts, return_exceptions=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from tdx_measure import WorkloadEvent
 from tdx_report_data import IdentityInfo
 
 
@@ -31,8 +32,10 @@ class InstanceRecord:
     """A registered instance: its binding (pubkey, PPID, identities), the quote and its verdict.
 
     `event_log` is the RTMR3 event log (canonical `EventLog.to_json()` text) that replayed to
-    this quote's RTMR3, or None when the registration came without one; `event_log_history`
-    holds the logs it replaced, oldest first (bounded, see `registration.EVENT_LOG_HISTORY_LIMIT`).
+    this quote's RTMR3, or None when the registration came without one; `workload` is that log's
+    latest workload event (None without a log or before the first configure), recorded with it
+    so that reading a record never parses a log; `event_log_history` holds the logs it replaced,
+    oldest first (bounded, see `registration.EVENT_LOG_HISTORY_LIMIT`).
     """
 
     instance_pubkey: bytes
@@ -44,4 +47,5 @@ class InstanceRecord:
     registered_at: datetime
     updated_at: datetime
     event_log: str | None = None
+    workload: WorkloadEvent | None = None
     event_log_history: tuple[str, ...] = ()

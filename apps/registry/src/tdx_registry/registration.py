@@ -257,6 +257,7 @@ class Registrar:
             verdict=checked.verdict,
             registered_at=now,
             updated_at=now,
+            workload=None if request.event_log is None else request.event_log.workload,
             event_log=None if request.event_log is None else request.event_log.to_json(),
         )
         return await self._store.register(

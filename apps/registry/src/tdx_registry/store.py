@@ -17,14 +17,19 @@ SQLite runs in WAL journal mode with `synchronous=FULL`: every commit appends to
 fsyncs it before returning, so an acknowledged registration survives power loss exactly as in
 the default rollback-journal mode, with one fsync per commit instead of several.
 
-Schema: the columns `rtmr3`, `event_log` and `event_log_history` were added after the first
-release as optional (nullable) columns; there is no migration tooling yet, so a database created
-before them needs the `ALTER TABLE` statements of the README.
+The latest workload event of the stored log is stored with it (`workload`, JSON text, `null`
+when the log has none), so reading a record parses no log. A row stored before that column
+existed has it NULL: its workload is read from its log, until its next registration writes it.
+
+Schema: the columns `rtmr3`, `event_log`, `event_log_history` and `workload` were added after
+the first release as optional (nullable) columns; there is no migration tooling yet, so a
+database created before them needs the `ALTER TABLE` statements of the README.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +50,7 @@ from pony.orm import (
     db_session,
 )
 
+from tdx_measure import EventLog, EventLogError, WorkloadEvent, event_from_object, event_to_object
 from tdx_report_data import IdentityInfo
 
 from .records import InstanceRecord, Verdict
@@ -147,6 +153,7 @@ def _define_entities(db: Database) -> Any:
         rtmr3 = Optional(bytes, nullable=True)
         event_log = Optional(str, nullable=True)
         event_log_history = Optional(Json, nullable=True)
+        workload = Optional(str, nullable=True)
 
     return Instance
 
@@ -177,7 +184,32 @@ def _identity_columns(prefix: str, identity: IdentityInfo | None) -> dict[str, b
     }
 
 
-def _to_record(row: Any) -> InstanceRecord:
+def _workload_text(event: WorkloadEvent | None) -> str:
+    return json.dumps(None if event is None else event_to_object(event), sort_keys=True)
+
+
+def _stored_workload(text: str | None, event_log: str | None) -> WorkloadEvent | None:
+    """The row's workload event: its `workload` column, or for a row stored before that column
+    existed (NULL), its log's. Data that does not decode means the database was altered."""
+    if text is None:
+        if event_log is None:
+            return None
+        try:
+            return EventLog.from_json(event_log).workload
+        except EventLogError as exc:
+            raise StoreError(f"the stored event log does not parse: {exc.reason}") from None
+    try:
+        event = None if text == "null" else event_from_object(json.loads(text))
+    except ValueError as exc:  # EventLogError and JSONDecodeError are ValueErrors
+        raise StoreError(f"the stored workload does not decode: {exc}") from None
+    if event is not None and not isinstance(event, WorkloadEvent):
+        raise StoreError("the stored workload is not a workload event")
+    return event
+
+
+def _to_record(row: Any, *, with_workload: bool = True) -> InstanceRecord:
+    """The row as a record; `with_workload=False` leaves the stored workload unread (the merge
+    rule never uses it, so a registration still rewrites a row whose workload was altered)."""
     return InstanceRecord(
         instance_pubkey=bytes.fromhex(row.pubkey),
         ppid=bytes(row.ppid),
@@ -199,6 +231,7 @@ def _to_record(row: Any) -> InstanceRecord:
         registered_at=_aware(row.registered_at),
         updated_at=_aware(row.updated_at),
         event_log=row.event_log,
+        workload=_stored_workload(row.workload, row.event_log) if with_workload else None,
         event_log_history=tuple(str(text) for text in row.event_log_history or ()),
     )
 
@@ -218,6 +251,7 @@ def _to_columns(record: InstanceRecord) -> dict[str, Any]:
         "updated_at": _naive_utc(record.updated_at),
         "rtmr3": record.verdict.rtmr3,
         "event_log": record.event_log,
+        "workload": _workload_text(record.workload),
         "event_log_history": list(record.event_log_history),
     }
 
@@ -342,7 +376,7 @@ class PonyRecordStore:
 
     def _apply(self, key: str, merge: MergeFn) -> _Outcome:
         row = self._instance.get_for_update(pubkey=key)
-        existing = None if row is None else _to_record(row)
+        existing = None if row is None else _to_record(row, with_workload=False)
         try:
             record = merge(existing)
             if record.instance_pubkey.hex() != key:

@@ -9,13 +9,13 @@ from typing import Any
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
-from tdx_measure import EventLog, EventLogError, WorkloadEvent
+from tdx_measure import WorkloadEvent
 from tdx_report_data import IdentityInfo
 from tdx_service_kit import BadRequest, NotFound
 
 from ..records import InstanceRecord
 from ..services import services_of
-from ..store import RecordStore, StoreError
+from ..store import RecordStore
 
 _PUBKEY = re.compile(r"[0-9a-fA-F]{64}")
 JSON_CONTENT_TYPE = "application/json"
@@ -43,17 +43,6 @@ def _workload_json(event: WorkloadEvent | None) -> dict[str, Any] | None:
     }
 
 
-def _latest_workload(event_log: str | None) -> dict[str, Any] | None:
-    """The latest workload transition of a stored log (stored only after it replayed); a stored
-    log that no longer parses means the database was altered: a store failure, not a bad request."""
-    if event_log is None:
-        return None
-    try:
-        return _workload_json(EventLog.from_json(event_log).workload)
-    except EventLogError as exc:
-        raise StoreError(f"the stored event log does not parse: {exc.reason}") from None
-
-
 def record_json(record: InstanceRecord) -> dict[str, Any]:
     """The wire form of a record: API.md's fields plus the verdict, times and event log."""
     verdict = record.verdict
@@ -74,7 +63,7 @@ def record_json(record: InstanceRecord) -> dict[str, Any]:
         "updated_at": record.updated_at.isoformat(),
         "rtmr3": None if verdict.rtmr3 is None else verdict.rtmr3.hex(),
         "event_log": record.event_log,
-        "workload": _latest_workload(record.event_log),
+        "workload": _workload_json(record.workload),
         "event_log_history_count": len(record.event_log_history),
     }
 
