@@ -9,7 +9,8 @@
    (target: one set per FMSPC).
 
 2 and 3 run once per storage backend (`--backend sqlite|postgres|both`, default both): SQLite
-in a temp dir, PostgreSQL in a throwaway cluster with its default durability (`bench/pg.py`).
+in a temp dir, PostgreSQL in a throwaway cluster with its default durability
+(`tdx_service_kit.testing.throwaway_postgres`).
 The registration is the identity service's: an operator, and an RTMR3 event log (boot, two
 helper programs, a workload configured and exposed) extended into the simulator's RTMR3.
 `--against REV` also runs the registry of git revision REV (its `apps/registry/src` on this
@@ -47,11 +48,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench._common import free_port, program, started
-from bench.pg import throwaway_cluster
 from tdx_measure import BootEvent, EventLog, ExecutableEvent, WorkloadEvent, event_digest
 from tdx_ppid import parse_sgx_extension, pck_chain_from_quote, quote_ppid
 from tdx_quote import parse_quote
 from tdx_report_data import report_data_for, sign_identity
+from tdx_service_kit.testing import throwaway_postgres
 from tdx_verify import Collateral, PccsClient, Verifier
 
 HERE = Path(__file__).resolve().parent
@@ -239,8 +240,8 @@ def database(backend: str, tmp: Path) -> Iterator[dict[str, str]]:
         tmp.mkdir()
         yield {"REGISTRY_DB_PATH": str(tmp / "registry.db")}
     else:
-        with throwaway_cluster() as url:
-            yield {"REGISTRY_DB_URL": url}
+        with throwaway_postgres(durable=True) as cluster:
+            yield {"REGISTRY_DB_URL": cluster.create_database("registry")}
 
 
 def measure_registry(

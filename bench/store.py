@@ -3,11 +3,12 @@ checks, so the figure is the write path's (transactions, commits, fsyncs) and no
 
 `--concurrency` callers (default 16, as wrk's connections in `bench/run.py`) register one
 instance over and over for `--seconds`, on SQLite in a temp dir and on a throwaway PostgreSQL
-with its default durability (`bench/pg.py`). `--against REV` measures the store of git revision
-REV the same way and prints this checkout's rate against it (each measurement runs in a child
-interpreter, which imports the registry from REV's sources when asked to).
+with its default durability (`tdx_service_kit.testing.throwaway_postgres`). `--against REV`
+measures the store of git revision REV the same way and prints this checkout's rate against it
+(each measurement runs in a child interpreter, which imports the registry from REV's sources
+when asked to).
 
-Run by hand: `hatch -e bench run python -m bench.store [--against REV]` (not part of CI).
+Run by hand: `hatch run bench:store [--against REV]` (not part of CI).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.pg import throwaway_cluster
 from bench.run import BACKENDS, registry_of_revision
 from tdx_registry import (
     DatabaseTarget,
@@ -32,6 +32,7 @@ from tdx_registry import (
     Verdict,
     merge_registration,
 )
+from tdx_service_kit.testing import throwaway_postgres
 
 
 async def _register_for(target: str, seconds: float, concurrency: int) -> float:
@@ -81,7 +82,8 @@ def _measure(backend: str, tmp: Path, pythonpath: str | None, args: argparse.Nam
         env["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, env.get("PYTHONPATH")) if p)
     with contextlib.ExitStack() as stack:
         if backend == "postgres":
-            target = stack.enter_context(throwaway_cluster())
+            cluster = stack.enter_context(throwaway_postgres(durable=True))
+            target = cluster.create_database("registry")
         else:
             target = str(tmp / f"registry-{os.urandom(4).hex()}.db")
         argv = [sys.executable, "-m", "bench.store", "--child", target]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tdx_service_kit.testing import PostgresCluster, throwaway_postgres
 from tests import procs
 from tests.procs import Program
 
@@ -23,31 +23,21 @@ def _backend() -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[str | None]:
+def pg_cluster() -> Iterator[PostgresCluster | None]:
     """The session's PostgreSQL cluster when the postgres backend is selected, else None."""
     if _backend() != "postgres":
         yield None
         return
-    from tests.pg import throwaway_cluster
-
-    with throwaway_cluster() as url:
-        yield url
+    with throwaway_postgres(durable=False) as cluster:
+        yield cluster
 
 
 @pytest.fixture
-def registry_db_url(pg_cluster: str | None) -> str | None:
+def registry_db_url(pg_cluster: PostgresCluster | None) -> str | None:
     """A fresh database for one test on the postgres backend (None: SQLite in tmp_path)."""
     if pg_cluster is None:
         return None
-    import psycopg2
-
-    name = "t_" + uuid.uuid4().hex[:12]
-    conn = psycopg2.connect(pg_cluster)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    conn.close()
-    return pg_cluster.rsplit("/", 1)[0] + "/" + name
+    return pg_cluster.create_database("t")
 
 
 @dataclass

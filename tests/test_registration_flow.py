@@ -9,7 +9,6 @@ import base64
 import concurrent.futures
 import json
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import pytest
@@ -53,14 +52,6 @@ def _record(stack: Stack, instance_pubkey: bytes) -> httpx.Response:
     return httpx.get(stack.registry.url + f"/instance/{instance_pubkey.hex()}")
 
 
-def _identity(obj: dict[str, Any]) -> IdentityInfo:
-    return IdentityInfo(
-        bytes.fromhex(obj["pubkey"]),
-        bytes.fromhex(obj["instance_signature"]),
-        bytes.fromhex(obj["identity_signature"]),
-    )
-
-
 def _assert_error(r: httpx.Response, status: int | tuple[int, ...]) -> str:
     expected = (status,) if isinstance(status, int) else status
     assert r.status_code in expected, (r.status_code, r.text)
@@ -98,8 +89,8 @@ def test_operator_then_owner_are_recorded_with_a_quote_committing_to_both(
     expected = report_data_for(
         instance,
         bytes.fromhex(record["ppid"]),
-        _identity(record["operator"]),
-        _identity(record["owner"]),
+        IdentityInfo.from_object(record["operator"], name="operator"),
+        IdentityInfo.from_object(record["owner"], name="owner"),
     )
     assert quote.body.report_data == expected
 
@@ -220,8 +211,8 @@ def test_restart_of_every_program_keeps_keys_registrations_and_records(
     assert quote.body.report_data == report_data_for(
         instance,
         bytes.fromhex(after["ppid"]),
-        _identity(after["operator"]),
-        _identity(after["owner"]),
+        IdentityInfo.from_object(after["operator"], name="operator"),
+        IdentityInfo.from_object(after["owner"], name="owner"),
     )
     assert after["verification"]["tcb_status"] == "UpToDate"
     assert httpx.get(stack.identity.url + "/instance/state").json()["state"].lower() == (

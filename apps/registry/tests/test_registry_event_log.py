@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from registry_helpers import FakeCache, Instance, Running, error_of, helper, make_log, workload
 
 from tdx_measure import EventLog, ExecutablePin, MeasurementPolicy
-from tdx_registry import ParseOnlyQuoteVerifier
+from tdx_registry import UnsafeParseOnlyVerifier
 
 PODMAN_BUILD_ID = bytes.fromhex("11" * 20)
 RUNC_BUILD_ID = bytes.fromhex("22" * 20)
@@ -167,7 +167,7 @@ async def test_log_of_another_quote_is_401(running: Running) -> None:
 
 async def test_skip_mode_still_replays_against_the_quotes_rtmr3(running: Running) -> None:
     instance, log = Instance(), full_log()
-    async with running(verifier=ParseOnlyQuoteVerifier(), skip_tdx_auth=True) as client:
+    async with running(verifier=UnsafeParseOnlyVerifier(), skip_tdx_auth=True) as client:
         wrong = await client.post(
             "/register", json=instance.body(event_log=log, rtmr3=b"\x01" * 48)
         )

@@ -42,7 +42,7 @@ def _with(member: str, value: Any) -> dict[str, Any]:
     [
         (None, "owner", "must be a JSON object, not NoneType"),
         ([], "owner", "must be a JSON object, not list"),
-        ({**IDENTITY.to_object(), "extra": "00"}, "owner", "unknown member(s) extra"),
+        ({**IDENTITY.to_object(), "extra": "00"}, "owner", "has unknown member(s) extra"),
         ({"pubkey": "00" * 32, "instance_signature": "00" * 64}, "owner.identity_signature",
          "is missing"),
         (_with("pubkey", "00" * 31), "owner.pubkey", "must be 32 bytes (64 hex digits)"),

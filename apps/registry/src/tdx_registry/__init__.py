@@ -20,8 +20,8 @@ from .store import DatabaseTarget, PonyRecordStore, RecordStore, StoreError
 from .verification import (
     CheckedQuote,
     DcapQuoteVerifier,
-    ParseOnlyQuoteVerifier,
     QuoteVerifier,
+    UnsafeParseOnlyVerifier,
 )
 
 __all__ = [
@@ -33,7 +33,6 @@ __all__ = [
     "DcapQuoteVerifier",
     "EventLogRequired",
     "InstanceRecord",
-    "ParseOnlyQuoteVerifier",
     "PonyRecordStore",
     "QuoteVerifier",
     "ReadCache",
@@ -45,6 +44,7 @@ __all__ = [
     "Settings",
     "SettingsError",
     "StoreError",
+    "UnsafeParseOnlyVerifier",
     "Verdict",
     "create_app",
     "merge_registration",

@@ -23,8 +23,8 @@ from tdx_measure import EventLog, MeasurementPolicy, check_log, verify_log
 from tdx_quote import MAX_QUOTE_SIZE
 from tdx_report_data import (
     ED25519_PUBKEY_LEN,
-    ED25519_SIGNATURE_LEN,
     MAX_PPID_LEN,
+    IdentityFormatError,
     IdentityInfo,
     report_data_for,
     verify_identity,
@@ -38,7 +38,6 @@ from .verification import QuoteVerifier
 REQUEST_FIELDS = frozenset(
     {"instance_pubkey", "ppid", "attestation_quote", "operator", "owner", "event_log"}
 )
-IDENTITY_FIELDS = frozenset({"pubkey", "instance_signature", "identity_signature"})
 EVENT_LOG_HISTORY_LIMIT = 64
 """How many replaced event logs a record keeps (the most recent ones)."""
 
@@ -87,22 +86,10 @@ def _parse_identity(body: Mapping[str, Any], name: str) -> IdentityInfo | None:
         return None
     if not isinstance(value, dict):
         raise BadRequest(f"field {name!r} must be an object or null")
-    _reject_unknown(value, IDENTITY_FIELDS, name)
-    return IdentityInfo(
-        pubkey=require_hex(value, "pubkey", length=ED25519_PUBKEY_LEN, label=f"{name}.pubkey"),
-        instance_signature=require_hex(
-            value,
-            "instance_signature",
-            length=ED25519_SIGNATURE_LEN,
-            label=f"{name}.instance_signature",
-        ),
-        identity_signature=require_hex(
-            value,
-            "identity_signature",
-            length=ED25519_SIGNATURE_LEN,
-            label=f"{name}.identity_signature",
-        ),
-    )
+    try:
+        return IdentityInfo.from_object(value, name=name)
+    except IdentityFormatError as exc:
+        raise BadRequest(f"field '{exc.field}' {exc.reason}") from None
 
 
 def _parse_quote(body: Mapping[str, Any]) -> bytes:

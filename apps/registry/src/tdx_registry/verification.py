@@ -130,7 +130,3 @@ class UnsafeParseOnlyVerifier:
 
     async def aclose(self) -> None:
         return None
-
-
-ParseOnlyQuoteVerifier = UnsafeParseOnlyVerifier
-"""The old name, until `tdx_registry/__init__.py` and the registry tests import the new one."""

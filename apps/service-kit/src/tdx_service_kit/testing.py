@@ -1,5 +1,6 @@
 """Helpers for tests, benchmarks and the demo, never for production code: serve an app inside
-the running event loop, or start an installed program and wait until it answers."""
+the running event loop, start an installed program and wait until it answers, or run a
+throwaway PostgreSQL cluster."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from sanic import Sanic
 
+from ._postgres import PostgresCluster, PostgresUnavailable, throwaway_postgres
 from ._programs import (
     ExitedEarly,
     IgnoredStop,
@@ -29,12 +31,15 @@ __all__ = [
     "LaunchError",
     "NotInstalled",
     "NotReady",
+    "PostgresCluster",
+    "PostgresUnavailable",
     "Program",
     "answers",
     "free_port",
     "installed_program",
     "running",
     "serve",
+    "throwaway_postgres",
 ]
 
 

@@ -112,7 +112,7 @@ class IdentityInfo:
             raise IdentityFormatError(name, f"must be a JSON object, not {type(obj).__name__}")
         unknown = sorted(str(key) for key in obj if key not in dict(_IDENTITY_MEMBERS))
         if unknown:
-            raise IdentityFormatError(name, f"unknown member(s) {', '.join(unknown)}")
+            raise IdentityFormatError(name, f"has unknown member(s) {', '.join(unknown)}")
         values: dict[str, bytes] = {}
         for member, size in _IDENTITY_MEMBERS:
             field = f"{name}.{member}"

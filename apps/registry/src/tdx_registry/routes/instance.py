@@ -9,8 +9,6 @@ from typing import Any
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
-from tdx_measure import WorkloadEvent
-from tdx_report_data import IdentityInfo
 from tdx_service_kit import BadRequest, NotFound
 
 from ..records import InstanceRecord
@@ -21,28 +19,6 @@ _PUBKEY = re.compile(r"[0-9a-fA-F]{64}")
 JSON_CONTENT_TYPE = "application/json"
 
 
-def _identity_json(identity: IdentityInfo | None) -> dict[str, str] | None:
-    if identity is None:
-        return None
-    return {
-        "pubkey": identity.pubkey.hex(),
-        "instance_signature": identity.instance_signature.hex(),
-        "identity_signature": identity.identity_signature.hex(),
-    }
-
-
-def _workload_json(event: WorkloadEvent | None) -> dict[str, Any] | None:
-    if event is None:
-        return None
-    return {
-        "transition": event.transition,
-        "image": event.image,
-        "image_id": event.image_id,
-        "persist_dirs": list(event.persist_dirs),
-        "port": event.port,
-    }
-
-
 def record_json(record: InstanceRecord) -> dict[str, Any]:
     """The wire form of a record: API.md's fields plus the verdict, times and event log."""
     verdict = record.verdict
@@ -50,8 +26,8 @@ def record_json(record: InstanceRecord) -> dict[str, Any]:
         "instance_pubkey": record.instance_pubkey.hex(),
         "ppid": record.ppid.hex(),
         "attestation_quote": base64.b64encode(record.attestation_quote).decode("ascii"),
-        "operator": _identity_json(record.operator),
-        "owner": _identity_json(record.owner),
+        "operator": record.operator.to_object() if record.operator is not None else None,
+        "owner": record.owner.to_object() if record.owner is not None else None,
         "verification": {
             "tcb_status": verdict.tcb_status,
             "advisory_ids": list(verdict.advisory_ids),
@@ -63,7 +39,7 @@ def record_json(record: InstanceRecord) -> dict[str, Any]:
         "updated_at": record.updated_at.isoformat(),
         "rtmr3": None if verdict.rtmr3 is None else verdict.rtmr3.hex(),
         "event_log": record.event_log,
-        "workload": _workload_json(record.workload),
+        "workload": record.workload.to_object() if record.workload is not None else None,
         "event_log_history_count": len(record.event_log_history),
     }
 
