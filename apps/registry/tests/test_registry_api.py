@@ -120,7 +120,8 @@ def _mutations() -> list[tuple[str, Callable[[dict[str, Any]], Any], str]]:
          "'operator.instance_signature' must be 64"),
         ("operator missing sig", lambda b: b["operator"].pop("identity_signature"),
          "'operator.identity_signature' is missing"),
-        ("operator extra", set_in("operator", "name", "x"), "'operator' has unknown member(s) name"),
+        ("operator extra", set_in("operator", "name", "x"),
+         "'operator' has unknown member(s) name"),
     ]  # fmt: skip
 
 

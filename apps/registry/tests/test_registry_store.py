@@ -446,7 +446,7 @@ async def test_acknowledged_registration_is_committed(db_target: DatabaseTarget)
         await other.close()
 
 
-async def test_refused_registration_does_not_affect_others_committed_with_it(
+async def test_refused_registration_does_not_affect_concurrent_ones(
     db_target: DatabaseTarget,
 ) -> None:
     store = await PonyRecordStore.open(db_target)
@@ -473,8 +473,8 @@ async def test_refused_registration_does_not_affect_others_committed_with_it(
 
 
 async def test_registration_failing_at_write_fails_alone(db_target: DatabaseTarget) -> None:
-    """A registration the database refuses fails its whole group commit, which is then
-    retried one registration per transaction: only that one fails, nothing of it is stored."""
+    """A registration the database refuses fails alone: nothing of it is stored, and the
+    registrations sent with it are."""
     store = await PonyRecordStore.open(db_target)
     try:
         good = [make_record(Instance()) for _ in range(3)]
@@ -494,10 +494,10 @@ async def test_registration_failing_at_write_fails_alone(db_target: DatabaseTarg
         await store.close()
 
 
-async def test_registrations_of_one_instance_in_one_commit_apply_in_order(
+async def test_concurrent_registrations_of_one_instance_apply_in_order(
     db_target: DatabaseTarget,
 ) -> None:
-    """Queued together, the second registration of an instance merges onto the first."""
+    """Sent together, the second registration of an instance merges onto the first."""
     instance, operator = Instance(), Ed25519PrivateKey.generate()
     first = make_record(instance, operator)
     second = make_record(instance, operator, Ed25519PrivateKey.generate(), at=T0 + timedelta(1))

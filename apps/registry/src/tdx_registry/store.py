@@ -2,16 +2,11 @@
 
 Every database call is a synchronous `@db_session` function run on the store's own
 single-thread executor, so the event loop never waits on the database and SQLite never sees
-two writers from this process. A registration's read-check-write is one transaction: the row is
+two writers from this process. Each registration is one transaction of its own: the row is
 read `FOR UPDATE` (PostgreSQL) inside an immediate transaction (SQLite), a new instance is an
 insert on the primary key, and Pony retries the whole check on a unique-key or optimistic-check
-conflict, so two concurrent registrations of one instance can never both win.
-
-Group commit: registrations that arrive while a transaction is committing are queued and then
-checked and written one after another in the next single transaction, so one durable commit
-(one fsync) serves them all. Each is answered only once that commit has returned, a refused
-merge writes nothing, and a batch that fails as a whole is retried one registration per
-transaction, so one registration can never make another fail or be half-stored.
+conflict, so two concurrent registrations of one instance can never both win. A refused merge
+rolls its transaction back; `register` returns only once the commit has.
 
 SQLite runs in WAL journal mode with `synchronous=FULL`: every commit appends to the WAL and
 fsyncs it before returning, so an acknowledged registration survives power loss exactly as in
@@ -31,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,8 +58,6 @@ MergeFn = Callable[[InstanceRecord | None], InstanceRecord]
 """Given the stored record (or None), the record to store; raises to refuse the registration."""
 
 COMMIT_RETRIES = 5
-MAX_BATCH = 64
-"""The most registrations one group-commit transaction carries."""
 
 
 class StoreError(Exception):
@@ -108,16 +101,6 @@ class DatabaseTarget:
         parts = urlsplit(self.postgres_url or "")
         host = parts.hostname or "localhost"
         return f"postgresql://{host}{':' + str(parts.port) if parts.port else ''}{parts.path}"
-
-
-@dataclass(frozen=True)
-class _PendingRegistration:
-    key: str
-    merge: MergeFn
-    answer: asyncio.Future[InstanceRecord]
-
-
-_Outcome = InstanceRecord | Exception
 
 
 def _sqlite_durable_wal(db: Database, connection: Any) -> None:
@@ -263,8 +246,6 @@ class PonyRecordStore:
         self._db = db
         self._instance = instance
         self._executor = executor
-        self._pending: list[_PendingRegistration] = []
-        self._writer: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, target: DatabaseTarget) -> PonyRecordStore:
@@ -302,57 +283,14 @@ class PonyRecordStore:
             raise StoreError(f"reading the record failed: {exc}") from exc
 
     async def register(self, instance_pubkey: bytes, merge: MergeFn) -> InstanceRecord:
-        """Queue the registration for the next group commit; answer once it is durable."""
-        answer: asyncio.Future[InstanceRecord] = asyncio.get_running_loop().create_future()
-        self._pending.append(_PendingRegistration(instance_pubkey.hex(), merge, answer))
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_pending(), name="registry-db-writer")
-        return await answer
-
-    async def _write_pending(self) -> None:
-        """Commit queued registrations, a batch per transaction, until none are left."""
-        batch: list[_PendingRegistration] = []
+        """Read, merge and write the record in one transaction; answer once it is committed."""
         try:
-            while self._pending:
-                batch = [job for job in self._pending[:MAX_BATCH] if not job.answer.done()]
-                del self._pending[:MAX_BATCH]
-                if batch:
-                    await self._commit_batch(batch)
-        finally:
-            self._writer = None
-            for job in (*batch, *self._pending):
-                job.answer.cancel()
-            self._pending.clear()
-
-    async def _commit_batch(self, batch: list[_PendingRegistration]) -> None:
-        """Run `batch` in one transaction and answer each job; a whole-batch failure is retried
-        job by job, so only the job that causes it sees it."""
-        jobs = [(job.key, job.merge) for job in batch]
-        try:
-            outcomes = await self._run(self._register_batch_sync, jobs)
-        except Exception as exc:
-            if len(batch) > 1:
-                for job in batch:
-                    await self._commit_batch([job])
-                return
-            if isinstance(exc, OrmError | DBException):
-                failure: Exception = StoreError(f"the registration could not be committed: {exc}")
-                failure.__cause__ = exc
-                outcomes = [failure]
-            else:
-                outcomes = [exc]
-        for job, outcome in zip(batch, outcomes, strict=True):
-            if job.answer.done():
-                continue
-            if isinstance(outcome, Exception):
-                job.answer.set_exception(outcome)
-            else:
-                job.answer.set_result(outcome)
+            return await self._run(self._register_sync, instance_pubkey.hex(), merge)
+        except (OrmError, DBException) as exc:
+            raise StoreError(f"the registration could not be committed: {exc}") from exc
 
     async def close(self) -> None:
-        """Let queued registrations commit, then disconnect."""
-        if self._writer is not None:
-            await asyncio.shield(self._writer)
+        """Let registrations already queued commit, then disconnect."""
         try:
             await self._run(self._db.disconnect)
         finally:
@@ -364,25 +302,13 @@ class PonyRecordStore:
             return None if row is None else _to_record(row)
 
     @db_session(retry=COMMIT_RETRIES, immediate=True)  # type: ignore[untyped-decorator]
-    def _register_batch_sync(self, jobs: Sequence[tuple[str, MergeFn]]) -> list[_Outcome]:
-        """One transaction for all `jobs`; outcomes in the order of `jobs`. Rows are locked in
-        key order (so two processes' batches cannot deadlock on PostgreSQL), jobs of one instance
-        in their order, a later one seeing the earlier one's write. Pony retries the whole batch
-        on commit conflicts."""
-        outcomes: list[_Outcome | None] = [None] * len(jobs)
-        for index in sorted(range(len(jobs)), key=lambda i: jobs[i][0]):
-            outcomes[index] = self._apply(*jobs[index])
-        return [outcome for outcome in outcomes if outcome is not None]
-
-    def _apply(self, key: str, merge: MergeFn) -> _Outcome:
+    def _register_sync(self, key: str, merge: MergeFn) -> InstanceRecord:
+        """The read-check-write of one registration; Pony retries it on commit conflicts and
+        rolls it back when `merge` refuses."""
         row = self._instance.get_for_update(pubkey=key)
-        existing = None if row is None else _to_record(row, with_workload=False)
-        try:
-            record = merge(existing)
-            if record.instance_pubkey.hex() != key:
-                raise ValueError("merge changed the instance key")
-        except Exception as refusal:  # the merge wrote nothing: only this job is refused
-            return refusal
+        record = merge(None if row is None else _to_record(row, with_workload=False))
+        if record.instance_pubkey.hex() != key:
+            raise ValueError("merge changed the instance key")
         columns = _to_columns(record)
         if row is None:
             self._instance(pubkey=key, **columns)
