@@ -96,6 +96,25 @@ async def test_a_missing_or_malformed_nonce_is_400_with_a_reason(
     assert quotes.requests[start:] == []
 
 
+@pytest.mark.parametrize(
+    ("nonce", "reason"),
+    [
+        ("", "nonce must be 16 to 64 bytes"),
+        ("00" * 15, "nonce must be 16 to 64 bytes"),
+        ("00" * 65, "nonce must be 16 to 64 bytes"),
+        ("0" * 33, "nonce must be an even number of hex digits"),
+        ("zz" * 16, "nonce must be an even number of hex digits"),
+    ],
+)
+async def test_the_reason_names_what_is_wrong_with_the_nonce(
+    running: Running, nonce: str, reason: str
+) -> None:
+    async with running() as client:
+        response = await attest(client, nonce)
+    assert response.status_code == 400
+    assert response.json() == {"error": reason}
+
+
 async def test_a_failing_quote_source_is_503(running: Running, quotes: FakeQuoteSource) -> None:
     async with running() as client:
         quotes.fail = True

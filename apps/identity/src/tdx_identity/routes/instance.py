@@ -13,7 +13,7 @@ from tdx_identity.exceptions import InvalidRequest
 from tdx_identity.routes._common import service_of
 from tdx_report_data import MAX_NONCE_LEN, MIN_NONCE_LEN
 
-_NONCE_RE = re.compile(r"(?:[0-9a-fA-F]{2})+", re.ASCII)
+_NONCE_RE = re.compile(r"(?:[0-9a-fA-F]{2})*", re.ASCII)
 
 instance_bp = Blueprint("instance")
 
