@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -454,3 +455,15 @@ async def test_last_seq_survives_a_restart(running: Running, settings: Settings)
         assert replay.status_code == 401
         assert "stale request" in replay.json()["error"]
     assert state_bytes(settings) == before
+
+
+async def test_the_same_body_sent_twice_at_once_is_served_once(
+    owner: Owner, workload: FakeWorkload
+) -> None:
+    raw = json.dumps(owner.configure_body()).encode()
+    headers = {"x-signature": sign(owner.key, raw)}
+    responses = await asyncio.gather(
+        *(owner.client.post("/workload/configure", content=raw, headers=headers) for _ in range(5))
+    )
+    assert sorted(r.status_code for r in responses) == [200, 401, 401, 401, 401]
+    assert len(workload.configured) == 1
