@@ -127,8 +127,9 @@ class DowntimeProbe:
         return self.longest
 
 
-def signed(url: str, key: Ed25519PrivateKey, body: dict[str, object]) -> None:
-    raw = json.dumps(body).encode()
+def signed(url: str, key: Ed25519PrivateKey, seq: int, body: dict[str, object]) -> None:
+    """POST the owner's signed body naming its action (the route's last segment) and `seq`."""
+    raw = json.dumps({"action": url.rsplit("/", 1)[-1], "seq": seq} | body).encode()
     r = httpx.post(url, content=raw, headers={"x-signature": key.sign(raw).hex()}, timeout=120)
     r.raise_for_status()
 
@@ -270,6 +271,7 @@ def main() -> int:
                 signed(
                     id_url + "/workload/configure",
                     owner,
+                    1,
                     {
                         "instance_pubkey": instance.hex(),
                         "image": image,
@@ -283,6 +285,7 @@ def main() -> int:
                 signed(
                     id_url + "/workload/expose",
                     owner,
+                    2,
                     {"instance_pubkey": instance.hex(), "image": image},
                 )
                 wait_until(serving(f"http://127.0.0.1:{wl_port}/"))

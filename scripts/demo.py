@@ -96,12 +96,16 @@ def remove_workload() -> None:
         subprocess.run(["fusermount3", "-u", "-z", str(CLEAR_MOUNT)], check=False)
 
 
-def signed(url: str, key: Ed25519PrivateKey, body: dict[str, object]) -> httpx.Response:
-    raw = json.dumps(body).encode()
+def signed(identity_url: str, route: str, key: Ed25519PrivateKey, body: dict[str, object]) -> int:
+    """POST the owner's signed body naming its action (the route) and the next seq after the
+    instance's last accepted one; return that seq."""
+    seq = int(httpx.get(identity_url + "/instance/state").json()["last_seq"]) + 1
+    raw = json.dumps({"action": route.rsplit("/", 1)[-1], "seq": seq} | body).encode()
+    url = identity_url + route
     r = httpx.post(url, content=raw, headers={"x-signature": key.sign(raw).hex()}, timeout=120)
     if r.status_code != 200:
         sys.exit(f"demo: {url} answered {r.status_code}: {r.text}")
-    return r
+    return seq
 
 
 def ssh_run(key_file: Path, command: str) -> str:
@@ -140,12 +144,15 @@ def workload_flow(identity_url: str, instance: bytes, owner: Ed25519PrivateKey, 
         check=True,
     )
     step(f"built the local image {IMAGE} (busybox httpd serving /www on 8080)")
-    signed(
-        identity_url + "/workload/configure",
+    seq = signed(
+        identity_url,
+        "/workload/configure",
         owner,
         {"instance_pubkey": instance.hex(), "image": IMAGE, "persist_dirs": ["/www"], "port": 8080},
     )
-    step("workload configured: container running on encrypted storage, SSH open on 2222")
+    step(
+        f"workload configured (seq {seq}): container running on encrypted storage, SSH open on 2222"
+    )
     key_file = work / "owner_ed25519"
     key_file.write_bytes(
         owner.private_bytes(
@@ -160,13 +167,14 @@ def workload_flow(identity_url: str, instance: bytes, owner: Ed25519PrivateKey, 
     step(f"pinned the SSH host key {host_key['fingerprint']}")
     ssh_run(key_file, "echo 'hello from the owner' > /www/index.html")
     step("owner wrote /www/index.html over SSH")
-    signed(
-        identity_url + "/workload/expose",
+    seq = signed(
+        identity_url,
+        "/workload/expose",
         owner,
         {"instance_pubkey": instance.hex(), "image": IMAGE},
     )
     page = httpx.get("http://127.0.0.1:8080/index.html", timeout=30).text.strip()
-    step(f"exposed: http://127.0.0.1:8080/index.html serves {page!r}")
+    step(f"exposed (seq {seq}): http://127.0.0.1:8080/index.html serves {page!r}")
     with socket.socket() as s:
         closed = s.connect_ex(("127.0.0.1", 2222)) != 0
     step(f"SSH setup access closed for good: {closed}")

@@ -5,6 +5,7 @@ paramiko and OpenSSH's ssh client; every container and mount is removed afterwar
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import subprocess
 import time
@@ -177,3 +178,38 @@ def test_workload_requests_are_checked_before_anything_runs(workload: Workload, 
     assert workload.expose(image).status_code == 200
     assert_error(workload.expose(image), 400)
     assert_error(workload.configure(image), 400)
+
+
+def test_replayed_stale_and_misdirected_signed_bodies_change_nothing(
+    workload: Workload, image: str
+) -> None:
+    raw, headers = workload.sign_body(
+        "/workload/configure",
+        {
+            "instance_pubkey": workload.instance.hex(),
+            "image": image,
+            "persist_dirs": ["/www"],
+            "port": CONTAINER_PORT,
+        },
+    )
+    assert workload.post_raw("/workload/configure", raw, headers).status_code == 200
+    assert workload.last_seq() == 1
+    before = workload.state_file.read_bytes()
+    # The same bytes and signature again: a replay.
+    assert_error(workload.post_raw("/workload/configure", raw, headers), 401, "stale request")
+    # The captured configure body posted to expose would have closed SSH for good.
+    assert_error(workload.post_raw("/workload/expose", raw, headers), 400)
+    body = {"instance_pubkey": workload.instance.hex(), "image": image, "seq": 1}
+    assert_error(workload.signed_post("/workload/expose", body), 401, "stale request")
+    no_seq = json.dumps(
+        {"action": "expose", "instance_pubkey": workload.instance.hex(), "image": image}
+    ).encode()
+    r = workload.post_raw(
+        "/workload/expose", no_seq, {"x-signature": workload.owner.sign(no_seq).hex()}
+    )
+    assert_error(r, 400, "missing field: seq")
+    assert workload.state_file.read_bytes() == before
+    assert workload.state() == "configured"
+    assert listening(workload.ssh_port)
+    assert workload.expose(image).status_code == 200
+    assert workload.last_seq() == 2

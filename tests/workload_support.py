@@ -58,14 +58,25 @@ class Workload:
     def url(self) -> str:
         return self.stack.identity.url
 
+    def last_seq(self) -> int:
+        return int(httpx.get(self.url + "/instance/state").json()["last_seq"])
+
+    def sign_body(
+        self, route: str, body: dict[str, Any], key: Ed25519PrivateKey | None = None
+    ) -> tuple[bytes, dict[str, str]]:
+        """The raw body and its `x-signature` header; `action` (the route's last segment) and
+        `seq` (the instance's last accepted one plus 1) unless the body names its own."""
+        sequenced = {"action": route.rsplit("/", 1)[-1], "seq": self.last_seq() + 1} | body
+        raw = json.dumps(sequenced).encode()
+        return raw, {"x-signature": (key or self.owner).sign(raw).hex()}
+
+    def post_raw(self, route: str, raw: bytes, headers: dict[str, str]) -> httpx.Response:
+        return httpx.post(self.url + route, content=raw, headers=headers, timeout=120)
+
     def signed_post(
         self, route: str, body: dict[str, Any], key: Ed25519PrivateKey | None = None
     ) -> httpx.Response:
-        raw = json.dumps(body).encode()
-        signature = (key or self.owner).sign(raw).hex()
-        return httpx.post(
-            self.url + route, content=raw, headers={"x-signature": signature}, timeout=120
-        )
+        return self.post_raw(route, *self.sign_body(route, body, key))
 
     def configure(self, image: str, dirs: list[str] | None = None) -> httpx.Response:
         return self.signed_post(
@@ -82,6 +93,10 @@ class Workload:
         return self.signed_post(
             "/workload/expose", {"instance_pubkey": self.instance.hex(), "image": image}
         )
+
+    @property
+    def state_file(self) -> Path:
+        return self.stack.tmp / "identity" / "identity_state.json"
 
     def state(self) -> str:
         return str(httpx.get(self.url + "/instance/state").json()["state"]).lower()

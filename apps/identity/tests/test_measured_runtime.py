@@ -80,13 +80,20 @@ class Parties:
     def __init__(self) -> None:
         self.operator = Ed25519PrivateKey.generate()
         self.owner = Ed25519PrivateKey.generate()
+        self.seq = 0
 
     async def register(self, client: httpx.AsyncClient) -> None:
         token = (await register_operator(client, self.operator)).json()["owner_token"]
         assert (await register_owner(client, self.owner, token)).status_code == 200
 
     async def signed(self, client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> Any:
-        body = {"instance_pubkey": (await instance_pubkey(client)).hex(), **body}
+        self.seq += 1
+        body = {
+            "action": path.rsplit("/", 1)[-1],
+            "seq": self.seq,
+            "instance_pubkey": (await instance_pubkey(client)).hex(),
+            **body,
+        }
         raw = json.dumps(body).encode()
         return await client.post(path, content=raw, headers={"x-signature": sign(self.owner, raw)})
 

@@ -27,7 +27,7 @@ async def test_platform_ppid_is_learned_once_at_start_from_a_zero_report_data_qu
     running: Running, settings: Settings, quotes: FakeQuoteSource
 ) -> None:
     async with running() as client:
-        assert (await client.get("/instance/state")).json() == {"state": "fresh"}
+        assert (await client.get("/instance/state")).json() == {"state": "fresh", "last_seq": 0}
     assert quotes.requests == [bytes(64)]
     assert json.loads(state_file(settings).read_text())["ppid"] == PPID.hex()
     async with running():
@@ -47,7 +47,10 @@ async def test_operator_registration_records_a_quote_committing_to_the_operator(
         assert body["status"] == "success"
         token = body["owner_token"]
         assert len(token) >= 43  # 32 random bytes, base64url
-        assert (await client.get("/instance/state")).json() == {"state": "operator_registered"}
+        assert (await client.get("/instance/state")).json() == {
+            "state": "operator_registered",
+            "last_seq": 0,
+        }
 
     [request] = registry.accepted
     assert request.instance_pubkey == instance
@@ -84,7 +87,7 @@ async def test_bad_operator_signature_is_401_and_nothing_is_kept(
             json={"pubkey": pub(operator).hex(), "signature": sign(operator, b"other")},
         )
         assert wrong_message.status_code == 401
-        assert (await client.get("/instance/state")).json() == {"state": "fresh"}
+        assert (await client.get("/instance/state")).json() == {"state": "fresh", "last_seq": 0}
     assert registry.accepted == []
     assert state_file(settings).read_bytes() == before
 
@@ -202,7 +205,7 @@ async def test_refused_or_failed_registration_leaves_the_state_file_unchanged(
         assert response.status_code == expected
         assert response.json()["error"].startswith("registry")
         assert state_file(settings).read_bytes() == before
-        assert (await client.get("/instance/state")).json() == {"state": "fresh"}
+        assert (await client.get("/instance/state")).json() == {"state": "fresh", "last_seq": 0}
         registry.unavailable, registry.refuse_with = False, None
         assert (await register_operator(client, operator)).status_code == 200
     assert not list(settings.storage_path.glob(".*.tmp"))
@@ -233,7 +236,10 @@ async def test_owner_registration_binds_operator_and_owner(
         response = await register_owner(client, owner, token)
         assert response.status_code == 200
         assert response.json() == {"status": "success"}
-        assert (await client.get("/instance/state")).json() == {"state": "owner_registered"}
+        assert (await client.get("/instance/state")).json() == {
+            "state": "owner_registered",
+            "last_seq": 0,
+        }
     request = registry.accepted[-1]
     assert request.operator == registry.accepted[0].operator
     assert request.owner is not None and request.owner.pubkey == pub(owner)
@@ -304,9 +310,15 @@ async def test_restart_keeps_instance_key_and_registrations(
         token = (await register_operator(client, operator)).json()["owner_token"]
     async with running() as client:
         assert await instance_pubkey(client) == instance
-        assert (await client.get("/instance/state")).json() == {"state": "operator_registered"}
+        assert (await client.get("/instance/state")).json() == {
+            "state": "operator_registered",
+            "last_seq": 0,
+        }
         assert (await register_operator(client, operator)).status_code == 400
         assert (await register_owner(client, owner, token)).status_code == 200
     async with running() as client:
-        assert (await client.get("/instance/state")).json() == {"state": "owner_registered"}
+        assert (await client.get("/instance/state")).json() == {
+            "state": "owner_registered",
+            "last_seq": 0,
+        }
         assert (await register_owner(client, owner, token)).status_code == 401

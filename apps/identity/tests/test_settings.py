@@ -61,3 +61,20 @@ def test_help_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for flag in ("--host", "--port", "--storage-path", "--mock-tdx-url", "--registry-url"):
         assert flag in out
+
+
+def test_unsequenced_requests_are_refused_unless_the_flag_or_its_variable_says_so() -> None:
+    assert parse_settings([], {}).accept_unsequenced_requests is False
+    assert (
+        parse_settings([], {"ACCEPT_UNSEQUENCED_REQUESTS": "0"}).accept_unsequenced_requests
+        is False
+    )
+    assert parse_settings([], {"ACCEPT_UNSEQUENCED_REQUESTS": "1"}).accept_unsequenced_requests
+    assert parse_settings(["--accept-unsequenced-requests"], {}).accept_unsequenced_requests
+
+
+@pytest.mark.parametrize("value", ["yes", "true", "2", " 1"])
+def test_another_value_of_accept_unsequenced_requests_is_a_usage_error(value: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_settings([], {"ACCEPT_UNSEQUENCED_REQUESTS": value})
+    assert exit_info.value.code == 2

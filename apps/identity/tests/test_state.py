@@ -127,6 +127,7 @@ def test_the_owner_token_is_never_in_the_file(tmp_path: Path) -> None:
         "owner_token_sha256",
         "workload_config",
         "workload",
+        "last_seq",
     }
 
 
@@ -181,3 +182,25 @@ def test_state_json_round_trips(ppid: bytes, phase: WorkloadPhase | None, port: 
     section = None if phase is None else WorkloadSection(phase, WorkloadConfig("app:1", (), port))
     state = PersistedState(ppid=ppid, workload=section)
     assert PersistedState.from_json(json.loads(json.dumps(state.to_json()))) == state
+
+
+def test_a_file_written_before_seqs_existed_reads_as_last_seq_0(tmp_path: Path) -> None:
+    StateStore.open(tmp_path).commit(full_state(Lifecycle.CONFIGURED))
+    path = tmp_path / STATE_FILE_NAME
+    old = json.loads(path.read_text())
+    del old["last_seq"]
+    path.write_text(json.dumps(old))
+    assert StateStore.open(tmp_path).current == full_state(Lifecycle.CONFIGURED)
+    assert StateStore.open(tmp_path).current.last_seq == 0
+
+
+def test_last_seq_round_trips_and_a_bad_one_is_corrupt(tmp_path: Path) -> None:
+    store = StateStore.open(tmp_path)
+    store.commit(PersistedState(ppid=b"\x01" * 16, last_seq=2**53 - 1))
+    assert StateStore.open(tmp_path).current.last_seq == 2**53 - 1
+    path = tmp_path / STATE_FILE_NAME
+    good = json.loads(path.read_text())
+    for bad in (-1, 2**53, True, 1.5, "1", None):
+        path.write_text(json.dumps(good | {"last_seq": bad}))
+        with pytest.raises(StateFileError, match="corrupt"):
+            StateStore.open(tmp_path)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -24,6 +27,11 @@ class Owner:
 
     def __init__(self, client: httpx.AsyncClient, key: Ed25519PrivateKey, instance: bytes):
         self.client, self.key, self.instance = client, key, instance
+        self.seq = 0
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
 
     async def post(
         self, path: str, body: dict[str, Any], *, key: Ed25519PrivateKey | None = None
@@ -34,6 +42,8 @@ class Owner:
 
     def configure_body(self, **changes: Any) -> dict[str, Any]:
         body: dict[str, Any] = {
+            "action": "configure",
+            "seq": self.next_seq(),
             "instance_pubkey": self.instance.hex(),
             "image": IMAGE,
             "persist_dirs": ["/data", "/srv/www"],
@@ -43,7 +53,12 @@ class Owner:
         return body
 
     def expose_body(self, **changes: Any) -> dict[str, Any]:
-        body: dict[str, Any] = {"instance_pubkey": self.instance.hex(), "image": IMAGE}
+        body: dict[str, Any] = {
+            "action": "expose",
+            "seq": self.next_seq(),
+            "instance_pubkey": self.instance.hex(),
+            "image": IMAGE,
+        }
         body.update(changes)
         return body
 
@@ -66,13 +81,17 @@ async def test_configure_then_expose_calls_the_runtime_and_moves_the_lifecycle(
     [config] = workload.configured
     assert (config.image, config.persist_dirs, config.port) == (IMAGE, ("/data", "/srv/www"), 8000)
     assert workload.configured_for == [owner.key.public_key().public_bytes_raw()]
-    assert (await owner.client.get("/instance/state")).json() == {"state": "configured"}
+    assert (await owner.client.get("/instance/state")).json() == {
+        "state": "configured",
+        "last_seq": 1,
+    }
 
     assert (await owner.post("/workload/expose", owner.expose_body())).status_code == 200
     assert workload.exposed == [IMAGE]
-    assert (await owner.client.get("/instance/state")).json() == {"state": "exposed"}
+    assert (await owner.client.get("/instance/state")).json() == {"state": "exposed", "last_seq": 2}
     stored = json.loads((settings.storage_path / STATE_FILE_NAME).read_text())
     assert stored["lifecycle"] == "exposed"
+    assert stored["last_seq"] == 2
     assert stored["workload_config"]["image"] == IMAGE
 
 
@@ -238,3 +257,213 @@ async def test_runtime_is_recovered_at_start_and_shut_down_at_stop(
         assert len(workload.recovered) == 1
         assert workload.shutdowns == 0
     assert workload.shutdowns == 1
+
+
+def state_bytes(settings: Settings) -> bytes:
+    return (settings.storage_path / STATE_FILE_NAME).read_bytes()
+
+
+async def last_seq(owner: Owner) -> int:
+    value: int = (await owner.client.get("/instance/state")).json()["last_seq"]
+    return value
+
+
+async def test_a_replayed_configure_is_401_stale_and_leaves_the_state_file_unchanged(
+    owner: Owner, workload: FakeWorkload, settings: Settings
+) -> None:
+    raw = json.dumps(owner.configure_body()).encode()
+    headers = {"x-signature": sign(owner.key, raw)}
+    assert (await owner.client.post("/workload/configure", content=raw, headers=headers)).is_success
+    before = state_bytes(settings)
+    replay = await owner.client.post("/workload/configure", content=raw, headers=headers)
+    assert replay.status_code == 401
+    assert "stale request" in replay.json()["error"]
+    assert state_bytes(settings) == before
+    assert len(workload.configured) == 1
+    assert await last_seq(owner) == 1
+
+
+async def test_a_seq_not_greater_than_the_last_is_401_stale_and_changes_nothing(
+    owner: Owner, workload: FakeWorkload, settings: Settings
+) -> None:
+    assert (await owner.post("/workload/configure", owner.configure_body(seq=5))).is_success
+    assert await last_seq(owner) == 5
+    before = state_bytes(settings)
+    for seq in (5, 4, 1):
+        for response in (
+            await owner.post("/workload/configure", owner.configure_body(seq=seq, port=9000)),
+            await owner.post("/workload/expose", owner.expose_body(seq=seq)),
+        ):
+            assert response.status_code == 401, seq
+            assert "stale request" in response.json()["error"]
+            assert state_bytes(settings) == before
+    assert [c.port for c in workload.configured] == [8000] and workload.exposed == []
+    assert (await owner.post("/workload/expose", owner.expose_body(seq=6))).is_success
+    assert await last_seq(owner) == 6
+
+
+async def test_seqs_may_skip_but_must_grow(owner: Owner) -> None:
+    assert (await owner.post("/workload/configure", owner.configure_body(seq=10))).is_success
+    assert (await owner.post("/workload/configure", owner.configure_body(seq=2**53 - 1))).is_success
+    assert await last_seq(owner) == 2**53 - 1
+    refused = await owner.post("/workload/expose", owner.expose_body(seq=2**53 - 1))
+    assert refused.status_code == 401
+
+
+@pytest.mark.parametrize("seq", [0, -1, 2**53, True, False, 1.5, 1.0, "1", None, [1], {"n": 1}])
+async def test_a_seq_out_of_range_or_not_an_integer_is_400(
+    owner: Owner, workload: FakeWorkload, settings: Settings, seq: object
+) -> None:
+    before = state_bytes(settings)
+    for path, body in (
+        ("/workload/configure", owner.configure_body(seq=seq)),
+        ("/workload/expose", owner.expose_body(seq=seq)),
+    ):
+        response = await owner.post(path, body)
+        assert response.status_code == 400, (path, seq)
+        assert "seq" in response.json()["error"]
+    assert state_bytes(settings) == before
+    assert workload.configured == []
+
+
+async def test_a_body_without_seq_or_action_is_400(
+    owner: Owner, workload: FakeWorkload, settings: Settings
+) -> None:
+    before = state_bytes(settings)
+    for missing in ("seq", "action"):
+        for path, body in (
+            ("/workload/configure", owner.configure_body()),
+            ("/workload/expose", owner.expose_body()),
+        ):
+            del body[missing]
+            response = await owner.post(path, body)
+            assert response.status_code == 400
+            assert response.json()["error"] == f"missing field: {missing}"
+    assert state_bytes(settings) == before
+    assert workload.configured == []
+
+
+async def test_a_configure_body_posted_to_expose_is_400_and_changes_nothing(
+    owner: Owner, workload: FakeWorkload, settings: Settings
+) -> None:
+    assert (await owner.post("/workload/configure", owner.configure_body())).is_success
+    before = state_bytes(settings)
+    captured = owner.configure_body()
+    response = await owner.post("/workload/expose", captured)
+    assert response.status_code == 400
+    assert "unknown field" in response.json()["error"]
+    # Even reduced to expose's fields, a body that names configure is not an expose.
+    reduced = {k: v for k, v in captured.items() if k not in ("persist_dirs", "port")}
+    response = await owner.post("/workload/expose", reduced)
+    assert response.status_code == 400
+    assert "action must be 'expose'" in response.json()["error"]
+    assert state_bytes(settings) == before
+    assert workload.exposed == []
+    assert (await owner.client.get("/instance/state")).json()["state"] == "configured"
+
+
+@pytest.mark.parametrize("action", ["expose", "Configure", "", None, 1])
+async def test_a_configure_body_naming_another_action_is_400(
+    owner: Owner, workload: FakeWorkload, action: object
+) -> None:
+    response = await owner.post("/workload/configure", owner.configure_body(action=action))
+    assert response.status_code == 400
+    assert "action must be 'configure'" in response.json()["error"]
+    assert workload.configured == []
+
+
+@pytest.mark.parametrize(
+    "extra", [{"nonce": "00"}, {"ssh": True}, {"Seq": 1}, {"owner_pubkey": "ab" * 32}]
+)
+async def test_an_unknown_field_is_400(
+    owner: Owner, workload: FakeWorkload, settings: Settings, extra: dict[str, object]
+) -> None:
+    before = state_bytes(settings)
+    for path, body in (
+        ("/workload/configure", owner.configure_body() | extra),
+        ("/workload/expose", owner.expose_body() | extra),
+    ):
+        response = await owner.post(path, body)
+        assert response.status_code == 400
+        assert "unknown field" in response.json()["error"]
+    assert state_bytes(settings) == before
+    assert workload.configured == []
+
+
+@pytest.fixture
+def unsequenced(settings: Settings) -> Settings:
+    return replace(settings, accept_unsequenced_requests=True)
+
+
+async def test_with_accept_unsequenced_requests_a_v1_body_is_served_with_a_warning(
+    running: Running,
+    workload: FakeWorkload,
+    unsequenced: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    caplog.set_level(logging.WARNING, logger="tdx_identity")
+    async with running(settings=unsequenced) as client:
+        assert any("accepting unsequenced" in r.getMessage() for r in caplog.records)
+        token = (await register_operator(client, Ed25519PrivateKey.generate())).json()
+        await register_owner(client, key, token["owner_token"])
+        the_owner = Owner(client, key, await instance_pubkey(client))
+        v1_configure = the_owner.configure_body()
+        del v1_configure["seq"], v1_configure["action"]
+        caplog.clear()
+        assert (await the_owner.post("/workload/configure", v1_configure)).is_success
+        warned = [r for r in caplog.records if "unsequenced owner request" in r.getMessage()]
+        assert len(warned) == 1
+        assert (await client.get("/instance/state")).json() == {
+            "state": "configured",
+            "last_seq": 0,
+        }
+        # A sequenced body still has to be fresh, and sets last_seq.
+        assert (
+            await the_owner.post("/workload/configure", the_owner.configure_body(seq=3))
+        ).is_success
+        stale = await the_owner.post("/workload/configure", the_owner.configure_body(seq=3))
+        assert stale.status_code == 401
+        # Still one set of fields per route, and the action, when given, must be the route's.
+        wrong = await the_owner.post("/workload/expose", the_owner.expose_body(action="configure"))
+        assert wrong.status_code == 400
+        v1_expose = the_owner.expose_body()
+        del v1_expose["seq"], v1_expose["action"]
+        assert (
+            await the_owner.post("/workload/expose", v1_expose | {"port": 1})
+        ).status_code == 400
+        caplog.clear()
+        assert (await the_owner.post("/workload/expose", v1_expose)).is_success
+        assert len([r for r in caplog.records if "unsequenced owner" in r.getMessage()]) == 1
+        assert (await client.get("/instance/state")).json() == {"state": "exposed", "last_seq": 3}
+    assert workload.exposed == [IMAGE]
+
+
+async def test_last_seq_survives_a_restart(running: Running, settings: Settings) -> None:
+    key = Ed25519PrivateKey.generate()
+    async with running() as client:
+        token = (await register_operator(client, Ed25519PrivateKey.generate())).json()
+        await register_owner(client, key, token["owner_token"])
+        the_owner = Owner(client, key, await instance_pubkey(client))
+        raw = json.dumps(the_owner.configure_body(seq=7)).encode()
+        headers = {"x-signature": sign(key, raw)}
+        assert (await client.post("/workload/configure", content=raw, headers=headers)).is_success
+    before = state_bytes(settings)
+    async with running() as client:
+        assert (await client.get("/instance/state")).json()["last_seq"] == 7
+        replay = await client.post("/workload/configure", content=raw, headers=headers)
+        assert replay.status_code == 401
+        assert "stale request" in replay.json()["error"]
+    assert state_bytes(settings) == before
+
+
+async def test_the_same_body_sent_twice_at_once_is_served_once(
+    owner: Owner, workload: FakeWorkload
+) -> None:
+    raw = json.dumps(owner.configure_body()).encode()
+    headers = {"x-signature": sign(owner.key, raw)}
+    responses = await asyncio.gather(
+        *(owner.client.post("/workload/configure", content=raw, headers=headers) for _ in range(5))
+    )
+    assert sorted(r.status_code for r in responses) == [200, 401, 401, 401, 401]
+    assert len(workload.configured) == 1

@@ -146,6 +146,8 @@ async def _registered_and_configured(running: Running) -> None:
         token = (await register_operator(client, Ed25519PrivateKey.generate())).json()
         await register_owner(client, owner, token["owner_token"])
         body = {
+            "action": "configure",
+            "seq": 1,
             "instance_pubkey": (await instance_pubkey(client)).hex(),
             "image": "localhost/site:1",
             "persist_dirs": ["/www"],
@@ -161,9 +163,9 @@ async def _registered_and_configured(running: Running) -> None:
 async def test_an_expose_the_runtime_finished_at_recovery_is_committed(running: Running) -> None:
     await _registered_and_configured(running)
     async with running(workload=FakeWorkload(recover_exposes=True)) as client:
-        assert (await client.get("/instance/state")).json() == {"state": "exposed"}
+        assert (await client.get("/instance/state")).json() == {"state": "exposed", "last_seq": 1}
     async with running() as client:
-        assert (await client.get("/instance/state")).json() == {"state": "exposed"}
+        assert (await client.get("/instance/state")).json() == {"state": "exposed", "last_seq": 1}
 
 
 async def test_without_podman_the_workload_routes_answer_503_naming_it(
@@ -177,6 +179,8 @@ async def test_without_podman_the_workload_routes_answer_503_naming_it(
         token = (await register_operator(client, Ed25519PrivateKey.generate())).json()
         await register_owner(client, owner, token["owner_token"])
         body = {
+            "action": "configure",
+            "seq": 1,
             "instance_pubkey": (await instance_pubkey(client)).hex(),
             "image": "localhost/site:1",
             "persist_dirs": [],
@@ -198,6 +202,8 @@ async def test_the_route_applies_the_runtime_path_rule(running: Running, path: s
         token = (await register_operator(client, Ed25519PrivateKey.generate())).json()
         await register_owner(client, owner, token["owner_token"])
         body = {
+            "action": "configure",
+            "seq": 1,
             "instance_pubkey": (await instance_pubkey(client)).hex(),
             "image": "localhost/site:1",
             "persist_dirs": [path],

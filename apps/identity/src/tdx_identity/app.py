@@ -143,6 +143,7 @@ def create_app(
         registry=registry,
         workload=workload,
         measurement=measurement,
+        accept_unsequenced=settings.accept_unsequenced_requests,
     )
 
     app: Sanic[Any, Any] = Sanic(APP_NAME)

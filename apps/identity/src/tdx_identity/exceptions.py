@@ -26,6 +26,7 @@ IdentityServiceError
 │   ├── HelperMeasurementError    a helper program is missing or unmeasurable (StartupError)
 │   └── NoRtmrDeviceError
 ├── WorkloadAuthError             the request is not the registered owner's (401)
+│   └── StaleRequest              a signed body's seq is not above the last accepted (401)
 ├── WorkloadError                 a WorkloadManager step failed; message shown to the owner
 │   ├── WorkloadRejected          cannot be done as asked (400)
 │   ├── WorkloadUnavailable       no runtime can serve it now (503)
@@ -165,6 +166,11 @@ class MeasurementPersistError(MeasurementError):
 
 class WorkloadAuthError(IdentityServiceError):
     """The request is not the registered owner's for this instance (401)."""
+
+
+class StaleRequest(WorkloadAuthError):
+    """A signed owner body whose seq is not greater than the last accepted one: a replay or an
+    out-of-date request (401); nothing changes."""
 
 
 class WorkloadError(IdentityServiceError):

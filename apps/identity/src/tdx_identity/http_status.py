@@ -5,6 +5,7 @@ HTTP statuses (API.md). The errors themselves are drawn in `exceptions`.
 | --- | --- |
 | InvalidRequest, report-data EncodingError, lifecycle StepOutOfOrder, WorkloadRejected | 400 |
 | SignatureError, SmallOrderKeyError, OwnerTokenInvalid, NotPermitted, WorkloadAuthError | 401 |
+| StaleRequest (a WorkloadAuthError: a signed body's seq not above the last accepted) | 401 |
 | RegistryRejected with registry status 403 (the instance is bound to other data there) | 403 |
 | RegistryRejected with any other 4xx (it did not accept the attestation or identities) | 401 |
 | RegistryUnavailable (unreachable, timeout, 5xx, 429) | 502 |

@@ -46,6 +46,8 @@ class Settings:
     # that an image of the data volume alone does not hold the key to its own ciphertext.
     store_key_path: Path = Path("/var/lib/tdx-identity/store.key")
     container_name: str = "tdx-workload"
+    # Serve v1 owner bodies (no seq, no action): replayable, so only for clients not yet updated.
+    accept_unsequenced_requests: bool = False
     hardening: Hardening = field(default_factory=Hardening)
     limits: HttpLimits = field(default_factory=HttpLimits)
     rate_limit: RateLimit | None = field(default_factory=RateLimit)
@@ -221,6 +223,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="name (and label value) of the workload container [env CONTAINER_NAME] "
         "(default %(default)s)",
     )
+    parser.add_argument(
+        "--accept-unsequenced-requests",
+        action="store_true",
+        default=None,
+        help="also serve v1 owner bodies without seq and action, which can be replayed; "
+        "logged as a warning at start and at every such request "
+        "[env ACCEPT_UNSEQUENCED_REQUESTS=1] (default: refused with 400)",
+    )
     hardening = parser.add_argument_group(
         "workload hardening",
         "podman's default seccomp profile, no-new-privileges, no privileged mode and no host "
@@ -267,6 +277,12 @@ def parse_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Se
         )
     except WorkloadConfigError as exc:
         parser.error(str(exc))
+    accept_unsequenced = args.accept_unsequenced_requests
+    if accept_unsequenced is None:
+        flag = environ.get("ACCEPT_UNSEQUENCED_REQUESTS", "")
+        if flag not in ("", "0", "1"):
+            parser.error(f"ACCEPT_UNSEQUENCED_REQUESTS must be 1 or 0, not {flag!r}")
+        accept_unsequenced = flag == "1"
     return Settings(
         host=args.host,
         port=args.port,
@@ -285,5 +301,6 @@ def parse_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Se
         clear_mount_dir=args.clear_mount_dir,
         store_key_path=args.store_key_path,
         container_name=args.container_name,
+        accept_unsequenced_requests=accept_unsequenced,
         hardening=hardening,
     )

@@ -79,7 +79,10 @@ class App:
     instance: Instance
 
     async def signed(self, path: str, body: dict[str, Any]) -> httpx.Response:
-        raw = json.dumps(body).encode()
+        """The owner's body, naming its action and the seq after the instance's last one."""
+        last_seq = (await self.client.get("/instance/state")).json()["last_seq"]
+        sequenced = {"action": path.rsplit("/", 1)[-1], "seq": last_seq + 1, **body}
+        raw = json.dumps(sequenced).encode()
         return await self.client.post(
             path, content=raw, headers={"x-signature": sign(self.instance.owner, raw)}
         )

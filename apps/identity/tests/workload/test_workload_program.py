@@ -171,7 +171,13 @@ def test_the_program_configures_survives_kill_9_exposes_and_restarts_exposed(
     assert registered.status_code == 200
 
     def signed(path: str, body: dict[str, object]) -> httpx.Response:
-        raw = json.dumps({"instance_pubkey": instance.hex(), **body}).encode()
+        seq = program.client.get("/instance/state").json()["last_seq"] + 1
+        sequenced = {
+            "action": path.rsplit("/", 1)[-1],
+            "seq": seq,
+            "instance_pubkey": instance.hex(),
+        }
+        raw = json.dumps(sequenced | body).encode()
         return program.client.post(
             path, content=raw, headers={"x-signature": owner.sign(raw).hex()}
         )

@@ -12,13 +12,22 @@ with ``DOMAIN = b"tdx-identity/report-data/v1\\x00"``,
 || field(0x12, i.identity_signature)``.
 Fields come in a fixed order, each tagged and length-prefixed, so the encoding is injective; the
 report_data is ``SHA-512(encoding)`` (64 bytes, the size of the TD report's report_data).
+
+A fresh answer to a verifier's challenge (`challenge_report_data`) binds the instance key and a
+16-to-64-byte nonce under its own domain tag:
+``CHALLENGE_DOMAIN || field(0x01, instance_pubkey) || field(0x05, nonce)`` with
+``CHALLENGE_DOMAIN = b"tdx-identity/challenge/v1\\x00"``. Neither domain tag is a prefix of the
+other, so a challenge answer never passes as a registration binding, nor the reverse.
 """
 
 from tdx_report_data._binding import (
+    CHALLENGE_DOMAIN,
     DOMAIN,
     ED25519_PUBKEY_LEN,
     ED25519_SIGNATURE_LEN,
+    MAX_NONCE_LEN,
     MAX_PPID_LEN,
+    MIN_NONCE_LEN,
     REPORT_DATA_LEN,
     EncodingError,
     IdentityFormatError,
@@ -26,7 +35,9 @@ from tdx_report_data._binding import (
     ReportDataError,
     SignatureError,
     SmallOrderKeyError,
+    challenge_report_data,
     encode_binding,
+    encode_challenge,
     reject_small_order_key,
     report_data_for,
     sign_identity,
@@ -34,10 +45,13 @@ from tdx_report_data._binding import (
 )
 
 __all__ = [
+    "CHALLENGE_DOMAIN",
     "DOMAIN",
     "ED25519_PUBKEY_LEN",
     "ED25519_SIGNATURE_LEN",
+    "MAX_NONCE_LEN",
     "MAX_PPID_LEN",
+    "MIN_NONCE_LEN",
     "REPORT_DATA_LEN",
     "EncodingError",
     "IdentityFormatError",
@@ -45,7 +59,9 @@ __all__ = [
     "ReportDataError",
     "SignatureError",
     "SmallOrderKeyError",
+    "challenge_report_data",
     "encode_binding",
+    "encode_challenge",
     "reject_small_order_key",
     "report_data_for",
     "sign_identity",

@@ -12,9 +12,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 DOMAIN = b"tdx-identity/report-data/v1\x00"
+CHALLENGE_DOMAIN = b"tdx-identity/challenge/v1\x00"
 REPORT_DATA_LEN = 64
 ED25519_PUBKEY_LEN = 32
 ED25519_SIGNATURE_LEN = 64
+MIN_NONCE_LEN = 16
+MAX_NONCE_LEN = 64
 # Encrypted PPIDs are 256 or 384 bytes; leave room but refuse absurd sizes.
 MAX_PPID_LEN = 1024
 
@@ -22,6 +25,7 @@ _TAG_INSTANCE = 0x01
 _TAG_PPID = 0x02
 _TAG_OPERATOR = 0x03
 _TAG_OWNER = 0x04
+_TAG_NONCE = 0x05
 _TAG_ID_PUBKEY = 0x10
 _TAG_ID_INSTANCE_SIG = 0x11
 _TAG_ID_IDENTITY_SIG = 0x12
@@ -179,6 +183,21 @@ def report_data_for(
 ) -> bytes:
     """The 64-byte report_data committing to the binding: SHA-512 of `encode_binding`."""
     return hashlib.sha512(encode_binding(instance_pubkey, ppid, operator, owner)).digest()
+
+
+def encode_challenge(instance_pubkey: bytes, nonce: bytes) -> bytes:
+    """The canonical version-1 challenge encoding: ``CHALLENGE_DOMAIN || field(0x01,
+    instance_pubkey) || field(0x05, nonce)``. Its domain tag is not a prefix of the registration
+    binding's (nor that one of it), so no challenge encoding equals a registration encoding."""
+    _check_len("instance_pubkey", instance_pubkey, ED25519_PUBKEY_LEN)
+    if not isinstance(nonce, bytes) or not MIN_NONCE_LEN <= len(nonce) <= MAX_NONCE_LEN:
+        raise EncodingError(f"nonce must be {MIN_NONCE_LEN} to {MAX_NONCE_LEN} bytes")
+    return CHALLENGE_DOMAIN + _field(_TAG_INSTANCE, instance_pubkey) + _field(_TAG_NONCE, nonce)
+
+
+def challenge_report_data(instance_pubkey: bytes, nonce: bytes) -> bytes:
+    """The 64-byte report_data answering a verifier's challenge: SHA-512 of `encode_challenge`."""
+    return hashlib.sha512(encode_challenge(instance_pubkey, nonce)).digest()
 
 
 def _verify(pubkey: bytes, signature: bytes, message: bytes, what: str) -> None:

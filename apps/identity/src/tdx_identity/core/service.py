@@ -10,6 +10,14 @@ expose each extend a workload event once the runtime step is done, commit, and t
 re-registration fails the call answers with the registry's error while the workload, its
 committed state and the extended log stay as they are; the next configure/expose or the next
 start re-registers.
+
+Replay. Every signed owner body carries a seq that must be greater than the last one accepted
+(`PersistedState.last_seq`); the check runs under the lock before anything else of the step,
+and the step's seq is committed in the same state write as the step. A stale body changes
+nothing. With `accept_unsequenced` a v1 body without seq is served, with a warning each time.
+
+Challenges. `attest_challenge` answers a verifier's nonce with a fresh quote over the challenge
+binding, taken while the event log is frozen, and that log: the log replays to its RTMR3.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -52,6 +60,7 @@ from tdx_identity.exceptions import (
     QuoteSourceError,
     RegistryError,
     RtmrDeviceError,
+    StaleRequest,
     StartupError,
     StateWriteError,
     WorkloadAuthError,
@@ -61,9 +70,20 @@ from tdx_identity.exceptions import (
 from tdx_identity.workload.config import WorkloadConfig
 from tdx_identity.workload.requests import parse_configure, parse_expose, verify_owner_signature
 from tdx_measure import Transition, WorkloadEvent
-from tdx_report_data import IdentityInfo, report_data_for, sign_identity
+from tdx_report_data import (
+    IdentityInfo,
+    challenge_report_data,
+    report_data_for,
+    sign_identity,
+)
 
-__all__ = ["MAX_TOKEN_CHARS", "IdentityService", "platform_ppid", "token_hash"]
+__all__ = [
+    "MAX_TOKEN_CHARS",
+    "ChallengeAnswer",
+    "IdentityService",
+    "platform_ppid",
+    "token_hash",
+]
 
 log = logging.getLogger("tdx_identity")
 
@@ -80,6 +100,16 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", errors="surrogateescape")).digest()
 
 
+@dataclass(frozen=True)
+class ChallengeAnswer:
+    """A fresh quote over the challenge binding of (instance key, nonce), and the RTMR3 event
+    log that explains the quote's RTMR3."""
+
+    nonce: bytes
+    quote: bytes
+    event_log: str
+
+
 class IdentityService:
     """The instance's identity: its key, its persisted lifecycle, and the steps that move it."""
 
@@ -94,6 +124,7 @@ class IdentityService:
         measurement: MeasurementLog,
         ppid_of_quote: Callable[[bytes], bytes] = platform_ppid,
         clock: Callable[[], float] = time.time,
+        accept_unsequenced: bool = False,
     ) -> None:
         self._key = instance_key
         self._pubkey = public_key_bytes(instance_key)
@@ -104,6 +135,7 @@ class IdentityService:
         self._measurement = measurement
         self._ppid_of_quote = ppid_of_quote
         self._clock = clock
+        self._accept_unsequenced = accept_unsequenced
         self._lock = asyncio.Lock()
         self._prepared = False
 
@@ -145,6 +177,11 @@ class IdentityService:
         program calls it before its server starts so that a failure is one log line."""
         if self._prepared:
             return
+        if self._accept_unsequenced:
+            log.warning(
+                "accepting unsequenced owner requests (--accept-unsequenced-requests): a v1 "
+                "body without seq can be replayed by whoever saw it"
+            )
         await self.ensure_ppid()
         try:
             await self._measurement.start(int(self._clock()))
@@ -242,10 +279,8 @@ class IdentityService:
         """At shutdown: stop the workload runtime's listeners (the committed state stays)."""
         await self._workload.shutdown()
 
-    async def _attest(self, operator: IdentityInfo | None, owner: IdentityInfo | None) -> bytes:
-        """A quote of this TD whose report_data commits to the instance, PPID and identities."""
-        ppid = self._ppid()
-        report_data = report_data_for(self._pubkey, ppid, operator, owner)
+    async def _quote_for(self, report_data: bytes) -> bytes:
+        """A quote of this TD carrying exactly `report_data` (QuoteSourceError otherwise)."""
         quote = await self._quotes.get_quote(report_data)
         try:
             parsed = tdx_quote.parse_quote(quote, allow_zero_padding=True)
@@ -254,6 +289,20 @@ class IdentityService:
         if not hmac.compare_digest(parsed.body.report_data, report_data):
             raise QuoteSourceError("the quote source returned a quote for other report_data")
         return quote
+
+    async def attest_challenge(self, nonce: bytes) -> ChallengeAnswer:
+        """A fresh quote over the challenge binding of (this instance, `nonce`), taken while
+        the event log is frozen, with that log. Changes no state; EncodingError for a nonce
+        of the wrong size."""
+        report_data = challenge_report_data(self._pubkey, nonce)
+        async with self._measurement.frozen() as event_log:
+            quote = await self._quote_for(report_data)
+        return ChallengeAnswer(nonce=nonce, quote=quote, event_log=event_log)
+
+    async def _attest(self, operator: IdentityInfo | None, owner: IdentityInfo | None) -> bytes:
+        """A quote of this TD whose report_data commits to the instance, PPID and identities."""
+        ppid = self._ppid()
+        return await self._quote_for(report_data_for(self._pubkey, ppid, operator, owner))
 
     def _ppid(self) -> bytes:
         ppid = self._store.current.ppid
@@ -340,18 +389,41 @@ class IdentityService:
             raise WorkloadAuthError("no owner is registered")
         return state.owner.pubkey
 
+    def _check_seq(self, seq: int | None, action: str) -> int:
+        """The last_seq to commit with a step whose body carries `seq`; StaleRequest unless it
+        is greater than the last accepted one. Call under the lock."""
+        last = self._store.current.last_seq
+        if seq is None:
+            log.warning(
+                "unsequenced owner request accepted (--accept-unsequenced-requests)",
+                extra={"action": action},
+            )
+            return last
+        if seq <= last:
+            raise StaleRequest(
+                f"stale request: seq {seq} is not greater than the last accepted seq {last}"
+            )
+        return seq
+
     async def configure_workload(self, body: bytes, signature_hex: str | None) -> None:
         """Authenticate the owner's signed body, validate it, then (re)configure the workload."""
         owner_pubkey = self._owner_pubkey(Action.CONFIGURE_WORKLOAD)
         verify_owner_signature(owner_pubkey, body, signature_hex)
-        config = parse_configure(body, self._pubkey)
+        request = parse_configure(body, self._pubkey, accept_unsequenced=self._accept_unsequenced)
+        config = request.config
         async with self._lock:
             state = self._store.current
+            last_seq = self._check_seq(request.seq, "configure")
             target = next_state(state.lifecycle, Action.CONFIGURE_WORKLOAD, _phase(state))
             await self._workload.configure(config, owner_pubkey)
             await self._record_workload("configure", config, self._workload.running_image_id())
             self._store.commit(
-                replace(self._store.current, lifecycle=target, workload_config=config)
+                replace(
+                    self._store.current,
+                    lifecycle=target,
+                    workload_config=config,
+                    last_seq=last_seq,
+                )
             )
             await self._reregister()
         log.info(
@@ -363,16 +435,18 @@ class IdentityService:
         """Authenticate the owner's signed body, then close setup access and publish the port."""
         owner_pubkey = self._owner_pubkey(Action.EXPOSE_WORKLOAD)
         verify_owner_signature(owner_pubkey, body, signature_hex)
-        image = parse_expose(body, self._pubkey)
+        request = parse_expose(body, self._pubkey, accept_unsequenced=self._accept_unsequenced)
+        image = request.image
         async with self._lock:
             state = self._store.current
+            last_seq = self._check_seq(request.seq, "expose")
             target = next_state(state.lifecycle, Action.EXPOSE_WORKLOAD, _phase(state))
             config = state.workload_config
             if config is None or image != config.image:
                 raise WorkloadAuthError("image does not match the configured image")
             await self._workload.expose(config)
             await self._record_workload("expose", config, self._workload.running_image_id())
-            self._store.commit(replace(self._store.current, lifecycle=target))
+            self._store.commit(replace(self._store.current, lifecycle=target, last_seq=last_seq))
             await self._reregister()
         log.info("workload exposed", extra={"image": image})
 

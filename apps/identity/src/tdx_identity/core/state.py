@@ -24,6 +24,7 @@ from tdx_identity.core.lifecycle import (
 from tdx_identity.exceptions import StateFileError, StateWriteError, UnsafeFileError
 from tdx_identity.files import DATA_MODE_MASK, atomic_replace, read_private
 from tdx_identity.workload.config import WorkloadConfig
+from tdx_identity.workload.requests import MAX_SEQ
 from tdx_report_data import IdentityInfo
 
 __all__ = [
@@ -89,6 +90,9 @@ class PersistedState:
     owner_token_sha256: bytes | None = None
     workload_config: WorkloadConfig | None = None
     workload: WorkloadSection | None = None
+    # The seq of the last signed owner step committed; 0 before any (and in files written
+    # before seqs existed). A step's seq is committed in the same write as the step.
+    last_seq: int = 0
 
     def __post_init__(self) -> None:
         _check_consistent(self)
@@ -112,6 +116,7 @@ class PersistedState:
             ),
             "workload_config": config,
             "workload": self.workload.to_json() if self.workload is not None else {},
+            "last_seq": self.last_seq,
         }
 
     @classmethod
@@ -133,7 +138,14 @@ class PersistedState:
             owner_token_sha256=_optional_hex(data, "owner_token_sha256"),
             workload_config=_workload_config(data.get("workload_config"), owner),
             workload=WorkloadSection.from_json(data.get("workload", {})),
+            last_seq=_last_seq(data.get("last_seq", 0)),
         )
+
+
+def _last_seq(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("last_seq is not an integer")
+    return value
 
 
 def _workload_config(value: Any, owner: IdentityInfo | None) -> WorkloadConfig | None:
@@ -183,6 +195,8 @@ def _check_consistent(state: PersistedState) -> None:
         raise ValueError(f"workload config does not match lifecycle state {lifecycle}")
     if has_operator(lifecycle) and state.ppid is None:
         raise ValueError("a registered instance must have a PPID")
+    if not 0 <= state.last_seq <= MAX_SEQ:
+        raise ValueError(f"last_seq is not in 0..{MAX_SEQ}")
 
 
 class _SectionStore:

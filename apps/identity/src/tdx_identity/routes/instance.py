@@ -1,11 +1,19 @@
-"""Public facts about the instance: its key, its lifecycle state and its RTMR3 event log."""
+"""Public facts about the instance: its key, its lifecycle state, its RTMR3 event log, and a
+fresh attestation answering a verifier's nonce."""
 
 from __future__ import annotations
+
+import base64
+import re
 
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json, text
 
+from tdx_identity.exceptions import InvalidRequest
 from tdx_identity.routes._common import service_of
+from tdx_report_data import MAX_NONCE_LEN, MIN_NONCE_LEN
+
+_NONCE_RE = re.compile(r"(?:[0-9a-fA-F]{2})*", re.ASCII)
 
 instance_bp = Blueprint("instance")
 
@@ -18,8 +26,39 @@ async def instance_pubkey(request: Request) -> HTTPResponse:
 
 @instance_bp.get("/instance/state")
 async def instance_state(request: Request) -> HTTPResponse:
-    """The lifecycle state name (an addition to API.md; carries no secret)."""
-    return json({"state": service_of(request).state.lifecycle.value})
+    """The lifecycle state name and the last accepted owner seq (carry no secret)."""
+    state = service_of(request).state
+    return json({"state": state.lifecycle.value, "last_seq": state.last_seq})
+
+
+def _nonce(request: Request) -> bytes:
+    """The one `nonce` query parameter: hex of 16 to 64 bytes; InvalidRequest (400) otherwise."""
+    values = request.get_args(keep_blank_values=True).getlist("nonce")
+    if len(values) != 1:
+        raise InvalidRequest("exactly one nonce query parameter is required")
+    [value] = values
+    if _NONCE_RE.fullmatch(value) is None:
+        raise InvalidRequest("nonce must be an even number of hex digits")
+    nonce = bytes.fromhex(value)
+    if not MIN_NONCE_LEN <= len(nonce) <= MAX_NONCE_LEN:
+        raise InvalidRequest(f"nonce must be {MIN_NONCE_LEN} to {MAX_NONCE_LEN} bytes")
+    return nonce
+
+
+@instance_bp.get("/instance/attestation")
+async def instance_attestation(request: Request) -> HTTPResponse:
+    """A fresh quote over the challenge binding of (instance key, nonce), with the RTMR3 event
+    log it was taken under."""
+    service = service_of(request)
+    answer = await service.attest_challenge(_nonce(request))
+    return json(
+        {
+            "instance_pubkey": service.instance_pubkey.hex(),
+            "nonce": answer.nonce.hex(),
+            "quote": base64.b64encode(answer.quote).decode("ascii"),
+            "event_log": answer.event_log,
+        }
+    )
 
 
 @instance_bp.get("/instance/eventlog")

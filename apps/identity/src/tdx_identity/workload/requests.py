@@ -1,12 +1,18 @@
 """The owner's signed `/workload/configure` and `/workload/expose` bodies, checked before any
 workload step: the signature over the exact raw bytes first, then each field with the one set
-of validators in `config`."""
+of validators in `config`.
+
+Each body names its route (`"action"`) and carries the owner's `"seq"` (1..2^53-1), and has no
+field its route does not define, so a body signed for one step can serve neither another step
+nor, once its seq is spent, the same one again. A service run with
+`--accept-unsequenced-requests` also takes a v1 body, without `action` and `seq`."""
 
 from __future__ import annotations
 
 import hmac
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -20,7 +26,36 @@ from .config import (
     validate_port,
 )
 
-__all__ = ["parse_configure", "parse_expose", "verify_owner_signature"]
+__all__ = [
+    "MAX_SEQ",
+    "ConfigureRequest",
+    "ExposeRequest",
+    "parse_configure",
+    "parse_expose",
+    "verify_owner_signature",
+]
+
+MAX_SEQ: Final = 2**53 - 1
+_CONFIGURE_FIELDS: Final = frozenset(
+    {"action", "seq", "instance_pubkey", "image", "persist_dirs", "port"}
+)
+_EXPOSE_FIELDS: Final = frozenset({"action", "seq", "instance_pubkey", "image"})
+
+
+@dataclass(frozen=True)
+class ConfigureRequest:
+    """A checked configure body: the configuration, and its seq (None: an accepted v1 body)."""
+
+    config: WorkloadConfig
+    seq: int | None
+
+
+@dataclass(frozen=True)
+class ExposeRequest:
+    """A checked expose body: the image it names, and its seq (None: an accepted v1 body)."""
+
+    image: str
+    seq: int | None
 
 
 def verify_owner_signature(owner_pubkey: bytes, body: bytes, signature_hex: str | None) -> None:
@@ -61,6 +96,29 @@ def _check_instance(data: dict[str, Any], instance_pubkey: bytes) -> None:
         raise WorkloadAuthError("instance_pubkey is not this instance's public key")
 
 
+def _check_envelope(
+    data: dict[str, Any], action: str, fields: frozenset[str], *, accept_unsequenced: bool
+) -> int | None:
+    """The fields, `action` and `seq` every signed body shares; returns the seq (None only for
+    an accepted unsequenced body). Raises InvalidRequest (400)."""
+    unknown = sorted(str(name) for name in data if name not in fields)
+    if unknown:
+        raise InvalidRequest(f"unknown field(s) for {action}: {', '.join(unknown)}")
+    if "action" in data:
+        if data["action"] != action:
+            raise InvalidRequest(f"action must be {action!r} on this route")
+    elif not accept_unsequenced:
+        raise InvalidRequest("missing field: action")
+    if "seq" not in data:
+        if not accept_unsequenced:
+            raise InvalidRequest("missing field: seq")
+        return None
+    seq = data["seq"]
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= MAX_SEQ:
+        raise InvalidRequest(f"seq must be an integer from 1 to {MAX_SEQ}")
+    return seq
+
+
 def _image(value: Any) -> str:
     try:
         return validate_image_reference(value)
@@ -68,29 +126,38 @@ def _image(value: Any) -> str:
         raise InvalidRequest(str(exc)) from None
 
 
-def parse_configure(body: bytes, instance_pubkey: bytes) -> WorkloadConfig:
+def parse_configure(
+    body: bytes, instance_pubkey: bytes, *, accept_unsequenced: bool = False
+) -> ConfigureRequest:
     """The `/workload/configure` body, checked field by field; raises InvalidRequest (400)
     or WorkloadAuthError (401, another instance)."""
     data = _body_object(body)
+    seq = _check_envelope(
+        data, "configure", _CONFIGURE_FIELDS, accept_unsequenced=accept_unsequenced
+    )
     _check_instance(data, instance_pubkey)
     for name in ("image", "persist_dirs", "port"):
         if name not in data:
             raise InvalidRequest(f"missing field: {name}")
     image = _image(data["image"])
     try:
-        return WorkloadConfig(
+        config = WorkloadConfig(
             image=image,
             persist_dirs=validate_persist_dirs(data["persist_dirs"]),
             port=validate_port(data["port"]),
         )
     except WorkloadConfigError as exc:
         raise InvalidRequest(str(exc)) from None
+    return ConfigureRequest(config=config, seq=seq)
 
 
-def parse_expose(body: bytes, instance_pubkey: bytes) -> str:
-    """The image named by a `/workload/expose` body."""
+def parse_expose(
+    body: bytes, instance_pubkey: bytes, *, accept_unsequenced: bool = False
+) -> ExposeRequest:
+    """The `/workload/expose` body: the image it names and its seq."""
     data = _body_object(body)
+    seq = _check_envelope(data, "expose", _EXPOSE_FIELDS, accept_unsequenced=accept_unsequenced)
     _check_instance(data, instance_pubkey)
     if "image" not in data:
         raise InvalidRequest("missing field: image")
-    return _image(data["image"])
+    return ExposeRequest(image=_image(data["image"]), seq=seq)
