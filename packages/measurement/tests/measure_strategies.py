@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from tdx_measure import BootEvent, Event, ExecutableEvent, WorkloadEvent
+from tdx_measure import (
+    BootEvent,
+    Event,
+    ExecutableEvent,
+    IdentityEvent,
+    SshHostKeyEvent,
+    WorkloadEvent,
+    ssh_ed25519_line,
+)
 
 _segment_chars = st.characters(
     codec="utf-8",
@@ -47,8 +55,17 @@ workload_events = st.builds(
     persist_dirs=st.lists(clean_paths, max_size=4).map(tuple),
     port=ports,
 )
-runtime_events = st.one_of(executable_events, workload_events)
-events = st.one_of(boot_events, executable_events, workload_events)
+ssh_host_key_events = st.builds(
+    lambda key: SshHostKeyEvent(public_key=ssh_ed25519_line(key)),
+    st.binary(min_size=32, max_size=32),
+)
+identity_events = st.builds(
+    IdentityEvent,
+    role=st.sampled_from(["operator", "owner"]),
+    pubkey=st.binary(min_size=32, max_size=32),
+)
+runtime_events = st.one_of(executable_events, workload_events, ssh_host_key_events, identity_events)
+events = st.one_of(boot_events, runtime_events)
 
 FIELD_STRATEGIES: dict[type, dict[str, st.SearchStrategy[object]]] = {
     BootEvent: {"boot_nonce": st.binary(min_size=32, max_size=32), "timestamp": timestamps},
@@ -65,6 +82,13 @@ FIELD_STRATEGIES: dict[type, dict[str, st.SearchStrategy[object]]] = {
         "image_id": image_ids,
         "persist_dirs": st.lists(clean_paths, max_size=4).map(tuple),
         "port": ports,
+    },
+    SshHostKeyEvent: {
+        "public_key": st.binary(min_size=32, max_size=32).map(ssh_ed25519_line),
+    },
+    IdentityEvent: {
+        "role": st.sampled_from(["operator", "owner"]),
+        "pubkey": st.binary(min_size=32, max_size=32),
     },
 }
 

@@ -16,12 +16,15 @@ from tdx_measure import (
     BootEvent,
     EventLogError,
     ExecutableEvent,
+    IdentityEvent,
+    SshHostKeyEvent,
     WorkloadEvent,
     decode_event,
     encode_event,
     event_digest,
     event_from_object,
     event_to_object,
+    ssh_ed25519_line,
 )
 
 BOOT = BootEvent(boot_nonce=bytes(range(32)), timestamp=1_700_000_000)
@@ -39,6 +42,11 @@ WORK = WorkloadEvent(
     persist_dirs=("/data", "/srv/\u00e9t\u00e9"),
     port=8080,
 )
+
+SSH_KEY = bytes(range(32))
+SSH_LINE = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f"
+SSH = SshHostKeyEvent(public_key=SSH_LINE)
+OWNER = IdentityEvent(role="owner", pubkey=bytes(range(32, 64)))
 
 
 def test_boot_event_encodes_to_the_documented_bytes() -> None:
@@ -58,6 +66,26 @@ def test_executable_event_encodes_to_the_documented_bytes() -> None:
         b'"type":"executable"}'
     )
     assert encode_event(EXE) == expected
+
+
+def test_ssh_host_key_line_is_the_openssh_encoding() -> None:
+    assert ssh_ed25519_line(SSH_KEY) == SSH_LINE
+
+
+def test_ssh_host_key_event_encodes_to_the_documented_bytes() -> None:
+    expected = (
+        b'tdx-measure/event/v1\n{"public_key":"' + SSH_LINE.encode() + b'","type":"ssh_host_key"}'
+    )
+    assert encode_event(SSH) == expected
+
+
+def test_identity_event_encodes_to_the_documented_bytes() -> None:
+    expected = (
+        b"tdx-measure/event/v1\n"
+        b'{"pubkey":"202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f",'
+        b'"role":"owner","type":"identity"}'
+    )
+    assert encode_event(OWNER) == expected
 
 
 def test_executable_event_without_build_id_encodes_null() -> None:
@@ -94,7 +122,9 @@ def test_fresh_boot_events_have_distinct_random_nonces() -> None:
 
 @given(events)
 def test_serialization_round_trips(event: object) -> None:
-    assert isinstance(event, BootEvent | ExecutableEvent | WorkloadEvent)
+    assert isinstance(
+        event, BootEvent | ExecutableEvent | WorkloadEvent | SshHostKeyEvent | IdentityEvent
+    )
     assert decode_event(encode_event(event)) == event
     assert event_from_object(json.loads(json.dumps(event_to_object(event)))) == event
     assert event_to_object(event) == {"type": event.TYPE, **event.to_object()}
@@ -152,7 +182,8 @@ def test_decoding_refuses_every_non_canonical_encoding(mutate: object) -> None:
 
 
 def _obj(
-    event: BootEvent | ExecutableEvent | WorkloadEvent, **changes: object
+    event: BootEvent | ExecutableEvent | WorkloadEvent | SshHostKeyEvent | IdentityEvent,
+    **changes: object,
 ) -> dict[str, object]:
     obj = event_to_object(event)
     for key, value in changes.items():
@@ -202,6 +233,16 @@ def _obj(
         (_obj(WORK, persist_dirs="/data"), "persist_dirs: must be an array"),
         (_obj(WORK, persist_dirs=["/data", "rel"]), "persist_dirs[1]"),
         (_obj(WORK, persist_dirs=[1]), "persist_dirs[0]: must be a string"),
+        (_obj(SSH, public_key=SSH_LINE + " comment"), "public_key"),
+        (_obj(SSH, public_key=SSH_LINE.replace("ssh-ed25519", "ssh-rsa", 1)), "public_key"),
+        (_obj(SSH, public_key=SSH_LINE[:-4]), "public_key"),
+        (_obj(SSH, public_key=SSH_LINE + "="), "public_key"),
+        (_obj(SSH, public_key="ssh-ed25519  " + SSH_LINE[12:]), "public_key"),
+        (_obj(SSH, public_key=1), "public_key: must be a string"),
+        (_obj(OWNER, role="admin"), "role"),
+        (_obj(OWNER, pubkey="00" * 31), "pubkey: is 31 bytes"),
+        (_obj(OWNER, pubkey="AB" * 32), "pubkey"),
+        (_obj(OWNER, fingerprint="x"), "unexpected fields ['fingerprint']"),
     ],
 )
 def test_decoding_refuses_malformed_objects_naming_the_field(obj: object, reason: str) -> None:

@@ -19,13 +19,16 @@ from tdx_measure import (
     EventLog,
     EventLogError,
     ExecutableEvent,
+    IdentityEvent,
     RegisterLengthError,
     ReplayMismatchError,
+    SshHostKeyEvent,
     VerifiedLog,
     WorkloadEvent,
     event_digest,
     extend,
     replay,
+    ssh_ed25519_line,
     verify_log,
 )
 from tdx_measure._rtmr import LOG_FORMAT, MAX_LOG_EVENTS
@@ -266,6 +269,24 @@ def test_workload_is_the_latest_transition() -> None:
     assert log.workload == CONFIGURE
     log.append(EXPOSE)
     assert log.workload == EXPOSE
+
+
+def test_ssh_host_key_and_identities_are_the_latest_of_their_kind() -> None:
+    first, second = (SshHostKeyEvent(ssh_ed25519_line(bytes([n]) * 32)) for n in (1, 2))
+    stray = IdentityEvent("operator", b"\x01" * 32)
+    operator = IdentityEvent("operator", b"\x02" * 32)
+    owner = IdentityEvent("owner", b"\x03" * 32)
+    empty = make_log(EXE)
+    assert empty.ssh_host_key is None
+    assert empty.identity("operator") is None and empty.identity("owner") is None
+    log = make_log(first, stray, operator, owner, second, CONFIGURE)
+    assert log.ssh_host_key == second.public_key
+    assert log.identity("operator") == operator.pubkey
+    assert log.identity("owner") == owner.pubkey
+    verified = verify_log(log, log.replay())
+    assert verified.ssh_host_key == second.public_key
+    assert verified.identity("operator") == operator.pubkey
+    assert verified.identity("owner") == owner.pubkey
 
 
 def test_appending_and_extending_keeps_log_and_register_in_step() -> None:

@@ -20,6 +20,10 @@ from tdx_measure._events import (
     BootEvent,
     Event,
     ExecutableEvent,
+    IdentityEvent,
+    IdentityRole,
+    RuntimeEvent,
+    SshHostKeyEvent,
     Transition,
     WorkloadEvent,
     decode_event,
@@ -27,6 +31,7 @@ from tdx_measure._events import (
     event_digest,
     event_from_object,
     event_to_object,
+    ssh_ed25519_line,
 )
 from tdx_measure._policy import ExecutablePin, MeasurementPolicy, check_log
 from tdx_measure._rtmr import (
@@ -52,6 +57,8 @@ __all__ = [
     "ExecutablePin",
     "ExecutableUnreadableError",
     "HelperNotFoundError",
+    "IdentityEvent",
+    "IdentityRole",
     "InvalidPolicyError",
     "MeasurementError",
     "MeasurementPolicy",
@@ -59,6 +66,8 @@ __all__ = [
     "PolicyViolationError",
     "RegisterLengthError",
     "ReplayMismatchError",
+    "RuntimeEvent",
+    "SshHostKeyEvent",
     "Transition",
     "VerifiedLog",
     "WorkloadEvent",
@@ -72,5 +81,6 @@ __all__ = [
     "find_helper",
     "measure_executable",
     "replay",
+    "ssh_ed25519_line",
     "verify_log",
 ]

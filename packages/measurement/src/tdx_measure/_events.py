@@ -7,6 +7,8 @@ validates its fields when constructed, so a decoded event is as trustworthy as a
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import re
 import secrets
@@ -26,8 +28,13 @@ MAX_PERSIST_DIRS: Final = 256
 MAX_BUILD_ID_SIZE: Final = 64
 MAX_EVENT_BYTES: Final = 2 * 1024 * 1024
 
+IDENTITY_KEY_SIZE: Final = 32
+
 Transition: TypeAlias = Literal["configure", "expose"]
 TRANSITIONS: Final[frozenset[str]] = frozenset(get_args(Transition))
+IdentityRole: TypeAlias = Literal["operator", "owner"]
+IDENTITY_ROLES: Final[frozenset[str]] = frozenset(get_args(IdentityRole))
+SSH_ED25519: Final = "ssh-ed25519"
 
 _ROLE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _MACHINE = re.compile(r"EM_[A-Z0-9_]{1,40}")
@@ -195,7 +202,79 @@ class WorkloadEvent:
         }
 
 
-Event: TypeAlias = BootEvent | ExecutableEvent | WorkloadEvent
+def _ssh_string(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
+
+
+def ssh_ed25519_line(public_key: bytes) -> str:
+    """The OpenSSH public key line ``ssh-ed25519 <base64>`` (no comment) of a 32-byte key."""
+    _check_bytes("public_key", public_key, IDENTITY_KEY_SIZE, IDENTITY_KEY_SIZE)
+    blob = _ssh_string(SSH_ED25519.encode("ascii")) + _ssh_string(public_key)
+    return f"{SSH_ED25519} {base64.b64encode(blob).decode('ascii')}"
+
+
+def _check_ssh_ed25519(field: str, value: object) -> str:
+    """Exactly ``ssh-ed25519 <base64 of the key blob>``: one space, no comment, the blob's
+    algorithm name equal to the line's and a 32-byte key, in the one canonical base64."""
+    if type(value) is not str:
+        raise _fail(field, f"must be a string, not {type(value).__name__}")
+    prefix = SSH_ED25519 + " "
+    if not value.startswith(prefix):
+        raise _fail(field, "is not an OpenSSH ssh-ed25519 public key line")
+    try:
+        blob = base64.b64decode(value[len(prefix) :].encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise _fail(field, "carries a key blob that is not base64") from None
+    expected_head = _ssh_string(SSH_ED25519.encode("ascii"))
+    if len(blob) != len(expected_head) + 4 + IDENTITY_KEY_SIZE or not blob.startswith(
+        expected_head
+    ):
+        raise _fail(field, "is not an ssh-ed25519 key blob with a 32-byte key")
+    if ssh_ed25519_line(blob[-IDENTITY_KEY_SIZE:]) != value:
+        raise _fail(field, "is not in canonical form")
+    return value
+
+
+@dataclass(frozen=True)
+class SshHostKeyEvent:
+    """The SSH host key the service's setup server presents in this boot, measured before the
+    server first listens, so a verifier of a later quote can pin it."""
+
+    TYPE: ClassVar[str] = "ssh_host_key"
+    public_key: str
+    """The OpenSSH public key line ``ssh-ed25519 AAAA...``, without a comment."""
+
+    def __post_init__(self) -> None:
+        _check_ssh_ed25519("public_key", self.public_key)
+
+    def to_object(self) -> dict[str, object]:
+        """The event's fields in JSON form, without the log's "type" member."""
+        return {"public_key": self.public_key}
+
+
+@dataclass(frozen=True)
+class IdentityEvent:
+    """An operator or owner the TD serves: extended when the identity registers (before the
+    quote the registration sends) and again after every reboot."""
+
+    TYPE: ClassVar[str] = "identity"
+    role: IdentityRole
+    pubkey: bytes
+    """The identity's 32-byte ed25519 public key."""
+
+    def __post_init__(self) -> None:
+        if self.role not in IDENTITY_ROLES:
+            raise _fail("role", f"{self.role!r} is not one of {sorted(IDENTITY_ROLES)}")
+        _check_bytes("pubkey", self.pubkey, IDENTITY_KEY_SIZE, IDENTITY_KEY_SIZE)
+
+    def to_object(self) -> dict[str, object]:
+        """The event's fields in JSON form, without the log's "type" member."""
+        return {"role": self.role, "pubkey": self.pubkey.hex()}
+
+
+Event: TypeAlias = BootEvent | ExecutableEvent | WorkloadEvent | SshHostKeyEvent | IdentityEvent
+RuntimeEvent: TypeAlias = ExecutableEvent | WorkloadEvent | SshHostKeyEvent | IdentityEvent
+"""Every event but the boot event: what `EventLog.append` takes."""
 
 _FIELDS: Final[dict[str, frozenset[str]]] = {
     BootEvent.TYPE: frozenset({"type", "boot_nonce", "timestamp"}),
@@ -203,6 +282,8 @@ _FIELDS: Final[dict[str, frozenset[str]]] = {
     WorkloadEvent.TYPE: frozenset(
         {"type", "transition", "image", "image_id", "persist_dirs", "port"}
     ),
+    SshHostKeyEvent.TYPE: frozenset({"type", "public_key"}),
+    IdentityEvent.TYPE: frozenset({"type", "role", "pubkey"}),
 }
 
 
@@ -241,6 +322,10 @@ def event_from_object(obj: object) -> Event:
             build_id=build_id,
             machine=obj["machine"],
         )
+    if kind == SshHostKeyEvent.TYPE:
+        return SshHostKeyEvent(public_key=obj["public_key"])
+    if kind == IdentityEvent.TYPE:
+        return IdentityEvent(role=obj["role"], pubkey=_hex_field(obj, "pubkey"))
     persist_dirs = obj["persist_dirs"]
     if type(persist_dirs) is not list:
         raise _fail("persist_dirs", f"must be an array, not {type(persist_dirs).__name__}")

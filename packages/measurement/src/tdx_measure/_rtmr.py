@@ -12,7 +12,10 @@ from tdx_measure._errors import EventLogError, RegisterLengthError, ReplayMismat
 from tdx_measure._events import (
     BootEvent,
     Event,
-    ExecutableEvent,
+    IdentityEvent,
+    IdentityRole,
+    RuntimeEvent,
+    SshHostKeyEvent,
     WorkloadEvent,
     event_digest,
     event_from_object,
@@ -53,6 +56,20 @@ def _latest_workload(events: tuple[Event, ...]) -> WorkloadEvent | None:
     return None
 
 
+def _latest_ssh_host_key(events: tuple[Event, ...]) -> str | None:
+    for event in reversed(events):
+        if isinstance(event, SshHostKeyEvent):
+            return event.public_key
+    return None
+
+
+def _latest_identity(events: tuple[Event, ...], role: IdentityRole) -> bytes | None:
+    for event in reversed(events):
+        if isinstance(event, IdentityEvent) and event.role == role:
+            return event.pubkey
+    return None
+
+
 def _leading_boot(events: tuple[Event, ...]) -> BootEvent:
     if not events or not isinstance(events[0], BootEvent):
         raise EventLogError("a log must start with a boot event")
@@ -61,7 +78,8 @@ def _leading_boot(events: tuple[Event, ...]) -> BootEvent:
 
 class EventLog:
     """An append-only measurement log for one register during one boot: a boot event first,
-    then executable and workload events in the order they were extended."""
+    then executable, workload, SSH host key and identity events in the order they were
+    extended."""
 
     __slots__ = ("_boot", "_events")
 
@@ -87,7 +105,7 @@ class EventLog:
         """Record an event and return its digest, the value to extend into the register."""
         if isinstance(event, BootEvent):
             raise EventLogError("a boot event only starts a log: a reboot starts a new log")
-        if not isinstance(event, ExecutableEvent | WorkloadEvent):
+        if not isinstance(event, RuntimeEvent):
             raise EventLogError(f"{type(event).__name__} is not an event")
         if len(self._events) >= MAX_LOG_EVENTS:
             raise EventLogError(f"the log already holds the maximum of {MAX_LOG_EVENTS} events")
@@ -106,6 +124,16 @@ class EventLog:
     def workload(self) -> WorkloadEvent | None:
         """The latest workload transition, or None before the first configure."""
         return _latest_workload(tuple(self._events))
+
+    @property
+    def ssh_host_key(self) -> str | None:
+        """The latest measured SSH host key line, or None when the log has none."""
+        return _latest_ssh_host_key(tuple(self._events))
+
+    def identity(self, role: IdentityRole) -> bytes | None:
+        """The public key of the latest `role` ("operator" or "owner") identity event, or None.
+        A registration the registry refused leaves its event behind: the latest one counts."""
+        return _latest_identity(tuple(self._events), role)
 
     def replay(self, initial: bytes = ZERO_REGISTER) -> bytes:
         """The register value this log must have produced from `initial` (zero at TD start)."""
@@ -206,6 +234,16 @@ class VerifiedLog:
     def workload(self) -> WorkloadEvent | None:
         """The latest workload transition, or None before the first configure."""
         return _latest_workload(self._events)
+
+    @property
+    def ssh_host_key(self) -> str | None:
+        """The latest measured SSH host key line, or None when the log has none."""
+        return _latest_ssh_host_key(self._events)
+
+    def identity(self, role: IdentityRole) -> bytes | None:
+        """The public key of the latest `role` ("operator" or "owner") identity event, or None.
+        A registration the registry refused leaves its event behind: the latest one counts."""
+        return _latest_identity(self._events, role)
 
     def __len__(self) -> int:
         return len(self._events)
