@@ -1,0 +1,90 @@
+"""The operator's and owner's client of a TDX identity service: verifies before it trusts.
+
+async with IdentityClient(url) as identity, QuoteVerifier(TrustSettings(root_pem)) as qv:
+    registration = await register_operator(identity, operator_key, qv)   # verified first
+async with RegistryClient(url) as registry, QuoteVerifier(TrustSettings()) as qv:
+    facts = await verify_record(await registry.record(pk), instance_pubkey=pk, verifier=qv)
+"""
+
+from tdxctl._clients import (
+    AttestationAnswer,
+    IdentityClient,
+    InstanceState,
+    RegistryClient,
+    RegistryRecord,
+)
+from tdxctl._errors import (
+    BadAnswer,
+    BindingMismatch,
+    EventLogRejected,
+    ExpectationFailed,
+    HostKeyMismatch,
+    IdentityRejected,
+    KeyFileError,
+    QuoteRejected,
+    RecordFormatError,
+    RequestError,
+    ServiceRefused,
+    ServiceUnreachable,
+    SshError,
+    TdxctlError,
+    VerificationFailed,
+)
+from tdxctl._flows import (
+    OperatorRegistration,
+    SshTarget,
+    attested_ssh_target,
+    fresh_attestation,
+    register_operator,
+)
+from tdxctl._keys import generate_key_file, load_private_key, public_key_bytes
+from tdxctl._ssh import DEFAULT_SSH_PORT, known_hosts_line, run_pinned_ssh, ssh_argv
+from tdxctl._verify import (
+    INTEL_PCS_URL,
+    QuoteVerifier,
+    TrustSettings,
+    VerifiedFacts,
+    verify_attestation,
+    verify_record,
+)
+
+__all__ = [
+    "DEFAULT_SSH_PORT",
+    "INTEL_PCS_URL",
+    "AttestationAnswer",
+    "BadAnswer",
+    "BindingMismatch",
+    "EventLogRejected",
+    "ExpectationFailed",
+    "HostKeyMismatch",
+    "IdentityClient",
+    "IdentityRejected",
+    "InstanceState",
+    "KeyFileError",
+    "OperatorRegistration",
+    "QuoteRejected",
+    "QuoteVerifier",
+    "RecordFormatError",
+    "RegistryClient",
+    "RegistryRecord",
+    "RequestError",
+    "ServiceRefused",
+    "ServiceUnreachable",
+    "SshError",
+    "SshTarget",
+    "TdxctlError",
+    "TrustSettings",
+    "VerificationFailed",
+    "VerifiedFacts",
+    "attested_ssh_target",
+    "fresh_attestation",
+    "generate_key_file",
+    "known_hosts_line",
+    "load_private_key",
+    "public_key_bytes",
+    "register_operator",
+    "run_pinned_ssh",
+    "ssh_argv",
+    "verify_attestation",
+    "verify_record",
+]

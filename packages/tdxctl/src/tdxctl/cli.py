@@ -1,0 +1,536 @@
+"""`tdxctl`: the command line of the operator and the owner (API.md, "tdxctl").
+
+Readable text by default, one JSON object on stdout with `--json`; exit 0 on success, 1 when
+a check or a request fails (the reason on stderr, and in `"error"` with `--json`), 2 on a usage
+error. Defaults come from the TDXCTL_* variables, read once into `Defaults`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, NoReturn, TextIO
+from urllib.parse import urlsplit
+
+from cryptography import x509
+
+from tdx_verify import KNOWN_TCB_STATUSES, Policy
+from tdxctl._clients import IdentityClient, RegistryClient
+from tdxctl._errors import TdxctlError, VerificationFailed
+from tdxctl._flows import SshTarget, attested_ssh_target, register_operator
+from tdxctl._keys import generate_key_file, load_private_key, public_key_bytes
+from tdxctl._ssh import DEFAULT_SSH_PORT, run_pinned_ssh
+from tdxctl._verify import INTEL_PCS_URL, QuoteVerifier, TrustSettings, VerifiedFacts, verify_record
+
+__all__ = ["Defaults", "build_parser", "main"]
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """The TDXCTL_* defaults, read once from the environment."""
+
+    identity_url: str | None = None
+    registry_url: str | None = None
+    key: str | None = None
+    trusted_root_ca: str | None = None
+    pccs_url: str | None = None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Defaults:
+        def get(name: str) -> str | None:
+            return environ.get(name) or None
+
+        return cls(
+            identity_url=get("TDXCTL_IDENTITY_URL"),
+            registry_url=get("TDXCTL_REGISTRY_URL"),
+            key=get("TDXCTL_KEY"),
+            trusted_root_ca=get("TDXCTL_TRUSTED_ROOT_CA"),
+            pccs_url=get("TDXCTL_PCCS_URL"),
+        )
+
+
+class UsageError(Exception):
+    """A command line that does not parse (exit 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises `UsageError` instead of exiting, so `main` decides how
+    to report it (also as JSON)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A command's result: its JSON object, its readable lines, and the exit status."""
+
+    data: dict[str, Any]
+    text: list[str] = field(default_factory=list)
+    status: int = EXIT_OK
+
+
+# ---- argument types: each refuses a bad value as a usage error -------------------------
+
+
+def _hex_bytes(length: int, what: str) -> Callable[[str], bytes]:
+    def parse(value: str) -> bytes:
+        try:
+            data = bytes.fromhex(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be hex") from None
+        if len(data) != length:
+            raise argparse.ArgumentTypeError(f"{what} must be {length} bytes ({2 * length} hex)")
+        return data
+
+    return parse
+
+
+_pubkey = _hex_bytes(32, "a public key")
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError("a port is an integer from 1 to 65535")
+    return int(value)
+
+
+def _tcb_statuses(value: str) -> frozenset[str]:
+    statuses = frozenset(s.strip() for s in value.split(",") if s.strip())
+    unknown = sorted(statuses - KNOWN_TCB_STATUSES)
+    if not statuses or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown TCB status {', '.join(unknown) or '(none)'}; "
+            f"known: {', '.join(sorted(KNOWN_TCB_STATUSES))}"
+        )
+    return statuses
+
+
+def _mrtd_list(value: str) -> frozenset[bytes]:
+    parse = _hex_bytes(48, "an MRTD")
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("give at least one MRTD (96 hex characters)")
+    return frozenset(parse(item) for item in items)
+
+
+def _root_ca(value: str) -> bytes:
+    try:
+        pem = Path(value).read_bytes()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {value}: {exc.strerror}") from None
+    try:
+        x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value} is not a PEM certificate") from None
+    return pem
+
+
+def _url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an http(s) URL")
+    return value.rstrip("/")
+
+
+# ---- the parser ---------------------------------------------------------------------------
+
+
+def build_parser(defaults: Defaults) -> argparse.ArgumentParser:
+    """The whole command line; `defaults` fill the flags the TDXCTL_* variables name."""
+    output = _Parser(add_help=False)
+    output.add_argument(
+        "--json", action="store_true", help="print one JSON object on stdout instead of text"
+    )
+
+    trust = _Parser(add_help=False)
+    group = trust.add_argument_group("verification (the caller's own trust; never the registry's)")
+    group.add_argument(
+        "--trusted-root-ca",
+        metavar="PEM",
+        type=_root_ca,
+        default=defaults.trusted_root_ca,
+        help="root CA of the PCK chain (default: Intel's SGX Root CA, built in; "
+        "env TDXCTL_TRUSTED_ROOT_CA)",
+    )
+    group.add_argument(
+        "--pccs-url",
+        metavar="URL",
+        type=_url,
+        default=defaults.pccs_url or INTEL_PCS_URL,
+        help=f"PCCS serving the v4 API (default: {INTEL_PCS_URL}; env TDXCTL_PCCS_URL)",
+    )
+    group.add_argument(
+        "--accept-tcb-status",
+        metavar="S[,S...]",
+        type=_tcb_statuses,
+        default=None,
+        help="TCB statuses to accept (default: UpToDate, SWHardeningNeeded, "
+        "ConfigurationNeeded, ConfigurationAndSWHardeningNeeded; Revoked never)",
+    )
+    group.add_argument(
+        "--mrtd-allowlist",
+        metavar="HEX[,HEX...]",
+        type=_mrtd_list,
+        default=None,
+        help="accept only these MRTD values (48 bytes each)",
+    )
+    group.add_argument(
+        "--allow-debug", action="store_true", help="accept a debug TD (never in production)"
+    )
+
+    def url_flag(p: argparse.ArgumentParser, name: str, default: str | None, env: str) -> None:
+        p.add_argument(
+            f"--{name}",
+            metavar="URL",
+            type=_url,
+            default=default,
+            help=f"the {name.replace('-', ' ')} service base URL (env {env})",
+        )
+
+    def key_flag(p: argparse.ArgumentParser, who: str) -> None:
+        p.add_argument(
+            "--key",
+            metavar="FILE",
+            type=Path,
+            default=None if defaults.key is None else Path(defaults.key),
+            help=f"the {who}'s ed25519 private key (PEM; env TDXCTL_KEY)",
+        )
+
+    parser = _Parser(
+        prog="tdxctl",
+        description="The operator's and owner's client of a TDX identity service: "
+        "it verifies the instance's evidence before it signs, sends or connects.",
+        parents=[output],
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    keygen = commands.add_parser(
+        "keygen",
+        parents=[output],
+        help="create an ed25519 key file",
+        description="Create a new ed25519 private key in FILE (PEM PKCS#8, mode 0600, never "
+        "overwriting) and print its public key (hex).",
+    )
+    keygen.add_argument("file", metavar="FILE", type=Path)
+    keygen.set_defaults(run=_blocking(_keygen))
+
+    operator = commands.add_parser(
+        "operator", help="operator commands", description="Operator commands."
+    )
+    operator_commands = operator.add_subparsers(
+        dest="subcommand", metavar="SUBCOMMAND", required=True
+    )
+    op_register = operator_commands.add_parser(
+        "register",
+        parents=[output, trust],
+        help="verify a fresh attestation, then register as operator",
+        description="Fetch a fresh /instance/attestation with a random nonce, verify it "
+        "(instance key, challenge binding, DCAP, event log replay), and only then sign the "
+        "instance key and register as its operator. Prints the owner token.",
+    )
+    url_flag(op_register, "identity", defaults.identity_url, "TDXCTL_IDENTITY_URL")
+    key_flag(op_register, "operator")
+    op_register.set_defaults(run=_blocking(_operator_register), needs=("identity", "key"))
+
+    owner = commands.add_parser("owner", help="owner commands", description="Owner commands.")
+    owner_commands = owner.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+    ow_register = owner_commands.add_parser(
+        "register",
+        parents=[output],
+        help="register as owner with the operator's token",
+        description="Sign the instance key and register as its owner with the owner token.",
+    )
+    url_flag(ow_register, "identity", defaults.identity_url, "TDXCTL_IDENTITY_URL")
+    key_flag(ow_register, "owner")
+    ow_register.add_argument("--token", required=True, help="the owner token from the operator")
+    ow_register.set_defaults(run=_blocking(_owner_register), needs=("identity", "key"))
+
+    verify = commands.add_parser(
+        "verify",
+        parents=[output, trust],
+        help="verify an instance's registry record independently",
+        description="Verify the registry's record of an instance with your own trust root and "
+        "policy: full DCAP of its quote, the report_data binding of the whole record, both "
+        "signatures of each identity, the PPID, the event log replayed to RTMR3 and naming "
+        "the record's operator and owner, the SSH host key; print the facts.",
+    )
+    url_flag(verify, "registry", defaults.registry_url, "TDXCTL_REGISTRY_URL")
+    verify.add_argument("--instance", metavar="HEX", type=_pubkey, required=True)
+    verify.add_argument("--expect-operator", metavar="HEX", type=_pubkey, default=None)
+    verify.add_argument("--expect-owner", metavar="HEX", type=_pubkey, default=None)
+    verify.set_defaults(run=_blocking(_verify), needs=("registry",))
+
+    workload = commands.add_parser(
+        "workload", help="owner's workload steps", description="The owner's signed workload steps."
+    )
+    workload_commands = workload.add_subparsers(
+        dest="subcommand", metavar="SUBCOMMAND", required=True
+    )
+    configure = workload_commands.add_parser(
+        "configure",
+        parents=[output],
+        help="sign and send configure with the next seq",
+        description="Sign and send /workload/configure with the next seq (last_seq + 1).",
+    )
+    url_flag(configure, "identity", defaults.identity_url, "TDXCTL_IDENTITY_URL")
+    key_flag(configure, "owner")
+    configure.add_argument("--image", metavar="REF", required=True)
+    configure.add_argument(
+        "--persist-dir", metavar="DIR", action="append", default=[], dest="persist_dirs"
+    )
+    configure.add_argument("--port", metavar="N", type=_port, required=True)
+    configure.set_defaults(run=_blocking(_configure), needs=("identity", "key"))
+
+    expose = workload_commands.add_parser(
+        "expose",
+        parents=[output],
+        help="sign and send expose with the next seq",
+        description="Sign and send /workload/expose with the next seq: SSH closes for good.",
+    )
+    url_flag(expose, "identity", defaults.identity_url, "TDXCTL_IDENTITY_URL")
+    key_flag(expose, "owner")
+    expose.add_argument("--image", metavar="REF", required=True)
+    expose.set_defaults(run=_blocking(_expose), needs=("identity", "key"))
+
+    ssh = commands.add_parser(
+        "ssh",
+        parents=[output, trust],
+        help="SSH into the workload, pinning the attested host key",
+        description="Verify the record (your key as owner) and a fresh attestation, pin the "
+        "SSH host key both measure, and run OpenSSH with it as the only known host key "
+        "(StrictHostKeyChecking=yes). `-- COMMAND...` runs one command. The exit status is "
+        "ssh's.",
+    )
+    url_flag(ssh, "identity", defaults.identity_url, "TDXCTL_IDENTITY_URL")
+    url_flag(ssh, "registry", defaults.registry_url, "TDXCTL_REGISTRY_URL")
+    key_flag(ssh, "owner")
+    ssh.add_argument("--ssh-port", metavar="N", type=_port, default=DEFAULT_SSH_PORT)
+    ssh.add_argument("--user", default="owner", help="the SSH user name (any is accepted)")
+    ssh.add_argument("command_line", metavar="COMMAND", nargs="*", help="after --: one command")
+    ssh.set_defaults(run=_ssh, needs=("identity", "registry", "key"))
+    return parser
+
+
+_ENV_OF: Final = {
+    "identity": "TDXCTL_IDENTITY_URL",
+    "registry": "TDXCTL_REGISTRY_URL",
+    "key": "TDXCTL_KEY",
+}
+
+
+def _require(args: argparse.Namespace) -> None:
+    for name in getattr(args, "needs", ()):
+        if getattr(args, name) is None:
+            raise UsageError(f"tdxctl: --{name} is required (or set {_ENV_OF[name]})")
+
+
+def _trust(args: argparse.Namespace) -> TrustSettings:
+    policy = Policy(allow_debug=args.allow_debug, mrtd_allowlist=args.mrtd_allowlist)
+    if args.accept_tcb_status is not None:
+        policy = Policy(
+            accepted_tcb_statuses=args.accept_tcb_status,
+            allow_debug=args.allow_debug,
+            mrtd_allowlist=args.mrtd_allowlist,
+        )
+    return TrustSettings(root_ca_pem=args.trusted_root_ca, pccs_url=args.pccs_url, policy=policy)
+
+
+def _blocking(
+    command: Callable[[argparse.Namespace], Coroutine[Any, Any, Outcome]],
+) -> Callable[[argparse.Namespace], Outcome]:
+    """`command` run to completion in its own event loop."""
+    return lambda args: asyncio.run(command(args))
+
+
+# ---- the commands ----------------------------------------------------------------------
+
+
+def facts_text(facts: VerifiedFacts) -> list[str]:
+    """The facts as aligned readable lines."""
+    advisories = ", ".join(facts.advisory_ids) or "none"
+    lines = [
+        f"instance       {facts.instance_pubkey.hex()}",
+        f"ppid           {facts.ppid.hex()}",
+        f"tcb_status     {facts.tcb_status} (advisories: {advisories})",
+        f"mr_td          {facts.mr_td.hex()}",
+        f"rtmr0          {facts.rtmr0.hex()}",
+        f"rtmr1          {facts.rtmr1.hex()}",
+        f"rtmr2          {facts.rtmr2.hex()}",
+        f"rtmr3          {facts.rtmr3.hex()}",
+        f"operator       {facts.operator.hex() if facts.operator else 'none'}",
+        f"owner          {facts.owner.hex() if facts.owner else 'none'}",
+    ]
+    for h in facts.helpers:
+        build_id = h.build_id.hex() if h.build_id is not None else "none"
+        lines.append(
+            f"helper         {h.role} {h.path} sha384={h.sha384.hex()} build_id={build_id}"
+        )
+    for w in facts.workload_events:
+        dirs = ",".join(w.persist_dirs) or "-"
+        lines.append(
+            f"workload       {w.transition} image={w.image} image_id={w.image_id} "
+            f"persist_dirs={dirs} port={w.port}"
+        )
+    lines.append(f"ssh_host_key   {facts.ssh_host_key or 'none'}")
+    lines.append(f"verified_at    {facts.verified_at.isoformat()}")
+    return lines
+
+
+async def _keygen(args: argparse.Namespace) -> Outcome:
+    key = generate_key_file(args.file)
+    pubkey = public_key_bytes(key).hex()
+    return Outcome({"pubkey": pubkey, "file": str(args.file)}, [pubkey])
+
+
+async def _operator_register(args: argparse.Namespace) -> Outcome:
+    key = load_private_key(args.key)
+    async with IdentityClient(args.identity) as identity, QuoteVerifier(_trust(args)) as qv:
+        done = await register_operator(identity, key, qv)
+    return Outcome(
+        {"owner_token": done.owner_token, "attestation": done.attestation.to_object()},
+        [
+            "the instance's fresh attestation verified:",
+            *("  " + line for line in facts_text(done.attestation)),
+            "registered as operator; the owner token:",
+            done.owner_token,
+        ],
+    )
+
+
+async def _owner_register(args: argparse.Namespace) -> Outcome:
+    key = load_private_key(args.key)
+    async with IdentityClient(args.identity) as identity:
+        instance = await identity.instance_pubkey()
+        await identity.register_owner(key, instance, args.token)
+    owner = public_key_bytes(key).hex()
+    return Outcome(
+        {"status": "success", "instance_pubkey": instance.hex(), "owner": owner},
+        [f"registered as owner {owner} of instance {instance.hex()}"],
+    )
+
+
+async def _verify(args: argparse.Namespace) -> Outcome:
+    async with RegistryClient(args.registry) as registry, QuoteVerifier(_trust(args)) as qv:
+        record = await registry.record(args.instance)
+        facts = await verify_record(
+            record,
+            instance_pubkey=args.instance,
+            verifier=qv,
+            expect_operator=args.expect_operator,
+            expect_owner=args.expect_owner,
+        )
+    return Outcome({"verified": True, **facts.to_object()}, ["verified", *facts_text(facts)])
+
+
+async def _configure(args: argparse.Namespace) -> Outcome:
+    key = load_private_key(args.key)
+    async with IdentityClient(args.identity) as identity:
+        instance = await identity.instance_pubkey()
+        seq = await identity.configure(
+            key, instance, image=args.image, persist_dirs=tuple(args.persist_dirs), port=args.port
+        )
+    return Outcome(
+        {"status": "success", "seq": seq},
+        [f"configured {args.image} (seq {seq}); SSH setup access is open"],
+    )
+
+
+async def _expose(args: argparse.Namespace) -> Outcome:
+    key = load_private_key(args.key)
+    async with IdentityClient(args.identity) as identity:
+        instance = await identity.instance_pubkey()
+        seq = await identity.expose(key, instance, image=args.image)
+    return Outcome(
+        {"status": "success", "seq": seq},
+        [f"exposed {args.image} (seq {seq}); SSH setup access is closed for good"],
+    )
+
+
+def _ssh(args: argparse.Namespace) -> Outcome:
+    key = load_private_key(args.key)
+    host = urlsplit(args.identity).hostname
+    if host is None:
+        raise UsageError("tdxctl ssh: the identity URL names no host")
+
+    async def pin() -> SshTarget:
+        async with (
+            IdentityClient(args.identity) as identity,
+            RegistryClient(args.registry) as registry,
+            QuoteVerifier(_trust(args)) as qv,
+        ):
+            return await attested_ssh_target(identity, registry, key, qv)
+
+    target = asyncio.run(pin())
+    print(f"tdxctl: pinned the attested host key {target.host_key}", file=sys.stderr)
+    status = run_pinned_ssh(
+        host=host,
+        port=args.ssh_port,
+        host_key=target.host_key,
+        key=key,
+        command=tuple(args.command_line),
+        user=args.user,
+    )
+    return Outcome(
+        {"exit_status": status, "ssh_host_key": target.host_key, "host": host},
+        [],
+        status=status,
+    )
+
+
+# ---- main -------------------------------------------------------------------------------
+
+
+def _emit_json(out: TextIO, value: dict[str, Any]) -> None:
+    out.write(json.dumps(value, sort_keys=True) + "\n")
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run one command; return its exit status (0, 1 or 2; ssh's own status for `ssh`)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    defaults = Defaults.from_environ(os.environ if environ is None else environ)
+    options = args_list[: args_list.index("--")] if "--" in args_list else args_list
+    want_json = "--json" in options
+    try:
+        args = build_parser(defaults).parse_args(args_list)
+        _require(args)
+    except UsageError as exc:
+        print(f"{exc}\n(see tdxctl --help)", file=sys.stderr)
+        if want_json:
+            _emit_json(sys.stdout, {"error": str(exc), "usage_error": True})
+        return EXIT_USAGE
+    run: Callable[[argparse.Namespace], Outcome] = args.run
+    try:
+        outcome = run(args)
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        if want_json:
+            _emit_json(sys.stdout, {"error": str(exc), "usage_error": True})
+        return EXIT_USAGE
+    except TdxctlError as exc:
+        failure: dict[str, Any] = {"error": exc.reason}
+        if isinstance(exc, VerificationFailed):
+            failure["check"] = exc.check
+            print(f"tdxctl: verification failed ({exc.check}): {exc.reason}", file=sys.stderr)
+        else:
+            print(f"tdxctl: {exc.reason}", file=sys.stderr)
+        if want_json:
+            _emit_json(sys.stdout, failure)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    if want_json:
+        _emit_json(sys.stdout, outcome.data)
+    else:
+        for line in outcome.text:
+            print(line)
+    return outcome.status
