@@ -80,11 +80,13 @@ def run_pinned_ssh(
     user: str = "owner",
     ssh_program: str = "ssh",
     batch: bool | None = None,
+    stdin: int | None = None,
 ) -> int:
     """Run OpenSSH to `user@host:port` trusting only `host_key`, authenticating with `key`
     (written in OpenSSH form, mode 0600, in a 0700 temporary directory removed afterwards);
     return ssh's exit status (128 + N when killed by signal N). `batch` defaults to
-    BatchMode when stdin is not a terminal."""
+    BatchMode when stdin is not a terminal; `stdin` (a file descriptor or
+    `subprocess.DEVNULL`) replaces the inherited one."""
     line = known_hosts_line(host, port, host_key)
     program = shutil.which(ssh_program)
     if program is None:
@@ -116,7 +118,7 @@ def run_pinned_ssh(
             command=command,
         )
         try:
-            done = subprocess.run(argv, check=False)  # noqa: S603 (argv built above)
+            done = subprocess.run(argv, stdin=stdin, check=False)  # noqa: S603 (argv built above)
         except OSError as exc:
             raise SshError(f"cannot run {program}: {exc.strerror}") from None
     finally:
