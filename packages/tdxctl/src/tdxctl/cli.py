@@ -503,6 +503,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         args = build_parser(defaults).parse_args(args_list)
         _require(args)
+    except SystemExit as done:  # --help
+        return done.code if isinstance(done.code, int) else EXIT_OK
     except UsageError as exc:
         print(f"{exc}\n(see tdxctl --help)", file=sys.stderr)
         if want_json:
