@@ -20,6 +20,7 @@ from tdxctl_support import SimTd, raw
 
 from tdx_registry import DatabaseTarget, Settings, create_app
 from tdx_service_kit.testing import free_port, serve
+from tdx_sim import DEFAULT_MR_TD
 from tdxctl import load_private_key
 from tdxctl.cli import main
 
@@ -163,6 +164,25 @@ async def test_verify_without_the_callers_root_refuses_the_sim_quote(
     assert await run(*argv, "--pccs-url", sim_url, "--json") == 1
     failure, _ = stdout_json(capsys)
     assert failure["check"] == "quote"
+
+
+async def test_the_policy_flags_reach_the_verifier(
+    registry_url: str,
+    td: SimTd,
+    root_file: Path,
+    sim_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["verify", "--registry", registry_url, "--instance", td.pubkey.hex()]
+    argv += [*trust_flags(root_file, sim_url), "--json"]
+    assert await run(*argv, "--mrtd-allowlist", f"{'00' * 48},{DEFAULT_MR_TD.hex()}") == 0
+    capsys.readouterr()
+    assert await run(*argv, "--mrtd-allowlist", "00" * 48) == 1
+    failure, _ = stdout_json(capsys)
+    assert (failure["check"], "MRTD" in failure["error"]) == ("quote", True)
+    assert await run(*argv, "--accept-tcb-status", "OutOfDate,SWHardeningNeeded") == 1
+    failure, _ = stdout_json(capsys)
+    assert "TCB status UpToDate is not accepted" in failure["error"]
 
 
 async def test_an_unknown_instance_is_a_failed_request(
