@@ -217,6 +217,7 @@ async def test_a_registry_that_is_down_fails_with_a_clear_message(
         ["bogus"],
         ["verify"],
         ["verify", "--registry", "http://x", "--instance", "zz"],
+        ["verify", "--registry", "http://x", "--instance", "00 " + "00" * 31],
         ["verify", "--registry", "http://x", "--instance", "00" * 31],
         ["verify", "--registry", "ftp://x", "--instance", "00" * 32],
         ["verify", "--registry", "http://x", "--instance", "00" * 32, "--unknown"],

@@ -313,6 +313,8 @@ def test_a_malformed_record_is_a_format_error() -> None:
         [],
         {"instance_pubkey": "00"},
         {"instance_pubkey": "00" * 32, "ppid": "zz", "attestation_quote": ""},
+        {"instance_pubkey": "00" * 32, "ppid": "00 11", "attestation_quote": ""},
+        {"instance_pubkey": " " + "00" * 32, "ppid": "00", "attestation_quote": ""},
         {"instance_pubkey": "00" * 32, "ppid": "00", "attestation_quote": "***"},
         {"instance_pubkey": "00" * 32, "ppid": "00", "attestation_quote": "", "owner": 3},
         {"instance_pubkey": "00" * 32, "ppid": "", "attestation_quote": "", "event_log": 1},

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -37,6 +38,8 @@ MAX_SEQ: Final = 2**53 - 1
 DEFAULT_TIMEOUT: Final = 30.0
 WORKLOAD_TIMEOUT: Final = 300.0
 """Configure pulls and starts a container before it answers."""
+HEX: Final = re.compile(r"(?:[0-9a-fA-F]{2})*", re.ASCII)
+"""Hex as the contract writes it: pairs of digits, no whitespace (`bytes.fromhex` skips it)."""
 
 
 def printable(text: str, limit: int = 300) -> str:
@@ -119,10 +122,9 @@ def _hex_field(
     value = obj.get(name)
     if not isinstance(value, str):
         raise error(f"field {name!r} is missing or not a hex string")
-    try:
-        return bytes.fromhex(value)
-    except ValueError:
-        raise error(f"field {name!r} is not hex") from None
+    if HEX.fullmatch(value) is None:
+        raise error(f"field {name!r} is not hex")
+    return bytes.fromhex(value)
 
 
 def _base64_field(

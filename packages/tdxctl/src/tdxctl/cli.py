@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 
 from tdx_verify import KNOWN_TCB_STATUSES, Policy
-from tdxctl._clients import IdentityClient, RegistryClient
+from tdxctl._clients import HEX, IdentityClient, RegistryClient
 from tdxctl._errors import TdxctlError, VerificationFailed
 from tdxctl._flows import SshTarget, attested_ssh_target, register_operator
 from tdxctl._keys import generate_key_file, load_private_key, public_key_bytes
@@ -84,10 +84,9 @@ class Outcome:
 
 def _hex_bytes(length: int, what: str) -> Callable[[str], bytes]:
     def parse(value: str) -> bytes:
-        try:
-            data = bytes.fromhex(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be hex") from None
+        if HEX.fullmatch(value) is None:
+            raise argparse.ArgumentTypeError(f"{what} must be hex")
+        data = bytes.fromhex(value)
         if len(data) != length:
             raise argparse.ArgumentTypeError(f"{what} must be {length} bytes ({2 * length} hex)")
         return data
