@@ -5,7 +5,6 @@ presenting any other key is refused before authentication."""
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -124,5 +123,5 @@ def run_pinned_ssh(
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     if done.returncode < 0:
-        return 128 + signal.Signals(-done.returncode).value
+        return 128 - done.returncode
     return done.returncode
