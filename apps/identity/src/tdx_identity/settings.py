@@ -169,15 +169,16 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument(
         "--registry-retry-initial",
         type=_positive,
-        default=defaults.registry_retry_initial,
+        default=environ.get("REGISTRY_RETRY_INITIAL") or defaults.registry_retry_initial,
         help="seconds before the start-up comparison with the registry is tried again, "
-        "doubling on each failure (default %(default)s)",
+        "doubling on each failure [env REGISTRY_RETRY_INITIAL] (default %(default)s)",
     )
     parser.add_argument(
         "--registry-retry-max",
         type=_positive,
-        default=defaults.registry_retry_max,
-        help="the longest wait between comparisons with the registry (default %(default)s)",
+        default=environ.get("REGISTRY_RETRY_MAX") or defaults.registry_retry_max,
+        help="the longest wait between comparisons with the registry [env REGISTRY_RETRY_MAX] "
+        "(default %(default)s)",
     )
     parser.add_argument(
         "--quote-timeout",
