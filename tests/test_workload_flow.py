@@ -86,14 +86,15 @@ def test_only_the_owner_key_opens_ssh(workload: Workload, image: str, tmp_path: 
     assert workload.run("true")[0] == 0
 
 
-def test_openssh_client_with_the_pinned_host_key(
+def test_openssh_client_with_the_attested_host_key_pinned(
     workload: Workload, image: str, tmp_path: Path
 ) -> None:
     assert workload.configure(image).status_code == 200
-    host_key = httpx.get(workload.url + "/workload/ssh-host-key").json()
-    assert host_key["public_key"].startswith("ssh-ed25519 ")
+    record = httpx.get(f"{workload.stack.registry.url}/instance/{workload.instance.hex()}").json()
+    attested = record["ssh_host_key"]
+    assert attested.startswith("ssh-ed25519 ")
     known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text(f"[127.0.0.1]:{workload.ssh_port} {host_key['public_key']}\n")
+    known_hosts.write_text(f"[127.0.0.1]:{workload.ssh_port} {attested}\n")
     done = subprocess.run(
         [
             "ssh",

@@ -121,3 +121,7 @@ async def register_owner(
         json={"pubkey": pub(owner).hex(), "signature": sign(owner, instance)},
         headers=headers,
     )
+
+
+AGREED = {"status": "agreed", "reason": None}
+"""`GET /instance/state`'s `registry_comparison` once the state agrees with the registry."""

@@ -11,7 +11,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tdx_identity.core.ports import CommittedWorkload, RegistrationRequest, WorkloadConfig
+from tdx_identity.core.ports import (
+    CommittedWorkload,
+    RegistrationRequest,
+    RegistryRecord,
+    WorkloadConfig,
+)
 from tdx_identity.exceptions import (
     QuoteSourceError,
     RegistryRejected,
@@ -145,12 +150,28 @@ class FakeQuoteSource:
 
 @dataclass
 class FakeRegistry:
-    """Records every registration; refuses or fails on demand; can delay to widen races."""
+    """Records every registration and answers lookups from the latest one it accepted, as the
+    registry does; refuses or fails on demand; can delay to widen races. `record` (when set)
+    is the answer to every lookup instead; `lookup_unavailable` makes lookups fail."""
 
     accepted: list[RegistrationRequest] = field(default_factory=list)
     refuse_with: int | None = None
     unavailable: bool = False
     delay: float = 0.0
+    record: RegistryRecord | None = None
+    lookup_unavailable: bool = False
+    lookups: int = 0
+
+    async def lookup(self, instance_pubkey: bytes) -> RegistryRecord | None:
+        self.lookups += 1
+        if self.lookup_unavailable:
+            raise RegistryUnavailable("fake registry unreachable")
+        if self.record is not None:
+            return self.record
+        for request in reversed(self.accepted):
+            if request.instance_pubkey == instance_pubkey:
+                return RegistryRecord(operator=request.operator, owner=request.owner)
+        return None
 
     async def register(self, request: RegistrationRequest) -> None:
         if self.delay:
@@ -215,6 +236,7 @@ class MockTdxServer(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), handler)
         self.rtmr3 = ZERO_REGISTER
         self.rtmr_lock = threading.Lock()
+        self.records: dict[str, dict[str, object]] = {}
 
     @property
     def url(self) -> str:
@@ -269,6 +291,33 @@ class MockTdxHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         return
+
+
+class MockTdxAndRegistryHandler(MockTdxHandler):
+    """The mock TDX plus a registry that accepts every POST /register and answers
+    GET /instance/{pubkey} with the latest registration's identities (404 before any)."""
+
+    def other_post(self, body: bytes) -> None:
+        if self.path != "/register":
+            self.send_error(404)
+            return
+        request = json.loads(body)
+        with self.server.rtmr_lock:
+            self.server.records[request["instance_pubkey"]] = {
+                "ppid": request["ppid"],
+                "attestation_quote": request["attestation_quote"],
+                "operator": request["operator"],
+                "owner": request["owner"],
+            }
+        self.reply(b"{}", "application/json")
+
+    def other_get(self) -> None:
+        with self.server.rtmr_lock:
+            record = self.server.records.get(self.path.removeprefix("/instance/"))
+        if not self.path.startswith("/instance/") or record is None:
+            self.send_error(404)
+            return
+        self.reply(json.dumps(record).encode(), "application/json")
 
 
 @contextmanager

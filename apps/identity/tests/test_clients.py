@@ -9,11 +9,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tdx_identity.core.ports import RegistrationRequest
+from tdx_identity.core.ports import RegistrationRequest, RegistryRecord
 from tdx_identity.exceptions import (
     NoQuoteSourceError,
     NoRtmrDeviceError,
     QuoteSourceError,
+    RegistryRecordMalformed,
     RegistryRejected,
     RegistryUnavailable,
 )
@@ -170,3 +171,63 @@ async def test_registry_timeout_is_unavailable() -> None:
     client = HttpRegistryClient("http://reg", transport=httpx.MockTransport(slow))
     with pytest.raises(RegistryUnavailable, match="ReadTimeout"):
         await client.register(REQUEST)
+
+
+LOOKED_UP = bytes(range(32))
+IDENTITY = IdentityInfo(
+    pubkey=bytes(32), instance_signature=bytes(64), identity_signature=bytes(64)
+)
+
+
+def _lookup_client(response: httpx.Response, seen: list[str]) -> HttpRegistryClient:
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        return response
+
+    return HttpRegistryClient("http://reg/", transport=httpx.MockTransport(handler))
+
+
+async def test_registry_lookup_parses_the_records_identities() -> None:
+    seen: list[str] = []
+    body = {"ppid": "00", "attestation_quote": "", "operator": IDENTITY.to_object(), "owner": None}
+    client = _lookup_client(httpx.Response(200, json=body), seen)
+    assert await client.lookup(LOOKED_UP) == RegistryRecord(operator=IDENTITY, owner=None)
+    assert seen == [f"GET /instance/{LOOKED_UP.hex()}"]
+
+
+async def test_registry_lookup_of_an_unknown_instance_is_none() -> None:
+    assert (
+        await _lookup_client(httpx.Response(404, json={"error": "x"}), []).lookup(LOOKED_UP) is None
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[]",
+        b'{"operator": null}',
+        json.dumps({"operator": {"pubkey": "00"}, "owner": None}).encode(),
+        json.dumps({"operator": IDENTITY.to_object() | {"extra": "00"}, "owner": None}).encode(),
+    ],
+)
+async def test_a_malformed_registry_record_is_named(body: bytes) -> None:
+    client = _lookup_client(httpx.Response(200, content=body), [])
+    with pytest.raises(RegistryRecordMalformed):
+        await client.lookup(LOOKED_UP)
+
+
+@pytest.mark.parametrize("status", [400, 429, 500, 503])
+async def test_a_failed_registry_lookup_is_unavailable(status: int) -> None:
+    client = _lookup_client(httpx.Response(status, json={"error": "nope"}), [])
+    with pytest.raises(RegistryUnavailable, match=f"HTTP {status}"):
+        await client.lookup(LOOKED_UP)
+
+
+async def test_an_unreachable_registry_lookup_is_unavailable() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    client = HttpRegistryClient("http://reg", transport=httpx.MockTransport(refuse))
+    with pytest.raises(RegistryUnavailable, match="unreachable"):
+        await client.lookup(LOOKED_UP)

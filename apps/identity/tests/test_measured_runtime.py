@@ -35,7 +35,9 @@ from tdx_measure import (
     BootEvent,
     EventLog,
     ExecutableEvent,
+    IdentityEvent,
     MeasurementPolicy,
+    SshHostKeyEvent,
     WorkloadEvent,
     check_log,
     verify_log,
@@ -131,11 +133,13 @@ async def test_operator_registration_sends_a_log_that_replays_to_the_quotes_rtmr
 async def test_owner_registration_sends_the_log_too(
     running: Running, registry: FakeRegistry
 ) -> None:
+    parties = Parties()
     async with running() as client:
-        await Parties().register(client)
+        await parties.register(client)
     operator_request, owner_request = registry.accepted
     assert owner_request.owner is not None
-    assert sent_log(owner_request) == sent_log(operator_request)
+    owner_event = IdentityEvent(role="owner", pubkey=parties.owner.public_key().public_bytes_raw())
+    assert sent_log(owner_request).events == (*sent_log(operator_request).events, owner_event)
 
 
 async def test_configure_and_expose_extend_workload_events_and_re_register(
@@ -227,7 +231,9 @@ async def test_a_restart_within_the_boot_re_registers_with_the_same_log(
     assert len(registry.accepted) == 3
     restart = registry.accepted[-1]
     assert restart.owner is not None
-    assert sent_log(restart) == before
+    *continued, new_key = sent_log(restart).events
+    assert tuple(continued) == before.events
+    assert isinstance(new_key, SshHostKeyEvent), "each start measures its new SSH host key"
     assert quote_rtmr3(restart) == rtmr.value
 
 
@@ -269,8 +275,10 @@ async def test_a_restart_does_not_measure_an_unchanged_workload_again(
     extended = len(rtmr.extended)
     async with running():
         pass
-    assert len(rtmr.extended) == extended
-    assert workload_events(sent_log(registry.accepted[-1])) == [expected_event("configure")]
+    assert len(rtmr.extended) == extended + 1, "only this start's SSH host key is new"
+    log = sent_log(registry.accepted[-1])
+    assert isinstance(log.events[-1], SshHostKeyEvent)
+    assert workload_events(log) == [expected_event("configure")]
 
 
 async def test_a_failed_start_up_re_registration_is_logged_not_fatal(

@@ -72,8 +72,9 @@ def test_program_serves_keeps_its_key_and_stops_gracefully(
             },
             timeout=30,
         )
-        assert unreachable.status_code == 502
-        assert unreachable.json()["error"].startswith("registry unavailable")
+        assert unreachable.status_code == 503
+        assert unreachable.json()["error"].startswith("the registry has not been reached yet")
+        assert int(unreachable.headers["retry-after"]) >= 1
         assert httpx.get(program.url + "/nope").json()["error"]
         assert program.stop() == 0
     assert "Traceback" not in program.log()

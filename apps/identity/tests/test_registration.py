@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import Running, instance_pubkey, pub, register_operator, register_owner, sign
+from conftest import AGREED, Running, instance_pubkey, pub, register_operator, register_owner, sign
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from fakes import PPID, FakeQuoteSource, FakeRegistry
 
@@ -27,7 +27,11 @@ async def test_platform_ppid_is_learned_once_at_start_from_a_zero_report_data_qu
     running: Running, settings: Settings, quotes: FakeQuoteSource
 ) -> None:
     async with running() as client:
-        assert (await client.get("/instance/state")).json() == {"state": "fresh", "last_seq": 0}
+        assert (await client.get("/instance/state")).json() == {
+            "state": "fresh",
+            "last_seq": 0,
+            "registry_comparison": AGREED,
+        }
     assert quotes.requests == [bytes(64)]
     assert json.loads(state_file(settings).read_text())["ppid"] == PPID.hex()
     async with running():
@@ -50,6 +54,7 @@ async def test_operator_registration_records_a_quote_committing_to_the_operator(
         assert (await client.get("/instance/state")).json() == {
             "state": "operator_registered",
             "last_seq": 0,
+            "registry_comparison": AGREED,
         }
 
     [request] = registry.accepted
@@ -87,7 +92,11 @@ async def test_bad_operator_signature_is_401_and_nothing_is_kept(
             json={"pubkey": pub(operator).hex(), "signature": sign(operator, b"other")},
         )
         assert wrong_message.status_code == 401
-        assert (await client.get("/instance/state")).json() == {"state": "fresh", "last_seq": 0}
+        assert (await client.get("/instance/state")).json() == {
+            "state": "fresh",
+            "last_seq": 0,
+            "registry_comparison": AGREED,
+        }
     assert registry.accepted == []
     assert state_file(settings).read_bytes() == before
 
@@ -205,7 +214,11 @@ async def test_refused_or_failed_registration_leaves_the_state_file_unchanged(
         assert response.status_code == expected
         assert response.json()["error"].startswith("registry")
         assert state_file(settings).read_bytes() == before
-        assert (await client.get("/instance/state")).json() == {"state": "fresh", "last_seq": 0}
+        assert (await client.get("/instance/state")).json() == {
+            "state": "fresh",
+            "last_seq": 0,
+            "registry_comparison": AGREED,
+        }
         registry.unavailable, registry.refuse_with = False, None
         assert (await register_operator(client, operator)).status_code == 200
     assert not list(settings.storage_path.glob(".*.tmp"))
@@ -239,6 +252,7 @@ async def test_owner_registration_binds_operator_and_owner(
         assert (await client.get("/instance/state")).json() == {
             "state": "owner_registered",
             "last_seq": 0,
+            "registry_comparison": AGREED,
         }
     request = registry.accepted[-1]
     assert request.operator == registry.accepted[0].operator
@@ -313,6 +327,7 @@ async def test_restart_keeps_instance_key_and_registrations(
         assert (await client.get("/instance/state")).json() == {
             "state": "operator_registered",
             "last_seq": 0,
+            "registry_comparison": AGREED,
         }
         assert (await register_operator(client, operator)).status_code == 400
         assert (await register_owner(client, owner, token)).status_code == 200
@@ -320,5 +335,6 @@ async def test_restart_keeps_instance_key_and_registrations(
         assert (await client.get("/instance/state")).json() == {
             "state": "owner_registered",
             "last_seq": 0,
+            "registry_comparison": AGREED,
         }
         assert (await register_owner(client, owner, token)).status_code == 401

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Running, instance_pubkey, register_operator, register_owner, sign
+from conftest import AGREED, Running, instance_pubkey, register_operator, register_owner, sign
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fakes import FakeWorkload
 
@@ -84,11 +84,16 @@ async def test_configure_then_expose_calls_the_runtime_and_moves_the_lifecycle(
     assert (await owner.client.get("/instance/state")).json() == {
         "state": "configured",
         "last_seq": 1,
+        "registry_comparison": AGREED,
     }
 
     assert (await owner.post("/workload/expose", owner.expose_body())).status_code == 200
     assert workload.exposed == [IMAGE]
-    assert (await owner.client.get("/instance/state")).json() == {"state": "exposed", "last_seq": 2}
+    assert (await owner.client.get("/instance/state")).json() == {
+        "state": "exposed",
+        "last_seq": 2,
+        "registry_comparison": AGREED,
+    }
     stored = json.loads((settings.storage_path / STATE_FILE_NAME).read_text())
     assert stored["lifecycle"] == "exposed"
     assert stored["last_seq"] == 2
@@ -417,6 +422,7 @@ async def test_with_accept_unsequenced_requests_a_v1_body_is_served_with_a_warni
         assert (await client.get("/instance/state")).json() == {
             "state": "configured",
             "last_seq": 0,
+            "registry_comparison": AGREED,
         }
         # A sequenced body still has to be fresh, and sets last_seq.
         assert (
@@ -435,7 +441,11 @@ async def test_with_accept_unsequenced_requests_a_v1_body_is_served_with_a_warni
         caplog.clear()
         assert (await the_owner.post("/workload/expose", v1_expose)).is_success
         assert len([r for r in caplog.records if "unsequenced owner" in r.getMessage()]) == 1
-        assert (await client.get("/instance/state")).json() == {"state": "exposed", "last_seq": 3}
+        assert (await client.get("/instance/state")).json() == {
+            "state": "exposed",
+            "last_seq": 3,
+            "registry_comparison": AGREED,
+        }
     assert workload.exposed == [IMAGE]
 
 

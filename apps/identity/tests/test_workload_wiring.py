@@ -6,14 +6,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import stat
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import cast
 
+import asyncssh
 import pytest
-from conftest import Running, instance_pubkey, register_operator, register_owner, sign
+from conftest import AGREED, Running, instance_pubkey, register_operator, register_owner, sign
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fakes import FakeWorkload
 from hypothesis import given
@@ -24,7 +24,7 @@ from tdx_identity.core.lifecycle import WorkloadPhase
 from tdx_identity.core.state import WorkloadSection
 from tdx_identity.settings import parse_settings
 from tdx_identity.workload.config import Hardening, WorkloadConfig
-from tdx_identity.workload.manager import ssh_host_key_path
+from tdx_measure import EventLog
 
 NEW_FLAGS = {
     "--ssh-listen": ("SSH_LISTEN", "ssh_listen", "0.0.0.0", "127.0.0.2", "10.0.0.1"),
@@ -112,21 +112,58 @@ def test_a_store_key_path_under_storage_is_a_startup_error(settings: Settings) -
         create_app(replace(settings, store_key_path=key), workload=FakeWorkload())
 
 
-async def test_ssh_host_key_route_serves_the_persistent_key_and_its_fingerprint(
-    running: Running, settings: Settings
+def _files_under(root: Path) -> list[Path]:
+    return [path for path in root.rglob("*") if path.is_file()]
+
+
+def _private_forms(key: asyncssh.SSHKey) -> list[bytes]:
+    """The host key's private seed raw, in hex, and in its PEM and OpenSSH exports."""
+    pyca = key.pyca_key
+    assert isinstance(pyca, Ed25519PrivateKey)
+    seed = pyca.private_bytes_raw()
+    return [seed, seed.hex().encode(), key.export_private_key("openssh")]
+
+
+async def test_ssh_host_key_is_made_in_memory_at_each_start_and_is_the_measured_one(
+    running: Running, settings: Settings, tmp_path: Path
 ) -> None:
+    keys, secrets = [], []
+    for _ in range(2):
+        async with running() as client:
+            response = await client.get("/workload/ssh-host-key")
+            assert response.status_code == 200
+            body = response.json()
+            log = EventLog.from_json((await client.get("/instance/eventlog")).text)
+            host_key = client.app.ctx.ssh_host_key.private_key  # type: ignore[attr-defined]
+            secrets.append(_private_forms(host_key))
+        kind, blob = body["public_key"].split()
+        assert kind == "ssh-ed25519"
+        digest = base64.b64encode(hashlib.sha256(base64.b64decode(blob)).digest()).rstrip(b"=")
+        assert body["fingerprint"] == "SHA256:" + digest.decode()
+        assert log.ssh_host_key == body["public_key"]
+        keys.append(body["public_key"])
+    assert keys[0] != keys[1], "every start makes a new host key"
+    assert not (settings.storage_path / "ssh_host_ed25519_key").exists()
+    for path in _files_under(tmp_path):
+        data = path.read_bytes()
+        assert b"OPENSSH PRIVATE KEY" not in data, path
+        assert not any(form in data for forms in secrets for form in forms), path
+
+
+async def test_a_v1_host_key_file_is_deleted_at_start_with_a_warning(
+    running: Running, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.storage_path.mkdir(parents=True)
+    v1 = settings.storage_path / "ssh_host_ed25519_key"
+    v1.write_bytes(b"-----BEGIN OPENSSH PRIVATE KEY-----\nv1\n-----END OPENSSH PRIVATE KEY-----\n")
     async with running() as client:
-        response = await client.get("/workload/ssh-host-key")
-        assert response.status_code == 200
-        body = response.json()
-    kind, blob = body["public_key"].split()
-    assert kind == "ssh-ed25519"
-    digest = base64.b64encode(hashlib.sha256(base64.b64decode(blob)).digest()).rstrip(b"=")
-    assert body["fingerprint"] == "SHA256:" + digest.decode()
-    path = ssh_host_key_path(settings.storage_path)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    async with running() as client:
-        assert (await client.get("/workload/ssh-host-key")).json() == body
+        served = (await client.get("/workload/ssh-host-key")).json()["public_key"]
+    assert not v1.exists()
+    assert served.startswith("ssh-ed25519 ")
+    assert any(
+        "deleted the v1 SSH host key" in record.getMessage() and record.levelname == "WARNING"
+        for record in caplog.records
+    )
 
 
 async def test_owner_registration_prepares_the_workload(
@@ -163,9 +200,17 @@ async def _registered_and_configured(running: Running) -> None:
 async def test_an_expose_the_runtime_finished_at_recovery_is_committed(running: Running) -> None:
     await _registered_and_configured(running)
     async with running(workload=FakeWorkload(recover_exposes=True)) as client:
-        assert (await client.get("/instance/state")).json() == {"state": "exposed", "last_seq": 1}
+        assert (await client.get("/instance/state")).json() == {
+            "state": "exposed",
+            "last_seq": 1,
+            "registry_comparison": AGREED,
+        }
     async with running() as client:
-        assert (await client.get("/instance/state")).json() == {"state": "exposed", "last_seq": 1}
+        assert (await client.get("/instance/state")).json() == {
+            "state": "exposed",
+            "last_seq": 1,
+            "registry_comparison": AGREED,
+        }
 
 
 async def test_without_podman_the_workload_routes_answer_503_naming_it(

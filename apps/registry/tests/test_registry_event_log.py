@@ -13,20 +13,33 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from registry_helpers import FakeCache, Instance, Running, error_of, helper, make_log, workload
 
-from tdx_measure import EventLog, ExecutablePin, MeasurementPolicy
+from tdx_measure import (
+    EventLog,
+    ExecutablePin,
+    IdentityEvent,
+    MeasurementPolicy,
+    SshHostKeyEvent,
+    ssh_ed25519_line,
+)
 from tdx_registry import UnsafeParseOnlyVerifier
 
 PODMAN_BUILD_ID = bytes.fromhex("11" * 20)
 RUNC_BUILD_ID = bytes.fromhex("22" * 20)
 
 
+SSH_LINE = ssh_ed25519_line(bytes(range(32)))
+
+
 def full_log() -> EventLog:
-    """Boot, two helpers, configure and expose of one workload."""
+    """Boot, two helpers, configure and expose of one workload, two SSH host keys (the
+    latest counts)."""
     return make_log(
         helper("podman", PODMAN_BUILD_ID),
         helper("oci-runtime", RUNC_BUILD_ID),
         workload("configure"),
         workload("expose"),
+        SshHostKeyEvent(ssh_ed25519_line(bytes(32))),
+        SshHostKeyEvent(SSH_LINE),
     )
 
 
@@ -79,7 +92,65 @@ async def test_log_without_workload_shows_null_workload(running: Running) -> Non
         record = await get_record(client, instance)
     assert response.status_code == 200, response.text
     assert record["workload"] is None
+    assert record["ssh_host_key"] is None
     assert record["event_log"] == log.to_json()
+
+
+def _pub(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes_raw()
+
+
+async def test_log_naming_the_requests_identities_is_accepted(running: Running) -> None:
+    instance = Instance()
+    operator, owner, stray = (Ed25519PrivateKey.generate() for _ in range(3))
+    log = make_log(
+        IdentityEvent("operator", _pub(stray)),
+        IdentityEvent("operator", _pub(operator)),
+        IdentityEvent("owner", _pub(owner)),
+    )
+    async with running() as client:
+        body = instance.body(operator, owner, event_log=log)
+        response = await client.post("/register", json=body)
+        record = await get_record(client, instance)
+    assert response.status_code == 200, response.text
+    assert record["owner"]["pubkey"] == _pub(owner).hex()
+
+
+async def test_an_owner_event_without_an_owner_in_the_request_is_accepted(
+    running: Running,
+) -> None:
+    """A refused owner registration leaves its event; the operator-only re-registration that
+    follows must still pass."""
+    instance, operator = Instance(), Ed25519PrivateKey.generate()
+    log = make_log(
+        IdentityEvent("operator", _pub(operator)),
+        IdentityEvent("owner", _pub(Ed25519PrivateKey.generate())),
+    )
+    async with running() as client:
+        response = await client.post("/register", json=instance.body(operator, event_log=log))
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("role", ["operator", "owner"])
+async def test_log_whose_latest_identity_differs_from_the_request_is_refused(
+    running: Running, role: str
+) -> None:
+    instance = Instance()
+    operator, owner, other = (Ed25519PrivateKey.generate() for _ in range(3))
+    log = make_log(
+        IdentityEvent("operator", _pub(operator)),
+        IdentityEvent("owner", _pub(owner)),
+        IdentityEvent(role, _pub(other)),  # type: ignore[arg-type]
+    )
+    async with running() as client:
+        body = instance.body(operator, owner, event_log=log)
+        response = await client.post("/register", json=body)
+        missing = await client.get(f"/instance/{instance.pubkey.hex()}")
+    assert response.status_code == 401
+    assert f"the event log's latest {role} event names {_pub(other).hex()[:16]}" in error_of(
+        response
+    )
+    assert missing.status_code == 404
 
 
 async def test_non_canonical_log_text_is_stored_in_canonical_form(running: Running) -> None:
@@ -135,6 +206,8 @@ TAMPERINGS = {
     "dropped expose": _drop_event(4),
     "dropped helper": _drop_event(2),
     "swapped helpers": _swap_events(1, 2),
+    "changed ssh host key": _edit_event(6, "public_key", ssh_ed25519_line(b"\x07" * 32)),
+    "swapped ssh host keys": _swap_events(5, 6),
 }
 
 
@@ -382,6 +455,24 @@ async def test_get_serves_the_workload_stored_at_registration_without_parsing_th
         record = await get_record(client, instance)
     assert record["event_log"] == log.to_json()
     assert record["workload"] is not None and record["workload"]["transition"] == "expose"
+    assert record["ssh_host_key"] == SSH_LINE
+
+
+async def test_record_stored_before_the_ssh_host_key_column_shows_its_logs_key(
+    running: Running, tmp_path: Path
+) -> None:
+    instance, log = Instance(), full_log()
+    async with running() as client:
+        response = await client.post("/register", json=instance.body(event_log=log))
+        assert response.status_code == 200, response.text
+        stored = await get_record(client, instance)
+    with sqlite3.connect(tmp_path / "registry.db") as conn:
+        conn.execute("UPDATE instances SET ssh_host_key = NULL")
+    async with running() as client:
+        legacy = await client.get(f"/instance/{instance.pubkey.hex()}")
+    assert legacy.status_code == 200
+    assert stored["ssh_host_key"] == SSH_LINE
+    assert legacy.json() == stored
 
 
 async def test_record_stored_before_the_workload_column_shows_its_logs_workload(
@@ -405,8 +496,15 @@ async def test_record_stored_before_the_workload_column_shows_its_logs_workload(
     [
         "UPDATE instances SET workload = '{}'",
         "UPDATE instances SET workload = NULL, event_log = '{}'",
+        "UPDATE instances SET ssh_host_key = '\"ssh-ed25519 AAAA\"'",
+        "UPDATE instances SET ssh_host_key = '[1]'",
     ],
-    ids=["stored-workload", "log-of-a-row-without-workload"],
+    ids=[
+        "stored-workload",
+        "log-of-a-row-without-workload",
+        "stored-ssh-host-key",
+        "stored-ssh-host-key-not-text",
+    ],
 )
 async def test_stored_workload_that_no_longer_decodes_is_a_store_failure(
     running: Running, tmp_path: Path, tampering: str

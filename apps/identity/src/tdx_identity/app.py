@@ -12,6 +12,7 @@ from typing import Any
 
 from sanic import Sanic
 
+from tdx_identity.core.comparison import Backoff
 from tdx_identity.core.instance_key import load_or_create_instance_key
 from tdx_identity.core.measurement import MeasurementLog
 from tdx_identity.core.ports import (
@@ -23,7 +24,7 @@ from tdx_identity.core.ports import (
 )
 from tdx_identity.core.service import IdentityService
 from tdx_identity.core.state import StateStore
-from tdx_identity.exceptions import SshServerError, StartupError
+from tdx_identity.exceptions import StartupError
 from tdx_identity.files import ensure_private_dir
 from tdx_identity.http_status import install_status_table
 from tdx_identity.platform import PlatformSettings, select_platform
@@ -32,9 +33,9 @@ from tdx_identity.routes import instance_bp, registration_bp, workload_bp
 from tdx_identity.settings import Settings
 from tdx_identity.workload.manager import (
     WorkloadSettings,
+    discard_v1_host_key,
     missing_programs,
     podman_workload_manager,
-    ssh_host_key_path,
 )
 from tdx_identity.workload.ssh import HostKey
 from tdx_identity.workload.unavailable import NotConfiguredWorkload
@@ -51,8 +52,9 @@ __all__ = [
 
 APP_NAME = "tdx-identity"
 
-WorkloadFactory = Callable[[WorkloadSettings, WorkloadSectionStore], WorkloadManager]
-"""Builds the workload manager from its settings and the store of its state section."""
+WorkloadFactory = Callable[[WorkloadSettings, WorkloadSectionStore, HostKey], WorkloadManager]
+"""Builds the workload manager from its settings, the store of its state section and the SSH
+host key its setup server presents."""
 
 
 def platform_settings(settings: Settings) -> PlatformSettings:
@@ -81,7 +83,7 @@ def workload_settings(settings: Settings) -> WorkloadSettings:
 
 
 def podman_or_unavailable(
-    settings: WorkloadSettings, section: WorkloadSectionStore
+    settings: WorkloadSettings, section: WorkloadSectionStore, host_key: HostKey
 ) -> WorkloadManager:
     """The podman manager when podman, gocryptfs and fusermount3 are on PATH, else a manager
     whose every step answers 503 naming what is missing."""
@@ -90,7 +92,7 @@ def podman_or_unavailable(
         return NotConfiguredWorkload(
             f"{NotConfiguredWorkload.REASON}: {', '.join(missing)} not found on PATH"
         )
-    return podman_workload_manager(settings, section)
+    return podman_workload_manager(settings, section, host_key)
 
 
 def create_app(
@@ -119,7 +121,8 @@ def create_app(
         ) from exc
     _check_clear_mount_dir(settings)
     instance_key = load_or_create_instance_key(settings.storage_path)
-    ssh_host_key = _load_ssh_host_key(settings)
+    discard_v1_host_key(settings.storage_path)
+    ssh_host_key = HostKey.generate()
     store = StateStore.open(settings.storage_path)
     if quote_source is None or rtmr_device is None:
         platform = select_platform(platform_settings(settings))
@@ -131,7 +134,7 @@ def create_app(
         registry = HttpRegistryClient(settings.registry_url, timeout=settings.registry_timeout)
     if workload is None:
         factory = workload_factory or podman_or_unavailable
-        workload = factory(workload_settings(settings), store.section_store())
+        workload = factory(workload_settings(settings), store.section_store(), ssh_host_key)
     measurement = MeasurementLog(
         settings.storage_path, rtmr_device, helpers=workload.helper_programs
     )
@@ -143,6 +146,8 @@ def create_app(
         registry=registry,
         workload=workload,
         measurement=measurement,
+        ssh_host_key=ssh_host_key.openssh_public(),
+        registry_backoff=Backoff(settings.registry_retry_initial, settings.registry_retry_max),
         accept_unsequenced=settings.accept_unsequenced_requests,
     )
 
@@ -186,14 +191,3 @@ def _check_clear_mount_dir(settings: Settings) -> None:
             f"store key path {settings.store_key_path} must be outside STORAGE_PATH "
             f"{settings.storage_path}: the key must not sit beside the ciphertext it opens"
         )
-
-
-def _load_ssh_host_key(settings: Settings) -> HostKey:
-    """The SSH setup server's host key, created once (0600) and served for pinning."""
-    path = ssh_host_key_path(settings.storage_path)
-    try:
-        return HostKey.load_or_create(path)
-    except SshServerError as exc:
-        raise StartupError(str(exc)) from exc
-    except OSError as exc:
-        raise StartupError(f"cannot read or create SSH host key {path}: {exc.strerror}") from exc

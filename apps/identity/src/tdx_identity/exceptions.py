@@ -16,9 +16,13 @@ IdentityServiceError
 ├── StateWriteError               the new state is not durable; the old one holds (500)
 ├── UnsafeFileError               a private file is a symlink, not regular, too open or big
 ├── QuoteSourceError              a quote could not be obtained (503)
-├── RegistryError                 the registry did not accept a registration
+├── RegistryError                 the registry did not accept a registration or lookup
 │   ├── RegistryUnavailable       unreachable, timeout, 5xx, 429 (502)
-│   └── RegistryRejected          a 4xx refusal with a reason (403 or 401)
+│   ├── RegistryRejected          a 4xx refusal with a reason (403 or 401)
+│   └── RegistryRecordMalformed   the instance's record does not parse (a disagreement)
+├── IdentitiesUnconfirmed         lifecycle steps wait for the start-up registry comparison (503)
+│   ├── ComparisonPending         the registry has not been reached (or recovery not done) yet
+│   └── IdentityDisagreement      the state's operator or owner differs from the registry's
 ├── MeasurementError              the runtime measurement (RTMR3 and its event log)
 │   ├── RtmrDeviceError           RTMR3 cannot be read or extended (503)
 │   ├── MeasurementPersistError   the event log cannot be written; nothing extended (500)
@@ -129,6 +133,31 @@ class RegistryRejected(RegistryError):
         super().__init__(f"registry refused the registration (HTTP {status}): {reason}")
         self.status = status
         self.reason = reason
+
+
+class RegistryRecordMalformed(RegistryError):
+    """The registry's record of this instance cannot be parsed; the service counts it as a
+    disagreement, never as agreement."""
+
+
+class IdentitiesUnconfirmed(IdentityServiceError):
+    """A lifecycle step is refused until the state's operator and owner are confirmed by the
+    registry's record (503 with Retry-After); `retry_after` is the next comparison's delay."""
+
+    def __init__(self, reason: str, *, retry_after: float) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class ComparisonPending(IdentitiesUnconfirmed):
+    """The comparison with the registry has not completed: the registry was not reached yet,
+    or the agreed workload is still being recovered."""
+
+
+class IdentityDisagreement(IdentitiesUnconfirmed):
+    """The state file's operator or owner differs from the registry's record (the state may
+    have been rewritten on the host's disk); the reason names the role and both key prefixes."""
 
 
 class MeasurementError(IdentityServiceError):

@@ -10,23 +10,27 @@ HTTP statuses (API.md). The errors themselves are drawn in `exceptions`.
 | RegistryRejected with any other 4xx (it did not accept the attestation or identities) | 401 |
 | RegistryUnavailable (unreachable, timeout, 5xx, 429) | 502 |
 | QuoteSourceError, WorkloadUnavailable, RtmrDeviceError (RTMR3 cannot be read or extended) | 503 |
+| ComparisonPending, IdentityDisagreement (steps wait for the registry comparison) | 503 |
 | StateWriteError, WorkloadFailed, MeasurementPersistError, MeasurementStateError | 500 |
 
-5xx reasons are logged. Nothing is committed to the state file when any of these is raised,
-except after a configure or expose whose runtime step, RTMR3 event and commit succeeded and whose
-re-registration then failed: the registry's error is answered and the workload state is kept
-(the measurement cannot be taken back; see `service`).
+The comparison's 503 carries a `Retry-After` header. 5xx reasons are logged. Nothing is
+committed to the state file when any of these is raised, except after a configure or expose
+whose runtime step, RTMR3 event and commit succeeded and whose re-registration then failed: the
+registry's error is answered and the workload state is kept (the measurement cannot be taken
+back; see `service`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse
 
 from tdx_identity.exceptions import (
+    IdentitiesUnconfirmed,
     InvalidRequest,
     MeasurementPersistError,
     MeasurementStateError,
@@ -67,6 +71,7 @@ class InternalError(ApiError):
 
 
 MAPPED_ERRORS: tuple[type[Exception], ...] = (
+    IdentitiesUnconfirmed,
     InvalidRequest,
     EncodingError,
     SignatureError,
@@ -107,6 +112,8 @@ def to_api_error(exc: Exception) -> ApiError:
             return ServiceUnavailable(f"attestation quote unavailable: {exc}")
         case WorkloadUnavailable():
             return ServiceUnavailable(str(exc))
+        case IdentitiesUnconfirmed():
+            return ServiceUnavailable(exc.reason)
         case RtmrDeviceError():
             return ServiceUnavailable(f"RTMR3 unavailable: {exc}")
         case MeasurementPersistError() | MeasurementStateError():
@@ -120,14 +127,17 @@ def to_api_error(exc: Exception) -> ApiError:
 
 def _handle(request: Request, exc: Exception) -> HTTPResponse:
     api_error = to_api_error(exc)
-    if api_error.status >= 500:
+    if api_error.status >= 500 and not isinstance(exc, IdentitiesUnconfirmed):
         log.error(
             "request failed",
             extra={"path": request.path, "status": api_error.status, "reason": str(exc)},
         )
     elif api_error.status in (401, 403) and isinstance(exc, RegistryRejected):
         log.warning("registry refused a registration", extra={"reason": exc.reason})
-    return error_response(request, api_error)
+    response = error_response(request, api_error)
+    if isinstance(exc, IdentitiesUnconfirmed):
+        response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    return response
 
 
 def install_status_table(app: Sanic[Any, Any]) -> None:

@@ -1,4 +1,5 @@
-"""The registry over HTTP (a `RegistryClient`): POST {url}/register, accepted or refused."""
+"""The registry over HTTP (a `RegistryClient`): POST {url}/register, accepted or refused, and
+GET {url}/instance/{pubkey}, the identities the registry's record names."""
 
 from __future__ import annotations
 
@@ -7,13 +8,19 @@ import json
 import httpx
 
 from tdx_identity._http import HttpClients
-from tdx_identity.core.ports import RegistrationRequest
-from tdx_identity.exceptions import RegistryRejected, RegistryUnavailable
+from tdx_identity.core.ports import RegistrationRequest, RegistryRecord
+from tdx_identity.exceptions import (
+    RegistryRecordMalformed,
+    RegistryRejected,
+    RegistryUnavailable,
+)
+from tdx_report_data import IdentityFormatError, IdentityInfo
 
 __all__ = ["HttpRegistryClient"]
 
 MAX_REASON_CHARS = 300
 MAX_RESPONSE_BYTES = 64 * 1024
+MAX_RECORD_BYTES = 16 * 1024 * 1024
 
 
 def _reason(body: bytes) -> str:
@@ -29,8 +36,33 @@ def _reason(body: bytes) -> str:
     return text[:MAX_REASON_CHARS] or "no reason given"
 
 
+def _identity(record: dict[str, object], role: str) -> IdentityInfo | None:
+    """The record's `role` member: null, or an IdentityInfo in its strict JSON form."""
+    if role not in record:
+        raise RegistryRecordMalformed(f"the registry's record has no {role!r} member")
+    value = record[role]
+    if value is None:
+        return None
+    try:
+        return IdentityInfo.from_object(value, name=role)
+    except IdentityFormatError as exc:
+        raise RegistryRecordMalformed(f"the registry's record is malformed: {exc}") from exc
+
+
+def parse_record(body: bytes) -> RegistryRecord:
+    """The operator and owner of a GET /instance/{pubkey} answer; RegistryRecordMalformed for
+    anything but a JSON object whose two members are null or a well-formed IdentityInfo."""
+    try:
+        record = json.loads(body)
+    except ValueError as exc:
+        raise RegistryRecordMalformed("the registry's record is not JSON") from exc
+    if not isinstance(record, dict):
+        raise RegistryRecordMalformed("the registry's record is not a JSON object")
+    return RegistryRecord(operator=_identity(record, "operator"), owner=_identity(record, "owner"))
+
+
 class HttpRegistryClient:
-    """POST {base_url}/register over httpx, with a timeout on every phase of the request."""
+    """The registry over httpx, with a timeout on every phase of each request."""
 
     def __init__(
         self,
@@ -59,3 +91,23 @@ class HttpRegistryClient:
         raise RegistryUnavailable(
             f"registry at {self._base_url} failed (HTTP {response.status_code}): {reason}"
         )
+
+    async def lookup(self, instance_pubkey: bytes) -> RegistryRecord | None:
+        url = f"{self._base_url}/instance/{instance_pubkey.hex()}"
+        async with self._clients.client() as client:
+            try:
+                response = await client.get(url)
+            except httpx.HTTPError as exc:
+                raise RegistryUnavailable(
+                    f"registry at {self._base_url} unreachable: {type(exc).__name__}: {exc}"
+                ) from exc
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise RegistryUnavailable(
+                f"registry at {self._base_url} failed to look up this instance "
+                f"(HTTP {response.status_code}): {_reason(response.content)}"
+            )
+        if len(response.content) > MAX_RECORD_BYTES:
+            raise RegistryRecordMalformed("the registry's record is larger than 16 MiB")
+        return parse_record(response.content)

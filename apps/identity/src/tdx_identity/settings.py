@@ -35,6 +35,9 @@ class Settings:
     configfs_tsm_path: Path = DEFAULT_CONFIGFS_TSM_PATH
     rtmr_sysfs_path: Path = SYSFS_RTMR3_PATH
     registry_timeout: float = 15.0
+    # The start-up comparison with the registry, while it does not agree: 1 s doubling to 60 s.
+    registry_retry_initial: float = 1.0
+    registry_retry_max: float = 60.0
     quote_timeout: float = 15.0
     log_level: str = "INFO"
     ssh_listen: str = "0.0.0.0"  # noqa: S104 - the owner reaches SSH setup access remotely
@@ -162,6 +165,20 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         type=_positive,
         default=defaults.registry_timeout,
         help="seconds to wait for the registry (default %(default)s)",
+    )
+    parser.add_argument(
+        "--registry-retry-initial",
+        type=_positive,
+        default=environ.get("REGISTRY_RETRY_INITIAL") or defaults.registry_retry_initial,
+        help="seconds before the start-up comparison with the registry is tried again, "
+        "doubling on each failure [env REGISTRY_RETRY_INITIAL] (default %(default)s)",
+    )
+    parser.add_argument(
+        "--registry-retry-max",
+        type=_positive,
+        default=environ.get("REGISTRY_RETRY_MAX") or defaults.registry_retry_max,
+        help="the longest wait between comparisons with the registry [env REGISTRY_RETRY_MAX] "
+        "(default %(default)s)",
     )
     parser.add_argument(
         "--quote-timeout",
@@ -292,6 +309,8 @@ def parse_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Se
         configfs_tsm_path=args.configfs_tsm_path,
         rtmr_sysfs_path=args.rtmr_sysfs_path,
         registry_timeout=args.registry_timeout,
+        registry_retry_initial=args.registry_retry_initial,
+        registry_retry_max=max(args.registry_retry_initial, args.registry_retry_max),
         quote_timeout=args.quote_timeout,
         log_level=args.log_level,
         ssh_listen=args.ssh_listen,

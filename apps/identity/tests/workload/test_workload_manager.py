@@ -33,7 +33,14 @@ from tdx_identity.core.state import StateStore, WorkloadSection
 from tdx_identity.workload.config import WorkloadConfig
 from tdx_identity.workload.manager import CIPHER_DIR_NAME, PodmanWorkloadManager
 from tdx_identity.workload.runtime import PodmanRuntime
-from tdx_measure import EventLog, ExecutableEvent, MeasurementPolicy, check_log, verify_log
+from tdx_measure import (
+    EventLog,
+    ExecutableEvent,
+    MeasurementPolicy,
+    SshHostKeyEvent,
+    check_log,
+    verify_log,
+)
 from tdx_quote import parse_quote
 from tdx_service_kit import RateLimit
 from tdx_service_kit.testing import free_port, serve
@@ -340,7 +347,7 @@ async def test_restart_before_expose_remounts_recreates_and_reopens_ssh(
 
     async with instance.running() as app:
         assert await app.lifecycle() == "configured"
-        assert await app.host_key() == first_key
+        assert await app.host_key() != first_key, "every start makes a new SSH host key"
         assert await run_ssh(app, "cat /www/kept") == (0, marker + b"\n")
         assert published_ports(instance.settings.container_name) == {}
         assert (await app.configure(persist_dirs=["/www", "/data"])).status_code == 200
@@ -498,9 +505,12 @@ async def test_restart_keeps_a_healthy_exposed_container_running(instance: Insta
         assert served.content == marker
         assert not app.manager.ssh_serving
         assert not port_open(instance.settings.ssh_port)
-    # Re-registered at start with the same log: the kept workload is not measured twice.
+    # Re-registered at start with the log continued by this start's SSH host key only: the kept
+    # workload is not measured twice.
     request = instance.registry.accepted[-1]
-    assert len(EventLog.from_json(request.event_log or "").events) == events_before
+    events = EventLog.from_json(request.event_log or "").events
+    assert len(events) == events_before + 1
+    assert isinstance(events[-1], SshHostKeyEvent)
 
 
 async def test_restart_keeps_a_healthy_configured_container_and_reopens_ssh(

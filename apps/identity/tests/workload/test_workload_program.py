@@ -22,7 +22,7 @@ import paramiko
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fakes import MockTdxHandler, serve_mock_tdx
+from fakes import MockTdxAndRegistryHandler, serve_mock_tdx
 
 from tdx_service_kit.testing import Program as KitProgram
 from tdx_service_kit.testing import free_port
@@ -31,16 +31,9 @@ from .conftest import _lazy_unmount, _remove_labelled, require_program
 from .test_workload_manager import port_open
 
 
-class _TdxAndRegistry(MockTdxHandler):
-    """The mock TDX of `fakes`, plus a registry whose POST /register accepts everything."""
-
-    def other_post(self, body: bytes) -> None:
-        self.reply(b"{}", "application/json")
-
-
 @pytest.fixture
 def upstream() -> Iterator[str]:
-    with serve_mock_tdx(_TdxAndRegistry) as server:
+    with serve_mock_tdx(MockTdxAndRegistryHandler) as server:
         yield server.url
 
 

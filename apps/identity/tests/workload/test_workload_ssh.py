@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import stat
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncssh
 import paramiko
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from tdx_identity.exceptions import SshServerError
 from tdx_identity.workload.config import WorkloadConfig
 from tdx_identity.workload.runtime import PodmanRuntime
 from tdx_identity.workload.ssh import HostKey, SetupSshServer, container_exec_factory
@@ -69,7 +70,7 @@ async def server(
     srv = SetupSshServer(
         host="127.0.0.1",
         port=0,
-        host_key_path=tmp_path / "ssh" / "host_key",
+        host_key=HostKey.generate(),
         owner_pubkey=_raw_public(owner_key[0]),
         exec_argv_factory=container_exec_factory(runtime, name),
     )
@@ -360,11 +361,11 @@ async def test_openssh_client_with_forced_tty_and_no_host_key_check(
     assert b"on-a-tty" in done.stdout
 
 
-def test_host_key_is_created_once_with_mode_0600(tmp_path: Path) -> None:
-    path = tmp_path / "state" / "ssh_host_ed25519_key"
-    first = HostKey.load_or_create(path)
-    second = HostKey.load_or_create(path)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert first.openssh_public() == second.openssh_public()
+def test_host_keys_are_made_in_memory_each_new_and_ed25519_only(tmp_path: Path) -> None:
+    first, second = HostKey.generate(), HostKey.generate()
+    assert first.openssh_public() != second.openssh_public()
     assert first.openssh_public().startswith("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5")
+    assert len(first.openssh_public().split()) == 2, "no comment: the measured line"
     assert first.fingerprint().startswith("SHA256:")
+    with pytest.raises(SshServerError, match="ed25519"):
+        HostKey(asyncssh.generate_private_key("ecdsa-sha2-nistp256"))

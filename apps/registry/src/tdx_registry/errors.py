@@ -5,7 +5,7 @@
 | malformed quote/PPID (`QuoteFormatError`, `QuoteParseError`, `PpidError`), `EncodingError` | 400 |
 | malformed event log (`EventLogError`) | 400 |
 | `SignatureError`, any other `VerificationError` (named step), `BindingError` | 401 |
-| `ReplayMismatchError`, `PolicyViolationError`, `EventLogRequired` | 401 |
+| `ReplayMismatchError`, `PolicyViolationError`, `EventLogRequired`, `IdentityEventMismatch` | 401 |
 | `RegistrationConflict` | 403 |
 | `PccsError` (collateral could not be fetched) | 502 |
 | `StoreError` (database failed or stayed contended) | 503 |
@@ -37,6 +37,7 @@ from tdx_verify import PccsError, QuoteParseError, VerificationError
 from .registration import (
     BindingError,
     EventLogRequired,
+    IdentityEventMismatch,
     RegistrationConflict,
     RegistrationError,
 )
@@ -79,7 +80,7 @@ def api_error_for(exc: Exception) -> ApiError | None:
     if isinstance(exc, PccsError):
         log.warning("PCCS fetch failed", extra={"reason": str(exc)})
         return UpstreamError(f"could not fetch collateral from the PCCS: {exc}")
-    if isinstance(exc, BindingError | EventLogRequired):
+    if isinstance(exc, BindingError | EventLogRequired | IdentityEventMismatch):
         return Unauthorized(exc.reason)
     if isinstance(exc, RegistrationConflict):
         return Forbidden(exc.reason)

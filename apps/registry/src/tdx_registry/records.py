@@ -34,8 +34,9 @@ class InstanceRecord:
     `event_log` is the RTMR3 event log (canonical `EventLog.to_json()` text) that replayed to
     this quote's RTMR3, or None when the registration came without one; `workload` is that log's
     latest workload event (None without a log or before the first configure), recorded with it
-    so that reading a record never parses a log; `event_log_history` holds the logs it replaced,
-    oldest first (bounded, see `registration.EVENT_LOG_HISTORY_LIMIT`).
+    so that reading a record never parses a log; `ssh_host_key` is that log's latest measured
+    SSH host key line (None without one), stored likewise; `event_log_history` holds the logs
+    it replaced, oldest first (bounded, see `registration.EVENT_LOG_HISTORY_LIMIT`).
     """
 
     instance_pubkey: bytes
@@ -48,4 +49,5 @@ class InstanceRecord:
     updated_at: datetime
     event_log: str | None = None
     workload: WorkloadEvent | None = None
+    ssh_host_key: str | None = None
     event_log_history: tuple[str, ...] = ()

@@ -4,7 +4,8 @@ Checks, in order: body shape, including a strictly parsed event log (400) → bo
 each identity (401) → an event log is present if the measurement policy needs one (401) → the
 quote (DCAP, or parse-only under SKIP_TDX_AUTH) → its report_data commits to exactly this
 request (401) → its PPID is the request's PPID (401) → the event log replays to the quote's
-RTMR3 and the measurement policy accepts its events (401) → in one transaction, a known instance
+RTMR3, the measurement policy accepts its events, and its latest operator/owner identity
+events (when it has them) name the request's identities (401) → in one transaction, a known instance
 keeps its PPID, operator and owner (403), else the record is written or refreshed (a replaced
 event log goes to the record's history).
 """
@@ -19,7 +20,14 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from tdx_measure import EventLog, MeasurementPolicy, check_log, verify_log
+from tdx_measure import (
+    EventLog,
+    IdentityRole,
+    MeasurementPolicy,
+    VerifiedLog,
+    check_log,
+    verify_log,
+)
 from tdx_quote import MAX_QUOTE_SIZE
 from tdx_report_data import (
     ED25519_PUBKEY_LEN,
@@ -56,6 +64,10 @@ class BindingError(RegistrationError):
 
 class RegistrationConflict(RegistrationError):
     """The instance is known with another PPID, operator or owner."""
+
+
+class IdentityEventMismatch(RegistrationError):
+    """The event log's latest operator or owner event names another key than the request."""
 
 
 class EventLogRequired(RegistrationError):
@@ -170,6 +182,26 @@ def merge_registration(existing: InstanceRecord | None, new: InstanceRecord) -> 
     )
 
 
+def check_logged_identities(log: VerifiedLog, request: RegistrationRequest) -> None:
+    """The TD measures each identity into RTMR3 before the quote that registers it: when the
+    log has an operator or owner event, its latest one must be the request's identity. A log
+    without such events (a v1 identity service) and a request without an identity whose event
+    is in the log (a registration the registry refused earlier leaves its event) pass."""
+    roles: tuple[tuple[IdentityRole, IdentityInfo | None], ...] = (
+        ("operator", request.operator),
+        ("owner", request.owner),
+    )
+    for role, identity in roles:
+        logged = log.identity(role)
+        if logged is None or identity is None:
+            continue
+        if not hmac.compare_digest(logged, identity.pubkey):
+            raise IdentityEventMismatch(
+                f"the event log's latest {role} event names {logged.hex()[:16]}..., not the "
+                f"request's {role} {identity.pubkey.hex()[:16]}..."
+            )
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -232,8 +264,11 @@ class Registrar:
             )
         if not hmac.compare_digest(checked.ppid, request.ppid):
             raise BindingError("the quote's PPID does not match the request's ppid")
+        verified: VerifiedLog | None = None
         if request.event_log is not None:
-            check_log(verify_log(request.event_log, checked.rtmr3), self._measurement_policy)
+            verified = verify_log(request.event_log, checked.rtmr3)
+            check_log(verified, self._measurement_policy)
+            check_logged_identities(verified, request)
         now = self._clock()
         new = InstanceRecord(
             instance_pubkey=request.instance_pubkey,
@@ -244,7 +279,8 @@ class Registrar:
             verdict=checked.verdict,
             registered_at=now,
             updated_at=now,
-            workload=None if request.event_log is None else request.event_log.workload,
+            workload=None if verified is None else verified.workload,
+            ssh_host_key=None if verified is None else verified.ssh_host_key,
             event_log=None if request.event_log is None else request.event_log.to_json(),
         )
         return await self._store.register(

@@ -13,10 +13,12 @@ fsyncs it before returning, so an acknowledged registration survives power loss 
 the default rollback-journal mode, with one fsync per commit instead of several.
 
 The latest workload event of the stored log is stored with it (`workload`, JSON text, `null`
-when the log has none), so reading a record parses no log. A row stored before that column
-existed has it NULL: its workload is read from its log, until its next registration writes it.
+when the log has none), so reading a record parses no log; likewise its latest measured SSH
+host key (`ssh_host_key`, JSON text: the key line or `null`). A row stored before such a column
+existed has it NULL: the value is read from its log, until its next registration writes it.
 
-Schema: the columns `rtmr3`, `event_log`, `event_log_history` and `workload` were added after
+Schema: the columns `rtmr3`, `event_log`, `event_log_history`, `workload` and `ssh_host_key`
+were added after
 the first release as optional (nullable) columns; there is no migration tooling yet, so a
 database created before them needs the `ALTER TABLE` statements of the README.
 """
@@ -45,7 +47,14 @@ from pony.orm import (
     db_session,
 )
 
-from tdx_measure import EventLog, EventLogError, WorkloadEvent, event_from_object, event_to_object
+from tdx_measure import (
+    EventLog,
+    EventLogError,
+    SshHostKeyEvent,
+    WorkloadEvent,
+    event_from_object,
+    event_to_object,
+)
 from tdx_report_data import IdentityInfo
 
 from .records import InstanceRecord, Verdict
@@ -137,6 +146,7 @@ def _define_entities(db: Database) -> Any:
         event_log = Optional(str, nullable=True)
         event_log_history = Optional(Json, nullable=True)
         workload = Optional(str, nullable=True)
+        ssh_host_key = Optional(str, nullable=True)
 
     return Instance
 
@@ -190,9 +200,34 @@ def _stored_workload(text: str | None, event_log: str | None) -> WorkloadEvent |
     return event
 
 
+def _ssh_host_key_text(line: str | None) -> str:
+    return json.dumps(line)
+
+
+def _stored_ssh_host_key(text: str | None, event_log: str | None) -> str | None:
+    """The row's SSH host key line: its `ssh_host_key` column, or for a row stored before that
+    column existed (NULL), its log's. A value that does not decode means the database was
+    altered."""
+    if text is None:
+        if event_log is None:
+            return None
+        try:
+            return EventLog.from_json(event_log).ssh_host_key
+        except EventLogError as exc:
+            raise StoreError(f"the stored event log does not parse: {exc.reason}") from None
+    try:
+        line = json.loads(text)
+        if line is not None:
+            line = SshHostKeyEvent(public_key=line).public_key
+    except ValueError as exc:  # EventLogError and JSONDecodeError are ValueErrors
+        raise StoreError(f"the stored SSH host key does not decode: {exc}") from None
+    return line if isinstance(line, str) else None
+
+
 def _to_record(row: Any, *, with_workload: bool = True) -> InstanceRecord:
-    """The row as a record; `with_workload=False` leaves the stored workload unread (the merge
-    rule never uses it, so a registration still rewrites a row whose workload was altered)."""
+    """The row as a record; `with_workload=False` leaves the stored workload and SSH host key
+    unread (the merge rule never uses them, so a registration still rewrites a row whose values
+    were altered)."""
     return InstanceRecord(
         instance_pubkey=bytes.fromhex(row.pubkey),
         ppid=bytes(row.ppid),
@@ -215,6 +250,9 @@ def _to_record(row: Any, *, with_workload: bool = True) -> InstanceRecord:
         updated_at=_aware(row.updated_at),
         event_log=row.event_log,
         workload=_stored_workload(row.workload, row.event_log) if with_workload else None,
+        ssh_host_key=(
+            _stored_ssh_host_key(row.ssh_host_key, row.event_log) if with_workload else None
+        ),
         event_log_history=tuple(str(text) for text in row.event_log_history or ()),
     )
 
@@ -235,6 +273,7 @@ def _to_columns(record: InstanceRecord) -> dict[str, Any]:
         "rtmr3": record.verdict.rtmr3,
         "event_log": record.event_log,
         "workload": _workload_text(record.workload),
+        "ssh_host_key": _ssh_host_key_text(record.ssh_host_key),
         "event_log_history": list(record.event_log_history),
     }
 

@@ -1,5 +1,6 @@
-"""The identity service's runtime measurement log: which helper programs it runs and which
-workload it configures and exposes, recorded in an event log and extended into RTMR3.
+"""The identity service's runtime measurement log: which helper programs it runs, the SSH host
+key it made in memory, the operator and owner it serves, and which workload it configures and
+exposes, recorded in an event log and extended into RTMR3.
 
 The register is an `RtmrDevice` (`platform`: the kernel's sysfs file or the tdx-sim); the helper
 programs are the workload manager's (`WorkloadManager.helper_programs`).
@@ -56,6 +57,7 @@ from tdx_measure import (
     ExecutableError,
     ExecutableEvent,
     ReplayMismatchError,
+    RuntimeEvent,
     Transition,
     WorkloadEvent,
     event_digest,
@@ -198,6 +200,11 @@ class MeasurementLog:
             persist_dirs=tuple(persist_dirs),
             port=port,
         )
+        await self.record(event)
+
+    async def record(self, event: RuntimeEvent) -> None:
+        """Record any runtime event (an SSH host key, an identity, a workload step): written
+        ahead to the log file, then extended into RTMR3, like every other event."""
         async with self._lock:
             await self._sync_locked()
             await self._record_locked(event)
@@ -290,7 +297,7 @@ class MeasurementLog:
             base = self._require_started()
             await self._extend_locked(EventLog.from_events((*base.events, event)), event)
 
-    async def _record_locked(self, event: ExecutableEvent | WorkloadEvent) -> None:
+    async def _record_locked(self, event: RuntimeEvent) -> None:
         base = self._require_started()
         candidate = EventLog.from_events(base.events)
         candidate.append(event)

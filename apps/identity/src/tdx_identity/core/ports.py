@@ -24,6 +24,7 @@ __all__ = [
     "QuoteSource",
     "RegistrationRequest",
     "RegistryClient",
+    "RegistryRecord",
     "RtmrDevice",
     "WorkloadConfig",
     "WorkloadManager",
@@ -78,11 +79,28 @@ class RegistrationRequest:
         return body
 
 
-class RegistryClient(Protocol):
-    """Records an instance's registration; returns only when the registry accepted it, else
-    raises RegistryRejected or RegistryUnavailable."""
+@dataclass(frozen=True)
+class RegistryRecord:
+    """The identities the registry's record of an instance names, parsed strictly but not yet
+    verified (the core checks their signatures against the instance key)."""
 
-    async def register(self, request: RegistrationRequest) -> None: ...
+    operator: IdentityInfo | None
+    owner: IdentityInfo | None
+
+
+class RegistryClient(Protocol):
+    """The registry: records registrations and answers what it holds for an instance."""
+
+    async def register(self, request: RegistrationRequest) -> None:
+        """Returns only when the registry accepted it; else RegistryRejected or
+        RegistryUnavailable."""
+        ...
+
+    async def lookup(self, instance_pubkey: bytes) -> RegistryRecord | None:
+        """The record of `instance_pubkey`, None when the registry has none (404); raises
+        RegistryUnavailable on any other failure and RegistryRecordMalformed when the record
+        does not parse."""
+        ...
 
 
 class KeyProvider(Protocol):

@@ -18,11 +18,26 @@ nothing. With `accept_unsequenced` a v1 body without seq is served, with a warni
 
 Challenges. `attest_challenge` answers a verifier's nonce with a fresh quote over the challenge
 binding, taken while the event log is frozen, and that log: the log replays to its RTMR3.
+
+SSH host key and identities in the evidence. `prepare` measures the SSH host key made in memory
+for this start (`ssh_host_key` event) right after the log starts, before anything can open the
+SSH setup server. Each registration extends an `identity` event with its public key before the
+quote it sends is taken; a refused registration leaves its event (an extension cannot be undone;
+verifiers take the latest event per role). After agreement with the registry (below), the log's
+latest identity per role is made equal to the state's: after a reboot the new log names them
+again.
+
+The registry comparison. The host can rewrite the state file, so no lifecycle step (operator and
+owner registration, configure, expose) is served, and the workload is not recovered, until the
+state's operator and owner agree with the registry's record (`core.comparison`): compared at
+start, then with back-off in a background task until they agree. Until then every step raises
+`ComparisonPending` or `IdentityDisagreement` (503); GET routes keep serving.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -35,6 +50,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import tdx_ppid
 import tdx_quote
+from tdx_identity.core.comparison import Backoff, Comparison, ComparisonStatus, disagreement
 from tdx_identity.core.instance_key import public_key_bytes
 from tdx_identity.core.lifecycle import (
     Action,
@@ -54,11 +70,16 @@ from tdx_identity.core.ports import (
 )
 from tdx_identity.core.state import PersistedState, StateStore
 from tdx_identity.exceptions import (
+    ComparisonPending,
+    IdentitiesUnconfirmed,
+    IdentityDisagreement,
     MeasurementPersistError,
     OwnerTokenInvalid,
     PlatformError,
     QuoteSourceError,
     RegistryError,
+    RegistryRecordMalformed,
+    RegistryUnavailable,
     RtmrDeviceError,
     StaleRequest,
     StartupError,
@@ -69,7 +90,7 @@ from tdx_identity.exceptions import (
 )
 from tdx_identity.workload.config import WorkloadConfig
 from tdx_identity.workload.requests import parse_configure, parse_expose, verify_owner_signature
-from tdx_measure import Transition, WorkloadEvent
+from tdx_measure import IdentityEvent, IdentityRole, SshHostKeyEvent, Transition, WorkloadEvent
 from tdx_report_data import (
     IdentityInfo,
     challenge_report_data,
@@ -122,6 +143,8 @@ class IdentityService:
         registry: RegistryClient,
         workload: WorkloadManager,
         measurement: MeasurementLog,
+        ssh_host_key: str,
+        registry_backoff: Backoff | None = None,
         ppid_of_quote: Callable[[bytes], bytes] = platform_ppid,
         clock: Callable[[], float] = time.time,
         accept_unsequenced: bool = False,
@@ -136,8 +159,15 @@ class IdentityService:
         self._ppid_of_quote = ppid_of_quote
         self._clock = clock
         self._accept_unsequenced = accept_unsequenced
+        self._ssh_host_key = ssh_host_key
+        self._backoff = registry_backoff or Backoff()
         self._lock = asyncio.Lock()
         self._prepared = False
+        self._comparison = Comparison(
+            ComparisonStatus.PENDING, "the registry has not been reached yet: not compared yet"
+        )
+        self._retry_delay = self._backoff.initial
+        self._comparing: asyncio.Task[None] | None = None
 
     @property
     def instance_pubkey(self) -> bytes:
@@ -146,6 +176,11 @@ class IdentityService:
     @property
     def state(self) -> PersistedState:
         return self._store.current
+
+    @property
+    def comparison(self) -> Comparison:
+        """Where the comparison of the state's identities with the registry's record stands."""
+        return self._comparison
 
     def event_log_json(self) -> str:
         """The RTMR3 event log as far as it is extended: what `GET /instance/eventlog` serves."""
@@ -172,8 +207,9 @@ class IdentityService:
         log.info("platform PPID recorded", extra={"ppid": ppid.hex()})
 
     async def prepare(self) -> None:
-        """Before serving: make sure the PPID is known and start the RTMR3 log (a boot event
-        and the helpers after a reboot, else continue the persisted log). Runs once; the
+        """Before serving: make sure the PPID is known, start the RTMR3 log (a boot event
+        and the helpers after a reboot, else continue the persisted log) and measure this
+        start's SSH host key, before anything can open the SSH setup server. Runs once; the
         program calls it before its server starts so that a failure is one log line."""
         if self._prepared:
             return
@@ -187,19 +223,129 @@ class IdentityService:
             await self._measurement.start(int(self._clock()))
         except (RtmrDeviceError, MeasurementPersistError) as exc:
             raise StartupError(f"cannot start the RTMR3 measurement log: {exc}") from exc
+        try:
+            await self._measurement.record(SshHostKeyEvent(public_key=self._ssh_host_key))
+        except (RtmrDeviceError, MeasurementPersistError) as exc:
+            raise StartupError(f"cannot measure the SSH host key: {exc}") from exc
+        log.info(
+            "SSH host key made in memory and measured", extra={"public_key": self._ssh_host_key}
+        )
         self._prepared = True
 
     async def start(self) -> None:
-        """At server start: `prepare`, let the workload runtime recover and measure what it
-        runs, then re-register once so the registry gets this boot's log."""
+        """At server start: `prepare`, then compare the state's identities with the registry's
+        record. On agreement: measure the identities, let the workload runtime recover and
+        measure what it runs, and re-register once so the registry gets this boot's log.
+        Otherwise a background task compares again with back-off and does all that once they
+        agree; until then lifecycle steps answer 503."""
         await self.prepare()
+        if await self._compare():
+            await self._serve_agreed()
+            return
+        self._comparing = asyncio.create_task(self._compare_until_agreed())
+
+    async def _compare(self) -> bool:
+        """One comparison with the registry's record; True on agreement. Logs the outcome."""
+        try:
+            record = await self._registry.lookup(self._pubkey)
+        except RegistryUnavailable as exc:
+            self._comparison = Comparison(
+                ComparisonStatus.PENDING, f"the registry has not been reached yet: {exc}"
+            )
+            log.warning(
+                "cannot compare the identities with the registry; owner steps wait",
+                extra={"reason": str(exc), "retry_in": self._retry_delay},
+            )
+            return False
+        except RegistryRecordMalformed as exc:
+            reason: str | None = str(exc)
+        else:
+            reason = disagreement(self._pubkey, self._store.current, record)
+        if reason is not None:
+            self._comparison = Comparison(
+                ComparisonStatus.DISAGREED, f"the registry's record disagrees: {reason}"
+            )
+            log.error(
+                "the state's identities disagree with the registry's record: refusing every "
+                "lifecycle step and not recovering the workload until they agree",
+                extra={"reason": reason, "retry_in": self._retry_delay},
+            )
+            return False
+        log.info("the state's identities agree with the registry's record")
+        return True
+
+    async def _compare_until_agreed(self) -> None:
+        """Compare again with back-off until agreement, then serve; cancelled at shutdown."""
+        while True:
+            await asyncio.sleep(self._retry_delay)
+            self._retry_delay = self._backoff.after(self._retry_delay)
+            if not await self._compare():
+                continue
+            try:
+                await self._serve_agreed()
+            except StartupError as exc:
+                self._comparison = Comparison(
+                    ComparisonStatus.PENDING,
+                    f"the identities agree, but the workload could not be recovered: {exc}",
+                )
+                log.error(
+                    "workload recovery after agreement failed; trying again",
+                    extra={"reason": str(exc), "retry_in": self._retry_delay},
+                )
+                continue
+            return
+
+    async def _serve_agreed(self) -> None:
+        """After agreement: measure the state's identities, recover and measure the workload,
+        re-register, and only then serve lifecycle steps."""
         async with self._lock:
+            self._comparison = Comparison(
+                ComparisonStatus.PENDING,
+                "the identities agree with the registry; the workload is being recovered",
+            )
+            try:
+                await self._measure_identities()
+            except (RtmrDeviceError, MeasurementPersistError) as exc:
+                raise StartupError(f"cannot measure the identities: {exc}") from exc
             await self._recover_workload()
             try:
                 await self._measure_recovered_workload()
             except (RtmrDeviceError, MeasurementPersistError, WorkloadError) as exc:
                 raise StartupError(f"cannot measure the recovered workload: {exc}") from exc
             await self._reregister_at_start()
+            self._comparison = Comparison(ComparisonStatus.AGREED)
+
+    def _require_agreement(self) -> None:
+        """Refuse a lifecycle step (503) until the comparison with the registry agreed."""
+        comparison = self._comparison
+        if comparison.status is ComparisonStatus.AGREED:
+            return
+        reason = comparison.reason or "the comparison with the registry has not completed"
+        error: type[IdentitiesUnconfirmed] = (
+            IdentityDisagreement
+            if comparison.status is ComparisonStatus.DISAGREED
+            else ComparisonPending
+        )
+        raise error(reason, retry_after=self._retry_delay)
+
+    async def _measure_identities(self) -> None:
+        """Make the log's latest identity per role equal the state's (after a reboot the new
+        log has none): record each one that is missing or different."""
+        state = self._store.current
+        roles: tuple[tuple[IdentityRole, IdentityInfo | None], ...] = (
+            ("operator", state.operator),
+            ("owner", state.owner),
+        )
+        for role, identity in roles:
+            if identity is not None:
+                await self._measure_identity(role, identity.pubkey)
+
+    async def _measure_identity(self, role: IdentityRole, pubkey: bytes) -> None:
+        """Extend an identity event unless the log's latest one for `role` is `pubkey`."""
+        latest = self._measurement.log.identity(role)
+        if latest is not None and hmac.compare_digest(latest, pubkey):
+            return
+        await self._measurement.record(IdentityEvent(role=role, pubkey=pubkey))
 
     async def _recover_workload(self) -> None:
         """Let the workload runtime reach the committed state; commit an expose it finished."""
@@ -276,7 +422,13 @@ class IdentityService:
         log.info("re-registered at start-up", extra={"lifecycle": state.lifecycle.value})
 
     async def stop(self) -> None:
-        """At shutdown: stop the workload runtime's listeners (the committed state stays)."""
+        """At shutdown: stop comparing with the registry, then the workload runtime's listeners
+        (the committed state stays)."""
+        comparing, self._comparing = self._comparing, None
+        if comparing is not None:
+            comparing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await comparing
         await self._workload.shutdown()
 
     async def _quote_for(self, report_data: bytes) -> bytes:
@@ -343,9 +495,11 @@ class IdentityService:
 
     async def register_operator(self, pubkey: bytes, signature: bytes) -> str:
         """Register the operator; return the single-use owner token (only its hash is kept)."""
+        self._require_agreement()
         async with self._lock:
             target = next_state(self._store.current.lifecycle, Action.REGISTER_OPERATOR)
             operator = sign_identity(self._key, pubkey, signature)
+            await self._measure_identity("operator", pubkey)
             await self._record(operator, None)
             token = secrets.token_urlsafe(32)
             self._store.commit(
@@ -361,6 +515,7 @@ class IdentityService:
 
     async def register_owner(self, token: str | None, pubkey: bytes, signature: bytes) -> None:
         """Register the owner with the operator's token; the token is spent by this call."""
+        self._require_agreement()
         if not token:
             raise OwnerTokenInvalid("missing x-token header")
         async with self._lock:
@@ -375,6 +530,7 @@ class IdentityService:
             ):
                 raise OwnerTokenInvalid("invalid owner token")
             owner = sign_identity(self._key, pubkey, signature)
+            await self._measure_identity("owner", pubkey)
             await self._record(state.operator, owner)
             await self._workload.on_owner_registered(pubkey)
             self._store.commit(
@@ -407,6 +563,7 @@ class IdentityService:
 
     async def configure_workload(self, body: bytes, signature_hex: str | None) -> None:
         """Authenticate the owner's signed body, validate it, then (re)configure the workload."""
+        self._require_agreement()
         owner_pubkey = self._owner_pubkey(Action.CONFIGURE_WORKLOAD)
         verify_owner_signature(owner_pubkey, body, signature_hex)
         request = parse_configure(body, self._pubkey, accept_unsequenced=self._accept_unsequenced)
@@ -433,6 +590,7 @@ class IdentityService:
 
     async def expose_workload(self, body: bytes, signature_hex: str | None) -> None:
         """Authenticate the owner's signed body, then close setup access and publish the port."""
+        self._require_agreement()
         owner_pubkey = self._owner_pubkey(Action.EXPOSE_WORKLOAD)
         verify_owner_signature(owner_pubkey, body, signature_hex)
         request = parse_expose(body, self._pubkey, accept_unsequenced=self._accept_unsequenced)

@@ -26,9 +26,20 @@ async def instance_pubkey(request: Request) -> HTTPResponse:
 
 @instance_bp.get("/instance/state")
 async def instance_state(request: Request) -> HTTPResponse:
-    """The lifecycle state name and the last accepted owner seq (carry no secret)."""
-    state = service_of(request).state
-    return json({"state": state.lifecycle.value, "last_seq": state.last_seq})
+    """The lifecycle state name, the last accepted owner seq, and where the comparison of the
+    state's identities with the registry's record stands (carry no secret)."""
+    service = service_of(request)
+    state, comparison = service.state, service.comparison
+    return json(
+        {
+            "state": state.lifecycle.value,
+            "last_seq": state.last_seq,
+            "registry_comparison": {
+                "status": comparison.status.value,
+                "reason": comparison.reason,
+            },
+        }
+    )
 
 
 def _nonce(request: Request) -> bytes:

@@ -1,5 +1,6 @@
 """The owner's workload steps (API.md: POST /workload/configure, POST /workload/expose), and
-the SSH setup server's host key so the owner can pin it (an addition to API.md).
+the SSH setup server's host key (an unauthenticated convenience: the attested copy is the RTMR3
+log's `ssh_host_key` event, which the registry's record shows).
 
 The body is passed raw: the owner's `x-signature` covers its exact bytes, and is checked
 before the body is parsed.
@@ -32,7 +33,8 @@ async def expose(request: Request) -> HTTPResponse:
 
 @workload_bp.get("/workload/ssh-host-key")
 async def ssh_host_key(request: Request) -> HTTPResponse:
-    """The SSH setup server's public host key and its SHA256 fingerprint (public data)."""
+    """The SSH setup server's public host key and its SHA256 fingerprint, unauthenticated: pin
+    the registry record's attested `ssh_host_key` instead."""
     key = request.app.ctx.ssh_host_key
     if not isinstance(key, HostKey):
         raise RuntimeError("the app was not built by tdx_identity.create_app")

@@ -50,11 +50,12 @@ from tdx_identity.exceptions import (
     WorkloadFailed,
     WorkloadRejected,
 )
+from tdx_identity.files import fsync_dir
 
 from .config import Hardening
 from .helpers import HELPER_ROLES, resolve_helpers
 from .runtime import ContainerRuntime, PodmanRuntime
-from .ssh import SetupSshServer, container_exec_factory
+from .ssh import HostKey, SetupSshServer, container_exec_factory
 from .store import EncryptedStore, GocryptfsStore
 from .store_key import LocalFileKeyProvider
 
@@ -63,9 +64,9 @@ __all__ = [
     "PodmanWorkloadManager",
     "SshServerFactory",
     "WorkloadSettings",
+    "discard_v1_host_key",
     "missing_programs",
     "podman_workload_manager",
-    "ssh_host_key_path",
 ]
 
 _log = logging.getLogger("tdx_identity.workload")
@@ -329,13 +330,30 @@ class PodmanWorkloadManager:
 
 WORKLOAD_DIR_NAME: Final = "workload"
 CIPHER_DIR_NAME: Final = "store.crypt"
-SSH_HOST_KEY_NAME: Final = "ssh_host_ed25519_key"
+V1_SSH_HOST_KEY_NAME: Final = "ssh_host_ed25519_key"
 REQUIRED_PROGRAMS: Final = ("podman", "gocryptfs", "fusermount3")
 
 
-def ssh_host_key_path(storage_path: Path) -> Path:
-    """Where the persistent SSH host key lives: in the state, beside the instance key."""
-    return storage_path / SSH_HOST_KEY_NAME
+def discard_v1_host_key(storage_path: Path) -> bool:
+    """Delete the SSH host key file v1 kept under STORAGE_PATH, a disk the host can read (so
+    the host may hold a copy of it); True when there was one. The key is made in memory now."""
+    path = storage_path / V1_SSH_HOST_KEY_NAME
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise StartupError(
+            f"cannot delete the v1 SSH host key {path}, which the host could read: "
+            f"{exc.strerror or exc}"
+        ) from exc
+    fsync_dir(storage_path)
+    _log.warning(
+        "deleted the v1 SSH host key file: it lay on a disk the host can read, so the host may "
+        "hold a copy; the SSH host key is now made in memory at every start and measured",
+        extra={"path": str(path)},
+    )
+    return True
 
 
 def missing_programs(which: Callable[[str], str | None] = shutil.which) -> list[str]:
@@ -359,9 +377,10 @@ class WorkloadSettings:
 
 
 def podman_workload_manager(
-    settings: WorkloadSettings, section: WorkloadSectionStore
+    settings: WorkloadSettings, section: WorkloadSectionStore, host_key: HostKey
 ) -> PodmanWorkloadManager:
-    """The real manager laid out under the settings' paths and ports."""
+    """The real manager laid out under the settings' paths and ports; its SSH setup server
+    presents `host_key` (in memory, measured by the service)."""
     workload_dir = settings.storage_path / WORKLOAD_DIR_NAME
     keys: KeyProvider = LocalFileKeyProvider(settings.store_key_path)
     try:
@@ -384,7 +403,7 @@ def podman_workload_manager(
         return SetupSshServer(
             host=settings.ssh_listen,
             port=settings.ssh_port,
-            host_key_path=ssh_host_key_path(settings.storage_path),
+            host_key=host_key,
             owner_pubkey=owner_pubkey,
             exec_argv_factory=exec_factory,
         )

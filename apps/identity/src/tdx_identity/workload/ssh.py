@@ -24,13 +24,11 @@ import struct
 import termios
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 import asyncssh
 
-from tdx_identity.exceptions import SshServerError, UnsafeFileError
-from tdx_identity.files import atomic_create, ensure_private_dir, read_private
+from tdx_identity.exceptions import SshServerError
 
 from .runtime import ContainerRuntime
 
@@ -50,7 +48,6 @@ _CHUNK: Final = 65536
 _TERM_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", re.ASCII)
 _DRAIN_AFTER_EXIT: Final = 2.0
 _KILL_GRACE: Final = 3.0
-_MAX_HOST_KEY_BYTES: Final = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -92,49 +89,33 @@ def owner_key_blob(owner_pubkey: bytes) -> bytes:
 
 
 class HostKey:
-    """The server's persistent ed25519 host key: created once (0600, atomic), then reused."""
+    """The server's ed25519 host key, made in process memory at every service start and never
+    written to any file: the host, which can read every disk of the TD, never sees it. The
+    attested copy of its public half is the RTMR3 ``ssh_host_key`` event."""
 
     def __init__(self, key: asyncssh.SSHKey) -> None:
+        if key.algorithm != b"ssh-ed25519":
+            raise SshServerError("the SSH host key must be an ed25519 key")
         self._key = key
 
     @classmethod
-    def load_or_create(cls, path: Path) -> HostKey:
-        try:
-            return cls(_read_private_key(path))
-        except FileNotFoundError:
-            pass
-        key = asyncssh.generate_private_key("ssh-ed25519")
-        ensure_private_dir(path.parent)
-        if not atomic_create(path, key.export_private_key("openssh"), mode=0o600):
-            return cls(_read_private_key(path))
-        return cls(key)
+    def generate(cls) -> HostKey:
+        """A fresh ed25519 key, held in memory only."""
+        return cls(asyncssh.generate_private_key("ssh-ed25519"))
 
     @property
     def private_key(self) -> asyncssh.SSHKey:
         return self._key
 
     def openssh_public(self) -> str:
-        """`ssh-ed25519 AAAA...`, the line an owner puts in known_hosts (after the host)."""
+        """`ssh-ed25519 AAAA...` without a comment: the line an owner pins (after the host),
+        and the one the ``ssh_host_key`` event carries."""
         parts = self._key.export_public_key("openssh").decode("ascii").split()
         return f"{parts[0]} {parts[1]}"
 
     def fingerprint(self) -> str:
         """`SHA256:...`, as OpenSSH prints it."""
         return str(self._key.get_fingerprint("sha256"))
-
-
-def _read_private_key(path: Path) -> asyncssh.SSHKey:
-    try:
-        data = read_private(path, max_bytes=_MAX_HOST_KEY_BYTES, owned_by_us=True)
-    except UnsafeFileError as exc:
-        raise SshServerError(f"host key unusable: {exc}") from None
-    try:
-        key = asyncssh.import_private_key(data)
-    except (asyncssh.KeyImportError, ValueError):
-        raise SshServerError(f"host key {path} is not a valid private key") from None
-    if key.algorithm != b"ssh-ed25519":
-        raise SshServerError(f"host key {path} is not an ed25519 key")
-    return key
 
 
 class _OwnerOnlyServer(asyncssh.SSHServer):
@@ -182,7 +163,7 @@ class SetupSshServer:
         *,
         host: str,
         port: int,
-        host_key_path: Path,
+        host_key: HostKey,
         owner_pubkey: bytes,
         exec_argv_factory: ExecArgvFactory,
         login_timeout: float = 30.0,
@@ -190,12 +171,11 @@ class SetupSshServer:
     ) -> None:
         self._host = host
         self._port = port
-        self._host_key_path = host_key_path
+        self._host_key = host_key
         self._owner_blob = owner_key_blob(owner_pubkey)
         self._factory = exec_argv_factory
         self._login_timeout = login_timeout
         self._max_connections = max_connections
-        self._host_key: HostKey | None = None
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._connections: set[asyncssh.SSHServerConnection] = set()
         self._children: set[asyncio.subprocess.Process] = set()
@@ -205,11 +185,10 @@ class SetupSshServer:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load (or create) the host key and listen."""
+        """Listen, presenting the in-memory host key."""
         if self._acceptor is not None:
             raise SshServerError("SSH setup server already started")
         self._closing = False
-        self._host_key = await asyncio.to_thread(HostKey.load_or_create, self._host_key_path)
         try:
             self._acceptor = await asyncssh.create_server(
                 lambda: _OwnerOnlyServer(self),
@@ -247,8 +226,6 @@ class SetupSshServer:
         return self._acceptor is not None
 
     def host_key(self) -> HostKey:
-        if self._host_key is None:
-            self._host_key = HostKey.load_or_create(self._host_key_path)
         return self._host_key
 
     def host_public_key(self) -> str:

@@ -40,6 +40,7 @@ def record_json(record: InstanceRecord) -> dict[str, Any]:
         "rtmr3": None if verdict.rtmr3 is None else verdict.rtmr3.hex(),
         "event_log": record.event_log,
         "workload": record.workload.to_object() if record.workload is not None else None,
+        "ssh_host_key": record.ssh_host_key,
         "event_log_history_count": len(record.event_log_history),
     }
 

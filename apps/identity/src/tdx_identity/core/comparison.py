@@ -1,0 +1,93 @@
+"""The start-up comparison of the state file's identities with the registry's record.
+
+The operator controls the host, so it can rewrite `identity_state.json` while the service is
+stopped (even with signatures made by the instance key, which lies on the same disk). The
+registry's record was accepted against a quote that bound the identities, so at every start the
+service compares the two and serves no lifecycle step until they agree: for each role the
+state's public key equals the record's (both absent counts as equal), compared in constant time,
+and every identity of the record verifies against this instance key. A record that does not
+parse or verify is a disagreement, never an agreement.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+from dataclasses import dataclass
+
+from tdx_identity.core.ports import RegistryRecord
+from tdx_identity.core.state import PersistedState
+from tdx_report_data import EncodingError, IdentityInfo, SignatureError, verify_identity
+
+__all__ = ["Backoff", "Comparison", "ComparisonStatus", "disagreement"]
+
+_PREFIX_HEX = 16
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delays between comparisons while they do not agree: `initial` seconds, doubling up to
+    `maximum`."""
+
+    initial: float = 1.0
+    maximum: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.initial <= self.maximum:
+            raise ValueError("backoff needs 0 < initial <= maximum")
+
+    def after(self, delay: float) -> float:
+        """The delay that follows `delay`."""
+        return min(delay * 2, self.maximum)
+
+
+class ComparisonStatus(enum.Enum):
+    """Where the comparison stands (`GET /instance/state`'s `registry_comparison.status`)."""
+
+    PENDING = "pending"
+    DISAGREED = "disagreed"
+    AGREED = "agreed"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The latest outcome and, unless agreed, why lifecycle steps are refused."""
+
+    status: ComparisonStatus
+    reason: str | None = None
+
+
+def _prefix(identity: IdentityInfo | None) -> str:
+    return "none" if identity is None else identity.pubkey.hex()[:_PREFIX_HEX] + "..."
+
+
+def _same(mine: IdentityInfo | None, theirs: IdentityInfo | None) -> bool:
+    if mine is None or theirs is None:
+        return mine is None and theirs is None
+    return hmac.compare_digest(mine.pubkey, theirs.pubkey)
+
+
+def disagreement(
+    instance_pubkey: bytes, state: PersistedState, record: RegistryRecord | None
+) -> str | None:
+    """None when `state` and `record` (None: the registry has no record) name the same operator
+    and owner and the record's identities verify against `instance_pubkey`; else the reason."""
+    pairs: tuple[tuple[str, IdentityInfo | None, IdentityInfo | None], ...] = (
+        ("operator", state.operator, None if record is None else record.operator),
+        ("owner", state.owner, None if record is None else record.owner),
+    )
+    for role, mine, theirs in pairs:
+        if theirs is not None:
+            try:
+                verify_identity(instance_pubkey, theirs)
+            except (SignatureError, EncodingError) as exc:
+                return (
+                    f"the registry's {role} {_prefix(theirs)} does not verify against this "
+                    f"instance key: {exc}"
+                )
+        if not _same(mine, theirs):
+            return (
+                f"the {role} differs: the state file names {_prefix(mine)}, the registry's "
+                f"record {_prefix(theirs)}"
+            )
+    return None
