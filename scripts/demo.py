@@ -127,9 +127,10 @@ def workload_flow(env: dict[str, str], instance: str, owner_pub: str, work: Path
         "--persist-dir", "/www", "--port", "8080", env=env,
     )  # fmt: skip
     step("the owner prepares it over SSH; tdxctl pins the host key attested in RTMR3")
+    # As with ssh itself, the words after -- are joined into one remote command line.
     tdxctl(
         "ssh", "--key", owner_key, "--",
-        "sh", "-c", "echo 'hello from the owner' > /www/index.html && echo wrote /www/index.html",
+        "echo 'hello from the owner' > /www/index.html && echo wrote /www/index.html",
         env=env,
     )  # fmt: skip
     step("the owner exposes the workload: SSH setup access closes for good")
