@@ -1,27 +1,27 @@
-"""Run the whole flow on the default ports: sim (3010), registry (3000), identity service (3001).
+"""Run the whole flow on the default ports: sim (3010), registry (3000), identity service (3001),
+every step through `tdxctl` (each command is printed, then its output).
 
-operator registers -> owner registers with the token -> the registry record is fetched and its
-quote re-verified with the verify-quote command against the sim root -> the owner configures
-a workload, prepares it over SSH and exposes it.
+keys -> the operator verifies a fresh attestation and registers -> the owner registers with the
+token -> the owner verifies the registry's record independently -> configures a workload,
+prepares it over SSH with the attested host key pinned, exposes it -> verifies again.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tdx_service_kit.testing import LaunchError, Program, installed_program
 
@@ -96,88 +96,52 @@ def remove_workload() -> None:
         subprocess.run(["fusermount3", "-u", "-z", str(CLEAR_MOUNT)], check=False)
 
 
-def signed(identity_url: str, route: str, key: Ed25519PrivateKey, body: dict[str, object]) -> int:
-    """POST the owner's signed body naming its action (the route) and the next seq after the
-    instance's last accepted one; return that seq."""
-    seq = int(httpx.get(identity_url + "/instance/state").json()["last_seq"]) + 1
-    raw = json.dumps({"action": route.rsplit("/", 1)[-1], "seq": seq} | body).encode()
-    url = identity_url + route
-    r = httpx.post(url, content=raw, headers={"x-signature": key.sign(raw).hex()}, timeout=120)
-    if r.status_code != 200:
-        sys.exit(f"demo: {url} answered {r.status_code}: {r.text}")
-    return seq
-
-
-def ssh_run(key_file: Path, command: str) -> str:
-    done = subprocess.run(
-        [
-            "ssh",
-            "-p",
-            "2222",
-            "-i",
-            str(key_file),
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            f"UserKnownHostsFile={key_file.parent / 'known_hosts'}",
-            "owner@127.0.0.1",
-            command,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def tdxctl(*args: str, env: dict[str, str], capture_json: bool = False) -> dict[str, Any]:
+    """Run one tdxctl command as a user would, printing the command line and then its output;
+    with `capture_json`, ask for --json and return the object it printed."""
+    argv = [bin_path("tdxctl"), *args, *(["--json"] if capture_json else [])]
+    print("$ " + shlex.join(["tdxctl", *argv[1:]]), flush=True)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+    for line in done.stdout.rstrip("\n").splitlines():
+        print(f"    {line}", flush=True)
     if done.returncode != 0:
-        sys.exit(f"demo: ssh failed ({done.returncode}): {done.stderr}")
-    return done.stdout
+        sys.exit(f"demo: tdxctl {args[0]} failed (exit {done.returncode}): {done.stderr.strip()}")
+    if not capture_json:
+        return {}
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
 
 
-def workload_flow(identity_url: str, instance: bytes, owner: Ed25519PrivateKey, work: Path) -> None:
-    """configure -> SSH in as the owner -> write a page -> expose -> page served, SSH closed."""
+def workload_flow(env: dict[str, str], instance: str, owner_pub: str, work: Path) -> None:
+    """configure -> SSH in as the owner with the attested host key pinned -> write a page ->
+    expose -> page served, SSH closed, and the record verified again."""
     subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "make_image.py"), "--ref", IMAGE],
         check=True,
     )
     step(f"built the local image {IMAGE} (busybox httpd serving /www on 8080)")
-    seq = signed(
-        identity_url,
-        "/workload/configure",
-        owner,
-        {"instance_pubkey": instance.hex(), "image": IMAGE, "persist_dirs": ["/www"], "port": 8080},
-    )
-    step(
-        f"workload configured (seq {seq}): container running on encrypted storage, SSH open on 2222"
-    )
-    key_file = work / "owner_ed25519"
-    key_file.write_bytes(
-        owner.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        )
-    )
-    key_file.chmod(0o600)
-    host_key = httpx.get(identity_url + "/workload/ssh-host-key").json()
-    (work / "known_hosts").write_text(f"[127.0.0.1]:2222 {host_key['public_key']}\n")
-    step(f"pinned the SSH host key {host_key['fingerprint']}")
-    ssh_run(key_file, "echo 'hello from the owner' > /www/index.html")
-    step("owner wrote /www/index.html over SSH")
-    seq = signed(
-        identity_url,
-        "/workload/expose",
-        owner,
-        {"instance_pubkey": instance.hex(), "image": IMAGE},
-    )
+    owner_key = str(work / "owner.pem")
+    step("the owner configures the workload (signed body, next seq)")
+    tdxctl(
+        "workload", "configure", "--key", owner_key, "--image", IMAGE,
+        "--persist-dir", "/www", "--port", "8080", env=env,
+    )  # fmt: skip
+    step("the owner prepares it over SSH; tdxctl pins the host key attested in RTMR3")
+    # As with ssh itself, the words after -- are joined into one remote command line.
+    tdxctl(
+        "ssh", "--key", owner_key, "--",
+        "echo 'hello from the owner' > /www/index.html && echo wrote /www/index.html",
+        env=env,
+    )  # fmt: skip
+    step("the owner exposes the workload: SSH setup access closes for good")
+    tdxctl("workload", "expose", "--key", owner_key, "--image", IMAGE, env=env)
     page = httpx.get("http://127.0.0.1:8080/index.html", timeout=30).text.strip()
-    step(f"exposed (seq {seq}): http://127.0.0.1:8080/index.html serves {page!r}")
+    step(f"http://127.0.0.1:8080/index.html serves {page!r}")
     with socket.socket() as s:
         closed = s.connect_ex(("127.0.0.1", 2222)) != 0
-    step(f"SSH setup access closed for good: {closed}")
+    step(f"SSH setup access closed: {closed}")
+    step("anyone can verify the record again: the expose is in the attested log")
+    tdxctl("verify", "--instance", instance, "--expect-owner", owner_pub, env=env)
     if not closed or page != "hello from the owner":
         sys.exit("demo: the exposed workload is not as the owner left it")
 
@@ -236,65 +200,36 @@ def main() -> int:
             )
         )
 
-        instance = bytes.fromhex(httpx.get(identity_url + "/instance/pubkey").json()["pubkey"])
-        step(f"instance public key {instance.hex()}")
-
-        operator, owner = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-        r = httpx.post(
-            identity_url + "/operator/register",
-            timeout=30,
-            json={
-                "pubkey": operator.public_key().public_bytes_raw().hex(),
-                "signature": operator.sign(instance).hex(),
-            },
-        )
-        r.raise_for_status()
-        token = r.json()["owner_token"]
-        step("operator registered; the registry verified the quote and recorded it")
-
-        r = httpx.post(
-            identity_url + "/owner/register",
-            timeout=30,
-            headers={"x-token": token},
-            json={
-                "pubkey": owner.public_key().public_bytes_raw().hex(),
-                "signature": owner.sign(instance).hex(),
-            },
-        )
-        r.raise_for_status()
-        step("owner registered with the single-use token")
-
-        record = httpx.get(f"{registry_url}/instance/{instance.hex()}").json()
+        instance = httpx.get(identity_url + "/instance/pubkey").json()["pubkey"]
+        step(f"instance public key {instance} (GET /instance/pubkey)")
+        tenv = env | {
+            "TDXCTL_IDENTITY_URL": identity_url,
+            "TDXCTL_REGISTRY_URL": registry_url,
+            "TDXCTL_TRUSTED_ROOT_CA": str(root_ca),
+            "TDXCTL_PCCS_URL": sim_url,
+        }
         step(
-            f"registry record: TCB {record['verification']['tcb_status']}, "
-            f"operator {record['operator']['pubkey'][:16]}..., "
-            f"owner {record['owner']['pubkey'][:16]}..."
+            "tdxctl takes its defaults from TDXCTL_IDENTITY_URL, TDXCTL_REGISTRY_URL, "
+            "TDXCTL_TRUSTED_ROOT_CA (here the simulator's root CA) and TDXCTL_PCCS_URL"
         )
-
-        quote_file = work / "registered-quote.bin"
-        quote_file.write_bytes(base64.b64decode(record["attestation_quote"]))
-        out = subprocess.run(
-            [
-                bin_path("verify-quote"),
-                "--quote",
-                str(quote_file),
-                "--pccs-url",
-                sim_url,
-                "--root-ca",
-                str(root_ca),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
+        step("the operator and the owner each make a key")
+        tdxctl("keygen", str(work / "operator.pem"), env=tenv)
+        owner_pub = tdxctl("keygen", str(work / "owner.pem"), env=tenv, capture_json=True)
+        step("the operator verifies a fresh attestation of the instance, then registers")
+        registered = tdxctl(
+            "operator", "register", "--key", str(work / "operator.pem"),
+            env=tenv, capture_json=True,
+        )  # fmt: skip
+        step("the owner registers with the operator's single-use token")
+        tdxctl(
+            "owner", "register", "--key", str(work / "owner.pem"),
+            "--token", str(registered["owner_token"]), env=tenv,
+        )  # fmt: skip
+        step("the owner verifies the registry's record with its own trust root")
+        tdxctl(
+            "verify", "--instance", instance, "--expect-owner", str(owner_pub["pubkey"]), env=tenv
         )
-        verdict = json.loads(out.stdout)
-        step(
-            f"verify-quote on the recorded quote: valid={verdict['valid']} "
-            f"tcb_status={verdict['tcb_status']} ppid={verdict['ppid']}"
-        )
-        if not verdict["valid"]:
-            return 1
-        workload_flow(identity_url, instance, owner, work)
+        workload_flow(tenv, instance, str(owner_pub["pubkey"]), work)
         step("done: every program shuts down gracefully now")
     return 0
 
