@@ -415,7 +415,9 @@ async def test_history_is_kept_across_re_registrations(running: Running) -> None
         workload("expose"),
         boot_nonce=nonce,
     )
-    rebooted = make_log(helper("podman", PODMAN_BUILD_ID))
+    rebooted = make_log(
+        helper("podman", PODMAN_BUILD_ID), workload("configure"), workload("expose")
+    )
     counts = []
     async with running() as client:
         for body in (
@@ -518,3 +520,41 @@ async def test_stored_workload_that_no_longer_decodes_is_a_store_failure(
         fetched = await client.get(f"/instance/{instance.pubkey.hex()}")
     assert fetched.status_code == 503
     assert "record store is unavailable" in error_of(fetched)
+
+
+async def test_a_replayed_earlier_registration_of_the_same_boot_is_403_and_changes_nothing(
+    running: Running,
+) -> None:
+    instance, operator = Instance(), Ed25519PrivateKey.generate()
+    nonce = b"\x42" * 32
+    configured = make_log(helper("podman"), workload("configure"), boot_nonce=nonce)
+    exposed = make_log(
+        helper("podman"), workload("configure"), workload("expose"), boot_nonce=nonce
+    )
+    earlier = instance.body(operator, event_log=configured)
+    async with running() as client:
+        for body in (earlier, instance.body(operator, event_log=exposed)):
+            response = await client.post("/register", json=body)
+            assert response.status_code == 200, response.text
+        before = await get_record(client, instance)
+        replayed = await client.post("/register", json=earlier)
+        after = await get_record(client, instance)
+    assert replayed.status_code == 403
+    assert "the lifecycle only moves forward" in error_of(replayed)
+    assert after == before
+
+
+async def test_an_unverified_registration_over_a_verified_record_is_403(
+    running: Running,
+) -> None:
+    instance, log = Instance(), full_log()
+    body = instance.body(Ed25519PrivateKey.generate(), event_log=log)
+    async with running() as client:
+        assert (await client.post("/register", json=body)).status_code == 200
+        before = await get_record(client, instance)
+    async with running(verifier=UnsafeParseOnlyVerifier(), skip_tdx_auth=True) as client:
+        refused = await client.post("/register", json=body)
+        after = await get_record(client, instance)
+    assert refused.status_code == 403
+    assert "an unverified registration" in error_of(refused)
+    assert after == before

@@ -114,10 +114,21 @@ def test_environment_names_of_api_md(tmp_path: Path) -> None:
     assert settings.skip_tdx_auth is True
 
 
-@pytest.mark.parametrize(("value", "expected"), [("", False), ("0", False), ("false", False),
-                                                 ("yes", True), ("true", True)])  # fmt: skip
+@pytest.mark.parametrize(("value", "expected"), [("0", False), ("false", False), (" OFF ", False),
+                                                 ("no", False), ("yes", True), ("true", True),
+                                                 ("1", True), ("On", True)])  # fmt: skip
 def test_skip_tdx_auth_values(value: str, expected: bool) -> None:
     assert parse_settings([], {"SKIP_TDX_AUTH": value}).skip_tdx_auth is expected
+
+
+@pytest.mark.parametrize("name", ["SKIP_TDX_AUTH", "REGISTRY_REQUIRE_EVENT_LOG"])
+@pytest.mark.parametrize("value", ["disabled", "", "enabled", "2", "tru", "y"])
+def test_a_boolean_setting_that_is_not_a_boolean_stops_start_up(name: str, value: str) -> None:
+    """`SKIP_TDX_AUTH=disabled` once turned skipping ON: every unknown word is refused now."""
+    with pytest.raises(SettingsError, match=f"{name}=.* is not a boolean"):
+        parse_settings([], {name: value})
+    with pytest.raises(SettingsError, match=f"{name}=.* is not a boolean"):
+        parse_settings(["--skip-tdx-auth", "--require-event-log"], {name: value})
 
 
 def test_flags_win_over_environment(tmp_path: Path) -> None:

@@ -14,10 +14,12 @@ from tdx_service_kit import (
     HttpLimits,
     RateLimit,
     configure_logging,
+    parse_bool,
     parse_hex,
     parse_json_object,
 )
 from tdx_service_kit._ratelimit import TokenBuckets
+from tdx_service_kit.config import FALSE_WORDS, TRUE_WORDS
 
 
 class FakeClock:
@@ -135,3 +137,25 @@ def test_logs_are_json_lines_with_secrets_redacted(
     assert lines[0]["level"] == "INFO" and lines[0]["logger"] == "tdx.test"
     assert "ValueError: boom" in lines[1]["traceback"]
     assert "abcd" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1", True), ("TRUE", True), (" yes ", True), ("on", True),
+     ("0", False), ("False", False), ("no", False), ("OFF", False)],
+)  # fmt: skip
+def test_parse_bool_reads_the_eight_words(value: str, expected: bool) -> None:
+    assert parse_bool("X", value) is expected
+
+
+def test_parse_bool_gives_the_default_only_when_unset() -> None:
+    assert parse_bool("X", None) is False
+    assert parse_bool("X", None, default=True) is True
+
+
+@given(st.text(max_size=12))
+def test_parse_bool_refuses_every_other_value_naming_the_setting(value: str) -> None:
+    if value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
+        return
+    with pytest.raises(ValueError, match=r"^SKIP_TDX_AUTH=.* is not a boolean"):
+        parse_bool("SKIP_TDX_AUTH", value)

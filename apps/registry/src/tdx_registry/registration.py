@@ -18,10 +18,11 @@ import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from tdx_measure import (
     EventLog,
+    EventLogError,
     IdentityRole,
     MeasurementPolicy,
     VerifiedLog,
@@ -40,7 +41,7 @@ from tdx_report_data import (
 from tdx_service_kit import BadRequest, require_hex
 
 from .records import InstanceRecord
-from .store import RecordStore
+from .store import RecordStore, StoreError
 from .verification import QuoteVerifier
 
 REQUEST_FIELDS = frozenset(
@@ -64,6 +65,12 @@ class BindingError(RegistrationError):
 
 class RegistrationConflict(RegistrationError):
     """The instance is known with another PPID, operator or owner."""
+
+
+class RegressionRefused(RegistrationConflict):
+    """The registration would move the record back: an unverified quote over a verified record,
+    a workload lifecycle that goes backwards, or a log of the stored boot that does not extend
+    the stored log. `reason` names the rule."""
 
 
 class IdentityEventMismatch(RegistrationError):
@@ -157,11 +164,56 @@ def _event_log_history(existing: InstanceRecord, new_log: str | None) -> tuple[s
     return (*existing.event_log_history, existing.event_log)[-EVENT_LOG_HISTORY_LIMIT:]
 
 
+_STAGES: Final[dict[str | None, int]] = {None: 0, "configure": 1, "expose": 2}
+
+
+def _stored_log(record: InstanceRecord) -> EventLog | None:
+    if record.event_log is None:
+        return None
+    try:
+        return EventLog.from_json(record.event_log)
+    except EventLogError as exc:
+        raise StoreError(f"the stored event log does not parse: {exc.reason}") from None
+
+
+def _stage(log: EventLog | None) -> int:
+    workload = None if log is None else log.workload
+    return _STAGES[None if workload is None else workload.transition]
+
+
+def _check_no_regression(existing: InstanceRecord, new: InstanceRecord) -> None:
+    """The record never goes back (see `RegressionRefused`)."""
+    if not existing.verdict.skipped and new.verdict.skipped:
+        raise RegressionRefused(
+            "no regression: an unverified registration (SKIP_TDX_AUTH) cannot replace a "
+            "verified record"
+        )
+    old_log = _stored_log(existing)
+    new_log = None if new.event_log is None else EventLog.from_json(new.event_log)
+    if _stage(new_log) < _stage(old_log):
+        shown = "expose" if _stage(old_log) == _STAGES["expose"] else "configure"
+        raise RegressionRefused(
+            f"no regression: the record shows the workload's {shown}; a registration whose "
+            "event log shows less cannot replace it (the lifecycle only moves forward)"
+        )
+    if (
+        old_log is not None
+        and new_log is not None
+        and hmac.compare_digest(old_log.boot.boot_nonce, new_log.boot.boot_nonce)
+        and new_log.events[: len(old_log)] != old_log.events
+    ):
+        raise RegressionRefused(
+            "no regression: an event log of the stored boot must extend the stored log "
+            "(same events first, in order)"
+        )
+
+
 def merge_registration(existing: InstanceRecord | None, new: InstanceRecord) -> InstanceRecord:
     """The record to store for `new` given the stored one; `RegistrationConflict` if it changes
-    anything fixed once set. Unset identities may be added; the same data again refreshes the
-    quote, the signatures, the verdict and the event log, keeping the first registration time;
-    a replaced event log is appended to the history (the last `EVENT_LOG_HISTORY_LIMIT`)."""
+    anything fixed once set, `RegressionRefused` if it would move the record back. Unset
+    identities may be added; the same data again refreshes the quote, the signatures, the
+    verdict and the event log, keeping the first registration time; a replaced event log is
+    appended to the history (the last `EVENT_LOG_HISTORY_LIMIT`)."""
     if existing is None:
         return new
     if not hmac.compare_digest(existing.ppid, new.ppid):
@@ -175,6 +227,7 @@ def merge_registration(existing: InstanceRecord | None, new: InstanceRecord) -> 
             raise RegistrationConflict(f"this instance has an {role}; it cannot be removed")
         if not _same_key(old_identity, new_identity):
             raise RegistrationConflict(f"this instance is registered with another {role}")
+    _check_no_regression(existing, new)
     return replace(
         new,
         registered_at=existing.registered_at,

@@ -14,7 +14,7 @@ from pathlib import Path
 from cryptography import x509
 
 from tdx_measure import ExecutablePin, MeasurementError, MeasurementPolicy
-from tdx_service_kit import HttpLimits, RateLimit
+from tdx_service_kit import HttpLimits, RateLimit, parse_bool
 from tdx_verify import DEFAULT_ACCEPTED_TCB_STATUSES, KNOWN_TCB_STATUSES, Policy
 
 from .read_cache import DEFAULT_MAX_BYTES, DEFAULT_TTL_SECONDS
@@ -24,7 +24,6 @@ INTEL_PCS_URL = "https://api.trustedservices.intel.com"
 MRTD_LEN = 48
 SHA384_LEN = 48
 MAX_IMAGE_REF_LEN = 1024
-_FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
 
 
 class SettingsError(ValueError):
@@ -156,8 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _env_flag(value: str | None) -> bool:
-    return value is not None and value.strip().lower() not in _FALSE_WORDS
+def _env_flag(env: Mapping[str, str], name: str) -> bool:
+    try:
+        return parse_bool(name, env.get(name))
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def _split(values: Sequence[str] | None) -> list[str]:
@@ -294,12 +296,10 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     args = build_parser().parse_args(list(argv))
     if not 0 < args.port < 65536:
         raise SettingsError(f"--port must be 1..65535, not {args.port}")
-    skip = args.skip_tdx_auth if args.skip_tdx_auth else _env_flag(env.get("SKIP_TDX_AUTH"))
-    require_event_log = (
-        args.require_event_log
-        if args.require_event_log
-        else _env_flag(env.get("REGISTRY_REQUIRE_EVENT_LOG"))
-    )
+    env_skip = _env_flag(env, "SKIP_TDX_AUTH")
+    env_require_event_log = _env_flag(env, "REGISTRY_REQUIRE_EVENT_LOG")
+    skip = bool(args.skip_tdx_auth) or env_skip
+    require_event_log = bool(args.require_event_log) or env_require_event_log
     read_cache_ttl = _read_cache_ttl(args.read_cache_ttl, env.get("REGISTRY_READ_CACHE_TTL"))
     if args.read_cache_max_bytes < 0:
         raise SettingsError("--read-cache-max-bytes must not be negative")

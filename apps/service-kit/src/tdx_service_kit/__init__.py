@@ -5,7 +5,7 @@ from ._logging import JsonFormatter, configure_logging
 from ._run import run_app
 from ._signals import StartupSignals
 from .body import json_body, parse_hex, parse_json_object, require_hex
-from .config import HttpLimits, RateLimit
+from .config import HttpLimits, RateLimit, parse_bool
 from .errors import (
     ApiError,
     BadRequest,
@@ -36,6 +36,7 @@ __all__ = [
     "error_response",
     "install_common",
     "json_body",
+    "parse_bool",
     "parse_hex",
     "parse_json_object",
     "require_hex",

@@ -1,8 +1,32 @@
-"""HTTP limits and rate limits as values, passed to `install_common`."""
+"""HTTP limits and rate limits as values, passed to `install_common`, and the one strict
+reading of a boolean setting."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
+
+TRUE_WORDS: Final = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS: Final = frozenset({"0", "false", "no", "off"})
+
+
+def parse_bool(name: str, value: str | None, *, default: bool = False) -> bool:
+    """A boolean setting: `default` when unset (None), else one of true/false, 1/0, yes/no,
+    on/off (any case, surrounding blanks ignored). Anything else, an empty value included,
+    raises ValueError naming the setting: a typo such as ``SKIP_TDX_AUTH=disabled`` must stop
+    the program, never be read as either answer."""
+    if value is None:
+        return default
+    word = value.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    shown = value if len(value) <= 40 else value[:40] + "..."
+    raise ValueError(
+        f"{name}={shown!r} is not a boolean: use one of 1/0, true/false, yes/no, on/off, "
+        "or leave it unset"
+    )
 
 
 @dataclass(frozen=True)
