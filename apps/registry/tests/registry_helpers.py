@@ -4,6 +4,7 @@ and fake verifiers."""
 from __future__ import annotations
 
 import base64
+import enum
 import hashlib
 import os
 from collections.abc import Callable
@@ -123,12 +124,22 @@ def identity_json(identity: IdentityInfo | None) -> dict[str, str] | None:
     return None if identity is None else identity.to_object()
 
 
+class _Default(enum.Enum):
+    LOG = "the instance's own log"
+
+
+INSTANCE_LOG = _Default.LOG
+"""`Instance.body(event_log=INSTANCE_LOG)` (the default): the instance's one boot log."""
+
+
 @dataclass
 class Instance:
-    """A TD instance: its key and 16-byte PPID, able to build registration bodies."""
+    """A TD instance: its key, 16-byte PPID and the event log of its current boot (helpers
+    only), able to build registration bodies."""
 
     key: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
     ppid: bytes = b"\x5a" * 16
+    log: EventLog = field(default_factory=lambda: make_log(helper("podman")))
 
     @property
     def pubkey(self) -> bytes:
@@ -142,11 +153,14 @@ class Instance:
         quote_ppid: bytes | None = None,
         report_data: bytes | None = None,
         ppid: bytes | None = None,
-        event_log: EventLog | None = None,
+        event_log: EventLog | _Default | None = INSTANCE_LOG,
         rtmr3: bytes | None = None,
     ) -> dict[str, Any]:
-        """A POST /register body whose quote commits to it (unless overridden). With
-        `event_log`, the body carries it and the quote's RTMR3 is its replay (or `rtmr3`)."""
+        """A POST /register body whose quote commits to it (unless overridden). It carries
+        `event_log` (by default the instance's own log; None: no log) and the quote's RTMR3 is
+        its replay (or `rtmr3`)."""
+        if event_log is INSTANCE_LOG:
+            event_log = self.log
         ppid = self.ppid if ppid is None else ppid
         op = identity_for(self.key, operator) if operator else None
         ow = identity_for(self.key, owner) if owner else None

@@ -166,9 +166,9 @@ async def test_non_canonical_log_text_is_stored_in_canonical_form(running: Runni
 
 async def test_explicit_null_log_is_the_same_as_no_log(running: Running) -> None:
     instance = Instance()
-    body = instance.body(Ed25519PrivateKey.generate())
+    body = instance.body(Ed25519PrivateKey.generate(), event_log=None)
     body["event_log"] = None
-    async with running() as client:
+    async with running(allow_missing_event_log=True) as client:
         response = await client.post("/register", json=body)
         record = await get_record(client, instance)
     assert response.status_code == 200, response.text
@@ -324,16 +324,18 @@ async def test_image_not_allowed_is_401_naming_the_image(running: Running) -> No
     [
         {"measurement_policy": pinned()},
         {"measurement_policy": MeasurementPolicy(allowed_images=frozenset({"a"}))},
-        {"require_event_log": True},
+        {},
     ],
-    ids=["pinned helpers", "allowed images", "require-event-log"],
+    ids=["pinned helpers", "allowed images", "by default"],
 )
-async def test_absent_log_is_refused_when_the_policy_needs_one(
+async def test_absent_log_is_refused_by_default_and_whenever_the_policy_needs_one(
     running: Running, cache: FakeCache, overrides: dict[str, Any]
 ) -> None:
     instance = Instance()
-    async with running(**overrides) as client:
-        response = await client.post("/register", json=instance.body(Ed25519PrivateKey.generate()))
+    allow = {"allow_missing_event_log": bool(overrides)}
+    async with running(**overrides, **allow) as client:
+        body = instance.body(Ed25519PrivateKey.generate(), event_log=None)
+        response = await client.post("/register", json=body)
         stored = await client.get(f"/instance/{instance.pubkey.hex()}")
     assert response.status_code == 401
     assert error_of(response).startswith("event log required")
@@ -341,10 +343,13 @@ async def test_absent_log_is_refused_when_the_policy_needs_one(
     assert cache.calls == 0
 
 
-async def test_absent_log_without_a_policy_is_accepted(running: Running) -> None:
+async def test_absent_log_is_accepted_with_allow_missing_event_log_and_no_policy(
+    running: Running,
+) -> None:
     instance = Instance()
-    async with running() as client:
-        response = await client.post("/register", json=instance.body(Ed25519PrivateKey.generate()))
+    async with running(allow_missing_event_log=True) as client:
+        body = instance.body(Ed25519PrivateKey.generate(), event_log=None)
+        response = await client.post("/register", json=body)
         record = await get_record(client, instance)
     assert response.status_code == 200, response.text
     assert record["event_log"] is None

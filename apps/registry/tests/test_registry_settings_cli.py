@@ -35,7 +35,20 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (settings.host, settings.port) == ("127.0.0.1", 3000)
     assert settings.rate_limit is not None
     assert settings.measurement_policy == MeasurementPolicy()
-    assert settings.require_event_log is False
+    assert settings.allow_missing_event_log is False
+
+
+def test_allow_missing_event_log_from_the_flag_or_the_environment() -> None:
+    assert parse_settings(["--allow-missing-event-log"], {}).allow_missing_event_log is True
+    env = {"REGISTRY_ALLOW_MISSING_EVENT_LOG": "yes"}
+    assert parse_settings([], env).allow_missing_event_log is True
+    assert parse_settings(["--require-event-log"], {}).allow_missing_event_log is False
+    for argv, env in (
+        (["--allow-missing-event-log", "--require-event-log"], {}),
+        (["--allow-missing-event-log"], {"REGISTRY_REQUIRE_EVENT_LOG": "1"}),
+    ):
+        with pytest.raises(SettingsError, match="contradicts"):
+            parse_settings(argv, env)
 
 
 BUILD_ID = "ab" * 20
@@ -63,7 +76,7 @@ def test_measurement_flags() -> None:
             "docker.io/library/nginx@sha256:" + "0" * 64,
         }
     )
-    assert settings.require_event_log is True
+    assert settings.allow_missing_event_log is False
 
 
 def test_measurement_environment() -> None:
@@ -80,8 +93,8 @@ def test_measurement_environment() -> None:
     assert policy.executables["podman"].build_ids == {bytes.fromhex(BUILD_ID)}
     assert policy.executables["gocryptfs"].sha384s == {bytes.fromhex(SHA384)}
     assert policy.allowed_images == frozenset({"a:1", "b:2"})
-    assert settings.require_event_log is True
-    assert parse_settings([], {"REGISTRY_REQUIRE_EVENT_LOG": "0"}).require_event_log is False
+    assert settings.allow_missing_event_log is False
+    assert parse_settings([], {"REGISTRY_REQUIRE_EVENT_LOG": "0"}).allow_missing_event_log is False
 
 
 @pytest.mark.parametrize(
@@ -121,7 +134,9 @@ def test_skip_tdx_auth_values(value: str, expected: bool) -> None:
     assert parse_settings([], {"SKIP_TDX_AUTH": value}).skip_tdx_auth is expected
 
 
-@pytest.mark.parametrize("name", ["SKIP_TDX_AUTH", "REGISTRY_REQUIRE_EVENT_LOG"])
+@pytest.mark.parametrize(
+    "name", ["SKIP_TDX_AUTH", "REGISTRY_REQUIRE_EVENT_LOG", "REGISTRY_ALLOW_MISSING_EVENT_LOG"]
+)
 @pytest.mark.parametrize("value", ["disabled", "", "enabled", "2", "tru", "y"])
 def test_a_boolean_setting_that_is_not_a_boolean_stops_start_up(name: str, value: str) -> None:
     """`SKIP_TDX_AUTH=disabled` once turned skipping ON: every unknown word is refused now."""

@@ -54,13 +54,18 @@ def create_app(
     async def open_resources(app: Sanic[Any, Any]) -> None:
         if settings.skip_tdx_auth:
             log.warning(SKIP_WARNING)
+        if settings.allow_missing_event_log:
+            log.warning(
+                "accepting registrations without an RTMR3 event log "
+                "(--allow-missing-event-log): such a record says nothing about what the TD runs"
+            )
         the_store = store if store is not None else await PonyRecordStore.open(settings.database)
         the_verifier = verifier if verifier is not None else build_verifier(settings)
         registrar = Registrar(
             the_verifier,
             the_store,
             measurement_policy=settings.measurement_policy,
-            require_event_log=settings.require_event_log,
+            allow_missing_event_log=settings.allow_missing_event_log,
         )
         app.ctx.services = Services(
             store=the_store,

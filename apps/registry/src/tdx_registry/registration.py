@@ -78,7 +78,8 @@ class IdentityEventMismatch(RegistrationError):
 
 
 class EventLogRequired(RegistrationError):
-    """The registration came without an event log, but the measurement policy needs one."""
+    """The registration came without an event log, and this registry requires one (the default;
+    always once the measurement policy pins anything)."""
 
 
 @dataclass(frozen=True)
@@ -270,7 +271,7 @@ def policy_needs_event_log(policy: MeasurementPolicy) -> bool:
 
 class Registrar:
     """Runs the checks of POST /register and stores the accepted record. An event log is
-    required when `require_event_log` is set or `measurement_policy` pins anything."""
+    required unless `allow_missing_event_log` is set and `measurement_policy` pins nothing."""
 
     def __init__(
         self,
@@ -278,7 +279,7 @@ class Registrar:
         store: RecordStore,
         *,
         measurement_policy: MeasurementPolicy | None = None,
-        require_event_log: bool = False,
+        allow_missing_event_log: bool = False,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self._verifier = verifier
@@ -286,7 +287,7 @@ class Registrar:
         self._measurement_policy = (
             MeasurementPolicy() if measurement_policy is None else measurement_policy
         )
-        self._event_log_required = require_event_log or policy_needs_event_log(
+        self._event_log_required = not allow_missing_event_log or policy_needs_event_log(
             self._measurement_policy
         )
         self._clock = clock
@@ -303,8 +304,8 @@ class Registrar:
                 verify_identity(request.instance_pubkey, identity)
         if request.event_log is None and self._event_log_required:
             raise EventLogRequired(
-                "event log required: this registry's measurement policy needs the RTMR3 event "
-                "log with every registration"
+                "event log required: every registration carries the RTMR3 event log that "
+                "explains its quote"
             )
         checked = await self._verifier.check(request.attestation_quote, now=self._clock())
         expected = report_data_for(

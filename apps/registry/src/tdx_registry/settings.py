@@ -42,7 +42,7 @@ class Settings:
     skip_tdx_auth: bool = False
     policy: Policy = field(default_factory=Policy)
     measurement_policy: MeasurementPolicy = field(default_factory=MeasurementPolicy)
-    require_event_log: bool = False
+    allow_missing_event_log: bool = False
     limits: HttpLimits = field(default_factory=HttpLimits)
     rate_limit: RateLimit | None = field(default_factory=RateLimit)
     log_level: str = "INFO"
@@ -91,11 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept only these MRTD values (48-byte hex, repeatable)",
     )
     add(
+        "--allow-missing-event-log",
+        action="store_true",
+        default=None,
+        help="accept registrations without an RTMR3 event log, as a v1 identity service sends "
+        "them (logged as a warning at start) [REGISTRY_ALLOW_MISSING_EVENT_LOG]; never while a "
+        "helper is pinned or an image allowed",
+    )
+    add(
         "--require-event-log",
         action="store_true",
         default=None,
-        help="refuse registrations without an RTMR3 event log [REGISTRY_REQUIRE_EVENT_LOG] "
-        "(a log is always required once a helper is pinned or an image allowed)",
+        help="the default since event logs became required; kept so that older command lines "
+        "still start [REGISTRY_REQUIRE_EVENT_LOG]; refused together with "
+        "--allow-missing-event-log",
     )
     add(
         "--pin-helper",
@@ -298,8 +307,14 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         raise SettingsError(f"--port must be 1..65535, not {args.port}")
     env_skip = _env_flag(env, "SKIP_TDX_AUTH")
     env_require_event_log = _env_flag(env, "REGISTRY_REQUIRE_EVENT_LOG")
-    skip = bool(args.skip_tdx_auth) or env_skip
+    env_allow_missing_event_log = _env_flag(env, "REGISTRY_ALLOW_MISSING_EVENT_LOG")
     require_event_log = bool(args.require_event_log) or env_require_event_log
+    allow_missing_event_log = bool(args.allow_missing_event_log) or env_allow_missing_event_log
+    if require_event_log and allow_missing_event_log:
+        raise SettingsError(
+            "--allow-missing-event-log contradicts --require-event-log (REGISTRY_REQUIRE_EVENT_LOG)"
+        )
+    skip = bool(args.skip_tdx_auth) or env_skip
     read_cache_ttl = _read_cache_ttl(args.read_cache_ttl, env.get("REGISTRY_READ_CACHE_TTL"))
     if args.read_cache_max_bytes < 0:
         raise SettingsError("--read-cache-max-bytes must not be negative")
@@ -330,7 +345,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
             mrtd_allowlist=_mrtds(args.mrtd_allowlist),
         ),
         measurement_policy=_measurement_policy(args, env),
-        require_event_log=require_event_log,
+        allow_missing_event_log=allow_missing_event_log,
         limits=limits,
         rate_limit=rate_limit,
         log_level=log_level,
