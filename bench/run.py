@@ -53,6 +53,7 @@ from tdx_ppid import parse_sgx_extension, pck_chain_from_quote, quote_ppid
 from tdx_quote import parse_quote
 from tdx_report_data import report_data_for, sign_identity
 from tdx_service_kit.testing import throwaway_postgres
+from tdx_sim import DEFAULT_MR_TD, td_image_allowlists
 from tdx_verify import Collateral, PccsClient, Verifier
 
 HERE = Path(__file__).resolve().parent
@@ -351,6 +352,7 @@ def run(seconds: float, backends: tuple[str, ...], against: str | None = None) -
         registry_env = env | {
             "PCCS_URL": f"http://127.0.0.1:{proxy.port}",
             "TDX_TRUSTED_ROOT_CA": str(tmp / "sim" / "root_ca.pem"),
+            **td_image_allowlists(DEFAULT_MR_TD),
         }
         body_bytes = json.dumps(body).encode()
         rates: dict[str, tuple[float, float]] = {}

@@ -32,6 +32,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench._common import free_port, program, started
+from tdx_sim import DEFAULT_MR_TD, td_image_allowlists
 
 ROOT = Path(__file__).resolve().parent.parent
 PODMAN_RUN_FLAGS = [
@@ -242,6 +243,7 @@ def main() -> int:
                         "PCCS_URL": sim_url,
                         "TDX_TRUSTED_ROOT_CA": str(tmp / "sim" / "root_ca.pem"),
                         "REGISTRY_DB_PATH": str(tmp / "registry.db"),
+                        **td_image_allowlists(DEFAULT_MR_TD),
                     },
                 )
             )

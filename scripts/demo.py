@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from tdx_service_kit.testing import LaunchError, Program, installed_program
+from tdx_sim import DEFAULT_MR_TD, td_image_allowlists
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,6 +80,8 @@ DEFAULTED_SETTINGS = frozenset(
     }
 )
 IMAGE = "localhost/tdx-demo-httpd:1"
+MRTD = DEFAULT_MR_TD.hex()
+"""The TD image everyone here accepts: the simulator's MRTD (and, in the registry, its RTMR0-2)."""
 CONTAINER = "tdx-workload"  # identity-svc's default container name
 CLEAR_MOUNT = Path("/run/tdx-identity/clear")  # identity-svc's default clear mount point
 
@@ -129,7 +132,7 @@ def workload_flow(env: dict[str, str], instance: str, owner_pub: str, work: Path
     step("the owner prepares it over SSH; tdxctl pins the host key attested in RTMR3")
     # As with ssh itself, the words after -- are joined into one remote command line.
     tdxctl(
-        "ssh", "--key", owner_key, "--",
+        "ssh", "--key", owner_key, "--mrtd-allowlist", MRTD, "--",
         "echo 'hello from the owner' > /www/index.html && echo wrote /www/index.html",
         env=env,
     )  # fmt: skip
@@ -141,7 +144,10 @@ def workload_flow(env: dict[str, str], instance: str, owner_pub: str, work: Path
         closed = s.connect_ex(("127.0.0.1", 2222)) != 0
     step(f"SSH setup access closed: {closed}")
     step("anyone can verify the record again: the expose is in the attested log")
-    tdxctl("verify", "--instance", instance, "--expect-owner", owner_pub, env=env)
+    tdxctl(
+        "verify", "--instance", instance, "--expect-owner", owner_pub,
+        "--mrtd-allowlist", MRTD, env=env,
+    )  # fmt: skip
     if not closed or page != "hello from the owner":
         sys.exit("demo: the exposed workload is not as the owner left it")
 
@@ -183,6 +189,7 @@ def main() -> int:
                     "PCCS_URL": sim_url,
                     "TDX_TRUSTED_ROOT_CA": str(root_ca),
                     "REGISTRY_DB_PATH": str(work / "registry.db"),
+                    **td_image_allowlists(DEFAULT_MR_TD),
                 },
                 registry_url,
                 "/instance/" + "00" * 32,
@@ -212,12 +219,16 @@ def main() -> int:
             "tdxctl takes its defaults from TDXCTL_IDENTITY_URL, TDXCTL_REGISTRY_URL, "
             "TDXCTL_TRUSTED_ROOT_CA (here the simulator's root CA) and TDXCTL_PCCS_URL"
         )
+        step(
+            f"the registry and every tdxctl check accept one TD image: MRTD {MRTD[:16]}... "
+            "(the simulator's; the registry also pins its RTMR0-2)"
+        )
         step("the operator and the owner each make a key")
         tdxctl("keygen", str(work / "operator.pem"), env=tenv)
         owner_pub = tdxctl("keygen", str(work / "owner.pem"), env=tenv, capture_json=True)
         step("the operator verifies a fresh attestation of the instance, then registers")
         registered = tdxctl(
-            "operator", "register", "--key", str(work / "operator.pem"),
+            "operator", "register", "--key", str(work / "operator.pem"), "--mrtd-allowlist", MRTD,
             env=tenv, capture_json=True,
         )  # fmt: skip
         step("the owner registers with the operator's single-use token")
@@ -227,8 +238,9 @@ def main() -> int:
         )  # fmt: skip
         step("the owner verifies the registry's record with its own trust root")
         tdxctl(
-            "verify", "--instance", instance, "--expect-owner", str(owner_pub["pubkey"]), env=tenv
-        )
+            "verify", "--instance", instance, "--expect-owner", str(owner_pub["pubkey"]),
+            "--mrtd-allowlist", MRTD, env=tenv,
+        )  # fmt: skip
         workload_flow(tenv, instance, str(owner_pub["pubkey"]), work)
         step("done: every program shuts down gracefully now")
     return 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tdx_service_kit.testing import Program, free_port, running
 from tdx_service_kit.testing import installed_program as program
+from tdx_sim import DEFAULT_MR_TD, td_image_allowlists
 
 __all__ = ["Program", "base_env", "free_port", "identity", "program", "registry", "running", "sim"]
 
@@ -41,8 +42,14 @@ def sim(tmp: Path, flags: Sequence[str] = ()) -> Program:
 def registry(
     tmp: Path, sim_url: str, root_ca: Path | None, db_url: str | None = None, **extra_env: str
 ) -> Program:
+    """The registry trusting the sim's PCCS, pinned to the simulated TD image (its default
+    MRTD and boot RTMR0-2) unless `extra_env` says otherwise."""
     port = free_port()
-    env = base_env(PCCS_URL=sim_url, REGISTRY_DB_PATH=str(tmp / "registry.db"), **extra_env)
+    env = base_env(
+        PCCS_URL=sim_url,
+        REGISTRY_DB_PATH=str(tmp / "registry.db"),
+        **(td_image_allowlists(DEFAULT_MR_TD) | extra_env),
+    )
     if root_ca is not None:
         env["TDX_TRUSTED_ROOT_CA"] = str(root_ca)
     if db_url is not None:

@@ -18,14 +18,24 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tdx_measure import ExecutablePin, MeasurementPolicy
-from tdx_registry import INTEL_PCS_URL, SettingsError, parse_settings
+from tdx_registry import INTEL_PCS_URL, Settings, SettingsError, parse_settings
 from tdx_registry.cli import main
 from tdx_verify import DEFAULT_ACCEPTED_TCB_STATUSES
+
+MRTD, RTMR0, RTMR1, RTMR2 = ("1" * 96, "2" * 96, "3" * 96, "4" * 96)
+PINNED = ["--mrtd-allowlist", MRTD, "--rtmr-allowlist", f"0={RTMR0},1={RTMR1}",
+          "--rtmr-allowlist", f"2={RTMR2}"]  # fmt: skip
+
+
+def parse(argv: list[str], env: dict[str, str]) -> Settings:
+    """`parse_settings` for the tests of other settings: any TD image accepted, unless the
+    test's own environment says otherwise."""
+    return parse_settings(argv, {"REGISTRY_ANY_MEASUREMENT": "1", **env})
 
 
 def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    settings = parse_settings([], {})
+    settings = parse([], {})
     assert settings.database.sqlite_path == tmp_path / "registry.db"
     assert settings.pccs_url == INTEL_PCS_URL
     assert settings.trusted_root_ca_pem is None
@@ -39,16 +49,16 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_allow_missing_event_log_from_the_flag_or_the_environment() -> None:
-    assert parse_settings(["--allow-missing-event-log"], {}).allow_missing_event_log is True
+    assert parse(["--allow-missing-event-log"], {}).allow_missing_event_log is True
     env = {"REGISTRY_ALLOW_MISSING_EVENT_LOG": "yes"}
-    assert parse_settings([], env).allow_missing_event_log is True
-    assert parse_settings(["--require-event-log"], {}).allow_missing_event_log is False
+    assert parse([], env).allow_missing_event_log is True
+    assert parse(["--require-event-log"], {}).allow_missing_event_log is False
     for argv, env in (
         (["--allow-missing-event-log", "--require-event-log"], {}),
         (["--allow-missing-event-log"], {"REGISTRY_REQUIRE_EVENT_LOG": "1"}),
     ):
         with pytest.raises(SettingsError, match="contradicts"):
-            parse_settings(argv, env)
+            parse(argv, env)
 
 
 BUILD_ID = "ab" * 20
@@ -56,7 +66,7 @@ SHA384 = "cd" * 48
 
 
 def test_measurement_flags() -> None:
-    settings = parse_settings(
+    settings = parse(
         ["--pin-helper", f"podman={BUILD_ID}", "--pin-helper", f"podman={SHA384}",
          "--pin-helper", "oci-runtime=0102", "--allow-image", "registry.example/app:1",
          "--allow-image", "docker.io/library/nginx@sha256:" + "0" * 64, "--require-event-log"],
@@ -80,7 +90,7 @@ def test_measurement_flags() -> None:
 
 
 def test_measurement_environment() -> None:
-    settings = parse_settings(
+    settings = parse(
         [],
         {
             "REGISTRY_PIN_HELPERS": f"podman={BUILD_ID}, gocryptfs={SHA384}",
@@ -94,7 +104,7 @@ def test_measurement_environment() -> None:
     assert policy.executables["gocryptfs"].sha384s == {bytes.fromhex(SHA384)}
     assert policy.allowed_images == frozenset({"a:1", "b:2"})
     assert settings.allow_missing_event_log is False
-    assert parse_settings([], {"REGISTRY_REQUIRE_EVENT_LOG": "0"}).allow_missing_event_log is False
+    assert parse([], {"REGISTRY_REQUIRE_EVENT_LOG": "0"}).allow_missing_event_log is False
 
 
 @pytest.mark.parametrize(
@@ -112,7 +122,7 @@ def test_measurement_environment() -> None:
 )
 def test_bad_measurement_settings_are_refused(argv: list[str], fragment: str) -> None:
     with pytest.raises(SettingsError, match=fragment):
-        parse_settings(argv, {})
+        parse(argv, {})
 
 
 def test_environment_names_of_api_md(tmp_path: Path) -> None:
@@ -121,7 +131,7 @@ def test_environment_names_of_api_md(tmp_path: Path) -> None:
         "PCCS_URL": "http://127.0.0.1:3010/",
         "SKIP_TDX_AUTH": "1",
     }
-    settings = parse_settings([], env)
+    settings = parse([], env)
     assert settings.database.sqlite_path == tmp_path / "x.db"
     assert settings.pccs_url == "http://127.0.0.1:3010"
     assert settings.skip_tdx_auth is True
@@ -131,24 +141,30 @@ def test_environment_names_of_api_md(tmp_path: Path) -> None:
                                                  ("no", False), ("yes", True), ("true", True),
                                                  ("1", True), ("On", True)])  # fmt: skip
 def test_skip_tdx_auth_values(value: str, expected: bool) -> None:
-    assert parse_settings([], {"SKIP_TDX_AUTH": value}).skip_tdx_auth is expected
+    assert parse([], {"SKIP_TDX_AUTH": value}).skip_tdx_auth is expected
 
 
 @pytest.mark.parametrize(
-    "name", ["SKIP_TDX_AUTH", "REGISTRY_REQUIRE_EVENT_LOG", "REGISTRY_ALLOW_MISSING_EVENT_LOG"]
+    "name",
+    [
+        "SKIP_TDX_AUTH",
+        "REGISTRY_REQUIRE_EVENT_LOG",
+        "REGISTRY_ALLOW_MISSING_EVENT_LOG",
+        "REGISTRY_ANY_MEASUREMENT",
+    ],
 )
 @pytest.mark.parametrize("value", ["disabled", "", "enabled", "2", "tru", "y"])
 def test_a_boolean_setting_that_is_not_a_boolean_stops_start_up(name: str, value: str) -> None:
     """`SKIP_TDX_AUTH=disabled` once turned skipping ON: every unknown word is refused now."""
     with pytest.raises(SettingsError, match=f"{name}=.* is not a boolean"):
-        parse_settings([], {name: value})
+        parse([], {name: value})
     with pytest.raises(SettingsError, match=f"{name}=.* is not a boolean"):
-        parse_settings(["--skip-tdx-auth", "--require-event-log"], {name: value})
+        parse(["--skip-tdx-auth", "--require-event-log"], {name: value})
 
 
 def test_flags_win_over_environment(tmp_path: Path) -> None:
     env = {"REGISTRY_DB_PATH": "/nonexistent/a.db", "PCCS_URL": "http://env"}
-    settings = parse_settings(
+    settings = parse(
         ["--db-path", str(tmp_path / "b.db"), "--pccs-url", "http://flag", "--port", "4000"], env
     )
     assert settings.database.sqlite_path == tmp_path / "b.db"
@@ -157,11 +173,11 @@ def test_flags_win_over_environment(tmp_path: Path) -> None:
 
 
 def test_postgres_url_selects_postgres() -> None:
-    settings = parse_settings([], {"REGISTRY_DB_URL": "postgresql://u@h/db"})
+    settings = parse([], {"REGISTRY_DB_URL": "postgresql://u@h/db"})
     assert settings.database.postgres_url == "postgresql://u@h/db"
     assert settings.database.sqlite_path is None
     with pytest.raises(SettingsError):
-        parse_settings(["--db-url", "sqlite:///x"], {})
+        parse(["--db-url", "sqlite:///x"], {})
 
 
 def _write_root_ca(path: Path) -> bytes:
@@ -181,17 +197,17 @@ def _write_root_ca(path: Path) -> bytes:
 
 def test_trusted_root_ca_is_read_once_and_checked(tmp_path: Path) -> None:
     pem = _write_root_ca(tmp_path / "root.pem")
-    settings = parse_settings([], {"TDX_TRUSTED_ROOT_CA": str(tmp_path / "root.pem")})
+    settings = parse([], {"TDX_TRUSTED_ROOT_CA": str(tmp_path / "root.pem")})
     assert settings.trusted_root_ca_pem == pem
     (tmp_path / "bad.pem").write_text("not a certificate")
     with pytest.raises(SettingsError, match="not a PEM certificate"):
-        parse_settings(["--trusted-root-ca", str(tmp_path / "bad.pem")], {})
+        parse(["--trusted-root-ca", str(tmp_path / "bad.pem")], {})
     with pytest.raises(SettingsError, match="cannot read"):
-        parse_settings(["--trusted-root-ca", str(tmp_path / "missing.pem")], {})
+        parse(["--trusted-root-ca", str(tmp_path / "missing.pem")], {})
 
 
 def test_policy_flags() -> None:
-    settings = parse_settings(
+    settings = parse(
         ["--accept-tcb-status", "UpToDate,OutOfDate", "--allow-debug",
          "--mrtd-allowlist", "11" * 48, "--mrtd-allowlist", "22" * 48],
         {},
@@ -199,7 +215,7 @@ def test_policy_flags() -> None:
     assert settings.policy.accepted_tcb_statuses == frozenset({"UpToDate", "OutOfDate"})
     assert settings.policy.allow_debug is True
     assert settings.policy.mrtd_allowlist == frozenset({b"\x11" * 48, b"\x22" * 48})
-    assert parse_settings(["--accept-tcb-status", "any"], {}).policy.accepted_tcb_statuses is None
+    assert parse(["--accept-tcb-status", "any"], {}).policy.accepted_tcb_statuses is None
 
 
 @pytest.mark.parametrize(
@@ -218,7 +234,7 @@ def test_policy_flags() -> None:
 )
 def test_bad_settings_are_refused(argv: list[str]) -> None:
     with pytest.raises(SettingsError):
-        parse_settings(argv, {})
+        parse(argv, {})
 
 
 def test_bad_settings_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -233,7 +249,8 @@ def test_help_lists_flags_and_the_verify_quote_command(capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     for flag in ("--db-path", "--pccs-url", "--trusted-root-ca", "--skip-tdx-auth",
                  "--accept-tcb-status", "--mrtd-allowlist", "--require-event-log",
-                 "--pin-helper", "--allow-image", "verify-quote"):  # fmt: skip
+                 "--pin-helper", "--allow-image", "verify-quote", "--rtmr-allowlist",
+                 "--any-measurement", "--allow-missing-event-log"):  # fmt: skip
         assert flag in out
 
 
@@ -258,7 +275,12 @@ def _free_port() -> int:
 
 def test_serve_answers_and_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
     port = _free_port()
-    env = {**os.environ, "SKIP_TDX_AUTH": "1", "REGISTRY_DB_PATH": str(tmp_path / "r.db")}
+    env = {
+        **os.environ,
+        "SKIP_TDX_AUTH": "1",
+        "REGISTRY_ANY_MEASUREMENT": "1",
+        "REGISTRY_DB_PATH": str(tmp_path / "r.db"),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-c", "import sys; from tdx_registry.cli import main; sys.exit(main())",
          "serve", "--port", str(port)],
@@ -290,13 +312,13 @@ def test_serve_answers_and_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
 
 
 def test_read_cache_defaults_and_flags() -> None:
-    defaults = parse_settings([], {})
+    defaults = parse([], {})
     assert (defaults.read_cache_ttl, defaults.read_cache_max_bytes) == (1.0, 32 * 1024 * 1024)
-    flags = parse_settings(["--read-cache-ttl", "0.25", "--read-cache-max-bytes", "4096"], {})
+    flags = parse(["--read-cache-ttl", "0.25", "--read-cache-max-bytes", "4096"], {})
     assert (flags.read_cache_ttl, flags.read_cache_max_bytes) == (0.25, 4096)
-    assert parse_settings(["--read-cache-ttl", "0"], {}).read_cache_ttl == 0.0
-    assert parse_settings([], {"REGISTRY_READ_CACHE_TTL": "2.5"}).read_cache_ttl == 2.5
-    env_and_flag = parse_settings(["--read-cache-ttl", "0"], {"REGISTRY_READ_CACHE_TTL": "2.5"})
+    assert parse(["--read-cache-ttl", "0"], {}).read_cache_ttl == 0.0
+    assert parse([], {"REGISTRY_READ_CACHE_TTL": "2.5"}).read_cache_ttl == 2.5
+    env_and_flag = parse(["--read-cache-ttl", "0"], {"REGISTRY_READ_CACHE_TTL": "2.5"})
     assert env_and_flag.read_cache_ttl == 0.0
 
 
@@ -313,4 +335,60 @@ def test_read_cache_defaults_and_flags() -> None:
 )
 def test_bad_read_cache_settings_are_refused(argv: list[str], env: dict[str, str]) -> None:
     with pytest.raises(SettingsError, match=r"read-cache|READ_CACHE"):
-        parse_settings(argv, env)
+        parse(argv, env)
+
+
+def test_without_a_measurement_policy_the_registry_refuses_to_start() -> None:
+    with pytest.raises(SettingsError, match="no measurement policy for the TD image") as info:
+        parse_settings([], {})
+    for missing in ("--mrtd-allowlist", "--rtmr-allowlist 0=HEX", "--rtmr-allowlist 2=HEX"):
+        assert missing in str(info.value)
+    with pytest.raises(SettingsError, match=r"--rtmr-allowlist 1=HEX\b"):
+        parse_settings(["--mrtd-allowlist", MRTD, "--rtmr-allowlist", f"0={RTMR0},2={RTMR2}"], {})
+    with pytest.raises(SettingsError, match="no measurement policy"):
+        parse_settings([], {"REGISTRY_ANY_MEASUREMENT": "0"})
+
+
+def test_a_pinned_td_image_from_flags_or_environment() -> None:
+    settings = parse_settings(PINNED, {})
+    assert settings.any_measurement is False
+    assert settings.policy.mrtd_allowlist == frozenset({bytes.fromhex(MRTD)})
+    assert settings.policy.rtmr_allowlist == (
+        frozenset({bytes.fromhex(RTMR0)}),
+        frozenset({bytes.fromhex(RTMR1)}),
+        frozenset({bytes.fromhex(RTMR2)}),
+    )
+    env = {
+        "REGISTRY_MRTD_ALLOWLIST": f"{MRTD},{'5' * 96}",
+        "REGISTRY_RTMR_ALLOWLIST": f"0={RTMR0},1={RTMR1},2={RTMR2},2={'6' * 96}",
+    }
+    from_env = parse_settings([], env)
+    assert from_env.policy.mrtd_allowlist == frozenset(
+        {bytes.fromhex(MRTD), bytes.fromhex("5" * 96)}
+    )
+    assert from_env.policy.rtmr_allowlist is not None
+    assert from_env.policy.rtmr_allowlist[2] == frozenset(
+        {bytes.fromhex(RTMR2), bytes.fromhex("6" * 96)}
+    )
+
+
+def test_any_measurement_says_so_and_may_still_pin_some_registers() -> None:
+    settings = parse_settings(["--any-measurement", "--mrtd-allowlist", MRTD], {})
+    assert settings.any_measurement is True
+    assert settings.policy.mrtd_allowlist == frozenset({bytes.fromhex(MRTD)})
+    assert settings.policy.rtmr_allowlist is None
+
+
+@pytest.mark.parametrize(
+    ("item", "fragment"),
+    [
+        ("3=" + "1" * 96, "INDEX 0, 1 or 2"),
+        ("1" * 96, "not INDEX=HEX"),
+        ("0=" + "1" * 94, "not 48 bytes of hex"),
+        ("0=" + "1" * 95 + " ", "not 48 bytes of hex"),
+        ("0=" + "g" * 96, "not 48 bytes of hex"),
+    ],
+)
+def test_a_bad_rtmr_allow_list_is_refused(item: str, fragment: str) -> None:
+    with pytest.raises(SettingsError, match=fragment):
+        parse_settings(["--any-measurement", "--rtmr-allowlist", item], {})

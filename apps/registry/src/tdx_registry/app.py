@@ -54,6 +54,11 @@ def create_app(
     async def open_resources(app: Sanic[Any, Any]) -> None:
         if settings.skip_tdx_auth:
             log.warning(SKIP_WARNING)
+        if settings.any_measurement:
+            log.warning(
+                "UNPINNED: accepting any MRTD and RTMR0-2 (--any-measurement): the registry "
+                "does not know which TD image its instances run"
+            )
         if settings.allow_missing_event_log:
             log.warning(
                 "accepting registrations without an RTMR3 event log "
@@ -74,6 +79,7 @@ def create_app(
             read_cache=ReadCache(
                 ttl=settings.read_cache_ttl, max_bytes=settings.read_cache_max_bytes
             ),
+            any_measurement=settings.any_measurement,
         )
         measurement = settings.measurement_policy
         log.info(

@@ -21,6 +21,8 @@ class Services:
     verifier: QuoteVerifier
     registrar: Registrar
     read_cache: ReadCache
+    any_measurement: bool = False
+    """`--any-measurement`: every accepted registration is logged as UNPINNED."""
 
 
 def services_of(request: Request[Any, Any]) -> Services:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from .store import DatabaseTarget
 
 INTEL_PCS_URL = "https://api.trustedservices.intel.com"
 MRTD_LEN = 48
+_HEX_48 = re.compile(r"[0-9a-fA-F]{96}")
 SHA384_LEN = 48
 MAX_IMAGE_REF_LEN = 1024
 
@@ -43,6 +45,7 @@ class Settings:
     policy: Policy = field(default_factory=Policy)
     measurement_policy: MeasurementPolicy = field(default_factory=MeasurementPolicy)
     allow_missing_event_log: bool = False
+    any_measurement: bool = False
     limits: HttpLimits = field(default_factory=HttpLimits)
     rate_limit: RateLimit | None = field(default_factory=RateLimit)
     log_level: str = "INFO"
@@ -88,7 +91,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--mrtd-allowlist",
         action="append",
         metavar="HEX[,HEX...]",
-        help="accept only these MRTD values (48-byte hex, repeatable)",
+        help="accept only these MRTD values (48-byte hex, repeatable) "
+        "[REGISTRY_MRTD_ALLOWLIST, comma-separated]; required unless --any-measurement",
+    )
+    add(
+        "--rtmr-allowlist",
+        action="append",
+        metavar="INDEX=HEX[,INDEX=HEX...]",
+        help="accept only these values of RTMR INDEX (0, 1 or 2; 48-byte hex; repeatable, "
+        "several values of one index are alternatives) [REGISTRY_RTMR_ALLOWLIST, "
+        "comma-separated]; each of RTMR0-2 is required unless --any-measurement",
+    )
+    add(
+        "--any-measurement",
+        action="store_true",
+        default=None,
+        help="accept TDs whose MRTD or RTMR0-2 no allow-list names (development; logged at "
+        "start and with every registration) [REGISTRY_ANY_MEASUREMENT]",
     )
     add(
         "--allow-missing-event-log",
@@ -192,20 +211,47 @@ def _tcb_statuses(values: Sequence[str] | None) -> frozenset[str] | None:
     return frozenset(statuses)
 
 
-def _mrtds(values: Sequence[str] | None) -> frozenset[bytes] | None:
+def _measurement(flag: str, item: str) -> bytes:
+    if _HEX_48.fullmatch(item) is None:
+        raise SettingsError(f"{flag}: {item!r} is not {MRTD_LEN} bytes of hex")
+    return bytes.fromhex(item)
+
+
+def _mrtds(values: Sequence[str]) -> frozenset[bytes] | None:
     items = _split(values)
     if not items:
         return None
-    out = set()
+    return frozenset(_measurement("--mrtd-allowlist", item) for item in items)
+
+
+def _rtmrs(values: Sequence[str]) -> tuple[frozenset[bytes] | None, ...] | None:
+    """`INDEX=HEX` items into the allowed values of RTMR0-2 (None at an index not named)."""
+    items = _split(values)
+    if not items:
+        return None
+    allowed: list[set[bytes]] = [set(), set(), set()]
     for item in items:
-        try:
-            mrtd = bytes.fromhex(item)
-        except ValueError:
-            raise SettingsError(f"--mrtd-allowlist: {item!r} is not hex") from None
-        if len(mrtd) != MRTD_LEN:
-            raise SettingsError(f"--mrtd-allowlist: {item!r} is not {MRTD_LEN} bytes")
-        out.add(mrtd)
-    return frozenset(out)
+        index, sep, value = item.partition("=")
+        if not sep or index.strip() not in ("0", "1", "2"):
+            raise SettingsError(f"--rtmr-allowlist: {item!r} is not INDEX=HEX with INDEX 0, 1 or 2")
+        allowed[int(index)].add(_measurement("--rtmr-allowlist", value.strip()))
+    return tuple(frozenset(values) if values else None for values in allowed)
+
+
+def _require_measurement_policy(policy: Policy, any_measurement: bool) -> None:
+    """Refuse to start with an MRTD or RTMR0-2 nobody pinned, unless told so out loud."""
+    if any_measurement:
+        return
+    missing = [] if policy.mrtd_allowlist is not None else ["--mrtd-allowlist"]
+    rtmrs = policy.rtmr_allowlist or (None, None, None)
+    missing += [f"--rtmr-allowlist {i}=HEX" for i in range(3) if rtmrs[i] is None]
+    if missing:
+        raise SettingsError(
+            "no measurement policy for the TD image: give "
+            + ", ".join(missing)
+            + " (the values your TD image measures), or --any-measurement to accept any TD "
+            "image (development)"
+        )
 
 
 def _pins(values: Sequence[str]) -> dict[str, ExecutablePin] | None:
@@ -308,6 +354,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     env_skip = _env_flag(env, "SKIP_TDX_AUTH")
     env_require_event_log = _env_flag(env, "REGISTRY_REQUIRE_EVENT_LOG")
     env_allow_missing_event_log = _env_flag(env, "REGISTRY_ALLOW_MISSING_EVENT_LOG")
+    env_any_measurement = _env_flag(env, "REGISTRY_ANY_MEASUREMENT")
     require_event_log = bool(args.require_event_log) or env_require_event_log
     allow_missing_event_log = bool(args.allow_missing_event_log) or env_allow_missing_event_log
     if require_event_log and allow_missing_event_log:
@@ -332,6 +379,18 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         )
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
+    any_measurement = bool(args.any_measurement) or env_any_measurement
+    policy = Policy(
+        accepted_tcb_statuses=_tcb_statuses(args.accept_tcb_status),
+        allow_debug=args.allow_debug,
+        mrtd_allowlist=_mrtds(
+            [*(args.mrtd_allowlist or ()), env.get("REGISTRY_MRTD_ALLOWLIST", "")]
+        ),
+        rtmr_allowlist=_rtmrs(
+            [*(args.rtmr_allowlist or ()), env.get("REGISTRY_RTMR_ALLOWLIST", "")]
+        ),
+    )
+    _require_measurement_policy(policy, any_measurement)
     return Settings(
         database=_database(args, env),
         host=args.host,
@@ -339,11 +398,8 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         pccs_url=(args.pccs_url or env.get("PCCS_URL") or INTEL_PCS_URL).rstrip("/"),
         trusted_root_ca_pem=_root_ca(args.trusted_root_ca or env.get("TDX_TRUSTED_ROOT_CA")),
         skip_tdx_auth=skip,
-        policy=Policy(
-            accepted_tcb_statuses=_tcb_statuses(args.accept_tcb_status),
-            allow_debug=args.allow_debug,
-            mrtd_allowlist=_mrtds(args.mrtd_allowlist),
-        ),
+        policy=policy,
+        any_measurement=any_measurement,
         measurement_policy=_measurement_policy(args, env),
         allow_missing_event_log=allow_missing_event_log,
         limits=limits,

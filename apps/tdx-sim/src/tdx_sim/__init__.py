@@ -17,6 +17,7 @@ from .rtmr import (
     RtmrError,
     RtmrNotExtendableError,
     SimRtmrs,
+    td_image_allowlists,
 )
 
 __all__ = [
@@ -37,4 +38,5 @@ __all__ = [
     "SimSettings",
     "create_app",
     "load_or_create_pki",
+    "td_image_allowlists",
 ]

@@ -68,3 +68,15 @@ class SimRtmrs:
             value = extend(self._values[index], bytes(digest))
             self._values[index] = value
         return value
+
+
+def td_image_allowlists(mr_td: bytes) -> dict[str, str]:
+    """The allow-lists that pin the simulated TD image (its MRTD and its boot RTMR0-2), in the
+    comma-separated forms of the registry's REGISTRY_MRTD_ALLOWLIST and REGISTRY_RTMR_ALLOWLIST
+    (`--mrtd-allowlist`, `--rtmr-allowlist`; tdxctl's `--mrtd-allowlist` takes the first)."""
+    return {
+        "REGISTRY_MRTD_ALLOWLIST": mr_td.hex(),
+        "REGISTRY_RTMR_ALLOWLIST": ",".join(
+            f"{index}={BOOT_RTMRS[index].hex()}" for index in range(3)
+        ),
+    }

@@ -29,6 +29,15 @@ def register_blueprint() -> Blueprint:
             record = await services.registrar.register(registration)
         finally:
             services.read_cache.invalidate(registration.instance_pubkey)
+        if services.any_measurement:
+            log.warning(
+                "UNPINNED: registration accepted without an MRTD/RTMR0-2 allow-list "
+                "(--any-measurement)",
+                extra={
+                    "instance": record.instance_pubkey.hex(),
+                    "mr_td": record.verdict.mr_td.hex(),
+                },
+            )
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "instance registered",
