@@ -140,9 +140,14 @@ def write_key(key: Ed25519PrivateKey, path: Path) -> Path:
 
 
 def listening(port: int) -> bool:
+    """Whether something listens on loopback `port`. The test ports come from the ephemeral
+    range, where a connect to a port nobody listens on can, rarely, pick that same port as
+    its source and connect to itself (TCP simultaneous open): that is not a listener."""
     with socket.socket() as s:
         s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        if s.connect_ex(("127.0.0.1", port)) != 0:
+            return False
+        return bool(s.getsockname() != s.getpeername())
 
 
 def _cleanup(container: str, clear_dir: Path) -> None:

@@ -49,9 +49,14 @@ from .conftest import _lazy_unmount, _remove_labelled, require_program
 
 
 def port_open(port: int) -> bool:
+    """Whether something listens on loopback `port`. The test ports come from the ephemeral
+    range, where a connect to a port nobody listens on can, rarely, pick that same port as
+    its source and connect to itself (TCP simultaneous open): that is not a listener."""
     with socket.socket() as sock:
         sock.settimeout(2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        if sock.connect_ex(("127.0.0.1", port)) != 0:
+            return False
+        return bool(sock.getsockname() != sock.getpeername())
 
 
 @dataclass
