@@ -152,11 +152,6 @@ def create_app(
     )
 
     app: Sanic[Any, Any] = Sanic(APP_NAME)
-    # The workload spawns podman, gocryptfs and SSH session programs. uvloop (0.23) passes
-    # every inheritable descriptor to children (the HTTP listening socket ended up held by the
-    # gocryptfs daemon) and gives them socketpair stdio that podman's conmon keeps open, so a
-    # `podman run` never reached EOF. The standard loop closes them (close_fds) and uses pipes.
-    app.config.USE_UVLOOP = False
     app.ctx.service = service
     app.ctx.ssh_host_key = ssh_host_key
     install_common(app, limits=settings.limits, rate_limit=settings.rate_limit)

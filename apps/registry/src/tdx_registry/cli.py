@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Sequence
 
-from tdx_service_kit import StartupSignals, configure_logging, run_app
+from tdx_service_kit import ListenError, StartupSignals, configure_logging, run_app
 from tdx_verify.cli import main as verify_quote_main
 
 from .app import create_app
 from .settings import SettingsError, parse_settings
+
+log = logging.getLogger("tdx_registry")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,7 +29,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tdx-registry: error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    signals = StartupSignals().install()
     app = create_app(settings)
-    StartupSignals().install().attach(app)
-    run_app(app, host=settings.host, port=settings.port)
+    try:
+        run_app(app, host=settings.host, port=settings.port, signals=signals)
+    except ListenError as exc:
+        log.error("cannot start the registry", extra={"reason": str(exc)})
+        return 1
     return 0

@@ -2,7 +2,7 @@
 
 from ._install import error_response, install_common
 from ._logging import JsonFormatter, configure_logging
-from ._run import run_app
+from ._run import ListenError, run_app
 from ._signals import StartupSignals
 from .body import json_body, parse_hex, parse_json_object, require_hex
 from .config import HttpLimits, RateLimit, parse_bool
@@ -24,6 +24,7 @@ __all__ = [
     "Forbidden",
     "HttpLimits",
     "JsonFormatter",
+    "ListenError",
     "NotFound",
     "PayloadTooLarge",
     "RateLimit",

@@ -1,31 +1,169 @@
-"""Serve an app in this one process until SIGINT/SIGTERM, then drain and stop."""
+"""Serve an app in this one process until SIGINT/SIGTERM, then drain and stop.
+
+Sanic's own runner (`app.run`) sets SIGINT and SIGTERM to SIG_IGN before it installs its
+handlers, and its handler, if called before the main loop, stops nothing: a stop sent in those
+windows (for instance right after the first answer, while the runner finishes starting) was
+lost. So this module drives Sanic's documented low-level server API itself and owns the signal
+handling from the first line to the last: there is no moment at which a stop is dropped.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
+import socket
+import time
+from collections.abc import Callable
 from typing import Any
 
 from sanic import Sanic
 
 from ._logging import json_logging_configured, route_sanic_logs_to_root
+from ._signals import STOP_SIGNALS, StartupSignals
+
+log = logging.getLogger("tdx_service_kit")
 
 GRACEFUL_SHUTDOWN_SECONDS = 10.0
+DRAIN_POLL_SECONDS = 0.05
+LISTEN_BACKLOG = 100
 
 
-def run_app(app: Sanic[Any, Any], *, host: str, port: int) -> None:
-    """Run `app` single-process (no workers, no reloader, no access log, no banner).
+class ListenError(RuntimeError):
+    """The address to serve on cannot be bound (in use, not local, not permitted)."""
 
-    Sanic's single-process server installs SIGINT/SIGTERM handlers that stop accepting,
-    let in-flight requests finish (up to the graceful timeout), then run the stop listeners.
+
+def run_app(
+    app: Sanic[Any, Any],
+    *,
+    host: str,
+    port: int,
+    signals: StartupSignals | None = None,
+    graceful_seconds: float = GRACEFUL_SHUTDOWN_SECONDS,
+    uvloop: bool = True,
+) -> None:
+    """Serve `app` on `host:port` in this process until SIGINT or SIGTERM.
+
+    Start: bind (`ListenError` if that fails, before any listener runs), `before_server_start`
+    listeners, serve, `after_server_start` listeners. Stop: no new connections, the
+    `before_server_stop` listeners, idle connections closed, in-flight requests finish (up to
+    `graceful_seconds`, then aborted), `after_server_stop`. A stop signal recorded by `signals`
+    before this call, or one that arrives during start-up, ends start-up after the step under
+    way: the program then stops as gracefully as if it had served. The event loop is uvloop's
+    when it is installed and `uvloop` is true (Sanic's own default), else asyncio's.
     """
     if json_logging_configured():
         route_sanic_logs_to_root()
-    app.config.GRACEFUL_SHUTDOWN_TIMEOUT = GRACEFUL_SHUTDOWN_SECONDS
-    app.run(
-        host=host,
-        port=port,
-        single_process=True,
-        auto_reload=False,
+    sock = _bind(host, port)
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory(uvloop)) as runner:
+            runner.run(_serve(app, sock, signals, graceful_seconds))
+    finally:
+        sock.close()
+
+
+def _loop_factory(use_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if not use_uvloop:
+        return None
+    try:
+        import uvloop  # optional, as in Sanic
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+class _Stop:
+    """The first stop signal, as an event the serving coroutine waits on."""
+
+    def __init__(self, earlier: int | None) -> None:
+        self.signum = earlier
+        self.event = asyncio.Event()
+        if earlier is not None:
+            self.event.set()
+
+    def request(self, signum: int) -> None:
+        if self.signum is None:
+            self.signum = signum
+        self.event.set()
+
+
+async def _serve(
+    app: Sanic[Any, Any],
+    sock: socket.socket,
+    signals: StartupSignals | None,
+    graceful_seconds: float,
+) -> None:
+    loop = asyncio.get_running_loop()
+    # The loop's handlers replace the start-up ones atomically (a pending signal is handled
+    # before the replacement), so a signal at any moment from here on reaches `stop`.
+    stop = _Stop(None)
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, functools.partial(stop.request, signum))
+    if signals is not None and signals.received is not None and stop.signum is None:
+        stop.request(signals.received)
+
+    created = await app.create_server(
+        sock=sock,
+        return_asyncio_server=True,
         access_log=False,
         debug=False,
-        motd=False,
+        asyncio_server_kwargs={"start_serving": False},  # not before the start listeners ran
     )
+    if created is None:  # only without return_asyncio_server
+        raise ListenError("Sanic did not return a server")
+    server: Any = created  # Sanic's AsyncioServer carries no annotations
+    await server.startup()
+    await server.before_start()
+    if not stop.event.is_set():
+        await server.start_serving()  # answers connections from here on
+        await server.after_start()
+    if stop.event.is_set():
+        log.info("stop signal received during start-up; stopping", extra={"signal": stop.signum})
+    else:
+        app.set_serving(True)
+        log.info("serving", extra={"address": _address(sock)})
+        await stop.event.wait()
+        log.info("stop signal received; stopping", extra={"signal": stop.signum})
+    app.set_serving(False)
+    await server.before_stop()
+    await _drain(app, server, graceful_seconds)
+    await server.after_stop()
+    for signum in STOP_SIGNALS:
+        loop.remove_signal_handler(signum)
+    log.info("stopped")
+
+
+async def _drain(app: Sanic[Any, Any], server: Any, graceful_seconds: float) -> None:
+    """Stop accepting, let in-flight requests finish within `graceful_seconds`, abort the rest."""
+    if server.server is not None:
+        server.server.close()
+    deadline = time.monotonic() + graceful_seconds
+    while server.connections and time.monotonic() < deadline:
+        for conn in list(server.connections):
+            conn.signal.stopped = True  # no keep-alive after the request under way
+            conn.close_if_idle()
+        await asyncio.sleep(DRAIN_POLL_SECONDS)
+    for conn in list(server.connections):
+        log.warning("aborting a request still running at shutdown")
+        conn.abort()
+    if server.server is not None:
+        await server.server.wait_closed()
+    tasks = list(app.tasks)  # background tasks the app started with `app.add_task`
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=max(0.1, deadline - time.monotonic()))
+
+
+def _address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"

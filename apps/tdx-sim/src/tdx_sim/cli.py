@@ -7,7 +7,7 @@ import logging
 import re
 from pathlib import Path
 
-from tdx_service_kit import StartupSignals, configure_logging, run_app
+from tdx_service_kit import ListenError, StartupSignals, configure_logging, run_app
 
 from .app import SimSettings, create_app
 from .pki import PkiError
@@ -102,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         log_level=args.log_level,
     )
     configure_logging(settings.log_level)
-    # A stop while the PKI loads ends the program before it serves; one between binding the
-    # socket and serving is delivered again once Sanic's own handlers are in place.
+    # A stop while the PKI loads ends the program before it serves; run_app handles any later one.
     signals = StartupSignals().install()
     try:
         app = create_app(settings)
@@ -113,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     if signals.received is not None:
         log.info("stop requested during start-up")
         return 0
-    signals.attach(app)
     log.warning("tdx-sim is a test stand-in: never trust its root CA in production")
-    run_app(app, host=settings.host, port=settings.port)
+    try:
+        run_app(app, host=settings.host, port=settings.port, signals=signals)
+    except ListenError as exc:
+        log.error("cannot start the simulator", extra={"reason": str(exc)})
+        return 1
     return 0
