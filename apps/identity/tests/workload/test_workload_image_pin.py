@@ -69,6 +69,7 @@ def test_the_section_records_the_pinned_image_id_and_reads_it_back() -> None:
     legacy = {k: v for k, v in data.items() if k != "image_id"}
     parsed = WorkloadSection.from_json(legacy)
     assert parsed is not None and parsed.image_id is None
+    assert parsed.to_json() == legacy
 
 
 @pytest.mark.parametrize("bad", ["sha256:" + PINNED, PINNED.upper(), PINNED[:-2], 7, ""])

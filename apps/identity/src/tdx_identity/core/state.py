@@ -60,12 +60,14 @@ class WorkloadSection:
             validate_image_id(self.image_id)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "version": SECTION_VERSION,
             "phase": self.phase.value,
             "config": self.config.to_json(),
-            "image_id": self.image_id,
         }
+        if self.image_id is not None:
+            data["image_id"] = self.image_id
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> WorkloadSection | None:
