@@ -633,5 +633,43 @@ async def test_a_retagged_image_is_never_run_expose_keeps_the_pin_and_recovery_r
         _run_quietly(["podman", "rmi", "--force", tag, other])
 
 
+async def test_a_configured_workload_retagged_while_stopped_is_refused_until_configured_again(
+    instance: Instance, tmp_path: Path
+) -> None:
+    tag = f"localhost/tdx-identity-retag-{secrets.token_hex(4)}:1"
+    await podman("tag", instance.image, tag)
+    pinned = await podman("image", "inspect", "--format", "{{.Id}}", tag)
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Containerfile").write_text(f"FROM {pinned}\nLABEL retagged=1\n")
+    name, settings = instance.settings.container_name, instance.settings
+    try:
+        async with instance.running() as app:
+            await app.register()
+            assert (await app.configure(image=tag)).status_code == 200
+        await podman("build", "--pull=never", "--quiet", "--tag", tag, str(context))
+        replacement = await podman("image", "inspect", "--format", "{{.Id}}", tag)
+
+        async with instance.running() as app:
+            state = (await app.client.get("/instance/state")).json()
+            assert (state["state"], state["workload"]) == ("configured", "refused")
+            assert replacement in state["workload_reason"] and pinned in state["workload_reason"]
+            exists = await asyncio.to_thread(
+                subprocess.run, ["podman", "container", "exists", "--", name], timeout=60
+            )
+            assert exists.returncode == 1, "the container was kept although its image was retagged"
+            assert not app.manager.ssh_serving and not port_open(settings.ssh_port)
+            assert (await app.expose(image=tag)).status_code == 500
+            assert not port_open(settings.workload_port)
+
+            assert (await app.configure(image=tag)).status_code == 200  # the owner pins again
+            state = (await app.client.get("/instance/state")).json()
+            assert (state["workload"], state["workload_reason"]) == ("running", None)
+            assert container_inspect(name)["Image"] == replacement
+    finally:
+        _remove_labelled("podman", instance.settings.container_name)
+        _run_quietly(["podman", "rmi", "--force", tag])
+
+
 def _run_quietly(argv: list[str]) -> None:
     subprocess.run(argv, capture_output=True, check=False, timeout=60)

@@ -248,9 +248,9 @@ class PodmanWorkloadManager:
             container=container.image_id if container is not None else None,
         )
         reason = image_refusal(config.image, evidence)
+        self._refusal = reason
         if reason is None:
             return recorded
-        self._refusal = reason
         self._image_id = None
         _log.error(
             "workload refused at recovery: its image is not the one pinned at configure; "
