@@ -225,6 +225,9 @@ class FakeWorkload:
     def running_image_id(self) -> str | None:
         return self.started
 
+    def refusal(self) -> str | None:
+        return None
+
     async def shutdown(self) -> None:
         self.shutdowns += 1
 

@@ -31,6 +31,8 @@ async def test_platform_ppid_is_learned_once_at_start_from_a_zero_report_data_qu
             "state": "fresh",
             "last_seq": 0,
             "registry_comparison": AGREED,
+            "workload": "stopped",
+            "workload_reason": None,
         }
     assert quotes.requests == [bytes(64)]
     assert json.loads(state_file(settings).read_text())["ppid"] == PPID.hex()
@@ -55,6 +57,8 @@ async def test_operator_registration_records_a_quote_committing_to_the_operator(
             "state": "operator_registered",
             "last_seq": 0,
             "registry_comparison": AGREED,
+            "workload": "stopped",
+            "workload_reason": None,
         }
 
     [request] = registry.accepted
@@ -96,6 +100,8 @@ async def test_bad_operator_signature_is_401_and_nothing_is_kept(
             "state": "fresh",
             "last_seq": 0,
             "registry_comparison": AGREED,
+            "workload": "stopped",
+            "workload_reason": None,
         }
     assert registry.accepted == []
     assert state_file(settings).read_bytes() == before
@@ -218,6 +224,8 @@ async def test_refused_or_failed_registration_leaves_the_state_file_unchanged(
             "state": "fresh",
             "last_seq": 0,
             "registry_comparison": AGREED,
+            "workload": "stopped",
+            "workload_reason": None,
         }
         registry.unavailable, registry.refuse_with = False, None
         assert (await register_operator(client, operator)).status_code == 200
@@ -253,6 +261,8 @@ async def test_owner_registration_binds_operator_and_owner(
             "state": "owner_registered",
             "last_seq": 0,
             "registry_comparison": AGREED,
+            "workload": "stopped",
+            "workload_reason": None,
         }
     request = registry.accepted[-1]
     assert request.operator == registry.accepted[0].operator
@@ -328,6 +338,8 @@ async def test_restart_keeps_instance_key_and_registrations(
             "state": "operator_registered",
             "last_seq": 0,
             "registry_comparison": AGREED,
+            "workload": "stopped",
+            "workload_reason": None,
         }
         assert (await register_operator(client, operator)).status_code == 400
         assert (await register_owner(client, owner, token)).status_code == 200
@@ -336,5 +348,7 @@ async def test_restart_keeps_instance_key_and_registrations(
             "state": "owner_registered",
             "last_seq": 0,
             "registry_comparison": AGREED,
+            "workload": "stopped",
+            "workload_reason": None,
         }
         assert (await register_owner(client, owner, token)).status_code == 401

@@ -85,6 +85,8 @@ async def test_configure_then_expose_calls_the_runtime_and_moves_the_lifecycle(
         "state": "configured",
         "last_seq": 1,
         "registry_comparison": AGREED,
+        "workload": "running",
+        "workload_reason": None,
     }
 
     assert (await owner.post("/workload/expose", owner.expose_body())).status_code == 200
@@ -93,6 +95,8 @@ async def test_configure_then_expose_calls_the_runtime_and_moves_the_lifecycle(
         "state": "exposed",
         "last_seq": 2,
         "registry_comparison": AGREED,
+        "workload": "running",
+        "workload_reason": None,
     }
     stored = json.loads((settings.storage_path / STATE_FILE_NAME).read_text())
     assert stored["lifecycle"] == "exposed"
@@ -423,6 +427,8 @@ async def test_with_accept_unsequenced_requests_a_v1_body_is_served_with_a_warni
             "state": "configured",
             "last_seq": 0,
             "registry_comparison": AGREED,
+            "workload": "running",
+            "workload_reason": None,
         }
         # A sequenced body still has to be fresh, and sets last_seq.
         assert (
@@ -445,6 +451,8 @@ async def test_with_accept_unsequenced_requests_a_v1_body_is_served_with_a_warni
             "state": "exposed",
             "last_seq": 3,
             "registry_comparison": AGREED,
+            "workload": "running",
+            "workload_reason": None,
         }
     assert workload.exposed == [IMAGE]
 

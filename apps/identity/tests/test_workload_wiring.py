@@ -204,12 +204,16 @@ async def test_an_expose_the_runtime_finished_at_recovery_is_committed(running: 
             "state": "exposed",
             "last_seq": 1,
             "registry_comparison": AGREED,
+            "workload": "running",
+            "workload_reason": None,
         }
     async with running() as client:
         assert (await client.get("/instance/state")).json() == {
             "state": "exposed",
             "last_seq": 1,
             "registry_comparison": AGREED,
+            "workload": "running",
+            "workload_reason": None,
         }
 
 
@@ -271,7 +275,6 @@ def test_hardening_flags_tune_the_container_and_cannot_weaken_the_rest() -> None
             "64",
             "--workload-memory-mb",
             "128",
-            "--workload-read-only-rootfs",
         ],
         {},
     )
@@ -280,6 +283,7 @@ def test_hardening_flags_tune_the_container_and_cannot_weaken_the_rest() -> None
     pids = args.index("--pids-limit")
     assert args[pids + 1] == "64"
     assert str(128 * 1024 * 1024) in args and "--read-only" in args
+    assert args[args.index("--log-driver") + 1] == "none"
     assert "no-new-privileges" in args and "--privileged" not in args and "host" not in args
     assert parse_settings([], {}).hardening == Hardening()
     assert parse_settings(["--workload-cap-add", ""], {}).hardening.cap_add == frozenset()
@@ -291,6 +295,7 @@ def test_hardening_flags_tune_the_container_and_cannot_weaken_the_rest() -> None
         ["--workload-cap-add", "ALL;rm"],
         ["--workload-pids-limit", "0"],
         ["--workload-memory-mb", "2"],
+        ["--workload-read-only-rootfs"],
     ],
 )
 def test_bad_hardening_flags_are_usage_errors(argv: list[str]) -> None:

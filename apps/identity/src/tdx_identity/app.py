@@ -153,6 +153,7 @@ def create_app(
 
     app: Sanic[Any, Any] = Sanic(APP_NAME)
     app.ctx.service = service
+    app.ctx.workload = workload
     app.ctx.ssh_host_key = ssh_host_key
     install_common(app, limits=settings.limits, rate_limit=settings.rate_limit)
     install_status_table(app)

@@ -250,8 +250,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     hardening = parser.add_argument_group(
         "workload hardening",
-        "podman's default seccomp profile, no-new-privileges, no privileged mode and no host "
-        "network are always enforced; these tune the rest",
+        "podman's default seccomp profile, no-new-privileges, no privileged mode, no host "
+        "network, a read-only root filesystem with a size-limited tmpfs /tmp, and no container "
+        "logs are always enforced; these tune the rest",
     )
     hardening.add_argument(
         "--workload-cap-add",
@@ -273,11 +274,6 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=(defaults.hardening.memory_bytes or 0) // (1024 * 1024),
         help="memory limit of the container in MiB, at least 6 (default %(default)s)",
     )
-    hardening.add_argument(
-        "--workload-read-only-rootfs",
-        action="store_true",
-        help="mount the container's root filesystem read-only (persisted dirs stay writable)",
-    )
     return parser
 
 
@@ -290,7 +286,6 @@ def parse_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Se
             cap_add=args.workload_cap_add,
             pids_limit=args.workload_pids_limit,
             memory_bytes=args.workload_memory_mb * 1024 * 1024,
-            read_only_rootfs=args.workload_read_only_rootfs,
         )
     except WorkloadConfigError as exc:
         parser.error(str(exc))

@@ -389,9 +389,8 @@ async def test_a_crash_after_expose_began_finishes_the_expose_at_start(instance:
     store = instance.state()
     section = store.current.workload
     assert section is not None and section.phase is WorkloadPhase.CONFIGURED
-    store.commit(
-        replace(store.current, workload=WorkloadSection(WorkloadPhase.EXPOSING, section.config))
-    )
+    exposing = WorkloadSection(WorkloadPhase.EXPOSING, section.config, section.image_id)
+    store.commit(replace(store.current, workload=exposing))
     assert store.current.lifecycle.value == "configured"
 
     async with instance.running() as app:
@@ -448,7 +447,9 @@ async def test_a_crash_during_a_reconfigure_rolls_back_to_the_committed_config(
     section = store.current.workload
     assert section is not None
     unfinished = WorkloadSection(
-        WorkloadPhase.CONFIGURING, replace(section.config, persist_dirs=("/www", "/half-done"))
+        WorkloadPhase.CONFIGURING,
+        replace(section.config, persist_dirs=("/www", "/half-done")),
+        section.image_id,
     )
     store.commit(replace(store.current, workload=unfinished))
 
@@ -575,3 +576,100 @@ async def test_restart_recreates_a_container_that_differs(instance: Instance) ->
         assert container_id(name) != stopped
         assert container_inspect(name)["State"]["Running"] is True
         assert (await http_get(settings.workload_port, "/index.html")).content == marker
+
+
+def _podman_out(*args: str) -> str:
+    done = subprocess.run(["podman", *args], capture_output=True, check=True, timeout=60)
+    return done.stdout.decode().strip()
+
+
+async def podman(*args: str) -> str:
+    """podman's stdout, run off the event loop (the app under test serves on it)."""
+    return await asyncio.to_thread(_podman_out, *args)
+
+
+async def test_a_retagged_image_is_never_run_expose_keeps_the_pin_and_recovery_refuses(
+    instance: Instance, tmp_path: Path
+) -> None:
+    tag = f"localhost/tdx-identity-retag-{secrets.token_hex(4)}:1"
+    await podman("tag", instance.image, tag)
+    pinned = await podman("image", "inspect", "--format", "{{.Id}}", tag)
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Containerfile").write_text(f"FROM {pinned}\nLABEL retagged=1\n")
+    other = f"localhost/tdx-identity-other-{secrets.token_hex(4)}:1"
+    try:
+        await podman("build", "--pull=never", "--quiet", "--tag", other, str(context))
+        replacement = await podman("image", "inspect", "--format", "{{.Id}}", other)
+        assert replacement != pinned
+        name, settings = instance.settings.container_name, instance.settings
+        async with instance.running() as app:
+            await app.register()
+            assert (await app.configure(image=tag)).status_code == 200
+            await podman("tag", other, tag)  # a retag after configure changes nothing
+            assert (await app.expose(image=tag)).status_code == 200
+            assert container_inspect(name)["Image"] == pinned
+            assert app.manager.running_image_id() == pinned
+            section = instance.state().current.workload
+            assert section is not None and section.image_id == pinned
+        log = EventLog.from_json(instance.registry.accepted[-1].event_log or "")
+        assert log.workload is not None and log.workload.image_id == pinned
+
+        async with instance.running() as app:
+            state = (await app.client.get("/instance/state")).json()
+            assert (state["state"], state["workload"]) == ("exposed", "refused")
+            assert state["workload_reason"] == (
+                f"{tag} now names {replacement}, not the pinned image {pinned}"
+            )
+            assert app.manager.running_image_id() is None
+            exists = await asyncio.to_thread(
+                subprocess.run, ["podman", "container", "exists", "--", name], timeout=60
+            )
+            assert exists.returncode == 1, "the container of the retagged image was not removed"
+            assert not port_open(settings.workload_port)
+            assert not port_open(settings.ssh_port)
+    finally:
+        _remove_labelled("podman", instance.settings.container_name)
+        _run_quietly(["podman", "rmi", "--force", tag, other])
+
+
+async def test_a_configured_workload_retagged_while_stopped_is_refused_until_configured_again(
+    instance: Instance, tmp_path: Path
+) -> None:
+    tag = f"localhost/tdx-identity-retag-{secrets.token_hex(4)}:1"
+    await podman("tag", instance.image, tag)
+    pinned = await podman("image", "inspect", "--format", "{{.Id}}", tag)
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Containerfile").write_text(f"FROM {pinned}\nLABEL retagged=1\n")
+    name, settings = instance.settings.container_name, instance.settings
+    try:
+        async with instance.running() as app:
+            await app.register()
+            assert (await app.configure(image=tag)).status_code == 200
+        await podman("build", "--pull=never", "--quiet", "--tag", tag, str(context))
+        replacement = await podman("image", "inspect", "--format", "{{.Id}}", tag)
+
+        async with instance.running() as app:
+            state = (await app.client.get("/instance/state")).json()
+            assert (state["state"], state["workload"]) == ("configured", "refused")
+            assert replacement in state["workload_reason"] and pinned in state["workload_reason"]
+            exists = await asyncio.to_thread(
+                subprocess.run, ["podman", "container", "exists", "--", name], timeout=60
+            )
+            assert exists.returncode == 1, "the container was kept although its image was retagged"
+            assert not app.manager.ssh_serving and not port_open(settings.ssh_port)
+            assert (await app.expose(image=tag)).status_code == 500
+            assert not port_open(settings.workload_port)
+
+            assert (await app.configure(image=tag)).status_code == 200  # the owner pins again
+            state = (await app.client.get("/instance/state")).json()
+            assert (state["workload"], state["workload_reason"]) == ("running", None)
+            assert container_inspect(name)["Image"] == replacement
+    finally:
+        _remove_labelled("podman", instance.settings.container_name)
+        _run_quietly(["podman", "rmi", "--force", tag])
+
+
+def _run_quietly(argv: list[str]) -> None:
+    subprocess.run(argv, capture_output=True, check=False, timeout=60)

@@ -61,10 +61,13 @@ async def test_invalid_reference_never_reaches_podman(runtime: PodmanRuntime) ->
         await runtime.image_id("--privileged")
 
 
+IMAGE_ID = "ab" * 32
+
+
 def test_run_argv_carries_runtime_ulimits_label_and_hardening() -> None:
     runtime = PodmanRuntime(label_value="t1", publish_host="127.0.0.1")
     config = WorkloadConfig(image="localhost/app:1", persist_dirs=("/data",), port=8080)
-    argv = runtime.run_argv("wl", config, {Path("/run/clear/data-x"): "/data"}, 18080)
+    argv = runtime.run_argv("wl", config, {Path("/run/clear/data-x"): "/data"}, 18080, IMAGE_ID)
     joined = " ".join(argv)
     assert "--runtime runc" in joined
     assert "--label io.tdx-identity.workload=t1" in joined
@@ -74,9 +77,37 @@ def test_run_argv_carries_runtime_ulimits_label_and_hardening() -> None:
     assert "--pull never" in joined
     assert "--mount type=bind,source=/run/clear/data-x,destination=/data" in joined
     assert "--publish 127.0.0.1:18080:8080/tcp" in joined
-    assert argv[-2:] == ["--", "localhost/app:1"]
-    unpublished = runtime.run_argv("wl", config, {Path("/run/clear/data-x"): "/data"}, None)
+    unpublished = runtime.run_argv(
+        "wl", config, {Path("/run/clear/data-x"): "/data"}, None, IMAGE_ID
+    )
     assert "--publish" not in unpublished
+
+
+def test_run_argv_runs_the_pinned_image_id_never_the_reference() -> None:
+    runtime = PodmanRuntime(label_value="t1")
+    config = WorkloadConfig(image="localhost/app:1", persist_dirs=(), port=8080)
+    argv = runtime.run_argv("wl", config, {}, None, IMAGE_ID)
+    assert argv[-2:] == ["--", IMAGE_ID]
+    assert "localhost/app:1" not in argv
+    for bad in ("localhost/app:1", "sha256:" + IMAGE_ID, "AB" * 32, "ab" * 31):
+        with pytest.raises(ValueError, match="Invalid image ID"):
+            runtime.run_argv("wl", config, {}, None, bad)
+
+
+def test_run_argv_is_read_only_with_a_small_noexec_tmp_and_no_logs() -> None:
+    argv = PodmanRuntime().run_argv(
+        "wl",
+        WorkloadConfig(image="localhost/app:1", persist_dirs=(), port=8080),
+        {},
+        None,
+        IMAGE_ID,
+    )
+    joined = " ".join(argv)
+    assert "--read-only --read-only-tmpfs=false" in joined
+    tmpfs = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--tmpfs"]
+    assert tmpfs == [f"/tmp:rw,size={64 * 1024 * 1024},mode=1777,noexec,nosuid,nodev"]
+    assert "--log-driver none" in joined
+    assert "--volume" not in argv and "-v" not in argv
 
 
 def test_exec_argv_shapes() -> None:
@@ -117,6 +148,15 @@ async def test_container_runs_hardened(runtime: PodmanRuntime, workload_image: s
     )
     assert rc == 0, limits
     assert limits.split() == [b"1024", b"512"]
+    rc, out = await _podman("exec", name, "sh", "-c", "touch /written 2>&1; echo rc=$?")
+    assert rc == 0 and out.endswith(b"Read-only file system\nrc=1\n"), out
+    rc, out = await _podman("exec", name, "sh", "-c", "touch /tmp/w && grep ' /tmp ' /proc/mounts")
+    assert rc == 0, out
+    tmp_mount = out.split()
+    assert tmp_mount[2] == b"tmpfs"
+    assert {b"noexec", b"nosuid", b"nodev", b"size=65536k"} <= set(tmp_mount[3].split(b","))
+    rc, out = await _podman("logs", name)
+    assert rc != 0 and b"not logging output" in out
     rc, out = await _podman(
         "inspect",
         "--format",
@@ -205,14 +245,15 @@ async def test_matching_container_names_the_image_only_for_the_same_configuratio
 ) -> None:
     name = container_name()
     config = WorkloadConfig(image=workload_image, persist_dirs=(), port=8080)
-    assert await runtime.matching_container(name, config, {}, None) is None  # absent
-    port = free_port()
-    await runtime.recreate(name, config, {}, port)
     image_id = await runtime.image_id(workload_image)
-    assert await runtime.matching_container(name, config, {}, port) == image_id
-    assert await runtime.matching_container(name, config, {}, None) is None
-    assert await runtime.matching_container(name, config, {}, free_port()) is None
+    assert not await runtime.matching_container(name, config, {}, None, image_id)  # absent
+    port = free_port()
+    await runtime.recreate(name, config, {}, port, image_id=image_id)
+    assert await runtime.matching_container(name, config, {}, port, image_id)
+    assert not await runtime.matching_container(name, config, {}, port, "cd" * 32)
+    assert not await runtime.matching_container(name, config, {}, None, image_id)
+    assert not await runtime.matching_container(name, config, {}, free_port(), image_id)
     other = PodmanRuntime(label_value="someone-else", publish_host="127.0.0.1")
-    assert await other.matching_container(name, config, {}, port) is None
+    assert not await other.matching_container(name, config, {}, port, image_id)
     await runtime.remove(name)
-    assert await runtime.matching_container(name, config, {}, port) is None
+    assert not await runtime.matching_container(name, config, {}, port, image_id)

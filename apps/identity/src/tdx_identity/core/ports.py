@@ -178,3 +178,8 @@ class WorkloadManager(Protocol):
         process (configure, expose or recover), as the manager resolved it just before starting
         it; None when no container was started. What the RTMR3 workload events record."""
         ...
+
+    def refusal(self) -> str | None:
+        """Why `recover` refused to start the committed workload (its image is not the one
+        pinned at configure), None when it did not: GET /instance/state shows it."""
+        ...

@@ -23,7 +23,7 @@ from tdx_identity.core.lifecycle import (
 )
 from tdx_identity.exceptions import StateFileError, StateWriteError, UnsafeFileError
 from tdx_identity.files import DATA_MODE_MASK, atomic_replace, read_private
-from tdx_identity.workload.config import WorkloadConfig
+from tdx_identity.workload.config import WorkloadConfig, validate_image_id
 from tdx_identity.workload.requests import MAX_SEQ
 from tdx_report_data import IdentityInfo
 
@@ -46,19 +46,28 @@ MAX_STATE_BYTES: Final = 1 << 20
 
 @dataclass(frozen=True)
 class WorkloadSection:
-    """The workload manager's part of the state: the step in progress or done, and its config.
+    """The workload manager's part of the state: the step in progress or done, its config, and
+    the image ID configure pinned `config.image` to (None in sections written before pinning).
 
     On disk it is the state's `workload` object, `{}` when there is none."""
 
     phase: WorkloadPhase
     config: WorkloadConfig
+    image_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.image_id is not None:
+            validate_image_id(self.image_id)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "version": SECTION_VERSION,
             "phase": self.phase.value,
             "config": self.config.to_json(),
         }
+        if self.image_id is not None:
+            data["image_id"] = self.image_id
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> WorkloadSection | None:
@@ -74,7 +83,11 @@ class WorkloadSection:
         if not isinstance(config, dict) or not isinstance(phase, str):
             raise ValueError("workload section has no phase or no config")
         try:
-            return cls(phase=WorkloadPhase(phase), config=WorkloadConfig.from_json(config))
+            return cls(
+                phase=WorkloadPhase(phase),
+                config=WorkloadConfig.from_json(config),
+                image_id=data.get("image_id"),
+            )
         except ValueError as exc:
             raise ValueError(f"workload section: {exc}") from None
 

@@ -1,9 +1,12 @@
-"""What every route needs: the service behind the app."""
+"""What every route needs: the service behind the app, and its workload manager."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from sanic import Request
 
+from tdx_identity.core.ports import WorkloadManager
 from tdx_identity.core.service import IdentityService
 
 
@@ -13,3 +16,9 @@ def service_of(request: Request) -> IdentityService:
     if not isinstance(service, IdentityService):
         raise RuntimeError("the app was not built by tdx_identity.create_app")
     return service
+
+
+def workload_of(request: Request) -> WorkloadManager:
+    """The WorkloadManager that `create_app` gave the service (read-only use: its status)."""
+    service_of(request)
+    return cast(WorkloadManager, request.app.ctx.workload)

@@ -10,7 +10,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json, text
 
 from tdx_identity.exceptions import InvalidRequest
-from tdx_identity.routes._common import service_of
+from tdx_identity.routes._common import service_of, workload_of
 from tdx_report_data import MAX_NONCE_LEN, MIN_NONCE_LEN
 
 _NONCE_RE = re.compile(r"(?:[0-9a-fA-F]{2})*", re.ASCII)
@@ -26,10 +26,19 @@ async def instance_pubkey(request: Request) -> HTTPResponse:
 
 @instance_bp.get("/instance/state")
 async def instance_state(request: Request) -> HTTPResponse:
-    """The lifecycle state name, the last accepted owner seq, and where the comparison of the
-    state's identities with the registry's record stands (carry no secret)."""
+    """The lifecycle state name, the last accepted owner seq, where the comparison of the
+    state's identities with the registry's record stands, and whether the workload runs or
+    was refused at recovery, and why (carry no secret)."""
     service = service_of(request)
     state, comparison = service.state, service.comparison
+    workload = workload_of(request)
+    refusal = workload.refusal()
+    if refusal is not None:
+        status = "refused"
+    elif workload.running_image_id() is not None:
+        status = "running"
+    else:
+        status = "stopped"
     return json(
         {
             "state": state.lifecycle.value,
@@ -38,6 +47,8 @@ async def instance_state(request: Request) -> HTTPResponse:
                 "status": comparison.status.value,
                 "reason": comparison.reason,
             },
+            "workload": status,
+            "workload_reason": refusal,
         }
     )
 

@@ -19,6 +19,7 @@ __all__ = [
     "Hardening",
     "WorkloadConfig",
     "WorkloadConfigError",
+    "validate_image_id",
     "validate_image_reference",
     "validate_persist_dir",
     "validate_persist_dirs",
@@ -42,6 +43,7 @@ _DIGEST = r"sha256:[0-9a-f]{64}"
 _REFERENCE_RE: Final = re.compile(
     rf"(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?", re.ASCII
 )
+_IMAGE_ID_RE: Final = re.compile(r"[0-9a-f]{64}", re.ASCII)
 
 # Container paths whose contents the kernel or the runtime provides: a bind mount there would
 # hide or replace what the container needs to run.
@@ -82,6 +84,14 @@ def validate_image_reference(image: object) -> str:
             f"Invalid image reference: name longer than {MAX_IMAGE_NAME_LENGTH} characters"
         )
     return image
+
+
+def validate_image_id(image_id: object) -> str:
+    """Return `image_id` if it is a podman image ID (64 lowercase hex, the SHA-256 of the
+    image's config), else raise: the value a container is run by and recorded as."""
+    if not isinstance(image_id, str) or not _IMAGE_ID_RE.fullmatch(image_id):
+        raise WorkloadConfigError("Invalid image ID: expected 64 lowercase hex digits")
+    return image_id
 
 
 def validate_persist_dir(path: object) -> str:
@@ -187,14 +197,17 @@ DEFAULT_CAP_ADD: Final = frozenset(
 )
 _CAP_RE: Final = re.compile(r"[A-Z][A-Z_]{1,30}", re.ASCII)
 _MIN_MEMORY_BYTES: Final = 6 * 1024 * 1024  # podman refuses less
+_MIN_TMP_BYTES: Final = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class Hardening:
     """Confinement of the workload container; the defaults are what the README promises.
 
-    `seccomp_profile` None keeps podman's default profile; `seccomp_unconfined`, `privileged`
-    and `host_network` exist to make weakening explicit, and all default to off.
+    `seccomp_profile` None keeps podman's default profile; `seccomp_unconfined`, `privileged`,
+    `host_network` and a writable root filesystem (`read_only_rootfs` False) exist to make
+    weakening explicit, and all default to off. Container output is never logged
+    (`--log-driver none`): podman's log files lie in clear on the TD's root disk.
     """
 
     no_new_privileges: bool = True
@@ -204,7 +217,8 @@ class Hardening:
     memory_bytes: int | None = 1024 * 1024 * 1024
     seccomp_profile: str | None = None
     seccomp_unconfined: bool = False
-    read_only_rootfs: bool = False
+    read_only_rootfs: bool = True
+    tmp_size_bytes: int = 64 * 1024 * 1024
     privileged: bool = False
     host_network: bool = False
     nofile_limit: int = 1024
@@ -224,6 +238,8 @@ class Hardening:
             raise WorkloadConfigError("seccomp_profile must be an absolute path")
         if self.seccomp_profile is not None and self.seccomp_unconfined:
             raise WorkloadConfigError("seccomp_profile and seccomp_unconfined are exclusive")
+        if self.tmp_size_bytes < _MIN_TMP_BYTES:
+            raise WorkloadConfigError(f"tmp_size_bytes must be at least {_MIN_TMP_BYTES}")
         for name, value in (("nofile_limit", self.nofile_limit), ("nproc_limit", self.nproc_limit)):
             if value < 1:
                 raise WorkloadConfigError(f"{name} must be positive")
@@ -248,7 +264,15 @@ class Hardening:
         if self.memory_bytes is not None:
             args += ["--memory", str(self.memory_bytes)]
         if self.read_only_rootfs:
-            args.append("--read-only")
+            # Only /tmp is writable besides the persisted dirs: a size-limited tmpfs (memory,
+            # never a disk), without podman's own unlimited tmpfs on /run, /tmp and /var/tmp.
+            args += [
+                "--read-only",
+                "--read-only-tmpfs=false",
+                "--tmpfs",
+                f"/tmp:rw,size={self.tmp_size_bytes},mode=1777,noexec,nosuid,nodev",  # noqa: S108 (inside the container)
+            ]
+        args += ["--log-driver", "none"]
         if self.host_network:
             args += ["--network", "host"]
         args += [

@@ -16,6 +16,12 @@ would be created now (same arguments and image ID, recorded as a digest label, a
 binds and published port as podman reports them), `recover` keeps that container: a restart of
 this service does not interrupt a healthy workload. Anything else is recreated.
 
+Images are pinned: configure resolves the owner's reference once to podman's image ID, records
+it in the section, and every container runs by that ID (`--pull never`), so a retag after
+configure changes nothing. At recovery, a recorded ID that is absent, a reference that now names
+another image, or a container of another image refuses the workload (`image_pin`): no container
+runs, the port stays unpublished, SSH stays closed, and `refusal()` says why.
+
 Whether a step may happen at all is the lifecycle's decision (`core.lifecycle`, which also reads
 the section's phase); the manager only carries a step out.
 """
@@ -54,6 +60,7 @@ from tdx_identity.files import fsync_dir
 
 from .config import Hardening
 from .helpers import HELPER_ROLES, resolve_helpers
+from .image_pin import ImageEvidence, image_refusal
 from .runtime import ContainerRuntime, PodmanRuntime
 from .ssh import HostKey, SetupSshServer, container_exec_factory
 from .store import EncryptedStore, GocryptfsStore
@@ -105,6 +112,7 @@ class PodmanWorkloadManager:
         self._ssh: SetupSshServer | None = None
         self._ssh_closed_for_good = False
         self._image_id: str | None = None
+        self._refusal: str | None = None
 
     # -- what tests and the app may observe ---------------------------------------------------
 
@@ -122,11 +130,14 @@ class PodmanWorkloadManager:
         return resolve_helpers(HELPER_ROLES)
 
     def running_image_id(self) -> str | None:
-        """The image ID resolved right before the container was last started (podman runs it
-        with ``--pull never``, so the reference cannot move to another image in between unless
-        something else retags podman's local storage), or, for a container kept at recovery,
-        the one podman reports it runs, checked to be what the reference names now."""
+        """The pinned image ID the container was last started by (podman runs it by that ID),
+        or, for a container kept at recovery, the pinned ID podman reports it runs."""
         return self._image_id
+
+    def refusal(self) -> str | None:
+        """Why recovery refused to start the committed workload (its image is not the one
+        pinned at configure); None when it did not, or once a configure started it again."""
+        return self._refusal
 
     # -- the WorkloadManager steps -----------------------------------------------------------
 
@@ -148,7 +159,8 @@ class PodmanWorkloadManager:
         await self._expose(config)
 
     async def recover(self, committed: CommittedWorkload | None) -> bool:
-        """Bring podman, the store and SSH back to what the state and the section committed."""
+        """Bring podman, the store and SSH back to what the state and the section committed,
+        unless the pinned image no longer stands (then nothing runs: see module)."""
         current = self._section.load()
         exposing = current is not None and current.phase in (
             WorkloadPhase.EXPOSING,
@@ -161,29 +173,41 @@ class PodmanWorkloadManager:
                 config = current.config
             else:
                 raise WorkloadFailed("the workload is exposed but no configuration is recorded")
+            image_id = await self._pinned_image(current, config)
+            if image_id is None:
+                self._ssh_closed_for_good = True
+                return True
             if await self._keeps_running(
-                current, WorkloadPhase.EXPOSED, config, self._workload_port
+                current, WorkloadPhase.EXPOSED, config, self._workload_port, image_id
             ):
                 self._ssh_closed_for_good = True
                 _log.info(
                     "workload recovered: exposed, the running container kept",
-                    extra={"image": config.image},
+                    extra={"image": config.image, "image_id": image_id},
                 )
                 return True
             await self._expose(config)
-            _log.info("workload recovered: exposed", extra={"image": config.image})
+            _log.info(
+                "workload recovered: exposed", extra={"image": config.image, "image_id": image_id}
+            )
             return True
         if committed is not None:
             config = committed.config
-            if await self._keeps_running(current, WorkloadPhase.CONFIGURED, config, None):
+            image_id = await self._pinned_image(current, config)
+            if image_id is None:
+                return False
+            if await self._keeps_running(current, WorkloadPhase.CONFIGURED, config, None, image_id):
                 await self._open_ssh(committed.owner_pubkey)
                 _log.info(
                     "workload recovered: configured, the running container kept, SSH open",
-                    extra={"image": config.image},
+                    extra={"image": config.image, "image_id": image_id},
                 )
                 return False
-            await self._apply(config, committed.owner_pubkey)
-            _log.info("workload recovered: configured, SSH open", extra={"image": config.image})
+            await self._apply(config, committed.owner_pubkey, image_id)
+            _log.info(
+                "workload recovered: configured, SSH open",
+                extra={"image": config.image, "image_id": image_id},
+            )
             return False
         if current is not None:
             # A first configure crashed before the service committed it: nothing is configured.
@@ -198,17 +222,57 @@ class PodmanWorkloadManager:
 
     # -- the steps themselves ----------------------------------------------------------------
 
+    async def _pinned_image(
+        self, section: WorkloadSection | None, config: WorkloadConfig
+    ) -> str | None:
+        """At recovery: the image ID `config.image` was pinned to, if it still stands; else
+        record the refusal, remove any container of ours, and return None. The section's ID
+        counts for `config` when it pins the same reference (an interrupted reconfigure with
+        other dirs or port resolved it afresh from the owner's signed request)."""
+        recorded = None
+        if section is not None and section.config.image == config.image:
+            recorded = section.image_id
+        present = (
+            recorded is not None
+            and await self._guard(self._runtime.local_image_id(recorded), "inspect the image")
+            == recorded
+        )
+        resolved = await self._guard(
+            self._runtime.local_image_id(config.image), "resolve the image"
+        )
+        container = await self._guard(self._runtime.inspect(self._name), "inspect the container")
+        evidence = ImageEvidence(
+            recorded=recorded,
+            recorded_present=present,
+            resolved=resolved,
+            container=container.image_id if container is not None else None,
+        )
+        reason = image_refusal(config.image, evidence)
+        self._refusal = reason
+        if reason is None:
+            return recorded
+        self._image_id = None
+        _log.error(
+            "workload refused at recovery: its image is not the one pinned at configure; "
+            "no container runs and the port stays closed",
+            extra={"image": config.image, "reason": reason},
+        )
+        await self._guard(self._runtime.remove(self._name), "remove the refused container")
+        return None
+
     async def _keeps_running(
         self,
         section: WorkloadSection | None,
         completed: WorkloadPhase,
         config: WorkloadConfig,
         publish_port: int | None,
+        image_id: str,
     ) -> bool:
         """At recovery: whether the running container can be kept as it is. Only after a step
         that completed (an interrupted one may have left a container or mount half-made), with
         the clear view alive (after its daemon died, a bind into it stays dead), and with podman
-        running the container exactly as `recreate` would make it now. Read-only."""
+        running the container exactly as `recreate` would make it now from the pinned
+        `image_id`. Read-only."""
         if section is None or section.phase is not completed or section.config != config:
             return False
         if not self._store.is_mounted():
@@ -217,43 +281,41 @@ class PodmanWorkloadManager:
         if not all(host_dir.is_dir() for host_dir in mounts):
             return False
         try:
-            image_id = await self._runtime.matching_container(
-                self._name, config, mounts, publish_port
+            matches = await self._runtime.matching_container(
+                self._name, config, mounts, publish_port, image_id
             )
         except ContainerRuntimeError as exc:
             _log.warning(
                 "cannot inspect the running workload; recreating it", extra={"reason": str(exc)}
             )
             return False
-        if image_id is None:
+        if not matches:
             _log.info("the running workload differs from the committed one; recreating it")
             return False
         self._image_id = image_id
         return True
 
-    async def _apply(
-        self, config: WorkloadConfig, owner_pubkey: bytes, image_id: str | None = None
-    ) -> None:
-        self._save(WorkloadPhase.CONFIGURING, config)
+    async def _apply(self, config: WorkloadConfig, owner_pubkey: bytes, image_id: str) -> None:
+        """Run `config` by its pinned `image_id`, unpublished, and open SSH (configure)."""
+        self._save(WorkloadPhase.CONFIGURING, config, image_id)
         mounts = await self._mount_dirs(config)
         self._image_id = None
-        if image_id is None:
-            image_id = await self._guard(self._runtime.image_id(config.image), "resolve the image")
         await self._guard(
             self._runtime.recreate(self._name, config, mounts, None, image_id=image_id),
             "start the container",
         )
         self._image_id = image_id
+        self._refusal = None
         await self._open_ssh(owner_pubkey)
-        self._save(WorkloadPhase.CONFIGURED, config)
+        self._save(WorkloadPhase.CONFIGURED, config, image_id)
 
     async def _expose(self, config: WorkloadConfig) -> None:
-        self._save(WorkloadPhase.EXPOSING, config)
+        image_id = self._section_image_id(config)
+        self._save(WorkloadPhase.EXPOSING, config, image_id)
         self._ssh_closed_for_good = True
         await self._close_ssh()
         mounts = await self._mount_dirs(config)
         self._image_id = None
-        image_id = await self._guard(self._runtime.image_id(config.image), "resolve the image")
         await self._guard(
             self._runtime.recreate(
                 self._name, config, mounts, self._workload_port, image_id=image_id
@@ -261,7 +323,16 @@ class PodmanWorkloadManager:
             "start the published container",
         )
         self._image_id = image_id
-        self._save(WorkloadPhase.EXPOSED, config)
+        self._save(WorkloadPhase.EXPOSED, config, image_id)
+
+    def _section_image_id(self, config: WorkloadConfig) -> str:
+        """The image ID configure pinned `config` to; expose publishes exactly that image."""
+        if self._refusal is not None:
+            raise WorkloadFailed(f"the workload was refused at recovery: {self._refusal}")
+        section = self._section.load()
+        if section is None or section.config != config or section.image_id is None:
+            raise WorkloadFailed("no image ID is pinned for the configuration to expose")
+        return section.image_id
 
     async def _mount_dirs(self, config: WorkloadConfig) -> dict[Path, str]:
         try:
@@ -319,9 +390,9 @@ class PodmanWorkloadManager:
 
     # -- the section -------------------------------------------------------------------------
 
-    def _save(self, phase: WorkloadPhase, config: WorkloadConfig) -> None:
+    def _save(self, phase: WorkloadPhase, config: WorkloadConfig, image_id: str) -> None:
         try:
-            self._section.save(WorkloadSection(phase, config))
+            self._section.save(WorkloadSection(phase, config, image_id))
         except StateWriteError as exc:
             raise WorkloadFailed(f"cannot persist the workload step: {exc}") from exc
 

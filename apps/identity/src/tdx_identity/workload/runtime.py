@@ -8,19 +8,24 @@ targets the 5.x API, while Debian 12 ships podman 4.3.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import re
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, Protocol
 
 from tdx_identity.exceptions import ContainerRuntimeError, ImageUnavailableError, ProgramTimeout
 
 from ._proc import Completed, run_program
-from .config import Hardening, WorkloadConfig, validate_image_reference, validate_port
+from .config import (
+    Hardening,
+    WorkloadConfig,
+    validate_image_id,
+    validate_image_reference,
+    validate_port,
+)
 
 __all__ = [
     "CONFIG_LABEL",
@@ -63,15 +68,25 @@ class ContainerRuntime(Protocol):
         """The local image id of `ref`, pulling it if absent; `ImageUnavailableError` if neither."""
         ...
 
+    async def local_image_id(self, ref: str) -> str | None:
+        """The image ID `ref` (a reference or an image ID) names in local storage now, None if
+        none (never pulls)."""
+        ...
+
+    async def inspect(self, name: str) -> ContainerInfo | None:
+        """Container `name` as the engine reports it; None if there is no such container."""
+        ...
+
     async def matching_container(
         self,
         name: str,
         config: WorkloadConfig,
         mounts: Mapping[Path, str],
         publish_port: int | None,
-    ) -> str | None:
-        """The image ID container `name` runs, if it runs exactly as `recreate` would create it
-        now (same arguments, and `config.image` still names that image locally); else None."""
+        image_id: str,
+    ) -> bool:
+        """Whether container `name` runs exactly as `recreate` would create it now from image
+        `image_id` (same arguments, same image)."""
         ...
 
     async def recreate(
@@ -83,8 +98,8 @@ class ContainerRuntime(Protocol):
         *,
         image_id: str | None = None,
     ) -> str:
-        """Replace any container `name` by a fresh one and return its id. `image_id` is what
-        `image_id(config.image)` just returned, when the caller has it (saves resolving again)."""
+        """Replace any container `name` by a fresh one run by image ID and return its id.
+        `image_id` is the ID `config.image` was pinned to (None: resolve `config.image` now)."""
         ...
 
     async def remove(self, name: str) -> None:
@@ -177,11 +192,19 @@ class PodmanRuntime:
         validate_image_reference(ref)
         return await self._inspect_image(ref) is not None
 
+    async def local_image_id(self, ref: str) -> str | None:
+        try:
+            validate_image_id(ref)
+        except ValueError:
+            validate_image_reference(ref)
+        found = await self._inspect_image(ref)
+        return validate_image_id(found) if found is not None else None
+
     async def image_id(self, ref: str) -> str:
         validate_image_reference(ref)
         found = await self._inspect_image(ref)
         if found is not None:
-            return found
+            return validate_image_id(found)
         try:
             pulled = await self._podman_cmd(
                 "pull", ["pull", "--quiet", "--", ref], time_limit=self._pull_timeout
@@ -200,7 +223,7 @@ class PodmanRuntime:
         found = await self._inspect_image(ref)
         if found is None:
             raise ImageUnavailableError("pull", f"image {ref!r} still absent after pull")
-        return found
+        return validate_image_id(found)
 
     def run_argv(
         self,
@@ -208,10 +231,13 @@ class PodmanRuntime:
         config: WorkloadConfig,
         mounts: Mapping[Path, str],
         publish_port: int | None,
+        image_id: str,
     ) -> list[str]:
         """The `podman run` arguments `recreate` uses, before it adds `--replace` and the
-        `CONFIG_LABEL` of their digest (exposed for review and tests)."""
+        `CONFIG_LABEL` of their digest (exposed for review and tests). The container runs by
+        `image_id`, never by `config.image`: a retag of the reference changes nothing."""
         validate_container_name(name)
+        validate_image_id(image_id)
         args = [
             "run",
             "--detach",
@@ -240,7 +266,7 @@ class PodmanRuntime:
             validate_port(publish_port)
             host_part = f"{self._publish_host}:" if self._publish_host else ""
             args += ["--publish", f"{host_part}{publish_port}:{config.port}/tcp"]
-        args += ["--", config.image]
+        args += ["--", image_id]
         return args
 
     def config_digest(
@@ -253,7 +279,7 @@ class PodmanRuntime:
     ) -> str:
         """SHA-256 over the `run_argv` and the image ID: the container's whole configuration,
         recorded as a label at creation so that a later start can tell it is unchanged."""
-        argv = self.run_argv(name, config, mounts, publish_port)
+        argv = self.run_argv(name, config, mounts, publish_port, image_id)
         canonical = json.dumps({"argv": argv, "image_id": image_id}, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -269,9 +295,9 @@ class PodmanRuntime:
         unmounted = set(config.persist_dirs) - set(mounts.values())
         if unmounted:
             raise ValueError(f"persisted dirs without a mount: {sorted(unmounted)}")
-        argv = self.run_argv(name, config, mounts, publish_port)
         if image_id is None:
             image_id = await self.image_id(config.image)
+        argv = self.run_argv(name, config, mounts, publish_port, image_id)
         digest = self.config_digest(name, config, mounts, publish_port, image_id)
         # `--replace` removes a container of that name first (stopped within its stop timeout):
         # one podman invocation instead of `rm` then `run`.
@@ -293,19 +319,20 @@ class PodmanRuntime:
         config: WorkloadConfig,
         mounts: Mapping[Path, str],
         publish_port: int | None,
-    ) -> str | None:
+        image_id: str,
+    ) -> bool:
         """Besides the digest label, podman's own view of the security-relevant settings is
         compared (image, bind mounts, published ports): a label alone is only a claim."""
-        validate_image_reference(config.image)
-        info, image_id = await _both(self.inspect(name), self._inspect_image(config.image))
-        if info is None or image_id is None or not info.running:
-            return None
+        validate_image_id(image_id)
+        info = await self.inspect(name)
+        if info is None or not info.running:
+            return False
         wanted_ports: frozenset[tuple[str, str, str]] = frozenset()
         if publish_port is not None:
             wanted_ports = frozenset(
                 {(f"{config.port}/tcp", self._publish_host or "", str(publish_port))}
             )
-        matches = (
+        return (
             info.labels.get(MANAGED_LABEL) == self._label_value
             and info.labels.get(CONFIG_LABEL)
             == self.config_digest(name, config, mounts, publish_port, image_id)
@@ -313,7 +340,6 @@ class PodmanRuntime:
             and info.port_bindings == wanted_ports
             and info.binds == frozenset((str(host), dest) for host, dest in mounts.items())
         )
-        return image_id if matches else None
 
     async def remove(self, name: str) -> None:
         validate_container_name(name)
@@ -399,20 +425,6 @@ class PodmanRuntime:
                 raise ValueError(f"environment variable {key!r} not acceptable")
             args += ["--env", f"{key}={value}"]
         return [*args, "--", name, *argv]
-
-
-_A = TypeVar("_A")
-_B = TypeVar("_B")
-
-
-async def _both(first: Awaitable[_A], second: Awaitable[_B]) -> tuple[_A, _B]:
-    """Await two read-only podman queries at once; both finish before an error is raised."""
-    a, b = await asyncio.gather(first, second, return_exceptions=True)
-    if isinstance(a, BaseException):
-        raise a
-    if isinstance(b, BaseException):
-        raise b
-    return a, b
 
 
 def _json(done: Completed, operation: str) -> Any:

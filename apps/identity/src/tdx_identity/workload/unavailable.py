@@ -51,3 +51,6 @@ class NotConfiguredWorkload:
 
     def running_image_id(self) -> str | None:
         return None
+
+    def refusal(self) -> str | None:
+        return None
