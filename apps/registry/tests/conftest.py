@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +71,11 @@ def running(tmp_path: Path, app_name: str, cache: FakeCache) -> Running:
         settings = Settings(
             database=DatabaseTarget(sqlite_path=tmp_path / "registry.db"), **overrides
         )
-        clocked: dict[str, Callable[[], datetime]] = {} if clock is None else {"clock": clock}
         app = create_app(
-            settings, name=app_name, verifier=verifier or DcapQuoteVerifier(cache), **clocked
+            settings,
+            name=app_name,
+            verifier=verifier or DcapQuoteVerifier(cache),
+            clock=clock or (lambda: datetime.now(UTC)),
         )
         async with serve(app) as url, httpx.AsyncClient(base_url=url) as client:
             yield client
