@@ -1,6 +1,14 @@
-"""Registry of attested TDX instances: POST /register, GET /instance/{pubkey} (API.md)."""
+"""Registry of attested TDX instances: GET /challenge, POST /register, GET /instance/{pubkey}
+(API.md)."""
 
 from .app import create_app
+from .challenges import (
+    Challenge,
+    ChallengeRefused,
+    Challenges,
+    ChallengeSettings,
+    ChallengesExhausted,
+)
 from .read_cache import ReadCache
 from .records import InstanceRecord, Verdict
 from .registration import (
@@ -8,11 +16,13 @@ from .registration import (
     BindingError,
     EventLogRequired,
     IdentityEventMismatch,
+    PossessionRefused,
     Registrar,
     RegistrationConflict,
     RegistrationError,
     RegistrationRequest,
     RegressionRefused,
+    V1RegistrationRefused,
     merge_registration,
     parse_registration,
     policy_needs_event_log,
@@ -30,6 +40,11 @@ __all__ = [
     "EVENT_LOG_HISTORY_LIMIT",
     "INTEL_PCS_URL",
     "BindingError",
+    "Challenge",
+    "ChallengeRefused",
+    "ChallengeSettings",
+    "Challenges",
+    "ChallengesExhausted",
     "CheckedQuote",
     "DatabaseTarget",
     "DcapQuoteVerifier",
@@ -37,6 +52,7 @@ __all__ = [
     "IdentityEventMismatch",
     "InstanceRecord",
     "PonyRecordStore",
+    "PossessionRefused",
     "QuoteVerifier",
     "ReadCache",
     "RecordStore",
@@ -49,6 +65,7 @@ __all__ = [
     "SettingsError",
     "StoreError",
     "UnsafeParseOnlyVerifier",
+    "V1RegistrationRefused",
     "Verdict",
     "create_app",
     "merge_registration",

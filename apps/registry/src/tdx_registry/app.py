@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from sanic import Sanic
 
 from tdx_service_kit import install_common
 
+from .challenges import Challenges
 from .errors import install_error_mapping
 from .read_cache import ReadCache
 from .registration import Registrar
-from .routes import instance_blueprint, register_blueprint
+from .routes import challenge_blueprint, instance_blueprint, register_blueprint
 from .services import Services
 from .settings import Settings
 from .store import PonyRecordStore, RecordStore
@@ -24,6 +27,15 @@ SKIP_WARNING = (
     "UNSAFE: SKIP_TDX_AUTH IS ON: quotes are parsed but NOT verified (no DCAP, no PCCS, no TCB "
     "policy). Any machine can register anything. Development only."
 )
+V1_WARNING = (
+    "V1: accepting v1 registrations (--accept-v1-registrations): they bind no registry "
+    "challenge, so a captured one can be replayed; and v1 identity signatures, which name no "
+    "role. Migrate every identity service to v2, then turn this off."
+)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def build_verifier(settings: Settings) -> QuoteVerifier:
@@ -43,11 +55,14 @@ def create_app(
     name: str = "tdx-registry",
     store: RecordStore | None = None,
     verifier: QuoteVerifier | None = None,
+    clock: Callable[[], datetime] = _utc_now,
 ) -> Sanic[Any, Any]:
-    """Build the app. `store`/`verifier` replace the real ones (tests); the caller closes them."""
+    """Build the app. `store`/`verifier` replace the real ones (tests); the caller closes them.
+    `clock` is the registry's time (challenge expiry, quote verification, record times)."""
     app: Sanic[Any, Any] = Sanic(name)
     install_common(app, limits=settings.limits, rate_limit=settings.rate_limit)
     install_error_mapping(app)
+    app.blueprint(challenge_blueprint())
     app.blueprint(register_blueprint())
     app.blueprint(instance_blueprint())
 
@@ -64,17 +79,24 @@ def create_app(
                 "accepting registrations without an RTMR3 event log "
                 "(--allow-missing-event-log): such a record says nothing about what the TD runs"
             )
+        if settings.accept_v1_registrations:
+            log.warning(V1_WARNING)
         the_store = store if store is not None else await PonyRecordStore.open(settings.database)
         the_verifier = verifier if verifier is not None else build_verifier(settings)
+        challenges = Challenges(the_store, settings.challenges, clock)
         registrar = Registrar(
             the_verifier,
             the_store,
+            challenges,
             measurement_policy=settings.measurement_policy,
             allow_missing_event_log=settings.allow_missing_event_log,
+            accept_v1=settings.accept_v1_registrations,
+            clock=clock,
         )
         app.ctx.services = Services(
             store=the_store,
             verifier=the_verifier,
+            challenges=challenges,
             registrar=registrar,
             read_cache=ReadCache(
                 ttl=settings.read_cache_ttl, max_bytes=settings.read_cache_max_bytes
@@ -93,6 +115,8 @@ def create_app(
                 "pinned_helper_roles": sorted(measurement.executables or ()),
                 "allowed_images": sorted(measurement.allowed_images or ()),
                 "read_cache_ttl": settings.read_cache_ttl,
+                "challenge_ttl": settings.challenges.ttl,
+                "accept_v1_registrations": settings.accept_v1_registrations,
             },
         )
 

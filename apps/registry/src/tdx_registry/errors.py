@@ -6,9 +6,11 @@
 | malformed event log (`EventLogError`) | 400 |
 | `SignatureError`, any other `VerificationError` (named step), `BindingError` | 401 |
 | `ReplayMismatchError`, `PolicyViolationError`, `EventLogRequired`, `IdentityEventMismatch` | 401 |
+| `ChallengeRefused`, `V1RegistrationRefused`, `PossessionRefused` | 401 |
 | `RegistrationConflict` | 403 |
 | `PccsError` (collateral could not be fetched) | 502 |
 | `StoreError` (database failed or stayed contended) | 503 |
+| `ChallengesExhausted` (the cap of outstanding challenges) | 503 with `Retry-After` |
 """
 
 from __future__ import annotations
@@ -34,12 +36,15 @@ from tdx_service_kit import (
 )
 from tdx_verify import PccsError, QuoteParseError, VerificationError
 
+from .challenges import ChallengeRefused, ChallengesExhausted
 from .registration import (
     BindingError,
     EventLogRequired,
     IdentityEventMismatch,
+    PossessionRefused,
     RegistrationConflict,
     RegistrationError,
+    V1RegistrationRefused,
 )
 from .store import StoreError
 
@@ -54,6 +59,8 @@ MAPPED_ERRORS: tuple[type[Exception], ...] = (
     PccsError,
     RegistrationError,
     StoreError,
+    ChallengeRefused,
+    ChallengesExhausted,
 )
 
 
@@ -80,8 +87,20 @@ def api_error_for(exc: Exception) -> ApiError | None:
     if isinstance(exc, PccsError):
         log.warning("PCCS fetch failed", extra={"reason": str(exc)})
         return UpstreamError(f"could not fetch collateral from the PCCS: {exc}")
-    if isinstance(exc, BindingError | EventLogRequired | IdentityEventMismatch):
+    if isinstance(
+        exc,
+        BindingError
+        | EventLogRequired
+        | IdentityEventMismatch
+        | V1RegistrationRefused
+        | PossessionRefused
+        | ChallengeRefused,
+    ):
         return Unauthorized(exc.reason)
+    if isinstance(exc, ChallengesExhausted):
+        return ServiceUnavailable(
+            "too many outstanding challenges: retry after the Retry-After seconds"
+        )
     if isinstance(exc, RegistrationConflict):
         return Forbidden(exc.reason)
     if isinstance(exc, StoreError):
@@ -94,7 +113,10 @@ def api_error_for(exc: Exception) -> ApiError | None:
 
 def _handle(request: Request, exc: Exception) -> HTTPResponse:
     mapped = api_error_for(exc)
-    return error_response(request, mapped if mapped is not None else exc)
+    response = error_response(request, mapped if mapped is not None else exc)
+    if isinstance(exc, ChallengesExhausted):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def install_error_mapping(app: Sanic[Any, Any]) -> None:

@@ -37,6 +37,10 @@ class InstanceRecord:
     so that reading a record never parses a log; `ssh_host_key` is that log's latest measured
     SSH host key line (None without one), stored likewise; `event_log_history` holds the logs
     it replaced, oldest first (bounded, see `registration.EVENT_LOG_HISTORY_LIMIT`).
+
+    `binding_version` is 2 when the quote's report_data covered a registry challenge
+    (`challenge`, the nonce) and `proof_of_possession` is the instance key's signature over it;
+    1 (both None) for a v1 registration, accepted only in compatibility mode.
     """
 
     instance_pubkey: bytes
@@ -51,3 +55,6 @@ class InstanceRecord:
     workload: WorkloadEvent | None = None
     ssh_host_key: str | None = None
     event_log_history: tuple[str, ...] = ()
+    binding_version: int = 1
+    challenge: bytes | None = None
+    proof_of_possession: bytes | None = None

@@ -1,12 +1,15 @@
 """POST /register's rules: the strict request shape, the checks in order, and the merge rule.
 
-Checks, in order: body shape, including a strictly parsed event log (400) → both signatures of
-each identity (401) → an event log is present if the measurement policy needs one (401) → the
-quote (DCAP, or parse-only under SKIP_TDX_AUTH) → its report_data commits to exactly this
-request (401) → its PPID is the request's PPID (401) → the event log replays to the quote's
-RTMR3, the measurement policy accepts its events, and its latest operator/owner identity
-events (when it has them) name the request's identities (401) → in one transaction, a known instance
-keeps its PPID, operator and owner (403), else the record is written or refreshed (a replaced
+Checks, in order: body shape, including a strictly parsed event log (400) → a v1 body (no
+challenge) only in compatibility mode (401) → the challenge, consumed whatever the outcome
+(401) → both signatures of each identity, v2 with their role (401) → the instance key's proof
+of possession over the challenge and the expected report_data (401) → an event log is present
+if the measurement policy needs one (401) → the quote (DCAP, or parse-only under
+SKIP_TDX_AUTH) → its report_data commits to exactly this request (401) → its PPID is the
+request's PPID (401) → the event log replays to the quote's RTMR3, the measurement policy
+accepts its events, and its latest operator/owner identity events (when it has them) name the
+request's identities (401) → in one transaction, a known instance keeps its PPID, operator and
+owner (403) and never goes back (403), else the record is written or refreshed (a replaced
 event log goes to the record's history).
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -32,20 +36,38 @@ from tdx_measure import (
 from tdx_quote import MAX_QUOTE_SIZE
 from tdx_report_data import (
     ED25519_PUBKEY_LEN,
+    ED25519_SIGNATURE_LEN,
     MAX_PPID_LEN,
     IdentityFormatError,
     IdentityInfo,
+    Role,
+    SignatureError,
     report_data_for,
+    report_data_for_v2,
     verify_identity,
+    verify_identity_v2,
+    verify_possession,
 )
 from tdx_service_kit import BadRequest, require_hex
 
+from .challenges import NONCE_LEN, Challenges
 from .records import InstanceRecord
 from .store import RecordStore, StoreError
 from .verification import QuoteVerifier
 
+log = logging.getLogger("tdx_registry.registration")
+
 REQUEST_FIELDS = frozenset(
-    {"instance_pubkey", "ppid", "attestation_quote", "operator", "owner", "event_log"}
+    {
+        "instance_pubkey",
+        "ppid",
+        "attestation_quote",
+        "operator",
+        "owner",
+        "event_log",
+        "challenge",
+        "instance_signature",
+    }
 )
 EVENT_LOG_HISTORY_LIMIT = 64
 """How many replaced event logs a record keeps (the most recent ones)."""
@@ -63,14 +85,23 @@ class BindingError(RegistrationError):
     """The quote does not commit to this request (report_data or PPID differ)."""
 
 
+class V1RegistrationRefused(RegistrationError):
+    """A v1 body (no challenge, v1 binding) while compatibility mode is off."""
+
+
+class PossessionRefused(RegistrationError):
+    """The body's `instance_signature` is not the instance key's proof of possession over its
+    challenge and report_data."""
+
+
 class RegistrationConflict(RegistrationError):
     """The instance is known with another PPID, operator or owner."""
 
 
 class RegressionRefused(RegistrationConflict):
     """The registration would move the record back: an unverified quote over a verified record,
-    a workload lifecycle that goes backwards, or a log of the stored boot that does not extend
-    the stored log. `reason` names the rule."""
+    a v1 registration over a v2 record, a workload lifecycle that goes backwards, or a log of
+    the stored boot that does not extend the stored log. `reason` names the rule."""
 
 
 class IdentityEventMismatch(RegistrationError):
@@ -92,6 +123,13 @@ class RegistrationRequest:
     operator: IdentityInfo | None
     owner: IdentityInfo | None
     event_log: EventLog | None = None
+    challenge: bytes | None = None
+    instance_signature: bytes | None = None
+
+    @property
+    def binding_version(self) -> int:
+        """2 when the body names a registry challenge (and carries its proof), else 1."""
+        return 1 if self.challenge is None else 2
 
 
 def _reject_unknown(obj: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
@@ -151,7 +189,19 @@ def parse_registration(body: Mapping[str, Any]) -> RegistrationRequest:
     if owner is not None and operator is None:
         raise BadRequest("an owner can only be registered together with an operator")
     event_log = _parse_event_log(body)
-    return RegistrationRequest(instance_pubkey, ppid, quote, operator, owner, event_log)
+    has_challenge = body.get("challenge") is not None
+    if has_challenge != (body.get("instance_signature") is not None):
+        raise BadRequest(
+            "fields 'challenge' and 'instance_signature' come together (a v2 registration) "
+            "or not at all"
+        )
+    challenge = signature = None
+    if has_challenge:
+        challenge = require_hex(body, "challenge", length=NONCE_LEN)
+        signature = require_hex(body, "instance_signature", length=ED25519_SIGNATURE_LEN)
+    return RegistrationRequest(
+        instance_pubkey, ppid, quote, operator, owner, event_log, challenge, signature
+    )
 
 
 def _same_key(a: IdentityInfo, b: IdentityInfo) -> bool:
@@ -184,6 +234,11 @@ def _stage(log: EventLog | None) -> int:
 
 def _check_no_regression(existing: InstanceRecord, new: InstanceRecord) -> None:
     """The record never goes back (see `RegressionRefused`)."""
+    if new.binding_version < existing.binding_version:
+        raise RegressionRefused(
+            "no regression: a v1 registration cannot replace a record registered over a "
+            "registry challenge (v2)"
+        )
     if not existing.verdict.skipped and new.verdict.skipped:
         raise RegressionRefused(
             "no regression: an unverified registration (SKIP_TDX_AUTH) cannot replace a "
@@ -271,19 +326,24 @@ def policy_needs_event_log(policy: MeasurementPolicy) -> bool:
 
 class Registrar:
     """Runs the checks of POST /register and stores the accepted record. An event log is
-    required unless `allow_missing_event_log` is set and `measurement_policy` pins nothing."""
+    required unless `allow_missing_event_log` is set and `measurement_policy` pins nothing; a
+    v1 registration (and a v1 identity signature in a v2 one) only with `accept_v1`."""
 
     def __init__(
         self,
         verifier: QuoteVerifier,
         store: RecordStore,
+        challenges: Challenges,
         *,
         measurement_policy: MeasurementPolicy | None = None,
         allow_missing_event_log: bool = False,
+        accept_v1: bool = False,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self._verifier = verifier
         self._store = store
+        self._challenges = challenges
+        self._accept_v1 = accept_v1
         self._measurement_policy = (
             MeasurementPolicy() if measurement_policy is None else measurement_policy
         )
@@ -297,24 +357,73 @@ class Registrar:
         """Whether a registration without an event log is refused."""
         return self._event_log_required
 
+    def _verify_identity_v2(self, request: RegistrationRequest, role: Role) -> None:
+        """Both v2 signatures of the `role` identity; in compatibility mode a v1 pair is
+        accepted instead (an operator or owner who signed before v2), with a warning."""
+        identity: IdentityInfo | None = getattr(request, role)
+        if identity is None:
+            return
+        try:
+            verify_identity_v2(request.instance_pubkey, role, identity)
+        except SignatureError:
+            if not self._accept_v1:
+                raise
+            verify_identity(request.instance_pubkey, identity)
+            log.warning(
+                "V1: accepted a v1 identity signature in a v2 registration "
+                "(--accept-v1-registrations)",
+                extra={"instance": request.instance_pubkey.hex(), "role": role},
+            )
+
+    async def _expected_report_data(self, request: RegistrationRequest) -> bytes:
+        """Check the version rules, the challenge, the identities and the proof of possession;
+        the report_data the quote must carry."""
+        if request.challenge is None or request.instance_signature is None:
+            if not self._accept_v1:
+                raise V1RegistrationRefused(
+                    "v1 registration refused: fetch GET /challenge and send a v2 registration "
+                    "(challenge, instance_signature, v2 binding and identity signatures)"
+                )
+            for identity in (request.operator, request.owner):
+                if identity is not None:
+                    verify_identity(request.instance_pubkey, identity)
+            return report_data_for(
+                request.instance_pubkey, request.ppid, request.operator, request.owner
+            )
+        await self._challenges.consume(request.challenge)
+        self._verify_identity_v2(request, "operator")
+        self._verify_identity_v2(request, "owner")
+        expected = report_data_for_v2(
+            request.instance_pubkey,
+            request.ppid,
+            request.challenge,
+            request.operator,
+            request.owner,
+        )
+        try:
+            verify_possession(
+                request.instance_pubkey, request.challenge, expected, request.instance_signature
+            )
+        except SignatureError:
+            raise PossessionRefused(
+                "proof of possession failed: instance_signature is not the instance key's "
+                "signature over this challenge and report_data"
+            ) from None
+        return expected
+
     async def register(self, request: RegistrationRequest) -> InstanceRecord:
         """Verify `request` and store it; raise a library or `RegistrationError` on refusal."""
-        for identity in (request.operator, request.owner):
-            if identity is not None:
-                verify_identity(request.instance_pubkey, identity)
+        expected = await self._expected_report_data(request)
         if request.event_log is None and self._event_log_required:
             raise EventLogRequired(
                 "event log required: every registration carries the RTMR3 event log that "
                 "explains its quote"
             )
         checked = await self._verifier.check(request.attestation_quote, now=self._clock())
-        expected = report_data_for(
-            request.instance_pubkey, request.ppid, request.operator, request.owner
-        )
         if not hmac.compare_digest(checked.report_data, expected):
             raise BindingError(
                 "the quote's report_data does not commit to this request "
-                "(instance key, PPID, operator and owner)"
+                "(instance key, PPID, challenge, operator and owner)"
             )
         if not hmac.compare_digest(checked.ppid, request.ppid):
             raise BindingError("the quote's PPID does not match the request's ppid")
@@ -336,6 +445,9 @@ class Registrar:
             workload=None if verified is None else verified.workload,
             ssh_host_key=None if verified is None else verified.ssh_host_key,
             event_log=None if request.event_log is None else request.event_log.to_json(),
+            binding_version=request.binding_version,
+            challenge=request.challenge,
+            proof_of_possession=request.instance_signature,
         )
         return await self._store.register(
             request.instance_pubkey, lambda existing: merge_registration(existing, new)

@@ -7,6 +7,7 @@ from typing import Any
 
 from sanic import Request
 
+from .challenges import Challenges
 from .read_cache import ReadCache
 from .registration import Registrar
 from .store import RecordStore
@@ -15,10 +16,12 @@ from .verification import QuoteVerifier
 
 @dataclass(frozen=True)
 class Services:
-    """The store, the quote verifier, the registrar that uses both, and the GET answer cache."""
+    """The store, the quote verifier, the challenges, the registrar that uses them, and the GET
+    answer cache."""
 
     store: RecordStore
     verifier: QuoteVerifier
+    challenges: Challenges
     registrar: Registrar
     read_cache: ReadCache
     any_measurement: bool = False

@@ -18,6 +18,13 @@ from tdx_measure import ExecutablePin, MeasurementError, MeasurementPolicy
 from tdx_service_kit import HttpLimits, RateLimit, parse_bool
 from tdx_verify import DEFAULT_ACCEPTED_TCB_STATUSES, KNOWN_TCB_STATUSES, Policy
 
+from .challenges import (
+    DEFAULT_MAX_OUTSTANDING,
+    MAX_TTL_SECONDS,
+    MIN_TTL_SECONDS,
+    ChallengeSettings,
+)
+from .challenges import DEFAULT_TTL_SECONDS as DEFAULT_CHALLENGE_TTL
 from .read_cache import DEFAULT_MAX_BYTES, DEFAULT_TTL_SECONDS
 from .store import DatabaseTarget
 
@@ -51,6 +58,8 @@ class Settings:
     log_level: str = "INFO"
     read_cache_ttl: float = DEFAULT_TTL_SECONDS
     read_cache_max_bytes: int = DEFAULT_MAX_BYTES
+    challenges: ChallengeSettings = field(default_factory=ChallengeSettings)
+    accept_v1_registrations: bool = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,6 +187,28 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_MAX_BYTES,
         help="largest total size of cached GET /instance answers (default %(default)s)",
+    )
+    add(
+        "--challenge-ttl",
+        type=int,
+        metavar="SECONDS",
+        help=f"how long a GET /challenge nonce stays valid, {MIN_TTL_SECONDS} to "
+        f"{MAX_TTL_SECONDS} [REGISTRY_CHALLENGE_TTL] (default {DEFAULT_CHALLENGE_TTL})",
+    )
+    add(
+        "--max-outstanding-challenges",
+        type=int,
+        default=DEFAULT_MAX_OUTSTANDING,
+        help="unexpired challenges at most; beyond, GET /challenge answers 503 with Retry-After "
+        "(default %(default)s)",
+    )
+    add(
+        "--accept-v1-registrations",
+        action="store_true",
+        default=None,
+        help="COMPATIBILITY: also accept v1 registrations (no challenge, replayable) and v1 "
+        "identity signatures in v2 ones; logged as a warning at start and with each use "
+        "[REGISTRY_ACCEPT_V1_REGISTRATIONS]",
     )
     add("--log-level", help="DEBUG, INFO, WARNING or ERROR [LOG_LEVEL] (default INFO)")
     return parser
@@ -332,6 +363,22 @@ def _read_cache_ttl(flag: float | None, env_value: str | None) -> float:
     return ttl
 
 
+def _challenges(args: argparse.Namespace, env: Mapping[str, str]) -> ChallengeSettings:
+    ttl: int = args.challenge_ttl if args.challenge_ttl is not None else DEFAULT_CHALLENGE_TTL
+    env_ttl = env.get("REGISTRY_CHALLENGE_TTL")
+    if args.challenge_ttl is None and env_ttl is not None:
+        try:
+            ttl = int(env_ttl)
+        except ValueError:
+            raise SettingsError(
+                f"REGISTRY_CHALLENGE_TTL: {env_ttl!r} is not a whole number of seconds"
+            ) from None
+    try:
+        return ChallengeSettings(ttl=ttl, max_outstanding=args.max_outstanding_challenges)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 def _database(args: argparse.Namespace, env: Mapping[str, str]) -> DatabaseTarget:
     url = args.db_url or env.get("REGISTRY_DB_URL")
     try:
@@ -355,6 +402,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     env_require_event_log = _env_flag(env, "REGISTRY_REQUIRE_EVENT_LOG")
     env_allow_missing_event_log = _env_flag(env, "REGISTRY_ALLOW_MISSING_EVENT_LOG")
     env_any_measurement = _env_flag(env, "REGISTRY_ANY_MEASUREMENT")
+    env_accept_v1 = _env_flag(env, "REGISTRY_ACCEPT_V1_REGISTRATIONS")
     require_event_log = bool(args.require_event_log) or env_require_event_log
     allow_missing_event_log = bool(args.allow_missing_event_log) or env_allow_missing_event_log
     if require_event_log and allow_missing_event_log:
@@ -407,4 +455,6 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         log_level=log_level,
         read_cache_ttl=read_cache_ttl,
         read_cache_max_bytes=args.read_cache_max_bytes,
+        challenges=_challenges(args, env),
+        accept_v1_registrations=bool(args.accept_v1_registrations) or env_accept_v1,
     )

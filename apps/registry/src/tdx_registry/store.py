@@ -17,10 +17,16 @@ when the log has none), so reading a record parses no log; likewise its latest m
 host key (`ssh_host_key`, JSON text: the key line or `null`). A row stored before such a column
 existed has it NULL: the value is read from its log, until its next registration writes it.
 
-Schema: the columns `rtmr3`, `event_log`, `event_log_history`, `workload` and `ssh_host_key`
-were added after
-the first release as optional (nullable) columns; there is no migration tooling yet, so a
-database created before them needs the `ALTER TABLE` statements of the README.
+The `challenges` table holds the nonces of GET /challenge until a registration consumes one or
+it expires: issuing purges a bounded batch of expired nonces and refuses past a cap of
+outstanding ones; consuming is one `DELETE ... WHERE nonce = ? AND expires_at > ?` whose row
+count says whether this caller won, so two processes sharing the database never both accept
+one nonce.
+
+Schema: the columns `rtmr3`, `event_log`, `event_log_history`, `workload`, `ssh_host_key`,
+`binding_version`, `challenge` and `proof_of_possession` were added after the first release as
+optional (nullable) columns; there is no migration tooling yet, so a database created before
+them needs the `ALTER TABLE` statements of the README (Pony creates the `challenges` table).
 """
 
 from __future__ import annotations
@@ -67,6 +73,8 @@ MergeFn = Callable[[InstanceRecord | None], InstanceRecord]
 """Given the stored record (or None), the record to store; raises to refuse the registration."""
 
 COMMIT_RETRIES = 5
+PURGE_BATCH = 100
+"""At most this many expired challenges are deleted per issued challenge (bounded work)."""
 
 
 class StoreError(Exception):
@@ -80,6 +88,18 @@ class RecordStore(Protocol):
 
     async def register(self, instance_pubkey: bytes, merge: MergeFn) -> InstanceRecord:
         """Atomically read the record, apply `merge`, and write its result."""
+        ...
+
+    async def issue_challenge(
+        self, nonce: bytes, expires_at: datetime, *, now: datetime, max_outstanding: int
+    ) -> bool:
+        """Store `nonce` until `expires_at` unless `max_outstanding` unexpired ones exist (then
+        False); purge a bounded batch of expired ones."""
+        ...
+
+    async def consume_challenge(self, nonce: bytes, *, now: datetime) -> bool:
+        """Atomically delete `nonce` if it is stored and unexpired; True only for the one
+        caller that deleted it."""
         ...
 
     async def close(self) -> None: ...
@@ -147,8 +167,23 @@ def _define_entities(db: Database) -> Any:
         event_log_history = Optional(Json, nullable=True)
         workload = Optional(str, nullable=True)
         ssh_host_key = Optional(str, nullable=True)
+        binding_version = Optional(int, nullable=True)
+        challenge = Optional(bytes, nullable=True)
+        proof_of_possession = Optional(bytes, nullable=True)
 
-    return Instance
+    class Challenge(db.Entity):  # type: ignore[misc]
+        _table_ = "challenges"
+        nonce = PrimaryKey(str, 64)
+        expires_at = Required(int, size=64, index=True)
+
+    return Instance, Challenge
+
+
+def _micros(moment: datetime) -> int:
+    """Microseconds since the epoch (UTC): the challenges' expiry, compared as integers on both
+    backends."""
+    delta = moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _naive_utc(moment: datetime) -> datetime:
@@ -254,6 +289,11 @@ def _to_record(row: Any, *, with_workload: bool = True) -> InstanceRecord:
             _stored_ssh_host_key(row.ssh_host_key, row.event_log) if with_workload else None
         ),
         event_log_history=tuple(str(text) for text in row.event_log_history or ()),
+        binding_version=1 if row.binding_version is None else int(row.binding_version),
+        challenge=None if row.challenge is None else bytes(row.challenge),
+        proof_of_possession=(
+            None if row.proof_of_possession is None else bytes(row.proof_of_possession)
+        ),
     )
 
 
@@ -275,15 +315,21 @@ def _to_columns(record: InstanceRecord) -> dict[str, Any]:
         "workload": _workload_text(record.workload),
         "ssh_host_key": _ssh_host_key_text(record.ssh_host_key),
         "event_log_history": list(record.event_log_history),
+        "binding_version": record.binding_version,
+        "challenge": record.challenge,
+        "proof_of_possession": record.proof_of_possession,
     }
 
 
 class PonyRecordStore:
     """`RecordStore` on Pony ORM; create it with `await PonyRecordStore.open(target)`."""
 
-    def __init__(self, db: Database, instance: Any, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, db: Database, instance: Any, challenge: Any, executor: ThreadPoolExecutor
+    ) -> None:
         self._db = db
         self._instance = instance
+        self._challenge = challenge
         self._executor = executor
 
     @classmethod
@@ -291,26 +337,26 @@ class PonyRecordStore:
         """Bind a fresh Database to `target` and create the table if missing (on the DB thread)."""
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry-db")
         try:
-            db, instance = await asyncio.get_running_loop().run_in_executor(
+            db, instance, challenge = await asyncio.get_running_loop().run_in_executor(
                 executor, cls._bind, target
             )
         except BaseException:
             executor.shutdown(wait=False)
             raise
         log.info("record store open", extra={"database": target.describe()})
-        return cls(db, instance, executor)
+        return cls(db, instance, challenge, executor)
 
     @staticmethod
-    def _bind(target: DatabaseTarget) -> tuple[Database, Any]:
+    def _bind(target: DatabaseTarget) -> tuple[Database, Any, Any]:
         db = Database()
-        instance = _define_entities(db)
+        instance, challenge = _define_entities(db)
         if target.sqlite_path is not None:
             db.on_connect(provider="sqlite")(_sqlite_durable_wal)
             db.bind(provider="sqlite", filename=str(target.sqlite_path), create_db=True)
         else:
             db.bind(provider="postgres", dsn=target.postgres_url)
         db.generate_mapping(create_tables=True)
-        return db, instance
+        return db, instance, challenge
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -327,6 +373,26 @@ class PonyRecordStore:
             return await self._run(self._register_sync, instance_pubkey.hex(), merge)
         except (OrmError, DBException) as exc:
             raise StoreError(f"the registration could not be committed: {exc}") from exc
+
+    async def issue_challenge(
+        self, nonce: bytes, expires_at: datetime, *, now: datetime, max_outstanding: int
+    ) -> bool:
+        try:
+            return await self._run(
+                self._issue_challenge_sync,
+                nonce.hex(),
+                _micros(expires_at),
+                _micros(now),
+                max_outstanding,
+            )
+        except (OrmError, DBException) as exc:
+            raise StoreError(f"the challenge could not be stored: {exc}") from exc
+
+    async def consume_challenge(self, nonce: bytes, *, now: datetime) -> bool:
+        try:
+            return await self._run(self._consume_challenge_sync, nonce.hex(), _micros(now))
+        except (OrmError, DBException) as exc:
+            raise StoreError(f"the challenge could not be checked: {exc}") from exc
 
     async def close(self) -> None:
         """Let registrations already queued commit, then disconnect."""
@@ -354,3 +420,28 @@ class PonyRecordStore:
         else:
             row.set(**columns)
         return record
+
+    @db_session(retry=COMMIT_RETRIES, immediate=True)  # type: ignore[untyped-decorator]
+    def _issue_challenge_sync(
+        self, nonce: str, expires_us: int, now_us: int, max_outstanding: int
+    ) -> bool:
+        """Purge up to `PURGE_BATCH` expired challenges, then store `nonce` unless the cap of
+        unexpired ones is reached."""
+        self._db.execute(
+            "DELETE FROM challenges WHERE nonce IN "
+            "(SELECT nonce FROM challenges WHERE expires_at <= $now_us LIMIT $batch)",
+            {"now_us": now_us, "batch": PURGE_BATCH},
+        )
+        outstanding: int = self._challenge.select(lambda c: c.expires_at > now_us).count()
+        if outstanding >= max_outstanding:
+            return False
+        self._challenge(nonce=nonce, expires_at=expires_us)
+        return True
+
+    @db_session(immediate=True)  # type: ignore[untyped-decorator]
+    def _consume_challenge_sync(self, nonce: str, now_us: int) -> bool:
+        """One DELETE of the unexpired nonce; its row count decides (never two winners)."""
+        deleted: int = self._challenge.select(
+            lambda c: c.nonce == nonce and c.expires_at > now_us
+        ).delete(bulk=True)
+        return deleted == 1

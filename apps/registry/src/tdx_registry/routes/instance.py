@@ -42,6 +42,11 @@ def record_json(record: InstanceRecord) -> dict[str, Any]:
         "workload": record.workload.to_object() if record.workload is not None else None,
         "ssh_host_key": record.ssh_host_key,
         "event_log_history_count": len(record.event_log_history),
+        "binding_version": record.binding_version,
+        "challenge": None if record.challenge is None else record.challenge.hex(),
+        "proof_of_possession": (
+            None if record.proof_of_possession is None else record.proof_of_possession.hex()
+        ),
     }
 
 

@@ -29,6 +29,12 @@ def register_blueprint() -> Blueprint:
             record = await services.registrar.register(registration)
         finally:
             services.read_cache.invalidate(registration.instance_pubkey)
+        if record.binding_version == 1:
+            log.warning(
+                "V1: accepted a v1 registration (no registry challenge, replayable) "
+                "(--accept-v1-registrations)",
+                extra={"instance": record.instance_pubkey.hex()},
+            )
         if services.any_measurement:
             log.warning(
                 "UNPINNED: registration accepted without an MRTD/RTMR0-2 allow-list "
@@ -47,6 +53,7 @@ def register_blueprint() -> Blueprint:
                     "has_owner": record.owner is not None,
                     "tcb_status": record.verdict.tcb_status,
                     "verification_skipped": record.verdict.skipped,
+                    "binding_version": record.binding_version,
                 },
             )
         return HTTPResponse(SUCCESS_BODY, content_type="application/json")
