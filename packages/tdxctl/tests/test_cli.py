@@ -66,7 +66,8 @@ async def registry_url(tmp_path: Path, td: SimTd, sim_url: str) -> AsyncIterator
     app = create_app(settings, name=f"tdxctl-registry-{next(_names)}")
     async with serve(app) as url:
         async with httpx.AsyncClient(base_url=url) as client:
-            answer = await client.post("/register", json=td.registration_body())
+            nonce = bytes.fromhex((await client.get("/challenge")).json()["nonce"])
+            answer = await client.post("/register", json=td.registration_body(nonce))
             assert answer.status_code == 200, answer.text
         yield url
 
