@@ -11,12 +11,16 @@
 2 and 3 run once per storage backend (`--backend sqlite|postgres|both`, default both): SQLite
 in a temp dir, PostgreSQL in a throwaway cluster with its default durability
 (`tdx_service_kit.testing.throwaway_postgres`).
-The registration is the identity service's: an operator, and an RTMR3 event log (boot, two
-helper programs, a workload configured and exposed) extended into the simulator's RTMR3.
+The registration is the identity service's (v2): an operator, and an RTMR3 event log (boot, two
+helper programs, a workload configured and exposed) extended into the simulator's RTMR3; each
+POST names its own challenge, so before the measurement the bench fetches `--registrations`
+challenges from the registry and a quote from the simulator for each (not timed), and then
+posts those bodies, each once, over 16 connections with an asyncio httpx client (wrk would
+repeat one body, which the registry now refuses as a replay); GET /instance is measured by wrk.
 `--against REV` also runs the registry of git revision REV (its `apps/registry/src` on this
-checkout's libraries) under the same load, and prints this checkout's rates against it: how a
-change to the registry's write or read path is decided (`bench/store.py` measures the store's
-write path alone the same way).
+checkout's libraries; REV must have GET /challenge) under the same load, and prints this
+checkout's rates against it: how a change to the registry's write or read path is decided
+(`bench/store.py` measures the store's write path alone the same way).
 
 Run by hand: `hatch run bench:run` (not part of CI).
 """
@@ -51,13 +55,22 @@ from bench._common import free_port, program, started
 from tdx_measure import BootEvent, EventLog, ExecutableEvent, WorkloadEvent, event_digest
 from tdx_ppid import parse_sgx_extension, pck_chain_from_quote, quote_ppid
 from tdx_quote import parse_quote
-from tdx_report_data import report_data_for, sign_identity
+from tdx_report_data import (
+    IdentityInfo,
+    prove_possession,
+    report_data_for_v2,
+    sign_identity_v2,
+    sign_instance_v2,
+)
 from tdx_service_kit.testing import throwaway_postgres
 from tdx_sim import DEFAULT_MR_TD, td_image_allowlists
 from tdx_verify import Collateral, PccsClient, Verifier
 
 HERE = Path(__file__).resolve().parent
 BACKENDS = ("sqlite", "postgres")
+CONNECTIONS = 16
+MAX_REGISTRATIONS = 10_000
+"""The registry's default cap on outstanding challenges."""
 
 
 def rate(fn: Callable[[], object], seconds: float) -> float:
@@ -72,33 +85,101 @@ def rate(fn: Callable[[], object], seconds: float) -> float:
     return n / elapsed
 
 
-def http_rate(url: str, seconds: float, body: bytes | None = None, connections: int = 16) -> float:
-    """Requests per second measured by wrk (a Python client would be the bottleneck here).
+def http_rate(url: str, seconds: float, connections: int = CONNECTIONS) -> float:
+    """GET requests per second measured by wrk (a Python client would be the bottleneck here).
 
     Any non-2xx answer fails the benchmark: throughput of errors is not throughput."""
     wrk = shutil.which("wrk")
     if wrk is None:
         sys.exit("bench: wrk is not installed (./scripts/setup installs it)")
-    with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "post.lua"
-        if body is not None:
-            (Path(tmp) / "body.json").write_bytes(body)
-            script.write_text(
-                'wrk.method = "POST"\n'
-                'wrk.headers["Content-Type"] = "application/json"\n'
-                f'local f = io.open("{Path(tmp) / "body.json"}", "rb")\n'
-                'wrk.body = f:read("*a")\nf:close()\n'
-            )
-        argv = [wrk, "-t1", f"-c{connections}", f"-d{seconds:.0f}s", url]
-        if body is not None:
-            argv[1:1] = ["-s", str(script)]
-        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    argv = [wrk, "-t1", f"-c{connections}", f"-d{seconds:.0f}s", url]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     if "Non-2xx" in out or "Socket errors" in out:
         sys.exit(f"bench: errors under load at {url}:\n{out}")
     for line in out.splitlines():
         if line.startswith("Requests/sec:"):
             return float(line.split()[1])
     sys.exit(f"bench: could not read wrk's output:\n{out}")
+
+
+def post_rate(url: str, bodies: list[bytes], connections: int = CONNECTIONS) -> float:
+    """POSTs per second of `bodies`, each sent once over `connections` keep-alive connections
+    (the first is sent alone, untimed: it warms the registry's collateral cache).
+
+    Any answer other than 200 fails the benchmark."""
+
+    async def post_all() -> float:
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        headers = {"Content-Type": "application/json"}
+        async with httpx.AsyncClient(limits=limits, timeout=60.0, headers=headers) as client:
+
+            async def post(body: bytes) -> None:
+                response = await client.post(url, content=body)
+                if response.status_code != 200:
+                    sys.exit(f"bench: {url} answered {response.status_code}: {response.text}")
+
+            await post(bodies[0])
+            pending = iter(bodies[1:])
+
+            async def worker() -> None:
+                for body in pending:
+                    await post(body)
+
+            start = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(connections)))
+            return (len(bodies) - 1) / (time.perf_counter() - start)
+
+    return asyncio.run(post_all())
+
+
+@dataclasses.dataclass(frozen=True)
+class Registrant:
+    """The instance the bench registers: its key, PPID, operator identity and event log, and
+    the simulator that quotes for it."""
+
+    key: Ed25519PrivateKey
+    ppid: bytes
+    operator: IdentityInfo
+    event_log: EventLog
+    sim_url: str
+
+    @property
+    def pubkey(self) -> bytes:
+        return self.key.public_key().public_bytes_raw()
+
+    def quote(self, challenge: bytes) -> tuple[bytes, bytes]:
+        """The v2 report_data over `challenge` and the simulator's quote of it."""
+        report_data = report_data_for_v2(self.pubkey, self.ppid, challenge, self.operator, None)
+        quote = httpx.get(f"{self.sim_url}/attest/{report_data.hex()}")
+        quote.raise_for_status()
+        return report_data, quote.content
+
+    def bodies(self, registry_url: str, count: int) -> list[bytes]:
+        """`count` v2 registration bodies, each over a challenge of the registry at
+        `registry_url` fetched now, as the identity service builds them."""
+        bodies = []
+        with httpx.Client(base_url=registry_url) as registry:
+            for _ in range(count):
+                answer = registry.get("/challenge")
+                if answer.status_code != 200:
+                    sys.exit(
+                        f"bench: GET /challenge answered {answer.status_code} (a registry "
+                        f"without v2 registrations cannot be measured): {answer.text[:200]}"
+                    )
+                challenge = bytes.fromhex(answer.json()["nonce"])
+                report_data, quote = self.quote(challenge)
+                body = {
+                    "instance_pubkey": self.pubkey.hex(),
+                    "ppid": self.ppid.hex(),
+                    "attestation_quote": base64.b64encode(quote).decode(),
+                    "operator": self.operator.to_object(),
+                    "owner": None,
+                    "event_log": self.event_log.to_json(),
+                    "challenge": challenge.hex(),
+                    "instance_signature": prove_possession(self.key, challenge, report_data).hex(),
+                }
+                bodies.append(json.dumps(body).encode())
+        return bodies
 
 
 class CountingProxy:
@@ -172,6 +253,13 @@ def main() -> int:
     )
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     parser.add_argument(
+        "--registrations",
+        type=int,
+        default=1000,
+        help="v2 registrations posted per POST /register measurement, each over its own "
+        f"challenge (2 to {MAX_REGISTRATIONS}; default %(default)s)",
+    )
+    parser.add_argument(
         "--backend",
         choices=(*BACKENDS, "both"),
         default="both",
@@ -183,8 +271,10 @@ def main() -> int:
         help="also measure the registry of git revision REV and print this one against it",
     )
     args = parser.parse_args()
+    if not 2 <= args.registrations <= MAX_REGISTRATIONS:
+        parser.error(f"--registrations must be 2 to {MAX_REGISTRATIONS}")
     backends = BACKENDS if args.backend == "both" else (args.backend,)
-    return run(args.seconds, backends, args.against)
+    return run(args.seconds, backends, args.against, args.registrations)
 
 
 def registry_of_revision(revision: str, into: Path) -> Path:
@@ -246,10 +336,15 @@ def database(backend: str, tmp: Path) -> Iterator[dict[str, str]]:
 
 
 def measure_registry(
-    backend: str, tmp: Path, env: dict[str, str], body: bytes, instance: bytes, seconds: float
+    backend: str,
+    tmp: Path,
+    env: dict[str, str],
+    registrant: Registrant,
+    registrations: int,
+    seconds: float,
 ) -> tuple[float, float]:
-    """POST /register then GET /instance requests per second of a fresh registry on `backend`
-    (`tmp` its own, fresh directory)."""
+    """POST /register (`registrations` v2 bodies) then GET /instance requests per second of a
+    fresh registry on `backend` (`tmp` its own, fresh directory)."""
     reg_port = free_port()
     reg_url = f"http://127.0.0.1:{reg_port}"
     tmp.mkdir()
@@ -268,18 +363,27 @@ def measure_registry(
             ],
             reg_url + "/instance/" + "00" * 32,
             tmp / "registry.log",
-            env | db_env,
+            env | db_env | {"REGISTRY_CHALLENGE_TTL": "600"},
         ),
     ):
-        register_rate = http_rate(reg_url + "/register", seconds, body)
+        bodies = registrant.bodies(reg_url, registrations)
+        register_rate = post_rate(reg_url + "/register", bodies)
+        instance = registrant.pubkey
         answer = httpx.get(f"{reg_url}/instance/{instance.hex()}").json()
+        if answer["binding_version"] != 2:
+            sys.exit(f"bench: the registry stored no v2 registration: {answer}")
         if answer["workload"] is None or answer["event_log"] is None:
             sys.exit(f"bench: the registry answered without the workload: {answer}")
         get_rate = http_rate(f"{reg_url}/instance/{instance.hex()}", seconds)
     return register_rate, get_rate
 
 
-def run(seconds: float, backends: tuple[str, ...], against: str | None = None) -> int:
+def run(
+    seconds: float,
+    backends: tuple[str, ...],
+    against: str | None = None,
+    registrations: int = 1000,
+) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="tdx-bench-"))
     env = dict(os.environ)
     sim_port = free_port()
@@ -304,30 +408,19 @@ def run(seconds: float, backends: tuple[str, ...], against: str | None = None) -
         root_pem = (tmp / "sim" / "root_ca.pem").read_bytes()
         root_der = x509.load_pem_x509_certificate(root_pem).public_bytes(serialization.Encoding.DER)
 
-        # A registration body and its quote, as the identity service would build them.
+        # The instance and its operator, as the identity service would sign them (v2).
         instance_key, operator = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
         instance = instance_key.public_key().public_bytes_raw()
         probe = httpx.get(f"{sim_url}/attest/{'00' * 64}").content
         ppid = quote_ppid(parse_quote(probe, allow_zero_padding=True)).value
-        op = sign_identity(
-            instance_key, operator.public_key().public_bytes_raw(), operator.sign(instance)
+        op = sign_identity_v2(
+            instance_key,
+            "operator",
+            operator.public_key().public_bytes_raw(),
+            sign_instance_v2(operator, "operator", instance),
         )
-        event_log = measured_event_log(sim_url)
-        quote = httpx.get(
-            f"{sim_url}/attest/{report_data_for(instance, ppid, op, None).hex()}"
-        ).content
-        body = {
-            "instance_pubkey": instance.hex(),
-            "ppid": ppid.hex(),
-            "attestation_quote": base64.b64encode(quote).decode(),
-            "operator": {
-                "pubkey": op.pubkey.hex(),
-                "instance_signature": op.instance_signature.hex(),
-                "identity_signature": op.identity_signature.hex(),
-            },
-            "owner": None,
-            "event_log": event_log.to_json(),
-        }
+        registrant = Registrant(instance_key, ppid, op, measured_event_log(sim_url), sim_url)
+        _, quote = registrant.quote(os.urandom(32))  # any quote of this platform
 
         # 1. Verification with warm collateral.
         pccs = PccsClient(sim_url)
@@ -354,7 +447,6 @@ def run(seconds: float, backends: tuple[str, ...], against: str | None = None) -
             "TDX_TRUSTED_ROOT_CA": str(tmp / "sim" / "root_ca.pem"),
             **td_image_allowlists(DEFAULT_MR_TD),
         }
-        body_bytes = json.dumps(body).encode()
         rates: dict[str, tuple[float, float]] = {}
         against_rates: dict[str, tuple[float, float]] = {}
         against_env = None
@@ -364,11 +456,16 @@ def run(seconds: float, backends: tuple[str, ...], against: str | None = None) -
             against_env = registry_env | {"PYTHONPATH": path}
         for backend in backends:
             rates[backend] = measure_registry(
-                backend, tmp / f"this-{backend}", registry_env, body_bytes, instance, seconds
+                backend, tmp / f"this-{backend}", registry_env, registrant, registrations, seconds
             )
             if against_env is not None:
                 against_rates[backend] = measure_registry(
-                    backend, tmp / f"against-{backend}", against_env, body_bytes, instance, seconds
+                    backend,
+                    tmp / f"against-{backend}",
+                    against_env,
+                    registrant,
+                    registrations,
+                    seconds,
                 )
         bare_port = free_port()
         with started(

@@ -9,8 +9,9 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,17 +58,25 @@ def cache() -> FakeCache:
 @pytest.fixture
 def running(tmp_path: Path, app_name: str, cache: FakeCache) -> Running:
     """`async with running(**settings) as client`: the registry on loopback, real SQLite store,
-    DCAP verification through a fake collateral cache (or `verifier=`)."""
+    DCAP verification through a fake collateral cache (or `verifier=`), on the real clock (or
+    `clock=`)."""
 
     @asynccontextmanager
     async def start(
-        verifier: QuoteVerifier | None = None, **overrides: Any
+        verifier: QuoteVerifier | None = None,
+        clock: Callable[[], datetime] | None = None,
+        **overrides: Any,
     ) -> AsyncIterator[httpx.AsyncClient]:
         overrides.setdefault("rate_limit", None)
         settings = Settings(
             database=DatabaseTarget(sqlite_path=tmp_path / "registry.db"), **overrides
         )
-        app = create_app(settings, name=app_name, verifier=verifier or DcapQuoteVerifier(cache))
+        app = create_app(
+            settings,
+            name=app_name,
+            verifier=verifier or DcapQuoteVerifier(cache),
+            clock=clock or (lambda: datetime.now(UTC)),
+        )
         async with serve(app) as url, httpx.AsyncClient(base_url=url) as client:
             yield client
 

@@ -1,5 +1,6 @@
 """Builders for registration requests carrying real (unsigned) TDX quotes and RTMR3 event logs,
-and fake verifiers."""
+and fake verifiers. Bodies are v2 (over a registry challenge, `Instance.fresh` fetches one);
+`Instance.v1_body` builds the v1 bodies of the compatibility tests."""
 
 from __future__ import annotations
 
@@ -30,9 +31,20 @@ from tdx_quote import (
     build_quote,
     parse_quote,
 )
-from tdx_report_data import IdentityInfo, report_data_for, sign_identity
+from tdx_report_data import (
+    IdentityInfo,
+    Role,
+    prove_possession,
+    report_data_for,
+    report_data_for_v2,
+    sign_identity,
+    sign_identity_v2,
+    sign_instance_v2,
+)
 
 MR_TD = bytes(range(48))
+UNISSUED = bytes(32)
+"""A well-formed challenge the registry never issued (for bodies refused before it counts)."""
 
 Running = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 """The `running` fixture: `async with running(**settings_overrides) as client`."""
@@ -115,9 +127,29 @@ def build_test_quote(
 
 
 def identity_for(instance: Ed25519PrivateKey, identity_key: Ed25519PrivateKey) -> IdentityInfo:
+    """A v1 identity (raw signatures over the other key)."""
     return sign_identity(
         instance, raw_pubkey(identity_key), identity_key.sign(raw_pubkey(instance))
     )
+
+
+def identity_v2_for(
+    instance: Ed25519PrivateKey, role: Role, identity_key: Ed25519PrivateKey
+) -> IdentityInfo:
+    """A v2 identity in `role`: the identity key's and the instance key's v2 signatures."""
+    return sign_identity_v2(
+        instance,
+        role,
+        raw_pubkey(identity_key),
+        sign_instance_v2(identity_key, role, raw_pubkey(instance)),
+    )
+
+
+async def fetch_challenge(client: httpx.AsyncClient) -> bytes:
+    """A fresh nonce from the registry's GET /challenge."""
+    response = await client.get("/challenge")
+    assert response.status_code == 200, response.text
+    return bytes.fromhex(response.json()["nonce"])
 
 
 def identity_json(identity: IdentityInfo | None) -> dict[str, str] | None:
@@ -147,29 +179,81 @@ class Instance:
 
     def body(
         self,
-        operator: Ed25519PrivateKey | None = None,
-        owner: Ed25519PrivateKey | None = None,
+        operator: Ed25519PrivateKey | IdentityInfo | None = None,
+        owner: Ed25519PrivateKey | IdentityInfo | None = None,
         *,
+        challenge: bytes,
         quote_ppid: bytes | None = None,
         report_data: bytes | None = None,
         ppid: bytes | None = None,
         event_log: EventLog | _Default | None = INSTANCE_LOG,
         rtmr3: bytes | None = None,
+        proof_key: Ed25519PrivateKey | None = None,
     ) -> dict[str, Any]:
-        """A POST /register body whose quote commits to it (unless overridden). It carries
-        `event_log` (by default the instance's own log; None: no log) and the quote's RTMR3 is
-        its replay (or `rtmr3`)."""
-        if event_log is INSTANCE_LOG:
-            event_log = self.log
+        """A v2 POST /register body over `challenge` whose quote commits to it (unless
+        `report_data` overrides the quote's) and whose proof of possession over its binding is
+        signed by `proof_key` (default: the instance key). An identity given as a key is signed
+        v2 in its role; an `IdentityInfo` is sent as it is. It carries `event_log` (by default
+        the instance's own log; None: no log) and the quote's RTMR3 is its replay (or
+        `rtmr3`)."""
         ppid = self.ppid if ppid is None else ppid
+        op = self._identity("operator", operator)
+        ow = self._identity("owner", owner)
+        binding = report_data_for_v2(self.pubkey, ppid, challenge, op, ow)
+        data = binding if report_data is None else report_data
+        body = self._body(op, ow, data, quote_ppid, ppid, event_log, rtmr3)
+        signer = self.key if proof_key is None else proof_key
+        body["challenge"] = challenge.hex()
+        body["instance_signature"] = prove_possession(signer, challenge, binding).hex()
+        return body
+
+    async def fresh(
+        self,
+        client: httpx.AsyncClient,
+        operator: Ed25519PrivateKey | IdentityInfo | None = None,
+        owner: Ed25519PrivateKey | IdentityInfo | None = None,
+        **overrides: Any,
+    ) -> dict[str, Any]:
+        """`body` over a challenge fetched from the registry behind `client` just now."""
+        return self.body(operator, owner, challenge=await fetch_challenge(client), **overrides)
+
+    def v1_body(
+        self,
+        operator: Ed25519PrivateKey | None = None,
+        owner: Ed25519PrivateKey | None = None,
+        *,
+        event_log: EventLog | _Default | None = INSTANCE_LOG,
+    ) -> dict[str, Any]:
+        """A v1 body (no challenge, v1 binding, v1 identity signatures)."""
         op = identity_for(self.key, operator) if operator else None
         ow = identity_for(self.key, owner) if owner else None
-        data = (
-            report_data if report_data is not None else report_data_for(self.pubkey, ppid, op, ow)
-        )
+        data = report_data_for(self.pubkey, self.ppid, op, ow)
+        return self._body(op, ow, data, None, self.ppid, event_log, None)
+
+    def _identity(
+        self, role: Role, identity: Ed25519PrivateKey | IdentityInfo | None
+    ) -> IdentityInfo | None:
+        if identity is None or isinstance(identity, IdentityInfo):
+            return identity
+        return identity_v2_for(self.key, role, identity)
+
+    def _body(
+        self,
+        op: IdentityInfo | None,
+        ow: IdentityInfo | None,
+        report_data: bytes,
+        quote_ppid: bytes | None,
+        ppid: bytes,
+        event_log: EventLog | _Default | None,
+        rtmr3: bytes | None,
+    ) -> dict[str, Any]:
+        if event_log is INSTANCE_LOG:
+            event_log = self.log
         if rtmr3 is None:
             rtmr3 = bytes(48) if event_log is None else event_log.replay()
-        quote = build_test_quote(data, self.ppid if quote_ppid is None else quote_ppid, rtmr3=rtmr3)
+        quote = build_test_quote(
+            report_data, self.ppid if quote_ppid is None else quote_ppid, rtmr3=rtmr3
+        )
         body: dict[str, Any] = {
             "instance_pubkey": self.pubkey.hex(),
             "ppid": ppid.hex(),

@@ -13,7 +13,16 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from registry_helpers import FakeCache, Instance, Running, build_test_quote, error_of, identity_json
+from registry_helpers import (
+    UNISSUED,
+    FakeCache,
+    Instance,
+    Running,
+    build_test_quote,
+    error_of,
+    fetch_challenge,
+    identity_json,
+)
 
 from tdx_registry import (
     DatabaseTarget,
@@ -32,8 +41,8 @@ from tdx_verify import PccsError, QuoteParseError, QuoteSignatureError, TcbStatu
 
 async def test_register_then_get_returns_the_record(running: Running) -> None:
     instance, operator = Instance(), Ed25519PrivateKey.generate()
-    body = instance.body(operator)
     async with running() as client:
+        body = await instance.fresh(client, operator)
         registered = await client.post("/register", json=body)
         fetched = await client.get(f"/instance/{instance.pubkey.hex()}")
     assert registered.status_code == 200
@@ -59,10 +68,12 @@ async def test_same_data_again_is_accepted_and_refreshes(
 ) -> None:
     instance, operator = Instance(), Ed25519PrivateKey.generate()
     async with running() as client:
-        assert (await client.post("/register", json=instance.body(operator))).status_code == 200
+        assert (
+            await client.post("/register", json=await instance.fresh(client, operator))
+        ).status_code == 200
         first = (await client.get(f"/instance/{instance.pubkey.hex()}")).json()
         cache.tcb_status = "SWHardeningNeeded"
-        again = await client.post("/register", json=instance.body(operator))
+        again = await client.post("/register", json=await instance.fresh(client, operator))
         second = (await client.get(f"/instance/{instance.pubkey.hex()}")).json()
     assert again.status_code == 200
     assert second["verification"]["tcb_status"] == "SWHardeningNeeded"
@@ -74,8 +85,10 @@ async def test_owner_can_be_added_with_the_same_operator(running: Running) -> No
     instance = Instance()
     operator, owner = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     async with running() as client:
-        assert (await client.post("/register", json=instance.body(operator))).status_code == 200
-        with_owner = instance.body(operator, owner)
+        assert (
+            await client.post("/register", json=await instance.fresh(client, operator))
+        ).status_code == 200
+        with_owner = await instance.fresh(client, operator, owner)
         response = await client.post("/register", json=with_owner)
         record = (await client.get(f"/instance/{instance.pubkey.hex()}")).json()
     assert response.status_code == 200
@@ -86,7 +99,9 @@ async def test_owner_can_be_added_with_the_same_operator(running: Running) -> No
 async def test_uppercase_pubkey_path_finds_the_instance(running: Running) -> None:
     instance = Instance()
     async with running() as client:
-        await client.post("/register", json=instance.body(Ed25519PrivateKey.generate()))
+        await client.post(
+            "/register", json=await instance.fresh(client, Ed25519PrivateKey.generate())
+        )
         response = await client.get(f"/instance/{instance.pubkey.hex().upper()}")
     assert response.status_code == 200
 
@@ -130,7 +145,7 @@ def _mutations() -> list[tuple[str, Callable[[dict[str, Any]], Any], str]]:
 async def test_malformed_body_is_400_naming_the_problem(
     running: Running, cache: FakeCache, mutate: Callable[[dict[str, Any]], Any], fragment: str
 ) -> None:
-    body = Instance().body(Ed25519PrivateKey.generate())
+    body = Instance().body(Ed25519PrivateKey.generate(), challenge=UNISSUED)
     mutate(body)
     async with running() as client:
         response = await client.post("/register", json=body)
@@ -141,7 +156,9 @@ async def test_malformed_body_is_400_naming_the_problem(
 
 async def test_owner_without_operator_is_400(running: Running) -> None:
     instance = Instance()
-    body = instance.body(Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate())
+    body = instance.body(
+        Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate(), challenge=UNISSUED
+    )
     body["operator"] = None
     async with running() as client:
         response = await client.post("/register", json=body)
@@ -158,9 +175,9 @@ async def test_non_json_object_body_is_400(running: Running, raw: bytes) -> None
 
 
 async def test_garbage_quote_is_400(running: Running) -> None:
-    body = Instance().body(Ed25519PrivateKey.generate())
-    body["attestation_quote"] = base64.b64encode(b"\x04\x00" + b"\x00" * 100).decode()
     async with running(verifier=UnsafeParseOnlyVerifier(), skip_tdx_auth=True) as client:
+        body = await Instance().fresh(client, Ed25519PrivateKey.generate())
+        body["attestation_quote"] = base64.b64encode(b"\x04\x00" + b"\x00" * 100).decode()
         response = await client.post("/register", json=body)
     assert response.status_code == 400
     assert "not a valid TDX quote" in error_of(response)
@@ -170,7 +187,7 @@ async def test_quote_the_verifier_cannot_parse_is_400(running: Running, cache: F
     cache.error = QuoteParseError("quote", "unsupported quote version 3")
     async with running() as client:
         response = await client.post(
-            "/register", json=Instance().body(Ed25519PrivateKey.generate())
+            "/register", json=await Instance().fresh(client, Ed25519PrivateKey.generate())
         )
     assert response.status_code == 400
     assert "unsupported quote version 3" in error_of(response)
@@ -189,11 +206,11 @@ async def test_bad_instance_pubkey_path_is_400(running: Running, path: str) -> N
 
 async def test_identity_signature_by_another_key_is_401(running: Running, cache: FakeCache) -> None:
     instance, operator = Instance(), Ed25519PrivateKey.generate()
-    body = instance.body(operator)
-    body["operator"]["instance_signature"] = (
-        Ed25519PrivateKey.generate().sign(instance.pubkey).hex()
-    )
     async with running() as client:
+        body = await instance.fresh(client, operator)
+        body["operator"]["instance_signature"] = (
+            Ed25519PrivateKey.generate().sign(instance.pubkey).hex()
+        )
         response = await client.post("/register", json=body)
         stored = await client.get(f"/instance/{instance.pubkey.hex()}")
     assert response.status_code == 401
@@ -204,20 +221,20 @@ async def test_identity_signature_by_another_key_is_401(running: Running, cache:
 
 async def test_instance_countersignature_by_another_key_is_401(running: Running) -> None:
     instance, owner_key = Instance(), Ed25519PrivateKey.generate()
-    body = instance.body(Ed25519PrivateKey.generate(), owner_key)
-    body["owner"]["identity_signature"] = (
-        Ed25519PrivateKey.generate().sign(owner_key.public_key().public_bytes_raw()).hex()
-    )
     async with running() as client:
+        body = await instance.fresh(client, Ed25519PrivateKey.generate(), owner_key)
+        body["owner"]["identity_signature"] = (
+            Ed25519PrivateKey.generate().sign(owner_key.public_key().public_bytes_raw()).hex()
+        )
         response = await client.post("/register", json=body)
     assert response.status_code == 401
-    assert "instance key's signature" in error_of(response)
+    assert "instance key's v2 signature over the owner key" in error_of(response)
 
 
 async def test_quote_committing_to_other_data_is_401(running: Running) -> None:
     instance = Instance()
-    body = instance.body(Ed25519PrivateKey.generate(), report_data=b"\x01" * 64)
     async with running() as client:
+        body = await instance.fresh(client, Ed25519PrivateKey.generate(), report_data=b"\x01" * 64)
         response = await client.post("/register", json=body)
         stored = await client.get(f"/instance/{instance.pubkey.hex()}")
     assert response.status_code == 401
@@ -228,10 +245,11 @@ async def test_quote_committing_to_other_data_is_401(running: Running) -> None:
 async def test_quote_for_the_request_without_its_owner_is_401(running: Running) -> None:
     """A quote made for the operator-only request cannot carry an added owner."""
     instance, operator = Instance(), Ed25519PrivateKey.generate()
-    operator_only = instance.body(operator)
-    with_owner = instance.body(operator, Ed25519PrivateKey.generate())
-    with_owner["attestation_quote"] = operator_only["attestation_quote"]
     async with running() as client:
+        challenge = await fetch_challenge(client)
+        operator_only = instance.body(operator, challenge=challenge)
+        with_owner = instance.body(operator, Ed25519PrivateKey.generate(), challenge=challenge)
+        with_owner["attestation_quote"] = operator_only["attestation_quote"]
         response = await client.post("/register", json=with_owner)
     assert response.status_code == 401
 
@@ -239,8 +257,8 @@ async def test_quote_for_the_request_without_its_owner_is_401(running: Running) 
 async def test_quote_of_another_platform_is_401(running: Running) -> None:
     instance = Instance()
     # report_data commits to the claimed PPID, but the quote's certification data has another
-    body = instance.body(Ed25519PrivateKey.generate(), quote_ppid=b"\x77" * 16)
     async with running() as client:
+        body = await instance.fresh(client, Ed25519PrivateKey.generate(), quote_ppid=b"\x77" * 16)
         response = await client.post("/register", json=body)
     assert response.status_code == 401
     assert "PPID does not match" in error_of(response)
@@ -261,7 +279,9 @@ async def test_failed_verification_is_401_naming_the_step_and_stores_nothing(
     cache.error = error
     instance = Instance()
     async with running() as client:
-        response = await client.post("/register", json=instance.body(Ed25519PrivateKey.generate()))
+        response = await client.post(
+            "/register", json=await instance.fresh(client, Ed25519PrivateKey.generate())
+        )
         stored = await client.get(f"/instance/{instance.pubkey.hex()}")
     assert response.status_code == 401
     assert fragment in error_of(response)
@@ -274,8 +294,10 @@ async def test_failed_verification_is_401_naming_the_step_and_stores_nothing(
 async def test_another_operator_is_403_and_keeps_the_first(running: Running) -> None:
     instance, first = Instance(), Ed25519PrivateKey.generate()
     async with running() as client:
-        await client.post("/register", json=instance.body(first))
-        response = await client.post("/register", json=instance.body(Ed25519PrivateKey.generate()))
+        await client.post("/register", json=await instance.fresh(client, first))
+        response = await client.post(
+            "/register", json=await instance.fresh(client, Ed25519PrivateKey.generate())
+        )
         record = (await client.get(f"/instance/{instance.pubkey.hex()}")).json()
     assert response.status_code == 403
     assert "another operator" in error_of(response)
@@ -285,9 +307,9 @@ async def test_another_operator_is_403_and_keeps_the_first(running: Running) -> 
 async def test_another_ppid_is_403(running: Running) -> None:
     instance, operator = Instance(), Ed25519PrivateKey.generate()
     async with running() as client:
-        await client.post("/register", json=instance.body(operator))
+        await client.post("/register", json=await instance.fresh(client, operator))
         moved = replace(instance, ppid=b"\x66" * 16)
-        response = await client.post("/register", json=moved.body(operator))
+        response = await client.post("/register", json=await moved.fresh(client, operator))
     assert response.status_code == 403
     assert "another PPID" in error_of(response)
 
@@ -295,9 +317,11 @@ async def test_another_ppid_is_403(running: Running) -> None:
 async def test_another_owner_is_403(running: Running) -> None:
     instance, operator = Instance(), Ed25519PrivateKey.generate()
     async with running() as client:
-        await client.post("/register", json=instance.body(operator, Ed25519PrivateKey.generate()))
+        await client.post(
+            "/register", json=await instance.fresh(client, operator, Ed25519PrivateKey.generate())
+        )
         response = await client.post(
-            "/register", json=instance.body(operator, Ed25519PrivateKey.generate())
+            "/register", json=await instance.fresh(client, operator, Ed25519PrivateKey.generate())
         )
     assert response.status_code == 403
     assert "another owner" in error_of(response)
@@ -306,9 +330,11 @@ async def test_another_owner_is_403(running: Running) -> None:
 async def test_dropping_the_owner_or_operator_is_403(running: Running) -> None:
     instance, operator = Instance(), Ed25519PrivateKey.generate()
     async with running() as client:
-        await client.post("/register", json=instance.body(operator, Ed25519PrivateKey.generate()))
-        without_owner = await client.post("/register", json=instance.body(operator))
-        without_any = await client.post("/register", json=instance.body())
+        await client.post(
+            "/register", json=await instance.fresh(client, operator, Ed25519PrivateKey.generate())
+        )
+        without_owner = await client.post("/register", json=await instance.fresh(client, operator))
+        without_any = await client.post("/register", json=await instance.fresh(client))
     assert without_owner.status_code == 403
     assert "owner" in error_of(without_owner)
     assert without_any.status_code == 403
@@ -318,8 +344,8 @@ async def test_concurrent_registrations_with_different_operators_have_one_winner
     running: Running,
 ) -> None:
     instance = Instance()
-    bodies = [instance.body(Ed25519PrivateKey.generate()) for _ in range(8)]
     async with running() as client:
+        bodies = [await instance.fresh(client, Ed25519PrivateKey.generate()) for _ in range(8)]
         responses = await asyncio.gather(*(client.post("/register", json=b) for b in bodies))
         record = (await client.get(f"/instance/{instance.pubkey.hex()}")).json()
     statuses = sorted(r.status_code for r in responses)
@@ -353,7 +379,7 @@ async def test_wrong_method_is_405_json(running: Running) -> None:
 
 
 async def test_body_over_the_limit_is_413(running: Running, cache: FakeCache) -> None:
-    body = Instance().body(Ed25519PrivateKey.generate())
+    body = Instance().body(Ed25519PrivateKey.generate(), challenge=UNISSUED)
     async with running(limits=HttpLimits(max_body_bytes=1024)) as client:
         response = await client.post("/register", json=body)
     assert response.status_code == 413
@@ -375,7 +401,9 @@ async def test_pccs_failure_is_502_and_stores_nothing(running: Running, cache: F
     cache.error = PccsError("GET /tdx/certification/v4/tcb: connection refused")
     instance = Instance()
     async with running() as client:
-        response = await client.post("/register", json=instance.body(Ed25519PrivateKey.generate()))
+        response = await client.post(
+            "/register", json=await instance.fresh(client, Ed25519PrivateKey.generate())
+        )
         stored = await client.get(f"/instance/{instance.pubkey.hex()}")
     assert response.status_code == 502
     assert "PCCS" in error_of(response)
@@ -388,7 +416,7 @@ async def test_unexpected_failure_is_500_without_details(
     cache.error = RuntimeError("secret internals /etc/shadow")
     async with running() as client:
         response = await client.post(
-            "/register", json=Instance().body(Ed25519PrivateKey.generate())
+            "/register", json=await Instance().fresh(client, Ed25519PrivateKey.generate())
         )
     assert response.status_code == 500
     assert response.json() == {"error": "internal error"}
@@ -403,9 +431,11 @@ async def test_skip_mode_parses_only_but_still_checks_the_binding(
     caplog.set_level(logging.WARNING)
     instance, operator = Instance(), Ed25519PrivateKey.generate()
     async with running(verifier=UnsafeParseOnlyVerifier(), skip_tdx_auth=True) as client:
-        good = await client.post("/register", json=instance.body(operator))
+        good = await client.post("/register", json=await instance.fresh(client, operator))
         other = Instance()
-        unbound = await client.post("/register", json=other.body(operator, report_data=b"\0" * 64))
+        unbound = await client.post(
+            "/register", json=await other.fresh(client, operator, report_data=b"\0" * 64)
+        )
         record = (await client.get(f"/instance/{instance.pubkey.hex()}")).json()
     assert good.status_code == 200
     assert unbound.status_code == 401
@@ -418,8 +448,8 @@ async def test_skip_mode_parses_only_but_still_checks_the_binding(
 
 async def test_skip_mode_still_reads_the_ppid_from_the_quote(running: Running) -> None:
     instance = Instance()
-    body = instance.body(Ed25519PrivateKey.generate(), quote_ppid=b"\x01" * 16)
     async with running(verifier=UnsafeParseOnlyVerifier(), skip_tdx_auth=True) as client:
+        body = await instance.fresh(client, Ed25519PrivateKey.generate(), quote_ppid=b"\x01" * 16)
         response = await client.post("/register", json=body)
     assert response.status_code == 401
     assert "PPID does not match" in error_of(response)
@@ -446,7 +476,9 @@ async def test_real_dcap_verifier_is_wired_in_by_default(tmp_path: Path, app_nam
         serve(create_app(settings, name=app_name)) as url,
         httpx.AsyncClient(base_url=url) as client,
     ):
-        response = await client.post("/register", json=instance.body(Ed25519PrivateKey.generate()))
+        response = await client.post(
+            "/register", json=await instance.fresh(client, Ed25519PrivateKey.generate())
+        )
         stored = await client.get(f"/instance/{instance.pubkey.hex()}")
     assert response.status_code == 400
     assert "type 6" in error_of(response)
@@ -462,6 +494,12 @@ class BrokenStore:
     async def register(self, instance_pubkey: bytes, merge: Any) -> Any:
         raise StoreError("connection refused")
 
+    async def issue_challenge(self, nonce: bytes, expires_at: Any, **kwargs: Any) -> bool:
+        raise StoreError("connection refused")
+
+    async def consume_challenge(self, nonce: bytes, *, now: Any) -> bool:
+        raise StoreError("connection refused")
+
     async def close(self) -> None:
         return None
 
@@ -472,10 +510,12 @@ async def test_database_failure_is_503(tmp_path: Path, app_name: str, cache: Fak
         settings, name=app_name, store=BrokenStore(), verifier=DcapQuoteVerifier(cache)
     )
     async with serve(app) as url, httpx.AsyncClient(base_url=url) as client:
+        challenge = await client.get("/challenge")
         registered = await client.post(
-            "/register", json=Instance().body(Ed25519PrivateKey.generate())
+            "/register", json=Instance().body(Ed25519PrivateKey.generate(), challenge=UNISSUED)
         )
         fetched = await client.get(f"/instance/{'ab' * 32}")
+    assert challenge.status_code == 503
     assert registered.status_code == 503
     assert fetched.status_code == 503
     assert "nothing was stored" in error_of(registered)

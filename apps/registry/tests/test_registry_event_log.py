@@ -11,7 +11,16 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from registry_helpers import FakeCache, Instance, Running, error_of, helper, make_log, workload
+from registry_helpers import (
+    UNISSUED,
+    FakeCache,
+    Instance,
+    Running,
+    error_of,
+    helper,
+    make_log,
+    workload,
+)
 
 from tdx_measure import (
     EventLog,
@@ -68,7 +77,8 @@ async def test_matching_log_is_accepted_stored_and_served(running: Running) -> N
     instance, log = Instance(), full_log()
     async with running(measurement_policy=pinned()) as client:
         response = await client.post(
-            "/register", json=instance.body(Ed25519PrivateKey.generate(), event_log=log)
+            "/register",
+            json=await instance.fresh(client, Ed25519PrivateKey.generate(), event_log=log),
         )
         record = await get_record(client, instance)
     assert response.status_code == 200, response.text
@@ -88,7 +98,7 @@ async def test_matching_log_is_accepted_stored_and_served(running: Running) -> N
 async def test_log_without_workload_shows_null_workload(running: Running) -> None:
     instance, log = Instance(), make_log(helper("podman", PODMAN_BUILD_ID))
     async with running() as client:
-        response = await client.post("/register", json=instance.body(event_log=log))
+        response = await client.post("/register", json=await instance.fresh(client, event_log=log))
         record = await get_record(client, instance)
     assert response.status_code == 200, response.text
     assert record["workload"] is None
@@ -109,7 +119,7 @@ async def test_log_naming_the_requests_identities_is_accepted(running: Running) 
         IdentityEvent("owner", _pub(owner)),
     )
     async with running() as client:
-        body = instance.body(operator, owner, event_log=log)
+        body = await instance.fresh(client, operator, owner, event_log=log)
         response = await client.post("/register", json=body)
         record = await get_record(client, instance)
     assert response.status_code == 200, response.text
@@ -127,7 +137,9 @@ async def test_an_owner_event_without_an_owner_in_the_request_is_accepted(
         IdentityEvent("owner", _pub(Ed25519PrivateKey.generate())),
     )
     async with running() as client:
-        response = await client.post("/register", json=instance.body(operator, event_log=log))
+        response = await client.post(
+            "/register", json=await instance.fresh(client, operator, event_log=log)
+        )
     assert response.status_code == 200, response.text
 
 
@@ -143,7 +155,7 @@ async def test_log_whose_latest_identity_differs_from_the_request_is_refused(
         IdentityEvent(role, _pub(other)),  # type: ignore[arg-type]
     )
     async with running() as client:
-        body = instance.body(operator, owner, event_log=log)
+        body = await instance.fresh(client, operator, owner, event_log=log)
         response = await client.post("/register", json=body)
         missing = await client.get(f"/instance/{instance.pubkey.hex()}")
     assert response.status_code == 401
@@ -155,9 +167,9 @@ async def test_log_whose_latest_identity_differs_from_the_request_is_refused(
 
 async def test_non_canonical_log_text_is_stored_in_canonical_form(running: Running) -> None:
     instance, log = Instance(), full_log()
-    body = instance.body(event_log=log)
-    body["event_log"] = json.dumps(json.loads(log.to_json()), indent=2)
     async with running() as client:
+        body = await instance.fresh(client, event_log=log)
+        body["event_log"] = json.dumps(json.loads(log.to_json()), indent=2)
         response = await client.post("/register", json=body)
         record = await get_record(client, instance)
     assert response.status_code == 200, response.text
@@ -166,9 +178,9 @@ async def test_non_canonical_log_text_is_stored_in_canonical_form(running: Runni
 
 async def test_explicit_null_log_is_the_same_as_no_log(running: Running) -> None:
     instance = Instance()
-    body = instance.body(Ed25519PrivateKey.generate(), event_log=None)
-    body["event_log"] = None
     async with running(allow_missing_event_log=True) as client:
+        body = await instance.fresh(client, Ed25519PrivateKey.generate(), event_log=None)
+        body["event_log"] = None
         response = await client.post("/register", json=body)
         record = await get_record(client, instance)
     assert response.status_code == 200, response.text
@@ -216,11 +228,11 @@ async def test_tampered_log_is_401_and_stores_nothing(
     running: Running, tamper: Callable[[dict[str, Any]], None]
 ) -> None:
     instance, log = Instance(), full_log()
-    body = instance.body(Ed25519PrivateKey.generate(), event_log=log)
-    document = json.loads(body["event_log"])
-    tamper(document)
-    body["event_log"] = json.dumps(document)
     async with running() as client:
+        body = await instance.fresh(client, Ed25519PrivateKey.generate(), event_log=log)
+        document = json.loads(body["event_log"])
+        tamper(document)
+        body["event_log"] = json.dumps(document)
         response = await client.post("/register", json=body)
         stored = await client.get(f"/instance/{instance.pubkey.hex()}")
     assert response.status_code == 401
@@ -231,8 +243,8 @@ async def test_tampered_log_is_401_and_stores_nothing(
 async def test_log_of_another_quote_is_401(running: Running) -> None:
     """A genuine log paired with a quote whose RTMR3 it did not produce."""
     instance = Instance()
-    body = instance.body(event_log=full_log(), rtmr3=full_log().replay())
     async with running() as client:
+        body = await instance.fresh(client, event_log=full_log(), rtmr3=full_log().replay())
         response = await client.post("/register", json=body)
     assert response.status_code == 401
     assert "does not replay to the quote's RTMR3" in error_of(response)
@@ -242,9 +254,9 @@ async def test_skip_mode_still_replays_against_the_quotes_rtmr3(running: Running
     instance, log = Instance(), full_log()
     async with running(verifier=UnsafeParseOnlyVerifier(), skip_tdx_auth=True) as client:
         wrong = await client.post(
-            "/register", json=instance.body(event_log=log, rtmr3=b"\x01" * 48)
+            "/register", json=await instance.fresh(client, event_log=log, rtmr3=b"\x01" * 48)
         )
-        right = await client.post("/register", json=instance.body(event_log=log))
+        right = await client.post("/register", json=await instance.fresh(client, event_log=log))
         record = await get_record(client, instance)
     assert wrong.status_code == 401
     assert "does not replay to the quote's RTMR3" in error_of(wrong)
@@ -260,7 +272,7 @@ async def test_helper_with_an_unpinned_build_is_401_naming_the_role(running: Run
     instance = Instance()
     log = make_log(helper("podman", b"\x99" * 20), helper("oci-runtime", RUNC_BUILD_ID))
     async with running(measurement_policy=pinned()) as client:
-        response = await client.post("/register", json=instance.body(event_log=log))
+        response = await client.post("/register", json=await instance.fresh(client, event_log=log))
         stored = await client.get(f"/instance/{instance.pubkey.hex()}")
     assert response.status_code == 401
     reason = error_of(response)
@@ -276,7 +288,9 @@ async def test_helper_role_not_on_the_pin_list_is_401(running: Running) -> None:
         helper("gocryptfs", b"\x44" * 20),
     )
     async with running(measurement_policy=pinned()) as client:
-        response = await client.post("/register", json=Instance().body(event_log=log))
+        response = await client.post(
+            "/register", json=await Instance().fresh(client, event_log=log)
+        )
     assert response.status_code == 401
     assert "gocryptfs" in error_of(response)
     assert "not allowed by the policy" in error_of(response)
@@ -285,7 +299,9 @@ async def test_helper_role_not_on_the_pin_list_is_401(running: Running) -> None:
 async def test_pinned_helper_missing_from_the_log_is_401(running: Running) -> None:
     log = make_log(helper("podman", PODMAN_BUILD_ID))
     async with running(measurement_policy=pinned()) as client:
-        response = await client.post("/register", json=Instance().body(event_log=log))
+        response = await client.post(
+            "/register", json=await Instance().fresh(client, event_log=log)
+        )
     assert response.status_code == 401
     assert "oci-runtime" in error_of(response)
 
@@ -296,7 +312,9 @@ async def test_helper_pinned_by_file_hash_is_accepted(running: Running) -> None:
         executables={"podman": ExecutablePin(sha384s=frozenset({podman.sha384}))}
     )
     async with running(measurement_policy=policy) as client:
-        response = await client.post("/register", json=Instance().body(event_log=make_log(podman)))
+        response = await client.post(
+            "/register", json=await Instance().fresh(client, event_log=make_log(podman))
+        )
     assert response.status_code == 200, response.text
 
 
@@ -309,8 +327,10 @@ async def test_image_not_allowed_is_401_naming_the_image(running: Running) -> No
     )
     policy = pinned(allowed_images=frozenset({"registry.example/app:1"}))
     async with running(measurement_policy=policy) as client:
-        refused = await client.post("/register", json=instance.body(event_log=log))
-        allowed = await client.post("/register", json=Instance().body(event_log=full_log()))
+        refused = await client.post("/register", json=await instance.fresh(client, event_log=log))
+        allowed = await client.post(
+            "/register", json=await Instance().fresh(client, event_log=full_log())
+        )
     assert refused.status_code == 401
     assert "image evil.example/miner:latest: is not an allowed image" in error_of(refused)
     assert allowed.status_code == 200, allowed.text
@@ -334,7 +354,7 @@ async def test_absent_log_is_refused_by_default_and_whenever_the_policy_needs_on
     instance = Instance()
     allow = {"allow_missing_event_log": bool(overrides)}
     async with running(**overrides, **allow) as client:
-        body = instance.body(Ed25519PrivateKey.generate(), event_log=None)
+        body = await instance.fresh(client, Ed25519PrivateKey.generate(), event_log=None)
         response = await client.post("/register", json=body)
         stored = await client.get(f"/instance/{instance.pubkey.hex()}")
     assert response.status_code == 401
@@ -348,7 +368,7 @@ async def test_absent_log_is_accepted_with_allow_missing_event_log_and_no_policy
 ) -> None:
     instance = Instance()
     async with running(allow_missing_event_log=True) as client:
-        body = instance.body(Ed25519PrivateKey.generate(), event_log=None)
+        body = await instance.fresh(client, Ed25519PrivateKey.generate(), event_log=None)
         response = await client.post("/register", json=body)
         record = await get_record(client, instance)
     assert response.status_code == 200, response.text
@@ -391,7 +411,7 @@ MALFORMED = {
 async def test_malformed_log_is_400_naming_the_problem(
     running: Running, cache: FakeCache, value: Any, fragment: str
 ) -> None:
-    body = Instance().body(Ed25519PrivateKey.generate())
+    body = Instance().body(Ed25519PrivateKey.generate(), challenge=UNISSUED)
     body["event_log"] = value
     async with running() as client:
         response = await client.post("/register", json=body)
@@ -425,19 +445,21 @@ async def test_history_is_kept_across_re_registrations(running: Running) -> None
     )
     counts = []
     async with running() as client:
-        for body in (
-            instance.body(operator, event_log=booted),
-            instance.body(operator, owner, event_log=booted),  # same log again: no history
-            instance.body(operator, owner, event_log=configured),
-            instance.body(operator, owner, event_log=exposed),
-            instance.body(operator, owner, event_log=rebooted),
+        for identities, log in (
+            ((operator,), booted),
+            ((operator, owner), booted),  # same log again: no history
+            ((operator, owner), configured),
+            ((operator, owner), exposed),
+            ((operator, owner), rebooted),
         ):
+            body = await instance.fresh(client, *identities, event_log=log)
             response = await client.post("/register", json=body)
             assert response.status_code == 200, response.text
             counts.append((await get_record(client, instance))["event_log_history_count"])
         record = await get_record(client, instance)
         refused = await client.post(
-            "/register", json=instance.body(operator, owner, event_log=exposed, rtmr3=bytes(48))
+            "/register",
+            json=await instance.fresh(client, operator, owner, event_log=exposed, rtmr3=bytes(48)),
         )
         after_refusal = await get_record(client, instance)
     assert counts == [0, 0, 1, 2, 3]
@@ -456,7 +478,7 @@ async def test_get_serves_the_workload_stored_at_registration_without_parsing_th
         raise AssertionError("GET /instance parsed the event log")
 
     async with running() as client:
-        response = await client.post("/register", json=instance.body(event_log=log))
+        response = await client.post("/register", json=await instance.fresh(client, event_log=log))
         assert response.status_code == 200, response.text
         monkeypatch.setattr(EventLog, "from_json", parsing_refused)
         record = await get_record(client, instance)
@@ -470,7 +492,7 @@ async def test_record_stored_before_the_ssh_host_key_column_shows_its_logs_key(
 ) -> None:
     instance, log = Instance(), full_log()
     async with running() as client:
-        response = await client.post("/register", json=instance.body(event_log=log))
+        response = await client.post("/register", json=await instance.fresh(client, event_log=log))
         assert response.status_code == 200, response.text
         stored = await get_record(client, instance)
     with sqlite3.connect(tmp_path / "registry.db") as conn:
@@ -487,7 +509,7 @@ async def test_record_stored_before_the_workload_column_shows_its_logs_workload(
 ) -> None:
     instance, log = Instance(), full_log()
     async with running() as client:
-        response = await client.post("/register", json=instance.body(event_log=log))
+        response = await client.post("/register", json=await instance.fresh(client, event_log=log))
         assert response.status_code == 200, response.text
         stored = await get_record(client, instance)
     with sqlite3.connect(tmp_path / "registry.db") as conn:
@@ -518,7 +540,9 @@ async def test_stored_workload_that_no_longer_decodes_is_a_store_failure(
 ) -> None:
     instance = Instance()
     async with running() as client:
-        response = await client.post("/register", json=instance.body(event_log=full_log()))
+        response = await client.post(
+            "/register", json=await instance.fresh(client, event_log=full_log())
+        )
         assert response.status_code == 200, response.text
         with sqlite3.connect(tmp_path / "registry.db") as conn:
             conn.execute(tampering)
@@ -536,13 +560,16 @@ async def test_a_replayed_earlier_registration_of_the_same_boot_is_403_and_chang
     exposed = make_log(
         helper("podman"), workload("configure"), workload("expose"), boot_nonce=nonce
     )
-    earlier = instance.body(operator, event_log=configured)
     async with running() as client:
-        for body in (earlier, instance.body(operator, event_log=exposed)):
-            response = await client.post("/register", json=body)
+        for log in (configured, exposed):
+            response = await client.post(
+                "/register", json=await instance.fresh(client, operator, event_log=log)
+            )
             assert response.status_code == 200, response.text
         before = await get_record(client, instance)
-        replayed = await client.post("/register", json=earlier)
+        replayed = await client.post(
+            "/register", json=await instance.fresh(client, operator, event_log=configured)
+        )
         after = await get_record(client, instance)
     assert replayed.status_code == 403
     assert "the lifecycle only moves forward" in error_of(replayed)
@@ -553,12 +580,15 @@ async def test_an_unverified_registration_over_a_verified_record_is_403(
     running: Running,
 ) -> None:
     instance, log = Instance(), full_log()
-    body = instance.body(Ed25519PrivateKey.generate(), event_log=log)
+    operator = Ed25519PrivateKey.generate()
     async with running() as client:
+        body = await instance.fresh(client, operator, event_log=log)
         assert (await client.post("/register", json=body)).status_code == 200
         before = await get_record(client, instance)
     async with running(verifier=UnsafeParseOnlyVerifier(), skip_tdx_auth=True) as client:
-        refused = await client.post("/register", json=body)
+        refused = await client.post(
+            "/register", json=await instance.fresh(client, operator, event_log=log)
+        )
         after = await get_record(client, instance)
     assert refused.status_code == 403
     assert "an unverified registration" in error_of(refused)

@@ -208,9 +208,11 @@ async def test_registration_answered_200_is_seen_by_the_next_get(running: Runnin
     instance = Instance()
     operator, owner = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     async with running(read_cache_ttl=60.0) as client:
-        assert (await client.post("/register", json=instance.body(operator))).status_code == 200
+        assert (
+            await client.post("/register", json=await instance.fresh(client, operator))
+        ).status_code == 200
         before = (await client.get(f"/instance/{instance.pubkey.hex()}")).json()
-        with_owner = instance.body(operator, owner)
+        with_owner = await instance.fresh(client, operator, owner)
         assert (await client.post("/register", json=with_owner)).status_code == 200
         after = (await client.get(f"/instance/{instance.pubkey.hex()}")).json()
     assert before["owner"] is None
@@ -220,9 +222,11 @@ async def test_registration_answered_200_is_seen_by_the_next_get(running: Runnin
 async def test_refused_registration_leaves_the_cached_answer_correct(running: Running) -> None:
     instance, operator = Instance(), Ed25519PrivateKey.generate()
     async with running(read_cache_ttl=60.0) as client:
-        await client.post("/register", json=instance.body(operator))
+        await client.post("/register", json=await instance.fresh(client, operator))
         first = await client.get(f"/instance/{instance.pubkey.hex()}")
-        refused = await client.post("/register", json=instance.body(Ed25519PrivateKey.generate()))
+        refused = await client.post(
+            "/register", json=await instance.fresh(client, Ed25519PrivateKey.generate())
+        )
         second = await client.get(f"/instance/{instance.pubkey.hex()}")
     assert refused.status_code == 403
     assert second.json() == first.json()
@@ -234,7 +238,9 @@ async def test_write_by_another_process_is_seen_once_the_ttl_has_passed(
     instance = Instance()
     url = f"/instance/{instance.pubkey.hex()}"
     async with running(read_cache_ttl=0.5) as client:
-        await client.post("/register", json=instance.body(Ed25519PrivateKey.generate()))
+        await client.post(
+            "/register", json=await instance.fresh(client, Ed25519PrivateKey.generate())
+        )
         assert (await client.get(url)).json()["verification"]["tcb_status"] == "UpToDate"
         _set_tcb_status_behind_the_registry(tmp_path / "registry.db", instance, "OutOfDate")
         cached = (await client.get(url)).json()["verification"]["tcb_status"]
@@ -248,7 +254,9 @@ async def test_zero_ttl_reads_the_database_every_time(running: Running, tmp_path
     instance = Instance()
     url = f"/instance/{instance.pubkey.hex()}"
     async with running(read_cache_ttl=0.0) as client:
-        await client.post("/register", json=instance.body(Ed25519PrivateKey.generate()))
+        await client.post(
+            "/register", json=await instance.fresh(client, Ed25519PrivateKey.generate())
+        )
         assert (await client.get(url)).json()["verification"]["tcb_status"] == "UpToDate"
         _set_tcb_status_behind_the_registry(tmp_path / "registry.db", instance, "OutOfDate")
         assert (await client.get(url)).json()["verification"]["tcb_status"] == "OutOfDate"
@@ -258,7 +266,9 @@ async def test_cached_answer_is_the_same_json_as_a_fresh_one(running: Running) -
     instance = Instance()
     url = f"/instance/{instance.pubkey.hex()}"
     async with running(read_cache_ttl=60.0) as client:
-        await client.post("/register", json=instance.body(Ed25519PrivateKey.generate()))
+        await client.post(
+            "/register", json=await instance.fresh(client, Ed25519PrivateKey.generate())
+        )
         fresh, cached = await client.get(url), await client.get(url)
     assert cached.content == fresh.content
     assert cached.headers["content-type"] == fresh.headers["content-type"] == "application/json"

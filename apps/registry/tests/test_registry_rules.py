@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
-from registry_helpers import Instance, helper, make_log, workload
+from registry_helpers import UNISSUED, Instance, helper, make_log, workload
 
 from tdx_measure import EventLog, EventLogError, Transition
 from tdx_registry import (
@@ -81,7 +81,7 @@ def test_merge_into_nothing_is_the_new_record(new: InstanceRecord) -> None:
 
 
 def test_a_missing_owner_key_means_no_owner() -> None:
-    body = Instance().body(Ed25519PrivateKey.generate())
+    body = Instance().body(Ed25519PrivateKey.generate(), challenge=UNISSUED)
     del body["owner"]
     assert parse_registration(body).owner is None
 
@@ -115,7 +115,7 @@ def test_any_json_body_is_parsed_or_refused_with_bad_request(body: dict[str, Any
 
 def test_a_log_is_parsed_into_an_event_log() -> None:
     log = make_log()
-    body = Instance().body(event_log=log)
+    body = Instance().body(event_log=log, challenge=UNISSUED)
     assert parse_registration(body).event_log == log
     del body["event_log"]
     assert parse_registration(body).event_log is None
@@ -168,7 +168,9 @@ def test_history_keeps_the_most_recent_replaced_logs_in_order(logs: list[str]) -
 
 
 def test_bad_request_names_the_nested_field() -> None:
-    body = Instance().body(Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate())
+    body = Instance().body(
+        Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate(), challenge=UNISSUED
+    )
     body["owner"]["pubkey"] = "00"
     with pytest.raises(BadRequest, match=r"'owner\.pubkey'"):
         parse_registration(body)

@@ -151,6 +151,7 @@ def test_skip_tdx_auth_values(value: str, expected: bool) -> None:
         "REGISTRY_REQUIRE_EVENT_LOG",
         "REGISTRY_ALLOW_MISSING_EVENT_LOG",
         "REGISTRY_ANY_MEASUREMENT",
+        "REGISTRY_ACCEPT_V1_REGISTRATIONS",
     ],
 )
 @pytest.mark.parametrize("value", ["disabled", "", "enabled", "2", "tru", "y"])
@@ -392,3 +393,35 @@ def test_any_measurement_says_so_and_may_still_pin_some_registers() -> None:
 def test_a_bad_rtmr_allow_list_is_refused(item: str, fragment: str) -> None:
     with pytest.raises(SettingsError, match=fragment):
         parse_settings(["--any-measurement", "--rtmr-allowlist", item], {})
+
+
+def test_challenge_settings_from_flags_or_environment() -> None:
+    defaults = parse([], {})
+    assert (defaults.challenges.ttl, defaults.challenges.max_outstanding) == (60, 10_000)
+    assert defaults.accept_v1_registrations is False
+    assert parse(["--challenge-ttl", "5"], {}).challenges.ttl == 5
+    assert parse([], {"REGISTRY_CHALLENGE_TTL": "600"}).challenges.ttl == 600
+    assert parse(["--challenge-ttl", "30"], {"REGISTRY_CHALLENGE_TTL": "90"}).challenges.ttl == 30
+    capped = parse(["--max-outstanding-challenges", "7"], {})
+    assert capped.challenges.max_outstanding == 7
+    assert parse(["--accept-v1-registrations"], {}).accept_v1_registrations is True
+    env = {"REGISTRY_ACCEPT_V1_REGISTRATIONS": "on"}
+    assert parse([], env).accept_v1_registrations is True
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "fragment"),
+    [
+        (["--challenge-ttl", "4"], {}, "5 to 600 seconds"),
+        (["--challenge-ttl", "601"], {}, "5 to 600 seconds"),
+        ([], {"REGISTRY_CHALLENGE_TTL": "1m"}, "not a whole number"),
+        (["--max-outstanding-challenges", "0"], {}, "at least 1"),
+        ([], {"REGISTRY_ACCEPT_V1_REGISTRATIONS": "maybe"}, "REGISTRY_ACCEPT_V1_REGISTRATIONS"),
+        ([], {"REGISTRY_ACCEPT_V1_REGISTRATIONS": ""}, "REGISTRY_ACCEPT_V1_REGISTRATIONS"),
+    ],
+)
+def test_bad_challenge_settings_are_refused(
+    argv: list[str], env: dict[str, str], fragment: str
+) -> None:
+    with pytest.raises(SettingsError, match=fragment):
+        parse(argv, env)

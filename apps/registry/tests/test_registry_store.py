@@ -390,6 +390,7 @@ async def test_database_of_the_previous_schema_works_after_the_readme_migration(
         old = await store.get(instance.pubkey)
         assert old is not None
         assert (old.event_log, old.event_log_history, old.verdict.rtmr3) == (None, (), None)
+        assert (old.binding_version, old.challenge, old.proof_of_possession) == (1, None, None)
         new = replace(make_record(instance), event_log=make_log().to_json())
         await store.register(instance.pubkey, lambda stored: merge_registration(stored, new))
         assert await store.get(instance.pubkey) == replace(new, registered_at=old.registered_at)
