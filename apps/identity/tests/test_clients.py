@@ -172,6 +172,9 @@ async def test_registry_client_fetches_a_challenge() -> None:
         httpx.Response(200, json={"nonce": "zz" * 32}),
         httpx.Response(200, json={"nonce": " " + "ab" * 31 + "a"}),
         httpx.Response(200, content=b'{"nonce": "' + b"a" * 70_000 + b'"}'),
+        httpx.Response(200, content=b"[" * 60_000 + b"]" * 60_000),
+        httpx.Response(200, content=b"[" * 30_000 + b"]" * 30_000),
+        httpx.Response(200, content=b'{"nonce": "\xff\xfe"}'),
         httpx.Response(404, json={"error": "no such route"}),
         httpx.Response(429, text="slow down"),
         httpx.Response(503, text="down"),
@@ -202,6 +205,14 @@ async def test_registry_4xx_is_a_refusal_with_its_reason(status: int) -> None:
         await client.register(REQUEST)
     assert refusal.value.status == status
     assert refusal.value.reason == "quote? not trusted"
+
+
+async def test_a_deeply_nested_refusal_is_still_a_refusal() -> None:
+    transport = httpx.MockTransport(lambda _: httpx.Response(400, content=b"[" * 30_000))
+    client = HttpRegistryClient("http://reg", transport=transport)
+    with pytest.raises(RegistryRejected) as refusal:
+        await client.register(REQUEST)
+    assert refusal.value.reason.startswith("[[[")
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 429, 302, 201])
@@ -254,6 +265,7 @@ async def test_registry_lookup_of_an_unknown_instance_is_none() -> None:
     [
         b"not json",
         b"[]",
+        b"[" * 100_000 + b"]" * 100_000,
         b'{"operator": null}',
         json.dumps({"operator": {"pubkey": "00"}, "owner": None}).encode(),
         json.dumps({"operator": IDENTITY.to_object() | {"extra": "00"}, "owner": None}).encode(),

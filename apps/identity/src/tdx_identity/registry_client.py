@@ -30,7 +30,7 @@ def _reason(body: bytes) -> str:
     text = body[:MAX_RESPONSE_BYTES].decode("utf-8", errors="replace")
     try:
         parsed = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         parsed = None
     if isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
         text = parsed["error"]
@@ -56,8 +56,8 @@ def parse_record(body: bytes) -> RegistryRecord:
     anything but a JSON object whose two members are null or a well-formed IdentityInfo."""
     try:
         record = json.loads(body)
-    except ValueError as exc:
-        raise RegistryRecordMalformed("the registry's record is not JSON") from exc
+    except (ValueError, RecursionError):
+        raise RegistryRecordMalformed("the registry's record is not JSON") from None
     if not isinstance(record, dict):
         raise RegistryRecordMalformed("the registry's record is not a JSON object")
     return RegistryRecord(operator=_identity(record, "operator"), owner=_identity(record, "owner"))
@@ -68,7 +68,10 @@ def parse_challenge(body: bytes) -> bytes:
     anything else."""
     if len(body) > MAX_RESPONSE_BYTES:
         raise ValueError("the challenge answer is larger than 64 KiB")
-    parsed = json.loads(body)
+    try:
+        parsed = json.loads(body)
+    except RecursionError:
+        raise ValueError("the challenge answer is nested too deeply") from None
     if not isinstance(parsed, dict) or not isinstance(parsed.get("nonce"), str):
         raise ValueError("the challenge answer has no string nonce")
     text = parsed["nonce"]
