@@ -369,3 +369,15 @@ async def _challenge_rows(store: PonyRecordStore) -> int:
 
     rows: int = await asyncio.get_running_loop().run_in_executor(store._executor, count)
     return rows
+
+
+async def test_with_the_flag_a_signature_neither_v2_nor_v1_is_401_naming_v2(
+    running: Running,
+) -> None:
+    instance, operator = Instance(), Ed25519PrivateKey.generate()
+    async with running(accept_v1_registrations=True) as client:
+        body = await instance.fresh(client, operator)
+        body["operator"]["instance_signature"] = operator.sign(b"something else").hex()
+        response = await client.post("/register", json=body)
+    assert response.status_code == 401
+    assert "the operator key's v2 signature over the instance key" in error_of(response)

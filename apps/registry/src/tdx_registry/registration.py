@@ -365,10 +365,13 @@ class Registrar:
             return
         try:
             verify_identity_v2(request.instance_pubkey, role, identity)
-        except SignatureError:
+        except SignatureError as v2_error:
             if not self._accept_v1:
                 raise
-            verify_identity(request.instance_pubkey, identity)
+            try:
+                verify_identity(request.instance_pubkey, identity)
+            except SignatureError:
+                raise v2_error from None
             log.warning(
                 "V1: accepted a v1 identity signature in a v2 registration "
                 "(--accept-v1-registrations)",
