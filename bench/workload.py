@@ -32,6 +32,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench._common import free_port, program, started
+from tdx_report_data import sign_instance_v2
 from tdx_sim import DEFAULT_MR_TD, td_image_allowlists
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -257,7 +258,7 @@ def main() -> int:
                     timeout=60,
                     json={
                         "pubkey": operator.public_key().public_bytes_raw().hex(),
-                        "signature": operator.sign(instance).hex(),
+                        "signature": sign_instance_v2(operator, "operator", instance).hex(),
                     },
                 ).json()["owner_token"]
                 httpx.post(
@@ -266,7 +267,7 @@ def main() -> int:
                     headers={"x-token": token},
                     json={
                         "pubkey": owner.public_key().public_bytes_raw().hex(),
-                        "signature": owner.sign(instance).hex(),
+                        "signature": sign_instance_v2(owner, "owner", instance).hex(),
                     },
                 ).raise_for_status()
                 start = time.perf_counter()

@@ -17,7 +17,7 @@ import pytest
 
 from tdx_ppid import quote_ppid
 from tdx_quote import parse_quote
-from tdx_report_data import challenge_report_data, report_data_for
+from tdx_report_data import challenge_report_data, report_data_for_v2
 from tests.conftest import Stack
 from tests.procs import program
 
@@ -68,23 +68,28 @@ def test_a_challenge_answer_verifies_binds_the_nonce_and_its_log_replays(
     event_log = verdict["event_log"]
     assert isinstance(event_log, dict) and event_log["matches"] is True
 
-    # A challenge answer never passes as a registration: the registry refuses it as one.
+    # A challenge answer never passes as a registration: not as a v1 body, and not as a v2 one
+    # over a fresh registry challenge (its report_data is no registration binding, and whoever
+    # forwards it does not hold the instance key to prove possession).
     ppid = quote_ppid(parse_quote(quote)).value
-    assert report_data_for(instance, ppid, None, None) != challenge_report_data(instance, nonce)
-    forged = httpx.post(
-        stack.registry.url + "/register",
-        json={
-            "instance_pubkey": instance.hex(),
-            "ppid": ppid.hex(),
-            "attestation_quote": answer["quote"],
-            "operator": None,
-            "owner": None,
-            "event_log": answer["event_log"],
-        },
-        timeout=60,
-    )
-    assert forged.status_code == 401, forged.text
-    assert "report_data" in forged.json()["error"]
+    registry_nonce = bytes.fromhex(httpx.get(stack.registry.url + "/challenge").json()["nonce"])
+    registration = report_data_for_v2(instance, ppid, registry_nonce, None, None)
+    assert registration != challenge_report_data(instance, nonce)
+    forged: dict[str, object] = {
+        "instance_pubkey": instance.hex(),
+        "ppid": ppid.hex(),
+        "attestation_quote": answer["quote"],
+        "operator": None,
+        "owner": None,
+        "event_log": answer["event_log"],
+    }
+    v1 = httpx.post(stack.registry.url + "/register", json=forged, timeout=60)
+    assert v1.status_code == 401, v1.text
+    assert "v1 registration refused" in v1.json()["error"]
+    forged |= {"challenge": registry_nonce.hex(), "instance_signature": "00" * 64}
+    v2 = httpx.post(stack.registry.url + "/register", json=forged, timeout=60)
+    assert v2.status_code == 401, v2.text
+    assert "proof of possession" in v2.json()["error"]
     assert httpx.get(f"{stack.registry.url}/instance/{instance.hex()}").status_code == 404
 
     for bad in ("", "00" * 15, "00" * 65, "abc", "zz" * 16):

@@ -21,7 +21,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tdx_report_data import sign_identity
+from tdx_report_data import sign_identity_v2, sign_instance_v2
 from tests.conftest import Stack
 from tests.workload_support import Workload, _cleanup, assert_error, listening, raw_key
 
@@ -97,7 +97,8 @@ def rewrite_owner(workload: Workload) -> Ed25519PrivateKey:
     pem = (workload.stack.tmp / "identity" / "instance_key.pem").read_bytes()
     instance_key = serialization.load_pem_private_key(pem, password=None)
     assert isinstance(instance_key, Ed25519PrivateKey)
-    forged = sign_identity(instance_key, raw_key(attacker), attacker.sign(workload.instance))
+    signed = sign_instance_v2(attacker, "owner", workload.instance)
+    forged = sign_identity_v2(instance_key, "owner", raw_key(attacker), signed)
     state = json.loads(workload.state_file.read_text())
     state["owner"] = forged.to_object()
     state["workload_config"]["owner_pubkey"] = raw_key(attacker).hex()
@@ -168,7 +169,8 @@ def test_a_registry_down_at_start_holds_the_lifecycle_until_it_answers(
 
     instance = bytes.fromhex(httpx.get(url + "/instance/pubkey").json()["pubkey"])
     operator = Ed25519PrivateKey.generate()
-    body = {"pubkey": raw_key(operator).hex(), "signature": operator.sign(instance).hex()}
+    signature = sign_instance_v2(operator, "operator", instance)
+    body = {"pubkey": raw_key(operator).hex(), "signature": signature.hex()}
     refused = httpx.post(url + "/operator/register", json=body, timeout=60)
     assert_error(refused, 503, "the registry has not been reached yet")
     time.sleep(1.0)

@@ -15,10 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tdx_measure import EventLog, WorkloadEvent
 from tdx_quote import parse_quote
+from tdx_report_data import IdentityInfo, prove_possession, report_data_for_v2, sign_instance_v2
 from tests.conftest import Stack
 from tests.procs import program
 from tests.workload_support import CONTAINER_PORT, Workload, assert_error, raw_key
@@ -38,15 +40,33 @@ def _quote_rtmr3(record: dict[str, Any]) -> bytes:
     return parse_quote(quote, allow_zero_padding=True).body.rtmr3
 
 
-def _replay_body(record: dict[str, Any], instance: bytes, event_log: str) -> dict[str, Any]:
-    """The registry request the identity service made, with another event log."""
+def _fresh_body(workload: Workload, record: dict[str, Any], event_log: str) -> dict[str, Any]:
+    """The record's registration made afresh with `event_log`: a new registry challenge, a sim
+    quote over its v2 binding (RTMR3 as the TD left it) and the instance key's proof of
+    possession (read from the TD's disk, as the host can)."""
+    stack = workload.stack
+    pem = (stack.tmp / "identity" / "instance_key.pem").read_bytes()
+    instance_key = serialization.load_pem_private_key(pem, password=None)
+    assert isinstance(instance_key, Ed25519PrivateKey)
+    challenge = bytes.fromhex(httpx.get(stack.registry.url + "/challenge").json()["nonce"])
+    report_data = report_data_for_v2(
+        workload.instance,
+        bytes.fromhex(record["ppid"]),
+        challenge,
+        IdentityInfo.from_object(record["operator"], name="operator"),
+        IdentityInfo.from_object(record["owner"], name="owner"),
+    )
+    quote = httpx.get(f"{stack.sim.url}/attest/{report_data.hex()}", timeout=30)
+    assert quote.status_code == 200, quote.text
     return {
-        "instance_pubkey": instance.hex(),
+        "instance_pubkey": workload.instance.hex(),
         "ppid": record["ppid"],
-        "attestation_quote": record["attestation_quote"],
+        "attestation_quote": base64.b64encode(quote.content).decode(),
         "operator": record["operator"],
         "owner": record["owner"],
         "event_log": event_log,
+        "challenge": challenge.hex(),
+        "instance_signature": prove_possession(instance_key, challenge, report_data).hex(),
     }
 
 
@@ -124,13 +144,22 @@ def test_tampered_and_truncated_logs_are_refused_with_a_reason(
         forged = _tampered(genuine, mutate)
         r = httpx.post(
             workload.stack.registry.url + "/register",
-            json=_replay_body(record, workload.instance, forged),
+            json=_fresh_body(workload, record, forged),
         )
         assert_error(r, 401, "RTMR3")
-    # The genuine log is still what the registry holds, and it is accepted again.
+    # The captured registration itself cannot be replayed: its challenge is spent.
+    keys = ("instance_pubkey", "ppid", "attestation_quote", "operator", "owner", "event_log")
+    captured = {k: record[k] for k in keys}
+    captured |= {
+        "challenge": record["challenge"],
+        "instance_signature": record["proof_of_possession"],
+    }
+    r = httpx.post(workload.stack.registry.url + "/register", json=captured)
+    assert_error(r, 401, "challenge")
+    # The genuine log is still what the registry holds, and it is accepted again afresh.
     r = httpx.post(
         workload.stack.registry.url + "/register",
-        json=_replay_body(record, workload.instance, genuine),
+        json=_fresh_body(workload, record, genuine),
     )
     assert r.status_code == 200, r.text
     assert _record(workload.stack, workload.instance)["event_log"] == genuine
@@ -145,7 +174,10 @@ def test_a_helper_not_on_the_registry_allow_list_is_refused(
     operator = Ed25519PrivateKey.generate()
     r = httpx.post(
         stack.identity.url + "/operator/register",
-        json={"pubkey": raw_key(operator).hex(), "signature": operator.sign(instance).hex()},
+        json={
+            "pubkey": raw_key(operator).hex(),
+            "signature": sign_instance_v2(operator, "operator", instance).hex(),
+        },
         timeout=60,
     )
     assert r.status_code == 401, r.text

@@ -21,6 +21,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from tdx_report_data import sign_instance_v2
 from tests.conftest import Stack
 from tests.procs import free_port
 
@@ -186,13 +187,19 @@ def workload(make_stack: Callable[..., Stack], tmp_path: Path) -> Iterator[Workl
         operator, owner = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
         r = httpx.post(
             stack.identity.url + "/operator/register",
-            json={"pubkey": raw_key(operator).hex(), "signature": operator.sign(instance).hex()},
+            json={
+                "pubkey": raw_key(operator).hex(),
+                "signature": sign_instance_v2(operator, "operator", instance).hex(),
+            },
             timeout=60,
         )
         assert r.status_code == 200, r.text
         r = httpx.post(
             stack.identity.url + "/owner/register",
-            json={"pubkey": raw_key(owner).hex(), "signature": owner.sign(instance).hex()},
+            json={
+                "pubkey": raw_key(owner).hex(),
+                "signature": sign_instance_v2(owner, "owner", instance).hex(),
+            },
             headers={"x-token": r.json()["owner_token"]},
             timeout=60,
         )

@@ -15,6 +15,7 @@ from hypothesis import settings as hypothesis_settings
 from sanic import Sanic
 
 from tdx_identity import Settings, create_app
+from tdx_report_data import Role, sign_instance_v2
 from tdx_service_kit import RateLimit
 from tdx_service_kit.testing import serve
 
@@ -91,6 +92,11 @@ def sign(key: Ed25519PrivateKey, message: bytes) -> str:
     return key.sign(message).hex()
 
 
+def sign_v2(key: Ed25519PrivateKey, role: Role, instance: bytes) -> str:
+    """An operator's or owner's v2 signature accepting `instance` in `role`, in hex."""
+    return sign_instance_v2(key, role, instance).hex()
+
+
 def pub(key: Ed25519PrivateKey) -> bytes:
     return key.public_key().public_bytes_raw()
 
@@ -107,7 +113,7 @@ async def register_operator(
     instance = await instance_pubkey(client)
     return await client.post(
         "/operator/register",
-        json={"pubkey": pub(operator).hex(), "signature": sign(operator, instance)},
+        json={"pubkey": pub(operator).hex(), "signature": sign_v2(operator, "operator", instance)},
     )
 
 
@@ -118,7 +124,7 @@ async def register_owner(
     headers = {"x-token": token} if token is not None else {}
     return await client.post(
         "/owner/register",
-        json={"pubkey": pub(owner).hex(), "signature": sign(owner, instance)},
+        json={"pubkey": pub(owner).hex(), "signature": sign_v2(owner, "owner", instance)},
         headers=headers,
     )
 

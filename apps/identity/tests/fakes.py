@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import secrets
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -152,9 +153,14 @@ class FakeQuoteSource:
 class FakeRegistry:
     """Records every registration and answers lookups from the latest one it accepted, as the
     registry does; refuses or fails on demand; can delay to widen races. `record` (when set)
-    is the answer to every lookup instead; `lookup_unavailable` makes lookups fail."""
+    is the answer to every lookup instead; `lookup_unavailable` makes lookups fail. Hands out
+    single-use challenges (`challenge_unavailable` makes that fail) and, as the registry does,
+    refuses with 401 a registration naming a challenge it did not issue or already spent."""
 
     accepted: list[RegistrationRequest] = field(default_factory=list)
+    challenges: list[bytes] = field(default_factory=list)
+    spent: set[bytes] = field(default_factory=set)
+    challenge_unavailable: bool = False
     refuse_with: int | None = None
     unavailable: bool = False
     delay: float = 0.0
@@ -173,7 +179,17 @@ class FakeRegistry:
                 return RegistryRecord(operator=request.operator, owner=request.owner)
         return None
 
+    async def challenge(self) -> bytes:
+        if self.challenge_unavailable:
+            raise RegistryUnavailable("fake registry gives no challenge")
+        nonce = secrets.token_bytes(32)
+        self.challenges.append(nonce)
+        return nonce
+
     async def register(self, request: RegistrationRequest) -> None:
+        if request.challenge not in self.challenges or request.challenge in self.spent:
+            raise RegistryRejected(401, "challenge unknown or already used")
+        self.spent.add(request.challenge)
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.unavailable:
@@ -298,7 +314,8 @@ class MockTdxHandler(http.server.BaseHTTPRequestHandler):
 
 class MockTdxAndRegistryHandler(MockTdxHandler):
     """The mock TDX plus a registry that accepts every POST /register and answers
-    GET /instance/{pubkey} with the latest registration's identities (404 before any)."""
+    GET /instance/{pubkey} with the latest registration's identities (404 before any), and
+    hands out a fresh nonce at every GET /challenge."""
 
     def other_post(self, body: bytes) -> None:
         if self.path != "/register":
@@ -315,6 +332,10 @@ class MockTdxAndRegistryHandler(MockTdxHandler):
         self.reply(b"{}", "application/json")
 
     def other_get(self) -> None:
+        if self.path == "/challenge":
+            answer = {"nonce": secrets.token_hex(32), "expires_at": "2099-01-01T00:00:00Z"}
+            self.reply(json.dumps(answer).encode(), "application/json")
+            return
         with self.server.rtmr_lock:
             record = self.server.records.get(self.path.removeprefix("/instance/"))
         if not self.path.startswith("/instance/") or record is None:

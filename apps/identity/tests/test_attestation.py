@@ -12,13 +12,13 @@ import httpx
 import pytest
 from conftest import Running, instance_pubkey, register_operator, register_owner, sign
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fakes import FakeQuoteSource, FakeRtmr
+from fakes import FakeQuoteSource, FakeRegistry, FakeRtmr
 
 from tdx_identity import Settings
 from tdx_identity.core.state import STATE_FILE_NAME
 from tdx_measure import EventLog, WorkloadEvent, verify_log
 from tdx_quote import parse_quote
-from tdx_report_data import challenge_report_data, report_data_for
+from tdx_report_data import challenge_report_data, report_data_for_v2
 
 
 async def attest(client: httpx.AsyncClient, nonce: str) -> httpx.Response:
@@ -55,7 +55,7 @@ async def test_a_nonce_gets_a_fresh_quote_over_the_challenge_binding(
 
 
 async def test_the_challenge_never_asks_for_a_registration_binding(
-    running: Running, quotes: FakeQuoteSource, settings: Settings
+    running: Running, quotes: FakeQuoteSource, registry: FakeRegistry, settings: Settings
 ) -> None:
     async with running() as client:
         await register_operator(client, Ed25519PrivateKey.generate())
@@ -65,8 +65,10 @@ async def test_the_challenge_never_asks_for_a_registration_binding(
         assert (await attest(client, "ab" * 32)).status_code == 200
         assert (settings.storage_path / STATE_FILE_NAME).read_bytes() == before
     [asked] = quotes.requests[start:]
-    ppid = json.loads(before)["ppid"]
-    assert asked != report_data_for(instance, bytes.fromhex(ppid), None, None)
+    ppid = bytes.fromhex(json.loads(before)["ppid"])
+    [spent] = registry.challenges
+    assert asked != report_data_for_v2(instance, ppid, spent, None, None)
+    assert asked != report_data_for_v2(instance, ppid, bytes.fromhex("ab" * 32), None, None)
 
 
 @pytest.mark.parametrize(

@@ -116,7 +116,9 @@ async def test_configfs_tsm_failure_is_a_quote_source_error_and_cleans_up(tmp_pa
 
 
 IDENTITY = IdentityInfo(b"\x01" * 32, b"\x02" * 64, b"\x03" * 64)
-REQUEST = RegistrationRequest(b"\x0a" * 32, b"\x0b" * 16, b"quote-bytes", IDENTITY, None)
+REQUEST = RegistrationRequest(
+    b"\x0a" * 32, b"\x0b" * 16, b"quote-bytes", IDENTITY, None, b"\x0c" * 32, b"\x0d" * 64
+)
 
 
 async def test_registry_client_posts_the_api_body() -> None:
@@ -140,8 +142,57 @@ async def test_registry_client_posts_the_api_body() -> None:
                 "identity_signature": "03" * 64,
             },
             "owner": None,
+            "challenge": "0c" * 32,
+            "instance_signature": "0d" * 64,
         }
     ]
+
+
+async def test_registry_client_fetches_a_challenge() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        return httpx.Response(200, json={"nonce": "aB" * 32, "expires_at": "2026-12-02T04:00:00Z"})
+
+    client = HttpRegistryClient("http://reg:3000/", transport=httpx.MockTransport(handler))
+    assert await client.challenge() == b"\xab" * 32
+    assert seen == ["GET /challenge"]
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(200, content=b"not json"),
+        httpx.Response(200, json=["nonce"]),
+        httpx.Response(200, json={"expires_at": "2026-12-02T04:00:00Z"}),
+        httpx.Response(200, json={"nonce": 7}),
+        httpx.Response(200, json={"nonce": "ab" * 31}),
+        httpx.Response(200, json={"nonce": "ab" * 33}),
+        httpx.Response(200, json={"nonce": "zz" * 32}),
+        httpx.Response(200, json={"nonce": " " + "ab" * 31 + "a"}),
+        httpx.Response(200, content=b'{"nonce": "' + b"a" * 70_000 + b'"}'),
+        httpx.Response(200, content=b"[" * 60_000 + b"]" * 60_000),
+        httpx.Response(200, content=b"[" * 30_000 + b"]" * 30_000),
+        httpx.Response(200, content=b'{"nonce": "\xff\xfe"}'),
+        httpx.Response(404, json={"error": "no such route"}),
+        httpx.Response(429, text="slow down"),
+        httpx.Response(503, text="down"),
+    ],
+)
+async def test_no_usable_challenge_is_an_unavailable_registry(response: httpx.Response) -> None:
+    client = HttpRegistryClient("http://reg", transport=httpx.MockTransport(lambda _: response))
+    with pytest.raises(RegistryUnavailable, match="challenge"):
+        await client.challenge()
+
+
+async def test_an_unreachable_challenge_is_an_unavailable_registry() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    client = HttpRegistryClient("http://reg", transport=httpx.MockTransport(refuse))
+    with pytest.raises(RegistryUnavailable, match="unreachable"):
+        await client.challenge()
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404])
@@ -154,6 +205,14 @@ async def test_registry_4xx_is_a_refusal_with_its_reason(status: int) -> None:
         await client.register(REQUEST)
     assert refusal.value.status == status
     assert refusal.value.reason == "quote? not trusted"
+
+
+async def test_a_deeply_nested_refusal_is_still_a_refusal() -> None:
+    transport = httpx.MockTransport(lambda _: httpx.Response(400, content=b"[" * 30_000))
+    client = HttpRegistryClient("http://reg", transport=transport)
+    with pytest.raises(RegistryRejected) as refusal:
+        await client.register(REQUEST)
+    assert refusal.value.reason.startswith("[[[")
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 429, 302, 201])
@@ -206,6 +265,7 @@ async def test_registry_lookup_of_an_unknown_instance_is_none() -> None:
     [
         b"not json",
         b"[]",
+        b"[" * 100_000 + b"]" * 100_000,
         b'{"operator": null}',
         json.dumps({"operator": {"pubkey": "00"}, "owner": None}).encode(),
         json.dumps({"operator": IDENTITY.to_object() | {"extra": "00"}, "owner": None}).encode(),

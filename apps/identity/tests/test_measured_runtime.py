@@ -301,6 +301,8 @@ def test_registration_request_sends_event_log_only_when_present() -> None:
         attestation_quote=make_quote(bytes(64)),
         operator=None,
         owner=None,
+        challenge=bytes(32),
+        proof_of_possession=bytes(64),
     )
     assert "event_log" not in base.to_json()
     with_log = RegistrationRequest(**{**base.__dict__, "event_log": '{"events":[]}'})

@@ -6,17 +6,33 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import AGREED, Running, instance_pubkey, pub, register_operator, register_owner, sign
+from conftest import (
+    AGREED,
+    Running,
+    instance_pubkey,
+    pub,
+    register_operator,
+    register_owner,
+    sign,
+    sign_v2,
+)
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from fakes import PPID, FakeQuoteSource, FakeRegistry
 
 import tdx_quote
 from tdx_identity import Settings
 from tdx_identity.core.state import STATE_FILE_NAME
-from tdx_report_data import report_data_for, verify_identity
+from tdx_report_data import (
+    report_data_for_v2,
+    verify_identity,
+    verify_identity_v2,
+    verify_possession,
+)
 
 
 def state_file(settings: Settings) -> Path:
@@ -67,11 +83,16 @@ async def test_operator_registration_records_a_quote_committing_to_the_operator(
     assert request.owner is None
     assert request.operator is not None
     assert request.operator.pubkey == pub(operator)
-    verify_identity(instance, request.operator)
+    verify_identity_v2(instance, "operator", request.operator)
+    assert registry.challenges == [request.challenge]
     quote = tdx_quote.parse_quote(request.attestation_quote)
-    assert quote.body.report_data == report_data_for(instance, PPID, request.operator, None)
+    report_data = report_data_for_v2(instance, PPID, request.challenge, request.operator, None)
+    assert quote.body.report_data == report_data
+    verify_possession(instance, request.challenge, report_data, request.proof_of_possession)
     wire = request.to_json()
     assert base64.b64decode(wire["attestation_quote"]) == request.attestation_quote
+    assert wire["challenge"] == request.challenge.hex()
+    assert wire["instance_signature"] == request.proof_of_possession.hex()
 
     stored = state_file(settings).read_text()
     assert token not in stored
@@ -96,6 +117,16 @@ async def test_bad_operator_signature_is_401_and_nothing_is_kept(
             json={"pubkey": pub(operator).hex(), "signature": sign(operator, b"other")},
         )
         assert wrong_message.status_code == 401
+        v1_raw = await client.post(
+            "/operator/register",
+            json={"pubkey": pub(operator).hex(), "signature": sign(operator, instance)},
+        )
+        assert v1_raw.status_code == 401
+        as_owner = await client.post(
+            "/operator/register",
+            json={"pubkey": pub(operator).hex(), "signature": sign_v2(operator, "owner", instance)},
+        )
+        assert as_owner.status_code == 401
         assert (await client.get("/instance/state")).json() == {
             "state": "fresh",
             "last_seq": 0,
@@ -104,7 +135,59 @@ async def test_bad_operator_signature_is_401_and_nothing_is_kept(
             "workload_reason": None,
         }
     assert registry.accepted == []
+    assert registry.challenges == []
     assert state_file(settings).read_bytes() == before
+
+
+async def test_v1_signatures_are_taken_only_with_the_flag_and_warned_at_each_use(
+    running: Running,
+    registry: FakeRegistry,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    operator, owner = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    compat = replace(settings, accept_v1_signatures=True)
+    with caplog.at_level(logging.WARNING, logger="tdx_identity"):
+        async with running(settings=compat) as client:
+            instance = await instance_pubkey(client)
+            response = await client.post(
+                "/operator/register",
+                json={"pubkey": pub(operator).hex(), "signature": sign(operator, instance)},
+            )
+            assert response.status_code == 200
+            token = response.json()["owner_token"]
+            assert (await register_owner(client, owner, token)).status_code == 200
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("--accept-v1-signatures" in w and "accepting" in w for w in warnings)
+    assert sum(w.startswith("v1 signature accepted") for w in warnings) == 1
+    first, second = registry.accepted
+    assert first.operator is not None and second.owner is not None
+    verify_identity(instance, first.operator)
+    verify_identity_v2(instance, "owner", second.owner)
+    async with running(settings=compat) as client:
+        state = (await client.get("/instance/state")).json()
+        assert state["registry_comparison"] == AGREED
+    async with running() as client:
+        state = (await client.get("/instance/state")).json()
+        assert state["registry_comparison"]["status"] == "disagreed"
+        assert "v2 signature" in state["registry_comparison"]["reason"]
+
+
+async def test_a_failing_challenge_fetch_is_502_and_nothing_is_quoted_or_kept(
+    running: Running, registry: FakeRegistry, quotes: FakeQuoteSource, settings: Settings
+) -> None:
+    async with running() as client:
+        before = state_file(settings).read_bytes()
+        asked = len(quotes.requests)
+        registry.challenge_unavailable = True
+        response = await register_operator(client, Ed25519PrivateKey.generate())
+        assert response.status_code == 502
+        assert response.json()["error"].startswith("registry")
+        assert len(quotes.requests) == asked
+        assert state_file(settings).read_bytes() == before
+        registry.challenge_unavailable = False
+        assert (await register_operator(client, Ed25519PrivateKey.generate())).status_code == 200
+    assert len(registry.accepted) == 1
 
 
 # R = the neutral point, S = 0: OpenSSL accepts it under the small-order keys below.
@@ -268,9 +351,13 @@ async def test_owner_registration_binds_operator_and_owner(
     assert request.operator == registry.accepted[0].operator
     assert request.owner is not None and request.owner.pubkey == pub(owner)
     quote = tdx_quote.parse_quote(request.attestation_quote)
-    assert quote.body.report_data == report_data_for(
-        instance, PPID, request.operator, request.owner
+    assert quote.body.report_data == report_data_for_v2(
+        instance, PPID, request.challenge, request.operator, request.owner
     )
+    assert request.owner is not None
+    verify_identity_v2(instance, "owner", request.owner)
+    assert [r.challenge for r in registry.accepted] == registry.challenges
+    assert len(set(registry.challenges)) == len(registry.challenges) == 2
 
 
 async def test_owner_token_missing_wrong_or_reused_is_401(

@@ -19,13 +19,14 @@ from fakes import FakeQuoteSource, FakeRegistry, FakeRtmr, FakeWorkload
 from test_measured_runtime import Parties, sent_log, workload_events
 
 from tdx_identity import Settings
-from tdx_identity.core.comparison import Backoff
+from tdx_identity.core.comparison import Backoff, disagreement
 from tdx_identity.core.instance_key import load_or_create_instance_key
+from tdx_identity.core.lifecycle import Lifecycle
 from tdx_identity.core.measurement import EVENTLOG_FILE
 from tdx_identity.core.ports import CommittedWorkload, RegistryRecord, WorkloadConfig
-from tdx_identity.core.state import STATE_FILE_NAME
+from tdx_identity.core.state import STATE_FILE_NAME, PersistedState
 from tdx_measure import EventLog, IdentityEvent, SshHostKeyEvent, WorkloadEvent
-from tdx_report_data import IdentityInfo, sign_identity
+from tdx_report_data import IdentityInfo, sign_identity, sign_identity_v2, sign_instance_v2
 
 
 async def served_log(client: httpx.AsyncClient) -> EventLog:
@@ -148,7 +149,9 @@ def rewrite_owner(settings: Settings) -> Ed25519PrivateKey:
     attacker = Ed25519PrivateKey.generate()
     instance_key = load_or_create_instance_key(settings.storage_path)
     instance = instance_key.public_key().public_bytes_raw()
-    forged = sign_identity(instance_key, pub(attacker), attacker.sign(instance))
+    forged = sign_identity_v2(
+        instance_key, "owner", pub(attacker), sign_instance_v2(attacker, "owner", instance)
+    )
     path = settings.storage_path / STATE_FILE_NAME
     state = json.loads(path.read_text())
     state["owner"] = forged.to_object()
@@ -227,6 +230,38 @@ async def test_a_record_whose_identity_does_not_verify_is_a_disagreement(
         status = await comparison(client)
     assert status["status"] == "disagreed"
     assert "does not verify against this instance key" in status["reason"]
+
+
+def test_the_record_identities_must_verify_as_v2_in_their_own_role() -> None:
+    """An operator's identity presented as the owner (valid v2 signatures, other role), or a v1
+    identity, is a disagreement; v1 agrees only with `accept_v1`, and only when it verifies."""
+    instance_key = Ed25519PrivateKey.generate()
+    operator_key, owner_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    instance = pub(instance_key)
+    signed = sign_instance_v2(operator_key, "operator", instance)
+    operator = sign_identity_v2(instance_key, "operator", pub(operator_key), signed)
+    signed = sign_instance_v2(owner_key, "owner", instance)
+    owner = sign_identity_v2(instance_key, "owner", pub(owner_key), signed)
+    v1 = sign_identity(instance_key, pub(operator_key), operator_key.sign(instance))
+
+    def registered(op: IdentityInfo, ow: IdentityInfo) -> PersistedState:
+        return PersistedState(
+            lifecycle=Lifecycle.OWNER_REGISTERED, ppid=bytes(16), operator=op, owner=ow
+        )
+
+    assert (
+        disagreement(instance, registered(operator, owner), RegistryRecord(operator, owner)) is None
+    )
+    swapped = registered(operator, operator)
+    reason = disagreement(instance, swapped, RegistryRecord(operator, operator))
+    assert reason is not None and "the registry's owner" in reason and "v2 signature" in reason
+    old = registered(v1, owner)
+    reason = disagreement(instance, old, RegistryRecord(v1, owner))
+    assert reason is not None and "the registry's operator" in reason
+    assert "does not verify against this instance key" in reason
+    assert disagreement(instance, old, RegistryRecord(v1, owner), accept_v1=True) is None
+    forged = RegistryRecord(replace(v1, identity_signature=bytes(64)), owner)
+    assert disagreement(instance, old, forged, accept_v1=True) is not None
 
 
 async def test_an_unreachable_registry_holds_owner_steps_then_a_retry_agrees_and_recovers(

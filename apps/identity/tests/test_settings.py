@@ -73,6 +73,24 @@ def test_unsequenced_requests_are_refused_unless_the_flag_or_its_variable_says_s
     assert parse_settings(["--accept-unsequenced-requests"], {}).accept_unsequenced_requests
 
 
+def test_v1_signatures_are_refused_unless_the_flag_or_its_boolean_variable_says_so() -> None:
+    assert parse_settings([], {}).accept_v1_signatures is False
+    assert parse_settings([], {"ACCEPT_V1_SIGNATURES": "false"}).accept_v1_signatures is False
+    assert parse_settings([], {"ACCEPT_V1_SIGNATURES": "0"}).accept_v1_signatures is False
+    assert parse_settings([], {"ACCEPT_V1_SIGNATURES": "yes"}).accept_v1_signatures
+    assert parse_settings(["--accept-v1-signatures"], {}).accept_v1_signatures
+
+
+@pytest.mark.parametrize("value", ["", "disabled", "2", "y"])
+def test_another_value_of_accept_v1_signatures_is_a_usage_error(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_settings([], {"ACCEPT_V1_SIGNATURES": value})
+    assert exit_info.value.code == 2
+    assert "ACCEPT_V1_SIGNATURES" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("value", ["yes", "true", "2", " 1"])
 def test_another_value_of_accept_unsequenced_requests_is_a_usage_error(value: str) -> None:
     with pytest.raises(SystemExit) as exit_info:

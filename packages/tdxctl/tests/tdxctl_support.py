@@ -4,6 +4,7 @@ and the registry record and challenge answers it would produce."""
 from __future__ import annotations
 
 import base64
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,12 @@ from tdx_measure import (
 from tdx_report_data import (
     IdentityInfo,
     challenge_report_data,
+    prove_possession,
     report_data_for,
+    report_data_for_v2,
     sign_identity,
+    sign_identity_v2,
+    sign_instance_v2,
 )
 from tdx_sim import SimOptions, SimPlatform
 from tdxctl import AttestationAnswer, RegistryRecord
@@ -57,7 +62,8 @@ CONFIGURE = WorkloadEvent(
 
 class SimTd:
     """One simulated TD on the sim PKI in `state_dir`: its instance key, its registers (a
-    fresh boot) and the RTMR3 log it keeps, extended as the identity service would."""
+    fresh boot) and the RTMR3 log it keeps, extended as the identity service would.
+    `challenge` is the registry nonce its latest (v2) registration bound."""
 
     def __init__(self, state_dir: Path, options: SimOptions | None = None) -> None:
         self.platform = SimPlatform(state_dir, options or SimOptions())
@@ -67,6 +73,7 @@ class SimTd:
         self.operator: IdentityInfo | None = None
         self.owner: IdentityInfo | None = None
         self.ssh_host_key = Ed25519PrivateKey.generate()
+        self.challenge = os.urandom(32)
 
     @property
     def pubkey(self) -> bytes:
@@ -75,21 +82,33 @@ class SimTd:
     def append(self, event: Event) -> None:
         self.platform.rtmrs.extend(3, self.log.append(event))
 
-    def identity(self, key: Ed25519PrivateKey) -> IdentityInfo:
+    def identity(self, key: Ed25519PrivateKey, role: IdentityRole) -> IdentityInfo:
+        """`key` accepted in `role` with both v2 signatures, as the identity service makes it."""
+        return sign_identity_v2(
+            self.instance, role, raw(key), sign_instance_v2(key, role, self.pubkey)
+        )
+
+    def identity_v1(self, key: Ed25519PrivateKey) -> IdentityInfo:
+        """`key` with both v1 signatures (over raw keys, naming no role)."""
         return sign_identity(self.instance, raw(key), key.sign(self.pubkey))
 
-    def register(self, role: IdentityRole, key: Ed25519PrivateKey) -> IdentityInfo:
+    def register(
+        self, role: IdentityRole, key: Ed25519PrivateKey, *, v1: bool = False
+    ) -> IdentityInfo:
         """Measure the identity, as the service does before its registration's quote."""
-        identity = self.identity(key)
+        identity = self.identity_v1(key) if v1 else self.identity(key, role)
         self.append(IdentityEvent(role=role, pubkey=raw(key)))
         setattr(self, role, identity)
         return identity
 
-    def delegated(self, operator: Ed25519PrivateKey, owner: Ed25519PrivateKey) -> SimTd:
-        """The whole lifecycle up to a configured workload with SSH open."""
+    def delegated(
+        self, operator: Ed25519PrivateKey, owner: Ed25519PrivateKey, *, v1: bool = False
+    ) -> SimTd:
+        """The whole lifecycle up to a configured workload with SSH open (`v1`: identities
+        with v1 signatures)."""
         self.append(PODMAN)
-        self.register("operator", operator)
-        self.register("owner", owner)
+        self.register("operator", operator, v1=v1)
+        self.register("owner", owner, v1=v1)
         self.append(SshHostKeyEvent(public_key=host_key_line(self.ssh_host_key)))
         self.append(CONFIGURE)
         return self
@@ -97,29 +116,46 @@ class SimTd:
     def quote(self, report_data: bytes) -> bytes:
         return self.platform.quote(report_data)
 
-    def record_object(self, **overrides: Any) -> dict[str, Any]:
-        """The registry's JSON for this TD now (what GET /instance/{pubkey} answers)."""
-        operator, owner = self.operator, self.owner
-        quote = self.quote(report_data_for(self.pubkey, self.platform.ppid, operator, owner))
+    def record_object(self, *, v1: bool = False, **overrides: Any) -> dict[str, Any]:
+        """The registry's JSON for this TD now (what GET /instance/{pubkey} answers): a v2
+        registration over `challenge`, or (`v1`) a v1 registration."""
+        operator, owner, ppid = self.operator, self.owner, self.platform.ppid
+        if v1:
+            report_data = report_data_for(self.pubkey, ppid, operator, owner)
+        else:
+            report_data = report_data_for_v2(self.pubkey, ppid, self.challenge, operator, owner)
         obj: dict[str, Any] = {
             "instance_pubkey": self.pubkey.hex(),
-            "ppid": self.platform.ppid.hex(),
-            "attestation_quote": base64.b64encode(quote).decode(),
+            "ppid": ppid.hex(),
+            "attestation_quote": base64.b64encode(self.quote(report_data)).decode(),
             "operator": None if operator is None else operator.to_object(),
             "owner": None if owner is None else owner.to_object(),
             "event_log": self.log.to_json(),
             "ssh_host_key": self.log.ssh_host_key,
+            "binding_version": 1 if v1 else 2,
+            "challenge": None if v1 else self.challenge.hex(),
+            "proof_of_possession": (
+                None if v1 else prove_possession(self.instance, self.challenge, report_data).hex()
+            ),
         }
         obj.update(overrides)
         return obj
 
-    def record(self, **overrides: Any) -> RegistryRecord:
-        return RegistryRecord.from_object(self.record_object(**overrides))
+    def record(self, *, v1: bool = False, **overrides: Any) -> RegistryRecord:
+        return RegistryRecord.from_object(self.record_object(v1=v1, **overrides))
 
-    def registration_body(self) -> dict[str, Any]:
-        """The POST /register body the identity service would send now."""
-        body = self.record_object()
-        del body["ssh_host_key"]
+    def registration_body(self, challenge: bytes) -> dict[str, Any]:
+        """The v2 POST /register body the identity service would send now, over the registry's
+        `challenge`."""
+        self.challenge = challenge
+        record = self.record_object()
+        body = {key: record[key] for key in ("instance_pubkey", "ppid", "attestation_quote")}
+        body.update(operator=record["operator"], owner=record["owner"])
+        body.update(
+            event_log=record["event_log"],
+            challenge=record["challenge"],
+            instance_signature=record["proof_of_possession"],
+        )
         return body
 
     def answer(self, nonce: bytes, *, report_data: bytes | None = None) -> AttestationAnswer:

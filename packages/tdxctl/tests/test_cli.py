@@ -66,7 +66,8 @@ async def registry_url(tmp_path: Path, td: SimTd, sim_url: str) -> AsyncIterator
     app = create_app(settings, name=f"tdxctl-registry-{next(_names)}")
     async with serve(app) as url:
         async with httpx.AsyncClient(base_url=url) as client:
-            answer = await client.post("/register", json=td.registration_body())
+            nonce = bytes.fromhex((await client.get("/challenge")).json()["nonce"])
+            answer = await client.post("/register", json=td.registration_body(nonce))
             assert answer.status_code == 200, answer.text
         yield url
 
@@ -115,6 +116,41 @@ async def test_verify_prints_the_facts_of_a_registered_instance(
     assert "tcb_status     UpToDate (advisories: none)" in out
     assert f"owner          {raw(OWNER).hex()}" in out
     assert f"ssh_host_key   {td.log.ssh_host_key}" in out
+
+
+async def test_verify_refuses_a_v1_record_unless_accept_v1(
+    tmp_path: Path,
+    td: SimTd,
+    root_file: Path,
+    sim_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A registry in compatibility mode holding a v1 registration (no challenge, no proof of
+    possession, v1 identity signatures): `verify` fails the binding check, `--accept-v1` passes."""
+    td.delegated(OPERATOR, OWNER, v1=True)
+    settings = Settings(
+        database=DatabaseTarget(sqlite_path=tmp_path / "registry-v1.db"),
+        pccs_url=sim_url,
+        trusted_root_ca_pem=td.platform.root_ca_pem,
+        rate_limit=None,
+        accept_v1_registrations=True,
+    )
+    body = td.record_object(v1=True)
+    for field in ("ssh_host_key", "binding_version", "challenge", "proof_of_possession"):
+        del body[field]
+    app = create_app(settings, name=f"tdxctl-registry-{next(_names)}")
+    async with serve(app) as url:
+        async with httpx.AsyncClient(base_url=url) as client:
+            answer = await client.post("/register", json=body)
+            assert answer.status_code == 200, answer.text
+        base = ["verify", "--registry", url, "--instance", td.pubkey.hex()]
+        assert await run(*base, *trust_flags(root_file, sim_url), "--json") == 1
+        failure, _ = stdout_json(capsys)
+        assert failure["check"] == "binding" and "v1 registration" in failure["error"]
+        accepted = [*base, *trust_flags(root_file, sim_url), "--accept-v1", "--json"]
+        assert await run(*accepted) == 0
+        facts, _ = stdout_json(capsys)
+        assert facts["verified"] is True and facts["owner"] == raw(OWNER).hex()
 
 
 async def test_verify_takes_its_defaults_from_the_environment(

@@ -9,6 +9,7 @@ import dataclasses
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -21,7 +22,7 @@ from tdx_measure import (
     SshHostKeyEvent,
     WorkloadEvent,
 )
-from tdx_report_data import report_data_for
+from tdx_report_data import prove_possession, report_data_for_v2
 from tdx_sim import DEFAULT_MR_TD, SimOptions
 from tdx_verify import Policy
 from tdxctl import (
@@ -147,7 +148,7 @@ async def test_a_record_whose_identities_differ_from_the_quotes_binding_is_refus
 ) -> None:
     """Another owner, validly signed by the instance, swapped into the stored record."""
     td.delegated(OPERATOR, OWNER)
-    mallory = td.identity(Ed25519PrivateKey.generate())
+    mallory = td.identity(Ed25519PrivateKey.generate(), "owner")
     record = td.record(owner=mallory.to_object())
     quote_for_original = td.record_object()["attestation_quote"]
     record = dataclasses.replace(record, attestation_quote=base64.b64decode(quote_for_original))
@@ -179,7 +180,7 @@ async def test_an_identity_signed_by_another_instance_is_refused(
     sim_state: Path, td: SimTd, verifier: QuoteVerifier
 ) -> None:
     td.delegated(OPERATOR, OWNER)
-    elsewhere = SimTd(sim_state).identity(OPERATOR)
+    elsewhere = SimTd(sim_state).identity(OPERATOR, "operator")
     record = td.record(operator=elsewhere.to_object())
     with pytest.raises(IdentityRejected, match="operator"):
         await check(td, record, verifier)
@@ -194,11 +195,17 @@ async def test_an_owner_without_an_operator_is_refused(td: SimTd, verifier: Quot
 async def test_a_record_whose_ppid_is_not_the_quotes_is_refused(
     td: SimTd, verifier: QuoteVerifier
 ) -> None:
-    """report_data binds the claimed PPID, but the quoting platform's PCK says another."""
+    """report_data binds the claimed PPID (and the instance key proves possession over it), but
+    the quoting platform's PCK says another."""
     td.delegated(OPERATOR, OWNER)
     claimed = bytes(16)
-    quote = td.quote(report_data_for(td.pubkey, claimed, td.operator, td.owner))
-    record = dataclasses.replace(td.record(), ppid=claimed, attestation_quote=quote)
+    report_data = report_data_for_v2(td.pubkey, claimed, td.challenge, td.operator, td.owner)
+    record = dataclasses.replace(
+        td.record(),
+        ppid=claimed,
+        attestation_quote=td.quote(report_data),
+        proof_of_possession=prove_possession(td.instance, td.challenge, report_data),
+    )
     with pytest.raises(BindingMismatch, match="PPID"):
         await check(td, record, verifier)
 
@@ -243,7 +250,7 @@ async def test_a_log_that_does_not_name_the_records_identities_is_refused(
 ) -> None:
     """The record has an operator and an owner; the TD's log never measured them."""
     td.append(PODMAN)
-    td.operator, td.owner = td.identity(OPERATOR), td.identity(OWNER)
+    td.operator, td.owner = td.identity(OPERATOR, "operator"), td.identity(OWNER, "owner")
     with pytest.raises(EventLogRejected, match="does not name the record's operator"):
         await check(td, td.record(), verifier)
 
@@ -305,6 +312,109 @@ async def test_expect_owner_of_an_instance_without_owner_is_refused(
         await verify_record(
             td.record(), instance_pubkey=td.pubkey, verifier=verifier, expect_owner=raw(OWNER)
         )
+
+
+async def test_a_v1_record_is_refused_unless_accept_v1_then_checked_as_v1(
+    td: SimTd, verifier: QuoteVerifier
+) -> None:
+    td.delegated(OPERATOR, OWNER, v1=True)
+    record = td.record(v1=True)
+    assert record.binding_version == 1 and record.challenge is None
+    with pytest.raises(BindingMismatch, match="v1 registration"):
+        await check(td, record, verifier)
+    facts = await verify_record(
+        record, instance_pubkey=td.pubkey, verifier=verifier, accept_v1=True
+    )
+    assert facts.operator == raw(OPERATOR) and facts.owner == raw(OWNER)
+    v2_identity = td.record(v1=True, owner=td.identity(OWNER, "owner").to_object())
+    with pytest.raises(IdentityRejected, match="owner"):
+        await verify_record(
+            v2_identity, instance_pubkey=td.pubkey, verifier=verifier, accept_v1=True
+        )
+
+
+async def test_v1_identities_in_a_v2_record_pass_only_with_accept_v1(
+    td: SimTd, verifier: QuoteVerifier
+) -> None:
+    """A v2 registration of an instance whose operator and owner signed before v2."""
+    td.delegated(OPERATOR, OWNER, v1=True)
+    record = td.record()
+    with pytest.raises(IdentityRejected, match=r"operator.*v2 signature"):
+        await check(td, record, verifier)
+    facts = await verify_record(
+        record, instance_pubkey=td.pubkey, verifier=verifier, accept_v1=True
+    )
+    assert facts.owner == raw(OWNER)
+
+
+async def test_an_identity_signed_for_the_other_role_is_refused(
+    td: SimTd, verifier: QuoteVerifier
+) -> None:
+    """The owner's key accepted the instance as its operator: valid v2 signatures, wrong role."""
+    td.delegated(OPERATOR, OWNER)
+    td.owner = td.identity(OWNER, "operator")
+    with pytest.raises(IdentityRejected, match=r"owner.*v2 signature"):
+        await check(td, td.record(), verifier)
+    with pytest.raises(IdentityRejected, match="owner"):
+        await verify_record(
+            td.record(), instance_pubkey=td.pubkey, verifier=verifier, accept_v1=True
+        )
+
+
+async def test_a_record_over_another_challenge_is_refused(
+    td: SimTd, verifier: QuoteVerifier
+) -> None:
+    """The registry claims a challenge other than the one the quote's report_data bound."""
+    td.delegated(OPERATOR, OWNER)
+    genuine = td.record_object()
+    other = os.urandom(32)
+    with pytest.raises(BindingMismatch, match="challenge"):
+        await check(td, td.record(challenge=other.hex()), verifier)
+    report_data = report_data_for_v2(
+        td.pubkey, td.platform.ppid, td.challenge, td.operator, td.owner
+    )
+    moved = prove_possession(td.instance, other, report_data).hex()
+    with pytest.raises(BindingMismatch, match="report_data"):
+        await check(td, td.record(challenge=other.hex(), proof_of_possession=moved), verifier)
+    assert (await check(td, RegistryRecord.from_object(genuine), verifier)).owner == raw(OWNER)
+
+
+async def test_a_missing_or_forged_proof_of_possession_is_refused(
+    td: SimTd, verifier: QuoteVerifier
+) -> None:
+    td.delegated(OPERATOR, OWNER)
+    proof = bytearray(bytes.fromhex(td.record_object()["proof_of_possession"]))
+    proof[5] ^= 0x01
+    with pytest.raises(BindingMismatch, match="proof of possession"):
+        await check(td, td.record(proof_of_possession=proof.hex()), verifier)
+    report_data = report_data_for_v2(
+        td.pubkey, td.platform.ppid, td.challenge, td.operator, td.owner
+    )
+    stranger = prove_possession(Ed25519PrivateKey.generate(), td.challenge, report_data)
+    with pytest.raises(BindingMismatch, match="proof of possession"):
+        await check(td, td.record(proof_of_possession=stranger.hex()), verifier)
+    with pytest.raises(RecordFormatError, match="proof_of_possession"):
+        td.record(proof_of_possession=None)
+    dropped = dataclasses.replace(td.record(), proof_of_possession=None)
+    with pytest.raises(RecordFormatError, match="lacks"):
+        await check(td, dropped, verifier)
+
+
+@pytest.mark.parametrize(
+    "binding",
+    [
+        {"binding_version": 3},
+        {"binding_version": "2"},
+        {"binding_version": True},
+        {"binding_version": 2, "challenge": None},
+        {"binding_version": 2, "challenge": "zz" * 32},
+        {"binding_version": 2, "proof_of_possession": "00" * 63},
+        {"binding_version": 1, "proof_of_possession": None},
+    ],
+)
+def test_a_malformed_binding_is_a_format_error(td: SimTd, binding: dict[str, Any]) -> None:
+    with pytest.raises(RecordFormatError, match=r"binding_version|challenge|proof_of_possession"):
+        td.record(**binding)
 
 
 def test_a_malformed_record_is_a_format_error() -> None:
@@ -380,7 +490,7 @@ async def test_a_registration_quote_never_passes_as_a_challenge_answer(
     td: SimTd, verifier: QuoteVerifier
 ) -> None:
     nonce = os.urandom(32)
-    registered = report_data_for(td.pubkey, td.platform.ppid, None, None)
+    registered = report_data_for_v2(td.pubkey, td.platform.ppid, nonce, None, None)
     with pytest.raises(BindingMismatch, match="challenge binding"):
         await verify_attestation(
             td.answer(nonce, report_data=registered),

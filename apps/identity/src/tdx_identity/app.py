@@ -149,6 +149,7 @@ def create_app(
         ssh_host_key=ssh_host_key.openssh_public(),
         registry_backoff=Backoff(settings.registry_retry_initial, settings.registry_retry_max),
         accept_unsequenced=settings.accept_unsequenced_requests,
+        accept_v1_signatures=settings.accept_v1_signatures,
     )
 
     app: Sanic[Any, Any] = Sanic(APP_NAME)

@@ -1,5 +1,6 @@
-"""The registry over HTTP (a `RegistryClient`): POST {url}/register, accepted or refused, and
-GET {url}/instance/{pubkey}, the identities the registry's record names."""
+"""The registry over HTTP (a `RegistryClient`): GET {url}/challenge, the single-use nonce a v2
+registration binds; POST {url}/register, accepted or refused; and GET {url}/instance/{pubkey},
+the identities the registry's record names."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ __all__ = ["HttpRegistryClient"]
 MAX_REASON_CHARS = 300
 MAX_RESPONSE_BYTES = 64 * 1024
 MAX_RECORD_BYTES = 16 * 1024 * 1024
+CHALLENGE_BYTES = 32
 
 
 def _reason(body: bytes) -> str:
@@ -28,7 +30,7 @@ def _reason(body: bytes) -> str:
     text = body[:MAX_RESPONSE_BYTES].decode("utf-8", errors="replace")
     try:
         parsed = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         parsed = None
     if isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
         text = parsed["error"]
@@ -54,11 +56,28 @@ def parse_record(body: bytes) -> RegistryRecord:
     anything but a JSON object whose two members are null or a well-formed IdentityInfo."""
     try:
         record = json.loads(body)
-    except ValueError as exc:
-        raise RegistryRecordMalformed("the registry's record is not JSON") from exc
+    except (ValueError, RecursionError):
+        raise RegistryRecordMalformed("the registry's record is not JSON") from None
     if not isinstance(record, dict):
         raise RegistryRecordMalformed("the registry's record is not a JSON object")
     return RegistryRecord(operator=_identity(record, "operator"), owner=_identity(record, "owner"))
+
+
+def parse_challenge(body: bytes) -> bytes:
+    """The nonce of a GET /challenge answer (`{"nonce": "<64 hex>", ...}`); ValueError for
+    anything else."""
+    if len(body) > MAX_RESPONSE_BYTES:
+        raise ValueError("the challenge answer is larger than 64 KiB")
+    try:
+        parsed = json.loads(body)
+    except RecursionError:
+        raise ValueError("the challenge answer is nested too deeply") from None
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("nonce"), str):
+        raise ValueError("the challenge answer has no string nonce")
+    text = parsed["nonce"]
+    if len(text) != 2 * CHALLENGE_BYTES or not all(ch in "0123456789abcdefABCDEF" for ch in text):
+        raise ValueError(f"the challenge nonce is not {2 * CHALLENGE_BYTES} hex digits")
+    return bytes.fromhex(text)
 
 
 class HttpRegistryClient:
@@ -73,6 +92,27 @@ class HttpRegistryClient:
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._clients = HttpClients(timeout=timeout, transport=transport)
+
+    async def challenge(self) -> bytes:
+        url = f"{self._base_url}/challenge"
+        async with self._clients.client() as client:
+            try:
+                response = await client.get(url)
+            except httpx.HTTPError as exc:
+                raise RegistryUnavailable(
+                    f"registry at {self._base_url} unreachable: {type(exc).__name__}: {exc}"
+                ) from exc
+        if response.status_code != 200:
+            raise RegistryUnavailable(
+                f"registry at {self._base_url} gave no challenge "
+                f"(HTTP {response.status_code}): {_reason(response.content)}"
+            )
+        try:
+            return parse_challenge(response.content)
+        except ValueError as exc:
+            raise RegistryUnavailable(
+                f"registry at {self._base_url} gave a malformed challenge: {exc}"
+            ) from exc
 
     async def register(self, request: RegistrationRequest) -> None:
         url = f"{self._base_url}/register"

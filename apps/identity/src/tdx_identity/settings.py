@@ -16,7 +16,7 @@ from pathlib import Path
 from tdx_identity.exceptions import WorkloadConfigError
 from tdx_identity.platform.kernel import DEFAULT_CONFIGFS_TSM_PATH, SYSFS_RTMR3_PATH
 from tdx_identity.workload.config import DEFAULT_CAP_ADD, Hardening
-from tdx_service_kit import HttpLimits, RateLimit
+from tdx_service_kit import HttpLimits, RateLimit, parse_bool
 
 __all__ = ["Settings", "build_parser", "parse_settings"]
 
@@ -51,6 +51,8 @@ class Settings:
     container_name: str = "tdx-workload"
     # Serve v1 owner bodies (no seq, no action): replayable, so only for clients not yet updated.
     accept_unsequenced_requests: bool = False
+    # Take v1 operator/owner signatures (over the raw instance key, naming no role): pre-v2 only.
+    accept_v1_signatures: bool = False
     hardening: Hardening = field(default_factory=Hardening)
     limits: HttpLimits = field(default_factory=HttpLimits)
     rate_limit: RateLimit | None = field(default_factory=RateLimit)
@@ -248,6 +250,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "logged as a warning at start and at every such request "
         "[env ACCEPT_UNSEQUENCED_REQUESTS=1] (default: refused with 400)",
     )
+    parser.add_argument(
+        "--accept-v1-signatures",
+        action="store_true",
+        default=None,
+        help="also take v1 operator and owner signatures (over the raw instance key, naming no "
+        "role) at registration and in the start-up comparison; logged as a warning at start "
+        "and at every use [env ACCEPT_V1_SIGNATURES, a boolean] (default: refused with 401)",
+    )
     hardening = parser.add_argument_group(
         "workload hardening",
         "podman's default seccomp profile, no-new-privileges, no privileged mode, no host "
@@ -295,6 +305,14 @@ def parse_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Se
         if flag not in ("", "0", "1"):
             parser.error(f"ACCEPT_UNSEQUENCED_REQUESTS must be 1 or 0, not {flag!r}")
         accept_unsequenced = flag == "1"
+    accept_v1_signatures = args.accept_v1_signatures
+    if accept_v1_signatures is None:
+        try:
+            accept_v1_signatures = parse_bool(
+                "ACCEPT_V1_SIGNATURES", environ.get("ACCEPT_V1_SIGNATURES")
+            )
+        except ValueError as exc:
+            parser.error(str(exc))
     return Settings(
         host=args.host,
         port=args.port,
@@ -316,5 +334,6 @@ def parse_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Se
         store_key_path=args.store_key_path,
         container_name=args.container_name,
         accept_unsequenced_requests=accept_unsequenced,
+        accept_v1_signatures=accept_v1_signatures,
         hardening=hardening,
     )

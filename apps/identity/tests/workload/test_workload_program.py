@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fakes import MockTdxAndRegistryHandler, serve_mock_tdx
 
+from tdx_report_data import sign_instance_v2
 from tdx_service_kit.testing import Program as KitProgram
 from tdx_service_kit.testing import free_port
 
@@ -150,14 +151,14 @@ def test_the_program_configures_survives_kill_9_exposes_and_restarts_exposed(
         "/operator/register",
         json={
             "pubkey": operator.public_key().public_bytes_raw().hex(),
-            "signature": operator.sign(instance).hex(),
+            "signature": sign_instance_v2(operator, "operator", instance).hex(),
         },
     ).json()["owner_token"]
     registered = program.client.post(
         "/owner/register",
         json={
             "pubkey": owner.public_key().public_bytes_raw().hex(),
-            "signature": owner.sign(instance).hex(),
+            "signature": sign_instance_v2(owner, "owner", instance).hex(),
         },
         headers={"x-token": token},
     )

@@ -14,7 +14,14 @@ from typing import Any, Final
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tdx_report_data import ED25519_PUBKEY_LEN, IdentityFormatError, IdentityInfo
+from tdx_report_data import (
+    ED25519_PUBKEY_LEN,
+    ED25519_SIGNATURE_LEN,
+    IdentityFormatError,
+    IdentityInfo,
+    Role,
+    sign_instance_v2,
+)
 from tdxctl._errors import (
     BadAnswer,
     RecordFormatError,
@@ -160,7 +167,9 @@ class AttestationAnswer:
 @dataclass(frozen=True)
 class RegistryRecord:
     """GET /instance/{pubkey}, decoded but not verified: the registry's claims, nothing more.
-    `ssh_host_key` is None when the registry gives none (null or an older registry)."""
+    `ssh_host_key` is None when the registry gives none (null or an older registry).
+    `binding_version` is 2 with the registry's `challenge` and the instance key's
+    `proof_of_possession`, or 1 (both None; also when an older registry names no version)."""
 
     instance_pubkey: bytes
     ppid: bytes
@@ -169,6 +178,9 @@ class RegistryRecord:
     owner: IdentityInfo | None
     event_log: str | None
     ssh_host_key: str | None
+    binding_version: int = 1
+    challenge: bytes | None = None
+    proof_of_possession: bytes | None = None
 
     @classmethod
     def from_object(cls, value: Any) -> RegistryRecord:
@@ -196,6 +208,7 @@ class RegistryRecord:
         instance = _hex_field(value, "instance_pubkey", RecordFormatError)
         if len(instance) != ED25519_PUBKEY_LEN:
             raise RecordFormatError("the record's instance_pubkey is not 32 bytes")
+        version, challenge, proof = _binding_fields(value)
         return cls(
             instance_pubkey=instance,
             ppid=_hex_field(value, "ppid", RecordFormatError),
@@ -204,7 +217,27 @@ class RegistryRecord:
             owner=identities["owner"],
             event_log=event_log,
             ssh_host_key=ssh_host_key,
+            binding_version=version,
+            challenge=challenge,
+            proof_of_possession=proof,
         )
+
+
+def _binding_fields(value: dict[str, Any]) -> tuple[int, bytes | None, bytes | None]:
+    """The record's binding version, challenge and proof of possession: 2 with both (hex), 1
+    (or absent) with neither."""
+    version = value.get("binding_version", 1)
+    if type(version) is not int or version not in (1, 2):
+        raise RecordFormatError("the record's binding_version is not 1 or 2")
+    if version == 1:
+        if value.get("challenge") is not None or value.get("proof_of_possession") is not None:
+            raise RecordFormatError("a binding_version 1 record carries a challenge or proof")
+        return 1, None, None
+    challenge = _hex_field(value, "challenge", RecordFormatError)
+    proof = _hex_field(value, "proof_of_possession", RecordFormatError)
+    if len(proof) != ED25519_SIGNATURE_LEN:
+        raise RecordFormatError("the record's proof_of_possession is not 64 bytes")
+    return 2, challenge, proof
 
 
 def _compact(value: dict[str, Any]) -> bytes:
@@ -271,10 +304,13 @@ class IdentityClient:
         )
 
     async def register_operator(self, key: Ed25519PrivateKey, instance_pubkey: bytes) -> str:
-        """POST /operator/register, signing `instance_pubkey`; the single-use owner token."""
+        """POST /operator/register with the v2 signature accepting `instance_pubkey` as its
+        operator; the single-use owner token."""
         answer = _object(
             await self._http.call(
-                "POST", "/operator/register", content=self._identity_body(key, instance_pubkey)
+                "POST",
+                "/operator/register",
+                content=self._identity_body(key, "operator", instance_pubkey),
             ),
             "the operator registration answer",
         )
@@ -286,20 +322,21 @@ class IdentityClient:
     async def register_owner(
         self, key: Ed25519PrivateKey, instance_pubkey: bytes, token: str
     ) -> None:
-        """POST /owner/register with the operator's token, signing `instance_pubkey`."""
+        """POST /owner/register with the operator's token and the v2 signature accepting
+        `instance_pubkey` as its owner."""
         await self._http.call(
             "POST",
             "/owner/register",
-            content=self._identity_body(key, instance_pubkey),
+            content=self._identity_body(key, "owner", instance_pubkey),
             headers={"x-token": token},
         )
 
     @staticmethod
-    def _identity_body(key: Ed25519PrivateKey, instance_pubkey: bytes) -> bytes:
+    def _identity_body(key: Ed25519PrivateKey, role: Role, instance_pubkey: bytes) -> bytes:
         return _compact(
             {
                 "pubkey": public_key_bytes(key).hex(),
-                "signature": key.sign(instance_pubkey).hex(),
+                "signature": sign_instance_v2(key, role, instance_pubkey).hex(),
             }
         )
 

@@ -26,10 +26,14 @@ from tdx_measure import (
 from tdx_report_data import (
     IdentityInfo,
     ReportDataError,
+    Role,
     SignatureError,
     challenge_report_data,
     report_data_for,
+    report_data_for_v2,
     verify_identity,
+    verify_identity_v2,
+    verify_possession,
 )
 from tdx_verify import (
     CollateralCache,
@@ -236,6 +240,55 @@ def _check_expected(role: str, actual: bytes | None, expected: bytes | None) -> 
         )
 
 
+def _check_identity(
+    instance_pubkey: bytes, role: Role, identity: IdentityInfo, *, v2: bool, accept_v1: bool
+) -> None:
+    """Both signatures of `identity`: v2 in its `role` for a v2 record (v1 as a fallback only
+    with `accept_v1`, as a registry in compatibility mode takes them), v1 for a v1 record."""
+    try:
+        if not v2:
+            verify_identity(instance_pubkey, identity)
+            return
+        try:
+            verify_identity_v2(instance_pubkey, role, identity)
+        except SignatureError:
+            if not accept_v1:
+                raise
+            verify_identity(instance_pubkey, identity)
+    except SignatureError as exc:
+        raise IdentityRejected(f"the record's {role} signatures do not verify: {exc}") from None
+
+
+def _check_binding(record: RegistryRecord, instance_pubkey: bytes, report_data: bytes) -> None:
+    """The quote's report_data is the registration binding of the whole record (v2: over the
+    record's challenge) and, for v2, the proof of possession verifies over both."""
+    challenge, proof = record.challenge, record.proof_of_possession
+    v2 = record.binding_version == 2
+    if v2 and (challenge is None or proof is None):
+        raise RecordFormatError("a binding_version 2 record lacks its challenge or proof")
+    try:
+        if challenge is None or not v2:
+            expected = report_data_for(instance_pubkey, record.ppid, record.operator, record.owner)
+        else:
+            expected = report_data_for_v2(
+                instance_pubkey, record.ppid, challenge, record.operator, record.owner
+            )
+    except ReportDataError as exc:
+        raise RecordFormatError(f"the record cannot be encoded: {exc}") from None
+    if not _same(report_data, expected):
+        raise BindingMismatch(
+            "the quote's report_data is not the binding of this record (instance key, PPID, "
+            + ("the registry's challenge, " if v2 else "")
+            + "operator and owner with their signatures)"
+        )
+    if not v2 or challenge is None or proof is None:
+        return
+    try:
+        verify_possession(instance_pubkey, challenge, expected, proof)
+    except SignatureError as exc:
+        raise BindingMismatch(f"the record's proof of possession does not verify: {exc}") from None
+
+
 async def verify_record(
     record: RegistryRecord,
     *,
@@ -243,40 +296,41 @@ async def verify_record(
     verifier: QuoteVerifier,
     expect_operator: bytes | None = None,
     expect_owner: bytes | None = None,
+    accept_v1: bool = False,
     clock: Callable[[], datetime] = _utc_now,
 ) -> VerifiedFacts:
     """Check everything the registry checked, independently, and what the registry only
-    relays: (1) the record is `instance_pubkey`'s; (2) an owner only with an operator, and
-    both signatures of each identity; (3) full DCAP of the quote under the caller's trust;
-    (4) report_data is the registration binding of the whole record; (5) the quote's PPID is
-    the record's; (6) the event log replays to the quote's RTMR3; (7) its latest operator and
-    owner events name exactly the record's identities; (8) the registry's `ssh_host_key`, when
-    given, is the verified log's; (9) the caller's expected operator and owner."""
-    # (1) The registry could answer with another instance's record.
+    relays: (1) the record is `instance_pubkey`'s and a v2 registration (v1 only with
+    `accept_v1`); (2) an owner only with an operator, and both signatures of each identity
+    in its role; (3) full DCAP of the quote under the caller's trust; (4) report_data is the
+    registration binding of the whole record, over its challenge, and the instance key's proof
+    of possession verifies; (5) the quote's PPID is the record's; (6) the event log replays to
+    the quote's RTMR3; (7) its latest operator and owner events name exactly the record's
+    identities; (8) the registry's `ssh_host_key`, when given, is the verified log's; (9) the
+    caller's expected operator and owner."""
+    # (1) The registry could answer with another instance's record, or a replayable v1 one.
     if not _same(record.instance_pubkey, instance_pubkey):
         raise BindingMismatch("the registry answered with the record of another instance")
-    # (2) Identities: the rule and both signatures of each.
+    v2 = record.binding_version == 2
+    if not v2 and not accept_v1:
+        raise BindingMismatch(
+            "the record is a v1 registration (no registry challenge, no proof of possession: "
+            "it could be a replay); refused unless --accept-v1"
+        )
+    # (2) Identities: the rule and both signatures of each, in its role.
     if record.owner is not None and record.operator is None:
         raise IdentityRejected("the record has an owner but no operator")
-    for role, identity in (("operator", record.operator), ("owner", record.owner)):
-        if identity is None:
-            continue
-        try:
-            verify_identity(instance_pubkey, identity)
-        except SignatureError as exc:
-            raise IdentityRejected(f"the record's {role} signatures do not verify: {exc}") from None
+    roles: tuple[tuple[Role, IdentityInfo | None], ...] = (
+        ("operator", record.operator),
+        ("owner", record.owner),
+    )
+    for role, identity in roles:
+        if identity is not None:
+            _check_identity(instance_pubkey, role, identity, v2=v2, accept_v1=accept_v1)
     # (3) DCAP, with the caller's root, PCCS and policy.
     verified = await verifier.verify(record.attestation_quote, now=clock())
-    # (4) The quote commits to this exact record.
-    try:
-        expected = report_data_for(instance_pubkey, record.ppid, record.operator, record.owner)
-    except ReportDataError as exc:
-        raise RecordFormatError(f"the record cannot be encoded: {exc}") from None
-    if not _same(verified.report_data, expected):
-        raise BindingMismatch(
-            "the quote's report_data is not the binding of this record "
-            "(instance key, PPID, operator and owner with their signatures)"
-        )
+    # (4) The quote commits to this exact record; the TD held the instance key.
+    _check_binding(record, instance_pubkey, verified.report_data)
     # (5) The PPID the record names is the quoting platform's.
     if not _same(verified.ppid.value, record.ppid):
         raise BindingMismatch("the quote's PPID is not the record's ppid")

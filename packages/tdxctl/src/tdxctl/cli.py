@@ -259,14 +259,22 @@ def build_parser(defaults: Defaults) -> argparse.ArgumentParser:
         parents=[output, trust],
         help="verify an instance's registry record independently",
         description="Verify the registry's record of an instance with your own trust root and "
-        "policy: full DCAP of its quote, the report_data binding of the whole record, both "
-        "signatures of each identity, the PPID, the event log replayed to RTMR3 and naming "
-        "the record's operator and owner, the SSH host key; print the facts.",
+        "policy: a v2 registration (v1 only with --accept-v1), full DCAP of its quote, the "
+        "report_data binding of the whole record over the registry's challenge, the instance "
+        "key's proof of possession, both v2 signatures of each identity in its role, the PPID, "
+        "the event log replayed to RTMR3 and naming the record's operator and owner, the SSH "
+        "host key; print the facts.",
     )
     url_flag(verify, "registry", defaults.registry_url, "TDXCTL_REGISTRY_URL")
     verify.add_argument("--instance", metavar="HEX", type=_pubkey, required=True)
     verify.add_argument("--expect-operator", metavar="HEX", type=_pubkey, default=None)
     verify.add_argument("--expect-owner", metavar="HEX", type=_pubkey, default=None)
+    verify.add_argument(
+        "--accept-v1",
+        action="store_true",
+        help="also accept a v1 record (no registry challenge, no proof of possession, identity "
+        "signatures naming no role), checked as v1: it could be a replayed registration",
+    )
     verify.set_defaults(run=_blocking(_verify), needs=("registry",))
 
     workload = commands.add_parser(
@@ -427,6 +435,7 @@ async def _verify(args: argparse.Namespace) -> Outcome:
             verifier=qv,
             expect_operator=args.expect_operator,
             expect_owner=args.expect_owner,
+            accept_v1=args.accept_v1,
         )
     return Outcome({"verified": True, **facts.to_object()}, ["verified", *facts_text(facts)])
 

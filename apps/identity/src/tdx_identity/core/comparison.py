@@ -5,8 +5,9 @@ stopped (even with signatures made by the instance key, which lies on the same d
 registry's record was accepted against a quote that bound the identities, so at every start the
 service compares the two and serves no lifecycle step until they agree: for each role the
 state's public key equals the record's (both absent counts as equal), compared in constant time,
-and every identity of the record verifies against this instance key. A record that does not
-parse or verify is a disagreement, never an agreement.
+and every identity of the record verifies against this instance key in its role, as v2
+(`verify_identity_v2`; v1 `verify_identity` only as a fallback under `--accept-v1-signatures`).
+A record that does not parse or verify is a disagreement, never an agreement.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from dataclasses import dataclass
 
 from tdx_identity.core.ports import RegistryRecord
 from tdx_identity.core.state import PersistedState
-from tdx_report_data import EncodingError, IdentityInfo, SignatureError, verify_identity
+from tdx_report_data import (
+    EncodingError,
+    IdentityInfo,
+    Role,
+    SignatureError,
+    verify_identity,
+    verify_identity_v2,
+)
 
 __all__ = ["Backoff", "Comparison", "ComparisonStatus", "disagreement"]
 
@@ -67,19 +75,34 @@ def _same(mine: IdentityInfo | None, theirs: IdentityInfo | None) -> bool:
     return hmac.compare_digest(mine.pubkey, theirs.pubkey)
 
 
+def _verify(instance_pubkey: bytes, role: Role, identity: IdentityInfo, *, accept_v1: bool) -> None:
+    """`identity` verifies in `role` as v2, or (only with `accept_v1`) as v1; else raises."""
+    try:
+        verify_identity_v2(instance_pubkey, role, identity)
+    except SignatureError:
+        if not accept_v1:
+            raise
+        verify_identity(instance_pubkey, identity)
+
+
 def disagreement(
-    instance_pubkey: bytes, state: PersistedState, record: RegistryRecord | None
+    instance_pubkey: bytes,
+    state: PersistedState,
+    record: RegistryRecord | None,
+    *,
+    accept_v1: bool = False,
 ) -> str | None:
     """None when `state` and `record` (None: the registry has no record) name the same operator
-    and owner and the record's identities verify against `instance_pubkey`; else the reason."""
-    pairs: tuple[tuple[str, IdentityInfo | None, IdentityInfo | None], ...] = (
+    and owner and the record's identities verify in their roles against `instance_pubkey` (v2;
+    v1 too with `accept_v1`); else the reason."""
+    pairs: tuple[tuple[Role, IdentityInfo | None, IdentityInfo | None], ...] = (
         ("operator", state.operator, None if record is None else record.operator),
         ("owner", state.owner, None if record is None else record.owner),
     )
     for role, mine, theirs in pairs:
         if theirs is not None:
             try:
-                verify_identity(instance_pubkey, theirs)
+                _verify(instance_pubkey, role, theirs, accept_v1=accept_v1)
             except (SignatureError, EncodingError) as exc:
                 return (
                     f"the registry's {role} {_prefix(theirs)} does not verify against this "

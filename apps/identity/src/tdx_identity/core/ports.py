@@ -55,24 +55,30 @@ class RtmrDevice(Protocol):
 
 @dataclass(frozen=True)
 class RegistrationRequest:
-    """What the registry's POST /register records. `event_log` is the RTMR3 event log's JSON
-    text (`tdx_measure.EventLog.to_json()`) that explains the quote's RTMR3."""
+    """What the registry's v2 POST /register records. `challenge` is the registry's single-use
+    nonce the quote's report_data binds, `proof_of_possession` the instance key's signature
+    over it and that report_data (`tdx_report_data.prove_possession`), `event_log` the RTMR3
+    event log's JSON text (`tdx_measure.EventLog.to_json()`) that explains the quote's RTMR3."""
 
     instance_pubkey: bytes
     ppid: bytes
     attestation_quote: bytes
     operator: IdentityInfo | None
     owner: IdentityInfo | None
+    challenge: bytes
+    proof_of_possession: bytes
     event_log: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON body of API.md's POST /register; `"event_log"` only when there is a log."""
+        """The JSON body of API.md's v2 POST /register; `"event_log"` only when there is a log."""
         body: dict[str, Any] = {
             "instance_pubkey": self.instance_pubkey.hex(),
             "ppid": self.ppid.hex(),
             "attestation_quote": base64.b64encode(self.attestation_quote).decode("ascii"),
             "operator": self.operator.to_object() if self.operator is not None else None,
             "owner": self.owner.to_object() if self.owner is not None else None,
+            "challenge": self.challenge.hex(),
+            "instance_signature": self.proof_of_possession.hex(),
         }
         if self.event_log is not None:
             body["event_log"] = self.event_log
@@ -89,7 +95,13 @@ class RegistryRecord:
 
 
 class RegistryClient(Protocol):
-    """The registry: records registrations and answers what it holds for an instance."""
+    """The registry: hands out challenges, records registrations and answers what it holds for
+    an instance."""
+
+    async def challenge(self) -> bytes:
+        """A fresh single-use nonce for the next registration (GET /challenge); raises
+        RegistryUnavailable when none can be had."""
+        ...
 
     async def register(self, request: RegistrationRequest) -> None:
         """Returns only when the registry accepted it; else RegistryRejected or

@@ -93,9 +93,13 @@ from tdx_identity.workload.requests import parse_configure, parse_expose, verify
 from tdx_measure import IdentityEvent, IdentityRole, SshHostKeyEvent, Transition, WorkloadEvent
 from tdx_report_data import (
     IdentityInfo,
+    Role,
+    SignatureError,
     challenge_report_data,
-    report_data_for,
+    prove_possession,
+    report_data_for_v2,
     sign_identity,
+    sign_identity_v2,
 )
 
 __all__ = [
@@ -148,6 +152,7 @@ class IdentityService:
         ppid_of_quote: Callable[[bytes], bytes] = platform_ppid,
         clock: Callable[[], float] = time.time,
         accept_unsequenced: bool = False,
+        accept_v1_signatures: bool = False,
     ) -> None:
         self._key = instance_key
         self._pubkey = public_key_bytes(instance_key)
@@ -159,6 +164,12 @@ class IdentityService:
         self._ppid_of_quote = ppid_of_quote
         self._clock = clock
         self._accept_unsequenced = accept_unsequenced
+        self._accept_v1_signatures = accept_v1_signatures
+        if accept_v1_signatures:
+            log.warning(
+                "accepting v1 operator and owner signatures (--accept-v1-signatures): a v1 "
+                "signature covers only the raw instance key, so it also passes for another role"
+            )
         self._ssh_host_key = ssh_host_key
         self._backoff = registry_backoff or Backoff()
         self._lock = asyncio.Lock()
@@ -260,7 +271,9 @@ class IdentityService:
         except RegistryRecordMalformed as exc:
             reason: str | None = str(exc)
         else:
-            reason = disagreement(self._pubkey, self._store.current, record)
+            reason = disagreement(
+                self._pubkey, self._store.current, record, accept_v1=self._accept_v1_signatures
+            )
         if reason is not None:
             self._comparison = Comparison(
                 ComparisonStatus.DISAGREED, f"the registry's record disagrees: {reason}"
@@ -451,10 +464,13 @@ class IdentityService:
             quote = await self._quote_for(report_data)
         return ChallengeAnswer(nonce=nonce, quote=quote, event_log=event_log)
 
-    async def _attest(self, operator: IdentityInfo | None, owner: IdentityInfo | None) -> bytes:
-        """A quote of this TD whose report_data commits to the instance, PPID and identities."""
-        ppid = self._ppid()
-        return await self._quote_for(report_data_for(self._pubkey, ppid, operator, owner))
+    async def _attest(
+        self, challenge: bytes, operator: IdentityInfo | None, owner: IdentityInfo | None
+    ) -> tuple[bytes, bytes]:
+        """The v2 report_data committing to the instance, PPID, the registry's `challenge` and
+        the identities, and a quote of this TD carrying it."""
+        report_data = report_data_for_v2(self._pubkey, self._ppid(), challenge, operator, owner)
+        return report_data, await self._quote_for(report_data)
 
     def _ppid(self) -> bytes:
         ppid = self._store.current.ppid
@@ -463,10 +479,12 @@ class IdentityService:
         return ppid
 
     async def _record(self, operator: IdentityInfo | None, owner: IdentityInfo | None) -> None:
-        """Have the registry accept (instance, PPID, identities) with a fresh quote and the
-        event log that explains the quote's RTMR3 (the quote is taken while the log is frozen)."""
+        """Have the registry accept (instance, PPID, identities) as a v2 registration: over a
+        fresh challenge of the registry, with a quote binding it (taken while the event log is
+        frozen), the instance key's proof of possession, and that log."""
+        challenge = await self._registry.challenge()
         async with self._measurement.frozen() as event_log:
-            quote = await self._attest(operator, owner)
+            report_data, quote = await self._attest(challenge, operator, owner)
         await self._registry.register(
             RegistrationRequest(
                 instance_pubkey=self._pubkey,
@@ -474,6 +492,8 @@ class IdentityService:
                 attestation_quote=quote,
                 operator=operator,
                 owner=owner,
+                challenge=challenge,
+                proof_of_possession=prove_possession(self._key, challenge, report_data),
                 event_log=event_log,
             )
         )
@@ -493,12 +513,28 @@ class IdentityService:
         state = self._store.current
         await self._record(state.operator, state.owner)
 
+    def _counter_sign(self, role: Role, pubkey: bytes, signature: bytes) -> IdentityInfo:
+        """The instance's counter-signed identity for `role`, after checking the identity key's
+        v2 `signature` (`sign_instance_v2`); a v1 signature over the raw instance key only with
+        `accept_v1_signatures`, warned each time. SignatureError otherwise."""
+        try:
+            return sign_identity_v2(self._key, role, pubkey, signature)
+        except SignatureError:
+            if not self._accept_v1_signatures:
+                raise
+        identity = sign_identity(self._key, pubkey, signature)
+        log.warning(
+            "v1 signature accepted (--accept-v1-signatures)",
+            extra={"role": role, "pubkey": pubkey.hex()},
+        )
+        return identity
+
     async def register_operator(self, pubkey: bytes, signature: bytes) -> str:
         """Register the operator; return the single-use owner token (only its hash is kept)."""
         self._require_agreement()
         async with self._lock:
             target = next_state(self._store.current.lifecycle, Action.REGISTER_OPERATOR)
-            operator = sign_identity(self._key, pubkey, signature)
+            operator = self._counter_sign("operator", pubkey, signature)
             await self._measure_identity("operator", pubkey)
             await self._record(operator, None)
             token = secrets.token_urlsafe(32)
@@ -529,7 +565,7 @@ class IdentityService:
                 or not hmac.compare_digest(token_hash(token), expected)
             ):
                 raise OwnerTokenInvalid("invalid owner token")
-            owner = sign_identity(self._key, pubkey, signature)
+            owner = self._counter_sign("owner", pubkey, signature)
             await self._measure_identity("owner", pubkey)
             await self._record(state.operator, owner)
             await self._workload.on_owner_registered(pubkey)
