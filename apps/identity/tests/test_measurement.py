@@ -1,6 +1,7 @@
 """The service's RTMR3 measurement log: fresh boots, restarts within a boot, crashes between
 extending and writing, events forged into the file, reboots, a register the log cannot explain,
-workload events, and the register devices (the real simulator over HTTP, the sysfs file, an in-memory register)."""
+workload events, and the register devices (the real simulator over HTTP, the sysfs file, an
+in-memory register)."""
 
 from __future__ import annotations
 
