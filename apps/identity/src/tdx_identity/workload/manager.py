@@ -8,7 +8,7 @@ around the service's re-registration:
 
     configure:       "configuring" -> SSH closed, store mounted, dirs, container (unpublished)
       accepted:      open_setup_access: SSH open -> "configured"
-      refused:       abandon_configure: the new container removed (section stays "configuring")
+      refused:       abandon_configure: the new container removed, the section put back
     begin_expose:    "exposing" -> SSH closed for good, the image to publish resolved
       accepted:      expose: container recreated, port published -> "exposed"
       refused:       nothing more: SSH stays closed for good, the port unpublished
@@ -114,6 +114,7 @@ class PodmanWorkloadManager:
         self._ssh_closed_for_good = False
         self._image_id: str | None = None
         self._expose_image_id: str | None = None
+        self._section_before: WorkloadSection | None = None
 
     # -- what tests and the app may observe ---------------------------------------------------
 
@@ -149,6 +150,7 @@ class PodmanWorkloadManager:
         image_id = await self._require_image(config.image)
         await self._ensure_key()
         await self._close_ssh()
+        self._section_before = self._section.load()
         await self._build(config, image_id)
 
     async def open_setup_access(self, config: WorkloadConfig, owner_pubkey: bytes) -> None:
@@ -158,9 +160,11 @@ class PodmanWorkloadManager:
 
     async def abandon_configure(self) -> None:
         """The registry refused the configure: remove the container it started (SSH stays
-        closed); the section stays "configuring", so recovery rolls back to the committed one."""
+        closed), then put back the section as it was (until then it says "configuring", so a
+        crash in between rolls back to the committed configuration at recovery)."""
         self._image_id = None
         await self._guard(self._runtime.remove(self._name), "remove the refused container")
+        self._section.save(self._section_before)
 
     async def begin_expose(self, config: WorkloadConfig) -> str:
         """Close SSH for good, then resolve the image to publish; returns its ID (what the
