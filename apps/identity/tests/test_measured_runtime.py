@@ -29,7 +29,7 @@ from fakes import (
 from tdx_identity import Settings
 from tdx_identity.core.ports import RegistrationRequest
 from tdx_identity.platform import SYSFS_RTMR3_PATH
-from tdx_identity.settings import parse_settings
+from tdx_identity.settings import measured_settings, parse_settings
 from tdx_identity.workload.helpers import HELPER_ROLES, HelperSpec, installed_helpers
 from tdx_measure import (
     BootEvent,
@@ -116,7 +116,7 @@ async def state_of(client: httpx.AsyncClient) -> str:
 
 
 async def test_operator_registration_sends_a_log_that_replays_to_the_quotes_rtmr3(
-    running: Running, registry: FakeRegistry, rtmr: FakeRtmr
+    running: Running, registry: FakeRegistry, rtmr: FakeRtmr, settings: Settings
 ) -> None:
     async with running() as client:
         assert registry.accepted == []  # a fresh instance has nothing to re-register
@@ -129,6 +129,11 @@ async def test_operator_registration_sends_a_log_that_replays_to_the_quotes_rtmr
     roles = [event.role for event in log.events if isinstance(event, ExecutableEvent)]
     assert roles == list(installed_helpers(HELPER_ROLES))
     assert len(rtmr.extended) == len(log)
+    helpers_end = 1 + len(roles)
+    config, host_key = log.events[helpers_end : helpers_end + 2]
+    assert config == ConfigEvent.of(measured_settings(settings)), "right after the helpers"
+    assert isinstance(host_key, SshHostKeyEvent), "the SSH host key after the settings"
+    assert log.config == config
 
 
 async def test_owner_registration_sends_the_log_too(
