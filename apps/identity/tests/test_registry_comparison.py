@@ -361,6 +361,18 @@ async def test_this_boots_log_showing_an_expose_outweighs_a_rolled_back_record(
     assert workload.recovered == []
 
 
+async def test_ssh_closes_for_good_from_local_evidence_while_the_registry_is_unreachable(
+    running: Running, registry: FakeRegistry
+) -> None:
+    await _exposed(running)
+    registry.lookup_unavailable = True
+    workload = FakeWorkload()
+    async with running(workload=workload) as client:
+        assert (await comparison(client))["status"] == "pending"
+    assert workload.ssh_closed_for_good and not workload.ssh_open
+    assert workload.recovered == []
+
+
 async def test_a_state_ahead_of_the_record_is_a_disagreement(
     running: Running, registry: FakeRegistry
 ) -> None:

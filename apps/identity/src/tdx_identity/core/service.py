@@ -281,7 +281,10 @@ class IdentityService:
         self._comparing = asyncio.create_task(self._compare_until_agreed())
 
     async def _compare(self) -> bool:
-        """One comparison with the registry's record; True on agreement. Logs the outcome."""
+        """One comparison with the registry's record; True on agreement. Logs the outcome.
+        This boot's log and the state close SSH for good before the registry is asked."""
+        if closed_for_good(self._store.current, None, self._logged_transition()):
+            await self._close_for_good()
         try:
             record = await self._registry.lookup(self._pubkey)
         except RegistryUnavailable as exc:
