@@ -70,9 +70,12 @@ def test_after_expose_forged_events_and_a_rewritten_state_never_reopen_ssh(
         workload.ssh()
     assert_error(workload.configure(image), 503, "differs")
     assert not listening(workload.ssh_port)
-    assert _rtmr3(workload) != rtmr3  # this start's settings and SSH host key, nothing forged
     served = EventLog.from_json(httpx.get(workload.url + "/instance/eventlog").text)
+    assert served.replay().hex() == _rtmr3(workload), "the served log explains RTMR3"
     assert served.workload is not None and served.workload.transition == "expose"
+    assert all(
+        not isinstance(event, WorkloadEvent) or event.image == image for event in served.events
+    ), "a forged event reached the log"
 
     # Only the lifecycle rewritten (identities intact): still refused, SSH still closed.
     identity.stop()
