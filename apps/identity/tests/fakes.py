@@ -25,7 +25,7 @@ from tdx_identity.exceptions import (
     RtmrDeviceError,
 )
 from tdx_identity.workload.helpers import installed_helpers
-from tdx_measure import ZERO_REGISTER, extend
+from tdx_measure import ZERO_REGISTER, EventLog, extend
 from tdx_quote import (
     CertificationData,
     CertificationDataType,
@@ -176,7 +176,14 @@ class FakeRegistry:
             return self.record
         for request in reversed(self.accepted):
             if request.instance_pubkey == instance_pubkey:
-                return RegistryRecord(operator=request.operator, owner=request.owner)
+                latest = None
+                if request.event_log is not None:
+                    latest = EventLog.from_json(request.event_log).workload
+                return RegistryRecord(
+                    operator=request.operator,
+                    owner=request.owner,
+                    workload=None if latest is None else latest.transition,
+                )
         return None
 
     async def challenge(self) -> bytes:
@@ -213,9 +220,12 @@ class FakeWorkload:
     recovered: list[CommittedWorkload | None] = field(default_factory=list)
     owners: list[bytes] = field(default_factory=list)
     shutdowns: int = 0
-    recover_exposes: bool = False
     image_id: str = FAKE_IMAGE_ID
     started: str | None = None
+    ssh_open: bool = False
+    ssh_closed_for_good: bool = False
+    abandoned: int = 0
+    published: bool = False
 
     def helper_programs(self) -> Mapping[str, Path]:
         return installed_helpers()
@@ -226,17 +236,41 @@ class FakeWorkload:
     async def configure(self, config: WorkloadConfig, owner_pubkey: bytes) -> None:
         self.configured.append(config)
         self.configured_for.append(owner_pubkey)
+        self.ssh_open = False
         self.started = self.image_id
 
+    async def open_setup_access(self, config: WorkloadConfig, owner_pubkey: bytes) -> None:
+        assert not self.ssh_closed_for_good, "SSH opened after it was closed for good"
+        self.ssh_open = True
+
+    async def abandon_configure(self) -> None:
+        self.abandoned += 1
+        self.started = None
+
+    async def begin_expose(self, config: WorkloadConfig) -> str:
+        await self.close_setup_access_for_good()
+        return self.image_id
+
     async def expose(self, config: WorkloadConfig) -> None:
+        assert self.ssh_closed_for_good, "published before SSH was closed for good"
         self.exposed.append(config.image)
+        self.published = True
         self.started = self.image_id
+
+    async def close_setup_access_for_good(self) -> None:
+        self.ssh_closed_for_good = True
+        self.ssh_open = False
 
     async def recover(self, committed: CommittedWorkload | None) -> bool:
         self.recovered.append(committed)
-        if committed is not None or self.recover_exposes:
+        exposed = committed is not None and committed.exposed
+        if committed is not None:
             self.started = self.image_id
-        return self.recover_exposes
+            if exposed:
+                self.ssh_closed_for_good = self.published = True
+            elif not self.ssh_closed_for_good:
+                self.ssh_open = True
+        return exposed
 
     def running_image_id(self) -> str | None:
         return self.started
@@ -314,8 +348,8 @@ class MockTdxHandler(http.server.BaseHTTPRequestHandler):
 
 class MockTdxAndRegistryHandler(MockTdxHandler):
     """The mock TDX plus a registry that accepts every POST /register and answers
-    GET /instance/{pubkey} with the latest registration's identities (404 before any), and
-    hands out a fresh nonce at every GET /challenge."""
+    GET /instance/{pubkey} with the latest registration's identities and event log (404 before
+    any), and hands out a fresh nonce at every GET /challenge."""
 
     def other_post(self, body: bytes) -> None:
         if self.path != "/register":
@@ -328,6 +362,7 @@ class MockTdxAndRegistryHandler(MockTdxHandler):
                 "attestation_quote": request["attestation_quote"],
                 "operator": request["operator"],
                 "owner": request["owner"],
+                "event_log": request.get("event_log"),
             }
         self.reply(b"{}", "application/json")
 

@@ -27,6 +27,7 @@ from tdx_identity.platform import (
     select_platform,
 )
 from tdx_identity.registry_client import HttpRegistryClient
+from tdx_measure import BootEvent, EventLog, Transition, WorkloadEvent
 from tdx_report_data import IdentityInfo
 
 REPORT_DATA = bytes(range(64))
@@ -254,6 +255,33 @@ async def test_registry_lookup_parses_the_records_identities() -> None:
     assert seen == [f"GET /instance/{LOOKED_UP.hex()}"]
 
 
+def _workload_log(*transitions: Transition) -> str:
+    log = EventLog(BootEvent.fresh(0))
+    for transition in transitions:
+        log.append(WorkloadEvent(transition, "localhost/site:1", "ab" * 32, (), 8080))
+    return log.to_json()
+
+
+@pytest.mark.parametrize(
+    ("workload", "event_log", "shown"),
+    [
+        (None, None, None),
+        ({"transition": "configure"}, None, "configure"),
+        ({"transition": "expose"}, None, "expose"),
+        (None, _workload_log("configure", "expose"), "expose"),
+        ({"transition": "configure"}, _workload_log("configure", "expose"), "expose"),
+        ({"transition": "expose"}, _workload_log(), "expose"),
+        (None, _workload_log("configure"), "configure"),
+    ],
+)
+async def test_registry_lookup_parses_the_latest_workload_transition_expose_winning(
+    workload: object, event_log: str | None, shown: Transition | None
+) -> None:
+    body = {"operator": None, "owner": None, "workload": workload, "event_log": event_log}
+    client = _lookup_client(httpx.Response(200, json=body), [])
+    assert await client.lookup(LOOKED_UP) == RegistryRecord(None, None, workload=shown)
+
+
 async def test_registry_lookup_of_an_unknown_instance_is_none() -> None:
     assert (
         await _lookup_client(httpx.Response(404, json={"error": "x"}), []).lookup(LOOKED_UP) is None
@@ -269,6 +297,10 @@ async def test_registry_lookup_of_an_unknown_instance_is_none() -> None:
         b'{"operator": null}',
         json.dumps({"operator": {"pubkey": "00"}, "owner": None}).encode(),
         json.dumps({"operator": IDENTITY.to_object() | {"extra": "00"}, "owner": None}).encode(),
+        json.dumps({"operator": None, "owner": None, "workload": "expose"}).encode(),
+        json.dumps({"operator": None, "owner": None, "workload": {"transition": "x"}}).encode(),
+        json.dumps({"operator": None, "owner": None, "event_log": {"events": []}}).encode(),
+        json.dumps({"operator": None, "owner": None, "event_log": "not a log"}).encode(),
     ],
 )
 async def test_a_malformed_registry_record_is_named(body: bytes) -> None:

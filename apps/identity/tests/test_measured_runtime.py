@@ -29,10 +29,11 @@ from fakes import (
 from tdx_identity import Settings
 from tdx_identity.core.ports import RegistrationRequest
 from tdx_identity.platform import SYSFS_RTMR3_PATH
-from tdx_identity.settings import parse_settings
+from tdx_identity.settings import measured_settings, parse_settings
 from tdx_identity.workload.helpers import HELPER_ROLES, HelperSpec, installed_helpers
 from tdx_measure import (
     BootEvent,
+    ConfigEvent,
     EventLog,
     ExecutableEvent,
     IdentityEvent,
@@ -115,7 +116,7 @@ async def state_of(client: httpx.AsyncClient) -> str:
 
 
 async def test_operator_registration_sends_a_log_that_replays_to_the_quotes_rtmr3(
-    running: Running, registry: FakeRegistry, rtmr: FakeRtmr
+    running: Running, registry: FakeRegistry, rtmr: FakeRtmr, settings: Settings
 ) -> None:
     async with running() as client:
         assert registry.accepted == []  # a fresh instance has nothing to re-register
@@ -128,6 +129,11 @@ async def test_operator_registration_sends_a_log_that_replays_to_the_quotes_rtmr
     roles = [event.role for event in log.events if isinstance(event, ExecutableEvent)]
     assert roles == list(installed_helpers(HELPER_ROLES))
     assert len(rtmr.extended) == len(log)
+    helpers_end = 1 + len(roles)
+    config, host_key = log.events[helpers_end : helpers_end + 2]
+    assert config == ConfigEvent.of(measured_settings(settings)), "right after the helpers"
+    assert isinstance(host_key, SshHostKeyEvent), "the SSH host key after the settings"
+    assert log.config == config
 
 
 async def test_owner_registration_sends_the_log_too(
@@ -183,7 +189,17 @@ async def test_the_event_log_is_served_as_json(running: Running, rtmr: FakeRtmr)
     assert log.workload == expected_event("configure")
 
 
-async def test_a_failed_re_registration_is_502_and_keeps_the_workload_state(
+def ssh_open(workload: FakeWorkload) -> bool:
+    """Whether the fake runtime's SSH setup access is open now."""
+    return workload.ssh_open
+
+
+def published(workload: FakeWorkload) -> bool:
+    """Whether the fake runtime published the workload's port."""
+    return workload.published
+
+
+async def test_a_configure_the_registry_cannot_record_leaves_ssh_closed_and_the_state_unchanged(
     running: Running, registry: FakeRegistry, workload: FakeWorkload, rtmr: FakeRtmr
 ) -> None:
     parties = Parties()
@@ -193,16 +209,51 @@ async def test_a_failed_re_registration_is_502_and_keeps_the_workload_state(
         response = await parties.configure(client)
         assert response.status_code == 502
         assert response.json()["error"].startswith("registry unavailable")
-        assert await state_of(client) == "configured"
+        assert await state_of(client) == "owner_registered"
+        assert (await client.get("/instance/state")).json()["last_seq"] == 0
         assert len(workload.configured) == 1
+        assert workload.abandoned == 1, "the refused configure's container is removed"
+        assert workload.started is None
+        assert not ssh_open(workload)
         served = EventLog.from_json((await client.get("/instance/eventlog")).text)
-        assert served.workload == expected_event("configure")
+        assert served.workload == expected_event("configure"), "an extension stays"
         assert served.replay() == rtmr.value
 
         registry.unavailable = False
+        assert (await parties.configure(client)).status_code == 200
+        assert ssh_open(workload)
+        assert await state_of(client) == "configured"
         assert (await parties.expose(client)).status_code == 200
     final = sent_log(registry.accepted[-1])
-    assert workload_events(final) == [expected_event("configure"), expected_event("expose")]
+    assert workload_events(final) == [
+        expected_event("configure"),
+        expected_event("configure"),
+        expected_event("expose"),
+    ]
+
+
+async def test_a_refused_expose_keeps_ssh_closed_for_good_and_the_port_unpublished(
+    running: Running, registry: FakeRegistry, workload: FakeWorkload
+) -> None:
+    parties = Parties()
+    async with running() as client:
+        await parties.register(client)
+        assert (await parties.configure(client)).status_code == 200
+        assert ssh_open(workload)
+        registry.refuse_with = 403
+        response = await parties.expose(client)
+        assert response.status_code == 403
+        assert await state_of(client) == "configured"
+        assert workload.ssh_closed_for_good and not ssh_open(workload)
+        assert not published(workload)
+        again = await parties.configure(client)
+        assert again.status_code == 400, "a configure would reopen SSH"
+        assert not ssh_open(workload)
+
+        registry.refuse_with = None
+        assert (await parties.expose(client)).status_code == 200
+        assert published(workload)
+        assert await state_of(client) == "exposed"
 
 
 async def test_an_rtmr_failure_during_configure_is_503_and_commits_nothing(
@@ -231,8 +282,9 @@ async def test_a_restart_within_the_boot_re_registers_with_the_same_log(
     assert len(registry.accepted) == 3
     restart = registry.accepted[-1]
     assert restart.owner is not None
-    *continued, new_key = sent_log(restart).events
+    *continued, new_config, new_key = sent_log(restart).events
     assert tuple(continued) == before.events
+    assert isinstance(new_config, ConfigEvent), "each start measures its settings"
     assert isinstance(new_key, SshHostKeyEvent), "each start measures its new SSH host key"
     assert quote_rtmr3(restart) == rtmr.value
 
@@ -248,7 +300,7 @@ async def test_after_a_reboot_the_new_log_names_the_recovered_workload_and_is_re
     old = sent_log(registry.accepted[-1])
 
     rebooted = FakeRtmr()  # RTMR3 starts at zero again
-    workload = FakeWorkload(recover_exposes=True)
+    workload = FakeWorkload()
     async with running(
         rtmr_device=rebooted, workload=workload, quote_source=FakeQuoteSource(rtmr=rebooted)
     ) as client:
@@ -275,8 +327,9 @@ async def test_a_restart_does_not_measure_an_unchanged_workload_again(
     extended = len(rtmr.extended)
     async with running():
         pass
-    assert len(rtmr.extended) == extended + 1, "only this start's SSH host key is new"
+    assert len(rtmr.extended) == extended + 2, "only this start's settings and SSH key are new"
     log = sent_log(registry.accepted[-1])
+    assert isinstance(log.events[-2], ConfigEvent)
     assert isinstance(log.events[-1], SshHostKeyEvent)
     assert workload_events(log) == [expected_event("configure")]
 

@@ -1,6 +1,7 @@
 """The service's RTMR3 measurement log: fresh boots, restarts within a boot, crashes between
-writing and extending, reboots, a register the log cannot explain, workload events, and the
-register devices (the real simulator over HTTP, the sysfs file, an in-memory register)."""
+extending and writing, events forged into the file, reboots, a register the log cannot explain,
+workload events, and the register devices (the real simulator over HTTP, the sysfs file, an
+in-memory register)."""
 
 from __future__ import annotations
 
@@ -97,20 +98,7 @@ class MemoryRtmr:
 
 
 class Crash(Exception):
-    """The process died between writing the log and extending the register."""
-
-
-class CrashingDevice:
-    """Forwards reads to a device and dies on the next extend, before it reaches the register."""
-
-    def __init__(self, inner: SimRtmrDevice) -> None:
-        self.inner = inner
-
-    async def read_rtmr3(self) -> bytes:
-        return await self.inner.read_rtmr3()
-
-    async def extend_rtmr3(self, digest: bytes) -> bytes | None:
-        raise Crash
+    """The process died between extending the register and writing the log."""
 
 
 class CountingDevice:
@@ -209,28 +197,44 @@ async def test_restart_within_the_same_boot_reloads_the_log_and_extends_nothing(
     assert EventLog.from_json(second.event_log_json()).replay() == after
 
 
-async def test_crash_between_persist_and_extend_is_healed_by_extending_the_pending_event(
+async def test_events_written_into_the_file_while_stopped_are_never_extended(
     run_sim: RunSim, storage: Path
 ) -> None:
     async with run_sim() as sim:
         first = log_of(storage, sim)
         await first.start(NOW)
-        crashing = log_of(storage, CrashingDevice(sim))
-        await crashing.start(NOW)
-        with pytest.raises(Crash):
-            await crashing.record_workload("configure", "docker.io/nginx:1", IMAGE_ID, [], 8080)
-        on_disk = persisted(storage)
-        assert isinstance(on_disk.events[-1], WorkloadEvent)
-        assert on_disk.replay() != await sim.read_rtmr3()
+        before = await sim.read_rtmr3()
+        forged = persisted(storage)
+        forged.append(WorkloadEvent("expose", "docker.io/evil:1", IMAGE_ID, (), 8080))
+        (storage / EVENTLOG_FILE).write_text(forged.to_json())
 
         counting = CountingDevice(sim)
-        restarted = log_of(storage, counting)
-        await restarted.start(NOW)
-        register = await sim.read_rtmr3()
-    assert counting.extends == 1
-    log = EventLog.from_json(restarted.event_log_json())
-    assert log == on_disk
-    assert log.replay() == register
+        with pytest.raises(MeasurementStateError, match="beyond RTMR3"):
+            await log_of(storage, counting).start(NOW)
+        after = await sim.read_rtmr3()
+    assert counting.extends == 0
+    assert after == before
+
+
+async def test_a_crash_between_extend_and_write_refuses_the_next_start(
+    storage: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    device = MemoryRtmr()
+    mlog = log_of(storage, device)
+    await mlog.start(NOW)
+
+    def crash(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+        raise Crash
+
+    monkeypatch.setattr(measurement, "atomic_replace", crash)
+    with pytest.raises(Crash):
+        await mlog.record_workload("configure", "docker.io/nginx:1", IMAGE_ID, [], 8080)
+    monkeypatch.undo()
+    assert persisted(storage).replay() != device.value
+    extended_before = len(device.extended)
+    with pytest.raises(MeasurementStateError, match="cannot explain"):
+        await log_of(storage, device).start(NOW)
+    assert len(device.extended) == extended_before
 
 
 async def test_sim_restart_starts_a_new_boot_log_and_keeps_the_previous_one(
@@ -277,7 +281,7 @@ async def test_a_register_the_log_cannot_explain_is_a_state_error_and_nothing_is
     original = (storage / EVENTLOG_FILE).read_bytes()
     device.value = extend(device.value, hashlib.sha384(b"someone else").digest())
     extended_before = len(device.extended)
-    with pytest.raises(MeasurementStateError, match="disagree"):
+    with pytest.raises(MeasurementStateError, match="cannot explain"):
         await log_of(storage, device).start(NOW)
     assert (storage / EVENTLOG_FILE).read_bytes() == original
     assert len(device.extended) == extended_before
@@ -317,19 +321,21 @@ async def test_record_workload_appends_and_extends(run_sim: RunSim, storage: Pat
     assert persisted(storage) == log
 
 
-async def test_every_event_is_persisted_before_it_is_extended(storage: Path) -> None:
+async def test_every_event_is_extended_before_it_is_persisted(storage: Path) -> None:
     device = MemoryRtmr()
     seen: list[bool] = []
 
     def check(digest: bytes) -> None:
-        on_disk = persisted(storage)
-        seen.append(event_digest(on_disk.events[-1]) == digest)
+        path = storage / EVENTLOG_FILE
+        on_disk = persisted(storage).events if path.exists() else ()
+        seen.append(all(event_digest(event) != digest for event in on_disk))
 
     device.before_extend = check
     mlog = log_of(storage, device)
     await mlog.start(NOW)
     await mlog.record_workload("configure", "docker.io/nginx:1", IMAGE_ID, [], 80)
     assert seen == [True] * 7
+    assert persisted(storage).replay() == device.value
 
 
 async def test_the_log_file_is_private_and_replaced_atomically(storage: Path) -> None:
@@ -347,13 +353,13 @@ async def test_the_log_file_is_private_and_replaced_atomically(storage: Path) ->
     assert path.read_text() == mlog.event_log_json()
 
 
-async def test_a_failed_write_extends_nothing_and_keeps_the_log(
+async def test_a_failed_write_comes_after_the_extension_and_the_next_write_heals_it(
     storage: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     device = MemoryRtmr()
     mlog = log_of(storage, device)
     await mlog.start(NOW)
-    before_json, before_value = mlog.event_log_json(), device.value
+    before_file = (storage / EVENTLOG_FILE).read_text()
 
     def disk_full(path: Path, data: bytes, *, mode: int = 0o600) -> None:
         raise OSError(28, "No space left on device")
@@ -361,12 +367,15 @@ async def test_a_failed_write_extends_nothing_and_keeps_the_log(
     monkeypatch.setattr(measurement, "atomic_replace", disk_full)
     with pytest.raises(MeasurementPersistError, match="No space left"):
         await mlog.record_workload("configure", "docker.io/nginx:1", IMAGE_ID, [], 80)
-    assert device.value == before_value
-    assert mlog.event_log_json() == before_json
-    assert (storage / EVENTLOG_FILE).read_text() == before_json
+    assert EventLog.from_json(mlog.event_log_json()).replay() == device.value
+    assert (storage / EVENTLOG_FILE).read_text() == before_file
+    monkeypatch.undo()
+    await mlog.record_workload("expose", "docker.io/nginx:1", IMAGE_ID, [], 80)
+    assert persisted(storage).replay() == device.value
+    assert (storage / EVENTLOG_FILE).read_text() == mlog.event_log_json()
 
 
-async def test_a_failed_extend_is_caught_up_before_the_next_event(storage: Path) -> None:
+async def test_a_failed_extend_that_did_not_reach_the_register_is_dropped(storage: Path) -> None:
     device = MemoryRtmr()
     mlog = log_of(storage, device)
     await mlog.start(NOW)
@@ -378,15 +387,34 @@ async def test_a_failed_extend_is_caught_up_before_the_next_event(storage: Path)
     device.before_extend = unreachable
     with pytest.raises(RtmrDeviceError):
         await mlog.record_workload("configure", "docker.io/nginx:1", IMAGE_ID, [], 80)
-    assert mlog.event_log_json() == extended_json  # what RTMR3 is known to hold
+    assert mlog.event_log_json() == extended_json
     device.before_extend = None
     await mlog.record_workload("expose", "docker.io/nginx:1", IMAGE_ID, [], 80)
     log = EventLog.from_json(mlog.event_log_json())
-    assert [e.transition for e in log.events if isinstance(e, WorkloadEvent)] == [
-        "configure",
-        "expose",
-    ]
+    assert [e.transition for e in log.events if isinstance(e, WorkloadEvent)] == ["expose"]
     assert log.replay() == device.value
+    assert persisted(storage) == log
+
+
+async def test_a_failed_extend_that_reached_the_register_is_kept_from_memory(
+    storage: Path,
+) -> None:
+    device = MemoryRtmr()
+    mlog = log_of(storage, device)
+    await mlog.start(NOW)
+
+    def lost_answer(value: bytes) -> bytes | None:
+        raise RtmrDeviceError("the answer was lost")
+
+    device.report = lost_answer
+    with pytest.raises(RtmrDeviceError):
+        await mlog.record_workload("configure", "docker.io/nginx:1", IMAGE_ID, [], 80)
+    device.report = lambda value: value
+    async with mlog.frozen() as log_json:
+        log = EventLog.from_json(log_json)
+    assert [e.transition for e in log.events if isinstance(e, WorkloadEvent)] == ["configure"]
+    assert log.replay() == device.value
+    assert persisted(storage) == log
 
 
 async def test_an_extension_by_another_process_is_a_state_error(storage: Path) -> None:

@@ -339,6 +339,95 @@ async def test_shutdown_cancels_the_pending_comparison(
     assert registry.lookups == 1
 
 
+def rewrite_lifecycle(settings: Settings, lifecycle: str) -> None:
+    """As the host can while the service is stopped: another lifecycle in the state file."""
+    path = settings.storage_path / STATE_FILE_NAME
+    state = json.loads(path.read_text())
+    state["lifecycle"] = lifecycle
+    path.write_text(json.dumps(state))
+
+
+async def _exposed(running: Running) -> Parties:
+    parties = Parties()
+    async with running() as client:
+        await parties.register(client)
+        assert (await parties.configure(client)).status_code == 200
+        assert (await parties.expose(client)).status_code == 200
+    return parties
+
+
+async def test_a_record_showing_an_expose_keeps_ssh_closed_whatever_the_state_file_says(
+    running: Running, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    parties = await _exposed(running)
+    rewrite_lifecycle(settings, "configured")
+    workload = FakeWorkload()
+    with caplog.at_level(logging.ERROR, logger="tdx_identity"):
+        async with running(workload=workload) as client:
+            status = await comparison(client)
+            response = await parties.configure(client)
+    assert status == {
+        "status": "disagreed",
+        "reason": "the registry's record disagrees: the lifecycle differs: the state file says "
+        "configured, the registry's record shows a expose workload transition",
+    }
+    assert response.status_code == 503
+    assert workload.ssh_closed_for_good and not workload.ssh_open
+    assert workload.recovered == [], "nothing is recovered on a disagreement"
+    assert any("lifecycle differs" in str(r.__dict__.get("reason")) for r in caplog.records)
+
+
+async def test_this_boots_log_showing_an_expose_outweighs_a_rolled_back_record(
+    running: Running, settings: Settings, registry: FakeRegistry
+) -> None:
+    await _exposed(running)
+    good = registry.accepted[-1]
+    registry.record = RegistryRecord(operator=good.operator, owner=good.owner, workload="configure")
+    rewrite_lifecycle(settings, "configured")
+    workload = FakeWorkload()
+    async with running(workload=workload) as client:
+        status = await comparison(client)
+    assert status == {
+        "status": "disagreed",
+        "reason": "the registry's record disagrees: the lifecycle differs: this boot's event "
+        "log shows an expose, the state file says configured",
+    }
+    assert workload.ssh_closed_for_good and not workload.ssh_open
+    assert workload.recovered == []
+
+
+async def test_ssh_closes_for_good_from_local_evidence_while_the_registry_is_unreachable(
+    running: Running, registry: FakeRegistry
+) -> None:
+    await _exposed(running)
+    registry.lookup_unavailable = True
+    workload = FakeWorkload()
+    async with running(workload=workload) as client:
+        assert (await comparison(client))["status"] == "pending"
+    assert workload.ssh_closed_for_good and not workload.ssh_open
+    assert workload.recovered == []
+
+
+async def test_a_state_ahead_of_the_record_is_a_disagreement(
+    running: Running, registry: FakeRegistry
+) -> None:
+    parties = Parties()
+    async with running() as client:
+        await parties.register(client)
+        assert (await parties.configure(client)).status_code == 200
+    good = registry.accepted[-1]
+    registry.record = RegistryRecord(operator=good.operator, owner=good.owner, workload=None)
+    workload = FakeWorkload()
+    async with running(workload=workload) as client:
+        status = await comparison(client)
+    assert status["status"] == "disagreed"
+    assert (
+        "the state file says configured, the registry's record shows no workload"
+        in (status["reason"])
+    )
+    assert workload.recovered == [] and not workload.ssh_open
+
+
 def test_backoff_doubles_up_to_its_maximum() -> None:
     backoff = Backoff(1.0, 5.0)
     assert [backoff.after(d) for d in (1.0, 2.0, 4.0, 5.0)] == [2.0, 4.0, 5.0, 5.0]

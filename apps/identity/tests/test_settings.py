@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tdx_identity.settings import parse_settings
+from tdx_identity.settings import measured_settings, parse_settings
+from tdx_measure import ConfigEvent
 
 
 def test_defaults_follow_the_api_contract() -> None:
@@ -65,11 +66,11 @@ def test_help_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_unsequenced_requests_are_refused_unless_the_flag_or_its_variable_says_so() -> None:
     assert parse_settings([], {}).accept_unsequenced_requests is False
-    assert (
-        parse_settings([], {"ACCEPT_UNSEQUENCED_REQUESTS": "0"}).accept_unsequenced_requests
-        is False
-    )
-    assert parse_settings([], {"ACCEPT_UNSEQUENCED_REQUESTS": "1"}).accept_unsequenced_requests
+    for off in ("0", "false", "No", "off"):
+        env = {"ACCEPT_UNSEQUENCED_REQUESTS": off}
+        assert parse_settings([], env).accept_unsequenced_requests is False
+    for on in ("1", "true", "YES", "on"):
+        assert parse_settings([], {"ACCEPT_UNSEQUENCED_REQUESTS": on}).accept_unsequenced_requests
     assert parse_settings(["--accept-unsequenced-requests"], {}).accept_unsequenced_requests
 
 
@@ -91,8 +92,31 @@ def test_another_value_of_accept_v1_signatures_is_a_usage_error(
     assert "ACCEPT_V1_SIGNATURES" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("value", ["yes", "true", "2", " 1"])
-def test_another_value_of_accept_unsequenced_requests_is_a_usage_error(value: str) -> None:
+@pytest.mark.parametrize("value", ["", "disabled", "2", "enable", "tru"])
+def test_another_value_of_accept_unsequenced_requests_stops_the_start_naming_it(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         parse_settings([], {"ACCEPT_UNSEQUENCED_REQUESTS": value})
     assert exit_info.value.code == 2
+    assert "ACCEPT_UNSEQUENCED_REQUESTS" in capsys.readouterr().err
+
+
+def test_the_measured_settings_name_what_changes_behaviour_and_no_secret() -> None:
+    settings = parse_settings(
+        ["--ssh-port=2300", "--workload-cap-add=", "--accept-unsequenced-requests"],
+        {
+            "REGISTRY_URL": "https://user:hunter2@registry.example:3000",
+            "MOCK_TDX_URL": "http://sim:3010",
+        },
+    )
+    measured = measured_settings(settings)
+    assert measured["registry_url"] == "https://registry.example:3000"
+    assert "hunter2" not in "".join(measured.values())
+    assert measured["mock_tdx_url"] == "http://sim:3010"
+    assert measured["ssh_port"] == "2300"
+    assert measured["accept_unsequenced_requests"] == "true"
+    assert measured["hardening_cap_add"] == ""
+    assert measured["hardening_no_new_privileges"] == "true"
+    assert measured["store_key_path"] == str(settings.store_key_path)
+    assert ConfigEvent.of(measured).get("workload_port") == "8080"

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from tdx_identity import Settings, StartupError, create_app
 from tdx_identity.core.lifecycle import WorkloadPhase
-from tdx_identity.core.state import WorkloadSection
+from tdx_identity.core.state import STATE_FILE_NAME, WorkloadSection
 from tdx_identity.settings import parse_settings
 from tdx_identity.workload.config import Hardening, WorkloadConfig
 from tdx_measure import EventLog
@@ -197,24 +197,27 @@ async def _registered_and_configured(running: Running) -> None:
         assert response.status_code == 200
 
 
-async def test_an_expose_the_runtime_finished_at_recovery_is_committed(running: Running) -> None:
+async def test_an_expose_that_began_but_was_never_committed_is_not_finished_at_recovery(
+    running: Running, settings: Settings
+) -> None:
     await _registered_and_configured(running)
-    async with running(workload=FakeWorkload(recover_exposes=True)) as client:
+    path = settings.storage_path / STATE_FILE_NAME
+    state = json.loads(path.read_text())
+    config = {k: v for k, v in state["workload_config"].items() if k != "owner_pubkey"}
+    state["workload"] = {"version": 1, "phase": "exposing", "config": config}
+    path.write_text(json.dumps(state))
+    workload = FakeWorkload()
+    async with running(workload=workload) as client:
         assert (await client.get("/instance/state")).json() == {
-            "state": "exposed",
+            "state": "configured",
             "last_seq": 1,
             "registry_comparison": AGREED,
             "workload": "running",
             "workload_reason": None,
         }
-    async with running() as client:
-        assert (await client.get("/instance/state")).json() == {
-            "state": "exposed",
-            "last_seq": 1,
-            "registry_comparison": AGREED,
-            "workload": "running",
-            "workload_reason": None,
-        }
+    assert workload.ssh_closed_for_good, "an expose began: SSH never opens again"
+    assert not workload.ssh_open and not workload.published
+    assert workload.recovered[-1] is not None and not workload.recovered[-1].exposed
 
 
 async def test_without_podman_the_workload_routes_answer_503_naming_it(

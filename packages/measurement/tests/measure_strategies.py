@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from tdx_measure import (
     BootEvent,
+    ConfigEvent,
     Event,
     ExecutableEvent,
     IdentityEvent,
@@ -64,7 +65,15 @@ identity_events = st.builds(
     role=st.sampled_from(["operator", "owner"]),
     pubkey=st.binary(min_size=32, max_size=32),
 )
-runtime_events = st.one_of(executable_events, workload_events, ssh_host_key_events, identity_events)
+setting_names = st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True)
+setting_values = st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), max_size=40)
+config_settings = st.dictionaries(setting_names, setting_values, max_size=8).map(
+    lambda settings: tuple(sorted(settings.items()))
+)
+config_events = st.builds(ConfigEvent, settings=config_settings)
+runtime_events = st.one_of(
+    executable_events, workload_events, ssh_host_key_events, identity_events, config_events
+)
 events = st.one_of(boot_events, runtime_events)
 
 FIELD_STRATEGIES: dict[type, dict[str, st.SearchStrategy[object]]] = {
@@ -90,6 +99,7 @@ FIELD_STRATEGIES: dict[type, dict[str, st.SearchStrategy[object]]] = {
         "role": st.sampled_from(["operator", "owner"]),
         "pubkey": st.binary(min_size=32, max_size=32),
     },
+    ConfigEvent: {"settings": config_settings},
 }
 
 

@@ -14,6 +14,7 @@ from measure_strategies import events
 from tdx_measure import (
     DOMAIN_TAG,
     BootEvent,
+    ConfigEvent,
     EventLogError,
     ExecutableEvent,
     IdentityEvent,
@@ -47,6 +48,7 @@ SSH_KEY = bytes(range(32))
 SSH_LINE = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f"
 SSH = SshHostKeyEvent(public_key=SSH_LINE)
 OWNER = IdentityEvent(role="owner", pubkey=bytes(range(32, 64)))
+CONFIG = ConfigEvent.of({"ssh_port": "2222"})
 
 
 def test_boot_event_encodes_to_the_documented_bytes() -> None:
@@ -88,6 +90,29 @@ def test_identity_event_encodes_to_the_documented_bytes() -> None:
     assert encode_event(OWNER) == expected
 
 
+def test_config_event_encodes_to_the_documented_bytes() -> None:
+    event = ConfigEvent.of({"ssh_port": "2222", "accept_unsequenced_requests": "false"})
+    expected = (
+        b"tdx-measure/event/v1\n"
+        b'{"settings":{"accept_unsequenced_requests":"false","ssh_port":"2222"},"type":"config"}'
+    )
+    assert encode_event(event) == expected
+    assert event.get("ssh_port") == "2222"
+    assert event.get("registry_url") is None
+
+
+def test_config_event_settings_are_sorted_unique_names_and_strings() -> None:
+    with pytest.raises(EventLogError, match="out of order or repeated"):
+        ConfigEvent(settings=(("b", "1"), ("a", "2")))
+    with pytest.raises(EventLogError, match="out of order or repeated"):
+        ConfigEvent(settings=(("a", "1"), ("a", "2")))
+    with pytest.raises(EventLogError, match="setting name"):
+        ConfigEvent.of({"Port": "1"})
+    with pytest.raises(EventLogError, match="control character"):
+        ConfigEvent.of({"port": "1\n2"})
+    assert ConfigEvent.of({"empty": ""}).get("empty") == ""
+
+
 def test_executable_event_without_build_id_encodes_null() -> None:
     event = dataclasses.replace(EXE, build_id=None)
     assert b'"build_id":null,' in encode_event(event)
@@ -123,7 +148,8 @@ def test_fresh_boot_events_have_distinct_random_nonces() -> None:
 @given(events)
 def test_serialization_round_trips(event: object) -> None:
     assert isinstance(
-        event, BootEvent | ExecutableEvent | WorkloadEvent | SshHostKeyEvent | IdentityEvent
+        event,
+        BootEvent | ExecutableEvent | WorkloadEvent | SshHostKeyEvent | IdentityEvent | ConfigEvent,
     )
     assert decode_event(encode_event(event)) == event
     assert event_from_object(json.loads(json.dumps(event_to_object(event)))) == event
@@ -182,7 +208,12 @@ def test_decoding_refuses_every_non_canonical_encoding(mutate: object) -> None:
 
 
 def _obj(
-    event: BootEvent | ExecutableEvent | WorkloadEvent | SshHostKeyEvent | IdentityEvent,
+    event: BootEvent
+    | ExecutableEvent
+    | WorkloadEvent
+    | SshHostKeyEvent
+    | IdentityEvent
+    | ConfigEvent,
     **changes: object,
 ) -> dict[str, object]:
     obj = event_to_object(event)
@@ -243,6 +274,10 @@ def _obj(
         (_obj(OWNER, pubkey="00" * 31), "pubkey: is 31 bytes"),
         (_obj(OWNER, pubkey="AB" * 32), "pubkey"),
         (_obj(OWNER, fingerprint="x"), "unexpected fields ['fingerprint']"),
+        (_obj(CONFIG, settings=[["port", "1"]]), "settings: must be an object"),
+        (_obj(CONFIG, settings={"port": 1}), "settings.port: must be a string"),
+        (_obj(CONFIG, settings={"Port": "1"}), "setting name"),
+        (_obj(CONFIG, settings={"port": "\x7f"}), "control character"),
     ],
 )
 def test_decoding_refuses_malformed_objects_naming_the_field(obj: object, reason: str) -> None:

@@ -15,6 +15,7 @@ from measure_strategies import FIELD_STRATEGIES, boot_events, logs_events, runti
 from tdx_measure import (
     ZERO_REGISTER,
     BootEvent,
+    ConfigEvent,
     Event,
     EventLog,
     EventLogError,
@@ -287,6 +288,16 @@ def test_ssh_host_key_and_identities_are_the_latest_of_their_kind() -> None:
     assert verified.ssh_host_key == second.public_key
     assert verified.identity("operator") == operator.pubkey
     assert verified.identity("owner") == owner.pubkey
+
+
+def test_config_is_the_latest_config_event() -> None:
+    first = ConfigEvent.of({"ssh_port": "2222"})
+    second = ConfigEvent.of({"ssh_port": "2223"})
+    assert make_log(EXE).config is None
+    log = make_log(first, EXE, second, CONFIGURE)
+    assert log.config == second
+    assert verify_log(log, log.replay()).config == second
+    assert EventLog.from_json(log.to_json()).config == second
 
 
 def test_appending_and_extending_keeps_log_and_register_in_step() -> None:

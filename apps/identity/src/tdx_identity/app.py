@@ -30,7 +30,7 @@ from tdx_identity.http_status import install_status_table
 from tdx_identity.platform import PlatformSettings, select_platform
 from tdx_identity.registry_client import HttpRegistryClient
 from tdx_identity.routes import instance_bp, registration_bp, workload_bp
-from tdx_identity.settings import Settings
+from tdx_identity.settings import Settings, measured_settings
 from tdx_identity.workload.manager import (
     WorkloadSettings,
     discard_v1_host_key,
@@ -39,6 +39,7 @@ from tdx_identity.workload.manager import (
 )
 from tdx_identity.workload.ssh import HostKey
 from tdx_identity.workload.unavailable import NotConfiguredWorkload
+from tdx_measure import ConfigEvent
 from tdx_service_kit import install_common
 
 __all__ = [
@@ -147,6 +148,7 @@ def create_app(
         workload=workload,
         measurement=measurement,
         ssh_host_key=ssh_host_key.openssh_public(),
+        settings_event=ConfigEvent.of(measured_settings(settings)),
         registry_backoff=Backoff(settings.registry_retry_initial, settings.registry_retry_max),
         accept_unsequenced=settings.accept_unsequenced_requests,
         accept_v1_signatures=settings.accept_v1_signatures,

@@ -25,7 +25,7 @@ IdentityServiceError
 │   └── IdentityDisagreement      the state's operator or owner differs from the registry's
 ├── MeasurementError              the runtime measurement (RTMR3 and its event log)
 │   ├── RtmrDeviceError           RTMR3 cannot be read or extended (503)
-│   ├── MeasurementPersistError   the event log cannot be written; nothing extended (500)
+│   ├── MeasurementPersistError   the event log cannot be written after its extension (500)
 │   ├── MeasurementStateError     RTMR3 and the log disagree (500; at start: StartupError)
 │   ├── HelperMeasurementError    a helper program is missing or unmeasurable (StartupError)
 │   └── NoRtmrDeviceError
@@ -190,7 +190,9 @@ class MeasurementStateError(MeasurementError, StartupError):
 
 
 class MeasurementPersistError(MeasurementError):
-    """The event log could not be written; nothing was extended."""
+    """The event log could not be written after its event was extended; the log in memory
+    still explains RTMR3; until a later write succeeds, a restart within this boot refuses
+    to continue the file."""
 
 
 class WorkloadAuthError(IdentityServiceError):

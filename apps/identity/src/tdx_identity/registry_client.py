@@ -15,6 +15,7 @@ from tdx_identity.exceptions import (
     RegistryRejected,
     RegistryUnavailable,
 )
+from tdx_measure import EventLog, EventLogError, Transition
 from tdx_report_data import IdentityFormatError, IdentityInfo
 
 __all__ = ["HttpRegistryClient"]
@@ -51,16 +52,48 @@ def _identity(record: dict[str, object], role: str) -> IdentityInfo | None:
         raise RegistryRecordMalformed(f"the registry's record is malformed: {exc}") from exc
 
 
+def _workload(record: dict[str, object]) -> Transition | None:
+    """The latest transition the record shows: its `workload` member (absent or null: none)
+    and its `event_log` text's latest workload event (absent or null: none); "expose" wins."""
+    shown: set[str] = set()
+    workload = record.get("workload")
+    if workload is not None:
+        transition = workload.get("transition") if isinstance(workload, dict) else None
+        if transition not in ("configure", "expose"):
+            raise RegistryRecordMalformed("the registry's record has a malformed 'workload'")
+        shown.add(str(transition))
+    event_log = record.get("event_log")
+    if event_log is not None:
+        if not isinstance(event_log, str):
+            raise RegistryRecordMalformed("the registry's record has a malformed 'event_log'")
+        try:
+            latest = EventLog.from_json(event_log).workload
+        except EventLogError as exc:
+            raise RegistryRecordMalformed(
+                f"the registry's record carries a malformed event log: {exc.reason}"
+            ) from exc
+        if latest is not None:
+            shown.add(latest.transition)
+    if "expose" in shown:
+        return "expose"
+    return "configure" if shown else None
+
+
 def parse_record(body: bytes) -> RegistryRecord:
-    """The operator and owner of a GET /instance/{pubkey} answer; RegistryRecordMalformed for
-    anything but a JSON object whose two members are null or a well-formed IdentityInfo."""
+    """The operator, owner and latest workload transition of a GET /instance/{pubkey} answer;
+    RegistryRecordMalformed for anything but a JSON object whose two identity members are null
+    or a well-formed IdentityInfo and whose `workload` and `event_log` (when not null) parse."""
     try:
         record = json.loads(body)
     except (ValueError, RecursionError):
         raise RegistryRecordMalformed("the registry's record is not JSON") from None
     if not isinstance(record, dict):
         raise RegistryRecordMalformed("the registry's record is not a JSON object")
-    return RegistryRecord(operator=_identity(record, "operator"), owner=_identity(record, "owner"))
+    return RegistryRecord(
+        operator=_identity(record, "operator"),
+        owner=_identity(record, "owner"),
+        workload=_workload(record),
+    )
 
 
 def parse_challenge(body: bytes) -> bytes:

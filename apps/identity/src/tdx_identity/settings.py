@@ -7,8 +7,10 @@ each component only its own part (`PlatformSettings`, `WorkloadSettings`, the re
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import re
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,7 @@ from tdx_identity.platform.kernel import DEFAULT_CONFIGFS_TSM_PATH, SYSFS_RTMR3_
 from tdx_identity.workload.config import DEFAULT_CAP_ADD, Hardening
 from tdx_service_kit import HttpLimits, RateLimit, parse_bool
 
-__all__ = ["Settings", "build_parser", "parse_settings"]
+__all__ = ["Settings", "build_parser", "measured_settings", "parse_settings"]
 
 _CONTAINER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", re.ASCII)
 
@@ -56,6 +58,55 @@ class Settings:
     hardening: Hardening = field(default_factory=Hardening)
     limits: HttpLimits = field(default_factory=HttpLimits)
     rate_limit: RateLimit | None = field(default_factory=RateLimit)
+
+
+def _without_userinfo(url: str) -> str:
+    """`url` without a ``user:password@`` part, which may be a secret and is never measured."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def _setting_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, frozenset):
+        return ",".join(sorted(str(item) for item in value))
+    return str(value)
+
+
+def measured_settings(settings: Settings) -> dict[str, str]:
+    """The effective settings that change how the service behaves, as the `config` event
+    measures them at every start: listeners, ports, the registry, the quote and RTMR3 source,
+    where the keys and stores live, replay tolerance, and every workload hardening field.
+    Nothing secret: URLs lose any user:password part, and keys are named by path only."""
+    measured = {
+        "host": settings.host,
+        "port": settings.port,
+        "registry_url": _without_userinfo(settings.registry_url),
+        "mock_tdx_url": (
+            _without_userinfo(settings.mock_tdx_url) if settings.mock_tdx_url else None
+        ),
+        "configfs_tsm_path": settings.configfs_tsm_path,
+        "rtmr_sysfs_path": settings.rtmr_sysfs_path,
+        "storage_path": settings.storage_path,
+        "instance_key_source": "file in storage_path",
+        "store_key_source": "local file",
+        "store_key_path": settings.store_key_path,
+        "clear_mount_dir": settings.clear_mount_dir,
+        "container_name": settings.container_name,
+        "ssh_listen": settings.ssh_listen,
+        "ssh_port": settings.ssh_port,
+        "workload_port": settings.workload_port,
+        "workload_publish_host": settings.workload_publish_host,
+        "accept_unsequenced_requests": settings.accept_unsequenced_requests,
+    }
+    for item in dataclasses.fields(settings.hardening):
+        measured[f"hardening_{item.name}"] = getattr(settings.hardening, item.name)
+    return {name: _setting_text(value) for name, value in measured.items()}
 
 
 def _port(text: str) -> int:
@@ -248,7 +299,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=None,
         help="also serve v1 owner bodies without seq and action, which can be replayed; "
         "logged as a warning at start and at every such request "
-        "[env ACCEPT_UNSEQUENCED_REQUESTS=1] (default: refused with 400)",
+        "[env ACCEPT_UNSEQUENCED_REQUESTS: 1/0, true/false, yes/no, on/off; anything else "
+        "stops the start] (default: refused with 400)",
     )
     parser.add_argument(
         "--accept-v1-signatures",
@@ -301,10 +353,12 @@ def parse_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Se
         parser.error(str(exc))
     accept_unsequenced = args.accept_unsequenced_requests
     if accept_unsequenced is None:
-        flag = environ.get("ACCEPT_UNSEQUENCED_REQUESTS", "")
-        if flag not in ("", "0", "1"):
-            parser.error(f"ACCEPT_UNSEQUENCED_REQUESTS must be 1 or 0, not {flag!r}")
-        accept_unsequenced = flag == "1"
+        try:
+            accept_unsequenced = parse_bool(
+                "ACCEPT_UNSEQUENCED_REQUESTS", environ.get("ACCEPT_UNSEQUENCED_REQUESTS")
+            )
+        except ValueError as exc:
+            parser.error(str(exc))
     accept_v1_signatures = args.accept_v1_signatures
     if accept_v1_signatures is None:
         try:

@@ -34,6 +34,7 @@ from tdx_identity.workload.config import WorkloadConfig
 from tdx_identity.workload.manager import CIPHER_DIR_NAME, PodmanWorkloadManager
 from tdx_identity.workload.runtime import PodmanRuntime
 from tdx_measure import (
+    ConfigEvent,
     EventLog,
     ExecutableEvent,
     MeasurementPolicy,
@@ -379,13 +380,16 @@ async def test_restart_after_expose_serves_again_and_never_opens_ssh(instance: I
         assert not port_open(instance.settings.ssh_port)
 
 
-async def test_a_crash_after_expose_began_finishes_the_expose_at_start(instance: Instance) -> None:
+async def test_an_expose_that_began_but_was_not_committed_is_not_finished_at_start(
+    instance: Instance,
+) -> None:
     marker = secrets.token_hex(16).encode()
     async with instance.running() as app:
         await app.register()
         assert (await app.configure()).status_code == 200
         assert (await run_ssh(app, f"printf %s {marker.decode()} > /www/index.html"))[0] == 0
-    # The process died right after recording "exposing": lifecycle still says configured.
+    # The process died right after recording "exposing" (or the registry refused the expose):
+    # the lifecycle still says configured.
     store = instance.state()
     section = store.current.workload
     assert section is not None and section.phase is WorkloadPhase.CONFIGURED
@@ -394,11 +398,14 @@ async def test_a_crash_after_expose_began_finishes_the_expose_at_start(instance:
     assert store.current.lifecycle.value == "configured"
 
     async with instance.running() as app:
-        assert await app.lifecycle() == "exposed"
+        assert await app.lifecycle() == "configured"
         assert not port_open(instance.settings.ssh_port)
+        assert not port_open(instance.settings.workload_port)
+        assert (await app.configure()).status_code == 400
+        assert not port_open(instance.settings.ssh_port)
+        assert (await app.expose()).status_code == 200
         served = await http_get(instance.settings.workload_port, "/index.html")
         assert served.content == marker
-        assert (await app.configure()).status_code == 400
     assert instance.state().current.lifecycle.value == "exposed"
 
 
@@ -511,11 +518,12 @@ async def test_restart_keeps_a_healthy_exposed_container_running(instance: Insta
         assert served.content == marker
         assert not app.manager.ssh_serving
         assert not port_open(instance.settings.ssh_port)
-    # Re-registered at start with the log continued by this start's SSH host key only: the kept
-    # workload is not measured twice.
+    # Re-registered at start with the log continued by this start's settings and SSH host key
+    # only: the kept workload is not measured twice.
     request = instance.registry.accepted[-1]
     events = EventLog.from_json(request.event_log or "").events
-    assert len(events) == events_before + 1
+    assert len(events) == events_before + 2
+    assert isinstance(events[-2], ConfigEvent)
     assert isinstance(events[-1], SshHostKeyEvent)
 
 

@@ -18,6 +18,7 @@ from tdx_measure._errors import (
 from tdx_measure._events import (
     DOMAIN_TAG,
     BootEvent,
+    ConfigEvent,
     Event,
     ExecutableEvent,
     IdentityEvent,
@@ -49,6 +50,7 @@ __all__ = [
     "REGISTER_SIZE",
     "ZERO_REGISTER",
     "BootEvent",
+    "ConfigEvent",
     "Event",
     "EventLog",
     "EventLogError",

@@ -12,6 +12,7 @@ import binascii
 import hashlib
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Final, Literal, TypeAlias, get_args
 
@@ -36,7 +37,11 @@ IdentityRole: TypeAlias = Literal["operator", "owner"]
 IDENTITY_ROLES: Final[frozenset[str]] = frozenset(get_args(IdentityRole))
 SSH_ED25519: Final = "ssh-ed25519"
 
+MAX_CONFIG_SETTINGS: Final = 256
+MAX_CONFIG_VALUE_LENGTH: Final = 1024
+
 _ROLE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_SETTING_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _MACHINE = re.compile(r"EM_[A-Z0-9_]{1,40}")
 _IMAGE_ID = re.compile(r"(?:sha256:)?[0-9a-f]{64}")
 _HEX = re.compile(r"(?:[0-9a-f]{2})*")
@@ -272,8 +277,57 @@ class IdentityEvent:
         return {"role": self.role, "pubkey": self.pubkey.hex()}
 
 
-Event: TypeAlias = BootEvent | ExecutableEvent | WorkloadEvent | SshHostKeyEvent | IdentityEvent
-RuntimeEvent: TypeAlias = ExecutableEvent | WorkloadEvent | SshHostKeyEvent | IdentityEvent
+def _check_setting_value(field: str, value: object) -> str:
+    """Text without control characters, possibly empty (an unset setting is measured as "")."""
+    if type(value) is not str:
+        raise _fail(field, f"must be a string, not {type(value).__name__}")
+    return "" if not value else _check_text(field, value, MAX_CONFIG_VALUE_LENGTH)
+
+
+@dataclass(frozen=True)
+class ConfigEvent:
+    """The effective settings that change how the service behaves, measured once per start, so
+    a verifier sees them; never a secret. `settings` is (name, value) pairs sorted by name."""
+
+    TYPE: ClassVar[str] = "config"
+    settings: tuple[tuple[str, str], ...]
+
+    def __post_init__(self) -> None:
+        if type(self.settings) is not tuple:
+            raise _fail("settings", f"must be a tuple, not {type(self.settings).__name__}")
+        if len(self.settings) > MAX_CONFIG_SETTINGS:
+            raise _fail("settings", f"has more than {MAX_CONFIG_SETTINGS} entries")
+        previous = ""
+        for pair in self.settings:
+            if type(pair) is not tuple or len(pair) != 2:
+                raise _fail("settings", "each entry must be a (name, value) pair")
+            name, value = pair
+            _check_pattern("settings", name, _SETTING_NAME, "a setting name (a-z 0-9 _)")
+            if name <= previous:
+                raise _fail("settings", f"{name!r} is out of order or repeated")
+            previous = name
+            _check_setting_value(f"settings.{name}", value)
+
+    @classmethod
+    def of(cls, settings: Mapping[str, str]) -> ConfigEvent:
+        """The event of a name -> value mapping (sorted here)."""
+        return cls(settings=tuple(sorted(settings.items())))
+
+    def get(self, name: str) -> str | None:
+        """The value of setting `name`, or None when the event does not carry it."""
+        return dict(self.settings).get(name)
+
+    def to_object(self) -> dict[str, object]:
+        """The event's fields in JSON form, without the log's "type" member."""
+        return {"settings": dict(self.settings)}
+
+
+Event: TypeAlias = (
+    BootEvent | ExecutableEvent | WorkloadEvent | SshHostKeyEvent | IdentityEvent | ConfigEvent
+)
+RuntimeEvent: TypeAlias = (
+    ExecutableEvent | WorkloadEvent | SshHostKeyEvent | IdentityEvent | ConfigEvent
+)
 """Every event but the boot event: what `EventLog.append` takes."""
 
 _FIELDS: Final[dict[str, frozenset[str]]] = {
@@ -284,6 +338,7 @@ _FIELDS: Final[dict[str, frozenset[str]]] = {
     ),
     SshHostKeyEvent.TYPE: frozenset({"type", "public_key"}),
     IdentityEvent.TYPE: frozenset({"type", "role", "pubkey"}),
+    ConfigEvent.TYPE: frozenset({"type", "settings"}),
 }
 
 
@@ -326,6 +381,11 @@ def event_from_object(obj: object) -> Event:
         return SshHostKeyEvent(public_key=obj["public_key"])
     if kind == IdentityEvent.TYPE:
         return IdentityEvent(role=obj["role"], pubkey=_hex_field(obj, "pubkey"))
+    if kind == ConfigEvent.TYPE:
+        settings = obj["settings"]
+        if type(settings) is not dict:
+            raise _fail("settings", f"must be an object, not {type(settings).__name__}")
+        return ConfigEvent.of(settings)
     persist_dirs = obj["persist_dirs"]
     if type(persist_dirs) is not list:
         raise _fail("persist_dirs", f"must be an array, not {type(persist_dirs).__name__}")

@@ -11,6 +11,7 @@ from typing import Final
 from tdx_measure._errors import EventLogError, RegisterLengthError, ReplayMismatchError
 from tdx_measure._events import (
     BootEvent,
+    ConfigEvent,
     Event,
     IdentityEvent,
     IdentityRole,
@@ -60,6 +61,13 @@ def _latest_ssh_host_key(events: tuple[Event, ...]) -> str | None:
     for event in reversed(events):
         if isinstance(event, SshHostKeyEvent):
             return event.public_key
+    return None
+
+
+def _latest_config(events: tuple[Event, ...]) -> ConfigEvent | None:
+    for event in reversed(events):
+        if isinstance(event, ConfigEvent):
+            return event
     return None
 
 
@@ -129,6 +137,11 @@ class EventLog:
     def ssh_host_key(self) -> str | None:
         """The latest measured SSH host key line, or None when the log has none."""
         return _latest_ssh_host_key(tuple(self._events))
+
+    @property
+    def config(self) -> ConfigEvent | None:
+        """The latest measured settings (`config` event), or None when the log has none."""
+        return _latest_config(tuple(self._events))
 
     def identity(self, role: IdentityRole) -> bytes | None:
         """The public key of the latest `role` ("operator" or "owner") identity event, or None.
@@ -239,6 +252,11 @@ class VerifiedLog:
     def ssh_host_key(self) -> str | None:
         """The latest measured SSH host key line, or None when the log has none."""
         return _latest_ssh_host_key(self._events)
+
+    @property
+    def config(self) -> ConfigEvent | None:
+        """The latest measured settings (`config` event), or None when the log has none."""
+        return _latest_config(self._events)
 
     def identity(self, role: IdentityRole) -> bytes | None:
         """The public key of the latest `role` ("operator" or "owner") identity event, or None.

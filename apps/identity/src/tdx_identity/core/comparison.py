@@ -8,6 +8,13 @@ state's public key equals the record's (both absent counts as equal), compared i
 and every identity of the record verifies against this instance key in its role, as v2
 (`verify_identity_v2`; v1 `verify_identity` only as a fallback under `--accept-v1-signatures`).
 A record that does not parse or verify is a disagreement, never an agreement.
+
+The lifecycle too: the record's latest workload transition (none, configure, expose) must be
+the one the state's lifecycle implies, and within a boot an `expose` in the event log (which
+replays to RTMR3, so the host cannot forge it) needs a state that exposed or began to. A step
+is committed only after the registry accepted it, so the two agree unless the state file was
+rewritten (or the registry's record was). `closed_for_good` says when SSH setup access must
+stay closed whatever the state file says.
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ import enum
 import hmac
 from dataclasses import dataclass
 
+from tdx_identity.core.lifecycle import Lifecycle, WorkloadPhase
 from tdx_identity.core.ports import RegistryRecord
 from tdx_identity.core.state import PersistedState
+from tdx_measure import Transition
 from tdx_report_data import (
     EncodingError,
     IdentityInfo,
@@ -27,7 +36,14 @@ from tdx_report_data import (
     verify_identity_v2,
 )
 
-__all__ = ["Backoff", "Comparison", "ComparisonStatus", "disagreement"]
+__all__ = [
+    "Backoff",
+    "Comparison",
+    "ComparisonStatus",
+    "closed_for_good",
+    "disagreement",
+    "lifecycle_disagreement",
+]
 
 _PREFIX_HEX = 16
 
@@ -114,3 +130,45 @@ def disagreement(
                 f"record {_prefix(theirs)}"
             )
     return None
+
+
+def _stage(state: PersistedState) -> Transition | None:
+    """The latest workload transition the state's lifecycle implies."""
+    if state.lifecycle is Lifecycle.EXPOSED:
+        return "expose"
+    return "configure" if state.lifecycle is Lifecycle.CONFIGURED else None
+
+
+def _expose_began(state: PersistedState) -> bool:
+    phase = state.workload.phase if state.workload is not None else None
+    return state.lifecycle is Lifecycle.EXPOSED or phase in (
+        WorkloadPhase.EXPOSING,
+        WorkloadPhase.EXPOSED,
+    )
+
+
+def lifecycle_disagreement(
+    state: PersistedState, record: RegistryRecord | None, logged: Transition | None
+) -> str | None:
+    """None when the state's lifecycle is the one the registry's record shows and this boot's
+    event log (latest workload transition `logged`) shows no expose the state lacks."""
+    shown = None if record is None else record.workload
+    if _stage(state) != shown:
+        return (
+            f"the lifecycle differs: the state file says {state.lifecycle.value}, the "
+            f"registry's record shows {'a ' + shown if shown else 'no'} workload transition"
+        )
+    if logged == "expose" and not _expose_began(state):
+        return (
+            f"the lifecycle differs: this boot's event log shows an expose, the state file "
+            f"says {state.lifecycle.value}"
+        )
+    return None
+
+
+def closed_for_good(
+    state: PersistedState, record: RegistryRecord | None, logged: Transition | None
+) -> bool:
+    """Whether anything shows that an expose began: then SSH setup access never opens again."""
+    shown = None if record is None else record.workload
+    return _expose_began(state) or shown == "expose" or logged == "expose"

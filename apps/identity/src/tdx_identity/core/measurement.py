@@ -5,21 +5,25 @@ exposes, recorded in an event log and extended into RTMR3.
 The register is an `RtmrDevice` (`platform`: the kernel's sysfs file or the tdx-sim); the helper
 programs are the workload manager's (`WorkloadManager.helper_programs`).
 
-The order guarantee. Every event is appended to the log, the log is written to
-``<storage>/eventlog.json`` durably (temp file, fsync, rename, fsync directory, mode 0600), and
-only then extended into RTMR3. A crash can therefore leave at most events recorded but not
-extended, never an extension the log does not explain; on the next start
-``EventLog.pending(rtmr3)`` names those events and they are extended then.
+Measurements only from memory. Every event is extended into RTMR3 first and only then is the
+log, as the service holds it in memory, written to ``<storage>/eventlog.json`` durably (temp
+file, fsync, rename, fsync directory, mode 0600). Nothing read from that file is ever extended:
+the host can write the file while the service is stopped. A crash between an extension and its
+write leaves RTMR3 one event ahead of the file; an extension whose device call failed is settled
+before the next one from the event still held in memory (kept when the register shows it, else
+dropped).
 
 Reboots. RTMR3 is zero only after the TD starts, and on real TDX it can never be reset or set
 to a value, only extended. So on a start with RTMR3 zero the service starts a new log with a
 fresh boot event (the previous file is kept as ``eventlog.previous-<n>.json``, the newest
 ``PREVIOUS_LOGS_KEPT`` of them) and measures its helpers again; the old log no longer matches
 any quote, and the registry keeps it with the old record as history. On a start with RTMR3
-nonzero (the service restarted within the same boot) the persisted log is continued. If it cannot
-explain the register (no log, an unreadable log, or no prefix of it replays to RTMR3) the service
-refuses to start with `MeasurementStateError`: replaying a log into a fresh register is never
-honest, and a register the log cannot explain can only be cleared by rebooting the TD.
+nonzero (the service restarted within the same boot) the persisted log is continued only when it
+replays exactly to RTMR3. Anything else (no log, an unreadable log, a log with events beyond
+RTMR3, which this service never wrote, or a log that cannot explain RTMR3, such as after a crash
+between an extension and its write) makes the start fail with `MeasurementStateError`: the
+service serves nothing until the TD reboots, because a register the log cannot explain can only
+be cleared by rebooting, and extending events read from disk would let the host forge them.
 """
 
 from __future__ import annotations
@@ -122,8 +126,8 @@ def _archive_log_file(directory: Path, kept: int) -> None:
 
 
 class MeasurementLog:
-    """The service's RTMR3 event log: persisted in the storage directory, each event written
-    ahead of its extension into RTMR3 through `device`. One instance per storage directory."""
+    """The service's RTMR3 event log: held in memory, each event extended into RTMR3 through
+    `device` and then persisted in the storage directory. One instance per storage directory."""
 
     def __init__(
         self,
@@ -141,9 +145,10 @@ class MeasurementLog:
         self._helpers = helpers
         self._kept = previous_logs_kept
         self._lock = asyncio.Lock()
-        self._log: EventLog | None = None
         self._extended: EventLog | None = None
         self._register: bytes | None = None
+        self._uncertain: Event | None = None
+        self._broken: str | None = None
 
     @property
     def path(self) -> Path:
@@ -165,18 +170,16 @@ class MeasurementLog:
         """Hold off every extension while the caller takes a quote: yields the event log JSON
         that explains RTMR3 for as long as the context is open."""
         async with self._lock:
-            await self._sync_locked()
+            await self._settle_locked()
             yield self._require_started().to_json()
 
     async def start(self, now: int) -> None:
-        """Begin a new log after a reboot (RTMR3 zero) or continue the persisted one (RTMR3
-        nonzero), then make sure the current helper programs are measured."""
+        """Begin a new log after a reboot (RTMR3 zero) or continue the persisted one when it
+        replays exactly to RTMR3, then make sure the current helper programs are measured."""
         async with self._lock:
             await asyncio.to_thread(ensure_private_dir, self._storage)
             helpers = await asyncio.to_thread(lambda: measure_programs(self._helpers()))
-            register = await self._device.read_rtmr3()
-            if len(register) != REGISTER_SIZE:
-                raise RtmrDeviceError(f"RTMR3 read as {len(register)} bytes")
+            register = await self._read_register()
             if hmac.compare_digest(register, ZERO_REGISTER):
                 await self._start_new_boot_locked(now, helpers)
             else:
@@ -192,7 +195,7 @@ class MeasurementLog:
         port: int,
     ) -> None:
         """Record a configure or expose step with its workload configuration and extend RTMR3.
-        An invalid field raises `tdx_measure.EventLogError` before anything is written."""
+        An invalid field raises `tdx_measure.EventLogError` before anything is extended."""
         event = WorkloadEvent(
             transition=transition,
             image=image,
@@ -203,28 +206,30 @@ class MeasurementLog:
         await self.record(event)
 
     async def record(self, event: RuntimeEvent) -> None:
-        """Record any runtime event (an SSH host key, an identity, a workload step): written
-        ahead to the log file, then extended into RTMR3, like every other event."""
+        """Extend RTMR3 with any runtime event (settings, an SSH host key, an identity, a
+        workload step), then persist the log. MeasurementPersistError after the extension
+        when the file cannot be written (the log in memory still explains RTMR3)."""
         async with self._lock:
-            await self._sync_locked()
+            await self._settle_locked()
             await self._record_locked(event)
-
-    async def sync(self) -> None:
-        """Extend any event that is persisted but not yet in RTMR3 (after a failed extension)."""
-        async with self._lock:
-            await self._sync_locked()
 
     def _require_started(self) -> EventLog:
         if self._extended is None:
             raise RuntimeError("MeasurementLog.start() has not completed")
         return self._extended
 
+    async def _read_register(self) -> bytes:
+        register = await self._device.read_rtmr3()
+        if len(register) != REGISTER_SIZE:
+            raise RtmrDeviceError(f"RTMR3 read as {len(register)} bytes")
+        return register
+
     async def _start_new_boot_locked(self, now: int, helpers: tuple[ExecutableEvent, ...]) -> None:
         await asyncio.to_thread(_archive_log_file, self._storage, self._kept)
-        self._log = self._extended = None
-        self._register = ZERO_REGISTER
+        self._extended, self._register, self._uncertain = None, ZERO_REGISTER, None
         boot = BootEvent.fresh(now)
-        await self._commit_locked(EventLog(boot), boot)
+        await self._extend_locked(EventLog(boot), boot)
+        await self._persist_locked()
         for event in helpers:
             await self._record_locked(event)
 
@@ -249,22 +254,29 @@ class MeasurementLog:
                 f"the event log {self._file} is malformed ({exc.reason}) while RTMR3 is "
                 f"{register.hex()}; reboot the TD to start a new log"
             ) from exc
-        pending = self._pending(log, register)
-        self._log, self._register = log, register
-        self._extended = EventLog.from_events(log.events[: len(log) - len(pending)])
-        await self._extend_pending_locked(pending)
+        self._check_explains(log, register)
+        self._extended, self._register, self._uncertain = log, register, None
 
-    def _pending(self, log: EventLog, register: bytes) -> tuple[Event, ...]:
+    def _check_explains(self, log: EventLog, register: bytes) -> None:
+        """MeasurementStateError unless `log` replays exactly to `register`."""
         try:
-            return log.pending(register)
+            pending = log.pending(register)
         except ReplayMismatchError as exc:
             raise MeasurementStateError(
-                f"RTMR3 is {register.hex()} and no prefix of the event log {self._file} "
-                f"replays to it (the log replays to {exc.replayed.hex()}): the register and "
-                "the log disagree; reboot the TD to start a new log"
+                f"RTMR3 is {register.hex()} and the event log {self._file} cannot explain it "
+                f"(the log replays to {exc.replayed.hex()}; after a crash between an extension "
+                "and its write the register is ahead of the file): the register and the log "
+                "disagree; reboot the TD to start a new log"
             ) from exc
         except EventLogError as exc:
             raise MeasurementStateError(f"RTMR3 and the event log disagree: {exc.reason}") from exc
+        if pending:
+            raise MeasurementStateError(
+                f"the event log {self._file} has {len(pending)} event(s) beyond RTMR3 "
+                f"{register.hex()}: this service extends before it writes, so they were "
+                "written by someone else; they are never extended; reboot the TD to start a "
+                "new log"
+            )
 
     async def _remeasure_locked(self, helpers: tuple[ExecutableEvent, ...]) -> None:
         """After a restart within the same boot, record each helper whose program differs from
@@ -277,54 +289,63 @@ class MeasurementLog:
             if latest.get(event.role) != event:
                 await self._record_locked(event)
 
-    async def _sync_locked(self) -> None:
-        extended = self._require_started()
-        if self._log is None or len(extended) == len(self._log):
+    async def _settle_locked(self) -> None:
+        """Before anything else: refuse when the log and RTMR3 went apart, and settle an
+        extension whose device call failed from the event held in memory."""
+        if self._broken is not None:
+            raise MeasurementStateError(self._broken)
+        uncertain = self._uncertain
+        if uncertain is None:
             return
-        register = await self._device.read_rtmr3()
-        if hmac.compare_digest(register, ZERO_REGISTER):
-            raise MeasurementStateError(
-                "RTMR3 is zero while the service runs: the TD rebooted under it; restart the "
-                "service to start a new log"
+        assert self._register is not None
+        register = await self._read_register()
+        if hmac.compare_digest(register, self._register):
+            self._uncertain = None
+            return
+        expected = extend(self._register, event_digest(uncertain))
+        if not hmac.compare_digest(register, expected):
+            self._broken = (
+                f"RTMR3 is {register.hex()}, which neither the log nor the log with the event "
+                "whose extension failed explains: another process extends RTMR3 (or the TD "
+                "rebooted under the service); restart after a reboot of the TD"
             )
-        pending = self._pending(self._log, register)
-        self._extended = EventLog.from_events(self._log.events[: len(self._log) - len(pending)])
+            raise MeasurementStateError(self._broken)
+        self._uncertain = None
         self._register = register
-        await self._extend_pending_locked(pending)
-
-    async def _extend_pending_locked(self, pending: tuple[Event, ...]) -> None:
-        for event in pending:
-            base = self._require_started()
-            await self._extend_locked(EventLog.from_events((*base.events, event)), event)
+        self._extended = EventLog.from_events((*self._require_started().events, uncertain))
+        await self._persist_locked()
 
     async def _record_locked(self, event: RuntimeEvent) -> None:
-        base = self._require_started()
-        candidate = EventLog.from_events(base.events)
+        candidate = EventLog.from_events(self._require_started().events)
         candidate.append(event)
-        await self._commit_locked(candidate, event)
+        await self._extend_locked(candidate, event)
+        await self._persist_locked()
 
-    async def _commit_locked(self, candidate: EventLog, event: Event) -> None:
-        """Write `candidate` (the log with `event` last) durably, then extend `event`."""
+    async def _persist_locked(self) -> None:
+        """Write the log as far as it is extended, durably (it only serves a restart)."""
+        data = self._require_started().to_json().encode("utf-8")
         try:
-            await asyncio.to_thread(
-                atomic_replace, self._file, candidate.to_json().encode("utf-8"), mode=0o600
-            )
+            await asyncio.to_thread(atomic_replace, self._file, data, mode=0o600)
         except OSError as exc:
             raise MeasurementPersistError(
                 f"cannot write the event log {self._file}: {exc.strerror or exc}"
             ) from exc
-        self._log = candidate
-        await self._extend_locked(candidate, event)
 
     async def _extend_locked(self, candidate: EventLog, event: Event) -> None:
+        """Extend `event` (the last of `candidate`) from memory; then `candidate` is the log."""
         assert self._register is not None
         digest = event_digest(event)
         expected = extend(self._register, digest)
-        reported = await self._device.extend_rtmr3(digest)
+        try:
+            reported = await self._device.extend_rtmr3(digest)
+        except RtmrDeviceError:
+            self._uncertain = event
+            raise
         if reported is not None and not hmac.compare_digest(reported, expected):
-            raise MeasurementStateError(
+            self._broken = (
                 f"RTMR3 became {reported.hex()} after extending, expected {expected.hex()}: "
                 "another process extends RTMR3; the register and the log now disagree"
             )
+            raise MeasurementStateError(self._broken)
         self._register = expected
         self._extended = candidate

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from tdx_identity.core.lifecycle import WorkloadPhase
 from tdx_identity.core.state import WorkloadSection
 from tdx_identity.workload.config import WorkloadConfig
+from tdx_measure import Transition
 from tdx_report_data import IdentityInfo
 
 __all__ = [
@@ -88,10 +89,13 @@ class RegistrationRequest:
 @dataclass(frozen=True)
 class RegistryRecord:
     """The identities the registry's record of an instance names, parsed strictly but not yet
-    verified (the core checks their signatures against the instance key)."""
+    verified (the core checks their signatures against the instance key), and the latest
+    workload transition the record shows (its `workload` or its event log's latest workload
+    event; "expose" when either says so), None when it shows none."""
 
     operator: IdentityInfo | None
     owner: IdentityInfo | None
+    workload: Transition | None = None
 
 
 class RegistryClient(Protocol):
@@ -165,19 +169,39 @@ class WorkloadManager(Protocol):
         ...
 
     async def configure(self, config: WorkloadConfig, owner_pubkey: bytes) -> None:
-        """(Re)create the workload from `config`, unpublished, and open SSH setup access for
-        `owner_pubkey`."""
+        """(Re)create the workload from `config`, unpublished, with SSH setup access closed
+        (the registry has not accepted the step yet)."""
+        ...
+
+    async def open_setup_access(self, config: WorkloadConfig, owner_pubkey: bytes) -> None:
+        """After the registry accepted `configure`: open SSH setup access for `owner_pubkey`."""
+        ...
+
+    async def abandon_configure(self) -> None:
+        """After the registry refused `configure`: stop and remove the container it started;
+        SSH setup access stays closed."""
+        ...
+
+    async def begin_expose(self, config: WorkloadConfig) -> str:
+        """Close SSH setup access for good; return the ID of the image `expose` will publish."""
         ...
 
     async def expose(self, config: WorkloadConfig) -> None:
-        """Close SSH setup access for good and publish the configured workload's port."""
+        """After the registry accepted the expose: publish the workload's port, running the
+        image `begin_expose` named."""
+        ...
+
+    async def close_setup_access_for_good(self) -> None:
+        """Close SSH setup access now and never open it again (the registry knows the instance
+        as exposed)."""
         ...
 
     async def recover(self, committed: CommittedWorkload | None) -> bool:
         """At start-up: bring the runtime back to the `committed` workload (None: none).
 
-        Returns True when the workload is exposed, also when an expose interrupted by a crash
-        was finished here: the service then commits EXPOSED, since exposing is never undone.
+        Returns True when the committed workload is exposed. An expose that began but was never
+        committed is neither finished nor undone: SSH stays closed for good, the port
+        unpublished, until the owner sends it again and the registry accepts it.
         """
         ...
 

@@ -4,12 +4,17 @@ Every state change runs under one asyncio.Lock, asks `lifecycle.next_state` firs
 committed to the state file only after everything else (registry, workload runtime) succeeded.
 
 Measured runtime. Every quote is taken while the RTMR3 event log is frozen, and every
-registration sends that log, so the registry can replay it to the quote's RTMR3. Configure and
-expose each extend a workload event once the runtime step is done, commit, and then re-register
-(same identities, new quote, new log). An extension cannot be taken back: when that
-re-registration fails the call answers with the registry's error while the workload, its
-committed state and the extended log stay as they are; the next configure/expose or the next
-start re-registers.
+registration sends that log, so the registry can replay it to the quote's RTMR3.
+
+Nothing opens before the registry accepted it. Configure starts the new container (for its
+image ID) with SSH setup access closed, extends the `configure` event and re-registers; only on
+the registry's acceptance is the state committed and SSH opened. On a refusal (or an unreachable
+registry) the new container is removed, SSH stays closed and the state is unchanged. Expose
+closes SSH first (closing is always safe), extends `expose` and re-registers; only on
+acceptance is the state committed and the port published. On a refusal the port stays
+unpublished and SSH stays closed for good: a TD never reopens what a step began closing (the
+workload section stays "exposing"; the owner may send the expose again). An extension cannot
+be taken back: a refused step leaves its event, and verifiers take the latest.
 
 Replay. Every signed owner body carries a seq that must be greater than the last one accepted
 (`PersistedState.last_seq`); the check runs under the lock before anything else of the step,
@@ -19,19 +24,22 @@ nothing. With `accept_unsequenced` a v1 body without seq is served, with a warni
 Challenges. `attest_challenge` answers a verifier's nonce with a fresh quote over the challenge
 binding, taken while the event log is frozen, and that log: the log replays to its RTMR3.
 
-SSH host key and identities in the evidence. `prepare` measures the SSH host key made in memory
-for this start (`ssh_host_key` event) right after the log starts, before anything can open the
-SSH setup server. Each registration extends an `identity` event with its public key before the
-quote it sends is taken; a refused registration leaves its event (an extension cannot be undone;
+Settings, SSH host key and identities in the evidence. `prepare` measures the effective
+settings (`config` event) and then the SSH host key made in memory for this start
+(`ssh_host_key` event) right after the log starts, before anything can open the SSH setup
+server. Each registration extends an `identity` event with its public key before the quote it
+sends is taken; a refused registration leaves its event (an extension cannot be undone;
 verifiers take the latest event per role). After agreement with the registry (below), the log's
 latest identity per role is made equal to the state's: after a reboot the new log names them
 again.
 
 The registry comparison. The host can rewrite the state file, so no lifecycle step (operator and
 owner registration, configure, expose) is served, and the workload is not recovered, until the
-state's operator and owner agree with the registry's record (`core.comparison`): compared at
-start, then with back-off in a background task until they agree. Until then every step raises
-`ComparisonPending` or `IdentityDisagreement` (503); GET routes keep serving.
+state's operator, owner and lifecycle agree with the registry's record and this boot's event
+log (`core.comparison`): compared at start, then with back-off in a background task until they
+agree. Until then every step raises `ComparisonPending` or `IdentityDisagreement` (503); GET
+routes keep serving. Whenever the record, the event log or the state shows that an expose
+began, SSH setup access is closed for good before anything else, whatever the state file says.
 """
 
 from __future__ import annotations
@@ -50,7 +58,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import tdx_ppid
 import tdx_quote
-from tdx_identity.core.comparison import Backoff, Comparison, ComparisonStatus, disagreement
+from tdx_identity.core.comparison import (
+    Backoff,
+    Comparison,
+    ComparisonStatus,
+    closed_for_good,
+    disagreement,
+    lifecycle_disagreement,
+)
 from tdx_identity.core.instance_key import public_key_bytes
 from tdx_identity.core.lifecycle import (
     Action,
@@ -84,13 +99,21 @@ from tdx_identity.exceptions import (
     StaleRequest,
     StartupError,
     StateWriteError,
+    StepOutOfOrder,
     WorkloadAuthError,
     WorkloadError,
     WorkloadFailed,
 )
 from tdx_identity.workload.config import WorkloadConfig
 from tdx_identity.workload.requests import parse_configure, parse_expose, verify_owner_signature
-from tdx_measure import IdentityEvent, IdentityRole, SshHostKeyEvent, Transition, WorkloadEvent
+from tdx_measure import (
+    ConfigEvent,
+    IdentityEvent,
+    IdentityRole,
+    SshHostKeyEvent,
+    Transition,
+    WorkloadEvent,
+)
 from tdx_report_data import (
     IdentityInfo,
     Role,
@@ -113,6 +136,10 @@ __all__ = [
 log = logging.getLogger("tdx_identity")
 
 MAX_TOKEN_CHARS = 512
+_CLOSED_FOR_GOOD = (
+    "an expose began: SSH setup access is closed for good and the workload cannot be "
+    "configured again; send the expose again"
+)
 
 
 def platform_ppid(quote: bytes) -> bytes:
@@ -148,6 +175,7 @@ class IdentityService:
         workload: WorkloadManager,
         measurement: MeasurementLog,
         ssh_host_key: str,
+        settings_event: ConfigEvent,
         registry_backoff: Backoff | None = None,
         ppid_of_quote: Callable[[bytes], bytes] = platform_ppid,
         clock: Callable[[], float] = time.time,
@@ -171,6 +199,8 @@ class IdentityService:
                 "signature covers only the raw instance key, so it also passes for another role"
             )
         self._ssh_host_key = ssh_host_key
+        self._settings_event = settings_event
+        self._closed_for_good = False
         self._backoff = registry_backoff or Backoff()
         self._lock = asyncio.Lock()
         self._prepared = False
@@ -219,8 +249,9 @@ class IdentityService:
 
     async def prepare(self) -> None:
         """Before serving: make sure the PPID is known, start the RTMR3 log (a boot event
-        and the helpers after a reboot, else continue the persisted log) and measure this
-        start's SSH host key, before anything can open the SSH setup server. Runs once; the
+        and the helpers after a reboot, else continue the persisted log when it replays
+        exactly to RTMR3), then measure this start's settings and SSH host key, before anything
+        can open the SSH setup server. Runs once; the
         program calls it before its server starts so that a failure is one log line."""
         if self._prepared:
             return
@@ -234,6 +265,11 @@ class IdentityService:
             await self._measurement.start(int(self._clock()))
         except (RtmrDeviceError, MeasurementPersistError) as exc:
             raise StartupError(f"cannot start the RTMR3 measurement log: {exc}") from exc
+        try:
+            await self._measurement.record(self._settings_event)
+        except (RtmrDeviceError, MeasurementPersistError) as exc:
+            raise StartupError(f"cannot measure the settings: {exc}") from exc
+        log.info("settings measured", extra={"settings": dict(self._settings_event.settings)})
         try:
             await self._measurement.record(SshHostKeyEvent(public_key=self._ssh_host_key))
         except (RtmrDeviceError, MeasurementPersistError) as exc:
@@ -256,7 +292,10 @@ class IdentityService:
         self._comparing = asyncio.create_task(self._compare_until_agreed())
 
     async def _compare(self) -> bool:
-        """One comparison with the registry's record; True on agreement. Logs the outcome."""
+        """One comparison with the registry's record; True on agreement. Logs the outcome.
+        This boot's log and the state close SSH for good before the registry is asked."""
+        if closed_for_good(self._store.current, None, self._logged_transition()):
+            await self._close_for_good()
         try:
             record = await self._registry.lookup(self._pubkey)
         except RegistryUnavailable as exc:
@@ -271,21 +310,34 @@ class IdentityService:
         except RegistryRecordMalformed as exc:
             reason: str | None = str(exc)
         else:
+            state, logged = self._store.current, self._logged_transition()
+            if closed_for_good(state, record, logged):
+                await self._close_for_good()
             reason = disagreement(
-                self._pubkey, self._store.current, record, accept_v1=self._accept_v1_signatures
-            )
+                self._pubkey, state, record, accept_v1=self._accept_v1_signatures
+            ) or lifecycle_disagreement(state, record, logged)
         if reason is not None:
             self._comparison = Comparison(
                 ComparisonStatus.DISAGREED, f"the registry's record disagrees: {reason}"
             )
             log.error(
-                "the state's identities disagree with the registry's record: refusing every "
-                "lifecycle step and not recovering the workload until they agree",
+                "the state disagrees with the registry's record or the event log: refusing "
+                "every lifecycle step and not recovering the workload until they agree",
                 extra={"reason": reason, "retry_in": self._retry_delay},
             )
             return False
-        log.info("the state's identities agree with the registry's record")
+        log.info("the state's identities and lifecycle agree with the registry's record")
         return True
+
+    async def _close_for_good(self) -> None:
+        """An expose began: SSH setup access closes now and no configure is served again."""
+        self._closed_for_good = True
+        await self._workload.close_setup_access_for_good()
+
+    def _logged_transition(self) -> Transition | None:
+        """The latest workload transition of this boot's event log (it replays to RTMR3)."""
+        latest = self._measurement.log.workload
+        return None if latest is None else latest.transition
 
     async def _compare_until_agreed(self) -> None:
         """Compare again with back-off until agreement, then serve; cancelled at shutdown."""
@@ -361,7 +413,8 @@ class IdentityService:
         await self._measurement.record(IdentityEvent(role=role, pubkey=pubkey))
 
     async def _recover_workload(self) -> None:
-        """Let the workload runtime reach the committed state; commit an expose it finished."""
+        """Let the workload runtime reach the committed state (an expose that began but was
+        never committed is not finished: it was never accepted by the registry)."""
         state = self._store.current
         committed = None
         if state.workload_config is not None and state.owner is not None:
@@ -371,18 +424,9 @@ class IdentityService:
                 exposed=state.lifecycle is Lifecycle.EXPOSED,
             )
         try:
-            exposed = await self._workload.recover(committed)
+            await self._workload.recover(committed)
         except WorkloadError as exc:
             raise StartupError(f"workload recovery failed: {exc}") from exc
-        if exposed and state.lifecycle is not Lifecycle.EXPOSED:
-            # A crash came after the runtime began exposing and before the commit in
-            # expose_workload; the runtime finished it, the lifecycle follows.
-            target = next_state(state.lifecycle, Action.EXPOSE_WORKLOAD)
-            try:
-                self._store.commit(replace(self._store.current, lifecycle=target))
-            except StateWriteError as exc:
-                raise StartupError(str(exc)) from exc
-            log.warning("an interrupted workload expose was completed at start-up")
 
     async def _measure_recovered_workload(self) -> None:
         """Make the log's latest workload events describe what recovery runs: after a reboot the
@@ -598,7 +642,8 @@ class IdentityService:
         return seq
 
     async def configure_workload(self, body: bytes, signature_hex: str | None) -> None:
-        """Authenticate the owner's signed body, validate it, then (re)configure the workload."""
+        """Authenticate the owner's signed body, validate it, then (re)configure the workload:
+        SSH opens and the state commits only once the registry accepted the step."""
         self._require_agreement()
         owner_pubkey = self._owner_pubkey(Action.CONFIGURE_WORKLOAD)
         verify_owner_signature(owner_pubkey, body, signature_hex)
@@ -608,8 +653,15 @@ class IdentityService:
             state = self._store.current
             last_seq = self._check_seq(request.seq, "configure")
             target = next_state(state.lifecycle, Action.CONFIGURE_WORKLOAD, _phase(state))
+            if self._closed_for_good:
+                raise StepOutOfOrder(state.lifecycle, Action.CONFIGURE_WORKLOAD, _CLOSED_FOR_GOOD)
             await self._workload.configure(config, owner_pubkey)
-            await self._record_workload("configure", config, self._workload.running_image_id())
+            try:
+                await self._record_workload("configure", config, self._workload.running_image_id())
+                await self._reregister()
+            except Exception as exc:
+                await self._abandon_configure(exc)
+                raise
             self._store.commit(
                 replace(
                     self._store.current,
@@ -618,14 +670,28 @@ class IdentityService:
                     last_seq=last_seq,
                 )
             )
-            await self._reregister()
+            await self._workload.open_setup_access(config, owner_pubkey)
         log.info(
             "workload configured",
             extra={"image": config.image, "port": config.port, "dirs": len(config.persist_dirs)},
         )
 
+    async def _abandon_configure(self, cause: Exception) -> None:
+        """The configure was not accepted: remove its container, SSH stays closed, the state
+        is unchanged. A failure to remove it is logged; the caller raises `cause`."""
+        log.error(
+            "configure not accepted: removing its container; SSH setup access stays closed "
+            "and the state unchanged",
+            extra={"reason": str(cause)},
+        )
+        try:
+            await self._workload.abandon_configure()
+        except WorkloadError as exc:
+            log.error("cannot remove the refused container", extra={"reason": str(exc)})
+
     async def expose_workload(self, body: bytes, signature_hex: str | None) -> None:
-        """Authenticate the owner's signed body, then close setup access and publish the port."""
+        """Authenticate the owner's signed body, close setup access, and publish the port and
+        commit only once the registry accepted the step."""
         self._require_agreement()
         owner_pubkey = self._owner_pubkey(Action.EXPOSE_WORKLOAD)
         verify_owner_signature(owner_pubkey, body, signature_hex)
@@ -638,10 +704,23 @@ class IdentityService:
             config = state.workload_config
             if config is None or image != config.image:
                 raise WorkloadAuthError("image does not match the configured image")
+            refusal = self._workload.refusal()
+            if refusal is not None:  # nothing runs to expose: change nothing, close nothing
+                raise WorkloadFailed(f"the workload was refused at recovery: {refusal}")
+            self._closed_for_good = True
+            image_id = await self._workload.begin_expose(config)
+            try:
+                await self._record_workload("expose", config, image_id)
+                await self._reregister()
+            except Exception as exc:
+                log.error(
+                    "expose not accepted: SSH setup access stays closed for good and the "
+                    "workload port unpublished; the expose may be sent again",
+                    extra={"reason": str(exc), "image": image},
+                )
+                raise
             await self._workload.expose(config)
-            await self._record_workload("expose", config, self._workload.running_image_id())
             self._store.commit(replace(self._store.current, lifecycle=target, last_seq=last_seq))
-            await self._reregister()
         log.info("workload exposed", extra={"image": image})
 
 

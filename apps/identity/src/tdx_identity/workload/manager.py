@@ -2,14 +2,22 @@
 
 Every step first records its intent in the state's `workload` section (a `WorkloadSection`,
 whose schema `core.state` owns), then acts, then records that it is done, so that a crash
-(kill -9) at any point leaves a section from which `recover` reaches the last committed step:
+(kill -9) at any point leaves a section from which `recover` reaches the last committed step.
+Nothing is opened before the registry accepted the step that records it, so each step is split
+around the service's re-registration:
 
-    configure: "configuring" -> store mounted, dirs, container (unpublished), SSH -> "configured"
-    expose:    "exposing" -> SSH closed -> container recreated, port published -> "exposed"
+    configure:       "configuring" -> SSH closed, store mounted, dirs, container (unpublished)
+      accepted:      open_setup_access: SSH open -> "configured"
+      refused:       abandon_configure: the new container removed, the section put back
+    begin_expose:    "exposing" -> SSH closed for good, the image to publish resolved
+      accepted:      expose: container recreated, port published -> "exposed"
+      refused:       nothing more: SSH stays closed for good, the port unpublished
 
-A configure interrupted by a crash is rolled back to the configuration the service committed
-(`PersistedState.workload_config`); an expose is rolled forward, because once SSH setup access
-began to close it must never open again. A clean shutdown closes SSH only: the container keeps
+A configure interrupted by a crash (or refused) is rolled back to the configuration the service
+committed (`PersistedState.workload_config`). An expose is rolled forward only when the service
+committed it (after the registry accepted it); one that began but was not committed leaves SSH
+closed for good and the port unpublished, because once SSH setup access began to close it must
+never open again. A clean shutdown closes SSH only: the container keeps
 running and the gocryptfs daemon keeps the clear view mounted. When the section shows the
 committed step completed, the clear view is alive and podman runs the container exactly as it
 would be created now (same arguments and image ID, recorded as a digest label, and the same
@@ -113,6 +121,8 @@ class PodmanWorkloadManager:
         self._ssh_closed_for_good = False
         self._image_id: str | None = None
         self._refusal: str | None = None
+        self._expose_image_id: str | None = None
+        self._section_before: WorkloadSection | None = None
 
     # -- what tests and the app may observe ---------------------------------------------------
 
@@ -146,17 +156,53 @@ class PodmanWorkloadManager:
         await self._ensure_key()
 
     async def configure(self, config: WorkloadConfig, owner_pubkey: bytes) -> None:
-        """Check the image, then (re)build the container unpublished and open SSH."""
+        """Check the image, close SSH setup access, then (re)build the container unpublished;
+        SSH opens only in `open_setup_access`, once the registry accepted the step."""
         image_id = await self._require_image(config.image)
         await self._ensure_key()
-        await self._apply(config, owner_pubkey, image_id)
+        await self._close_ssh()
+        self._section_before = self._section.load()
+        await self._build(config, image_id)
 
-    async def expose(self, config: WorkloadConfig) -> None:
-        """Close SSH for good, then recreate the container with its port published."""
+    async def open_setup_access(self, config: WorkloadConfig, owner_pubkey: bytes) -> None:
+        """The registry accepted the configure: open SSH for the owner and record it done."""
+        image_id = self._image_id
+        if image_id is None:
+            raise WorkloadFailed("no container runs the configuration to open setup access to")
+        await self._open_ssh(owner_pubkey)
+        self._save(WorkloadPhase.CONFIGURED, config, image_id)
+
+    async def abandon_configure(self) -> None:
+        """The registry refused the configure: remove the container it started (SSH stays
+        closed), then put back the section as it was (until then it says "configuring", so a
+        crash in between rolls back to the committed configuration at recovery)."""
+        self._image_id = None
+        await self._guard(self._runtime.remove(self._name), "remove the refused container")
+        self._section.save(self._section_before)
+
+    async def begin_expose(self, config: WorkloadConfig) -> str:
+        """Close SSH for good; returns the image ID configure pinned (what the expose event
+        records and `expose` publishes: the tag is not resolved again)."""
         current = self._section.load()
         if current is not None and current.config != config:
             raise WorkloadFailed("the configuration to expose is not the one the runtime runs")
-        await self._expose(config)
+        image_id = self._section_image_id(config)
+        self._save(WorkloadPhase.EXPOSING, config, image_id)
+        await self.close_setup_access_for_good()
+        self._expose_image_id = image_id
+        return image_id
+
+    async def expose(self, config: WorkloadConfig) -> None:
+        """The registry accepted the expose: recreate the container with its port published."""
+        image_id = self._expose_image_id
+        if image_id is None:
+            raise WorkloadFailed("expose was not begun")
+        await self._expose(config, image_id)
+
+    async def close_setup_access_for_good(self) -> None:
+        """Close SSH setup access and never open it again in this process."""
+        self._ssh_closed_for_good = True
+        await self._close_ssh()
 
     async def recover(self, committed: CommittedWorkload | None) -> bool:
         """Bring podman, the store and SSH back to what the state and the section committed,
@@ -166,13 +212,8 @@ class PodmanWorkloadManager:
             WorkloadPhase.EXPOSING,
             WorkloadPhase.EXPOSED,
         )
-        if exposing or (committed is not None and committed.exposed):
-            if committed is not None:
-                config = committed.config
-            elif current is not None:
-                config = current.config
-            else:
-                raise WorkloadFailed("the workload is exposed but no configuration is recorded")
+        if committed is not None and committed.exposed:
+            config = committed.config
             image_id = await self._pinned_image(current, config)
             if image_id is None:
                 self._ssh_closed_for_good = True
@@ -186,11 +227,19 @@ class PodmanWorkloadManager:
                     extra={"image": config.image, "image_id": image_id},
                 )
                 return True
-            await self._expose(config)
+            await self._expose(config, image_id)
             _log.info(
                 "workload recovered: exposed", extra={"image": config.image, "image_id": image_id}
             )
             return True
+        if exposing:
+            # An expose began (SSH closed for good) but the registry never accepted it: it is
+            # neither undone nor finished; the owner may send it again.
+            self._ssh_closed_for_good = True
+            _log.warning(
+                "an expose began but was not committed: SSH stays closed, the port unpublished"
+            )
+            return False
         if committed is not None:
             config = committed.config
             image_id = await self._pinned_image(current, config)
@@ -296,7 +345,14 @@ class PodmanWorkloadManager:
         return True
 
     async def _apply(self, config: WorkloadConfig, owner_pubkey: bytes, image_id: str) -> None:
-        """Run `config` by its pinned `image_id`, unpublished, and open SSH (configure)."""
+        """At recovery: rebuild the committed configuration by its pinned `image_id` and open
+        SSH for its owner."""
+        await self._build(config, image_id)
+        await self._open_ssh(owner_pubkey)
+        self._save(WorkloadPhase.CONFIGURED, config, image_id)
+
+    async def _build(self, config: WorkloadConfig, image_id: str) -> None:
+        """Run `config` by its pinned `image_id`, unpublished; SSH is left as it is."""
         self._save(WorkloadPhase.CONFIGURING, config, image_id)
         mounts = await self._mount_dirs(config)
         self._image_id = None
@@ -306,11 +362,8 @@ class PodmanWorkloadManager:
         )
         self._image_id = image_id
         self._refusal = None
-        await self._open_ssh(owner_pubkey)
-        self._save(WorkloadPhase.CONFIGURED, config, image_id)
 
-    async def _expose(self, config: WorkloadConfig) -> None:
-        image_id = self._section_image_id(config)
+    async def _expose(self, config: WorkloadConfig, image_id: str) -> None:
         self._save(WorkloadPhase.EXPOSING, config, image_id)
         self._ssh_closed_for_good = True
         await self._close_ssh()

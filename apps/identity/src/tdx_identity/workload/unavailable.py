@@ -36,8 +36,20 @@ class NotConfiguredWorkload:
     async def configure(self, config: WorkloadConfig, owner_pubkey: bytes) -> None:
         raise WorkloadUnavailable(self.reason)
 
+    async def open_setup_access(self, config: WorkloadConfig, owner_pubkey: bytes) -> None:
+        raise WorkloadUnavailable(self.reason)
+
+    async def abandon_configure(self) -> None:
+        return None
+
+    async def begin_expose(self, config: WorkloadConfig) -> str:
+        raise WorkloadUnavailable(self.reason)
+
     async def expose(self, config: WorkloadConfig) -> None:
         raise WorkloadUnavailable(self.reason)
+
+    async def close_setup_access_for_good(self) -> None:
+        return None
 
     async def recover(self, committed: CommittedWorkload | None) -> bool:
         if committed is not None:
