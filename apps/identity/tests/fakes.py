@@ -183,6 +183,7 @@ class FakeRegistry:
                     operator=request.operator,
                     owner=request.owner,
                     workload=None if latest is None else latest.transition,
+                    workload_image_id=None if latest is None else latest.image_id,
                 )
         return None
 

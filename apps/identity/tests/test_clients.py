@@ -279,7 +279,28 @@ async def test_registry_lookup_parses_the_latest_workload_transition_expose_winn
 ) -> None:
     body = {"operator": None, "owner": None, "workload": workload, "event_log": event_log}
     client = _lookup_client(httpx.Response(200, json=body), [])
-    assert await client.lookup(LOOKED_UP) == RegistryRecord(None, None, workload=shown)
+    record = await client.lookup(LOOKED_UP)
+    assert record is not None and (record.operator, record.owner) == (None, None)
+    assert record.workload == shown
+
+
+@pytest.mark.parametrize(
+    ("workload", "event_log", "image_id"),
+    [
+        (None, None, None),
+        ({"transition": "configure", "image_id": "cd" * 32}, None, "cd" * 32),
+        ({"transition": "configure"}, None, None),
+        # The verified log wins over the record's summary of it.
+        ({"transition": "configure", "image_id": "cd" * 32}, _workload_log("configure"), "ab" * 32),
+        (None, _workload_log(), None),
+    ],
+)
+async def test_registry_lookup_names_the_image_id_the_registry_accepted(
+    workload: object, event_log: str | None, image_id: str | None
+) -> None:
+    body = {"operator": None, "owner": None, "workload": workload, "event_log": event_log}
+    record = await _lookup_client(httpx.Response(200, json=body), []).lookup(LOOKED_UP)
+    assert record is not None and record.workload_image_id == image_id
 
 
 async def test_registry_lookup_of_an_unknown_instance_is_none() -> None:

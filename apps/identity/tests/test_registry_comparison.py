@@ -305,6 +305,24 @@ async def test_an_unreachable_registry_holds_owner_steps_then_a_retry_agrees_and
     assert any("agree" in r.message and r.levelno == logging.INFO for r in caplog.records)
 
 
+async def test_recovery_is_told_the_image_id_the_registrys_record_accepted(
+    running: Running,
+) -> None:
+    """The workload section (on the host's disk) names the pinned image; recovery also gets the
+    ID the registry accepted, from the record's event log, and refuses a section that differs."""
+    parties = Parties()
+    async with running() as client:
+        await parties.register(client)
+        assert (await parties.configure(client)).status_code == 200
+        logged = (await served_log(client)).workload
+    assert logged is not None
+    workload = FakeWorkload()
+    async with running(workload=workload) as client:
+        await wait_for_agreement(client)
+    committed = workload.recovered[-1]
+    assert committed is not None and committed.accepted_image_id == logged.image_id
+
+
 async def test_a_disagreement_put_right_in_the_registry_is_found_by_the_retry(
     running: Running, settings: Settings, registry: FakeRegistry
 ) -> None:

@@ -79,6 +79,23 @@ def _workload(record: dict[str, object]) -> Transition | None:
     return "configure" if shown else None
 
 
+def _workload_image_id(record: dict[str, object]) -> str | None:
+    """The image ID the record's event log's latest workload event names (else its `workload`
+    member's `image_id`); None when neither names one. Call after `_workload` parsed both."""
+    event_log = record.get("event_log")
+    if isinstance(event_log, str):
+        latest = EventLog.from_json(event_log).workload
+        if latest is not None:
+            return latest.image_id
+    workload = record.get("workload")
+    image_id = workload.get("image_id") if isinstance(workload, dict) else None
+    if image_id is None:
+        return None
+    if not isinstance(image_id, str):
+        raise RegistryRecordMalformed("the registry's record has a malformed 'workload'")
+    return image_id
+
+
 def parse_record(body: bytes) -> RegistryRecord:
     """The operator, owner and latest workload transition of a GET /instance/{pubkey} answer;
     RegistryRecordMalformed for anything but a JSON object whose two identity members are null
@@ -93,6 +110,7 @@ def parse_record(body: bytes) -> RegistryRecord:
         operator=_identity(record, "operator"),
         owner=_identity(record, "owner"),
         workload=_workload(record),
+        workload_image_id=_workload_image_id(record),
     )
 
 

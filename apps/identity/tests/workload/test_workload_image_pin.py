@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from tdx_identity.core.lifecycle import WorkloadPhase
@@ -23,6 +25,24 @@ def test_the_pinned_image_still_named_by_the_reference_is_started() -> None:
         recorded=PINNED, recorded_present=True, resolved=PINNED, container=None
     )
     assert image_refusal(REF, no_container) is None
+
+
+def test_a_recorded_id_other_than_the_one_the_registry_accepted_is_refused() -> None:
+    # The host rewrote the state's image_id and tagged its own image to match: podman agrees with
+    # the state, but the registry's record (the log a quote's RTMR3 explained) names the pinned ID.
+    rewritten = ImageEvidence(
+        recorded=OTHER, recorded_present=True, resolved=OTHER, container=OTHER, accepted=PINNED
+    )
+    assert image_refusal(REF, rewritten) == (
+        f"the pinned image {OTHER} of {REF} is not the image {PINNED} the registry accepted "
+        "for this workload"
+    )
+    agreed = ImageEvidence(
+        recorded=PINNED, recorded_present=True, resolved=PINNED, container=None, accepted=PINNED
+    )
+    assert image_refusal(REF, agreed) is None
+    prefixed = replace(agreed, accepted=f"sha256:{PINNED}")  # as podman may print it
+    assert image_refusal(REF, prefixed) is None
 
 
 def test_a_retagged_reference_is_refused() -> None:

@@ -96,6 +96,9 @@ class RegistryRecord:
     operator: IdentityInfo | None
     owner: IdentityInfo | None
     workload: Transition | None = None
+    workload_image_id: str | None = None
+    """The image ID of the latest workload event of the record's event log (else of its
+    `workload` member): what the registry accepted the container to run."""
 
 
 class RegistryClient(Protocol):
@@ -150,6 +153,8 @@ class CommittedWorkload:
     config: WorkloadConfig
     owner_pubkey: bytes
     exposed: bool
+    accepted_image_id: str | None = None
+    """The image ID the registry's record accepted for this workload (None: not known)."""
 
 
 class WorkloadManager(Protocol):

@@ -201,6 +201,8 @@ class IdentityService:
         self._ssh_host_key = ssh_host_key
         self._settings_event = settings_event
         self._closed_for_good = False
+        # What the registry's record accepted the workload to run, once a comparison agreed.
+        self._accepted_image_id: str | None = None
         self._backoff = registry_backoff or Backoff()
         self._lock = asyncio.Lock()
         self._prepared = False
@@ -316,6 +318,7 @@ class IdentityService:
             reason = disagreement(
                 self._pubkey, state, record, accept_v1=self._accept_v1_signatures
             ) or lifecycle_disagreement(state, record, logged)
+            self._accepted_image_id = None if record is None else record.workload_image_id
         if reason is not None:
             self._comparison = Comparison(
                 ComparisonStatus.DISAGREED, f"the registry's record disagrees: {reason}"
@@ -422,6 +425,7 @@ class IdentityService:
                 config=state.workload_config,
                 owner_pubkey=state.owner.pubkey,
                 exposed=state.lifecycle is Lifecycle.EXPOSED,
+                accepted_image_id=self._accepted_image_id,
             )
         try:
             await self._workload.recover(committed)

@@ -214,7 +214,7 @@ class PodmanWorkloadManager:
         )
         if committed is not None and committed.exposed:
             config = committed.config
-            image_id = await self._pinned_image(current, config)
+            image_id = await self._pinned_image(current, config, committed.accepted_image_id)
             if image_id is None:
                 self._ssh_closed_for_good = True
                 return True
@@ -242,7 +242,7 @@ class PodmanWorkloadManager:
             return False
         if committed is not None:
             config = committed.config
-            image_id = await self._pinned_image(current, config)
+            image_id = await self._pinned_image(current, config, committed.accepted_image_id)
             if image_id is None:
                 return False
             if await self._keeps_running(current, WorkloadPhase.CONFIGURED, config, None, image_id):
@@ -272,7 +272,7 @@ class PodmanWorkloadManager:
     # -- the steps themselves ----------------------------------------------------------------
 
     async def _pinned_image(
-        self, section: WorkloadSection | None, config: WorkloadConfig
+        self, section: WorkloadSection | None, config: WorkloadConfig, accepted: str | None
     ) -> str | None:
         """At recovery: the image ID `config.image` was pinned to, if it still stands; else
         record the refusal, remove any container of ours, and return None. The section's ID
@@ -295,6 +295,7 @@ class PodmanWorkloadManager:
             recorded_present=present,
             resolved=resolved,
             container=container.image_id if container is not None else None,
+            accepted=accepted,
         )
         reason = image_refusal(config.image, evidence)
         self._refusal = reason
