@@ -52,16 +52,24 @@ def _identity(record: dict[str, object], role: str) -> IdentityInfo | None:
         raise RegistryRecordMalformed(f"the registry's record is malformed: {exc}") from exc
 
 
-def _workload(record: dict[str, object]) -> Transition | None:
-    """The latest transition the record shows: its `workload` member (absent or null: none)
-    and its `event_log` text's latest workload event (absent or null: none); "expose" wins."""
+def _workload(record: dict[str, object]) -> tuple[Transition | None, str | None]:
+    """The latest transition the record shows, from its `workload` member (absent or null:
+    none) and its `event_log` text's latest workload event (absent or null: none), "expose"
+    winning; and the image ID the registry accepted: the log's latest workload event's, else
+    the `workload` member's."""
     shown: set[str] = set()
+    image_id: str | None = None
     workload = record.get("workload")
     if workload is not None:
-        transition = workload.get("transition") if isinstance(workload, dict) else None
-        if transition not in ("configure", "expose"):
+        member_id = workload.get("image_id") if isinstance(workload, dict) else None
+        if (
+            not isinstance(workload, dict)
+            or workload.get("transition") not in ("configure", "expose")
+            or not isinstance(member_id, str | None)
+        ):
             raise RegistryRecordMalformed("the registry's record has a malformed 'workload'")
-        shown.add(str(transition))
+        shown.add(str(workload["transition"]))
+        image_id = member_id
     event_log = record.get("event_log")
     if event_log is not None:
         if not isinstance(event_log, str):
@@ -74,26 +82,10 @@ def _workload(record: dict[str, object]) -> Transition | None:
             ) from exc
         if latest is not None:
             shown.add(latest.transition)
+            image_id = latest.image_id
     if "expose" in shown:
-        return "expose"
-    return "configure" if shown else None
-
-
-def _workload_image_id(record: dict[str, object]) -> str | None:
-    """The image ID the record's event log's latest workload event names (else its `workload`
-    member's `image_id`); None when neither names one. Call after `_workload` parsed both."""
-    event_log = record.get("event_log")
-    if isinstance(event_log, str):
-        latest = EventLog.from_json(event_log).workload
-        if latest is not None:
-            return latest.image_id
-    workload = record.get("workload")
-    image_id = workload.get("image_id") if isinstance(workload, dict) else None
-    if image_id is None:
-        return None
-    if not isinstance(image_id, str):
-        raise RegistryRecordMalformed("the registry's record has a malformed 'workload'")
-    return image_id
+        return "expose", image_id
+    return ("configure" if shown else None), image_id
 
 
 def parse_record(body: bytes) -> RegistryRecord:
@@ -106,11 +98,12 @@ def parse_record(body: bytes) -> RegistryRecord:
         raise RegistryRecordMalformed("the registry's record is not JSON") from None
     if not isinstance(record, dict):
         raise RegistryRecordMalformed("the registry's record is not a JSON object")
+    transition, image_id = _workload(record)
     return RegistryRecord(
         operator=_identity(record, "operator"),
         owner=_identity(record, "owner"),
-        workload=_workload(record),
-        workload_image_id=_workload_image_id(record),
+        workload=transition,
+        workload_image_id=image_id,
     )
 
 

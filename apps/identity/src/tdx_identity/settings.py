@@ -339,6 +339,19 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     return parser
 
 
+def _boolean(
+    parser: argparse.ArgumentParser, flag: bool | None, environ: Mapping[str, str], name: str
+) -> bool:
+    """The flag when given, else the strict boolean environment variable `name` (usage error,
+    exit 2, for any other value than 1/0, true/false, yes/no, on/off)."""
+    if flag is not None:
+        return flag
+    try:
+        return parse_bool(name, environ.get(name))
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
 def parse_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Settings:
     """Parse `argv` (None: sys.argv) over `environ` into Settings; exits 2 on a usage error."""
     parser = build_parser(environ)
@@ -351,22 +364,12 @@ def parse_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Se
         )
     except WorkloadConfigError as exc:
         parser.error(str(exc))
-    accept_unsequenced = args.accept_unsequenced_requests
-    if accept_unsequenced is None:
-        try:
-            accept_unsequenced = parse_bool(
-                "ACCEPT_UNSEQUENCED_REQUESTS", environ.get("ACCEPT_UNSEQUENCED_REQUESTS")
-            )
-        except ValueError as exc:
-            parser.error(str(exc))
-    accept_v1_signatures = args.accept_v1_signatures
-    if accept_v1_signatures is None:
-        try:
-            accept_v1_signatures = parse_bool(
-                "ACCEPT_V1_SIGNATURES", environ.get("ACCEPT_V1_SIGNATURES")
-            )
-        except ValueError as exc:
-            parser.error(str(exc))
+    accept_unsequenced = _boolean(
+        parser, args.accept_unsequenced_requests, environ, "ACCEPT_UNSEQUENCED_REQUESTS"
+    )
+    accept_v1_signatures = _boolean(
+        parser, args.accept_v1_signatures, environ, "ACCEPT_V1_SIGNATURES"
+    )
     return Settings(
         host=args.host,
         port=args.port,

@@ -154,6 +154,20 @@ def _identity(tag: int, name: str, identity: IdentityInfo | None) -> bytes:
     )
 
 
+def _check_registration(
+    instance_pubkey: bytes,
+    ppid: bytes,
+    operator: IdentityInfo | None,
+    owner: IdentityInfo | None,
+) -> None:
+    """The sizes and the owner-needs-an-operator rule every registration binding (v1, v2) obeys."""
+    _check_len("instance_pubkey", instance_pubkey, ED25519_PUBKEY_LEN)
+    if not isinstance(ppid, bytes) or not 1 <= len(ppid) <= MAX_PPID_LEN:
+        raise EncodingError(f"ppid must be 1 to {MAX_PPID_LEN} bytes")
+    if owner is not None and operator is None:
+        raise EncodingError("an owner can only be bound together with an operator")
+
+
 def encode_binding(
     instance_pubkey: bytes,
     ppid: bytes,
@@ -161,11 +175,7 @@ def encode_binding(
     owner: IdentityInfo | None,
 ) -> bytes:
     """The canonical version-1 encoding described in the package docstring."""
-    _check_len("instance_pubkey", instance_pubkey, ED25519_PUBKEY_LEN)
-    if not isinstance(ppid, bytes) or not 1 <= len(ppid) <= MAX_PPID_LEN:
-        raise EncodingError(f"ppid must be 1 to {MAX_PPID_LEN} bytes")
-    if owner is not None and operator is None:
-        raise EncodingError("an owner can only be bound together with an operator")
+    _check_registration(instance_pubkey, ppid, operator, owner)
     return (
         DOMAIN
         + _field(_TAG_INSTANCE, instance_pubkey)

@@ -16,12 +16,12 @@ from tdx_report_data._binding import (
     ED25519_PUBKEY_LEN,
     ED25519_SIGNATURE_LEN,
     MAX_NONCE_LEN,
-    MAX_PPID_LEN,
     MIN_NONCE_LEN,
     REPORT_DATA_LEN,
     EncodingError,
     IdentityInfo,
     _check_len,
+    _check_registration,
     _field,
     _identity,
     _verify,
@@ -62,12 +62,8 @@ def encode_binding_v2(
     """``REGISTRATION_DOMAIN_V2 || field(0x01, instance_pubkey) || field(0x02, ppid) ||
     field(0x06, challenge) || identity(0x03, operator) || identity(0x04, owner)``: version 1's
     fields in version 1's order, the registry's single-use challenge after the PPID."""
-    _check_len("instance_pubkey", instance_pubkey, ED25519_PUBKEY_LEN)
-    if not isinstance(ppid, bytes) or not 1 <= len(ppid) <= MAX_PPID_LEN:
-        raise EncodingError(f"ppid must be 1 to {MAX_PPID_LEN} bytes")
+    _check_registration(instance_pubkey, ppid, operator, owner)
     _check_challenge(challenge)
-    if owner is not None and operator is None:
-        raise EncodingError("an owner can only be bound together with an operator")
     return (
         REGISTRATION_DOMAIN_V2
         + _field(_TAG_INSTANCE, instance_pubkey)
