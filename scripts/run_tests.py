@@ -18,9 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # Suites whose outcome depends on the registry's storage backend. The PostgreSQL cell of the
-# hatch matrix runs only these: the registry's own store tests and the registration flow
-# end to end; the libraries and the other apps never touch the database.
-BACKEND_SUITES = ("apps/registry/tests", "tests/test_registration_flow.py")
+# hatch matrix runs only these: the registry's and the key broker's own tests and the
+# registration flow end to end; the libraries and the other apps never touch the database.
+BACKEND_SUITES = (
+    "apps/registry/tests",
+    "apps/key-broker/tests",
+    "tests/test_registration_flow.py",
+)
 
 
 def suites() -> list[Path]:

@@ -1,0 +1,1 @@
+"""The owner's key broker, tdx-kbs (being written: issue 10)."""

@@ -1,0 +1,1 @@
+"""Trustee's KBS protocol for TDX (being written: issue 10)."""
