@@ -125,7 +125,7 @@ def _define_entities(db: Database) -> tuple[Any, Any, Any]:
     class Policy(db.Entity):  # type: ignore[misc]
         _table_ = "kbs_policies"
         version = PrimaryKey(int, auto=True)
-        text = Required(LongStr)
+        text = Required(LongStr, autostrip=False)
         sha256 = Required(str, 64)
         admin = Required(str, 64)
         set_at = Required(datetime, precision=6)
