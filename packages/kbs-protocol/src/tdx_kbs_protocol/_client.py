@@ -96,6 +96,9 @@ class KbsClient:
             response = await self._http.send(request)
         except httpx.HTTPError as exc:
             raise KbsUnavailable(f"key broker unreachable: {type(exc).__name__}") from exc
+        finally:
+            # Sessions are carried explicitly; nothing lingers in httpx's cookie jar.
+            self._http.cookies.clear()
         if response.status_code >= 500:
             raise KbsUnavailable(f"key broker answered HTTP {response.status_code}")
         if response.status_code >= 400:
@@ -125,7 +128,7 @@ class KbsClient:
         except MessageError as exc:
             raise KbsAnswerError(f"auth answer: {exc}") from exc
         session = auth.cookies.get(SESSION_COOKIE)
-        if not session:
+        if not session or len(session) > 4096:
             raise KbsAnswerError(f"auth answer has no {SESSION_COOKIE} cookie")
         cookies = {SESSION_COOKIE: session}
 
