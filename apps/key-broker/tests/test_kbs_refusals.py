@@ -281,14 +281,18 @@ async def test_revoked_tcb_is_refused_at_attest(sim_runner: SimRunner, tmp_path:
 
 
 def _rsa_jwk(alg: str) -> dict[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_numbers()
+    key = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_numbers()
+    )
 
     def b64(n: int) -> str:
         import base64
 
-        return base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).rstrip(
-            b"="
-        ).decode()
+        return (
+            base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big"))
+            .rstrip(b"=")
+            .decode()
+        )
 
     return {"kty": "RSA", "alg": alg, "n": b64(key.n), "e": b64(key.e)}
 
@@ -301,12 +305,22 @@ def _ec_jwk(curve: ec.EllipticCurve, crv: str, size: int) -> dict[str, str]:
     def b64(n: int) -> str:
         return base64.urlsafe_b64encode(n.to_bytes(size, "big")).rstrip(b"=").decode()
 
-    return {"kty": "EC", "crv": crv, "alg": "ECDH-ES+A256KW", "x": b64(numbers.x), "y": b64(numbers.y)}
+    return {
+        "kty": "EC",
+        "crv": crv,
+        "alg": "ECDH-ES+A256KW",
+        "x": b64(numbers.x),
+        "y": b64(numbers.y),
+    }
 
 
 @pytest.mark.parametrize(
     "jwk",
-    [_rsa_jwk("RSA-OAEP"), _ec_jwk(ec.SECP384R1(), "P-384", 48), _ec_jwk(ec.SECP256K1(), "secp256k1", 32)],
+    [
+        _rsa_jwk("RSA-OAEP"),
+        _ec_jwk(ec.SECP384R1(), "P-384", 48),
+        _ec_jwk(ec.SECP256K1(), "secp256k1", 32),
+    ],
     ids=["rsa-oaep", "p-384", "secp256k1"],
 )
 async def test_refused_tee_keys(broker: Broker, jwk: dict[str, str]) -> None:
@@ -326,7 +340,9 @@ async def test_rsa_oaep_256_key_is_served(broker: Broker) -> None:
     jwk = _rsa_jwk("RSA-OAEP-256")
     async with broker.guest_client() as client:
         nonce = await guest.auth(client)
-        body = guest.attest_body(nonce, TeeKeyPair.generate(), tee_pubkey=TeePublicKey.from_jwk(jwk))
+        body = guest.attest_body(
+            nonce, TeeKeyPair.generate(), tee_pubkey=TeePublicKey.from_jwk(jwk)
+        )
         response = await client.post(f"{KBS}/attest", json=body)
     assert response.status_code == 200, response.text
 
@@ -398,10 +414,13 @@ def _alg_none_token() -> str:
         return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
 
     now = int(time.time())
-    return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64({'role': 'admin', 'iat': now, 'exp': now + 60})}."
+    claims = {"role": "admin", "iat": now, "exp": now + 60}
+    return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}."
 
 
-@pytest.mark.parametrize("case", ["expired", "alg-none", "other-key", "too-long", "missing", "garbage"])
+@pytest.mark.parametrize(
+    "case", ["expired", "alg-none", "other-key", "too-long", "missing", "garbage"]
+)
 async def test_refused_admin_tokens(broker: Broker, case: str) -> None:
     import time
 

@@ -14,7 +14,6 @@ import pytest
 from kbs_helpers import KBS, Broker, Guest, raw_public
 
 from tdx_kbs import DatabaseTarget, KbsStore, default_policy_text
-from tdx_kbs_protocol import TeeKeyPair
 from tdx_kbs.sealing import (
     ResourceSealer,
     SealError,
@@ -22,6 +21,7 @@ from tdx_kbs.sealing import (
     load_or_create_storage_key,
 )
 from tdx_kbs.store import ACTION_POLICY_SET, ACTION_RESOURCE_PUT
+from tdx_kbs_protocol import TeeKeyPair
 
 Start = Callable[..., AbstractAsyncContextManager[Broker]]
 ADMIN = "ab" * 32

@@ -267,7 +267,9 @@ class KbsStore:
 
     def _policy_history_sync(self) -> list[StoredPolicy]:
         with db_session:
-            return [self._policy_of(r) for r in self._policy.select().order_by(self._policy.version)]
+            return [
+                self._policy_of(r) for r in self._policy.select().order_by(self._policy.version)
+            ]
 
     def _audit_sync(self) -> list[AuditEntry]:
         with db_session:
