@@ -62,3 +62,20 @@ async def test_owner_other_than_uploader_is_denied(broker: Broker) -> None:
         refused = await client.get(f"{KBS}/resource/{guest.store_key_path}")
     assert refused.status_code == 401
     assert error_variant(refused) == "PolicyDeny"
+
+
+async def test_session_cookie_attributes(broker: Broker) -> None:
+    response = await broker.client.post(
+        f"{KBS}/auth", json={"version": "0.4.0", "tee": "tdx", "extra-params": ""}
+    )
+    assert response.status_code == 200
+    cookie = response.headers["set-cookie"]
+    name, _, rest = cookie.partition("=")
+    value = rest.split(";")[0]
+    assert name == "kbs-session-id" and len(value) >= 32
+    attributes = {a.strip().split("=")[0].lower(): a for a in cookie.split(";")[1:]}
+    assert {"httponly", "path", "max-age", "samesite"} <= set(attributes)
+    assert attributes["path"].strip() == "Path=/kbs/v0"
+    assert 1 <= int(attributes["max-age"].split("=")[1]) <= broker.settings.sessions.ttl
+    body = response.json()
+    assert set(body) == {"nonce", "extra-params"} and body["extra-params"] == ""

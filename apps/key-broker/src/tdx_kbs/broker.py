@@ -140,9 +140,9 @@ class KeyBroker:
         self._admin_hex = admin_pubkey.public_bytes_raw().hex()
         self._clock = clock
 
-    @property
-    def session_ttl(self) -> int:
-        return self._sessions.ttl
+    def cookie_max_age(self, session: Session) -> int:
+        """Seconds the session has left (its cookie's Max-Age), at least 1."""
+        return max(1, int(session.expires_at - self._clock()))
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
