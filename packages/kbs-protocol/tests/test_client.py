@@ -264,6 +264,12 @@ GOOD_AUTH = {"nonce": "bm9uY2U=", "extra-params": ""}
         pytest.param(answering(httpx.Response(200, json=GOOD_AUTH)), id="auth-no-cookie"),
         pytest.param(
             answering(
+                httpx.Response(200, json=GOOD_AUTH, headers={"set-cookie": 'kbs-session-id="a b"'})
+            ),
+            id="auth-bad-cookie",
+        ),
+        pytest.param(
+            answering(
                 httpx.Response(200, json=GOOD_AUTH, headers=COOKIE), httpx.Response(200, json={})
             ),
             id="attest-no-token",

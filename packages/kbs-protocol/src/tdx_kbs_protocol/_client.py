@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -34,6 +35,8 @@ from tdx_kbs_protocol._resource import ResourcePath
 
 SESSION_COOKIE: Final = "kbs-session-id"
 MAX_ANSWER_BYTES: Final = 32 * 1024 * 1024
+# RFC 6265 cookie-octets, 1 to 4096 of them.
+_COOKIE_VALUE: Final = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]{1,4096}")
 
 
 class EvidenceProvider(Protocol):
@@ -143,8 +146,8 @@ class KbsClient:
         except MessageError as exc:
             raise KbsAnswerError(f"auth answer: {exc}") from exc
         session = auth.session
-        if not session or len(session) > 4096:
-            raise KbsAnswerError(f"auth answer has no {SESSION_COOKIE} cookie")
+        if session is None or _COOKIE_VALUE.fullmatch(session) is None:
+            raise KbsAnswerError(f"auth answer has no valid {SESSION_COOKIE} cookie")
         cookies = {SESSION_COOKIE: session}
 
         keys = TeeKeyPair.generate()
