@@ -264,6 +264,12 @@ GOOD_AUTH = {"nonce": "bm9uY2U=", "extra-params": ""}
         pytest.param(answering(httpx.Response(200, json=GOOD_AUTH)), id="auth-no-cookie"),
         pytest.param(
             answering(
+                httpx.Response(200, json=GOOD_AUTH, headers={"set-cookie": 'kbs-session-id="a b"'})
+            ),
+            id="auth-bad-cookie",
+        ),
+        pytest.param(
+            answering(
                 httpx.Response(200, json=GOOD_AUTH, headers=COOKIE), httpx.Response(200, json={})
             ),
             id="attest-no-token",
@@ -320,3 +326,38 @@ def test_refused_and_error_type_base() -> None:
     assert (err.status, err.variant, err.detail) == (401, "PolicyDeny", "denied")
     assert ERROR_TYPE_BASE.endswith("/errors/")
     assert issubclass(KbsAnswerError, Exception) and not issubclass(KbsAnswerError, MessageError)
+
+
+async def test_oversized_answer_is_refused_while_reading() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b" " * (32 * 1024 * 1024 + 1), headers=COOKIE)
+
+    client = KbsClient("http://kbs.test", transport=httpx.MockTransport(handler))
+    try:
+        with pytest.raises(KbsAnswerError, match="too large"):
+            await client.get_resource(ResourcePath.parse("a/b/c"), Evidence())
+    finally:
+        await client.aclose()
+
+
+async def test_timeout_is_unavailable() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    client = KbsClient("http://kbs.test", timeout=0.1, transport=httpx.MockTransport(handler))
+    try:
+        with pytest.raises(KbsUnavailable):
+            await client.put_resource(ResourcePath.parse("a/b/c"), b"x", "token")
+    finally:
+        await client.aclose()
+
+
+async def test_admin_calls_carry_no_session_cookie() -> None:
+    broker = FakeBroker(resources={"a/b/c": b"x"})
+    client = KbsClient("http://kbs.test", transport=httpx.MockTransport(broker))
+    try:
+        await client.get_resource(ResourcePath.parse("a/b/c"), Evidence())
+        await client.put_resource(ResourcePath.parse("a/b/d"), b"y", make_admin_token(ADMIN))
+    finally:
+        await client.aclose()
+    assert broker.cookies_seen[-1] == ("/kbs/v0/resource/a/b/d", None)

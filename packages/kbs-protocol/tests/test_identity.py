@@ -135,3 +135,9 @@ def test_decode_inverts_encode(pub: bytes, sig: bytes, log: str) -> None:
 def test_created_evidence_always_encodes_and_verifies(nonce: str, log: str) -> None:
     evidence = IdentityEvidence.create(INSTANCE, nonce, TEE, log)
     IdentityEvidence.decode(evidence.encode()).verify_possession(nonce, TEE)
+
+
+def test_event_log_that_escapes_past_the_bound_is_refused_at_construction() -> None:
+    # 1 MiB of control characters is within the 2 MiB log bound but JSON-escapes sixfold.
+    with pytest.raises(MessageError, match="encoded"):
+        IdentityEvidence.create(INSTANCE, "n", TEE, "\x01" * (1024 * 1024))

@@ -194,3 +194,13 @@ def test_jwe_for_another_key_is_refused() -> None:
     jwe = encrypt_resource(b"secret", TeeKeyPair.generate().public)
     with pytest.raises(JweError, match="does not decrypt"):
         TeeKeyPair.generate().decrypt(jwe)
+
+
+def test_epk_with_private_or_extra_members_is_refused() -> None:
+    pair = TeeKeyPair.generate()
+    jwe = encrypt_resource(b"secret", pair.public)
+    header = json.loads(unb64u(jwe["protected"]))
+    header["epk"]["d"] = header["epk"]["x"]
+    jwe["protected"] = b64u(json.dumps(header, separators=(",", ":")).encode())
+    with pytest.raises(JweError, match="epk"):
+        pair.decrypt(jwe)
