@@ -91,6 +91,13 @@ class PolicySource:
         self._store = store
         self._fallback = fallback
         self._compiled: dict[str, ResourcePolicy] = {fallback.sha256: fallback}
+        self._evaluating = asyncio.Lock()
+
+    async def allows(self, policy: ResourcePolicy, input_doc: Mapping[str, Any]) -> bool:
+        """Evaluate off the event loop, one evaluation at a time (regopy's thread safety is
+        not documented, so it never runs twice at once)."""
+        async with self._evaluating:
+            return await asyncio.to_thread(policy.allows, input_doc)
 
     async def current(self) -> ResourcePolicy | None:
         """The policy to apply; None when the stored one no longer compiles (then deny)."""
@@ -230,7 +237,7 @@ class KeyBroker:
         stored = await self._store.get_resource(str(path))
         input_doc = self.policy_input(path, None if stored is None else stored.uploader, claims)
         policy = await self._policies.current()
-        allowed = policy is not None and await asyncio.to_thread(policy.allows, input_doc)
+        allowed = policy is not None and await self._policies.allows(policy, input_doc)
         policy_sha256 = None if policy is None else policy.sha256
         identity = claims.get("identity") or {}
         instance = identity.get("instance_pubkey") if isinstance(identity, dict) else None
