@@ -204,3 +204,14 @@ def test_real_program_answers_auth_and_stops_on_sigterm(
     log = program.log()
     assert "key broker ready" in log
     assert "Traceback" not in log
+
+
+def test_main_exits_1_when_the_storage_key_cannot_be_created(
+    tmp_path: Path, admin_pem: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = base_args(tmp_path, admin_pem)
+    args[args.index("--storage-key-path") + 1] = str(tmp_path / "missing-dir" / "storage.key")
+    assert main([*args, "--port", str(free_port())]) == 1
+    err = capsys.readouterr().err
+    assert "storage key" in err
+    assert "Traceback" not in err

@@ -41,7 +41,7 @@ from .errors import (
     ResourceNotFound,
     TokenMissing,
 )
-from .policy import ResourcePolicy
+from .policy import PolicyCompileError, ResourcePolicy
 from .sealing import ResourceSealer
 from .sessions import Session, SessionError, SessionTable
 from .store import KbsStore
@@ -109,10 +109,10 @@ class PolicySource:
             return cached
         try:
             policy = ResourcePolicy.compile(stored.text)
-        except Exception as exc:
+        except PolicyCompileError as exc:
             log.error(
                 "the stored resource policy does not compile: every release is denied",
-                extra={"policy_sha256": stored.sha256, "reason": str(exc)[:500]},
+                extra={"policy_sha256": stored.sha256, "reason": exc.reason[:500]},
             )
             return None
         if len(self._compiled) > 64:
