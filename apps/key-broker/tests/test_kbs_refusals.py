@@ -461,6 +461,8 @@ async def test_policy_that_does_not_compile(broker: Broker, rego: str) -> None:
     response = await broker.set_policy(rego)
     assert response.status_code == 400, response.text
     assert error_variant(response) == "ParsePolicyError"
+    detail = response.json()["detail"]
+    assert "does not compile" in detail or "package policy" in detail
     await _nothing_stored(broker)
 
 
