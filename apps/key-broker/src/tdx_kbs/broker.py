@@ -177,8 +177,6 @@ class KeyBroker:
         attestation = Attestation.from_json(_json(body, "attest"))
         claims = await self._evidence.verify(attestation, session.nonce, now=self._now())
         token = self._tokens.issue(claims.to_json(), now=int(self._clock()))
-        session.claims = claims.to_json()
-        session.tee_pubkey = dict(claims.tee_pubkey)
         session.token = token
         session.attested = True
         log.info(
@@ -194,15 +192,18 @@ class KeyBroker:
         return Answer({"token": token}, session)
 
     def _claims(self, session_id: str | None, authorization: str | None) -> dict[str, Any]:
-        """The attested claims of the cookie's session, else of the bearer token."""
+        """The claims of the cookie's attested session's token, else of the bearer token; the
+        token's own expiry applies either way (a session outliving its token releases nothing)."""
+        token: str | None = None
         if session_id:
             try:
                 session = self._sessions.get(session_id)
                 if session.attested:
-                    return dict(session.claims)
+                    token = session.token
             except SessionError:
                 pass
-        token = _bearer(authorization)
+        if token is None:
+            token = _bearer(authorization)
         if token is None:
             raise TokenMissing("no attested kbs-session-id session and no bearer attestation token")
         return self._tokens.verify(token, now=int(self._clock()))
