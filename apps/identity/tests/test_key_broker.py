@@ -239,6 +239,19 @@ def test_with_a_broker_the_key_comes_from_it_without_the_warning(
     assert not any("UNPROTECTED" in r.getMessage() for r in caplog.records)
 
 
+def test_with_a_broker_a_leftover_local_key_file_is_warned_about_and_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = _workload_settings(tmp_path, KeyBrokerSettings(KBS_URL))
+    settings.store_key_path.parent.mkdir()
+    settings.store_key_path.write_bytes(bytes(32))
+    with caplog.at_level(logging.WARNING, logger="tdx_identity.workload"):
+        store_key_provider(settings, bytes(32), lambda: pytest.fail("no evidence"))
+    [record] = caplog.records
+    assert f"a local store key file remains at {settings.store_key_path}" in record.getMessage()
+    assert settings.store_key_path.read_bytes() == bytes(32)
+
+
 def test_the_key_broker_settings_and_what_the_config_event_measures() -> None:
     local = parse_settings([], {})
     assert local.key_broker_url is None
