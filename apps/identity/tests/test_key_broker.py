@@ -19,7 +19,7 @@ import httpx
 import pytest
 from conftest import Running, instance_pubkey, pub, register_operator, register_owner, sign
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fakes import FakeQuoteSource, FakeRtmr, FakeWorkload
+from fakes import FakeQuoteSource, FakeRegistry, FakeRtmr, FakeWorkload
 from kbs_fake import FakeKbs
 
 from tdx_identity import Settings
@@ -435,7 +435,10 @@ async def test_a_refusal_at_configure_fails_the_step_with_503_and_commits_nothin
 
 
 async def test_a_broker_down_at_restart_locks_the_workload_until_it_is_back(
-    with_broker: Running, broker: Broker, caplog: pytest.LogCaptureFixture
+    with_broker: Running,
+    broker: Broker,
+    registry: FakeRegistry,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     key = secrets.token_bytes(32)
     async with with_broker() as client:
@@ -443,6 +446,10 @@ async def test_a_broker_down_at_restart_locks_the_workload_until_it_is_back(
         broker.kbs.put_store_key(await instance_pubkey(client), key)
         assert (await configure(client, owner, 1)).status_code == 200
     broker.kbs.down = True
+    registrations = len(registry.accepted)
+    async with with_broker() as client:
+        assert (await workload_state(client))["workload"] == "locked"
+    assert len(registry.accepted) == registrations, "no re-registration while locked"
     with caplog.at_level(logging.INFO):
         async with with_broker() as client:
             state = await workload_state(client)
@@ -460,6 +467,10 @@ async def test_a_broker_down_at_restart_locks_the_workload_until_it_is_back(
             broker.kbs.down = False
             state = await wait_for(client, "running")
             assert state["workload_reason"] is None
+            assert state["registry_comparison"]["status"] == "agreed"
+            assert len(registry.accepted) == registrations + 1, "re-registered once recovered"
+            latest = EventLog.from_json(registry.accepted[-1].event_log or "")
+            assert latest.workload is not None and latest.workload.transition == "configure"
             assert workload.key_seen == [key]
             assert workload.recovered[-1] is not None
             assert (await configure(client, owner, 2)).status_code == 200
