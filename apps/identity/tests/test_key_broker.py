@@ -237,12 +237,19 @@ def test_with_a_broker_the_key_comes_from_it_without_the_warning(
     assert isinstance(keys, KbsKeyProvider)
     assert keys.url == KBS_URL
     assert not any("UNPROTECTED" in r.getMessage() for r in caplog.records)
+    [plain] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "reached over plain http" in plain.getMessage()
+    caplog.clear()
+    https = _workload_settings(tmp_path, KeyBrokerSettings("https://kbs.example:3020"))
+    with caplog.at_level(logging.WARNING, logger="tdx_identity.workload"):
+        store_key_provider(https, bytes(32), lambda: pytest.fail("no evidence"))
+    assert caplog.records == []
 
 
 def test_with_a_broker_a_leftover_local_key_file_is_warned_about_and_kept(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = _workload_settings(tmp_path, KeyBrokerSettings(KBS_URL))
+    settings = _workload_settings(tmp_path, KeyBrokerSettings("https://kbs.example"))
     settings.store_key_path.parent.mkdir()
     settings.store_key_path.write_bytes(bytes(32))
     with caplog.at_level(logging.WARNING, logger="tdx_identity.workload"):

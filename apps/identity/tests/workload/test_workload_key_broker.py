@@ -26,7 +26,7 @@ from .conftest import _lazy_unmount, _remove_labelled
 from .test_workload_manager import App, Instance, port_open, run_ssh
 
 instance = manager_tests.instance
-""" The real workload's settings and fakes (`test_workload_manager.instance`)."""
+"""The real workload's settings and fakes (`test_workload_manager.instance`)."""
 
 KBS_URL = "http://kbs.test:3020"
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -558,6 +559,13 @@ def store_key_provider(
             "and kept in memory only",
             extra={"key_broker_url": _without_userinfo(settings.key_broker.url)},
         )
+        if urllib.parse.urlsplit(settings.key_broker.url).scheme != "https":
+            _log.warning(
+                "the key broker is reached over plain http: whoever controls the network can "
+                "answer in its place and hand this TD a key of its choosing (a fresh store would "
+                "be made under it); use an https URL",
+                extra={"key_broker_url": _without_userinfo(settings.key_broker.url)},
+            )
         if settings.store_key_path.exists():
             _log.warning(
                 "a local store key file remains at %s although the key broker is used: the "
