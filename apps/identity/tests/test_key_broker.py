@@ -506,3 +506,32 @@ async def test_shutdown_cancels_the_retry_of_a_locked_workload(
     asked = broker.kbs.requests
     await asyncio.sleep(0.08)
     assert broker.kbs.requests == asked, "nothing asks the broker after shutdown"
+
+
+async def test_a_recovered_workload_that_cannot_be_measured_stays_locked_until_it_is(
+    with_broker: Running, broker: Broker
+) -> None:
+    async with with_broker() as client:
+        owner = await registered(client, broker)
+        broker.kbs.put_store_key(await instance_pubkey(client), secrets.token_bytes(32))
+        assert (await configure(client, owner, 1)).status_code == 200
+    broker.kbs.down = True
+    rebooted = FakeRtmr()  # after a reboot RTMR3 is zero: the new log must name the workload
+    quotes = FakeQuoteSource(rtmr=rebooted)
+    async with with_broker(rtmr_device=rebooted, quote_source=quotes) as client:
+        assert (await workload_state(client))["workload"] == "locked"
+        rebooted.fail = True
+        broker.kbs.down = False
+        async with asyncio.timeout(3.0):
+            while True:
+                reason = (await workload_state(client))["workload_reason"] or ""
+                if "could not be measured" in reason:
+                    break
+                await asyncio.sleep(0.01)
+        assert (await workload_state(client))["workload"] == "locked"
+        assert (await configure(client, owner, 2)).status_code == 503
+        rebooted.fail = False
+        await wait_for(client, "running")
+        events = EventLog.from_json((await client.get("/instance/eventlog")).text)
+        assert events.workload is not None and events.workload.transition == "configure"
+        assert (await configure(client, owner, 2)).status_code == 200
