@@ -249,14 +249,18 @@ def test_with_a_broker_the_key_comes_from_it_without_the_warning(
 def test_with_a_broker_a_leftover_local_key_file_is_warned_about_and_kept(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = _workload_settings(tmp_path, KeyBrokerSettings("https://kbs.example"))
+    broker = KeyBrokerSettings("https://owner:s3cret@kbs.example")
+    settings = _workload_settings(tmp_path, broker)
     settings.store_key_path.parent.mkdir()
     settings.store_key_path.write_bytes(bytes(32))
-    with caplog.at_level(logging.WARNING, logger="tdx_identity.workload"):
+    with caplog.at_level(logging.INFO, logger="tdx_identity.workload"):
         store_key_provider(settings, bytes(32), lambda: pytest.fail("no evidence"))
-    [record] = caplog.records
+    [record] = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert f"a local store key file remains at {settings.store_key_path}" in record.getMessage()
     assert settings.store_key_path.read_bytes() == bytes(32)
+    [info] = [r for r in caplog.records if r.levelno == logging.INFO]
+    assert info.key_broker_url == "https://kbs.example"  # type: ignore[attr-defined]
+    assert "s3cret" not in caplog.text + str([r.__dict__ for r in caplog.records])
 
 
 def test_the_key_broker_settings_and_what_the_config_event_measures() -> None:

@@ -586,9 +586,9 @@ def store_key_provider(
 
 
 def _without_userinfo(url: str) -> str:
-    head, sep, rest = url.partition("://")
-    netloc, slash, path = rest.partition("/")
-    return head + sep + netloc.rsplit("@", 1)[-1] + slash + path
+    """`url` without a ``user:password@`` part (never logged)."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
 
 
 def podman_workload_manager(
@@ -634,5 +634,5 @@ def podman_workload_manager(
         ssh_server_factory=ssh_server,
         container_name=settings.container_name,
         workload_port=settings.workload_port,
-        key_at_registration=settings.key_broker is None,
+        key_at_registration=not isinstance(keys, KbsKeyProvider),
     )
