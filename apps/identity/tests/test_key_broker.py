@@ -27,6 +27,7 @@ from tdx_identity import Settings
 from tdx_identity.core.evidence import MeasuredEvidence
 from tdx_identity.core.measurement import MeasurementLog
 from tdx_identity.core.ports import CommittedWorkload, KeyProvider, WorkloadConfig
+from tdx_identity.core.service import IdentityService
 from tdx_identity.exceptions import QuoteSourceError, StoreKeyUnavailable, WorkloadLocked
 from tdx_identity.settings import measured_settings, parse_settings
 from tdx_identity.workload.helpers import installed_helpers
@@ -677,21 +678,33 @@ async def test_a_host_in_the_middle_at_restart_keeps_the_workload_locked(
         assert broker.workloads[-1].key_seen == [key]
 
 
+async def wait_for_comparison(client: httpx.AsyncClient, status: str) -> dict[str, Any]:
+    """The state once the registry comparison's status is `status` (within 5 s)."""
+    async with asyncio.timeout(5.0):
+        while True:
+            state = await workload_state(client)
+            if state["registry_comparison"]["status"] == status:
+                return state
+            await asyncio.sleep(0.01)
+
+
+def confirmed_owner(client: httpx.AsyncClient) -> bytes | None:
+    service: IdentityService = client.app.ctx.service  # type: ignore[attr-defined]
+    return service.confirmed_owner
+
+
 async def test_the_owner_the_envelope_is_checked_against_is_the_one_the_registry_confirmed(
     with_broker: Running, broker: Broker, registry: FakeRegistry
 ) -> None:
     async with with_broker() as client:
-        service = client.app.ctx.service  # type: ignore[attr-defined]
-        assert service.confirmed_owner is None, "no owner registered yet"
+        assert confirmed_owner(client) is None, "no owner registered yet"
         owner = await registered(client, broker)
-        assert service.confirmed_owner == pub(owner), "the owner the registry accepted"
+        assert confirmed_owner(client) == pub(owner), "the owner the registry accepted"
     registry.lookup_unavailable = True
     async with with_broker() as client:
-        service = client.app.ctx.service  # type: ignore[attr-defined]
-        assert service.comparison.status.value == "pending"
-        assert service.confirmed_owner is None, "the state's owner counts once compared"
+        state = await workload_state(client)
+        assert state["registry_comparison"]["status"] == "pending"
+        assert confirmed_owner(client) is None, "the state's owner counts once compared"
         registry.lookup_unavailable = False
-        async with asyncio.timeout(5.0):
-            while service.confirmed_owner is None:
-                await asyncio.sleep(0.01)
-        assert service.confirmed_owner == pub(owner)
+        await wait_for_comparison(client, "agreed")
+        assert confirmed_owner(client) == pub(owner)
