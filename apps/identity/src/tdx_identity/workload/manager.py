@@ -565,8 +565,9 @@ def store_key_provider(
         if urllib.parse.urlsplit(settings.key_broker.url).scheme != "https":
             _log.warning(
                 "the key broker is reached over plain http: whoever controls the network can "
-                "answer in its place and hand this TD a key of its choosing (a fresh store would "
-                "be made under it); use an https URL",
+                "answer in its place and withhold the store key (the workload stays locked; it "
+                "cannot substitute one, the key must be in the owner's signed envelope); use an "
+                "https URL",
                 extra={"key_broker_url": _without_userinfo(settings.key_broker.url)},
             )
         if settings.store_key_path.exists():
