@@ -335,6 +335,7 @@ def run(sessions: int, concurrency: int, seconds: float) -> int:
                     str(tmp / "sim" / "root_ca.pem"),
                     "--pccs-url",
                     sim_url,
+                    "--no-rate-limit",
                     "--log-level",
                     "WARNING",
                 ],

@@ -161,6 +161,10 @@ def td(tmp_path: Path) -> Iterator[Td]:
             CLEAR_MOUNT_DIR=str(clear_dir),
             STORE_KEY_PATH=str(tmp_path / "td-root" / "store.key"),
             CONTAINER_NAME=container,
+            # A short back-off (the service's default doubles to 30 s): the recovery below
+            # is bounded by RECOVERY_BOUND.
+            KEY_BROKER_RETRY_INITIAL="0.5",
+            KEY_BROKER_RETRY_MAX="2",
         )
         stack.enter_context(procs.running(ident))
         env |= {
@@ -324,7 +328,7 @@ def other_root_ca(path: Path) -> Path:
 
 
 def locked_reason(state: dict[str, Any]) -> str:
-    reason = state.get("workload_locked_reason") or state.get("workload_reason")
+    reason = state["workload_reason"]
     assert isinstance(reason, str) and reason, state
     return reason
 
