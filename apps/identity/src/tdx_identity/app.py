@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 from sanic import Sanic
 
 from tdx_identity.core.comparison import Backoff
-from tdx_identity.core.instance_key import load_or_create_instance_key
+from tdx_identity.core.evidence import MeasuredEvidence
+from tdx_identity.core.instance_key import load_or_create_instance_key, public_key_bytes
 from tdx_identity.core.measurement import MeasurementLog
 from tdx_identity.core.ports import (
+    KeyProvider,
     QuoteSource,
     RegistryClient,
     RtmrDevice,
@@ -31,14 +34,17 @@ from tdx_identity.platform import PlatformSettings, select_platform
 from tdx_identity.registry_client import HttpRegistryClient
 from tdx_identity.routes import instance_bp, registration_bp, workload_bp
 from tdx_identity.settings import Settings, measured_settings
+from tdx_identity.workload.key_broker import KeyBrokerSettings
 from tdx_identity.workload.manager import (
     WorkloadSettings,
     discard_v1_host_key,
     missing_programs,
     podman_workload_manager,
+    store_key_provider,
 )
 from tdx_identity.workload.ssh import HostKey
 from tdx_identity.workload.unavailable import NotConfiguredWorkload
+from tdx_kbs_protocol import EvidenceProvider
 from tdx_measure import ConfigEvent
 from tdx_service_kit import install_common
 
@@ -53,9 +59,11 @@ __all__ = [
 
 APP_NAME = "tdx-identity"
 
-WorkloadFactory = Callable[[WorkloadSettings, WorkloadSectionStore, HostKey], WorkloadManager]
-"""Builds the workload manager from its settings, the store of its state section and the SSH
-host key its setup server presents."""
+WorkloadFactory = Callable[
+    [WorkloadSettings, WorkloadSectionStore, HostKey, KeyProvider], WorkloadManager
+]
+"""Builds the workload manager from its settings, the store of its state section, the SSH
+host key its setup server presents and the source of its store key."""
 
 
 def platform_settings(settings: Settings) -> PlatformSettings:
@@ -80,11 +88,19 @@ def workload_settings(settings: Settings) -> WorkloadSettings:
         ssh_port=settings.ssh_port,
         workload_port=settings.workload_port,
         workload_publish_host=settings.workload_publish_host,
+        key_broker=(
+            KeyBrokerSettings(settings.key_broker_url, timeout=settings.key_broker_timeout)
+            if settings.key_broker_url
+            else None
+        ),
     )
 
 
 def podman_or_unavailable(
-    settings: WorkloadSettings, section: WorkloadSectionStore, host_key: HostKey
+    settings: WorkloadSettings,
+    section: WorkloadSectionStore,
+    host_key: HostKey,
+    keys: KeyProvider,
 ) -> WorkloadManager:
     """The podman manager when podman, gocryptfs and fusermount3 are on PATH, else a manager
     whose every step answers 503 naming what is missing."""
@@ -93,7 +109,7 @@ def podman_or_unavailable(
         return NotConfiguredWorkload(
             f"{NotConfiguredWorkload.REASON}: {', '.join(missing)} not found on PATH"
         )
-    return podman_workload_manager(settings, section, host_key)
+    return podman_workload_manager(settings, section, host_key, keys)
 
 
 def create_app(
@@ -104,13 +120,16 @@ def create_app(
     workload: WorkloadManager | None = None,
     workload_factory: WorkloadFactory | None = None,
     rtmr_device: RtmrDevice | None = None,
+    key_broker_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Sanic[Any, Any]:
     """Build the identity app; raises StartupError (key, state, platform) before serving. The
     measurement log itself starts in the app's start listener.
 
     Real implementations are used for whatever is not injected: the platform `select_platform`
     picks (quote source and RTMR3 of the same TD), the HTTP registry client, and the workload
-    manager `workload_factory` builds (default `podman_or_unavailable`).
+    manager `workload_factory` builds (default `podman_or_unavailable`) with the store key
+    of `store_key_provider` (the key broker of the settings, reached through
+    `key_broker_transport` when given, else the local key file).
     """
     if workload is not None and workload_factory is not None:
         raise ValueError("pass either workload or workload_factory, not both")
@@ -134,8 +153,18 @@ def create_app(
     if registry is None:
         registry = HttpRegistryClient(settings.registry_url, timeout=settings.registry_timeout)
     if workload is None:
+        evidence_quotes = quote_source
+
+        def kbs_evidence() -> EvidenceProvider:
+            # The log exists by the time the key broker is asked (after start-up began).
+            return MeasuredEvidence(instance_key, evidence_quotes, measurement)
+
         factory = workload_factory or podman_or_unavailable
-        workload = factory(workload_settings(settings), store.section_store(), ssh_host_key)
+        own = workload_settings(settings)
+        keys = store_key_provider(
+            own, public_key_bytes(instance_key), kbs_evidence, transport=key_broker_transport
+        )
+        workload = factory(own, store.section_store(), ssh_host_key, keys)
     measurement = MeasurementLog(
         settings.storage_path, rtmr_device, helpers=workload.helper_programs
     )
@@ -150,6 +179,9 @@ def create_app(
         ssh_host_key=ssh_host_key.openssh_public(),
         settings_event=ConfigEvent.of(measured_settings(settings)),
         registry_backoff=Backoff(settings.registry_retry_initial, settings.registry_retry_max),
+        key_broker_backoff=Backoff(
+            settings.key_broker_retry_initial, settings.key_broker_retry_max
+        ),
         accept_unsequenced=settings.accept_unsequenced_requests,
         accept_v1_signatures=settings.accept_v1_signatures,
     )

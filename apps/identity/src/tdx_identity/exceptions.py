@@ -34,11 +34,13 @@ IdentityServiceError
 ├── WorkloadError                 a WorkloadManager step failed; message shown to the owner
 │   ├── WorkloadRejected          cannot be done as asked (400)
 │   ├── WorkloadUnavailable       no runtime can serve it now (503)
+│   ├── WorkloadLocked            the key broker has not released the store key (503)
 │   └── WorkloadFailed            the runtime failed on a valid request (500, logged)
 └── WorkloadRuntimeError          inside the workload adapters, turned into WorkloadFailed
     ├── WorkloadConfigError       a workload value is unacceptable (also a ValueError)
     ├── KeyProviderError          the store key cannot be read or created (never the key)
     │   ├── KeyNotFoundError      no key was created yet
+    │   ├── StoreKeyUnavailable   the key broker is down, refuses, or answers badly
     │   └── KeyExistsError        a key exists; another would orphan the store
     ├── StoreError                the gocryptfs store cannot init, mount or unmount
     ├── ContainerRuntimeError     a podman operation failed
@@ -216,6 +218,11 @@ class WorkloadUnavailable(WorkloadError):
     """No workload runtime can serve the request now (503)."""
 
 
+class WorkloadLocked(WorkloadError):
+    """The key broker has not released the store key (down, refusing, or a bad answer): the
+    workload stays stopped and the step needing the key is refused (503); says why."""
+
+
 class WorkloadFailed(WorkloadError):
     """The runtime failed while carrying out a valid request (500, logged)."""
 
@@ -234,6 +241,11 @@ class KeyProviderError(WorkloadRuntimeError):
 
 class KeyNotFoundError(KeyProviderError):
     """No key has been created yet."""
+
+
+class StoreKeyUnavailable(KeyProviderError):
+    """The key broker could not be reached, refused to release the store key, or answered
+    with something that is not a 32-byte key; the message says which (never the key)."""
 
 
 class KeyExistsError(KeyProviderError):

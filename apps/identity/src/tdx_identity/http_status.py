@@ -10,6 +10,7 @@ HTTP statuses (API.md). The errors themselves are drawn in `exceptions`.
 | RegistryRejected with any other 4xx (it did not accept the attestation or identities) | 401 |
 | RegistryUnavailable (unreachable, timeout, 5xx, 429) | 502 |
 | QuoteSourceError, WorkloadUnavailable, RtmrDeviceError (RTMR3 cannot be read or extended) | 503 |
+| WorkloadLocked (the key broker has not released the store key) | 503 |
 | ComparisonPending, IdentityDisagreement (steps wait for the registry comparison) | 503 |
 | StateWriteError, WorkloadFailed, MeasurementPersistError, MeasurementStateError | 500 |
 
@@ -45,6 +46,7 @@ from tdx_identity.exceptions import (
     TransitionRefused,
     WorkloadAuthError,
     WorkloadFailed,
+    WorkloadLocked,
     WorkloadRejected,
     WorkloadUnavailable,
 )
@@ -80,6 +82,7 @@ MAPPED_ERRORS: tuple[type[Exception], ...] = (
     WorkloadAuthError,
     WorkloadRejected,
     WorkloadUnavailable,
+    WorkloadLocked,
     WorkloadFailed,
     RegistryRejected,
     RegistryUnavailable,
@@ -112,6 +115,8 @@ def to_api_error(exc: Exception) -> ApiError:
             return ServiceUnavailable(f"attestation quote unavailable: {exc}")
         case WorkloadUnavailable():
             return ServiceUnavailable(str(exc))
+        case WorkloadLocked():
+            return ServiceUnavailable(f"workload locked: {exc}")
         case IdentitiesUnconfirmed():
             return ServiceUnavailable(exc.reason)
         case RtmrDeviceError():

@@ -51,6 +51,13 @@ class Settings:
     # that an image of the data volume alone does not hold the key to its own ciphertext.
     store_key_path: Path = Path("/var/lib/tdx-identity/store.key")
     container_name: str = "tdx-workload"
+    # The owner's key broker (tdx-kbs, Trustee's KBS protocol) that releases the store key
+    # against fresh evidence; None: the local key file (which the host can read).
+    key_broker_url: str | None = None
+    key_broker_timeout: float = 10.0
+    # While the broker is down or refuses at start: 1 s doubling to 30 s (with jitter).
+    key_broker_retry_initial: float = 1.0
+    key_broker_retry_max: float = 30.0
     # Serve v1 owner bodies (no seq, no action): replayable, so only for clients not yet updated.
     accept_unsequenced_requests: bool = False
     # Take v1 operator/owner signatures (over the raw instance key, naming no role): pre-v2 only.
@@ -94,8 +101,11 @@ def measured_settings(settings: Settings) -> dict[str, str]:
         "rtmr_sysfs_path": settings.rtmr_sysfs_path,
         "storage_path": settings.storage_path,
         "instance_key_source": "file in storage_path",
-        "store_key_source": "local file",
+        "store_key_source": "key broker" if settings.key_broker_url else "local file",
         "store_key_path": settings.store_key_path,
+        "key_broker_url": (
+            _without_userinfo(settings.key_broker_url) if settings.key_broker_url else None
+        ),
         "clear_mount_dir": settings.clear_mount_dir,
         "container_name": settings.container_name,
         "ssh_listen": settings.ssh_listen,
@@ -141,6 +151,13 @@ def _absolute_path(text: str) -> Path:
     if not path.is_absolute():
         raise argparse.ArgumentTypeError(f"not an absolute path: {text!r}")
     return path
+
+
+def _http_url(text: str) -> str:
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"not an http(s) URL: {text!r}")
+    return text.rstrip("/")
 
 
 def _container_name(text: str) -> str:
@@ -294,6 +311,35 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "(default %(default)s)",
     )
     parser.add_argument(
+        "--key-broker-url",
+        type=_http_url,
+        default=environ.get("KEY_BROKER_URL") or None,
+        help="the owner's key broker (tdx-kbs, Trustee's KBS protocol): the store key is "
+        "fetched from it against fresh evidence, kept in memory only, never written; "
+        "measured into RTMR3 [env KEY_BROKER_URL] (default: none, a local key file at "
+        "--store-key-path, which the host can read)",
+    )
+    parser.add_argument(
+        "--key-broker-timeout",
+        type=_positive,
+        default=defaults.key_broker_timeout,
+        help="seconds to wait for the key broker (default %(default)s)",
+    )
+    parser.add_argument(
+        "--key-broker-retry-initial",
+        type=_positive,
+        default=environ.get("KEY_BROKER_RETRY_INITIAL") or defaults.key_broker_retry_initial,
+        help="seconds before a locked workload's store key is asked for again, doubling on "
+        "each failure, with jitter [env KEY_BROKER_RETRY_INITIAL] (default %(default)s)",
+    )
+    parser.add_argument(
+        "--key-broker-retry-max",
+        type=_positive,
+        default=environ.get("KEY_BROKER_RETRY_MAX") or defaults.key_broker_retry_max,
+        help="the longest wait between those attempts [env KEY_BROKER_RETRY_MAX] "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
         "--accept-unsequenced-requests",
         action="store_true",
         default=None,
@@ -390,6 +436,10 @@ def parse_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Se
         clear_mount_dir=args.clear_mount_dir,
         store_key_path=args.store_key_path,
         container_name=args.container_name,
+        key_broker_url=args.key_broker_url,
+        key_broker_timeout=args.key_broker_timeout,
+        key_broker_retry_initial=args.key_broker_retry_initial,
+        key_broker_retry_max=max(args.key_broker_retry_initial, args.key_broker_retry_max),
         accept_unsequenced_requests=accept_unsequenced,
         accept_v1_signatures=accept_v1_signatures,
         hardening=hardening,

@@ -1,1 +1,23 @@
-"""The owner's key broker, tdx-kbs (being written: issue 10)."""
+"""The owner's key broker, tdx-kbs: Trustee's KBS protocol (RCAR 0.4.0) for TDX, releasing
+resources to TDs whose fresh evidence verifies and satisfies a Rego resource policy."""
+
+from .app import create_app
+from .cli import main
+from .policy import PolicyCompileError, ResourcePolicy, default_policy_text
+from .settings import Settings, SettingsError, build_parser, parse_settings
+from .store import DatabaseTarget, KbsStore, StoreError
+
+__all__ = [
+    "DatabaseTarget",
+    "KbsStore",
+    "PolicyCompileError",
+    "ResourcePolicy",
+    "Settings",
+    "SettingsError",
+    "StoreError",
+    "build_parser",
+    "create_app",
+    "default_policy_text",
+    "main",
+    "parse_settings",
+]

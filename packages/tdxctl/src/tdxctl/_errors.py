@@ -6,6 +6,7 @@ TdxctlError
 ├── RequestError            a service could not be asked, or did not answer as API.md says
 │   ├── ServiceUnreachable  connection refused, timeout, DNS
 │   ├── ServiceRefused      a JSON error answer (`status`, the service's own reason)
+│   │   └── BrokerRefused   the key broker's Trustee error (`status`, `variant`, `detail`)
 │   └── BadAnswer           an answer that is not what the contract defines
 ├── VerificationFailed      evidence did not verify; `check` names the check that refused it
 │   ├── RecordFormatError   the record or attestation answer is malformed
@@ -23,6 +24,7 @@ from __future__ import annotations
 __all__ = [
     "BadAnswer",
     "BindingMismatch",
+    "BrokerRefused",
     "EventLogRejected",
     "ExpectationFailed",
     "HostKeyMismatch",
@@ -65,6 +67,16 @@ class ServiceRefused(RequestError):
     def __init__(self, reason: str, *, status: int) -> None:
         super().__init__(reason)
         self.status = status
+
+
+class BrokerRefused(ServiceRefused):
+    """The key broker refused with Trustee's error body: its status, the error variant (the
+    last segment of its `type`) and its detail."""
+
+    def __init__(self, reason: str, *, status: int, variant: str, detail: str) -> None:
+        super().__init__(reason, status=status)
+        self.variant = variant
+        self.detail = detail
 
 
 class BadAnswer(RequestError):

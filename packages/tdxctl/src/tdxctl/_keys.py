@@ -15,7 +15,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tdxctl._errors import KeyFileError
 
-__all__ = ["generate_key_file", "load_private_key", "public_key_bytes", "write_private_file"]
+__all__ = [
+    "generate_key_file",
+    "load_private_key",
+    "public_key_bytes",
+    "read_private_file",
+    "write_private_file",
+]
 
 MAX_KEY_FILE_BYTES = 16 * 1024
 
@@ -76,35 +82,35 @@ def generate_key_file(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def _read_private(path: Path) -> bytes:
+def read_private_file(path: Path, *, what: str = "key file") -> bytes:
     """The bytes of `path`, opened without following a link, a regular file of the caller's
-    that no one else may read or write."""
+    that no one else may read or write (`what` names it in the errors)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
-        raise KeyFileError(f"cannot open the key file {path}: {exc.strerror}") from None
+        raise KeyFileError(f"cannot open the {what} {path}: {exc.strerror}") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise KeyFileError(f"the key file {path} is not a regular file")
+            raise KeyFileError(f"the {what} {path} is not a regular file")
         if info.st_mode & 0o077:
             raise KeyFileError(
-                f"the key file {path} is accessible by others "
+                f"the {what} {path} is accessible by others "
                 f"(mode {stat.S_IMODE(info.st_mode):04o}); chmod 600 it"
             )
         if info.st_size > MAX_KEY_FILE_BYTES:
-            raise KeyFileError(f"the key file {path} is too large to be a key")
+            raise KeyFileError(f"the {what} {path} is too large to be a key")
         with os.fdopen(os.dup(fd), "rb") as handle:
             return handle.read(MAX_KEY_FILE_BYTES + 1)
     except OSError as exc:
-        raise KeyFileError(f"cannot read the key file {path}: {exc.strerror}") from None
+        raise KeyFileError(f"cannot read the {what} {path}: {exc.strerror}") from None
     finally:
         os.close(fd)
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """The ed25519 private key in `path` (PEM, PKCS#8 or OpenSSH, unencrypted)."""
-    data = _read_private(path)
+    data = read_private_file(path)
     key: object
     try:
         if data.lstrip().startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----"):

@@ -21,8 +21,9 @@ from cryptography import x509
 
 from tdx_verify import KNOWN_TCB_STATUSES, Policy
 from tdxctl._clients import HEX, IdentityClient, RegistryClient
-from tdxctl._errors import TdxctlError, VerificationFailed
+from tdxctl._errors import BrokerRefused, TdxctlError, VerificationFailed
 from tdxctl._flows import SshTarget, attested_ssh_target, register_operator
+from tdxctl._kbs import KbsAdmin, load_policy, load_store_key, new_store_key
 from tdxctl._keys import generate_key_file, load_private_key, public_key_bytes
 from tdxctl._ssh import DEFAULT_SSH_PORT, run_pinned_ssh
 from tdxctl._verify import INTEL_PCS_URL, QuoteVerifier, TrustSettings, VerifiedFacts, verify_record
@@ -43,6 +44,7 @@ class Defaults:
     key: str | None = None
     trusted_root_ca: str | None = None
     pccs_url: str | None = None
+    kbs_url: str | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Defaults:
@@ -55,6 +57,7 @@ class Defaults:
             key=get("TDXCTL_KEY"),
             trusted_root_ca=get("TDXCTL_TRUSTED_ROOT_CA"),
             pccs_url=get("TDXCTL_PCCS_URL"),
+            kbs_url=get("TDXCTL_KBS_URL"),
         )
 
 
@@ -325,6 +328,55 @@ def build_parser(defaults: Defaults) -> argparse.ArgumentParser:
     ssh.add_argument("--user", default="owner", help="the SSH user name (any is accepted)")
     ssh.add_argument("command_line", metavar="COMMAND", nargs="*", help="after --: one command")
     ssh.set_defaults(run=_ssh, needs=("identity", "registry", "key"))
+
+    kbs = commands.add_parser(
+        "kbs",
+        help="the owner's key broker (admin)",
+        description="Admin steps on the owner's key broker (tdx-kbs, Trustee's KBS protocol), "
+        "each with a fresh admin JWT (EdDSA, 60 s lifetime) signed by --admin-key.",
+    )
+    kbs_commands = kbs.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+
+    def kbs_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--kbs",
+            metavar="URL",
+            type=_url,
+            default=defaults.kbs_url,
+            help="the key broker's base URL (env TDXCTL_KBS_URL)",
+        )
+        p.add_argument(
+            "--admin-key",
+            metavar="FILE",
+            type=Path,
+            default=None if defaults.key is None else Path(defaults.key),
+            help="the owner's ed25519 private key, the broker's admin key (PEM; env TDXCTL_KEY)",
+        )
+
+    put_key = kbs_commands.add_parser(
+        "put-key",
+        parents=[output],
+        help="upload an instance's store key",
+        description="Upload the store key of an instance as the resource "
+        "tdx-identity/store-key/<instance hex>: 32 bytes from --key-file (raw, or 64 hex "
+        "digits; mode 0600), or a new random key when none is given. The key is never "
+        "printed: a new one exists only at the broker (and in the TD it is released to).",
+    )
+    kbs_flags(put_key)
+    put_key.add_argument("--instance", metavar="HEX", type=_pubkey, required=True)
+    put_key.add_argument("--key-file", metavar="FILE", type=Path, default=None)
+    put_key.set_defaults(run=_blocking(_kbs_put_key), needs=("kbs", "admin_key"))
+
+    set_policy = kbs_commands.add_parser(
+        "set-policy",
+        parents=[output],
+        help="upload the resource policy (Rego)",
+        description="Replace the broker's resource policy with the Rego text of POLICY; "
+        "the broker refuses one that does not compile, with its error.",
+    )
+    kbs_flags(set_policy)
+    set_policy.add_argument("policy", metavar="POLICY.rego", type=Path)
+    set_policy.set_defaults(run=_blocking(_kbs_set_policy), needs=("kbs", "admin_key"))
     return parser
 
 
@@ -332,13 +384,16 @@ _ENV_OF: Final = {
     "identity": "TDXCTL_IDENTITY_URL",
     "registry": "TDXCTL_REGISTRY_URL",
     "key": "TDXCTL_KEY",
+    "kbs": "TDXCTL_KBS_URL",
+    "admin_key": "TDXCTL_KEY",
 }
 
 
 def _require(args: argparse.Namespace) -> None:
     for name in getattr(args, "needs", ()):
         if getattr(args, name) is None:
-            raise UsageError(f"tdxctl: --{name} is required (or set {_ENV_OF[name]})")
+            flag = name.replace("_", "-")
+            raise UsageError(f"tdxctl: --{flag} is required (or set {_ENV_OF[name]})")
 
 
 def _trust(args: argparse.Namespace) -> TrustSettings:
@@ -495,6 +550,31 @@ def _ssh(args: argparse.Namespace) -> Outcome:
     )
 
 
+async def _kbs_put_key(args: argparse.Namespace) -> Outcome:
+    admin = KbsAdmin(args.kbs, load_private_key(args.admin_key))
+    generated = args.key_file is None
+    key = new_store_key() if generated else load_store_key(args.key_file)
+    path = await admin.put_store_key(args.instance, key)
+    source = "a new random key, which exists only at the broker" if generated else "the key file"
+    return Outcome(
+        {"status": "success", "resource": str(path), "generated": generated, "kbs": args.kbs},
+        [
+            f"stored the store key of instance {args.instance.hex()} at {args.kbs} as {path} "
+            f"({source})"
+        ],
+    )
+
+
+async def _kbs_set_policy(args: argparse.Namespace) -> Outcome:
+    admin = KbsAdmin(args.kbs, load_private_key(args.admin_key))
+    rego = load_policy(args.policy)
+    await admin.set_policy(rego)
+    return Outcome(
+        {"status": "success", "policy": str(args.policy), "kbs": args.kbs},
+        [f"the resource policy of {args.kbs} is now {args.policy}"],
+    )
+
+
 # ---- main -------------------------------------------------------------------------------
 
 
@@ -528,6 +608,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return EXIT_USAGE
     except TdxctlError as exc:
         failure: dict[str, Any] = {"error": exc.reason}
+        if isinstance(exc, BrokerRefused):
+            failure.update(status=exc.status, variant=exc.variant, detail=exc.detail)
         if isinstance(exc, VerificationFailed):
             failure["check"] = exc.check
             print(f"tdxctl: verification failed ({exc.check}): {exc.reason}", file=sys.stderr)

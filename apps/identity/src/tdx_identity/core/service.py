@@ -40,6 +40,13 @@ log (`core.comparison`): compared at start, then with back-off in a background t
 agree. Until then every step raises `ComparisonPending` or `IdentityDisagreement` (503); GET
 routes keep serving. Whenever the record, the event log or the state shows that an expose
 began, SSH setup access is closed for good before anything else, whatever the state file says.
+
+The locked workload. With a key broker, recovery needs the store key the broker releases. When
+the broker is down or refuses (`WorkloadLocked`), the workload stays stopped and locked: the
+service still serves (registration, GET routes), `GET /instance/state` shows `"locked"` and
+why, configure and expose answer 503, and a background task asks again with back-off (1 s
+doubling to 30 s by default, with jitter), logging each failure; once the key is released it
+recovers, measures and re-registers the committed workload by itself. Shutdown cancels it.
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -103,6 +110,7 @@ from tdx_identity.exceptions import (
     WorkloadAuthError,
     WorkloadError,
     WorkloadFailed,
+    WorkloadLocked,
 )
 from tdx_identity.workload.config import WorkloadConfig
 from tdx_identity.workload.requests import parse_configure, parse_expose, verify_owner_signature
@@ -129,6 +137,7 @@ __all__ = [
     "MAX_TOKEN_CHARS",
     "ChallengeAnswer",
     "IdentityService",
+    "jittered",
     "platform_ppid",
     "token_hash",
 ]
@@ -140,6 +149,15 @@ _CLOSED_FOR_GOOD = (
     "an expose began: SSH setup access is closed for good and the workload cannot be "
     "configured again; send the expose again"
 )
+
+
+_RANDOM = secrets.SystemRandom()
+
+
+def jittered(delay: float) -> float:
+    """`delay` scaled by a random factor in [0.75, 1.25], so that many TDs locked by the same
+    broker outage do not all ask it again at the same instant."""
+    return delay * _RANDOM.uniform(0.75, 1.25)
 
 
 def platform_ppid(quote: bytes) -> bytes:
@@ -177,6 +195,8 @@ class IdentityService:
         ssh_host_key: str,
         settings_event: ConfigEvent,
         registry_backoff: Backoff | None = None,
+        key_broker_backoff: Backoff | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         ppid_of_quote: Callable[[bytes], bytes] = platform_ppid,
         clock: Callable[[], float] = time.time,
         accept_unsequenced: bool = False,
@@ -211,6 +231,10 @@ class IdentityService:
         )
         self._retry_delay = self._backoff.initial
         self._comparing: asyncio.Task[None] | None = None
+        self._key_backoff = key_broker_backoff or Backoff(1.0, 30.0)
+        self._sleep = sleep
+        self._locked: str | None = None
+        self._unlocking: asyncio.Task[None] | None = None
 
     @property
     def instance_pubkey(self) -> bytes:
@@ -224,6 +248,12 @@ class IdentityService:
     def comparison(self) -> Comparison:
         """Where the comparison of the state's identities with the registry's record stands."""
         return self._comparison
+
+    @property
+    def workload_locked(self) -> str | None:
+        """Why the committed workload stays stopped and locked (the key broker has not
+        released the store key), None when it is not locked."""
+        return self._locked
 
     def event_log_json(self) -> str:
         """The RTMR3 event log as far as it is extended: what `GET /instance/eventlog` serves."""
@@ -375,13 +405,68 @@ class IdentityService:
                 await self._measure_identities()
             except (RtmrDeviceError, MeasurementPersistError) as exc:
                 raise StartupError(f"cannot measure the identities: {exc}") from exc
-            await self._recover_workload()
+            locked = False
             try:
-                await self._measure_recovered_workload()
-            except (RtmrDeviceError, MeasurementPersistError, WorkloadError) as exc:
-                raise StartupError(f"cannot measure the recovered workload: {exc}") from exc
+                await self._recover_workload()
+            except WorkloadLocked as exc:
+                self._lock_workload(str(exc))
+                locked = True
+            if not locked:
+                try:
+                    await self._measure_recovered_workload()
+                except (RtmrDeviceError, MeasurementPersistError, WorkloadError) as exc:
+                    raise StartupError(f"cannot measure the recovered workload: {exc}") from exc
             await self._reregister_at_start()
             self._comparison = Comparison(ComparisonStatus.AGREED)
+            if locked and self._unlocking is None:
+                self._unlocking = asyncio.create_task(self._unlock_until_released())
+
+    def _lock_workload(self, reason: str) -> None:
+        self._locked = reason
+        log.error(
+            "the store key is not released: the workload stays stopped and locked; asking "
+            "the key broker again with back-off",
+            extra={"reason": reason, "retry_in": self._key_backoff.initial},
+        )
+
+    async def _unlock_until_released(self) -> None:
+        """Ask for the store key again with back-off until the committed workload recovers;
+        then measure it and re-register. Cancelled at shutdown."""
+        delay = self._key_backoff.initial
+        while True:
+            await self._sleep(jittered(delay))
+            delay = self._key_backoff.after(delay)
+            async with self._lock:
+                try:
+                    await self._recover_workload()
+                except WorkloadLocked as exc:
+                    self._locked = str(exc)
+                    log.warning(
+                        "the store key is still not released; the workload stays locked",
+                        extra={"reason": str(exc), "retry_in": delay},
+                    )
+                    continue
+                except StartupError as exc:
+                    self._locked = f"the workload could not be recovered: {exc}"
+                    log.error(
+                        "the locked workload could not be recovered; trying again",
+                        extra={"reason": str(exc), "retry_in": delay},
+                    )
+                    continue
+                self._locked = None
+                log.info("the key broker released the store key: the workload is recovered")
+                try:
+                    await self._measure_recovered_workload()
+                except (RtmrDeviceError, MeasurementPersistError, WorkloadError) as exc:
+                    log.error("cannot measure the recovered workload", extra={"reason": str(exc)})
+                await self._reregister_at_start()
+            return
+
+    def _require_unlocked(self) -> None:
+        """Refuse a workload step (503) while the store key is not released."""
+        locked = self._locked
+        if locked is not None:
+            raise WorkloadLocked(locked)
 
     def _require_agreement(self) -> None:
         """Refuse a lifecycle step (503) until the comparison with the registry agreed."""
@@ -429,6 +514,8 @@ class IdentityService:
             )
         try:
             await self._workload.recover(committed)
+        except WorkloadLocked:
+            raise
         except WorkloadError as exc:
             raise StartupError(f"workload recovery failed: {exc}") from exc
 
@@ -485,11 +572,12 @@ class IdentityService:
     async def stop(self) -> None:
         """At shutdown: stop comparing with the registry, then the workload runtime's listeners
         (the committed state stays)."""
-        comparing, self._comparing = self._comparing, None
-        if comparing is not None:
-            comparing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await comparing
+        for task in (self._comparing, self._unlocking):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._comparing = self._unlocking = None
         await self._workload.shutdown()
 
     async def _quote_for(self, report_data: bytes) -> bytes:
@@ -649,6 +737,7 @@ class IdentityService:
         """Authenticate the owner's signed body, validate it, then (re)configure the workload:
         SSH opens and the state commits only once the registry accepted the step."""
         self._require_agreement()
+        self._require_unlocked()
         owner_pubkey = self._owner_pubkey(Action.CONFIGURE_WORKLOAD)
         verify_owner_signature(owner_pubkey, body, signature_hex)
         request = parse_configure(body, self._pubkey, accept_unsequenced=self._accept_unsequenced)
@@ -697,6 +786,7 @@ class IdentityService:
         """Authenticate the owner's signed body, close setup access, and publish the port and
         commit only once the registry accepted the step."""
         self._require_agreement()
+        self._require_unlocked()
         owner_pubkey = self._owner_pubkey(Action.EXPOSE_WORKLOAD)
         verify_owner_signature(owner_pubkey, body, signature_hex)
         request = parse_expose(body, self._pubkey, accept_unsequenced=self._accept_unsequenced)

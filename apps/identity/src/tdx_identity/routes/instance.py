@@ -27,14 +27,19 @@ async def instance_pubkey(request: Request) -> HTTPResponse:
 @instance_bp.get("/instance/state")
 async def instance_state(request: Request) -> HTTPResponse:
     """The lifecycle state name, the last accepted owner seq, where the comparison of the
-    state's identities with the registry's record stands, and whether the workload runs or
-    was refused at recovery, and why (carry no secret)."""
+    state's identities with the registry's record stands, and whether the workload runs, was
+    refused at recovery, or is locked (the key broker has not released the store key), and
+    why (carry no secret)."""
     service = service_of(request)
     state, comparison = service.state, service.comparison
     workload = workload_of(request)
     refusal = workload.refusal()
+    locked = service.workload_locked
+    reason: str | None = None
     if refusal is not None:
-        status = "refused"
+        status, reason = "refused", refusal
+    elif locked is not None:
+        status, reason = "locked", locked
     elif workload.running_image_id() is not None:
         status = "running"
     else:
@@ -48,7 +53,7 @@ async def instance_state(request: Request) -> HTTPResponse:
                 "reason": comparison.reason,
             },
             "workload": status,
-            "workload_reason": refusal,
+            "workload_reason": reason,
         }
     )
 

@@ -30,6 +30,13 @@ configure changes nothing. At recovery, a recorded ID that is absent, a referenc
 another image, or a container of another image refuses the workload (`image_pin`): no container
 runs, the port stays unpublished, SSH stays closed, and `refusal()` says why.
 
+The store key. The local key file (`LocalFileKeyProvider`) is made when the owner registers.
+A key broker's key (`KbsKeyProvider`, `--key-broker-url`) is the owner's to upload, so it is
+first fetched at configure, before anything changes, and at recovery before anything needs the
+store (unless the clear view is still mounted: its daemon holds the key). When the broker is
+down or refuses, the step raises `WorkloadLocked` and nothing runs: the service keeps the
+workload locked and asks again (`core.service`).
+
 Whether a step may happen at all is the lifecycle's decision (`core.lifecycle`, which also reads
 the section's phase); the manager only carries a step out.
 """
@@ -42,6 +49,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeVar
+
+import httpx
 
 from tdx_identity.core.ports import (
     CommittedWorkload,
@@ -61,7 +70,9 @@ from tdx_identity.exceptions import (
     StartupError,
     StateWriteError,
     StoreError,
+    StoreKeyUnavailable,
     WorkloadFailed,
+    WorkloadLocked,
     WorkloadRejected,
 )
 from tdx_identity.files import fsync_dir
@@ -69,6 +80,7 @@ from tdx_identity.files import fsync_dir
 from .config import Hardening
 from .helpers import HELPER_ROLES, resolve_helpers
 from .image_pin import ImageEvidence, image_refusal
+from .key_broker import EvidenceFactory, KbsKeyProvider, KeyBrokerSettings
 from .runtime import ContainerRuntime, PodmanRuntime
 from .ssh import HostKey, SetupSshServer, container_exec_factory
 from .store import EncryptedStore, GocryptfsStore
@@ -82,6 +94,7 @@ __all__ = [
     "discard_v1_host_key",
     "missing_programs",
     "podman_workload_manager",
+    "store_key_provider",
 ]
 
 _log = logging.getLogger("tdx_identity.workload")
@@ -109,8 +122,10 @@ class PodmanWorkloadManager:
         ssh_server_factory: SshServerFactory,
         container_name: str,
         workload_port: int,
+        key_at_registration: bool = True,
     ) -> None:
         self._section = section
+        self._key_at_registration = key_at_registration
         self._runtime = runtime
         self._store = store
         self._keys = keys
@@ -152,8 +167,10 @@ class PodmanWorkloadManager:
     # -- the WorkloadManager steps -----------------------------------------------------------
 
     async def on_owner_registered(self, owner_pubkey: bytes) -> None:
-        """Create the store key now, so that it exists before any data does; retry-safe."""
-        await self._ensure_key()
+        """Create the store key now, so that it exists before any data does; retry-safe. A key
+        broker's key is the owner's to upload: it is first fetched at configure."""
+        if self._key_at_registration:
+            await self._ensure_key()
 
     async def configure(self, config: WorkloadConfig, owner_pubkey: bytes) -> None:
         """Check the image, close SSH setup access, then (re)build the container unpublished;
@@ -218,6 +235,8 @@ class PodmanWorkloadManager:
             if image_id is None:
                 self._ssh_closed_for_good = True
                 return True
+            self._ssh_closed_for_good = True
+            await self._require_key_unless_mounted()
             if await self._keeps_running(
                 current, WorkloadPhase.EXPOSED, config, self._workload_port, image_id
             ):
@@ -245,6 +264,7 @@ class PodmanWorkloadManager:
             image_id = await self._pinned_image(current, config, committed.accepted_image_id)
             if image_id is None:
                 return False
+            await self._require_key_unless_mounted()
             if await self._keeps_running(current, WorkloadPhase.CONFIGURED, config, None, image_id):
                 await self._open_ssh(committed.owner_pubkey)
                 _log.info(
@@ -393,6 +413,8 @@ class PodmanWorkloadManager:
             await self._store.init()
             await self._store.mount()
             return await self._store.prepare_dirs(config.persist_dirs)
+        except StoreKeyUnavailable as exc:
+            raise WorkloadLocked(str(exc)) from None
         except (StoreError, KeyProviderError) as exc:
             raise WorkloadFailed(f"encrypted store: {exc}") from exc
 
@@ -429,8 +451,25 @@ class PodmanWorkloadManager:
                 await self._keys.create_key()
             except KeyExistsError:
                 await self._keys.get_key()
+            except StoreKeyUnavailable as exc:
+                raise WorkloadLocked(str(exc)) from None
             except KeyProviderError as exc:
                 raise WorkloadFailed(f"store key: {exc}") from exc
+        except StoreKeyUnavailable as exc:
+            raise WorkloadLocked(str(exc)) from None
+        except KeyProviderError as exc:
+            raise WorkloadFailed(f"store key: {exc}") from exc
+
+    async def _require_key_unless_mounted(self) -> None:
+        """At recovery, before the store or a container is touched: the store key must be at
+        hand (WorkloadLocked when the key broker does not release it), unless the clear view
+        is still mounted (its daemon holds the key; nothing needs it)."""
+        if self._store.is_mounted():
+            return
+        try:
+            await self._keys.get_key()
+        except StoreKeyUnavailable as exc:
+            raise WorkloadLocked(str(exc)) from None
         except KeyProviderError as exc:
             raise WorkloadFailed(f"store key: {exc}") from exc
 
@@ -499,15 +538,53 @@ class WorkloadSettings:
     ssh_port: int
     workload_port: int
     workload_publish_host: str
+    key_broker: KeyBrokerSettings | None = None
+    """The owner's key broker releasing the store key; None: the local key file."""
+
+
+def store_key_provider(
+    settings: WorkloadSettings,
+    instance_pubkey: bytes,
+    evidence: EvidenceFactory,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> KeyProvider:
+    """The store key's source: the key broker of the settings (fetched against `evidence`, kept
+    in memory only), else the local key file, announced by a loud warning: the host can read
+    that file, and with it the store."""
+    if settings.key_broker is not None:
+        _log.info(
+            "the store key comes from the owner's key broker, released against fresh evidence "
+            "and kept in memory only",
+            extra={"key_broker_url": _without_userinfo(settings.key_broker.url)},
+        )
+        return KbsKeyProvider(settings.key_broker, instance_pubkey, evidence, transport=transport)
+    _log.warning(
+        "UNPROTECTED STORE KEY: the store key is a local file; the host can read %s and "
+        "decrypt the store. Use --key-broker-url to have the owner's key broker release it "
+        "to this TD's evidence only",
+        settings.store_key_path,
+        extra={"store_key_path": str(settings.store_key_path)},
+    )
+    return LocalFileKeyProvider(settings.store_key_path)
+
+
+def _without_userinfo(url: str) -> str:
+    head, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    return head + sep + netloc.rsplit("@", 1)[-1] + slash + path
 
 
 def podman_workload_manager(
-    settings: WorkloadSettings, section: WorkloadSectionStore, host_key: HostKey
+    settings: WorkloadSettings,
+    section: WorkloadSectionStore,
+    host_key: HostKey,
+    keys: KeyProvider,
 ) -> PodmanWorkloadManager:
-    """The real manager laid out under the settings' paths and ports; its SSH setup server
-    presents `host_key` (in memory, measured by the service)."""
+    """The real manager laid out under the settings' paths and ports, with the store key from
+    `keys` (`store_key_provider`); its SSH setup server presents `host_key` (in memory,
+    measured by the service)."""
     workload_dir = settings.storage_path / WORKLOAD_DIR_NAME
-    keys: KeyProvider = LocalFileKeyProvider(settings.store_key_path)
     try:
         store = GocryptfsStore(
             storage_path=settings.storage_path,
@@ -541,4 +618,5 @@ def podman_workload_manager(
         ssh_server_factory=ssh_server,
         container_name=settings.container_name,
         workload_port=settings.workload_port,
+        key_at_registration=settings.key_broker is None,
     )

@@ -1,0 +1,120 @@
+"""The store key from the owner's key broker (`KbsKeyProvider`): released only to fresh evidence.
+
+With `--key-broker-url` the encrypted store's key is the KBS resource
+`tdx-identity/store-key/<instance pubkey hex>` (`tdx_kbs_protocol.store_key_path`), which the
+owner uploads with `tdxctl kbs put-key`. Each fetch is one fresh KBS session: auth, attest with
+a new ephemeral P-256 TEE key, this TD's quote and `additional_evidence` (the instance key's
+proof of possession and the RTMR3 event log, see `core.evidence`), then the resource as a JWE
+to that TEE key, decrypted in memory.
+
+The key lives only in this process's memory (TD memory), once released, and goes to gocryptfs
+on a pipe (`store.GocryptfsStore`): it is never written to any file. Every failure, the broker
+down, refusing, or answering something that is not a 32-byte key, is a `StoreKeyUnavailable`
+naming the cause (never the key): the workload manager turns it into `WorkloadLocked`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from tdx_identity.exceptions import MeasurementError, QuoteSourceError, StoreKeyUnavailable
+from tdx_kbs_protocol import (
+    EvidenceProvider,
+    KbsClient,
+    KbsClientError,
+    KbsProtocolError,
+    KbsRefused,
+    KbsUnavailable,
+    store_key_path,
+)
+
+from .store_key import KEY_BYTES
+
+__all__ = ["KbsKeyProvider", "KeyBrokerSettings"]
+
+EvidenceFactory = Callable[[], EvidenceProvider]
+"""Makes the evidence for one attestation (`core.evidence.MeasuredEvidence`)."""
+
+
+@dataclass(frozen=True)
+class KeyBrokerSettings:
+    """Where the owner's key broker answers, and how long to wait for it."""
+
+    url: str
+    timeout: float = 10.0
+
+
+class KbsKeyProvider:
+    """A `KeyProvider` whose key the owner's key broker releases to this TD's evidence.
+
+    `create_key` makes no key: the owner uploads it to the broker (`tdxctl kbs put-key`), so
+    both calls fetch it. Once released the key is kept in memory for the life of the process
+    (the mounted gocryptfs daemon holds it too); a failed fetch keeps nothing.
+    """
+
+    def __init__(
+        self,
+        settings: KeyBrokerSettings,
+        instance_pubkey: bytes,
+        evidence: EvidenceFactory,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._settings = settings
+        self._path = store_key_path(instance_pubkey)
+        self._evidence = evidence
+        self._transport = transport
+        self._key: bytes | None = None
+        self._fetching = asyncio.Lock()
+
+    @property
+    def url(self) -> str:
+        return self._settings.url
+
+    @property
+    def resource(self) -> str:
+        """The KBS resource path of this instance's store key."""
+        return str(self._path)
+
+    async def get_key(self) -> bytes:
+        return await self._released()
+
+    async def create_key(self) -> bytes:
+        return await self._released()
+
+    async def _released(self) -> bytes:
+        async with self._fetching:
+            if self._key is None:
+                self._key = await self._fetch()
+            return self._key
+
+    async def _fetch(self) -> bytes:
+        client = KbsClient(
+            self._settings.url, timeout=self._settings.timeout, transport=self._transport
+        )
+        try:
+            key = await client.get_resource(self._path, self._evidence())
+        except KbsRefused as exc:
+            raise StoreKeyUnavailable(
+                f"the key broker refused to release {self._path} "
+                f"({exc.status} {exc.variant}): {exc.detail}"
+            ) from None
+        except KbsUnavailable as exc:
+            raise StoreKeyUnavailable(f"the key broker cannot be reached: {exc}") from None
+        except KbsClientError as exc:
+            raise StoreKeyUnavailable(f"the key broker's answer is unusable: {exc}") from None
+        except KbsProtocolError as exc:
+            raise StoreKeyUnavailable(f"the key broker exchange failed: {exc}") from None
+        except (QuoteSourceError, MeasurementError) as exc:
+            raise StoreKeyUnavailable(f"no evidence for the key broker: {exc}") from None
+        finally:
+            await client.aclose()
+        if len(key) != KEY_BYTES:
+            raise StoreKeyUnavailable(
+                f"the key broker's {self._path} has {len(key)} bytes, expected {KEY_BYTES}"
+            )
+        return key

@@ -1,0 +1,114 @@
+"""The resource policy: one Rego module, `package policy`, whose `allow` decides each release.
+
+Rego runs in-process with `regopy` (Microsoft's rego-cpp). The broker queries the whole
+`data.policy` document and reads its `allow` member: rego-cpp 1.5 answers `undefined` for a
+direct `data.policy.allow` query whose value comes from a `default` rule, while the document
+carries it. Anything but exactly `true` denies: a missing or non-boolean `allow`, an undefined
+document, an evaluation error (logged).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any, Final
+
+import regopy
+
+log = logging.getLogger("tdx_kbs.policy")
+
+MODULE_NAME: Final = "policy.rego"
+QUERY: Final = "data.policy"
+MAX_POLICY_BYTES: Final = 256 * 1024
+MAX_REASON_CHARS: Final = 2000
+
+
+class PolicyError(Exception):
+    """A policy the broker refuses; `reason` is safe to show the admin."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class PolicyCompileError(PolicyError):
+    """The Rego text does not compile, or is not `package policy`."""
+
+
+def default_policy_text() -> str:
+    """The shipped policy (package data `policies/default.rego`)."""
+    return resources.files("tdx_kbs").joinpath("policies/default.rego").read_text("utf-8")
+
+
+def _document(text: str, input_doc: Mapping[str, Any] | None) -> object:
+    interpreter = regopy.Interpreter()
+    interpreter.add_module(MODULE_NAME, text)
+    if input_doc is not None:
+        interpreter.set_input(dict(input_doc))
+    output = interpreter.query(QUERY)
+    rendered = str(output)
+    if rendered.strip() == "undefined":
+        return None
+    parsed = json.loads(rendered)
+    expressions = parsed.get("expressions") if isinstance(parsed, dict) else None
+    if not isinstance(expressions, list) or len(expressions) != 1:
+        return None
+    return expressions[0]
+
+
+class ResourcePolicy:
+    """A compiled-once, checked Rego resource policy."""
+
+    def __init__(self, text: str, *, _checked: bool = False) -> None:
+        if not _checked:
+            raise TypeError("use ResourcePolicy.compile")
+        self.text = text
+        self.sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def __repr__(self) -> str:
+        return f"ResourcePolicy(sha256={self.sha256[:16]}...)"
+
+    @classmethod
+    def compile(cls, text: str) -> ResourcePolicy:
+        """`text` checked: it compiles and declares `package policy`; `PolicyCompileError`."""
+        if len(text.encode("utf-8")) > MAX_POLICY_BYTES:
+            raise PolicyCompileError(f"the policy is larger than {MAX_POLICY_BYTES} bytes")
+        if "\x00" in text:
+            raise PolicyCompileError("the policy contains a NUL character")
+        try:
+            document = _document(text, None)
+        except regopy.RegoError as exc:
+            raise PolicyCompileError(
+                f"the policy does not compile: {str(exc)[:MAX_REASON_CHARS]}"
+            ) from None
+        except (ValueError, RuntimeError) as exc:
+            raise PolicyCompileError(f"the policy does not compile: {exc}") from None
+        if not isinstance(document, dict):
+            raise PolicyCompileError(
+                "the policy defines no `package policy` document (declare `package policy` "
+                "and `default allow := false`)"
+            )
+        return cls(text, _checked=True)
+
+    def allows(self, input_doc: Mapping[str, Any]) -> bool:
+        """True only when the policy's `allow` is exactly true for `input_doc`."""
+        try:
+            document = _document(self.text, input_doc)
+        except (regopy.RegoError, ValueError, RuntimeError) as exc:
+            log.warning(
+                "resource policy evaluation failed: denied",
+                extra={"policy_sha256": self.sha256, "reason": str(exc)[:MAX_REASON_CHARS]},
+            )
+            return False
+        allow = document.get("allow") if isinstance(document, dict) else None
+        if allow is True:
+            return True
+        if allow is not False:
+            log.warning(
+                "resource policy gave no boolean `allow`: denied",
+                extra={"policy_sha256": self.sha256, "allow": repr(allow)[:200]},
+            )
+        return False
