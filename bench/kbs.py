@@ -17,7 +17,9 @@ printed too. Every released JWE is decrypted afterwards (not timed) and must giv
 
 The baseline: `tdx_verify.CollateralCache.verify_quote` (full DCAP, collateral fetched once from
 the sim's PCCS and warm, as the broker verifies) on those same distinct quotes, one after the
-other in one process, for at least `--seconds`.
+other in one process, for at least `--seconds`. For scale, also printed (no target): the same
+client doing a release's three round trips against a bare Sanic route that answers a constant
+(bench/bare_sanic.py), the most any release could reach on this client and machine.
 
 Run by hand: `hatch run bench:kbs` (not part of CI).
 """
@@ -72,6 +74,7 @@ from tdx_measure import (
 )
 from tdx_verify import CollateralCache, PccsClient, Verifier
 
+HERE = Path(__file__).resolve().parent
 TARGET = 0.3
 SESSION_COOKIE = "kbs-session-id"
 MAX_SESSIONS = 10_000
@@ -181,6 +184,7 @@ class Figures:
     prepare_seconds: float
     attest_seconds: float
     verify_rate: float
+    floor_rate: float = 0.0
 
     def release_rate(self, sessions: int) -> float:
         return sessions / (self.auth_seconds + self.attest_seconds)
@@ -260,6 +264,19 @@ async def verification_rate(sim_url: str, quotes: list[bytes], seconds: float) -
         return n / elapsed
     finally:
         await client.aclose()
+
+
+async def round_trip_rate(url: str, sessions: int, concurrency: int) -> float:
+    """A release's three round trips (two POSTs, one GET) per session, against `url`."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+
+        async def three(_: int) -> None:
+            for method in ("POST", "POST", "GET"):
+                expect(await client.request(method, "/instance/x", json={}), "bare Sanic")
+
+        seconds = await each(list(range(sessions)), concurrency, three)
+    return sessions / seconds
 
 
 async def _get(url: str) -> httpx.Response:
@@ -348,6 +365,16 @@ def run(sessions: int, concurrency: int, seconds: float) -> int:
             key = secrets.token_bytes(32)
             asyncio.run(provision(kbs_url, admin, instance, key))
             figures = asyncio.run(measure(kbs_url, instance, key, sessions, concurrency, seconds))
+        bare_port = free_port()
+        bare_url = f"http://127.0.0.1:{bare_port}"
+        with started(
+            [sys.executable, str(HERE / "bare_sanic.py"), "--port", str(bare_port)],
+            bare_url + "/instance/x",
+            tmp / "bare.log",
+            env,
+        ):
+            floor = asyncio.run(round_trip_rate(bare_url, sessions, concurrency))
+        figures = dataclasses.replace(figures, floor_rate=floor)
     releases = figures.release_rate(sessions)
     ratio = releases / figures.verify_rate
     print(f"{sessions} sessions, {concurrency} concurrent clients, one keep-alive pool")
@@ -368,6 +395,10 @@ def run(sessions: int, concurrency: int, seconds: float) -> int:
     print(
         f"{'release (auth+attest+resource) vs tdx-verify':48} {releases:10.0f} "
         f"{figures.verify_rate:11.0f} {ratio:6.2f}x {TARGET:6.1f}x{mark}"
+    )
+    print(
+        f"{'release vs 3 round trips to bare Sanic':48} {releases:10.0f} "
+        f"{figures.floor_rate:11.0f} {releases / figures.floor_rate:6.2f}x {'-':>7}"
     )
     return 0 if ratio >= TARGET else 1
 
