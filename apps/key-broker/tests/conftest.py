@@ -7,8 +7,8 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +77,13 @@ async def broker(sim: Sim, tmp_path: Path) -> AsyncIterator[Broker]:
     """The broker on loopback trusting `sim`, SQLite store in `tmp_path`."""
     async with start_broker(sim, tmp_path, f"kbs-test-{next(_counter)}") as running:
         yield running
+
+
+@pytest.fixture
+def start(sim: Sim, tmp_path: Path) -> Callable[..., AbstractAsyncContextManager[Broker]]:
+    """`async with start(**overrides) as broker`: a broker trusting `sim` with overrides."""
+
+    def run(**overrides: Any) -> AbstractAsyncContextManager[Broker]:
+        return start_broker(sim, tmp_path, f"kbs-test-{next(_counter)}", **overrides)
+
+    return run

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,7 +18,7 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tdx_kbs import DatabaseTarget, Settings, create_app
+from tdx_kbs import DatabaseTarget, KbsStore, Settings, create_app
 from tdx_kbs_protocol import (
     Attestation,
     IdentityEvidence,
@@ -105,6 +105,11 @@ class Broker:
             f"{KBS}/resource-policy", json={"policy": encoded}, headers=self.admin_headers(**kwargs)
         )
 
+    @property
+    def store(self) -> KbsStore:
+        store: KbsStore = self.app.ctx.store
+        return store
+
     def guest_client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, timeout=30)
 
@@ -117,6 +122,7 @@ async def start_broker(
     *,
     admin: Ed25519PrivateKey | None = None,
     database: DatabaseTarget | None = None,
+    clock: Callable[[], float] | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Broker]:
     admin_key = admin or Ed25519PrivateKey.generate()
@@ -129,7 +135,7 @@ async def start_broker(
         trusted_root_ca_pem=overrides.pop("trusted_root_ca_pem", sim.root_ca_pem),
         **overrides,
     )
-    app = create_app(settings, name=name)
+    app = create_app(settings, name=name, clock=time.time if clock is None else clock)
     async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
         yield Broker(client, url, admin_key, settings, sim, app)
 
@@ -257,7 +263,7 @@ def db_contains(db_path: Path, needle: bytes) -> bool:
     with sqlite3.connect(db_path) as conn:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         for table in tables:
-            for row in conn.execute(f'SELECT * FROM "{table}"'):  # noqa: S608 - test helper
+            for row in conn.execute(f'SELECT * FROM "{table}"'):
                 for cell in row:
                     raw = cell.encode() if isinstance(cell, str) else cell
                     if isinstance(raw, bytes) and needle in raw:
@@ -265,5 +271,11 @@ def db_contains(db_path: Path, needle: bytes) -> bool:
     return False
 
 
-def dump(value: object) -> str:
-    return json.dumps(value, sort_keys=True)
+class Clock:
+    """A settable clock (seconds since the epoch) for session and token expiry."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now

@@ -82,7 +82,7 @@ def kbs_blueprint() -> Blueprint:
         await _broker(request).set_policy(request.body, request.headers.get("authorization"))
         return empty(status=200)
 
-    @bp.route("/<rest:path>", methods=["GET", "POST", "PUT", "DELETE"])
+    @bp.route("/<rest:path>", methods=["GET", "POST", "PUT", "DELETE"])  # type: ignore[untyped-decorator]
     async def unknown(request: Request, rest: str) -> HTTPResponse:
         raise UnknownEndpoint(f"no endpoint {rest.split('/')[0][:64]!r} under {PREFIX}")
 

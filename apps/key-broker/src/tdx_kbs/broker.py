@@ -102,7 +102,7 @@ class PolicySource:
             return cached
         try:
             policy = ResourcePolicy.compile(stored.text)
-        except Exception as exc:  # noqa: BLE001 - a stored policy that fails denies
+        except Exception as exc:
             log.error(
                 "the stored resource policy does not compile: every release is denied",
                 extra={"policy_sha256": stored.sha256, "reason": str(exc)[:500]},
@@ -197,9 +197,7 @@ class KeyBroker:
                 pass
         token = _bearer(authorization)
         if token is None:
-            raise TokenMissing(
-                "no attested kbs-session-id session and no bearer attestation token"
-            )
+            raise TokenMissing("no attested kbs-session-id session and no bearer attestation token")
         return self._tokens.verify(token, now=int(self._clock()))
 
     # --- resources ------------------------------------------------------------------------
@@ -233,6 +231,7 @@ class KeyBroker:
         input_doc = self.policy_input(path, None if stored is None else stored.uploader, claims)
         policy = await self._policies.current()
         allowed = policy is not None and await asyncio.to_thread(policy.allows, input_doc)
+        policy_sha256 = None if policy is None else policy.sha256
         identity = claims.get("identity") or {}
         instance = identity.get("instance_pubkey") if isinstance(identity, dict) else None
         if not allowed:
@@ -241,7 +240,7 @@ class KeyBroker:
                 extra={
                     "path": str(path),
                     "instance_pubkey": instance,
-                    "policy_sha256": None if policy is None else policy.sha256,
+                    "policy_sha256": policy_sha256,
                 },
             )
             raise PolicyDenied("denied")
@@ -251,7 +250,7 @@ class KeyBroker:
         jwe = encrypt_resource(plaintext, TeePublicKey.from_jwk(claims.get("tee-pubkey")))
         log.info(
             "resource released",
-            extra={"path": str(path), "instance_pubkey": instance, "policy_sha256": policy.sha256},
+            extra={"path": str(path), "instance_pubkey": instance, "policy_sha256": policy_sha256},
         )
         return jwe
 
@@ -285,7 +284,7 @@ class KeyBroker:
         obj = _json(body, "resource-policy")
         encoded = obj.get("policy")
         if not isinstance(encoded, str) or _B64URL.fullmatch(encoded) is None:
-            raise PolicyUploadError("the body must be {\"policy\": <base64url of the Rego text>}")
+            raise PolicyUploadError('the body must be {"policy": <base64url of the Rego text>}')
         try:
             raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
             text = raw.decode("utf-8")
@@ -298,4 +297,3 @@ class KeyBroker:
             extra={"policy_sha256": policy.sha256, "version": stored.version, "admin": admin},
         )
         return policy.sha256
-

@@ -6,10 +6,11 @@ says why.
 
 | error | variant | status |
 | --- | --- | --- |
-| `KbsMessageError` (malformed body, unsupported JWK, wrong version or TEE) | `SerdeError` | 400 (Trustee 401) |
-| `SessionError` (no/unknown/expired session, nonce already used), `EvidenceError` | `AttestationError` | 401 |
+| `KbsMessageError`, `MessageError` (bad body, refused JWK) | `SerdeError` | 400 (Trustee 401) |
+| `SessionError` (no/expired session, spent nonce, version, TEE) | `AttestationError` | 401 |
+| `EvidenceError` (nonce, binding, possession, DCAP, event log) | `AttestationError` | 401 |
 | `CollateralUnavailable` (PCCS down) | `AttestationError` | 502 (Trustee 401) |
-| `SessionsExhausted` (session table full) | `AttestationError` | 503 + Retry-After (Trustee has no cap) |
+| `SessionsExhausted` (session table full) | `AttestationError` | 503, Retry-After |
 | `TokenMissing` (no attested session, no bearer token) | `TokenNotFound` | 401 |
 | `TokenError` (bearer token not ours or expired) | `TokenVerifierError` | 401 |
 | `PolicyDenied` | `PolicyDeny` | 401 |

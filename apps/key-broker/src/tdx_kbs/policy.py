@@ -38,6 +38,10 @@ class PolicyCompileError(PolicyError):
     """The Rego text does not compile, or is not `package policy`."""
 
 
+class PolicyEvaluationError(PolicyError):
+    """rego-cpp answered an error for this input (conflicting values, a failing built-in)."""
+
+
 def default_policy_text() -> str:
     """The shipped policy (package data `policies/default.rego`)."""
     return resources.files("tdx_kbs").joinpath("policies/default.rego").read_text("utf-8")
@@ -49,6 +53,8 @@ def _document(text: str, input_doc: Mapping[str, Any] | None) -> object:
     if input_doc is not None:
         interpreter.set_input(dict(input_doc))
     output = interpreter.query(QUERY)
+    if not output.ok():
+        raise PolicyEvaluationError(f"the policy failed to evaluate ({output.node()})")
     rendered = str(output)
     if rendered.strip() == "undefined":
         return None
@@ -97,7 +103,7 @@ class ResourcePolicy:
         """True only when the policy's `allow` is exactly true for `input_doc`."""
         try:
             document = _document(self.text, input_doc)
-        except (regopy.RegoError, ValueError, RuntimeError) as exc:
+        except (regopy.RegoError, PolicyEvaluationError, ValueError, RuntimeError) as exc:
             log.warning(
                 "resource policy evaluation failed: denied",
                 extra={"policy_sha256": self.sha256, "reason": str(exc)[:MAX_REASON_CHARS]},

@@ -10,7 +10,6 @@ read without following a symbolic link.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import secrets
@@ -75,8 +74,7 @@ def _create_key(path: Path) -> None:
             os.close(dir_fd)
         log.info("storage key created", extra={"path": str(path)})
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
 
 
 def load_or_create_storage_key(path: Path) -> bytes:

@@ -81,9 +81,7 @@ class Session:
 class SessionTable:
     """Live sessions by id, oldest first, in this process's memory."""
 
-    def __init__(
-        self, settings: SessionSettings, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, settings: SessionSettings, clock: Callable[[], float] = time.time) -> None:
         self._settings = settings
         self._clock = clock
         self._sessions: OrderedDict[str, Session] = OrderedDict()

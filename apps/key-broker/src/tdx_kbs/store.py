@@ -125,7 +125,7 @@ def _define_entities(db: Database) -> tuple[Any, Any, Any]:
     class Policy(db.Entity):  # type: ignore[misc]
         _table_ = "kbs_policies"
         version = PrimaryKey(int, auto=True)
-        text = Required(LongStr)
+        text = Required(LongStr, autostrip=False)
         sha256 = Required(str, 64)
         admin = Required(str, 64)
         set_at = Required(datetime, precision=6)
@@ -267,7 +267,9 @@ class KbsStore:
 
     def _policy_history_sync(self) -> list[StoredPolicy]:
         with db_session:
-            return [self._policy_of(r) for r in self._policy.select().order_by(self._policy.version)]
+            return [
+                self._policy_of(r) for r in self._policy.select().order_by(self._policy.version)
+            ]
 
     def _audit_sync(self) -> list[AuditEntry]:
         with db_session:

@@ -136,7 +136,11 @@ class AttestedClaims:
     tee_pubkey: Mapping[str, str]
 
     def to_json(self) -> dict[str, Any]:
-        return {"tdx": dict(self.tdx), "identity": dict(self.identity), "tee-pubkey": dict(self.tee_pubkey)}
+        return {
+            "tdx": dict(self.tdx),
+            "identity": dict(self.identity),
+            "tee-pubkey": dict(self.tee_pubkey),
+        }
 
 
 def tdx_claims(quote: Quote, tcb_status: str, advisory_ids: tuple[str, ...]) -> dict[str, Any]:
@@ -222,11 +226,11 @@ class EvidenceVerifier:
         try:
             verified = await self._quotes.verify_quote(raw_quote, now=now)
         except PccsError as exc:
-            raise CollateralUnavailable(f"could not fetch collateral from the PCCS: {exc}") from None
-        except VerificationError as exc:
-            raise QuoteRefused(
-                f"the quote does not verify at {exc.step}: {exc.reason}"
+            raise CollateralUnavailable(
+                f"could not fetch collateral from the PCCS: {exc}"
             ) from None
+        except VerificationError as exc:
+            raise QuoteRefused(f"the quote does not verify at {exc.step}: {exc.reason}") from None
         try:
             event_log = EventLog.from_json(identity.event_log)
         except EventLogError as exc:

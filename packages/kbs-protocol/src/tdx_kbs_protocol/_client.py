@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from typing import Final, Protocol
 
 import httpx
@@ -33,6 +35,8 @@ from tdx_kbs_protocol._resource import ResourcePath
 
 SESSION_COOKIE: Final = "kbs-session-id"
 MAX_ANSWER_BYTES: Final = 32 * 1024 * 1024
+# RFC 6265 cookie-octets, 1 to 4096 of them.
+_COOKIE_VALUE: Final = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]{1,4096}")
 
 
 class EvidenceProvider(Protocol):
@@ -43,11 +47,18 @@ class EvidenceProvider(Protocol):
     async def quote(self, report_data: bytes) -> TdxEvidence: ...
 
 
-def _refusal(response: httpx.Response) -> KbsRefused:
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    content: bytes
+    session: str | None
+
+
+def _refusal(answer: _Answer) -> KbsRefused:
     variant = "Unknown"
-    detail = f"HTTP {response.status_code}"
+    detail = f"HTTP {answer.status}"
     try:
-        body = json.loads(response.content[:65536])
+        body = json.loads(answer.content[:65536])
     except ValueError:
         body = None
     if isinstance(body, dict):
@@ -57,7 +68,7 @@ def _refusal(response: httpx.Response) -> KbsRefused:
         text = body.get("detail")
         if isinstance(text, str):
             detail = text[:1024]
-    return KbsRefused(response.status_code, variant, detail)
+    return KbsRefused(answer.status, variant, detail)
 
 
 class KbsClient:
@@ -86,30 +97,40 @@ class KbsClient:
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
         cookies: dict[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> _Answer:
         request = self._http.build_request(
             method, url, json=json_body, content=content, headers=headers
         )
         if cookies:
             request.headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
         try:
-            response = await self._http.send(request)
+            response = await self._http.send(request, stream=True)
+            try:
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_ANSWER_BYTES:
+                        raise KbsAnswerError("key broker answer is too large")
+            finally:
+                await response.aclose()
         except httpx.HTTPError as exc:
             raise KbsUnavailable(f"key broker unreachable: {type(exc).__name__}") from exc
-        if response.status_code >= 500:
-            raise KbsUnavailable(f"key broker answered HTTP {response.status_code}")
-        if response.status_code >= 400:
-            raise _refusal(response)
-        if not 200 <= response.status_code < 300:
-            raise KbsAnswerError(f"key broker answered HTTP {response.status_code}")
-        if len(response.content) > MAX_ANSWER_BYTES:
-            raise KbsAnswerError("key broker answer is too large")
-        return response
+        finally:
+            # Sessions are carried explicitly; nothing lingers in httpx's cookie jar.
+            self._http.cookies.clear()
+        answer = _Answer(response.status_code, bytes(body), response.cookies.get(SESSION_COOKIE))
+        if answer.status >= 500:
+            raise KbsUnavailable(f"key broker answered HTTP {answer.status}")
+        if answer.status >= 400:
+            raise _refusal(answer)
+        if not 200 <= answer.status < 300:
+            raise KbsAnswerError(f"key broker answered HTTP {answer.status}")
+        return answer
 
     @staticmethod
-    def _json(response: httpx.Response, what: str) -> object:
+    def _json(answer: _Answer, what: str) -> object:
         try:
-            return json.loads(response.content)
+            return json.loads(answer.content)
         except ValueError as exc:
             raise KbsAnswerError(f"{what} answer is not JSON") from exc
 
@@ -124,9 +145,9 @@ class KbsClient:
             challenge = Challenge.from_json(self._json(auth, "auth"))
         except MessageError as exc:
             raise KbsAnswerError(f"auth answer: {exc}") from exc
-        session = auth.cookies.get(SESSION_COOKIE)
-        if not session:
-            raise KbsAnswerError(f"auth answer has no {SESSION_COOKIE} cookie")
+        session = auth.session
+        if session is None or _COOKIE_VALUE.fullmatch(session) is None:
+            raise KbsAnswerError(f"auth answer has no valid {SESSION_COOKIE} cookie")
         cookies = {SESSION_COOKIE: session}
 
         keys = TeeKeyPair.generate()

@@ -51,6 +51,11 @@ class IdentityEvidence:
         expect_str(self.event_log, what="event_log", max_len=MAX_EVENT_LOG_BYTES)
         if len(self.event_log.encode("utf-8")) > MAX_EVENT_LOG_BYTES:
             raise MessageError(f"event_log is longer than {MAX_EVENT_LOG_BYTES} bytes")
+        # JSON escaping can grow the log up to sixfold: keep every valid value decodable.
+        if len(self.encode()) > MAX_ADDITIONAL_EVIDENCE_CHARS:
+            raise MessageError(
+                f"encoded additional_evidence is over {MAX_ADDITIONAL_EVIDENCE_CHARS} characters"
+            )
 
     @classmethod
     def create(
@@ -73,7 +78,7 @@ class IdentityEvidence:
         }
 
     def encode(self) -> str:
-        """The additional_evidence string: RFC 8785 canonical JSON text (ASCII-safe UTF-8)."""
+        """The additional_evidence string: the RFC 8785 canonical JSON text of to_json()."""
         return jcs(self.to_json()).decode("utf-8")
 
     @classmethod

@@ -114,8 +114,13 @@ class TeeKeyPair:
         if set(header) != _HEADER_MEMBERS[alg]:
             raise JweError("JWE protected header has missing or unknown members")
         epk = header["epk"]
-        if not isinstance(epk, Mapping) or epk.get("kty") != "EC" or epk.get("crv") != "P-256":
-            raise JweError("JWE epk is not an EC P-256 key")
+        if (
+            not isinstance(epk, Mapping)
+            or set(epk) != {"kty", "crv", "x", "y"}
+            or epk.get("kty") != "EC"
+            or epk.get("crv") != "P-256"
+        ):
+            raise JweError("JWE epk is not a public EC P-256 key {kty, crv, x, y}")
         if len(b64url_decode_or_jwe(parts[2], "iv")) != 12:
             raise JweError("JWE iv is not 12 bytes")
         if len(b64url_decode_or_jwe(parts[4], "tag")) != 16:

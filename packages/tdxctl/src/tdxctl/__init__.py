@@ -16,6 +16,7 @@ from tdxctl._clients import (
 from tdxctl._errors import (
     BadAnswer,
     BindingMismatch,
+    BrokerRefused,
     EventLogRejected,
     ExpectationFailed,
     HostKeyMismatch,
@@ -37,6 +38,7 @@ from tdxctl._flows import (
     fresh_attestation,
     register_operator,
 )
+from tdxctl._kbs import KbsAdmin
 from tdxctl._keys import generate_key_file, load_private_key, public_key_bytes
 from tdxctl._ssh import DEFAULT_SSH_PORT, known_hosts_line, run_pinned_ssh, ssh_argv
 from tdxctl._verify import (
@@ -54,12 +56,14 @@ __all__ = [
     "AttestationAnswer",
     "BadAnswer",
     "BindingMismatch",
+    "BrokerRefused",
     "EventLogRejected",
     "ExpectationFailed",
     "HostKeyMismatch",
     "IdentityClient",
     "IdentityRejected",
     "InstanceState",
+    "KbsAdmin",
     "KeyFileError",
     "OperatorRegistration",
     "QuoteRejected",

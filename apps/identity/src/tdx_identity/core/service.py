@@ -416,7 +416,9 @@ class IdentityService:
                     await self._measure_recovered_workload()
                 except (RtmrDeviceError, MeasurementPersistError, WorkloadError) as exc:
                     raise StartupError(f"cannot measure the recovered workload: {exc}") from exc
-            await self._reregister_at_start()
+                # While locked, this boot's log shows no workload yet: the registry would take
+                # it for a regression. The re-registration follows the recovery.
+                await self._reregister_at_start()
             self._comparison = Comparison(ComparisonStatus.AGREED)
             if locked and self._unlocking is None:
                 self._unlocking = asyncio.create_task(self._unlock_until_released())

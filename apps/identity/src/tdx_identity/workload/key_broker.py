@@ -104,7 +104,7 @@ class KbsKeyProvider:
                 f"({exc.status} {exc.variant}): {exc.detail}"
             ) from None
         except KbsUnavailable as exc:
-            raise StoreKeyUnavailable(f"the key broker cannot be reached: {exc}") from None
+            raise StoreKeyUnavailable(f"the key broker is unavailable: {exc}") from None
         except KbsClientError as exc:
             raise StoreKeyUnavailable(f"the key broker's answer is unusable: {exc}") from None
         except KbsProtocolError as exc:

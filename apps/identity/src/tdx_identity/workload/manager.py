@@ -558,6 +558,14 @@ def store_key_provider(
             "and kept in memory only",
             extra={"key_broker_url": _without_userinfo(settings.key_broker.url)},
         )
+        if settings.store_key_path.exists():
+            _log.warning(
+                "a local store key file remains at %s although the key broker is used: the "
+                "host can read it, and any store it opens. If the store was made with it, "
+                "upload it (tdxctl kbs put-key --key-file), then delete the file",
+                settings.store_key_path,
+                extra={"store_key_path": str(settings.store_key_path)},
+            )
         return KbsKeyProvider(settings.key_broker, instance_pubkey, evidence, transport=transport)
     _log.warning(
         "UNPROTECTED STORE KEY: the store key is a local file; the host can read %s and "

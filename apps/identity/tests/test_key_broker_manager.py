@@ -1,0 +1,219 @@
+"""The real `PodmanWorkloadManager` with a key broker's store key, over in-memory fakes of the
+container runtime and the encrypted store (no podman): a key the broker withholds is
+`WorkloadLocked` before anything is touched, at configure and at recovery; the clear view still
+mounted needs no key; owner registration asks the broker nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from tdx_identity.core.ports import CommittedWorkload, WorkloadConfig, WorkloadPhase
+from tdx_identity.core.state import WorkloadSection
+from tdx_identity.exceptions import StoreKeyUnavailable, WorkloadLocked
+from tdx_identity.workload.manager import PodmanWorkloadManager
+from tdx_identity.workload.runtime import ContainerInfo
+from tdx_identity.workload.ssh import SetupSshServer
+
+IMAGE = "localhost/app:1"
+IMAGE_ID = "ab" * 32
+CONFIG = WorkloadConfig(image=IMAGE, persist_dirs=("/data",), port=8000)
+
+
+@dataclass
+class Keys:
+    """A key provider that withholds the key (as a refusing broker) until told otherwise."""
+
+    withheld: bool = True
+    asked: int = 0
+
+    async def get_key(self) -> bytes:
+        self.asked += 1
+        if self.withheld:
+            raise StoreKeyUnavailable("the key broker refused to release it (401 PolicyDeny)")
+        return bytes(range(32))
+
+    async def create_key(self) -> bytes:
+        return await self.get_key()
+
+
+@dataclass
+class Runtime:
+    calls: list[str] = field(default_factory=list)
+
+    async def image_exists(self, ref: str) -> bool:
+        return True
+
+    async def image_id(self, ref: str) -> str:
+        return IMAGE_ID
+
+    async def local_image_id(self, ref: str) -> str | None:
+        return IMAGE_ID
+
+    async def inspect(self, name: str) -> ContainerInfo | None:
+        return None
+
+    async def matching_container(
+        self,
+        name: str,
+        config: WorkloadConfig,
+        mounts: Mapping[Path, str],
+        publish_port: int | None,
+        image_id: str,
+    ) -> bool:
+        return False
+
+    async def recreate(
+        self,
+        name: str,
+        config: WorkloadConfig,
+        mounts: Mapping[Path, str],
+        publish_port: int | None,
+        *,
+        image_id: str | None = None,
+    ) -> str:
+        self.calls.append("recreate")
+        return "c1"
+
+    async def remove(self, name: str) -> None:
+        self.calls.append("remove")
+
+    async def is_running(self, name: str) -> bool:
+        return False
+
+    def exec_argv(
+        self, name: str, argv: Sequence[str], tty: bool, env: Mapping[str, str] | None = None
+    ) -> list[str]:
+        return list(argv)
+
+
+@dataclass
+class Store:
+    """An encrypted store that, like gocryptfs, needs the key to init and mount."""
+
+    keys: Keys
+    mounted: bool = False
+    initialized: bool = False
+
+    async def init(self) -> None:
+        if not self.initialized:
+            await self.keys.get_key()
+            self.initialized = True
+
+    async def mount(self) -> None:
+        if not self.mounted:
+            await self.keys.get_key()
+            self.mounted = True
+
+    async def unmount(self) -> None:
+        self.mounted = False
+
+    def is_mounted(self) -> bool:
+        return self.mounted
+
+    def path_for(self, persist_dir: str) -> Path:
+        return Path("/nonexistent-clear") / persist_dir.lstrip("/")
+
+    async def prepare_dirs(self, persist_dirs: Iterable[str]) -> dict[Path, str]:
+        return {self.path_for(d): d for d in persist_dirs}
+
+
+@dataclass
+class Section:
+    value: WorkloadSection | None = None
+    saves: int = 0
+
+    def load(self) -> WorkloadSection | None:
+        return self.value
+
+    def save(self, section: WorkloadSection | None) -> None:
+        self.saves += 1
+        self.value = section
+
+
+class _NullSsh:
+    """Stands in for the SSH setup server."""
+
+    is_serving = True
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def null_ssh(owner_pubkey: bytes) -> SetupSshServer:
+    return cast(SetupSshServer, _NullSsh())
+
+
+@dataclass
+class Rig:
+    keys: Keys
+    runtime: Runtime
+    store: Store
+    section: Section
+    manager: PodmanWorkloadManager
+
+
+@pytest.fixture
+def rig() -> Rig:
+    keys = Keys()
+    runtime, store = Runtime(), Store(keys)
+    section = Section(WorkloadSection(WorkloadPhase.CONFIGURED, CONFIG, IMAGE_ID))
+    manager = PodmanWorkloadManager(
+        section=section,
+        runtime=runtime,
+        store=store,
+        keys=keys,
+        ssh_server_factory=null_ssh,
+        container_name="w",
+        workload_port=8080,
+        key_at_registration=False,
+    )
+    return Rig(keys, runtime, store, section, manager)
+
+
+@pytest.mark.parametrize("exposed", [False, True])
+async def test_recovery_without_the_key_is_locked_before_anything_is_touched(
+    rig: Rig, exposed: bool
+) -> None:
+    if exposed:
+        rig.section.value = WorkloadSection(WorkloadPhase.EXPOSED, CONFIG, IMAGE_ID)
+    committed = CommittedWorkload(CONFIG, bytes(32), exposed=exposed)
+    with pytest.raises(WorkloadLocked, match="PolicyDeny"):
+        await rig.manager.recover(committed)
+    assert rig.runtime.calls == []
+    assert rig.section.saves == 0
+    assert rig.manager.running_image_id() is None
+    assert not rig.manager.ssh_serving
+
+
+async def test_recovery_once_the_key_is_released_rebuilds_the_workload(rig: Rig) -> None:
+    rig.keys.withheld = False
+    assert await rig.manager.recover(CommittedWorkload(CONFIG, bytes(32), exposed=False)) is False
+    assert rig.runtime.calls == ["recreate"]
+    assert rig.manager.running_image_id() == IMAGE_ID
+
+
+async def test_a_mounted_clear_view_needs_no_key_at_recovery(rig: Rig) -> None:
+    rig.store.initialized = rig.store.mounted = True
+    await rig.manager.recover(CommittedWorkload(CONFIG, bytes(32), exposed=False))
+    assert rig.keys.asked == 0
+
+
+async def test_configure_without_the_key_is_locked_and_changes_nothing(rig: Rig) -> None:
+    rig.section.value = None
+    with pytest.raises(WorkloadLocked, match="PolicyDeny"):
+        await rig.manager.configure(CONFIG, bytes(32))
+    assert rig.runtime.calls == []
+    assert rig.section.saves == 0
+
+
+async def test_owner_registration_asks_the_broker_nothing(rig: Rig) -> None:
+    await rig.manager.on_owner_registered(bytes(32))
+    assert rig.keys.asked == 0
