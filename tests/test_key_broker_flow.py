@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -47,8 +47,6 @@ from tdx_measure import BootEvent, EventLog, IdentityEvent, event_digest
 from tests import procs
 from tests.procs import Program, free_port, program
 from tests.workload_support import CONTAINER_PORT, _cleanup, listening
-
-pytestmark = [pytest.mark.e2e, pytest.mark.podman]
 
 RECOVERY_BOUND = 30.0
 """Seconds the workload may take to recover by itself once the broker is back."""
@@ -219,14 +217,13 @@ def key_encodings(key: bytes) -> set[bytes]:
 class Search:
     files: int = 0
     bytes: int = 0
-    found: list[str] | None = None
+    found: list[str] = field(default_factory=list)
 
 
-def search_files(roots: Iterable[Path], needles: set[bytes], skip: set[Path]) -> Search:
+def search_files(roots: Iterable[Path], needles: set[bytes]) -> Search:
     """Read every regular file under `roots` (links not followed, unreadable files passed
-    over, `skip` left out) and name those holding any of `needles`, in content or in name."""
-    result = Search(found=[])
-    assert result.found is not None
+    over) and name those holding any of `needles`, in content or in name."""
+    result = Search()
     seen: set[tuple[int, int]] = set()
     for root in roots:
         if not root.is_dir():
@@ -234,8 +231,6 @@ def search_files(roots: Iterable[Path], needles: set[bytes], skip: set[Path]) ->
         for directory, _, names in os.walk(root, onerror=lambda _: None):
             for name in names:
                 path = Path(directory) / name
-                if path in skip:
-                    continue
                 try:
                     info = path.lstat()
                     if not path.is_file() or path.is_symlink():
@@ -251,6 +246,18 @@ def search_files(roots: Iterable[Path], needles: set[bytes], skip: set[Path]) ->
                 if any(needle in data or needle in name.encode() for needle in needles):
                     result.found.append(str(path))
     return result
+
+
+TEMP_DIRS = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"), Path("/run"))
+
+
+def assert_in_no_file(tmp_path: Path, *keys: bytes) -> None:
+    """None of `keys` is in any file of the test's directory (every program's state, database,
+    storage key and log live there) or of the temp dirs, in any encoding."""
+    needles = set().union(*(key_encodings(key) for key in keys))
+    search = search_files([tmp_path, *TEMP_DIRS], needles)
+    assert search.files > 0 and search.bytes > 0
+    assert search.found == [], f"a store key is written in {search.found}"
 
 
 # --- evidence driven from the test (a second simulated TD sharing the platform's PKI) -------
@@ -369,6 +376,8 @@ def default_policy() -> Path:
     return found[0]
 
 
+@pytest.mark.e2e
+@pytest.mark.podman
 def test_the_store_key_comes_only_from_the_broker_and_only_to_the_attested_owner(
     td: Td, image: str, tmp_path: Path
 ) -> None:
@@ -409,11 +418,8 @@ def test_the_store_key_comes_only_from_the_broker_and_only_to_the_attested_owner
 
     # (c) The key is in no file: the identity's state, the broker's files and logs, temp dirs.
     assert not (tmp_path / "td-root" / "store.key").exists()
-    roots = [tmp_path, Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"), Path("/run")]
-    search = search_files(roots, key_encodings(store_key), skip=set())
-    assert search.files > 0
     assert (tmp_path / "kbs" / "kbs.db").is_file() and (tmp_path / "kbs" / "storage.key").is_file()
-    assert search.found == [], f"the store key is written in {search.found}"
+    assert_in_no_file(tmp_path, store_key)
 
     # (d) The broker down at a restart: locked, closed; back: recovered by itself.
     td.kbs.stop()
@@ -459,3 +465,27 @@ def test_the_store_key_comes_only_from_the_broker_and_only_to_the_attested_owner
         with pytest.raises(KbsRefused) as refused:
             fetch_key(td.kbs.url, other)
         assert (refused.value.status, refused.value.variant) == (401, "PolicyDeny")
+
+    # Once more at the end, after the locked start, the recovery and both brokers' uploads.
+    assert_in_no_file(tmp_path, store_key, other_key)
+
+
+def test_the_key_search_finds_every_encoding_of_the_key(tmp_path: Path) -> None:
+    """The search the walk relies on: a key written raw, in hex of either case, or inside a
+    longer base64 text (standard or URL-safe, any alignment, padded or not) is found."""
+    key = secrets.token_bytes(32)
+    writings = [
+        b"x" + key + b"y",
+        json.dumps({"key": key.hex()}).encode(),
+        key.hex().upper().encode(),
+    ]
+    for prefix in range(3):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            blob = encode(secrets.token_bytes(prefix) + key + secrets.token_bytes(prefix + 1))
+            writings += [blob, blob.rstrip(b"=")]
+    for i, data in enumerate(writings):
+        (tmp_path / f"{i}.bin").write_bytes(data)
+    (tmp_path / "unrelated.bin").write_bytes(secrets.token_bytes(4096))
+    search = search_files([tmp_path], key_encodings(key))
+    assert search.files == len(writings) + 1
+    assert sorted(search.found) == sorted(str(tmp_path / f"{i}.bin") for i in range(len(writings)))
