@@ -326,7 +326,7 @@ def main() -> int:
         step("the owner registers with the operator's single-use token")
         tdxctl(
             "owner", "register", "--key", str(work / "owner.pem"),
-            "--token", str(registered["owner_token"]), env=tenv,
+            f"--token={registered['owner_token']}", env=tenv,
         )  # fmt: skip
         step("the owner verifies the registry's record with its own trust root")
         tdxctl(

@@ -82,12 +82,13 @@ def registry(
 
 
 def identity(tmp: Path, sim_url: str, registry_url: str, **extra_env: str) -> Program:
+    """The identity service of the sim's TD, its state in `tmp/identity` unless `extra_env`
+    names another STORAGE_PATH."""
     port = free_port()
     env = base_env(
         MOCK_TDX_URL=sim_url,
         REGISTRY_URL=registry_url,
-        STORAGE_PATH=str(tmp / "identity"),
-        **extra_env,
+        **({"STORAGE_PATH": str(tmp / "identity")} | extra_env),
     )
     return Program(
         "identity-svc",

@@ -386,7 +386,7 @@ def test_the_store_key_comes_only_from_the_broker_and_only_to_the_attested_owner
 
     # (a) Registration, the owner's policy and key at the broker, configure, data over SSH.
     token = cli.json("operator", "register", "--key", str(td.operator_key))["owner_token"]
-    cli.json("owner", "register", "--key", str(owner_key), "--token", token)
+    cli.json("owner", "register", "--key", str(owner_key), f"--token={token}")
     policy = tmp_path / "policy.rego"
     shutil.copyfile(default_policy(), policy)
     cli.ok("kbs", "set-policy", "--admin-key", str(owner_key), str(policy))
@@ -466,8 +466,61 @@ def test_the_store_key_comes_only_from_the_broker_and_only_to_the_attested_owner
             fetch_key(td.kbs.url, other)
         assert (refused.value.status, refused.value.variant) == (401, "PolicyDeny")
 
-    # Once more at the end, after the locked start, the recovery and both brokers' uploads.
-    assert_in_no_file(tmp_path, store_key, other_key)
+    # (e) The same refusal through the real programs: the identity service of another TD of
+    # the platform, whose owner is not the key's uploader, configures: no key, nothing done.
+    shutil.copytree(tmp_path / "sim-state" / "pki", tmp_path / "sim3-state" / "pki")
+    sim3 = procs.sim(tmp_path, state=tmp_path / "sim3-state")
+    container, clear_dir = f"{td.container}-other", tmp_path / "run" / "other-clear"
+    stranger_key = tmp_path / "stranger.pem"
+    cli.ok("keygen", str(stranger_key))
+    try:
+        with procs.running(sim3):
+            ident = procs.identity(
+                tmp_path,
+                sim3.url,
+                td.registry.url,
+                STORAGE_PATH=str(tmp_path / "identity-other"),
+                KEY_BROKER_URL=td.kbs.url,
+                SSH_LISTEN="127.0.0.1",
+                SSH_PORT=str(free_port()),
+                WORKLOAD_PORT=str(free_port()),
+                WORKLOAD_PUBLISH_HOST="127.0.0.1",
+                CLEAR_MOUNT_DIR=str(clear_dir),
+                STORE_KEY_PATH=str(tmp_path / "td-root-other" / "store.key"),
+                CONTAINER_NAME=container,
+            )
+            with procs.running(ident):
+                third = Cli(
+                    cli.env | {"TDXCTL_IDENTITY_URL": ident.url, "TDXCTL_PCCS_URL": sim3.url}
+                )
+                instance3 = str(httpx.get(ident.url + "/instance/pubkey").json()["pubkey"])
+                token = third.json("operator", "register", "--key", str(td.operator_key))[
+                    "owner_token"
+                ]
+                third.json("owner", "register", "--key", str(stranger_key), f"--token={token}")
+                third_key = secrets.token_bytes(32)
+                put_key(td.kbs.url, owner, bytes.fromhex(instance3), third_key)
+                refused_configure = third(
+                    "workload", "configure", "--key", str(stranger_key), "--image", image,
+                    "--persist-dir", "/www", "--port", str(CONTAINER_PORT),
+                )  # fmt: skip
+                assert refused_configure.returncode == 1, refused_configure
+                assert "PolicyDeny" in refused_configure.stdout + refused_configure.stderr
+                state = httpx.get(ident.url + "/instance/state").json()
+                assert (state["state"], state["last_seq"]) == ("owner_registered", 0), state
+                assert not mounted(clear_dir)
+                podman = subprocess.run(
+                    ["podman", "ps", "--all", "--quiet", "--filter", f"name=^{container}$"],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                assert podman.stdout.strip() == "", "a container of the refused configure"
+    finally:
+        _cleanup(container, clear_dir)
+
+    # Once more at the end, after the locked start, the recovery and every upload.
+    assert_in_no_file(tmp_path, store_key, other_key, third_key)
 
 
 def test_the_key_search_finds_every_encoding_of_the_key(tmp_path: Path) -> None:
