@@ -237,19 +237,30 @@ def test_with_a_broker_the_key_comes_from_it_without_the_warning(
     assert isinstance(keys, KbsKeyProvider)
     assert keys.url == KBS_URL
     assert not any("UNPROTECTED" in r.getMessage() for r in caplog.records)
+    [plain] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "reached over plain http" in plain.getMessage()
+    caplog.clear()
+    https = _workload_settings(tmp_path, KeyBrokerSettings("https://kbs.example:3020"))
+    with caplog.at_level(logging.WARNING, logger="tdx_identity.workload"):
+        store_key_provider(https, bytes(32), lambda: pytest.fail("no evidence"))
+    assert caplog.records == []
 
 
 def test_with_a_broker_a_leftover_local_key_file_is_warned_about_and_kept(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = _workload_settings(tmp_path, KeyBrokerSettings(KBS_URL))
+    broker = KeyBrokerSettings("https://owner:s3cret@kbs.example")
+    settings = _workload_settings(tmp_path, broker)
     settings.store_key_path.parent.mkdir()
     settings.store_key_path.write_bytes(bytes(32))
-    with caplog.at_level(logging.WARNING, logger="tdx_identity.workload"):
+    with caplog.at_level(logging.INFO, logger="tdx_identity.workload"):
         store_key_provider(settings, bytes(32), lambda: pytest.fail("no evidence"))
-    [record] = caplog.records
+    [record] = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert f"a local store key file remains at {settings.store_key_path}" in record.getMessage()
     assert settings.store_key_path.read_bytes() == bytes(32)
+    [info] = [r for r in caplog.records if r.levelno == logging.INFO]
+    assert info.key_broker_url == "https://kbs.example"  # type: ignore[attr-defined]
+    assert "s3cret" not in caplog.text + str([r.__dict__ for r in caplog.records])
 
 
 def test_the_key_broker_settings_and_what_the_config_event_measures() -> None:
@@ -499,3 +510,32 @@ async def test_shutdown_cancels_the_retry_of_a_locked_workload(
     asked = broker.kbs.requests
     await asyncio.sleep(0.08)
     assert broker.kbs.requests == asked, "nothing asks the broker after shutdown"
+
+
+async def test_a_recovered_workload_that_cannot_be_measured_stays_locked_until_it_is(
+    with_broker: Running, broker: Broker
+) -> None:
+    async with with_broker() as client:
+        owner = await registered(client, broker)
+        broker.kbs.put_store_key(await instance_pubkey(client), secrets.token_bytes(32))
+        assert (await configure(client, owner, 1)).status_code == 200
+    broker.kbs.down = True
+    rebooted = FakeRtmr()  # after a reboot RTMR3 is zero: the new log must name the workload
+    quotes = FakeQuoteSource(rtmr=rebooted)
+    async with with_broker(rtmr_device=rebooted, quote_source=quotes) as client:
+        assert (await workload_state(client))["workload"] == "locked"
+        rebooted.fail = True
+        broker.kbs.down = False
+        async with asyncio.timeout(3.0):
+            while True:
+                reason = (await workload_state(client))["workload_reason"] or ""
+                if "could not be measured" in reason:
+                    break
+                await asyncio.sleep(0.01)
+        assert (await workload_state(client))["workload"] == "locked"
+        assert (await configure(client, owner, 2)).status_code == 503
+        rebooted.fail = False
+        await wait_for(client, "running")
+        events = EventLog.from_json((await client.get("/instance/eventlog")).text)
+        assert events.workload is not None and events.workload.transition == "configure"
+        assert (await configure(client, owner, 2)).status_code == 200

@@ -461,6 +461,8 @@ async def test_policy_that_does_not_compile(broker: Broker, rego: str) -> None:
     response = await broker.set_policy(rego)
     assert response.status_code == 400, response.text
     assert error_variant(response) == "ParsePolicyError"
+    detail = response.json()["detail"]
+    assert "does not compile" in detail or "package policy" in detail
     await _nothing_stored(broker)
 
 
@@ -566,3 +568,19 @@ async def test_unknown_resource_is_404_only_when_allowed(broker: Broker) -> None
         mine = await client.get(f"{KBS}/resource/{guest.store_key_path}")
         assert mine.status_code == 401
         assert error_variant(mine) == "PolicyDeny"
+
+
+async def test_session_outliving_its_token_releases_nothing(start: Start) -> None:
+    from tdx_kbs.sessions import SessionSettings
+
+    clock = Clock()
+    async with start(clock=clock, sessions=SessionSettings(ttl=600), token_ttl=60) as broker:
+        guest = Guest(broker.sim, owner=broker.admin)
+        await broker.put(guest.store_key_path, os.urandom(32))
+        async with broker.guest_client() as client:
+            assert (await guest.attest(client)).status_code == 200
+            assert (await client.get(f"{KBS}/resource/{guest.store_key_path}")).status_code == 200
+            clock.now += 61
+            got = await client.get(f"{KBS}/resource/{guest.store_key_path}")
+            assert got.status_code == 401
+            assert error_variant(got) == "TokenVerifierError"

@@ -33,14 +33,14 @@ def _broker(request: Request) -> KeyBroker:
     return broker
 
 
-def _with_cookie(answer: Answer, ttl: int) -> HTTPResponse:
+def _with_cookie(answer: Answer, broker: KeyBroker) -> HTTPResponse:
     response = json(answer.body)
     if answer.session is not None:
         response.add_cookie(
             SESSION_COOKIE,
             answer.session.id,
             path=PREFIX,
-            max_age=ttl,
+            max_age=broker.cookie_max_age(answer.session),
             httponly=True,
             secure=False,
             samesite="Strict",
@@ -55,13 +55,13 @@ def kbs_blueprint() -> Blueprint:
     @bp.post("/auth")
     async def auth(request: Request) -> HTTPResponse:
         broker = _broker(request)
-        return _with_cookie(broker.auth(request.body), broker.session_ttl)
+        return _with_cookie(broker.auth(request.body), broker)
 
     @bp.post("/attest")
     async def attest(request: Request) -> HTTPResponse:
         broker = _broker(request)
         answer = await broker.attest(request.cookies.get(SESSION_COOKIE), request.body)
-        return _with_cookie(answer, broker.session_ttl)
+        return _with_cookie(answer, broker)
 
     @bp.get("/resource/<path:path>")
     async def get_resource(request: Request, path: str) -> HTTPResponse:

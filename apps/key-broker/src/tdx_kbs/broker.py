@@ -41,7 +41,7 @@ from .errors import (
     ResourceNotFound,
     TokenMissing,
 )
-from .policy import ResourcePolicy
+from .policy import PolicyCompileError, ResourcePolicy
 from .sealing import ResourceSealer
 from .sessions import Session, SessionError, SessionTable
 from .store import KbsStore
@@ -91,6 +91,13 @@ class PolicySource:
         self._store = store
         self._fallback = fallback
         self._compiled: dict[str, ResourcePolicy] = {fallback.sha256: fallback}
+        self._evaluating = asyncio.Lock()
+
+    async def allows(self, policy: ResourcePolicy, input_doc: Mapping[str, Any]) -> bool:
+        """Evaluate off the event loop, one evaluation at a time (regopy's thread safety is
+        not documented, so it never runs twice at once)."""
+        async with self._evaluating:
+            return await asyncio.to_thread(policy.allows, input_doc)
 
     async def current(self) -> ResourcePolicy | None:
         """The policy to apply; None when the stored one no longer compiles (then deny)."""
@@ -102,10 +109,10 @@ class PolicySource:
             return cached
         try:
             policy = ResourcePolicy.compile(stored.text)
-        except Exception as exc:
+        except PolicyCompileError as exc:
             log.error(
                 "the stored resource policy does not compile: every release is denied",
-                extra={"policy_sha256": stored.sha256, "reason": str(exc)[:500]},
+                extra={"policy_sha256": stored.sha256, "reason": exc.reason[:500]},
             )
             return None
         if len(self._compiled) > 64:
@@ -140,9 +147,9 @@ class KeyBroker:
         self._admin_hex = admin_pubkey.public_bytes_raw().hex()
         self._clock = clock
 
-    @property
-    def session_ttl(self) -> int:
-        return self._sessions.ttl
+    def cookie_max_age(self, session: Session) -> int:
+        """Seconds the session has left (its cookie's Max-Age), at least 1."""
+        return max(1, int(session.expires_at - self._clock()))
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -170,8 +177,6 @@ class KeyBroker:
         attestation = Attestation.from_json(_json(body, "attest"))
         claims = await self._evidence.verify(attestation, session.nonce, now=self._now())
         token = self._tokens.issue(claims.to_json(), now=int(self._clock()))
-        session.claims = claims.to_json()
-        session.tee_pubkey = dict(claims.tee_pubkey)
         session.token = token
         session.attested = True
         log.info(
@@ -187,15 +192,18 @@ class KeyBroker:
         return Answer({"token": token}, session)
 
     def _claims(self, session_id: str | None, authorization: str | None) -> dict[str, Any]:
-        """The attested claims of the cookie's session, else of the bearer token."""
+        """The claims of the cookie's attested session's token, else of the bearer token; the
+        token's own expiry applies either way (a session outliving its token releases nothing)."""
+        token: str | None = None
         if session_id:
             try:
                 session = self._sessions.get(session_id)
                 if session.attested:
-                    return dict(session.claims)
+                    token = session.token
             except SessionError:
                 pass
-        token = _bearer(authorization)
+        if token is None:
+            token = _bearer(authorization)
         if token is None:
             raise TokenMissing("no attested kbs-session-id session and no bearer attestation token")
         return self._tokens.verify(token, now=int(self._clock()))
@@ -230,7 +238,7 @@ class KeyBroker:
         stored = await self._store.get_resource(str(path))
         input_doc = self.policy_input(path, None if stored is None else stored.uploader, claims)
         policy = await self._policies.current()
-        allowed = policy is not None and await asyncio.to_thread(policy.allows, input_doc)
+        allowed = policy is not None and await self._policies.allows(policy, input_doc)
         policy_sha256 = None if policy is None else policy.sha256
         identity = claims.get("identity") or {}
         instance = identity.get("instance_pubkey") if isinstance(identity, dict) else None

@@ -11,7 +11,9 @@ from tdx_service_kit import ListenError, StartupSignals, configure_logging, run_
 
 from .app import create_app
 from .policy import PolicyCompileError
+from .sealing import StorageKeyError
 from .settings import SettingsError, parse_settings
+from .store import StoreError
 
 log = logging.getLogger("tdx_kbs")
 
@@ -33,7 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         run_app(app, host=settings.host, port=settings.port, signals=signals)
-    except ListenError as exc:
+    except (ListenError, StorageKeyError, StoreError) as exc:
         log.error("cannot start the key broker", extra={"reason": str(exc)})
+        print(f"tdx-kbs: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -13,8 +13,8 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Final
 
 DEFAULT_MAX_SESSIONS: Final = 10_000
 SESSION_ID_BYTES: Final = 24
@@ -65,7 +65,7 @@ class SessionSettings:
 
 @dataclass
 class Session:
-    """One handshake: its nonce until attested, then the attested claims and the token."""
+    """One handshake: its nonce, then the token of its one successful attest."""
 
     id: str
     nonce: str
@@ -73,9 +73,8 @@ class Session:
     attested: bool = False
     attempted: bool = False
     """An attest was tried on this session (whatever its outcome): the nonce is spent."""
-    claims: dict[str, Any] = field(default_factory=dict)
-    tee_pubkey: dict[str, str] = field(default_factory=dict)
     token: str = ""
+    """The attestation token of a successful attest (its claims decide each release)."""
 
 
 class SessionTable:

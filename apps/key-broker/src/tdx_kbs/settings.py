@@ -25,6 +25,8 @@ DEFAULT_TTL = 300
 MIN_TTL = 10
 MAX_TTL = 86_400
 MAX_POLICY_FILE_BYTES = 256 * 1024
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+"""An attest carries a quote and the whole RTMR3 event log; Trustee's own default is 2 MiB."""
 
 
 class SettingsError(ValueError):
@@ -47,7 +49,9 @@ class Settings:
     initial_policy: str | None = None
     """The Rego text of --policy: the resource policy while none was uploaded (else the
     shipped default policy)."""
-    limits: HttpLimits = field(default_factory=HttpLimits)
+    limits: HttpLimits = field(
+        default_factory=lambda: HttpLimits(max_body_bytes=DEFAULT_MAX_BODY_BYTES)
+    )
     rate_limit: RateLimit | None = field(default_factory=RateLimit)
     log_level: str = "INFO"
 
@@ -111,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--max-body-bytes",
         type=int,
-        default=HttpLimits().max_body_bytes,
+        default=DEFAULT_MAX_BODY_BYTES,
         help="largest request body (default %(default)s)",
     )
     add(

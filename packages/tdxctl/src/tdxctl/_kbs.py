@@ -55,7 +55,8 @@ def new_store_key() -> bytes:
 
 def load_store_key(path: Path) -> bytes:
     """The store key in `path`: 32 raw bytes, or 64 hex digits (a trailing newline allowed).
-    The file must be the caller's, regular, and readable by no one else (like key files)."""
+    The file must be a regular file (not a link) that no one else may read or write, as key
+    files are."""
     data = read_private_file(path, what="store key file")
     if len(data) == STORE_KEY_BYTES:
         return data

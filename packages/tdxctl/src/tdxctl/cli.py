@@ -360,7 +360,9 @@ def build_parser(defaults: Defaults) -> argparse.ArgumentParser:
         description="Upload the store key of an instance as the resource "
         "tdx-identity/store-key/<instance hex>: 32 bytes from --key-file (raw, or 64 hex "
         "digits; mode 0600), or a new random key when none is given. The key is never "
-        "printed: a new one exists only at the broker (and in the TD it is released to).",
+        "printed: a new one exists only at the broker (and in the TD it is released to). "
+        "An upload replaces the instance's key at the broker: once the TD made its store with "
+        "a key, uploading another makes that store unreadable.",
     )
     kbs_flags(put_key)
     put_key.add_argument("--instance", metavar="HEX", type=_pubkey, required=True)

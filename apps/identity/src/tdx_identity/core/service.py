@@ -455,12 +455,19 @@ class IdentityService:
                         extra={"reason": str(exc), "retry_in": delay},
                     )
                     continue
-                self._locked = None
-                log.info("the key broker released the store key: the workload is recovered")
                 try:
                     await self._measure_recovered_workload()
                 except (RtmrDeviceError, MeasurementPersistError, WorkloadError) as exc:
-                    log.error("cannot measure the recovered workload", extra={"reason": str(exc)})
+                    # Steps stay refused until what runs is measured; the next recovery keeps
+                    # the running container and measures it.
+                    self._locked = f"the recovered workload could not be measured: {exc}"
+                    log.error(
+                        "cannot measure the recovered workload; trying again",
+                        extra={"reason": str(exc), "retry_in": delay},
+                    )
+                    continue
+                self._locked = None
+                log.info("the key broker released the store key: the workload is recovered")
                 await self._reregister_at_start()
             return
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -558,6 +559,13 @@ def store_key_provider(
             "and kept in memory only",
             extra={"key_broker_url": _without_userinfo(settings.key_broker.url)},
         )
+        if urllib.parse.urlsplit(settings.key_broker.url).scheme != "https":
+            _log.warning(
+                "the key broker is reached over plain http: whoever controls the network can "
+                "answer in its place and hand this TD a key of its choosing (a fresh store would "
+                "be made under it); use an https URL",
+                extra={"key_broker_url": _without_userinfo(settings.key_broker.url)},
+            )
         if settings.store_key_path.exists():
             _log.warning(
                 "a local store key file remains at %s although the key broker is used: the "
@@ -578,9 +586,9 @@ def store_key_provider(
 
 
 def _without_userinfo(url: str) -> str:
-    head, sep, rest = url.partition("://")
-    netloc, slash, path = rest.partition("/")
-    return head + sep + netloc.rsplit("@", 1)[-1] + slash + path
+    """`url` without a ``user:password@`` part (never logged)."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
 
 
 def podman_workload_manager(
@@ -626,5 +634,5 @@ def podman_workload_manager(
         ssh_server_factory=ssh_server,
         container_name=settings.container_name,
         workload_port=settings.workload_port,
-        key_at_registration=settings.key_broker is None,
+        key_at_registration=not isinstance(keys, KbsKeyProvider),
     )

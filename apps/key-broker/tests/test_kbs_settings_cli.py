@@ -1,0 +1,217 @@
+"""Settings from flags and environment, `--help`, and the real `tdx-kbs` program: it starts,
+answers auth, and stops on SIGTERM."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from kbs_helpers import AUTH_BODY, Sim, pem_public
+
+from tdx_kbs import SettingsError, main, parse_settings
+from tdx_service_kit.testing import Program, free_port, installed_program
+
+
+@pytest.fixture
+def admin_pem(tmp_path: Path) -> Path:
+    path = tmp_path / "admin.pem"
+    path.write_bytes(pem_public(Ed25519PrivateKey.generate()))
+    return path
+
+
+def base_args(tmp_path: Path, admin_pem: Path) -> list[str]:
+    return [
+        "--db-path",
+        str(tmp_path / "kbs.db"),
+        "--storage-key-path",
+        str(tmp_path / "storage.key"),
+        "--admin-pubkey",
+        str(admin_pem),
+    ]
+
+
+def test_defaults_and_flags(tmp_path: Path, admin_pem: Path) -> None:
+    settings = parse_settings(base_args(tmp_path, admin_pem), {})
+    assert (settings.host, settings.port) == ("127.0.0.1", 3020)
+    assert settings.sessions.ttl == 300 and settings.token_ttl == 300
+    assert settings.sessions.max_sessions == 10_000
+    assert settings.database.sqlite_path == tmp_path / "kbs.db"
+    assert settings.trusted_root_ca_pem is None and settings.initial_policy is None
+    flagged = parse_settings(
+        [*base_args(tmp_path, admin_pem), "--port", "4000", "--session-ttl", "60"],
+        {"KBS_PORT": "5000", "KBS_SESSION_TTL": "90", "KBS_TOKEN_TTL": "120"},
+    )
+    assert flagged.port == 4000 and flagged.sessions.ttl == 60 and flagged.token_ttl == 120
+
+
+def test_environment(tmp_path: Path, admin_pem: Path, sim: Sim) -> None:
+    root = tmp_path / "root.pem"
+    root.write_bytes(sim.root_ca_pem)
+    policy = tmp_path / "p.rego"
+    policy.write_text("package policy\n\ndefault allow := false\n")
+    env = {
+        "KBS_HOST": "0.0.0.0",
+        "KBS_PORT": "3999",
+        "KBS_DB_URL": "postgresql://kbs@db.example/kbs",
+        "KBS_STORAGE_KEY_PATH": str(tmp_path / "k"),
+        "KBS_ADMIN_PUBKEY": str(admin_pem),
+        "TDX_TRUSTED_ROOT_CA": str(root),
+        "PCCS_URL": "https://pccs.example/",
+        "KBS_POLICY": str(policy),
+        "KBS_MAX_SESSIONS": "7",
+        "LOG_LEVEL": "debug",
+    }
+    settings = parse_settings([], env)
+    assert (settings.host, settings.port, settings.pccs_url) == (
+        "0.0.0.0",
+        3999,
+        "https://pccs.example",
+    )
+    assert settings.database.postgres_url == "postgresql://kbs@db.example/kbs"
+    assert settings.trusted_root_ca_pem == sim.root_ca_pem
+    assert settings.initial_policy == policy.read_text()
+    assert settings.sessions.max_sessions == 7 and settings.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("drop", "extra", "env", "message"),
+    [
+        ("--admin-pubkey", [], {}, "--admin-pubkey"),
+        ("--storage-key-path", [], {}, "--storage-key-path"),
+        (None, ["--port", "0"], {}, "--port"),
+        (None, ["--session-ttl", "5"], {}, "--session-ttl"),
+        (None, ["--token-ttl", "100000"], {}, "--token-ttl"),
+        (None, [], {"KBS_PORT": "x"}, "KBS_PORT"),
+        (None, ["--max-sessions", "0"], {}, "max_sessions"),
+        (None, ["--db-url", "mysql://x"], {}, "postgresql"),
+        (None, ["--trusted-root-ca", "/nonexistent"], {}, "root CA"),
+        (None, ["--policy", "/nonexistent"], {}, "policy"),
+        (None, ["--log-level", "loud"], {}, "log level"),
+    ],
+)
+def test_refused_settings(
+    tmp_path: Path,
+    admin_pem: Path,
+    drop: str | None,
+    extra: list[str],
+    env: dict[str, str],
+    message: str,
+) -> None:
+    args = base_args(tmp_path, admin_pem)
+    if drop is not None:
+        index = args.index(drop)
+        del args[index : index + 2]
+    with pytest.raises(SettingsError, match=message):
+        parse_settings([*args, *extra], env)
+
+
+def test_admin_pubkey_must_be_ed25519_pem(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pem = tmp_path / "ec.pem"
+    pem.write_bytes(
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a key")
+    for path, message in ((pem, "ed25519"), (garbage, "PEM")):
+        args = base_args(tmp_path, path)
+        with pytest.raises(SettingsError, match=message):
+            parse_settings(args, {})
+
+
+def test_storage_key_must_not_be_the_database(tmp_path: Path, admin_pem: Path) -> None:
+    args = ["--db-path", str(tmp_path / "kbs.db"), "--storage-key-path", str(tmp_path / "kbs.db")]
+    with pytest.raises(SettingsError, match="database"):
+        parse_settings([*args, "--admin-pubkey", str(admin_pem)], {})
+
+
+def test_main_exits_2_on_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--port", "3020"]) == 2
+    assert "tdx-kbs: error:" in capsys.readouterr().err
+
+
+def test_main_exits_2_on_a_policy_that_does_not_compile(
+    tmp_path: Path, admin_pem: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.rego"
+    bad.write_text("package policy\nallow if {\n")
+    assert main([*base_args(tmp_path, admin_pem), "--policy", str(bad)]) == 2
+    assert "--policy" in capsys.readouterr().err
+
+
+def test_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--storage-key-path", "--admin-pubkey", "--trusted-root-ca", "--pccs-url"):
+        assert flag in out
+
+
+def test_real_program_answers_auth_and_stops_on_sigterm(
+    tmp_path: Path, admin_pem: Path, sim: Sim
+) -> None:
+    root = tmp_path / "root.pem"
+    root.write_bytes(sim.root_ca_pem)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KBS_", "PCCS_", "TDX_"))}
+    env.update(PCCS_URL=sim.url, TDX_TRUSTED_ROOT_CA=str(root))
+    program = Program(
+        "tdx-kbs",
+        [
+            installed_program("tdx-kbs"),
+            "--port",
+            str(port),
+            *base_args(tmp_path, admin_pem),
+        ],
+        env,
+        f"http://127.0.0.1:{port}",
+        "/kbs/v0/",
+        tmp_path / "kbs.log",
+    )
+    help_run = subprocess.run(
+        [installed_program("tdx-kbs"), "--help"], capture_output=True, text=True, check=False
+    )
+    assert help_run.returncode == 0 and "--admin-pubkey" in help_run.stdout
+    program.start()
+    try:
+        request = urllib.request.Request(
+            f"{program.url}/kbs/v0/auth",
+            data=json.dumps(AUTH_BODY).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+            assert "kbs-session-id=" in answer.headers["Set-Cookie"]
+            assert "HttpOnly" in answer.headers["Set-Cookie"]
+            assert len(base64.b64decode(json.load(answer)["nonce"])) == 32
+        assert program.proc is not None
+        program.proc.send_signal(signal.SIGTERM)
+        assert program.proc.wait(15) == 0
+    finally:
+        program.stop()
+    log = program.log()
+    assert "key broker ready" in log
+    assert "Traceback" not in log
+
+
+def test_main_exits_1_when_the_storage_key_cannot_be_created(
+    tmp_path: Path, admin_pem: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = base_args(tmp_path, admin_pem)
+    args[args.index("--storage-key-path") + 1] = str(tmp_path / "missing-dir" / "storage.key")
+    assert main([*args, "--port", str(free_port())]) == 1
+    err = capsys.readouterr().err
+    assert "storage key" in err
+    assert "Traceback" not in err
