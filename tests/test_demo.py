@@ -38,3 +38,7 @@ def test_the_demo_runs_the_whole_flow_through_tdxctl(tmp_path: Path) -> None:
     assert "==> tdx-kbs is up (127.0.0.1:3020)" in out, out
     assert "serves 'hello from the owner'" in out, out
     assert "SSH setup access closed: True" in out, out
+    # The identity service took its store key from the broker, not from a local file.
+    identity_log = (tmp_path / "demo" / "identity.log").read_text()
+    assert "the store key comes from the owner's key broker" in identity_log
+    assert "UNPROTECTED STORE KEY" not in identity_log
