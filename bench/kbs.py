@@ -72,7 +72,7 @@ from tdx_measure import (
     WorkloadEvent,
     event_digest,
 )
-from tdx_verify import CollateralCache, PccsClient, Verifier
+from tdx_verify import CollateralCache, PccsClient, Policy, Verifier
 
 HERE = Path(__file__).resolve().parent
 TARGET = 0.3
@@ -254,7 +254,9 @@ async def verification_rate(sim_url: str, quotes: list[bytes], seconds: float) -
     root = (await _get(f"{sim_url}/root_ca.pem")).content
     client = PccsClient(sim_url)
     try:
-        cache = CollateralCache(client, Verifier(root_ca_pem=root))
+        # The broker's DCAP policy: the TCB status and debug bit are left to the Rego policy.
+        policy = Policy(accepted_tcb_statuses=None, allow_debug=True)
+        cache = CollateralCache(client, Verifier(root_ca_pem=root, policy=policy))
         now = datetime.now(UTC)
         await cache.verify_quote(quotes[0], now=now)  # the one collateral fetch, not timed
         n, start = 0, time.perf_counter()
