@@ -1,12 +1,15 @@
 """End to end, issue 10's promise with the real programs: the owner uploads a store key and a
 policy to the key broker with `tdxctl`, configures the workload, writes data over SSH; the
-identity service restarts and reads it back with the key from the broker; the key is in no file;
-a broker that is down leaves the workload locked until it is back; a TD whose event log names
-another owner, or a quote under a root the broker does not trust, gets no key.
+identity service reboots and reads it back with the key from the broker; the key is in no file;
+a broker that is down leaves the workload locked until it is back, then it recovers by itself;
+a TD whose event log names another owner, or a quote under a root the broker does not trust,
+gets no key (both driven with the protocol client against a second simulated TD, the first also
+through a real identity service of a third).
 
 Real tdx-sim, tdx-registry, tdx-kbs, identity-svc (KEY_BROKER_URL), tdxctl, podman, gocryptfs
 and OpenSSH (through `tdxctl ssh`); one stack for the whole walk (CI budget), every container
-and mount removed afterwards."""
+and mount removed afterwards.
+"""
 
 from __future__ import annotations
 
