@@ -3,7 +3,10 @@ what the real broker checks before it releases a resource: protocol version and 
 session cookie and its nonce, the runtime-data binding in the quote's report_data, the instance
 key's proof of possession, the RTMR3 event log replayed to the quote's RTMR3 and the owner it
 names, and that the resource asked for is this instance's store key. It can be down, refuse,
-or hold a key of the wrong size; it records every release."""
+or hold anything in place of the owner's envelope; it records every release.
+
+`MitmKbs` is a host in the middle answering at the broker URL: it checks nothing and hands the
+TD a validly encrypted JWE (to the TD's own ephemeral key) of whatever it chose."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import secrets
 from dataclasses import dataclass, field
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import tdx_quote
 from tdx_kbs_protocol import (
@@ -25,6 +29,7 @@ from tdx_kbs_protocol import (
     encrypt_resource,
     error_body,
     runtime_data_binding,
+    seal_store_key,
     store_key_path,
 )
 from tdx_measure import EventLog
@@ -57,8 +62,14 @@ class FakeKbs:
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
 
-    def put_store_key(self, instance_pubkey: bytes, key: bytes) -> None:
-        self.resources[str(store_key_path(instance_pubkey))] = key
+    def put_store_key(self, instance_pubkey: bytes, key: bytes, owner: Ed25519PrivateKey) -> None:
+        """Hold `key` as `tdxctl kbs put-key` uploads it: in `owner`'s envelope for the
+        instance."""
+        self.put_resource(instance_pubkey, seal_store_key(owner, instance_pubkey, key))
+
+    def put_resource(self, instance_pubkey: bytes, data: bytes) -> None:
+        """Hold `data`, as it is, as the instance's store-key resource."""
+        self.resources[str(store_key_path(instance_pubkey))] = data
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         self.requests += 1
@@ -148,3 +159,34 @@ class FakeKbs:
         self.released.append(path)
         jwe = encrypt_resource(data, session.attestation.runtime_data.tee_pubkey)
         return httpx.Response(200, json=jwe)
+
+
+@dataclass
+class MitmKbs:
+    """A host answering the TD's KBS requests in the broker's place: any attestation passes,
+    and every resource is `payload`, encrypted to the TEE key of the session's attestation (a
+    JWE the TD decrypts without error)."""
+
+    payload: bytes = b""
+    released: int = 0
+    attested: dict[str, Attestation] = field(default_factory=dict)
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/kbs/v0/auth":
+            session_id = secrets.token_hex(16)
+            response = httpx.Response(200, json=Challenge.fresh().to_json())
+            response.headers["set-cookie"] = f"{COOKIE}={session_id}; Path=/kbs"
+            return response
+        session_id = request.headers.get("cookie", "").partition("=")[2]
+        if path == "/kbs/v0/attest":
+            self.attested[session_id] = Attestation.from_json(json.loads(request.content))
+            return httpx.Response(200, json={"token": "mitm-token"})
+        attestation = self.attested[session_id]
+        self.released += 1
+        return httpx.Response(
+            200, json=encrypt_resource(self.payload, attestation.runtime_data.tee_pubkey)
+        )

@@ -11,6 +11,7 @@ import json
 import logging
 import secrets
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,13 @@ import pytest
 from conftest import Running, instance_pubkey, pub, register_operator, register_owner, sign
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fakes import FakeQuoteSource, FakeRegistry, FakeRtmr, FakeWorkload
-from kbs_fake import FakeKbs
+from kbs_fake import FakeKbs, MitmKbs
 
 from tdx_identity import Settings
 from tdx_identity.core.evidence import MeasuredEvidence
 from tdx_identity.core.measurement import MeasurementLog
 from tdx_identity.core.ports import CommittedWorkload, KeyProvider, WorkloadConfig
+from tdx_identity.core.service import IdentityService
 from tdx_identity.exceptions import QuoteSourceError, StoreKeyUnavailable, WorkloadLocked
 from tdx_identity.settings import measured_settings, parse_settings
 from tdx_identity.workload.helpers import installed_helpers
@@ -33,7 +35,13 @@ from tdx_identity.workload.key_broker import KbsKeyProvider, KeyBrokerSettings
 from tdx_identity.workload.manager import WorkloadSettings, store_key_provider
 from tdx_identity.workload.ssh import HostKey
 from tdx_identity.workload.store_key import LocalFileKeyProvider
-from tdx_kbs_protocol import TeeKeyPair, store_key_path
+from tdx_kbs_protocol import (
+    EvidenceProvider,
+    TeeKeyPair,
+    open_store_key,
+    seal_store_key,
+    store_key_path,
+)
 from tdx_measure import EventLog, IdentityEvent
 
 KBS_URL = "http://kbs.test:3020"
@@ -82,11 +90,12 @@ class Td:
     def evidence(self) -> MeasuredEvidence:
         return MeasuredEvidence(self.key, self.quotes, self.log)
 
-    def provider(self, kbs: FakeKbs) -> KbsKeyProvider:
+    def provider(self, kbs: FakeKbs | MitmKbs) -> KbsKeyProvider:
         return KbsKeyProvider(
             KeyBrokerSettings(KBS_URL, timeout=5.0),
             self.pubkey,
             self.evidence,
+            lambda: pub(self.owner),
             transport=kbs.transport(),
         )
 
@@ -104,12 +113,17 @@ async def td(tmp_path: Path) -> Td:
 @pytest.fixture
 def kbs(td: Td) -> FakeKbs:
     fake = FakeKbs(owner=pub(td.owner))
-    fake.put_store_key(td.pubkey, secrets.token_bytes(32))
+    fake.put_store_key(td.pubkey, secrets.token_bytes(32), td.owner)
     return fake
 
 
 def stored_key(kbs: FakeKbs, td: Td) -> bytes:
-    return kbs.resources[str(store_key_path(td.pubkey))]
+    """The key in the owner's envelope the fake broker holds."""
+    return open_store_key(
+        kbs.resources[str(store_key_path(td.pubkey))],
+        owner_pubkey=pub(td.owner),
+        instance_pubkey=td.pubkey,
+    )
 
 
 async def test_the_provider_fetches_the_key_the_broker_releases_to_its_checked_evidence(
@@ -158,15 +172,64 @@ async def test_a_broker_that_is_down_is_store_key_unavailable(td: Td, kbs: FakeK
         await td.provider(kbs).get_key()
 
 
-async def test_an_unknown_resource_and_a_key_of_the_wrong_size_are_refused(
+async def test_an_unknown_resource_and_a_bare_key_without_the_owners_envelope_are_refused(
     td: Td, kbs: FakeKbs
 ) -> None:
     kbs.resources.clear()
     with pytest.raises(StoreKeyUnavailable, match="404 ResourceNotFound"):
         await td.provider(kbs).get_key()
-    kbs.put_store_key(td.pubkey, secrets.token_bytes(31))
-    with pytest.raises(StoreKeyUnavailable, match="has 31 bytes, expected 32"):
+    kbs.put_resource(td.pubkey, secrets.token_bytes(32))
+    with pytest.raises(StoreKeyUnavailable, match="envelope is 154 bytes, not 32"):
         await td.provider(kbs).get_key()
+
+
+def other_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (lambda td, key: key, "envelope is 154 bytes, not 32"),
+        (lambda td, key: seal_store_key(other_key(), td.pubkey, key), "not signed by the owner"),
+        (lambda td, key: seal_store_key(td.owner, pub(other_key()), key), "another instance"),
+    ],
+    ids=["raw-key", "another-signer", "another-instance"],
+)
+async def test_a_host_in_the_middle_cannot_hand_the_td_a_key(
+    td: Td,
+    payload: Callable[[Td, bytes], bytes],
+    reason: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A validly encrypted JWE (to the TD's own TEE key) of a key the host chose is refused."""
+    key = secrets.token_bytes(32)
+    mitm = MitmKbs(payload(td, key))
+    provider = td.provider(mitm)
+    with (
+        caplog.at_level(logging.ERROR, logger="tdx_identity.workload"),
+        pytest.raises(StoreKeyUnavailable, match=reason) as refused,
+    ):
+        await provider.get_key()
+    assert mitm.released == 1, "the JWE was delivered and decrypted"
+    assert "is not the owner's store key for this instance" in str(refused.value)
+    [record] = [r for r in caplog.records if "refused the store key" in r.getMessage()]
+    assert reason in record.reason  # type: ignore[attr-defined]
+    assert record.owner_pubkey == pub(td.owner).hex()  # type: ignore[attr-defined]
+    logged = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
+    assert not any(form.decode("latin-1") in logged for form in key_forms(key))
+    with pytest.raises(StoreKeyUnavailable):
+        await provider.get_key()
+    assert mitm.released == 2, "nothing of a refused answer is kept: it asks again"
+
+
+async def test_without_a_confirmed_owner_the_broker_is_not_asked(td: Td, kbs: FakeKbs) -> None:
+    provider = KbsKeyProvider(
+        KeyBrokerSettings(KBS_URL), td.pubkey, td.evidence, lambda: None, transport=kbs.transport()
+    )
+    with pytest.raises(StoreKeyUnavailable, match="no owner confirmed by the registry"):
+        await provider.get_key()
+    assert kbs.requests == 0
 
 
 async def test_the_evidence_refuses_a_quote_once_the_log_changed(td: Td, kbs: FakeKbs) -> None:
@@ -214,12 +277,16 @@ def _workload_settings(tmp_path: Path, broker: KeyBrokerSettings | None) -> Work
     return replace(base, store_key_path=tmp_path / "keys" / "store.key", key_broker=broker)
 
 
+def no_evidence() -> EvidenceProvider:
+    pytest.fail("no evidence is asked for when the key source is chosen")
+
+
 def test_without_a_broker_the_local_key_file_is_announced_loudly(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = _workload_settings(tmp_path, None)
     with caplog.at_level(logging.WARNING, logger="tdx_identity.workload"):
-        keys = store_key_provider(settings, bytes(32), lambda: pytest.fail("no evidence"))
+        keys = store_key_provider(settings, bytes(32), no_evidence, lambda: None)
     assert isinstance(keys, LocalFileKeyProvider)
     [record] = [r for r in caplog.records if "UNPROTECTED STORE KEY" in r.getMessage()]
     assert record.levelno == logging.WARNING
@@ -233,7 +300,7 @@ def test_with_a_broker_the_key_comes_from_it_without_the_warning(
 ) -> None:
     settings = _workload_settings(tmp_path, KeyBrokerSettings(KBS_URL))
     with caplog.at_level(logging.INFO, logger="tdx_identity.workload"):
-        keys = store_key_provider(settings, bytes(32), lambda: pytest.fail("no evidence"))
+        keys = store_key_provider(settings, bytes(32), no_evidence, lambda: None)
     assert isinstance(keys, KbsKeyProvider)
     assert keys.url == KBS_URL
     assert not any("UNPROTECTED" in r.getMessage() for r in caplog.records)
@@ -242,7 +309,7 @@ def test_with_a_broker_the_key_comes_from_it_without_the_warning(
     caplog.clear()
     https = _workload_settings(tmp_path, KeyBrokerSettings("https://kbs.example:3020"))
     with caplog.at_level(logging.WARNING, logger="tdx_identity.workload"):
-        store_key_provider(https, bytes(32), lambda: pytest.fail("no evidence"))
+        store_key_provider(https, bytes(32), no_evidence, lambda: None)
     assert caplog.records == []
 
 
@@ -254,7 +321,7 @@ def test_with_a_broker_a_leftover_local_key_file_is_warned_about_and_kept(
     settings.store_key_path.parent.mkdir()
     settings.store_key_path.write_bytes(bytes(32))
     with caplog.at_level(logging.INFO, logger="tdx_identity.workload"):
-        store_key_provider(settings, bytes(32), lambda: pytest.fail("no evidence"))
+        store_key_provider(settings, bytes(32), no_evidence, lambda: None)
     [record] = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert f"a local store key file remains at {settings.store_key_path}" in record.getMessage()
     assert settings.store_key_path.read_bytes() == bytes(32)
@@ -327,6 +394,16 @@ class KeyedWorkload(FakeWorkload):
 class Broker:
     kbs: FakeKbs
     workloads: list[KeyedWorkload] = field(default_factory=list)
+    mitm: MitmKbs | None = None
+    """When set, a host in the middle answers at the broker URL instead of `kbs`."""
+
+    def transport(self) -> httpx.MockTransport:
+        async def handle(request: httpx.Request) -> httpx.Response:
+            if self.mitm is not None:
+                return await self.mitm.handle(request)
+            return await self.kbs.handle(request)
+
+        return httpx.MockTransport(handle)
 
     def factory(
         self, settings: WorkloadSettings, section: Any, host_key: HostKey, keys: KeyProvider
@@ -359,7 +436,7 @@ def with_broker(running: Running, broker_settings: Settings, broker: Broker) -> 
             settings=broker_settings,
             workload=None,
             workload_factory=broker.factory,
-            key_broker_transport=broker.kbs.transport(),
+            key_broker_transport=broker.transport(),
             **overrides,
         )
 
@@ -413,7 +490,7 @@ async def test_configure_fetches_the_key_and_a_restart_fetches_it_again(
         owner = await registered(client, broker)
         assert broker.kbs.requests == 0, "owner registration needs no key from the broker"
         key = secrets.token_bytes(32)
-        broker.kbs.put_store_key(await instance_pubkey(client), key)
+        broker.kbs.put_store_key(await instance_pubkey(client), key, owner)
         assert (await configure(client, owner, 1)).status_code == 200
         assert broker.workloads[-1].key_seen == [key]
         events = EventLog.from_json((await client.get("/instance/eventlog")).text)
@@ -431,7 +508,7 @@ async def test_a_refusal_at_configure_fails_the_step_with_503_and_commits_nothin
 ) -> None:
     async with with_broker() as client:
         owner = await registered(client, broker)
-        broker.kbs.put_store_key(await instance_pubkey(client), secrets.token_bytes(32))
+        broker.kbs.put_store_key(await instance_pubkey(client), secrets.token_bytes(32), owner)
         broker.kbs.refuse = True
         before = await workload_state(client)
         response = await configure(client, owner, 1)
@@ -454,7 +531,7 @@ async def test_a_broker_down_at_restart_locks_the_workload_until_it_is_back(
     key = secrets.token_bytes(32)
     async with with_broker() as client:
         owner = await registered(client, broker)
-        broker.kbs.put_store_key(await instance_pubkey(client), key)
+        broker.kbs.put_store_key(await instance_pubkey(client), key, owner)
         assert (await configure(client, owner, 1)).status_code == 200
     broker.kbs.down = True
     registrations = len(registry.accepted)
@@ -498,7 +575,7 @@ async def test_shutdown_cancels_the_retry_of_a_locked_workload(
 ) -> None:
     async with with_broker() as client:
         owner = await registered(client, broker)
-        broker.kbs.put_store_key(await instance_pubkey(client), secrets.token_bytes(32))
+        broker.kbs.put_store_key(await instance_pubkey(client), secrets.token_bytes(32), owner)
         assert (await configure(client, owner, 1)).status_code == 200
     broker.kbs.refuse = True
     async with with_broker() as client:
@@ -517,7 +594,7 @@ async def test_a_recovered_workload_that_cannot_be_measured_stays_locked_until_i
 ) -> None:
     async with with_broker() as client:
         owner = await registered(client, broker)
-        broker.kbs.put_store_key(await instance_pubkey(client), secrets.token_bytes(32))
+        broker.kbs.put_store_key(await instance_pubkey(client), secrets.token_bytes(32), owner)
         assert (await configure(client, owner, 1)).status_code == 200
     broker.kbs.down = True
     rebooted = FakeRtmr()  # after a reboot RTMR3 is zero: the new log must name the workload
@@ -539,3 +616,95 @@ async def test_a_recovered_workload_that_cannot_be_measured_stays_locked_until_i
         events = EventLog.from_json((await client.get("/instance/eventlog")).text)
         assert events.workload is not None and events.workload.transition == "configure"
         assert (await configure(client, owner, 2)).status_code == 200
+
+
+def mitm_payloads(instance: bytes, key: bytes) -> list[bytes]:
+    """What a host in the middle could hand the TD: a bare key of its choosing, or that key in
+    an envelope for this instance signed by a key of its own."""
+    return [key, seal_store_key(Ed25519PrivateKey.generate(), instance, key)]
+
+
+async def test_a_host_in_the_middle_at_the_first_configure_is_refused_and_nothing_is_made(
+    with_broker: Running, broker: Broker, registry: FakeRegistry
+) -> None:
+    async with with_broker() as client:
+        owner = await registered(client, broker)
+        instance = await instance_pubkey(client)
+        broker.kbs.put_store_key(instance, secrets.token_bytes(32), owner)
+        before = await workload_state(client)
+        registrations = len(registry.accepted)
+        for payload in mitm_payloads(instance, secrets.token_bytes(32)):
+            broker.mitm = MitmKbs(payload)
+            response = await configure(client, owner, 1)
+            assert response.status_code == 503
+            error = response.json()["error"]
+            assert "workload locked" in error
+            assert "is not the owner's store key for this instance" in error
+            assert broker.mitm.released == 1
+            assert await workload_state(client) == before
+            assert broker.workloads[-1].configured == []
+            assert broker.workloads[-1].key_seen == []
+        assert len(registry.accepted) == registrations, "nothing measured or registered"
+        broker.mitm = None
+        assert (await configure(client, owner, 1)).status_code == 200
+
+
+async def test_a_host_in_the_middle_at_restart_keeps_the_workload_locked(
+    with_broker: Running, broker: Broker
+) -> None:
+    key = secrets.token_bytes(32)
+    async with with_broker() as client:
+        owner = await registered(client, broker)
+        instance = await instance_pubkey(client)
+        broker.kbs.put_store_key(instance, key, owner)
+        assert (await configure(client, owner, 1)).status_code == 200
+    for payload in mitm_payloads(instance, secrets.token_bytes(32)):
+        broker.mitm = MitmKbs(payload)
+        async with with_broker() as client:
+            state = await workload_state(client)
+            assert state["state"] == "configured"
+            assert state["workload"] == "locked"
+            assert "is not the owner's store key" in state["workload_reason"]
+            workload = broker.workloads[-1]
+            assert workload.started is None and workload.key_seen == [], "nothing runs"
+            assert (await configure(client, owner, 2)).status_code == 503
+            asked = broker.mitm.released
+            await asyncio.sleep(0.08)
+            assert broker.mitm.released > asked, "still asking, still refusing"
+            assert (await workload_state(client))["workload"] == "locked"
+    broker.mitm = None
+    async with with_broker() as client:
+        await wait_for(client, "running")
+        assert broker.workloads[-1].key_seen == [key]
+
+
+async def wait_for_comparison(client: httpx.AsyncClient, status: str) -> dict[str, Any]:
+    """The state once the registry comparison's status is `status` (within 5 s)."""
+    async with asyncio.timeout(5.0):
+        while True:
+            state = await workload_state(client)
+            if state["registry_comparison"]["status"] == status:
+                return state
+            await asyncio.sleep(0.01)
+
+
+def confirmed_owner(client: httpx.AsyncClient) -> bytes | None:
+    service: IdentityService = client.app.ctx.service  # type: ignore[attr-defined]
+    return service.confirmed_owner
+
+
+async def test_the_owner_the_envelope_is_checked_against_is_the_one_the_registry_confirmed(
+    with_broker: Running, broker: Broker, registry: FakeRegistry
+) -> None:
+    async with with_broker() as client:
+        assert confirmed_owner(client) is None, "no owner registered yet"
+        owner = await registered(client, broker)
+        assert confirmed_owner(client) == pub(owner), "the owner the registry accepted"
+    registry.lookup_unavailable = True
+    async with with_broker() as client:
+        state = await workload_state(client)
+        assert state["registry_comparison"]["status"] == "pending"
+        assert confirmed_owner(client) is None, "the state's owner counts once compared"
+        registry.lookup_unavailable = False
+        await wait_for_comparison(client, "agreed")
+        assert confirmed_owner(client) == pub(owner)

@@ -1,7 +1,8 @@
 """The real `PodmanWorkloadManager` with a key broker's store key, over in-memory fakes of the
 container runtime and the encrypted store (no podman): a key the broker withholds is
 `WorkloadLocked` before anything is touched, at configure and at recovery; the clear view still
-mounted needs no key; owner registration asks the broker nothing."""
+mounted needs no key; owner registration asks the broker nothing; a host in the middle handing
+over a key of its own (the real `KbsKeyProvider`) gets nothing made."""
 
 from __future__ import annotations
 
@@ -11,13 +12,17 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from kbs_fake import MitmKbs
 
-from tdx_identity.core.ports import CommittedWorkload, WorkloadConfig, WorkloadPhase
+from tdx_identity.core.ports import CommittedWorkload, KeyProvider, WorkloadConfig, WorkloadPhase
 from tdx_identity.core.state import WorkloadSection
 from tdx_identity.exceptions import StoreKeyUnavailable, WorkloadLocked
+from tdx_identity.workload.key_broker import KbsKeyProvider, KeyBrokerSettings
 from tdx_identity.workload.manager import PodmanWorkloadManager
 from tdx_identity.workload.runtime import ContainerInfo
 from tdx_identity.workload.ssh import SetupSshServer
+from tdx_kbs_protocol import TdxEvidence, TeePublicKey, seal_store_key
 
 IMAGE = "localhost/app:1"
 IMAGE_ID = "ab" * 32
@@ -95,7 +100,7 @@ class Runtime:
 class Store:
     """An encrypted store that, like gocryptfs, needs the key to init and mount."""
 
-    keys: Keys
+    keys: KeyProvider
     mounted: bool = False
     initialized: bool = False
 
@@ -217,3 +222,59 @@ async def test_configure_without_the_key_is_locked_and_changes_nothing(rig: Rig)
 async def test_owner_registration_asks_the_broker_nothing(rig: Rig) -> None:
     await rig.manager.on_owner_registered(bytes(32))
     assert rig.keys.asked == 0
+
+
+class _AnyEvidence:
+    """Evidence for a host in the middle, which checks none."""
+
+    async def additional_evidence(self, nonce: str, tee_pubkey: TeePublicKey) -> str:
+        return ""
+
+    async def quote(self, report_data: bytes) -> TdxEvidence:
+        return TdxEvidence(quote=report_data, cc_eventlog=None)
+
+
+INSTANCE = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+OWNER = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+
+
+@pytest.mark.parametrize("signer", [None, "another key"])
+@pytest.mark.parametrize("step", ["configure", "recover"])
+async def test_a_host_in_the_middle_gets_no_store_initialised_mounted_or_container_run(
+    signer: str | None, step: str
+) -> None:
+    key = bytes(range(32))
+    payload = key if signer is None else seal_store_key(Ed25519PrivateKey.generate(), INSTANCE, key)
+    mitm = MitmKbs(payload)
+    keys = KbsKeyProvider(
+        KeyBrokerSettings("http://kbs.test:3020"),
+        INSTANCE,
+        _AnyEvidence,
+        lambda: OWNER,
+        transport=mitm.transport(),
+    )
+    runtime, store = Runtime(), Store(keys)
+    section = Section(
+        None if step == "configure" else WorkloadSection(WorkloadPhase.CONFIGURED, CONFIG, IMAGE_ID)
+    )
+    manager = PodmanWorkloadManager(
+        section=section,
+        runtime=runtime,
+        store=store,
+        keys=keys,
+        ssh_server_factory=null_ssh,
+        container_name="w",
+        workload_port=8080,
+        key_at_registration=False,
+    )
+    with pytest.raises(WorkloadLocked, match="is not the owner's store key for this instance"):
+        if step == "configure":
+            await manager.configure(CONFIG, OWNER)
+        else:
+            await manager.recover(CommittedWorkload(CONFIG, OWNER, exposed=False))
+    assert mitm.released == 1
+    assert not store.initialized and not store.mounted
+    assert runtime.calls == []
+    assert section.saves == 0
+    assert manager.running_image_id() is None
+    assert not manager.ssh_serving

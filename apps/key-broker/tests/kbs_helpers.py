@@ -18,7 +18,7 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tdx_kbs import DatabaseTarget, KbsStore, Settings, create_app
+from tdx_kbs import DatabaseTarget, KbsStore, Settings, TdImageReference, create_app
 from tdx_kbs_protocol import (
     Attestation,
     IdentityEvidence,
@@ -33,8 +33,9 @@ from tdx_kbs_protocol import (
 )
 from tdx_measure import BootEvent, Event, EventLog, ExecutableEvent, IdentityEvent, event_digest
 from tdx_service_kit.testing import serve
-from tdx_sim import SimOptions, SimPlatform, SimSettings
+from tdx_sim import SimOptions, SimPlatform, SimSettings, td_image_allowlists
 from tdx_sim import create_app as create_sim_app
+from tdx_verify import parse_mrtd_allowlist, parse_rtmr_allowlist
 
 KBS = "/kbs/v0"
 AUTH_BODY = {"version": "0.4.0", "tee": "tdx", "extra-params": ""}
@@ -53,6 +54,24 @@ class Sim:
     def platform(self) -> SimPlatform:
         """A fresh TD boot on this platform (same PKI, fresh RTMRs)."""
         return SimPlatform(self.state_dir, self.options)
+
+    def allowlist_args(self) -> list[str]:
+        """`tdx-kbs` flags pinning this sim's TD image (its MRTD and boot RTMR0-2)."""
+        forms = td_image_allowlists(self.options.mr_td)
+        return [
+            "--mrtd-allowlist",
+            forms["REGISTRY_MRTD_ALLOWLIST"],
+            "--rtmr-allowlist",
+            forms["REGISTRY_RTMR_ALLOWLIST"],
+        ]
+
+    def reference(self) -> TdImageReference:
+        """The broker's reference pinning this sim's TD image."""
+        forms = td_image_allowlists(self.options.mr_td)
+        return TdImageReference(
+            mr_td=parse_mrtd_allowlist([forms["REGISTRY_MRTD_ALLOWLIST"]]),
+            rtmrs=parse_rtmr_allowlist([forms["REGISTRY_RTMR_ALLOWLIST"]]),
+        )
 
 
 SimRunner = Callable[..., AbstractAsyncContextManager[Sim]]
@@ -127,6 +146,7 @@ async def start_broker(
 ) -> AsyncIterator[Broker]:
     admin_key = admin or Ed25519PrivateKey.generate()
     overrides.setdefault("rate_limit", None)
+    overrides.setdefault("reference", sim.reference())
     settings = Settings(
         database=database or DatabaseTarget(sqlite_path=tmp / "kbs.db"),
         storage_key_path=tmp / "storage.key",

@@ -43,6 +43,12 @@ def allowed_input() -> dict[str, Any]:
             "rtmr3": "03" * 48,
         },
         "identity": {"instance_pubkey": INSTANCE, "operator": "33" * 32, "owner": OWNER},
+        "reference": {
+            "mr_td": ["a0" * 48, "aa" * 48],
+            "rtmr0": ["00" * 48],
+            "rtmr1": ["01" * 48],
+            "rtmr2": ["02" * 48, "f2" * 48],
+        },
         "admin_pubkey": OWNER,
     }
 
@@ -76,6 +82,14 @@ def test_default_policy_allows_its_own_instance() -> None:
         ("tdx.tcb_status", "SWHardeningNeeded"),
         ("tdx.debug", True),
         ("tdx.debug", "false"),
+        ("tdx.mr_td", "bb" * 48),
+        ("tdx.rtmr0", "bb" * 48),
+        ("tdx.rtmr1", "bb" * 48),
+        ("tdx.rtmr2", "bb" * 48),
+        ("tdx.mr_td", "AA" * 48),
+        ("reference.mr_td", []),
+        ("reference.rtmr1", ["bb" * 48]),
+        ("reference.rtmr2", "02" * 48),
     ],
 )
 def test_default_policy_denies_each_condition(path: str, value: object) -> None:
@@ -84,11 +98,35 @@ def test_default_policy_denies_each_condition(path: str, value: object) -> None:
 
 def test_default_policy_denies_missing_claims() -> None:
     policy = ResourcePolicy.compile(default_policy_text())
-    for part in ("tdx", "identity", "resource"):
+    for part in ("tdx", "identity", "resource", "reference"):
         doc = allowed_input()
         del doc[part]
         assert not policy.allows(doc)
+    for key in ("mr_td", "rtmr0", "rtmr1", "rtmr2"):
+        doc = allowed_input()
+        del doc["reference"][key]
+        assert not policy.allows(doc), f"reference without {key}"
+        doc = allowed_input()
+        del doc["tdx"][key]
+        assert not policy.allows(doc), f"claims without {key}"
     assert not policy.allows({})
+
+
+def test_default_policy_accepts_any_image_only_where_the_reference_is_null() -> None:
+    """--any-measurement: a null reference accepts any image; a null list any value of that
+    register while the others stay pinned."""
+    policy = ResourcePolicy.compile(default_policy_text())
+    unpinned = with_change("reference", None)
+    unpinned["tdx"]["mr_td"] = "bb" * 48
+    unpinned["tdx"]["rtmr1"] = "bb" * 48
+    assert policy.allows(unpinned)
+    partly = with_change("reference.rtmr1", None)
+    partly["tdx"]["rtmr1"] = "bb" * 48
+    assert policy.allows(partly)
+    partly["tdx"]["mr_td"] = "bb" * 48
+    assert not policy.allows(partly)
+    assert not policy.allows(with_change("reference", {}))
+    assert not policy.allows(with_change("reference", "any"))
 
 
 def readme_example() -> str:

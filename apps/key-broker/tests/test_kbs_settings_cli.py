@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import urllib.request
@@ -15,8 +16,20 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kbs_helpers import AUTH_BODY, Sim, pem_public
 
-from tdx_kbs import SettingsError, main, parse_settings
+from tdx_kbs import SettingsError, TdImageReference, main, parse_settings
 from tdx_service_kit.testing import Program, free_port, installed_program
+from tdx_sim import BOOT_RTMRS, DEFAULT_MR_TD, td_image_allowlists
+
+SIM_IMAGE = td_image_allowlists(DEFAULT_MR_TD)
+KBS_IMAGE_ENV = {
+    "KBS_MRTD_ALLOWLIST": SIM_IMAGE["REGISTRY_MRTD_ALLOWLIST"],
+    "KBS_RTMR_ALLOWLIST": SIM_IMAGE["REGISTRY_RTMR_ALLOWLIST"],
+}
+PINNED = ["--mrtd-allowlist", SIM_IMAGE["REGISTRY_MRTD_ALLOWLIST"],
+          "--rtmr-allowlist", SIM_IMAGE["REGISTRY_RTMR_ALLOWLIST"]]  # fmt: skip
+SIM_REFERENCE = TdImageReference(
+    mr_td=frozenset({DEFAULT_MR_TD}), rtmrs=tuple(frozenset({v}) for v in BOOT_RTMRS[:3])
+)
 
 
 @pytest.fixture
@@ -26,8 +39,10 @@ def admin_pem(tmp_path: Path) -> Path:
     return path
 
 
-def base_args(tmp_path: Path, admin_pem: Path) -> list[str]:
+def base_args(tmp_path: Path, admin_pem: Path, *, pinned: bool = True) -> list[str]:
+    """The required flags, and the allow-lists of the sim's TD image unless `pinned` is off."""
     return [
+        *(PINNED if pinned else []),
         "--db-path",
         str(tmp_path / "kbs.db"),
         "--storage-key-path",
@@ -44,6 +59,7 @@ def test_defaults_and_flags(tmp_path: Path, admin_pem: Path) -> None:
     assert settings.sessions.max_sessions == 10_000
     assert settings.database.sqlite_path == tmp_path / "kbs.db"
     assert settings.trusted_root_ca_pem is None and settings.initial_policy is None
+    assert settings.reference == SIM_REFERENCE and settings.any_measurement is False
     flagged = parse_settings(
         [*base_args(tmp_path, admin_pem), "--port", "4000", "--session-ttl", "60"],
         {"KBS_PORT": "5000", "KBS_SESSION_TTL": "90", "KBS_TOKEN_TTL": "120"},
@@ -67,6 +83,7 @@ def test_environment(tmp_path: Path, admin_pem: Path, sim: Sim) -> None:
         "KBS_POLICY": str(policy),
         "KBS_MAX_SESSIONS": "7",
         "LOG_LEVEL": "debug",
+        **KBS_IMAGE_ENV,
     }
     settings = parse_settings([], env)
     assert (settings.host, settings.port, settings.pccs_url) == (
@@ -78,6 +95,7 @@ def test_environment(tmp_path: Path, admin_pem: Path, sim: Sim) -> None:
     assert settings.trusted_root_ca_pem == sim.root_ca_pem
     assert settings.initial_policy == policy.read_text()
     assert settings.sessions.max_sessions == 7 and settings.log_level == "DEBUG"
+    assert settings.reference == SIM_REFERENCE
 
 
 @pytest.mark.parametrize(
@@ -112,6 +130,78 @@ def test_refused_settings(
         parse_settings([*args, *extra], env)
 
 
+def test_without_allow_lists_the_broker_refuses_to_start(
+    tmp_path: Path, admin_pem: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    unpinned = base_args(tmp_path, admin_pem, pinned=False)
+    with pytest.raises(SettingsError, match="no measurement policy for the TD image") as info:
+        parse_settings(unpinned, {})
+    for missing in ("--mrtd-allowlist", *(f"--rtmr-allowlist {i}=HEX" for i in range(3))):
+        assert missing in str(info.value)
+    assert "--any-measurement" in str(info.value)
+    rtmr1 = BOOT_RTMRS[1].hex()
+    with pytest.raises(SettingsError, match=r"give --rtmr-allowlist 0=HEX, --rtmr-allowlist 2=HEX"):
+        parse_settings([*unpinned, "--mrtd-allowlist", DEFAULT_MR_TD.hex()],
+                       {"KBS_RTMR_ALLOWLIST": f"1={rtmr1}"})  # fmt: skip
+    with pytest.raises(SettingsError, match="no measurement policy"):
+        parse_settings(unpinned, {"KBS_ANY_MEASUREMENT": "0"})
+    assert main(unpinned) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tdx-kbs: error: no measurement policy for the TD image: give ")
+    assert "Traceback" not in err
+
+
+def test_allow_lists_from_flags_and_environment_add_up(tmp_path: Path, admin_pem: Path) -> None:
+    """As the registry's: every value of the flags and of the environment is allowed."""
+    other = "5" * 96
+    settings = parse_settings(
+        [*base_args(tmp_path, admin_pem, pinned=False), "--mrtd-allowlist", other],
+        {
+            **KBS_IMAGE_ENV,
+            "KBS_RTMR_ALLOWLIST": KBS_IMAGE_ENV["KBS_RTMR_ALLOWLIST"] + ",2=" + other,
+        },
+    )
+    assert settings.reference is not None and settings.reference.rtmrs is not None
+    assert settings.reference.mr_td == frozenset({DEFAULT_MR_TD, bytes.fromhex(other)})
+    assert settings.reference.rtmrs[2] == frozenset({BOOT_RTMRS[2], bytes.fromhex(other)})
+    assert settings.reference.to_json()["rtmr2"] == sorted([BOOT_RTMRS[2].hex(), other])
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--mrtd-allowlist", "11" * 47], "--mrtd-allowlist: '" + "11" * 47 + "' is not 48 bytes"),
+        (["--rtmr-allowlist", "3=" + "1" * 96], "INDEX 0, 1 or 2"),
+        (["--rtmr-allowlist", "1" * 96], "is not INDEX=HEX"),
+    ],
+)
+def test_a_bad_allow_list_item_is_refused(
+    tmp_path: Path, admin_pem: Path, extra: list[str], fragment: str
+) -> None:
+    with pytest.raises(SettingsError, match=re.escape(fragment)):
+        parse_settings([*base_args(tmp_path, admin_pem), *extra], {})
+
+
+def test_any_measurement_is_said_out_loud(tmp_path: Path, admin_pem: Path) -> None:
+    unpinned = base_args(tmp_path, admin_pem, pinned=False)
+    for argv, env in (([*unpinned, "--any-measurement"], {}),
+                      (unpinned, {"KBS_ANY_MEASUREMENT": "yes"})):  # fmt: skip
+        settings = parse_settings(argv, env)
+        assert settings.any_measurement is True and settings.reference is None
+    partly = parse_settings([*unpinned, "--any-measurement", "--mrtd-allowlist", "11" * 48], {})
+    assert partly.reference is not None
+    assert partly.reference.to_json() == {
+        "mr_td": ["11" * 48],
+        "rtmr0": None,
+        "rtmr1": None,
+        "rtmr2": None,
+    }
+    with pytest.raises(SettingsError, match="KBS_ANY_MEASUREMENT='maybe' is not a boolean"):
+        parse_settings(unpinned, {"KBS_ANY_MEASUREMENT": "maybe"})
+    with pytest.raises(SettingsError, match="KBS_ANY_MEASUREMENT"):
+        parse_settings(base_args(tmp_path, admin_pem), {"KBS_ANY_MEASUREMENT": ""})
+
+
 def test_admin_pubkey_must_be_ed25519_pem(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -133,7 +223,7 @@ def test_admin_pubkey_must_be_ed25519_pem(tmp_path: Path) -> None:
 def test_storage_key_must_not_be_the_database(tmp_path: Path, admin_pem: Path) -> None:
     args = ["--db-path", str(tmp_path / "kbs.db"), "--storage-key-path", str(tmp_path / "kbs.db")]
     with pytest.raises(SettingsError, match="database"):
-        parse_settings([*args, "--admin-pubkey", str(admin_pem)], {})
+        parse_settings([*PINNED, *args, "--admin-pubkey", str(admin_pem)], {})
 
 
 def test_main_exits_2_on_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
@@ -155,7 +245,8 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert exited.value.code == 0
     out = capsys.readouterr().out
-    for flag in ("--storage-key-path", "--admin-pubkey", "--trusted-root-ca", "--pccs-url"):
+    for flag in ("--storage-key-path", "--admin-pubkey", "--trusted-root-ca", "--pccs-url",
+                 "--mrtd-allowlist", "--rtmr-allowlist", "--any-measurement"):  # fmt: skip
         assert flag in out
 
 

@@ -25,7 +25,10 @@ from tdx_kbs_protocol import (
     AdminTokenError,
     ResourcePath,
     ResourcePathError,
+    StoreKeyEnvelopeError,
     error_body,
+    open_store_key,
+    seal_store_key,
     store_key_path,
     verify_admin_token,
 )
@@ -147,6 +150,16 @@ def put_key_argv(broker: Broker, admin_file: Path, *extra: str) -> list[str]:
     ]
 
 
+def uploaded_key(broker: Broker, instance: bytes = INSTANCE) -> bytes:
+    """The key in the envelope the broker received, once it verifies with the admin (owner)
+    key for `instance`."""
+    return open_store_key(
+        broker.resources[str(store_key_path(instance))],
+        owner_pubkey=broker.admin.public_key().public_bytes_raw(),
+        instance_pubkey=instance,
+    )
+
+
 def printed_forms(key: bytes) -> list[str]:
     return [key.hex(), key.hex().upper(), base64.b64encode(key).decode().rstrip("=")]
 
@@ -159,7 +172,8 @@ async def test_put_key_uploads_a_new_random_key_and_never_prints_it(
     answer = one_json(out)
     path = str(store_key_path(INSTANCE))
     assert answer == {"status": "success", "resource": path, "generated": True, "kbs": broker.url}
-    key = broker.resources[path]
+    assert len(broker.resources[path]) == 154, "the owner's envelope, not the raw key"
+    key = uploaded_key(broker)
     assert len(key) == 32
     assert not any(form in out + err for form in printed_forms(key))
     assert broker.lifetimes == [60], "a fresh admin token of 60 s"
@@ -167,8 +181,8 @@ async def test_put_key_uploads_a_new_random_key_and_never_prints_it(
     assert await run(*put_key_argv(broker, admin_file)) == 0
     out, err = capsys.readouterr()
     assert f"as {path} (a new random key, which exists only at the broker)" in out
-    assert broker.resources[path] != key, "each run makes a new key"
-    assert not any(form in out + err for form in printed_forms(broker.resources[path]))
+    assert uploaded_key(broker) != key, "each run makes a new key"
+    assert not any(form in out + err for form in printed_forms(uploaded_key(broker)))
 
 
 @pytest.mark.parametrize("encoding", ["raw", "hex"])
@@ -187,7 +201,10 @@ async def test_put_key_uploads_the_key_file(
     assert await run(*argv) == 0
     out, err = capsys.readouterr()
     assert one_json(out)["generated"] is False
-    assert broker.resources[str(store_key_path(INSTANCE))] == key
+    assert uploaded_key(broker) == key
+    assert broker.resources[str(store_key_path(INSTANCE))] == seal_store_key(
+        broker.admin, INSTANCE, key
+    ), "ed25519 is deterministic: exactly the documented envelope"
     assert not any(form in out + err for form in printed_forms(key))
 
 
@@ -222,6 +239,35 @@ async def test_another_admin_key_is_refused_with_the_variant_and_detail(
     assert failure["variant"] == "AdminAuth"
     assert failure["detail"].startswith("admin token refused")
     assert broker.resources == {}
+
+
+async def test_the_envelope_names_the_instance_and_only_the_admin_key_opens_it(
+    broker: Broker, admin_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await run(*put_key_argv(broker, admin_file)) == 0
+    capsys.readouterr()
+    envelope = broker.resources[str(store_key_path(INSTANCE))]
+    with pytest.raises(StoreKeyEnvelopeError, match="another instance"):
+        open_store_key(
+            envelope,
+            owner_pubkey=broker.admin.public_key().public_bytes_raw(),
+            instance_pubkey=bytes(32),
+        )
+    with pytest.raises(StoreKeyEnvelopeError, match="not signed by the owner"):
+        open_store_key(
+            envelope,
+            owner_pubkey=Ed25519PrivateKey.generate().public_key().public_bytes_raw(),
+            instance_pubkey=INSTANCE,
+        )
+
+
+async def test_put_key_help_says_the_admin_key_is_the_owners_key(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert await run("kbs", "put-key", "--help") == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "The admin key IS the owner's key" in text
+    assert "envelope signed by --admin-key for --instance" in text
 
 
 async def test_set_policy_uploads_the_rego_text(

@@ -129,7 +129,8 @@ def create_app(
     picks (quote source and RTMR3 of the same TD), the HTTP registry client, and the workload
     manager `workload_factory` builds (default `podman_or_unavailable`) with the store key
     of `store_key_provider` (the key broker of the settings, reached through
-    `key_broker_transport` when given, else the local key file).
+    `key_broker_transport` when given, its envelope checked against the owner the registry
+    confirmed, else the local key file).
     """
     if workload is not None and workload_factory is not None:
         raise ValueError("pass either workload or workload_factory, not both")
@@ -159,10 +160,19 @@ def create_app(
             # The log exists by the time the key broker is asked (after start-up began).
             return MeasuredEvidence(instance_key, evidence_quotes, measurement)
 
+        def registered_owner() -> bytes | None:
+            # Asked only once a step or recovery runs: after the service exists and the
+            # comparison with the registry agreed (None before).
+            return service.confirmed_owner
+
         factory = workload_factory or podman_or_unavailable
         own = workload_settings(settings)
         keys = store_key_provider(
-            own, public_key_bytes(instance_key), kbs_evidence, transport=key_broker_transport
+            own,
+            public_key_bytes(instance_key),
+            kbs_evidence,
+            registered_owner,
+            transport=key_broker_transport,
         )
         workload = factory(own, store.section_store(), ssh_host_key, keys)
     measurement = MeasurementLog(

@@ -115,7 +115,7 @@ async def test_a_broker_key_survives_a_reboot_with_the_broker_down_and_is_never_
         await app.register()
         kbs.owner = instance.owner.public_key().public_bytes_raw()
         instance_key = bytes.fromhex((await app.client.get("/instance/pubkey")).json()["pubkey"])
-        kbs.put_store_key(instance_key, key)
+        kbs.put_store_key(instance_key, key, instance.owner)
         assert (await app.configure()).status_code == 200
         assert (await run_ssh(app, f"echo {marker.decode()} > /www/kept"))[0] == 0
     assert not key_file_exists(instance.settings.store_key_path), "no local key file"

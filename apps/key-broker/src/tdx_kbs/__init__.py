@@ -4,6 +4,7 @@ resources to TDs whose fresh evidence verifies and satisfies a Rego resource pol
 from .app import create_app
 from .cli import main
 from .policy import PolicyCompileError, ResourcePolicy, default_policy_text
+from .reference import TdImageReference
 from .settings import Settings, SettingsError, build_parser, parse_settings
 from .store import DatabaseTarget, KbsStore, StoreError
 
@@ -15,6 +16,7 @@ __all__ = [
     "Settings",
     "SettingsError",
     "StoreError",
+    "TdImageReference",
     "build_parser",
     "create_app",
     "default_policy_text",

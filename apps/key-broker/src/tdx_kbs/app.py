@@ -25,6 +25,11 @@ from .verification import DcapVerifier, EvidenceVerifier, QuoteVerifier
 log = logging.getLogger("tdx_kbs")
 
 SESSION_COOKIE = "kbs-session-id"
+UNPINNED_WARNING = (
+    "UNPINNED: the TD image is not pinned (--any-measurement): the policy input's reference "
+    "is null (or null for each register no allow-list names), and the shipped policy then "
+    "releases store keys to ANY TD image, including one the host built to steal them"
+)
 PREFIX = "/kbs/v0"
 
 
@@ -107,6 +112,8 @@ def create_app(
     install_error_mapping(app)
     app.blueprint(kbs_blueprint())
 
+    reference_json = None if settings.reference is None else settings.reference.to_json()
+
     async def open_resources(app: Sanic[Any, Any]) -> None:
         sealer = ResourceSealer(load_or_create_storage_key(settings.storage_key_path))
         store = await KbsStore.open(settings.database)
@@ -125,8 +132,11 @@ def create_app(
             evidence=EvidenceVerifier(quotes if quotes is not None else dcap),  # type: ignore[arg-type]
             policies=PolicySource(store, fallback),
             admin_pubkey=settings.admin_pubkey,
+            reference=settings.reference,
             clock=clock,
         )
+        if settings.any_measurement:
+            log.warning(UNPINNED_WARNING, extra={"reference": reference_json})
         log.info(
             "key broker ready",
             extra={
@@ -140,6 +150,7 @@ def create_app(
                 "token_ttl": settings.token_ttl,
                 "startup_policy_sha256": fallback.sha256,
                 "startup_policy": "--policy" if settings.initial_policy is not None else "default",
+                "reference": reference_json,
             },
         )
 

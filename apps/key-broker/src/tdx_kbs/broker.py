@@ -42,6 +42,7 @@ from .errors import (
     TokenMissing,
 )
 from .policy import PolicyCompileError, ResourcePolicy
+from .reference import TdImageReference
 from .sealing import ResourceSealer
 from .sessions import Session, SessionError, SessionTable
 from .store import KbsStore
@@ -135,6 +136,7 @@ class KeyBroker:
         evidence: EvidenceVerifier,
         policies: PolicySource,
         admin_pubkey: Ed25519PublicKey,
+        reference: TdImageReference | None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
@@ -145,6 +147,7 @@ class KeyBroker:
         self._policies = policies
         self._admin_pubkey = admin_pubkey
         self._admin_hex = admin_pubkey.public_bytes_raw().hex()
+        self._reference = None if reference is None else reference.to_json()
         self._clock = clock
 
     def cookie_max_age(self, session: Session) -> int:
@@ -224,6 +227,7 @@ class KeyBroker:
             },
             "tdx": claims.get("tdx"),
             "identity": claims.get("identity"),
+            "reference": None if self._reference is None else dict(self._reference),
             "admin_pubkey": self._admin_hex,
         }
 

@@ -14,8 +14,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from tdx_service_kit import HttpLimits, RateLimit
+from tdx_service_kit import HttpLimits, RateLimit, parse_bool
+from tdx_verify import (
+    AllowlistError,
+    parse_mrtd_allowlist,
+    parse_rtmr_allowlist,
+    require_td_image_pins,
+)
 
+from .reference import TdImageReference
 from .sessions import DEFAULT_MAX_SESSIONS, SessionSettings
 from .store import DatabaseTarget
 
@@ -40,6 +47,10 @@ class Settings:
     database: DatabaseTarget
     storage_key_path: Path
     admin_pubkey: Ed25519PublicKey
+    reference: TdImageReference | None
+    """The accepted TD image (`input.reference`); None, or partly unpinned, only with
+    `any_measurement`."""
+    any_measurement: bool = False
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     pccs_url: str = INTEL_PCS_URL
@@ -54,6 +65,13 @@ class Settings:
     )
     rate_limit: RateLimit | None = field(default_factory=RateLimit)
     log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.any_measurement:
+            return
+        missing = ["--mrtd-allowlist"] if self.reference is None else self.reference.missing
+        if missing:
+            raise ValueError(f"the TD image is not pinned ({', '.join(missing)})")
 
     @property
     def admin_pubkey_raw(self) -> bytes:
@@ -111,6 +129,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy",
         help="Rego file: the resource policy while none was uploaded (default: the shipped "
         "policy, store keys to their own instance only) [KBS_POLICY]",
+    )
+    add(
+        "--mrtd-allowlist",
+        action="append",
+        metavar="HEX[,HEX...]",
+        help="release only to TDs with these MRTD values (48-byte hex, repeatable) "
+        "[KBS_MRTD_ALLOWLIST, comma-separated]; required unless --any-measurement",
+    )
+    add(
+        "--rtmr-allowlist",
+        action="append",
+        metavar="INDEX=HEX[,INDEX=HEX...]",
+        help="release only to TDs with these values of RTMR INDEX (0, 1 or 2; 48-byte hex; "
+        "repeatable, several values of one index are alternatives) [KBS_RTMR_ALLOWLIST, "
+        "comma-separated]; each of RTMR0-2 is required unless --any-measurement",
+    )
+    add(
+        "--any-measurement",
+        action="store_true",
+        default=None,
+        help="DEVELOPMENT: start without pinning the MRTD or RTMR0-2 (the shipped policy then "
+        "releases to any TD image; logged as a warning at start) [KBS_ANY_MEASUREMENT]",
     )
     add(
         "--max-body-bytes",
@@ -204,6 +244,27 @@ def _policy(path: str | None) -> str | None:
         raise SettingsError(f"the policy {path} is not UTF-8 text") from None
 
 
+def _reference(
+    args: argparse.Namespace, env: Mapping[str, str], any_measurement: bool
+) -> TdImageReference | None:
+    """The allow-lists of flags and environment together (as the registry's), parsed and
+    checked by `tdx_verify`: the MRTD and each of RTMR0-2 pinned, unless --any-measurement."""
+    try:
+        reference = TdImageReference(
+            mr_td=parse_mrtd_allowlist(
+                [*(args.mrtd_allowlist or ()), env.get("KBS_MRTD_ALLOWLIST", "")]
+            ),
+            rtmrs=parse_rtmr_allowlist(
+                [*(args.rtmr_allowlist or ()), env.get("KBS_RTMR_ALLOWLIST", "")]
+            ),
+        )
+        if not any_measurement:
+            require_td_image_pins(reference.mr_td, reference.rtmrs)
+    except AllowlistError as exc:
+        raise SettingsError(exc.reason) from None
+    return None if any_measurement and reference.pins_nothing else reference
+
+
 def _database(args: argparse.Namespace, env: Mapping[str, str]) -> DatabaseTarget:
     url = args.db_url or env.get("KBS_DB_URL")
     try:
@@ -254,6 +315,13 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         )
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
+    try:
+        any_measurement = bool(args.any_measurement) or parse_bool(
+            "KBS_ANY_MEASUREMENT", env.get("KBS_ANY_MEASUREMENT")
+        )
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    reference = _reference(args, env, any_measurement)
     database = _database(args, env)
     return Settings(
         database=database,
@@ -261,6 +329,8 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
             args.storage_key_path or env.get("KBS_STORAGE_KEY_PATH"), database
         ),
         admin_pubkey=_admin_pubkey(args.admin_pubkey or env.get("KBS_ADMIN_PUBKEY")),
+        reference=reference,
+        any_measurement=any_measurement,
         host=args.host or env.get("KBS_HOST") or "127.0.0.1",
         port=port,
         pccs_url=(args.pccs_url or env.get("PCCS_URL") or INTEL_PCS_URL).rstrip("/"),

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,15 @@ from cryptography import x509
 
 from tdx_measure import ExecutablePin, MeasurementError, MeasurementPolicy
 from tdx_service_kit import HttpLimits, RateLimit, parse_bool
-from tdx_verify import DEFAULT_ACCEPTED_TCB_STATUSES, KNOWN_TCB_STATUSES, Policy
+from tdx_verify import (
+    DEFAULT_ACCEPTED_TCB_STATUSES,
+    KNOWN_TCB_STATUSES,
+    AllowlistError,
+    Policy,
+    parse_mrtd_allowlist,
+    parse_rtmr_allowlist,
+    require_td_image_pins,
+)
 
 from .challenges import (
     DEFAULT_MAX_OUTSTANDING,
@@ -29,8 +36,6 @@ from .read_cache import DEFAULT_MAX_BYTES, DEFAULT_TTL_SECONDS
 from .store import DatabaseTarget
 
 INTEL_PCS_URL = "https://api.trustedservices.intel.com"
-MRTD_LEN = 48
-_HEX_48 = re.compile(r"[0-9a-fA-F]{96}")
 SHA384_LEN = 48
 MAX_IMAGE_REF_LEN = 1024
 
@@ -242,47 +247,27 @@ def _tcb_statuses(values: Sequence[str] | None) -> frozenset[str] | None:
     return frozenset(statuses)
 
 
-def _measurement(flag: str, item: str) -> bytes:
-    if _HEX_48.fullmatch(item) is None:
-        raise SettingsError(f"{flag}: {item!r} is not {MRTD_LEN} bytes of hex")
-    return bytes.fromhex(item)
-
-
-def _mrtds(values: Sequence[str]) -> frozenset[bytes] | None:
-    items = _split(values)
-    if not items:
-        return None
-    return frozenset(_measurement("--mrtd-allowlist", item) for item in items)
-
-
-def _rtmrs(values: Sequence[str]) -> tuple[frozenset[bytes] | None, ...] | None:
-    """`INDEX=HEX` items into the allowed values of RTMR0-2 (None at an index not named)."""
-    items = _split(values)
-    if not items:
-        return None
-    allowed: list[set[bytes]] = [set(), set(), set()]
-    for item in items:
-        index, sep, value = item.partition("=")
-        if not sep or index.strip() not in ("0", "1", "2"):
-            raise SettingsError(f"--rtmr-allowlist: {item!r} is not INDEX=HEX with INDEX 0, 1 or 2")
-        allowed[int(index)].add(_measurement("--rtmr-allowlist", value.strip()))
-    return tuple(frozenset(values) if values else None for values in allowed)
-
-
-def _require_measurement_policy(policy: Policy, any_measurement: bool) -> None:
-    """Refuse to start with an MRTD or RTMR0-2 nobody pinned, unless told so out loud."""
-    if any_measurement:
-        return
-    missing = [] if policy.mrtd_allowlist is not None else ["--mrtd-allowlist"]
-    rtmrs = policy.rtmr_allowlist or (None, None, None)
-    missing += [f"--rtmr-allowlist {i}=HEX" for i in range(3) if rtmrs[i] is None]
-    if missing:
-        raise SettingsError(
-            "no measurement policy for the TD image: give "
-            + ", ".join(missing)
-            + " (the values your TD image measures), or --any-measurement to accept any TD "
-            "image (development)"
+def _td_image_policy(
+    tcb_statuses: frozenset[str] | None,
+    allow_debug: bool,
+    mrtd_values: Sequence[str],
+    rtmr_values: Sequence[str],
+    any_measurement: bool,
+) -> Policy:
+    """The verification policy with the TD image allow-lists (`tdx_verify`'s parsing, shared
+    with the key broker); refuse an MRTD or RTMR0-2 nobody pinned, unless told so out loud."""
+    try:
+        policy = Policy(
+            accepted_tcb_statuses=tcb_statuses,
+            allow_debug=allow_debug,
+            mrtd_allowlist=parse_mrtd_allowlist(mrtd_values),
+            rtmr_allowlist=parse_rtmr_allowlist(rtmr_values),
         )
+        if not any_measurement:
+            require_td_image_pins(policy.mrtd_allowlist, policy.rtmr_allowlist)
+    except AllowlistError as exc:
+        raise SettingsError(exc.reason) from None
+    return policy
 
 
 def _pins(values: Sequence[str]) -> dict[str, ExecutablePin] | None:
@@ -428,17 +413,13 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
     any_measurement = bool(args.any_measurement) or env_any_measurement
-    policy = Policy(
-        accepted_tcb_statuses=_tcb_statuses(args.accept_tcb_status),
-        allow_debug=args.allow_debug,
-        mrtd_allowlist=_mrtds(
-            [*(args.mrtd_allowlist or ()), env.get("REGISTRY_MRTD_ALLOWLIST", "")]
-        ),
-        rtmr_allowlist=_rtmrs(
-            [*(args.rtmr_allowlist or ()), env.get("REGISTRY_RTMR_ALLOWLIST", "")]
-        ),
+    policy = _td_image_policy(
+        _tcb_statuses(args.accept_tcb_status),
+        args.allow_debug,
+        [*(args.mrtd_allowlist or ()), env.get("REGISTRY_MRTD_ALLOWLIST", "")],
+        [*(args.rtmr_allowlist or ()), env.get("REGISTRY_RTMR_ALLOWLIST", "")],
+        any_measurement,
     )
-    _require_measurement_policy(policy, any_measurement)
     return Settings(
         database=_database(args, env),
         host=args.host,

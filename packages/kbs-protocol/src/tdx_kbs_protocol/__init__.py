@@ -4,7 +4,8 @@ Messages (`Request`, `Challenge`, `Attestation`...) parse strictly from decoded 
 `MessageError`; `runtime_data_binding` is the report_data the quote must carry; resources travel
 as Trustee's flattened JWE (`encrypt_resource`, `TeeKeyPair.decrypt`); admin calls carry an
 EdDSA JWT (`make_admin_token`, `verify_admin_token`); `IdentityEvidence` is tdx-identity's
-additional evidence (a tdx-kbs extension); `KbsClient` is an async httpx client. See README.md.
+additional evidence (a tdx-kbs extension); `seal_store_key` / `open_store_key` are the owner's
+signed store-key envelope; `KbsClient` is an async httpx client. See README.md.
 """
 
 from tdx_kbs_protocol._admin import AdminClaims, make_admin_token, verify_admin_token
@@ -19,6 +20,7 @@ from tdx_kbs_protocol._errors import (
     KbsUnavailable,
     MessageError,
     ResourcePathError,
+    StoreKeyEnvelopeError,
     UnsupportedKeyError,
 )
 from tdx_kbs_protocol._identity import IdentityEvidence
@@ -43,10 +45,20 @@ from tdx_kbs_protocol._resource import (
     ResourcePath,
     store_key_path,
 )
+from tdx_kbs_protocol._store_key import (
+    STORE_KEY_BYTES,
+    STORE_KEY_DOMAIN,
+    STORE_KEY_ENVELOPE_BYTES,
+    open_store_key,
+    seal_store_key,
+)
 
 __all__ = [
     "ERROR_TYPE_BASE",
     "PROTOCOL_VERSION",
+    "STORE_KEY_BYTES",
+    "STORE_KEY_DOMAIN",
+    "STORE_KEY_ENVELOPE_BYTES",
     "STORE_KEY_REPOSITORY",
     "STORE_KEY_TYPE",
     "TEE_TDX",
@@ -68,6 +80,7 @@ __all__ = [
     "ResourcePath",
     "ResourcePathError",
     "RuntimeData",
+    "StoreKeyEnvelopeError",
     "TdxEvidence",
     "TeeEvidence",
     "TeeKeyPair",
@@ -76,7 +89,9 @@ __all__ = [
     "encrypt_resource",
     "error_body",
     "make_admin_token",
+    "open_store_key",
     "runtime_data_binding",
+    "seal_store_key",
     "store_key_path",
     "verify_admin_token",
 ]

@@ -47,3 +47,7 @@ class KbsRefused(KbsClientError):
 
 class KbsAnswerError(KbsClientError):
     """A 2xx answer of the key broker that does not parse."""
+
+
+class StoreKeyEnvelopeError(MessageError):
+    """A store-key envelope of the wrong length, domain or instance, or not signed by the owner."""

@@ -4,6 +4,16 @@ verifier = Verifier()                       # Intel's SGX Root CA pinned, defaul
 verified = verifier.verify(quote_bytes, Collateral.from_json(text), now=datetime.now(UTC))
 """
 
+from tdx_verify._allowlist import (
+    MEASUREMENT_LEN,
+    PINNED_RTMRS,
+    AllowlistError,
+    missing_td_image_pins,
+    parse_mrtd_allowlist,
+    parse_rtmr_allowlist,
+    require_td_image_pins,
+    split_items,
+)
 from tdx_verify._collateral import Collateral
 from tdx_verify._errors import (
     CollateralExpiredError,
@@ -39,6 +49,9 @@ __all__ = [
     "INTEL_SGX_ROOT_CA_PEM",
     "INTEL_SGX_ROOT_CA_SHA256",
     "KNOWN_TCB_STATUSES",
+    "MEASUREMENT_LEN",
+    "PINNED_RTMRS",
+    "AllowlistError",
     "Collateral",
     "CollateralCache",
     "CollateralExpiredError",
@@ -66,4 +79,9 @@ __all__ = [
     "VerificationError",
     "VerifiedQuote",
     "Verifier",
+    "missing_td_image_pins",
+    "parse_mrtd_allowlist",
+    "parse_rtmr_allowlist",
+    "require_td_image_pins",
+    "split_items",
 ]

@@ -1,9 +1,12 @@
 """The owner's admin steps on its key broker (`tdxctl kbs`): upload an instance's store key and
 the resource policy, each with a fresh admin JWT (EdDSA, 60 s) signed by the owner's key.
 
-The store key is the KBS resource `tdx-identity/store-key/<instance pubkey hex>`, 32 raw bytes,
-which the identity service fetches against fresh evidence (`--key-broker-url`). It is never
-printed: a key made here exists only in this process and at the broker.
+The store key is the KBS resource `tdx-identity/store-key/<instance pubkey hex>`: the 32-byte key
+in the owner's signed envelope for that instance (`tdx_kbs_protocol.seal_store_key`), signed by
+the admin key, which is the owner's key. The identity service fetches it against fresh evidence
+(`--key-broker-url`) and takes the key only when the envelope verifies with the registered
+owner's public key and names its own instance. The key is never printed: a key made here exists
+only in this process and at the broker.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from tdx_kbs_protocol import (
     KbsUnavailable,
     ResourcePath,
     make_admin_token,
+    seal_store_key,
     store_key_path,
 )
 from tdxctl._errors import BadAnswer, BrokerRefused, KeyFileError, RequestError, ServiceUnreachable
@@ -94,11 +98,13 @@ class KbsAdmin:
         return make_admin_token(self.admin_key, lifetime=ADMIN_TOKEN_LIFETIME)
 
     async def put_store_key(self, instance_pubkey: bytes, key: bytes) -> ResourcePath:
-        """Upload `key` as the store key of `instance_pubkey`; its resource path."""
+        """Upload `key` as the store key of `instance_pubkey`, in the envelope the admin (owner)
+        key signs for that instance; its resource path."""
         if len(key) != STORE_KEY_BYTES:
             raise KeyFileError(f"a store key is {STORE_KEY_BYTES} bytes, not {len(key)}")
         path = store_key_path(instance_pubkey)
-        await self._call(lambda client: client.put_resource(path, key, self._token()))
+        envelope = seal_store_key(self.admin_key, instance_pubkey, key)
+        await self._call(lambda client: client.put_resource(path, envelope, self._token()))
         return path
 
     async def set_policy(self, rego: str) -> None:

@@ -350,7 +350,8 @@ def build_parser(defaults: Defaults) -> argparse.ArgumentParser:
             metavar="FILE",
             type=Path,
             default=None if defaults.key is None else Path(defaults.key),
-            help="the owner's ed25519 private key, the broker's admin key (PEM; env TDXCTL_KEY)",
+            help="the owner's ed25519 private key, which is also the broker's admin key "
+            "(PEM; env TDXCTL_KEY)",
         )
 
     put_key = kbs_commands.add_parser(
@@ -359,14 +360,30 @@ def build_parser(defaults: Defaults) -> argparse.ArgumentParser:
         help="upload an instance's store key",
         description="Upload the store key of an instance as the resource "
         "tdx-identity/store-key/<instance hex>: 32 bytes from --key-file (raw, or 64 hex "
-        "digits; mode 0600), or a new random key when none is given. The key is never "
+        "digits; mode 0600), or a new random key when none is given, in an envelope signed "
+        "by --admin-key for --instance. The admin key IS the owner's key: the broker's admin "
+        "key and the instance's registered owner are the same ed25519 key, and the TD takes "
+        "the key only when the envelope verifies with its registered owner's public key and "
+        "names this instance. The key is never "
         "printed: a new one exists only at the broker (and in the TD it is released to). "
         "An upload replaces the instance's key at the broker: once the TD made its store with "
         "a key, uploading another makes that store unreadable.",
     )
     kbs_flags(put_key)
-    put_key.add_argument("--instance", metavar="HEX", type=_pubkey, required=True)
-    put_key.add_argument("--key-file", metavar="FILE", type=Path, default=None)
+    put_key.add_argument(
+        "--instance",
+        metavar="HEX",
+        type=_pubkey,
+        required=True,
+        help="the instance's ed25519 public key (64 hex digits), which the envelope names",
+    )
+    put_key.add_argument(
+        "--key-file",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="the store key to upload (32 raw bytes or 64 hex digits, mode 0600)",
+    )
     put_key.set_defaults(run=_blocking(_kbs_put_key), needs=("kbs", "admin_key"))
 
     set_policy = kbs_commands.add_parser(

@@ -235,6 +235,7 @@ class IdentityService:
         self._sleep = sleep
         self._locked: str | None = None
         self._unlocking: asyncio.Task[None] | None = None
+        self._confirmed_owner: bytes | None = None
 
     @property
     def instance_pubkey(self) -> bytes:
@@ -248,6 +249,14 @@ class IdentityService:
     def comparison(self) -> Comparison:
         """Where the comparison of the state's identities with the registry's record stands."""
         return self._comparison
+
+    @property
+    def confirmed_owner(self) -> bytes | None:
+        """The owner's public key as the registry confirmed it: the state's owner once the
+        comparison with the registry's record agreed, or the owner the registry accepted at
+        owner registration; None before (and with no owner). The store key a key broker
+        releases must be sealed by this key (`workload.key_broker`)."""
+        return self._confirmed_owner
 
     @property
     def workload_locked(self) -> str | None:
@@ -328,6 +337,7 @@ class IdentityService:
         This boot's log and the state close SSH for good before the registry is asked."""
         if closed_for_good(self._store.current, None, self._logged_transition()):
             await self._close_for_good()
+        agreed_owner: bytes | None = None
         try:
             record = await self._registry.lookup(self._pubkey)
         except RegistryUnavailable as exc:
@@ -349,6 +359,7 @@ class IdentityService:
                 self._pubkey, state, record, accept_v1=self._accept_v1_signatures
             ) or lifecycle_disagreement(state, record, logged)
             self._accepted_image_id = None if record is None else record.workload_image_id
+            agreed_owner = None if state.owner is None else state.owner.pubkey
         if reason is not None:
             self._comparison = Comparison(
                 ComparisonStatus.DISAGREED, f"the registry's record disagrees: {reason}"
@@ -359,6 +370,7 @@ class IdentityService:
                 extra={"reason": reason, "retry_in": self._retry_delay},
             )
             return False
+        self._confirmed_owner = agreed_owner
         log.info("the state's identities and lifecycle agree with the registry's record")
         return True
 
@@ -717,6 +729,7 @@ class IdentityService:
             self._store.commit(
                 replace(self._store.current, lifecycle=target, owner=owner, owner_token_sha256=None)
             )
+            self._confirmed_owner = pubkey
         log.info("owner registered", extra={"owner_pubkey": pubkey.hex()})
 
     def _owner_pubkey(self, action: Action) -> bytes:

@@ -7,15 +7,25 @@ a new ephemeral P-256 TEE key, this TD's quote and `additional_evidence` (the in
 proof of possession and the RTMR3 event log, see `core.evidence`), then the resource as a JWE
 to that TEE key, decrypted in memory.
 
+The resource is not the bare key but the owner's envelope (`tdx_kbs_protocol.open_store_key`):
+domain || instance pubkey || key || the owner's ed25519 signature over the rest, made by
+`tdxctl kbs put-key`. Anyone can encrypt a JWE to the TD's ephemeral key, so a host in the
+middle could answer in the broker's place; the key counts only once the envelope verifies with
+the owner's public key the service holds (the registered owner the registry confirmed:
+`IdentityService.confirmed_owner`) and names this instance's key. A broker, or whoever answers
+for it, can withhold the key but not substitute one.
+
 The key lives only in this process's memory (TD memory), once released, and goes to gocryptfs
 on a pipe (`store.GocryptfsStore`): it is never written to any file. Every failure, the broker
-down, refusing, or answering something that is not a 32-byte key, is a `StoreKeyUnavailable`
-naming the cause (never the key): the workload manager turns it into `WorkloadLocked`.
+down, refusing, or answering something that is not the owner's envelope for this instance, is
+a `StoreKeyUnavailable` naming the cause (never the key): the workload manager turns it into
+`WorkloadLocked`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,15 +39,21 @@ from tdx_kbs_protocol import (
     KbsProtocolError,
     KbsRefused,
     KbsUnavailable,
+    StoreKeyEnvelopeError,
+    open_store_key,
     store_key_path,
 )
 
-from .store_key import KEY_BYTES
+__all__ = ["EvidenceFactory", "KbsKeyProvider", "KeyBrokerSettings", "OwnerSource"]
 
-__all__ = ["KbsKeyProvider", "KeyBrokerSettings"]
+_log = logging.getLogger("tdx_identity.workload")
 
 EvidenceFactory = Callable[[], EvidenceProvider]
 """Makes the evidence for one attestation (`core.evidence.MeasuredEvidence`)."""
+
+OwnerSource = Callable[[], bytes | None]
+"""The registered owner's raw ed25519 public key as the registry confirmed it
+(`IdentityService.confirmed_owner`), None while there is none."""
 
 
 @dataclass(frozen=True)
@@ -61,10 +77,13 @@ class KbsKeyProvider:
         settings: KeyBrokerSettings,
         instance_pubkey: bytes,
         evidence: EvidenceFactory,
+        owner: OwnerSource,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._settings = settings
+        self._instance = instance_pubkey
+        self._owner = owner
         self._path = store_key_path(instance_pubkey)
         self._evidence = evidence
         self._transport = transport
@@ -93,11 +112,16 @@ class KbsKeyProvider:
             return self._key
 
     async def _fetch(self) -> bytes:
+        owner = self._owner()
+        if owner is None:
+            raise StoreKeyUnavailable(
+                "no owner confirmed by the registry to check the store key's envelope against"
+            )
         client = KbsClient(
             self._settings.url, timeout=self._settings.timeout, transport=self._transport
         )
         try:
-            key = await client.get_resource(self._path, self._evidence())
+            envelope = await client.get_resource(self._path, self._evidence())
         except KbsRefused as exc:
             raise StoreKeyUnavailable(
                 f"the key broker refused to release {self._path} "
@@ -113,8 +137,17 @@ class KbsKeyProvider:
             raise StoreKeyUnavailable(f"no evidence for the key broker: {exc}") from None
         finally:
             await client.aclose()
-        if len(key) != KEY_BYTES:
-            raise StoreKeyUnavailable(
-                f"the key broker's {self._path} has {len(key)} bytes, expected {KEY_BYTES}"
+        try:
+            return open_store_key(envelope, owner_pubkey=owner, instance_pubkey=self._instance)
+        except StoreKeyEnvelopeError as exc:
+            reason = (
+                f"the key broker's {self._path} is not the owner's store key for this "
+                f"instance: {exc}"
             )
-        return key
+        _log.error(
+            "refused the store key: its envelope does not verify with the registered owner's "
+            "key for this instance (a host answering in the broker's place, or a key uploaded "
+            "by another key or for another instance); nothing is mounted",
+            extra={"reason": reason, "resource": str(self._path), "owner_pubkey": owner.hex()},
+        )
+        raise StoreKeyUnavailable(reason)

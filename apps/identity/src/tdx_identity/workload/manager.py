@@ -31,7 +31,8 @@ another image, or a container of another image refuses the workload (`image_pin`
 runs, the port stays unpublished, SSH stays closed, and `refusal()` says why.
 
 The store key. The local key file (`LocalFileKeyProvider`) is made when the owner registers.
-A key broker's key (`KbsKeyProvider`, `--key-broker-url`) is the owner's to upload, so it is
+A key broker's key (`KbsKeyProvider`, `--key-broker-url`) is the owner's to upload (in an
+envelope it signs for this instance, checked against the registered owner), so it is
 first fetched at configure, before anything changes, and at recovery before anything needs the
 store (unless the clear view is still mounted: its daemon holds the key). When the broker is
 down or refuses, the step raises `WorkloadLocked` and nothing runs: the service keeps the
@@ -81,7 +82,7 @@ from tdx_identity.files import fsync_dir
 from .config import Hardening
 from .helpers import HELPER_ROLES, resolve_helpers
 from .image_pin import ImageEvidence, image_refusal
-from .key_broker import EvidenceFactory, KbsKeyProvider, KeyBrokerSettings
+from .key_broker import EvidenceFactory, KbsKeyProvider, KeyBrokerSettings, OwnerSource
 from .runtime import ContainerRuntime, PodmanRuntime
 from .ssh import HostKey, SetupSshServer, container_exec_factory
 from .store import EncryptedStore, GocryptfsStore
@@ -547,12 +548,14 @@ def store_key_provider(
     settings: WorkloadSettings,
     instance_pubkey: bytes,
     evidence: EvidenceFactory,
+    owner: OwnerSource,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> KeyProvider:
-    """The store key's source: the key broker of the settings (fetched against `evidence`, kept
-    in memory only), else the local key file, announced by a loud warning: the host can read
-    that file, and with it the store."""
+    """The store key's source: the key broker of the settings (fetched against `evidence`,
+    taken only in an envelope of `owner`'s for this instance, kept in memory only), else the
+    local key file, announced by a loud warning: the host can read that file, and with it the
+    store."""
     if settings.key_broker is not None:
         _log.info(
             "the store key comes from the owner's key broker, released against fresh evidence "
@@ -562,8 +565,9 @@ def store_key_provider(
         if urllib.parse.urlsplit(settings.key_broker.url).scheme != "https":
             _log.warning(
                 "the key broker is reached over plain http: whoever controls the network can "
-                "answer in its place and hand this TD a key of its choosing (a fresh store would "
-                "be made under it); use an https URL",
+                "answer in its place and withhold the store key (the workload stays locked; it "
+                "cannot substitute one, the key must be in the owner's signed envelope); use an "
+                "https URL",
                 extra={"key_broker_url": _without_userinfo(settings.key_broker.url)},
             )
         if settings.store_key_path.exists():
@@ -574,7 +578,9 @@ def store_key_provider(
                 settings.store_key_path,
                 extra={"store_key_path": str(settings.store_key_path)},
             )
-        return KbsKeyProvider(settings.key_broker, instance_pubkey, evidence, transport=transport)
+        return KbsKeyProvider(
+            settings.key_broker, instance_pubkey, evidence, owner, transport=transport
+        )
     _log.warning(
         "UNPROTECTED STORE KEY: the store key is a local file; the host can read %s and "
         "decrypt the store. Use --key-broker-url to have the owner's key broker release it "
