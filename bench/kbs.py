@@ -62,6 +62,7 @@ from tdx_kbs_protocol import (
     TeePublicKey,
     make_admin_token,
     runtime_data_binding,
+    seal_store_key,
     store_key_path,
 )
 from tdx_measure import (
@@ -72,6 +73,7 @@ from tdx_measure import (
     WorkloadEvent,
     event_digest,
 )
+from tdx_sim import DEFAULT_MR_TD, td_image_allowlists
 from tdx_verify import CollateralCache, PccsClient, Policy, Verifier
 
 HERE = Path(__file__).resolve().parent
@@ -243,7 +245,7 @@ async def measure(
     for session in opened:
         assert session.keys is not None
         if session.keys.decrypt(session.jwe) != key:
-            sys.exit("bench: a released JWE does not decrypt to the store key")
+            sys.exit("bench: a released JWE does not decrypt to the uploaded store key")
 
     verify_rate = await verification_rate(instance.sim_url, [s.quote for s in opened], seconds)
     return Figures(auth_seconds, prepare_seconds, attest_seconds, verify_rate)
@@ -315,6 +317,7 @@ def run(sessions: int, concurrency: int, seconds: float) -> int:
     with temp_dir() as tmp:
         sim_port, kbs_port = free_port(), free_port()
         sim_url, kbs_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{kbs_port}"
+        pins = td_image_allowlists(DEFAULT_MR_TD)  # the simulated TD image, as a real broker
         admin = Ed25519PrivateKey.generate()
         admin_pem = tmp / "admin.pub.pem"
         admin_pem.write_bytes(
@@ -354,6 +357,10 @@ def run(sessions: int, concurrency: int, seconds: float) -> int:
                     str(tmp / "sim" / "root_ca.pem"),
                     "--pccs-url",
                     sim_url,
+                    "--mrtd-allowlist",
+                    pins["REGISTRY_MRTD_ALLOWLIST"],
+                    "--rtmr-allowlist",
+                    pins["REGISTRY_RTMR_ALLOWLIST"],
                     "--no-rate-limit",
                     "--log-level",
                     "WARNING",
@@ -364,7 +371,8 @@ def run(sessions: int, concurrency: int, seconds: float) -> int:
             ),
         ):
             instance = measured_instance(sim_url, admin.public_key().public_bytes_raw())
-            key = secrets.token_bytes(32)
+            # The resource as `tdxctl kbs put-key` uploads it: the owner's signed envelope.
+            key = seal_store_key(admin, instance.pubkey, secrets.token_bytes(32))
             asyncio.run(provision(kbs_url, admin, instance, key))
             figures = asyncio.run(measure(kbs_url, instance, key, sessions, concurrency, seconds))
         bare_port = free_port()

@@ -94,6 +94,9 @@ DEFAULTED_SETTINGS = frozenset(
         "KBS_POLICY",
         "KBS_SESSION_TTL",
         "KBS_TOKEN_TTL",
+        "KBS_MRTD_ALLOWLIST",
+        "KBS_RTMR_ALLOWLIST",
+        "KBS_ANY_MEASUREMENT",
         "TDXCTL_KBS_URL",
     }
 )
@@ -294,8 +297,16 @@ def main() -> int:
         owner_pub = tdxctl("keygen", str(work / "owner.pem"), env=tenv, capture_json=True)
         step(
             "the owner runs its key broker, tdx-kbs, with the owner's public key as admin key; "
-            "it trusts the simulator's root CA for quotes"
+            "it trusts the simulator's root CA for quotes and releases only to the same TD image "
+            "(MRTD and RTMR0-2)"
         )
+        allowlists = td_image_allowlists(DEFAULT_MR_TD)
+        image_pins = [
+            "--mrtd-allowlist",
+            allowlists["REGISTRY_MRTD_ALLOWLIST"],
+            "--rtmr-allowlist",
+            allowlists["REGISTRY_RTMR_ALLOWLIST"],
+        ]
         stack.enter_context(
             started(
                 "tdx-kbs",
@@ -311,6 +322,7 @@ def main() -> int:
                     str(work / "kbs.db"),
                     "--storage-key-path",
                     str(work / "kbs-storage.key"),
+                    *image_pins,
                 ],
                 env,
                 kbs_url,

@@ -16,6 +16,7 @@ __all__ = [
     "free_port",
     "identity",
     "kbs",
+    "kbs_image_allowlists",
     "program",
     "registry",
     "running",
@@ -100,6 +101,14 @@ def identity(tmp: Path, sim_url: str, registry_url: str, **extra_env: str) -> Pr
     )
 
 
+def kbs_image_allowlists(mr_td: bytes) -> dict[str, str]:
+    """`td_image_allowlists` in the broker's variables (KBS_MRTD_ALLOWLIST, KBS_RTMR_ALLOWLIST)."""
+    return {
+        name.replace("REGISTRY_", "KBS_", 1): value
+        for name, value in td_image_allowlists(mr_td).items()
+    }
+
+
 def kbs(
     tmp: Path,
     sim_url: str,
@@ -112,8 +121,10 @@ def kbs(
     **extra_env: str,
 ) -> Program:
     """The key broker trusting `root_ca` for quotes (collateral from the sim's PCCS) and
-    `admin_pubkey_pem` (an ed25519 public key, PEM) for uploads; its database and storage key
-    in `tmp/<name>/` (kept across restarts of the same Program), on a free port of its own."""
+    `admin_pubkey_pem` (an ed25519 public key, PEM) for uploads, pinned to the simulated TD
+    image (its default MRTD and boot RTMR0-2) unless `extra_env` says otherwise; its database
+    and storage key in `tmp/<name>/` (kept across restarts of the same Program), on a free port
+    of its own."""
     port = free_port()
     home = tmp / name
     home.mkdir(parents=True, exist_ok=True)
@@ -139,7 +150,7 @@ def kbs(
     return Program(
         "tdx-kbs",
         [*argv, *flags],
-        base_env(**extra_env),
+        base_env(**(kbs_image_allowlists(DEFAULT_MR_TD) | extra_env)),
         _loopback(port),
         "/kbs/v0/auth",  # any HTTP answer (a GET here is 405): the broker serves
         tmp / f"{name}-{port}.log",

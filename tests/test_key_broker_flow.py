@@ -44,6 +44,8 @@ from tdx_kbs_protocol import (
     TdxEvidence,
     TeePublicKey,
     make_admin_token,
+    open_store_key,
+    seal_store_key,
     store_key_path,
 )
 from tdx_measure import BootEvent, EventLog, IdentityEvent, event_digest
@@ -310,6 +312,8 @@ def sim_td(sim: Program, operator: bytes, owner: bytes) -> SimTd:
 
 
 def fetch_key(kbs_url: str, td: SimTd) -> bytes:
+    """The store-key resource the broker at `kbs_url` releases to `td` (the owner's envelope)."""
+
     async def get() -> bytes:
         client = KbsClient(kbs_url, timeout=30)
         try:
@@ -321,10 +325,14 @@ def fetch_key(kbs_url: str, td: SimTd) -> bytes:
 
 
 def put_key(kbs_url: str, admin: Ed25519PrivateKey, instance: bytes, key: bytes) -> None:
+    """Upload `key` for `instance` as `tdxctl kbs put-key` does: in the envelope the admin (the
+    owner) signs for that instance."""
+    envelope = seal_store_key(admin, instance, key)
+
     async def put() -> None:
         client = KbsClient(kbs_url, timeout=30)
         try:
-            await client.put_resource(store_key_path(instance), key, make_admin_token(admin))
+            await client.put_resource(store_key_path(instance), envelope, make_admin_token(admin))
         finally:
             await client.aclose()
 
@@ -454,7 +462,11 @@ def test_the_store_key_comes_only_from_the_broker_and_only_to_the_attested_owner
         )
         put_key(td.kbs.url, owner, other.instance, other_key)
         put_key(untrusted.url, owner, other.instance, other_key)
-        assert fetch_key(td.kbs.url, other) == other_key
+        released = fetch_key(td.kbs.url, other)
+        owner_pub = owner.public_key().public_bytes_raw()
+        assert open_store_key(released, owner_pubkey=owner_pub, instance_pubkey=other.instance) == (
+            other_key
+        )
 
         # ... refused by a broker that does not trust the quote's root ...
         with pytest.raises(KbsRefused) as refused:
