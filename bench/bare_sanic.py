@@ -1,4 +1,5 @@
-"""The baseline for GET /instance: a bare Sanic app answering a constant JSON body."""
+"""The baseline for GET /instance (and, for bench/kbs.py, POST): a bare Sanic app answering a
+constant JSON body."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ def main() -> None:
     args = parser.parse_args()
     app = Sanic("bare_baseline")
 
-    @app.get("/instance/<pubkey:str>")
+    @app.route("/instance/<pubkey:str>", methods=["GET", "POST"])
     async def constant(request: Request, pubkey: str) -> HTTPResponse:
         return json({"ppid": "00" * 16, "operator": None, "owner": None})
 

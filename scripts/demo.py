@@ -1,9 +1,13 @@
 """Run the whole flow on the default ports: sim (3010), registry (3000), identity service (3001),
-every step through `tdxctl` (each command is printed, then its output).
+the owner's key broker (3020), every step through `tdxctl` (each command is printed, then its
+output).
 
-keys -> the operator verifies a fresh attestation and registers -> the owner registers with the
-token -> the owner verifies the registry's record independently -> configures a workload,
-prepares it over SSH with the attested host key pinned, exposes it -> verifies again.
+keys -> the owner starts its key broker (admin key: the owner's) -> the operator verifies a fresh
+attestation and registers -> the owner registers with the token -> the owner verifies the
+registry's record independently -> sets the broker's policy and uploads a store key for the
+instance -> configures a workload (the identity service takes the store key from the broker,
+against fresh evidence: it is never on a disk), prepares it over SSH with the attested host key
+pinned, exposes it -> verifies again.
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tdx_service_kit.testing import LaunchError, Program, installed_program
 from tdx_sim import DEFAULT_MR_TD, td_image_allowlists
@@ -77,6 +84,20 @@ DEFAULTED_SETTINGS = frozenset(
         "CONTAINER_NAME",
         "RTMR_SYSFS_PATH",
         "STORE_KEY_PATH",
+        "KEY_BROKER_URL",
+        "KBS_HOST",
+        "KBS_PORT",
+        "KBS_DB_PATH",
+        "KBS_DB_URL",
+        "KBS_STORAGE_KEY_PATH",
+        "KBS_ADMIN_PUBKEY",
+        "KBS_POLICY",
+        "KBS_SESSION_TTL",
+        "KBS_TOKEN_TTL",
+        "KBS_MRTD_ALLOWLIST",
+        "KBS_RTMR_ALLOWLIST",
+        "KBS_ANY_MEASUREMENT",
+        "TDXCTL_KBS_URL",
     }
 )
 IMAGE = "localhost/tdx-demo-httpd:1"
@@ -115,6 +136,45 @@ def tdxctl(*args: str, env: dict[str, str], capture_json: bool = False) -> dict[
     return answer
 
 
+def default_policy() -> Path:
+    """The broker's default resource policy, as its package ships it."""
+    package = Path(str(resources.files("tdx_kbs")))
+    found = sorted(path for path in package.rglob("*.rego") if "default" in path.name)
+    if len(found) != 1:
+        sys.exit(f"demo: expected one default policy in {package}, found {found}")
+    return found[0]
+
+
+def admin_pubkey(owner_key: Path, into: Path) -> Path:
+    """The PEM public key of the owner's key file: the broker's admin key."""
+    key = serialization.load_pem_private_key(owner_key.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        sys.exit(f"demo: {owner_key} is not an ed25519 key")
+    into.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return into
+
+
+def key_broker_flow(env: dict[str, str], instance: str, kbs_url: str, work: Path) -> None:
+    """The owner's policy and a new store key for `instance` at the broker."""
+    owner_key = str(work / "owner.pem")
+    policy = default_policy()
+    step(
+        f"the owner sets the broker's resource policy: {policy.name}, the default (the store key "
+        "of an instance only to that instance, while its attested event log names this owner, "
+        "TCB up to date, no debug TD)"
+    )
+    tdxctl("kbs", "set-policy", "--kbs", kbs_url, "--admin-key", owner_key, str(policy), env=env)
+    step("the owner uploads a new random store key for the instance (never printed, never a file)")
+    tdxctl(
+        "kbs", "put-key", "--kbs", kbs_url, "--admin-key", owner_key, "--instance", instance,
+        env=env,
+    )  # fmt: skip
+
+
 def workload_flow(env: dict[str, str], instance: str, owner_pub: str, work: Path) -> None:
     """configure -> SSH in as the owner with the attested host key pinned -> write a page ->
     expose -> page served, SSH closed, and the record verified again."""
@@ -124,7 +184,10 @@ def workload_flow(env: dict[str, str], instance: str, owner_pub: str, work: Path
     )
     step(f"built the local image {IMAGE} (busybox httpd serving /www on 8080)")
     owner_key = str(work / "owner.pem")
-    step("the owner configures the workload (signed body, next seq)")
+    step(
+        "the owner configures the workload (signed body, next seq); the identity service attests "
+        "to the broker and gets the store key into TD memory only"
+    )
     tdxctl(
         "workload", "configure", "--key", owner_key, "--image", IMAGE,
         "--persist-dir", "/www", "--port", "8080", env=env,
@@ -161,10 +224,11 @@ def main() -> int:
     work.mkdir(parents=True)
     # The embedded defaults, whatever this shell's environment says.
     env = {k: v for k, v in os.environ.items() if k not in DEFAULTED_SETTINGS}
-    sim_url, registry_url, identity_url = (
+    sim_url, registry_url, identity_url, kbs_url = (
         "http://127.0.0.1:3010",
         "http://127.0.0.1:3000",
         "http://127.0.0.1:3001",
+        "http://127.0.0.1:3020",
     )
     remove_workload()
     with contextlib.ExitStack() as stack:
@@ -200,7 +264,12 @@ def main() -> int:
             started(
                 "identity-svc",
                 [bin_path("identity-svc")],
-                env | {"MOCK_TDX_URL": sim_url, "STORAGE_PATH": str(work / "identity")},
+                env
+                | {
+                    "MOCK_TDX_URL": sim_url,
+                    "STORAGE_PATH": str(work / "identity"),
+                    "KEY_BROKER_URL": kbs_url,
+                },
                 identity_url,
                 "/instance/pubkey",
                 work / "identity.log",
@@ -226,6 +295,41 @@ def main() -> int:
         step("the operator and the owner each make a key")
         tdxctl("keygen", str(work / "operator.pem"), env=tenv)
         owner_pub = tdxctl("keygen", str(work / "owner.pem"), env=tenv, capture_json=True)
+        step(
+            "the owner runs its key broker, tdx-kbs, with the owner's public key as admin key; "
+            "it trusts the simulator's root CA for quotes and releases only to the same TD image "
+            "(MRTD and RTMR0-2)"
+        )
+        allowlists = td_image_allowlists(DEFAULT_MR_TD)
+        image_pins = [
+            "--mrtd-allowlist",
+            allowlists["REGISTRY_MRTD_ALLOWLIST"],
+            "--rtmr-allowlist",
+            allowlists["REGISTRY_RTMR_ALLOWLIST"],
+        ]
+        stack.enter_context(
+            started(
+                "tdx-kbs",
+                [
+                    bin_path("tdx-kbs"),
+                    "--admin-pubkey",
+                    str(admin_pubkey(work / "owner.pem", work / "owner.pub.pem")),
+                    "--trusted-root-ca",
+                    str(root_ca),
+                    "--pccs-url",
+                    sim_url,
+                    "--db-path",
+                    str(work / "kbs.db"),
+                    "--storage-key-path",
+                    str(work / "kbs-storage.key"),
+                    *image_pins,
+                ],
+                env,
+                kbs_url,
+                "/kbs/v0/auth",
+                work / "kbs.log",
+            )
+        )
         step("the operator verifies a fresh attestation of the instance, then registers")
         registered = tdxctl(
             "operator", "register", "--key", str(work / "operator.pem"), "--mrtd-allowlist", MRTD,
@@ -234,13 +338,14 @@ def main() -> int:
         step("the owner registers with the operator's single-use token")
         tdxctl(
             "owner", "register", "--key", str(work / "owner.pem"),
-            "--token", str(registered["owner_token"]), env=tenv,
+            f"--token={registered['owner_token']}", env=tenv,
         )  # fmt: skip
         step("the owner verifies the registry's record with its own trust root")
         tdxctl(
             "verify", "--instance", instance, "--expect-owner", str(owner_pub["pubkey"]),
             "--mrtd-allowlist", MRTD, env=tenv,
         )  # fmt: skip
+        key_broker_flow(tenv, instance, kbs_url, work)
         workload_flow(tenv, instance, str(owner_pub["pubkey"]), work)
         step("done: every program shuts down gracefully now")
     return 0

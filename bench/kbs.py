@@ -1,0 +1,443 @@
+"""The key broker's releases per second against tdx-verify's own verifications per second, on the
+same simulated quotes, printed side by side in one run (target: at least 0.3x, a release being
+one verification plus the protocol's round trips).
+
+A release is Trustee's KBS protocol as the identity service runs it: `POST /kbs/v0/auth` (a fresh
+nonce and session), `POST /kbs/v0/attest` (a quote whose report_data binds that session's nonce,
+its own ephemeral P-256 key and the additional evidence: instance key, RTMR3 event log, proof of
+possession), `GET /kbs/v0/resource/tdx-identity/store-key/<instance>` (a JWE to that key). The
+real `tdx-kbs` serves on loopback (SQLite in a temp dir, its default policy set by the admin);
+`--concurrency` clients share one keep-alive httpx pool.
+
+The quote of a session depends on its nonce, so the run has three phases: (1) `--sessions`
+auths, timed; (2) for each session an ephemeral key, the additional evidence and the sim's
+quote over the binding, not timed (the TD's work, not the broker's); (3) attest + resource for
+each session, timed. Releases per second = sessions / (time of 1 + time of 3); both phases are
+printed too. Every released JWE is decrypted afterwards (not timed) and must give the key.
+
+The baseline: `tdx_verify.CollateralCache.verify_quote` (full DCAP, collateral fetched once from
+the sim's PCCS and warm, as the broker verifies) on those same distinct quotes, one after the
+other in one process, for at least `--seconds`. For scale, also printed (no target): the same
+client doing a release's three round trips against a bare Sanic route that answers a constant
+(bench/bare_sanic.py), the most any release could reach on this client and machine.
+
+Run by hand: `hatch run bench:kbs` (not part of CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bench._common import free_port, program, started
+from tdx_kbs_protocol import (
+    PROTOCOL_VERSION,
+    TEE_TDX,
+    Attestation,
+    Challenge,
+    IdentityEvidence,
+    KbsClient,
+    Request,
+    RuntimeData,
+    TdxEvidence,
+    TeeEvidence,
+    TeeKeyPair,
+    TeePublicKey,
+    make_admin_token,
+    runtime_data_binding,
+    seal_store_key,
+    store_key_path,
+)
+from tdx_measure import (
+    BootEvent,
+    EventLog,
+    ExecutableEvent,
+    IdentityEvent,
+    WorkloadEvent,
+    event_digest,
+)
+from tdx_sim import DEFAULT_MR_TD, td_image_allowlists
+from tdx_verify import CollateralCache, PccsClient, Policy, Verifier
+
+HERE = Path(__file__).resolve().parent
+TARGET = 0.3
+SESSION_COOKIE = "kbs-session-id"
+MAX_SESSIONS = 10_000
+"""The broker's cap on sessions in memory (beyond it, auth answers 503)."""
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Instance:
+    """The TD the bench plays: its instance key and the event log in the sim's RTMR3."""
+
+    sim_url: str
+    key: Ed25519PrivateKey
+    log_json: str
+
+    @property
+    def pubkey(self) -> bytes:
+        return self.key.public_key().public_bytes_raw()
+
+    async def additional_evidence(self, nonce: str, tee_pubkey: TeePublicKey) -> str:
+        return IdentityEvidence.create(self.key, nonce, tee_pubkey, self.log_json).encode()
+
+    async def quote(self, report_data: bytes) -> TdxEvidence:
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(f"{self.sim_url}/attest/{report_data.hex()}")
+        answer.raise_for_status()
+        return TdxEvidence(quote=answer.content, cc_eventlog=None)
+
+
+@dataclasses.dataclass
+class Session:
+    cookie: str
+    nonce: str
+    keys: TeeKeyPair | None = None
+    quote: bytes = b""
+    body: dict[str, object] = dataclasses.field(default_factory=dict)
+    jwe: object = None
+
+
+def measured_instance(sim_url: str, owner: bytes) -> Instance:
+    """The identity service's log of an instance whose owner is `owner`, with a configured
+    workload, extended into the sim's RTMR3."""
+    log = EventLog(BootEvent.fresh(int(time.time())))
+    for role in ("podman", "gocryptfs"):
+        log.append(
+            ExecutableEvent(
+                role=role,
+                path=f"/usr/bin/{role}",
+                sha384=bytes(range(48)),
+                build_id=bytes(20),
+                machine="EM_X86_64",
+            )
+        )
+    log.append(
+        IdentityEvent("operator", Ed25519PrivateKey.generate().public_key().public_bytes_raw())
+    )
+    log.append(IdentityEvent("owner", owner))
+    log.append(
+        WorkloadEvent(
+            transition="configure",
+            image="registry.example/app:1",
+            image_id="sha256:" + "ab" * 32,
+            persist_dirs=("/data",),
+            port=8080,
+        )
+    )
+    for event in log.events:
+        httpx.post(
+            f"{sim_url}/rtmr/3/extend", json={"digest": event_digest(event).hex()}
+        ).raise_for_status()
+    if httpx.get(f"{sim_url}/rtmr").json()["rtmr3"] != log.replay().hex():
+        sys.exit("bench: the simulator's RTMR3 is not the event log's replay")
+    return Instance(sim_url, Ed25519PrivateKey.generate(), log.to_json())
+
+
+def default_policy() -> str:
+    package = Path(str(resources.files("tdx_kbs")))
+    found = sorted(path for path in package.rglob("*.rego") if "default" in path.name)
+    if len(found) != 1:
+        sys.exit(f"bench: expected one default policy in {package}, found {found}")
+    return found[0].read_text()
+
+
+async def each(items: list[T], concurrency: int, work: Callable[[T], Awaitable[None]]) -> float:
+    """Run `work` on every item, `concurrency` at a time; the seconds it took."""
+    queue = iter(items)
+
+    async def worker() -> None:
+        for item in queue:
+            await work(item)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - start
+
+
+def expect(answer: httpx.Response, what: str) -> Any:
+    if answer.status_code != 200:
+        sys.exit(f"bench: {what} answered {answer.status_code}: {answer.text[:300]}")
+    return answer.json()
+
+
+@dataclasses.dataclass(frozen=True)
+class Figures:
+    auth_seconds: float
+    prepare_seconds: float
+    attest_seconds: float
+    verify_rate: float
+    floor_rate: float = 0.0
+
+    def release_rate(self, sessions: int) -> float:
+        return sessions / (self.auth_seconds + self.attest_seconds)
+
+
+async def measure(
+    kbs_url: str, instance: Instance, key: bytes, sessions: int, concurrency: int, seconds: float
+) -> Figures:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with (
+        httpx.AsyncClient(base_url=kbs_url, limits=limits, timeout=60) as kbs,
+        httpx.AsyncClient(base_url=instance.sim_url, limits=limits, timeout=60) as sim,
+    ):
+        request = Request(version=PROTOCOL_VERSION, tee=TEE_TDX, extra_params="").to_json()
+        opened: list[Session] = []
+
+        async def auth(_: int) -> None:
+            answer = await kbs.post("/kbs/v0/auth", json=request)
+            challenge = Challenge.from_json(expect(answer, "auth"))
+            cookie = answer.cookies.get(SESSION_COOKIE)
+            if cookie is None:
+                sys.exit("bench: auth set no session cookie")
+            kbs.cookies.clear()  # each request names its own session
+            opened.append(Session(cookie, challenge.nonce))
+
+        auth_seconds = await each(list(range(sessions)), concurrency, auth)
+
+        async def prepare(session: Session) -> None:
+            session.keys = TeeKeyPair.generate()
+            public = session.keys.public
+            evidence = await instance.additional_evidence(session.nonce, public)
+            binding = runtime_data_binding(session.nonce, public, evidence)
+            answer = await sim.get(f"/attest/{binding.hex()}")
+            answer.raise_for_status()
+            session.quote = answer.content
+            session.body = Attestation(
+                runtime_data=RuntimeData(nonce=session.nonce, tee_pubkey=public),
+                tee_evidence=TeeEvidence(
+                    primary_evidence=TdxEvidence(quote=session.quote, cc_eventlog=None),
+                    additional_evidence=evidence,
+                ),
+                init_data=None,
+            ).to_json()
+
+        prepare_seconds = await each(opened, concurrency, prepare)
+        path = f"/kbs/v0/resource/{store_key_path(instance.pubkey)}"
+
+        async def release(session: Session) -> None:
+            cookie = {"Cookie": f"{SESSION_COOKIE}={session.cookie}"}
+            expect(await kbs.post("/kbs/v0/attest", json=session.body, headers=cookie), "attest")
+            kbs.cookies.clear()
+            session.jwe = expect(await kbs.get(path, headers=cookie), "GET resource")
+
+        attest_seconds = await each(opened, concurrency, release)
+
+    for session in opened:
+        assert session.keys is not None
+        if session.keys.decrypt(session.jwe) != key:
+            sys.exit("bench: a released JWE does not decrypt to the uploaded store key")
+
+    verify_rate = await verification_rate(instance.sim_url, [s.quote for s in opened], seconds)
+    return Figures(auth_seconds, prepare_seconds, attest_seconds, verify_rate)
+
+
+async def verification_rate(sim_url: str, quotes: list[bytes], seconds: float) -> float:
+    """tdx-verify's verifications per second of `quotes` (each distinct), collateral warm."""
+    root = (await _get(f"{sim_url}/root_ca.pem")).content
+    client = PccsClient(sim_url)
+    try:
+        # The broker's DCAP policy: the TCB status and debug bit are left to the Rego policy.
+        policy = Policy(accepted_tcb_statuses=None, allow_debug=True)
+        cache = CollateralCache(client, Verifier(root_ca_pem=root, policy=policy))
+        now = datetime.now(UTC)
+        await cache.verify_quote(quotes[0], now=now)  # the one collateral fetch, not timed
+        n, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds or n < len(quotes):
+            await cache.verify_quote(quotes[n % len(quotes)], now=now)
+            n += 1
+        return n / elapsed
+    finally:
+        await client.aclose()
+
+
+async def round_trip_rate(url: str, sessions: int, concurrency: int) -> float:
+    """A release's three round trips (two POSTs, one GET) per session, against `url`."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+
+        async def three(_: int) -> None:
+            for method in ("POST", "POST", "GET"):
+                expect(await client.request(method, "/instance/x", json={}), "bare Sanic")
+
+        seconds = await each(list(range(sessions)), concurrency, three)
+    return sessions / seconds
+
+
+async def _get(url: str) -> httpx.Response:
+    async with httpx.AsyncClient() as client:
+        answer = await client.get(url)
+    answer.raise_for_status()
+    return answer
+
+
+async def provision(kbs_url: str, admin: Ed25519PrivateKey, instance: Instance, key: bytes) -> None:
+    """The admin's policy and store key, then one release through KbsClient (not timed: the
+    broker's collateral fetch)."""
+    client = KbsClient(kbs_url, timeout=60)
+    try:
+        await client.set_policy(default_policy(), make_admin_token(admin))
+        await client.put_resource(store_key_path(instance.pubkey), key, make_admin_token(admin))
+        if await client.get_resource(store_key_path(instance.pubkey), instance) != key:
+            sys.exit("bench: the warm-up release did not give the store key")
+    finally:
+        await client.aclose()
+
+
+@contextlib.contextmanager
+def temp_dir() -> Iterator[Path]:
+    tmp = Path(tempfile.mkdtemp(prefix="tdx-bench-kbs-"))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(sessions: int, concurrency: int, seconds: float) -> int:
+    env = dict(os.environ)
+    with temp_dir() as tmp:
+        sim_port, kbs_port = free_port(), free_port()
+        sim_url, kbs_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{kbs_port}"
+        pins = td_image_allowlists(DEFAULT_MR_TD)  # the simulated TD image, as a real broker
+        admin = Ed25519PrivateKey.generate()
+        admin_pem = tmp / "admin.pub.pem"
+        admin_pem.write_bytes(
+            admin.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        with (
+            started(
+                [
+                    program("tdx-sim"),
+                    "--listen",
+                    f"127.0.0.1:{sim_port}",
+                    "--state-dir",
+                    str(tmp / "sim"),
+                    "--log-level",
+                    "WARNING",
+                ],
+                sim_url + "/root_ca.pem",
+                tmp / "sim.log",
+                env,
+            ),  # fmt: skip
+            started(
+                [
+                    program("tdx-kbs"),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(kbs_port),
+                    "--db-path",
+                    str(tmp / "kbs.db"),
+                    "--storage-key-path",
+                    str(tmp / "storage.key"),
+                    "--admin-pubkey",
+                    str(admin_pem),
+                    "--trusted-root-ca",
+                    str(tmp / "sim" / "root_ca.pem"),
+                    "--pccs-url",
+                    sim_url,
+                    "--mrtd-allowlist",
+                    pins["REGISTRY_MRTD_ALLOWLIST"],
+                    "--rtmr-allowlist",
+                    pins["REGISTRY_RTMR_ALLOWLIST"],
+                    "--no-rate-limit",
+                    "--log-level",
+                    "WARNING",
+                ],
+                kbs_url + "/kbs/v0/auth",
+                tmp / "kbs.log",
+                env,
+            ),
+        ):
+            instance = measured_instance(sim_url, admin.public_key().public_bytes_raw())
+            # The resource as `tdxctl kbs put-key` uploads it: the owner's signed envelope.
+            key = seal_store_key(admin, instance.pubkey, secrets.token_bytes(32))
+            asyncio.run(provision(kbs_url, admin, instance, key))
+            figures = asyncio.run(measure(kbs_url, instance, key, sessions, concurrency, seconds))
+        bare_port = free_port()
+        bare_url = f"http://127.0.0.1:{bare_port}"
+        with started(
+            [sys.executable, str(HERE / "bare_sanic.py"), "--port", str(bare_port)],
+            bare_url + "/instance/x",
+            tmp / "bare.log",
+            env,
+        ):
+            floor = asyncio.run(round_trip_rate(bare_url, sessions, concurrency))
+        figures = dataclasses.replace(figures, floor_rate=floor)
+    releases = figures.release_rate(sessions)
+    ratio = releases / figures.verify_rate
+    print(f"{sessions} sessions, {concurrency} concurrent clients, one keep-alive pool")
+    print(
+        f"  auth                 {sessions / figures.auth_seconds:10.0f}/s  "
+        f"({figures.auth_seconds:.2f} s, timed)"
+    )
+    print(
+        f"  evidence + sim quote {sessions / figures.prepare_seconds:10.0f}/s  "
+        f"({figures.prepare_seconds:.2f} s, the TD's work, not timed)"
+    )
+    print(
+        f"  attest + resource    {sessions / figures.attest_seconds:10.0f}/s  "
+        f"({figures.attest_seconds:.2f} s, timed)"
+    )
+    print(f"{'measurement':48} {'ours/s':>10} {'baseline/s':>11} {'ratio':>7} {'target':>7}")
+    mark = "" if ratio >= TARGET else "  (below target)"
+    print(
+        f"{'release (auth+attest+resource) vs tdx-verify':48} {releases:10.0f} "
+        f"{figures.verify_rate:11.0f} {ratio:6.2f}x {TARGET:6.1f}x{mark}"
+    )
+    print(
+        f"{'release vs 3 round trips to bare Sanic':48} {releases:10.0f} "
+        f"{figures.floor_rate:11.0f} {releases / figures.floor_rate:6.2f}x {'-':>7}"
+    )
+    return 0 if ratio >= TARGET else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--sessions",
+        type=int,
+        default=1000,
+        help=f"releases measured, each its own session and quote (1 to {MAX_SESSIONS}; "
+        "default 1000)",
+    )
+    parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (default 8)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=3.0,
+        help="at least this long for the tdx-verify baseline (default 3)",
+    )
+    args = parser.parse_args()
+    if not 1 <= args.sessions <= MAX_SESSIONS:
+        parser.error(f"--sessions must be 1 to {MAX_SESSIONS}")
+    if not 1 <= args.concurrency <= 256:
+        parser.error("--concurrency must be 1 to 256")
+    return run(args.sessions, args.concurrency, args.seconds)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
