@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,12 +28,32 @@ BACKEND_SUITES = (
 )
 
 
-def suites() -> list[Path]:
+# The end-to-end suite (`tests/`, the real programs on loopback) runs on one Python of the
+# matrix: `TEST_E2E=0` leaves it out of a cell (the hatch matrix sets it for 3.11 and 3.13,
+# whose cells run every library's and app's own suite). Anything but "0" or unset is an error.
+E2E_ENV = "TEST_E2E"
+
+
+class ScopeError(ValueError):
+    """An environment that names no known test scope."""
+
+
+def e2e_enabled(environ: Mapping[str, str]) -> bool:
+    value = environ.get(E2E_ENV)
+    if value is None or value == "1":
+        return True
+    if value == "0":
+        return False
+    raise ScopeError(f"{E2E_ENV} must be 0 or 1, not {value!r}")
+
+
+def suites(environ: Mapping[str, str] = os.environ) -> list[Path]:
+    if environ.get("REGISTRY_TEST_BACKEND") == "postgres":
+        return [ROOT / suite for suite in BACKEND_SUITES]
     found = sorted(p for p in ROOT.glob("packages/*/tests") if p.is_dir())
     found += sorted(p for p in ROOT.glob("apps/*/tests") if p.is_dir())
-    found.append(ROOT / "tests")
-    if os.environ.get("REGISTRY_TEST_BACKEND") == "postgres":
-        found = [ROOT / suite for suite in BACKEND_SUITES]
+    if e2e_enabled(environ):
+        found.append(ROOT / "tests")
     return found
 
 
@@ -52,8 +73,15 @@ def suite_ok(rc: int, k_filter: bool) -> bool:
 
 def main(argv: list[str]) -> int:
     k_filter = has_k_filter(argv)
+    try:
+        selected = suites()
+    except ScopeError as exc:
+        print(f"run_tests: {exc}", file=sys.stderr)
+        return 2
+    if not e2e_enabled(os.environ) and os.environ.get("REGISTRY_TEST_BACKEND") != "postgres":
+        print(f"run_tests: {E2E_ENV}=0: the end-to-end suite (tests/) runs in another cell")
     results: list[tuple[str, int, float]] = []
-    for suite in suites():
+    for suite in selected:
         name = str(suite.relative_to(ROOT))
         print(f"\n=== {name}", flush=True)
         start = time.monotonic()
