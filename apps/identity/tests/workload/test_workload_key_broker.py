@@ -1,13 +1,15 @@
 """The real workload (podman, gocryptfs, SSH) with the store key from a key broker (the fake KBS
 of `tests/kbs_fake.py`, which checks binding, possession and event log replay): configure,
 write over SSH, reboot with the broker down (locked: nothing runs, SSH closed), the broker back
-(recovered by itself, the data read back), and the key in no file at any point."""
+(recovered by itself, the data read back), and the key in no file at any point; a host in the
+middle at the first configure gets no store, no mount and no container made."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import secrets
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from kbs_fake import FakeKbs
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from kbs_fake import FakeKbs, MitmKbs
 
 from tdx_identity import create_app
+from tdx_kbs_protocol import seal_store_key
 from tdx_service_kit.testing import serve
 
 from . import test_workload_manager as manager_tests
@@ -73,7 +77,7 @@ def key_file_exists(path: Path) -> bool:
 
 
 @asynccontextmanager
-async def running(instance: Instance, kbs: FakeKbs) -> AsyncIterator[App]:
+async def running(instance: Instance, kbs: FakeKbs | MitmKbs) -> AsyncIterator[App]:
     settings = replace(
         instance.settings,
         key_broker_url=KBS_URL,
@@ -139,3 +143,44 @@ async def test_a_broker_key_survives_a_reboot_with_the_broker_down_and_is_never_
 
     assert files_holding([tmp_path], key, skip=instance.settings.clear_mount_dir) == []
     assert new_temp_files_holding(temp_before, key) == []
+
+
+def container_exists(name: str) -> bool:
+    done = subprocess.run(
+        ["podman", "container", "exists", "--", name], capture_output=True, timeout=60
+    )
+    return done.returncode == 0
+
+
+async def test_a_host_in_the_middle_at_the_first_configure_gets_nothing_made(
+    instance: Instance,
+) -> None:
+    """A validly encrypted JWE of a key the host chose (bare, or in an envelope signed by a key
+    of its own) is refused: no gocryptfs store is initialised under it, nothing is mounted, no
+    container runs, SSH stays closed, the state is unchanged; the owner's key then works."""
+    host_key = secrets.token_bytes(32)
+    mitm = MitmKbs(host_key)
+    cipher_dir = instance.settings.storage_path / "workload" / "store.crypt"
+    async with running(instance, mitm) as app:
+        await app.register()
+        instance_key = bytes.fromhex((await app.client.get("/instance/pubkey")).json()["pubkey"])
+        before = instance.state().current
+        for payload in (
+            host_key,
+            seal_store_key(Ed25519PrivateKey.generate(), instance_key, host_key),
+        ):
+            mitm.payload = payload
+            response = await app.configure()
+            assert response.status_code == 503
+            assert "is not the owner's store key for this instance" in response.json()["error"]
+            assert instance.state().current == before
+            assert not (cipher_dir / "gocryptfs.conf").exists(), "no store made under its key"
+            assert not app.manager._store.is_mounted()
+            assert not container_exists(instance.settings.container_name)
+            assert not port_open(instance.settings.ssh_port)
+        assert mitm.released == 2
+    kbs = FakeKbs(owner=instance.owner.public_key().public_bytes_raw())
+    kbs.put_store_key(instance_key, secrets.token_bytes(32), instance.owner)
+    async with running(instance, kbs) as app:
+        assert (await app.configure()).status_code == 200
+        assert (cipher_dir / "gocryptfs.conf").exists()

@@ -45,7 +45,7 @@ from .policy import PolicyCompileError, ResourcePolicy
 from .reference import TdImageReference
 from .sealing import ResourceSealer
 from .sessions import Session, SessionError, SessionTable
-from .store import KbsStore
+from .store import KbsStore, PolicyHead, StoredPolicy
 from .tokens import TokenIssuer
 from .verification import EvidenceVerifier
 
@@ -85,13 +85,15 @@ class Answer:
 
 class PolicySource:
     """The current resource policy: the latest stored one, else the start-up one (--policy or
-    the shipped default). Read from the store at every decision (so an upload through another
-    replica counts at once), compiled once per distinct text."""
+    the shipped default). Each release reads the current version's head (version, SHA-256)
+    from the store, so an upload through another replica counts at once; the text is read
+    and compiled only when the head changes, and each distinct text is compiled once."""
 
     def __init__(self, store: KbsStore, fallback: ResourcePolicy) -> None:
         self._store = store
         self._fallback = fallback
         self._compiled: dict[str, ResourcePolicy] = {fallback.sha256: fallback}
+        self._latest: tuple[PolicyHead, ResourcePolicy] | None = None
         self._evaluating = asyncio.Lock()
 
     async def allows(self, policy: ResourcePolicy, input_doc: Mapping[str, Any]) -> bool:
@@ -102,23 +104,37 @@ class PolicySource:
 
     async def current(self) -> ResourcePolicy | None:
         """The policy to apply; None when the stored one no longer compiles (then deny)."""
-        stored = await self._store.current_policy()
+        return self._policy_of(await self._store.current_policy())
+
+    async def for_head(self, head: PolicyHead | None) -> ResourcePolicy | None:
+        """The policy to apply when the store's current head is `head` (None: no stored
+        policy); None when the stored one does not compile (then deny)."""
+        if head is None:
+            return self._fallback
+        latest = self._latest
+        if latest is not None and latest[0] == head:
+            return latest[1]
+        return await self.current()
+
+    def _policy_of(self, stored: StoredPolicy | None) -> ResourcePolicy | None:
         if stored is None:
             return self._fallback
         cached = self._compiled.get(stored.sha256)
         if cached is not None and cached.text == stored.text:
-            return cached
-        try:
-            policy = ResourcePolicy.compile(stored.text)
-        except PolicyCompileError as exc:
-            log.error(
-                "the stored resource policy does not compile: every release is denied",
-                extra={"policy_sha256": stored.sha256, "reason": exc.reason[:500]},
-            )
-            return None
-        if len(self._compiled) > 64:
-            self._compiled = {self._fallback.sha256: self._fallback}
-        self._compiled[policy.sha256] = policy
+            policy = cached
+        else:
+            try:
+                policy = ResourcePolicy.compile(stored.text)
+            except PolicyCompileError as exc:
+                log.error(
+                    "the stored resource policy does not compile: every release is denied",
+                    extra={"policy_sha256": stored.sha256, "reason": exc.reason[:500]},
+                )
+                return None
+            if len(self._compiled) > 64:
+                self._compiled = {self._fallback.sha256: self._fallback}
+            self._compiled[policy.sha256] = policy
+        self._latest = (PolicyHead(stored.version, stored.sha256), policy)
         return policy
 
 
@@ -239,9 +255,9 @@ class KeyBroker:
         caller the policy would serve learns that nothing is stored there."""
         path = ResourcePath.parse(path_text)
         claims = self._claims(session_id, authorization)
-        stored = await self._store.get_resource(str(path))
+        stored, head = await self._store.release_state(str(path))
         input_doc = self.policy_input(path, None if stored is None else stored.uploader, claims)
-        policy = await self._policies.current()
+        policy = await self._policies.for_head(head)
         allowed = policy is not None and await self._policies.allows(policy, input_doc)
         policy_sha256 = None if policy is None else policy.sha256
         identity = claims.get("identity") or {}

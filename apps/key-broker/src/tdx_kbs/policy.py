@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Mapping
 from importlib import resources
 from typing import Any, Final
@@ -47,12 +48,8 @@ def default_policy_text() -> str:
     return resources.files("tdx_kbs").joinpath("policies/default.rego").read_text("utf-8")
 
 
-def _document(text: str, input_doc: Mapping[str, Any] | None) -> object:
-    interpreter = regopy.Interpreter()
-    interpreter.add_module(MODULE_NAME, text)
-    if input_doc is not None:
-        interpreter.set_input(dict(input_doc))
-    output = interpreter.query(QUERY)
+def _read(output: regopy.Output) -> object:
+    """The `data.policy` document of a query's output; None when undefined."""
     if not output.ok():
         raise PolicyEvaluationError(f"the policy failed to evaluate ({output.node()})")
     rendered = str(output)
@@ -65,14 +62,42 @@ def _document(text: str, input_doc: Mapping[str, Any] | None) -> object:
     return expressions[0]
 
 
-class ResourcePolicy:
-    """A compiled-once, checked Rego resource policy."""
+def _build(text: str) -> tuple[regopy.Interpreter, regopy.Bundle]:
+    """An interpreter holding `text` and the bundle compiled from it for the `data.policy`
+    query (rego-cpp parses and compiles the module once, here)."""
+    interpreter = regopy.Interpreter()
+    interpreter.add_module(MODULE_NAME, text)
+    bundle = interpreter.build(QUERY)
+    if not bundle.ok():
+        raise ValueError(f"the bundle did not build ({bundle.node()})")
+    return interpreter, bundle
 
-    def __init__(self, text: str, *, _checked: bool = False) -> None:
+
+class ResourcePolicy:
+    """A compiled-once, checked Rego resource policy.
+
+    The module is parsed and compiled into a bundle once, by `compile`; each evaluation sets
+    the input on the policy's own interpreter and runs the bundle (about 0.8 ms instead of
+    5-14 ms for a fresh interpreter re-parsing the module). rego-cpp's thread safety is not
+    documented, so evaluations of one policy hold its lock: never two at once on one
+    interpreter.
+    """
+
+    def __init__(
+        self,
+        text: str,
+        interpreter: regopy.Interpreter,
+        bundle: regopy.Bundle,
+        *,
+        _checked: bool = False,
+    ) -> None:
         if not _checked:
             raise TypeError("use ResourcePolicy.compile")
         self.text = text
         self.sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        self._interpreter = interpreter
+        self._bundle = bundle
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"ResourcePolicy(sha256={self.sha256[:16]}...)"
@@ -85,7 +110,8 @@ class ResourcePolicy:
         if "\x00" in text:
             raise PolicyCompileError("the policy contains a NUL character")
         try:
-            document = _document(text, None)
+            interpreter, bundle = _build(text)
+            document = _read(interpreter.query_bundle(bundle))
         except regopy.RegoError as exc:
             raise PolicyCompileError(
                 f"the policy does not compile: {str(exc)[:MAX_REASON_CHARS]}"
@@ -97,12 +123,19 @@ class ResourcePolicy:
                 "the policy defines no `package policy` document (declare `package policy` "
                 "and `default allow := false`)"
             )
-        return cls(text, _checked=True)
+        return cls(text, interpreter, bundle, _checked=True)
+
+    def _document(self, input_doc: Mapping[str, Any]) -> object:
+        with self._lock:
+            # set_input either replaces the whole input or raises (then nothing is queried):
+            # an evaluation never sees a previous evaluation's input.
+            self._interpreter.set_input(dict(input_doc))
+            return _read(self._interpreter.query_bundle(self._bundle))
 
     def allows(self, input_doc: Mapping[str, Any]) -> bool:
         """True only when the policy's `allow` is exactly true for `input_doc`."""
         try:
-            document = _document(self.text, input_doc)
+            document = self._document(input_doc)
         except (regopy.RegoError, PolicyEvaluationError, ValueError, RuntimeError) as exc:
             log.warning(
                 "resource policy evaluation failed: denied",

@@ -94,6 +94,14 @@ class StoredPolicy:
 
 
 @dataclass(frozen=True)
+class PolicyHead:
+    """Which policy version is current: its version and recorded SHA-256 (not its text)."""
+
+    version: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class AuditEntry:
     """One admin action: when, by which admin key (hex), what, on which resource path or
     policy SHA-256. Never the secret."""
@@ -199,6 +207,11 @@ class KbsStore:
     async def get_resource(self, path: str) -> StoredResource | None:
         return await self._run("reading the resource", self._get_sync, path)
 
+    async def release_state(self, path: str) -> tuple[StoredResource | None, PolicyHead | None]:
+        """What a release reads, in one transaction and one trip to the database thread: the
+        resource at `path` and the current policy's head (its text is not read)."""
+        return await self._run("reading the resource", self._release_state_sync, path)
+
     async def set_policy(self, text: str, sha256: str, admin: str, at: datetime) -> StoredPolicy:
         """Make `text` the current policy (a new version) and audit it, in one transaction."""
         return await self._run("storing the policy", self._set_policy_sync, text, sha256, admin, at)
@@ -230,16 +243,28 @@ class KbsStore:
             row.set(sealed=sealed, uploader=uploader, updated_at=when)
         self._audit(at=when, admin=uploader, action=ACTION_RESOURCE_PUT, target=path)
 
+    @staticmethod
+    def _resource_of(row: Any) -> StoredResource:
+        return StoredResource(
+            path=row.path,
+            sealed=bytes(row.sealed),
+            uploader=row.uploader,
+            updated_at=_aware(row.updated_at),
+        )
+
     def _get_sync(self, path: str) -> StoredResource | None:
         with db_session:
             row = self._resource.get(path=path)
-            if row is None:
-                return None
-            return StoredResource(
-                path=row.path,
-                sealed=bytes(row.sealed),
-                uploader=row.uploader,
-                updated_at=_aware(row.updated_at),
+            return None if row is None else self._resource_of(row)
+
+    def _release_state_sync(self, path: str) -> tuple[StoredResource | None, PolicyHead | None]:
+        with db_session:
+            row = self._resource.get(path=path)
+            # `text` is a LongStr, loaded lazily: this reads only the version and SHA-256.
+            policy = self._policy.select().order_by(desc(self._policy.version)).first()
+            return (
+                None if row is None else self._resource_of(row),
+                None if policy is None else PolicyHead(int(policy.version), policy.sha256),
             )
 
     @staticmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -34,7 +35,7 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    if not text or any(c not in _B64URL for c in text):
+    if _B64URL.fullmatch(text) is None:
         raise TokenError("the token is not a compact JWT")
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
@@ -42,7 +43,7 @@ def _unb64(text: str) -> bytes:
         raise TokenError("the token is not a compact JWT") from None
 
 
-_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class TokenIssuer:

@@ -56,8 +56,44 @@ def b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_JCS_INT_MAX = 2**53 - 1
+_JCS_FAST_DEPTH = 32
+
+
+def _json_dumps_is_jcs(value: object, depth: int = 0) -> bool:
+    """Whether `json.dumps(sort_keys, no spaces, ensure_ascii=False)` writes exactly RFC 8785's
+    text for `value`: only exact dicts with ASCII keys (code point order is then UTF-16 order),
+    lists, str, bool, None and ints within +-(2**53 - 1), nested at most 32 deep. Both escape
+    exactly `"`, `\\` and U+0000-U+001F, with the same short forms and lowercase `\\u00xx`."""
+    if value is None or type(value) is str or type(value) is bool:
+        return True
+    if type(value) is int:
+        return -_JCS_INT_MAX <= value <= _JCS_INT_MAX
+    if depth >= _JCS_FAST_DEPTH:
+        return False
+    if type(value) is list:
+        return all(_json_dumps_is_jcs(v, depth + 1) for v in value)
+    if type(value) is dict:
+        return all(
+            type(k) is str and k.isascii() and _json_dumps_is_jcs(v, depth + 1)
+            for k, v in value.items()
+        )
+    return False
+
+
 def jcs(value: object) -> bytes:
-    """RFC 8785 canonical JSON of a value made of dicts, lists, str, int, bool and None."""
+    """RFC 8785 canonical JSON of a value made of dicts, lists, str, int, bool and None.
+
+    Values `json.dumps` writes canonically take its C encoder (the event log inside the
+    additional evidence is long: `rfc8785` escapes strings in Python); anything else, and a
+    string with a lone surrogate, goes to `rfc8785`, which decides and names the refusal."""
+    if _json_dumps_is_jcs(value):
+        try:
+            return json.dumps(
+                value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+            ).encode("utf-8")
+        except UnicodeEncodeError:
+            pass
     try:
         return rfc8785.dumps(value)  # type: ignore[arg-type]
     except (rfc8785.CanonicalizationError, TypeError, ValueError, UnicodeError) as exc:

@@ -194,7 +194,9 @@ class TeePublicKey:
 
     @classmethod
     def from_jwk(cls, obj: object) -> TeePublicKey:
-        return cls(jwk=_validated_jwk(obj))
+        if not isinstance(obj, dict):
+            raise UnsupportedKeyError("tee-pubkey is not a JSON object")
+        return cls(jwk=obj)  # __post_init__ validates it (once)
 
     def to_json(self) -> dict[str, object]:
         return dict(self.jwk)
