@@ -26,8 +26,9 @@ def program(name: str) -> str:
 
 
 @contextlib.contextmanager
-def started(argv: list[str], ready: str, log: Path, env: dict[str, str]) -> Iterator[None]:
-    """Run `argv` (output to `log`) while the block runs, once `ready` (a URL) answers."""
+def started(argv: list[str], ready: str, log: Path, env: dict[str, str]) -> Iterator[Program]:
+    """Run `argv` (output to `log`) while the block runs, once `ready` (a URL) answers; the
+    block gets the running Program (e.g. to read its process's CPU time)."""
     parts = urlsplit(ready)
     base = f"{parts.scheme}://{parts.netloc}"
     proc = Program(Path(argv[0]).name, argv, env, base, ready[len(base) :], log)
@@ -37,7 +38,7 @@ def started(argv: list[str], ready: str, log: Path, env: dict[str, str]) -> Iter
     except LaunchError as exc:
         sys.exit(f"bench: {exc}")
     try:
-        yield
+        yield proc
     finally:
         with contextlib.suppress(LaunchError):
             proc.stop()
