@@ -36,6 +36,20 @@ POLICIES = {
     "string": 'package policy\n\nallow := "yes"\n',
     "object": "package policy\n\nallow := input.resource\n",
     "no-allow": "package policy\n\nx := 1\n",
+    "else": "package policy\n\nallow := true if { input.tdx.debug == false } else := false\n",
+    "partial-set": "package policy\n\nallow contains x if { x := input.tdx.debug }\n",
+    "function": (
+        "package policy\n\ndefault allow := false\n\nok(x) if x == false\n\n"
+        "allow if ok(input.tdx.debug)\n"
+    ),
+    "helper-rule": (
+        "package policy\n\ndefault allow := false\n\nallow if data.policy.helper\n\n"
+        "helper if input.tdx.debug == false\n"
+    ),
+    "with": (
+        "package policy\n\ndefault allow := false\n\ninner if input.tdx.debug == false\n\n"
+        "allow if inner with input.tdx.debug as false\n"
+    ),
     "conflict": (
         "package policy\n\n"
         "allow := true if input.resource.tag\n"
