@@ -129,7 +129,7 @@ def test_the_whole_flow_from_tdxctl_alone(td: Td, image: str, tmp_path: Path) ->
     assert registered["attestation"]["instance_pubkey"] == instance
     assert registered["attestation"]["tcb_status"] == "UpToDate"
     token = registered["owner_token"]
-    assert cli.json("owner", "register", "--key", str(owner_key), "--token", token) == {
+    assert cli.json("owner", "register", "--key", str(owner_key), f"--token={token}") == {
         "status": "success",
         "instance_pubkey": instance,
         "owner": owner,
