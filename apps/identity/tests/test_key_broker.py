@@ -329,7 +329,12 @@ class Broker:
     workloads: list[KeyedWorkload] = field(default_factory=list)
 
     def factory(
-        self, settings: WorkloadSettings, section: Any, host_key: HostKey, keys: KeyProvider
+        self,
+        settings: WorkloadSettings,
+        section: Any,
+        host_key: HostKey,
+        keys: KeyProvider,
+        front: Any,
     ) -> KeyedWorkload:
         assert isinstance(keys, KbsKeyProvider), "the settings' broker is used"
         workload = KeyedWorkload(keys=keys)

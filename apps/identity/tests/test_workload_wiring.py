@@ -3,6 +3,8 @@ route, the owner-registration hook, the 503 without a runtime, and the recovered
 
 from __future__ import annotations
 
+from unittest.mock import ANY
+
 import base64
 import hashlib
 import json
@@ -214,6 +216,8 @@ async def test_an_expose_that_began_but_was_never_committed_is_not_finished_at_r
             "registry_comparison": AGREED,
             "workload": "running",
             "workload_reason": None,
+            "front": "stopped",
+            "tls_spki_sha256": ANY,
         }
     assert workload.ssh_closed_for_good, "an expose began: SSH never opens again"
     assert not workload.ssh_open and not workload.published
