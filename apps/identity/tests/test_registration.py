@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from unittest.mock import ANY
-
 import asyncio
 import base64
 import hashlib
@@ -11,6 +9,7 @@ import json
 import logging
 from dataclasses import replace
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 from conftest import (

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from unittest.mock import ANY
-
 import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
+from unittest.mock import ANY
 
 import httpx
 import pytest

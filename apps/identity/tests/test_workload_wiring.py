@@ -3,8 +3,6 @@ route, the owner-registration hook, the 503 without a runtime, and the recovered
 
 from __future__ import annotations
 
-from unittest.mock import ANY
-
 import base64
 import hashlib
 import json
@@ -12,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import cast
+from unittest.mock import ANY
 
 import asyncssh
 import pytest
