@@ -235,6 +235,9 @@ def create_app(
 
     async def _stop(_app: Sanic[Any, Any]) -> None:
         await service.stop()
+        # The workload manager stopped the front it started; whatever the manager, the TLS key,
+        # its certificate and the front's config leave TD memory now (idempotent).
+        await front.shutdown()
 
     app.register_listener(_start, "before_server_start")
     app.register_listener(_stop, "after_server_stop")

@@ -512,6 +512,7 @@ class NginxFront:
 
     async def _launch(self) -> None:
         argv = self.argv()
+        (self._runtime.path / PID_NAME).unlink(missing_ok=True)
         try:
             process = await self._spawn(argv)
         except OSError as exc:
@@ -526,7 +527,7 @@ class NginxFront:
                     f"nginx exited with status {process.returncode} at start (its error "
                     "is in the service's log)"
                 )
-            if all([await self._listening(port) for port in ports]):
+            if self._pid_file_names(process.pid):
                 self._state = FrontState.SERVING
                 return
             if time.monotonic() > deadline:
@@ -537,19 +538,14 @@ class NginxFront:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(process.wait()), 0.05)
 
-    async def _listening(self, port: int) -> bool:
-        host = self._settings.listen_host
-        address = ipaddress.ip_address(host)
-        if address.is_unspecified:
-            host = "::1" if address.version == 6 else "127.0.0.1"
+    def _pid_file_names(self, pid: int) -> bool:
+        """Whether nginx wrote its pid file: it does so only once it has bound every listening
+        socket (a connect test would be fooled by another program on the port)."""
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
-        except (TimeoutError, OSError):
+            text = (self._runtime.path / PID_NAME).read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError):
             return False
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return True
+        return text.strip() == str(pid)
 
     def _should_serve(self) -> bool:
         """Whether nginx should run now (read afresh after every await)."""
