@@ -136,6 +136,33 @@ def test_not_a_certificate_is_refused() -> None:
         parse_attested_certificate(b"\x30\x03\x02\x01\x00")
 
 
+def test_a_repeated_evidence_extension_is_refused(maker: CertMaker) -> None:
+    """Two evidence extensions: which one would a verifier read? Refused outright."""
+    made = maker.make()
+    good = parse_attested_certificate(made.der)
+    evidence = encode_evidence(good.quote, good.claims_buffer)
+    name = made.certificate.subject
+    neighbour = x509.ObjectIdentifier("2.23.133.5.4.8")
+    twice = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(made.key.public_key())
+        .serial_number(1)
+        .not_valid_before(made.certificate.not_valid_before_utc)
+        .not_valid_after(made.certificate.not_valid_after_utc)
+        .add_extension(x509.UnrecognizedExtension(EVIDENCE_OID, evidence), critical=False)
+        .add_extension(x509.UnrecognizedExtension(neighbour, evidence), critical=False)
+        .sign(made.key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.DER)
+    )
+    oid_of = bytes.fromhex("0606678105050408")  # DER of 2.23.133.5.4.8, same length
+    assert twice.count(oid_of) == 1
+    der = twice.replace(oid_of, bytes.fromhex("0606678105050409"))
+    with pytest.raises(CertificateFormatError, match=r"repeats extension"):
+        parse_attested_certificate(der)
+
+
 def test_a_critical_evidence_extension_is_refused(maker: CertMaker) -> None:
     made = maker.make()
     value = parse_attested_certificate(made.der)

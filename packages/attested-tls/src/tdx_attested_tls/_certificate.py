@@ -205,9 +205,14 @@ def parse_attested_certificate(der: bytes) -> AttestedCertificate:
         raise CertificateFormatError(f"the certificate exceeds {MAX_CERTIFICATE_SIZE} bytes")
     try:
         cert = x509.load_der_x509_certificate(der)
-        extensions = cert.extensions
     except ValueError as exc:
         raise CertificateFormatError(f"not a DER X.509 certificate: {exc}") from None
+    try:
+        extensions = cert.extensions
+    except x509.DuplicateExtension as exc:
+        raise CertificateFormatError(f"the certificate repeats extension {exc.oid}") from None
+    except (ValueError, x509.UnsupportedGeneralNameType) as exc:
+        raise CertificateFormatError(f"the certificate's extensions are malformed: {exc}") from None
     found = [ext for ext in extensions if ext.oid == EVIDENCE_OID]
     if not found:
         raise CertificateFormatError(
