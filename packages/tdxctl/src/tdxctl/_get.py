@@ -183,10 +183,9 @@ async def attested_get(
     appraiser: RegistryAppraiser,
     *,
     timeout: float = DEFAULT_GET_TIMEOUT,  # noqa: ASYNC109 (httpx's and the probe's)
-    transport: AttestedTransport[PeerFacts] | None = None,
 ) -> GetResult:
     """Verify `target`'s origin with `appraiser`, then GET it over the pinned context."""
-    attested = transport or AttestedTransport(appraiser, timeout=timeout)
+    attested = AttestedTransport(appraiser, timeout=timeout)
     try:
         async with httpx.AsyncClient(transport=attested, timeout=timeout) as client:
             async with client.stream("GET", target.url) as response:
