@@ -262,6 +262,24 @@ def _with_evidence(key: ec.EllipticCurvePrivateKey, value: bytes) -> Pem:
     return Pem(certificate, key)
 
 
+async def test_a_genuine_quote_naming_no_instance_is_refused(
+    td: SimTd,
+    registry_url: str,
+    root_file: Path,
+    sim_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Well-formed RA-TLS evidence on the registered TD's platform (as Gramine makes it), but
+    no "tdx-instance-pubkey" claim: nothing ties it to a registry record."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    claims = claims_for(spki_der_of(key), None)
+    quote = td.platform.quote(report_data_for(claims.encode()))
+    anonymous = _with_evidence(key, encode_evidence(quote, claims.encode()))
+    answer = await refused(anonymous, registry_url, root_file, sim_url, capsys)
+    assert answer["check"] == "certificate"
+    assert "name no instance" in answer["error"]
+
+
 async def test_an_instance_not_in_the_registry_is_refused(
     td: SimTd,
     registry_url: str,
