@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +24,7 @@ from tdxctl_support import SimTd, raw
 
 from tdx_attested_tls import (
     AttestedCertificate,
+    Claims,
     build_certificate,
     claims_for,
     encode_evidence,
@@ -69,12 +69,13 @@ class Pem:
 
 def td_certificate(
     platform: SimPlatform,
-    instance: bytes,
+    instance: Ed25519PrivateKey,
     *,
     not_before: datetime | None = None,
     not_after: datetime | None = None,
 ) -> Pem:
-    """What the identity service makes at each start: a fresh key, claims, a quote over them."""
+    """What the identity service makes at each start: a fresh key, claims signed by the
+    instance key, a quote over them."""
     key = ec.generate_private_key(ec.SECP256R1())
     claims = claims_for(spki_der_of(key), instance)
     quote = platform.quote(report_data_for(claims.encode()))
@@ -111,7 +112,7 @@ async def registry_url(tmp_path: Path, td: SimTd, sim_url: str) -> AsyncIterator
 
 @pytest.fixture
 def genuine(td: SimTd) -> Pem:
-    return td_certificate(td.platform, td.pubkey)
+    return td_certificate(td.platform, td.instance)
 
 
 @pytest.fixture
@@ -280,6 +281,67 @@ async def test_a_genuine_quote_naming_no_instance_is_refused(
     assert "name no instance" in answer["error"]
 
 
+def _claiming(platform: SimPlatform, key: ec.EllipticCurvePrivateKey, claims: Claims) -> Pem:
+    """A certificate of `key` with genuine evidence for `claims`: `platform`'s quote commits
+    to them, whatever they claim."""
+    quote = platform.quote(report_data_for(claims.encode()))
+    return _with_evidence(key, encode_evidence(quote, claims.encode()))
+
+
+@pytest.mark.parametrize("signer", ["none", "its own instance key"])
+async def test_a_td_claiming_another_registered_instance_is_refused(
+    signer: str,
+    td: SimTd,
+    registry_url: str,
+    root_file: Path,
+    sim_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Another TD of the same image on the same platform (its quote is genuine, with the
+    record's PPID, MRTD and RTMRs) names the registered instance key, which it does not hold:
+    unsigned, or signed with its own instance key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    own = claims_for(spki_der_of(key), Ed25519PrivateKey.generate())
+    claims = Claims(
+        own.hash_alg,
+        own.pubkey_hash,
+        instance_pubkey=td.pubkey,
+        instance_signature=None if signer == "none" else own.instance_signature,
+    )
+    answer = await refused(
+        _claiming(td.platform, key, claims), registry_url, root_file, sim_url, capsys
+    )
+    assert answer["check"] == "certificate"
+    reason = "carry no" if signer == "none" else "signature does not verify"
+    assert reason in answer["error"]
+
+
+async def test_the_instance_signature_of_another_tls_key_is_refused(
+    genuine: Pem,
+    td: SimTd,
+    registry_url: str,
+    root_file: Path,
+    sim_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The registered TD's genuine signature, made for its own TLS key, moved into the claims
+    of another key (with a genuine quote over those claims)."""
+    signed = parse_attested_certificate(genuine.der).claims
+    key = ec.generate_private_key(ec.SECP256R1())
+    mine = claims_for(spki_der_of(key), None)
+    claims = Claims(
+        mine.hash_alg,
+        mine.pubkey_hash,
+        instance_pubkey=td.pubkey,
+        instance_signature=signed.instance_signature,
+    )
+    answer = await refused(
+        _claiming(td.platform, key, claims), registry_url, root_file, sim_url, capsys
+    )
+    assert answer["check"] == "certificate"
+    assert "signature does not verify over this certificate's pubkey-hash" in answer["error"]
+
+
 async def test_an_instance_not_in_the_registry_is_refused(
     td: SimTd,
     registry_url: str,
@@ -287,7 +349,7 @@ async def test_an_instance_not_in_the_registry_is_refused(
     sim_url: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    stranger = td_certificate(td.platform, os.urandom(32))
+    stranger = td_certificate(td.platform, Ed25519PrivateKey.generate())
     answer = await refused(stranger, registry_url, root_file, sim_url, capsys)
     assert answer["check"] == "registry"
     assert "has no record of the certificate's instance" in answer["error"]
@@ -318,7 +380,7 @@ async def test_a_certificate_from_another_td_image_claiming_the_instance_is_refu
 ) -> None:
     """Same platform, same root, another MRTD: it claims the registered instance key."""
     other_image = SimPlatform(sim_state, SimOptions(mr_td=b"\x42" * 48))
-    impostor = td_certificate(other_image, td.pubkey)
+    impostor = td_certificate(other_image, td.instance)
     answer = await refused(impostor, registry_url, root_file, sim_url, capsys)
     assert answer["check"] == "binding"
     assert "another MRTD than the record's" in answer["error"]
@@ -343,7 +405,7 @@ async def test_a_certificate_outside_its_validity_window_is_refused(
     now = datetime.now(UTC)
     pem = td_certificate(
         td.platform,
-        td.pubkey,
+        td.instance,
         not_before=now + timedelta(hours=window[0]),
         not_after=now + timedelta(hours=window[1]),
     )
@@ -378,7 +440,7 @@ async def test_a_server_switching_certificate_after_verification_is_refused(
 ) -> None:
     """Right after the appraisal passes, the server presents another (genuine) certificate:
     the real connection's handshake fails and no request is sent."""
-    other = td_certificate(td.platform, td.pubkey)
+    other = td_certificate(td.platform, td.instance)
 
     class SwitchingAfter(RegistryAppraiser):
         async def __call__(self, certificate: AttestedCertificate) -> PeerFacts:
