@@ -34,7 +34,7 @@ from tdx_attested_tls import (
 )
 from tdx_registry import DatabaseTarget, Settings, create_app
 from tdx_service_kit.testing import CountingTlsServer, free_port, serve
-from tdx_sim import SimOptions, SimPlatform
+from tdx_sim import SimOptions, SimPlatform, SimRtmrs
 from tdxctl import (
     CertificateRejected,
     GetTarget,
@@ -191,6 +191,9 @@ async def test_get_prints_the_body_from_the_registered_td(
     assert answer["instance_pubkey"] == td.pubkey.hex()
     assert answer["record"]["owner"] == raw(OWNER).hex()
     assert answer["certificate_quote"]["ppid"] == td.platform.ppid.hex()
+    for index in (0, 1, 2):
+        name = f"rtmr{index}"
+        assert answer["certificate_quote"][name] == answer["record"][name]
     assert server.requests == ["/index.html", "/index.html"]
 
 
@@ -384,6 +387,32 @@ async def test_a_certificate_from_another_td_image_claiming_the_instance_is_refu
     answer = await refused(impostor, registry_url, root_file, sim_url, capsys)
     assert answer["check"] == "binding"
     assert "another MRTD than the record's" in answer["error"]
+
+
+class _OtherKernel(SimRtmrs):
+    """Registers of a boot with another kernel: RTMR1 differs, the rest as registered."""
+
+    def read(self) -> tuple[bytes, bytes, bytes, bytes]:
+        rtmr0, rtmr1, rtmr2, rtmr3 = super().read()
+        return rtmr0, bytes(b ^ 0xFF for b in rtmr1), rtmr2, rtmr3
+
+
+async def test_a_certificate_from_another_boot_chain_is_refused(
+    td: SimTd,
+    sim_state: Path,
+    registry_url: str,
+    root_file: Path,
+    sim_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Same platform, same MRTD, the instance key's valid signature (say the key leaked from
+    the host's disk), but RTMR1 is not the record's: another kernel booted."""
+    other_boot = SimPlatform(sim_state, SimOptions())
+    other_boot.rtmrs = _OtherKernel()
+    impostor = td_certificate(other_boot, td.instance)
+    answer = await refused(impostor, registry_url, root_file, sim_url, capsys)
+    assert answer["check"] == "binding"
+    assert "another RTMR1 than the record's" in answer["error"]
 
 
 @pytest.mark.parametrize(
