@@ -415,6 +415,25 @@ async def test_a_certificate_from_another_boot_chain_is_refused(
     assert "another RTMR1 than the record's" in answer["error"]
 
 
+async def test_the_callers_policy_applies_to_the_certificates_quote(
+    td: SimTd,
+    sim_state: Path,
+    registry_url: str,
+    root_file: Path,
+    sim_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The record's quote passes, but the certificate's comes from a debug TD of the same
+    image (same MRTD and RTMRs, the instance key's valid signature): refused under the
+    default verification flags. (The TCB status is the platform's collateral, the same for
+    both quotes of one PPID.)"""
+    debug = td_certificate(SimPlatform(sim_state, SimOptions(debug_td=True)), td.instance)
+    answer = await refused(debug, registry_url, root_file, sim_url, capsys)
+    assert answer["check"] == "quote"
+    assert answer["error"].startswith("the certificate's quote")
+    assert "debug" in answer["error"]
+
+
 @pytest.mark.parametrize(
     ("window", "reason"),
     [
