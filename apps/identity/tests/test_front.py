@@ -234,7 +234,12 @@ def test_a_symlinked_or_foreign_runtime_dir_is_refused(front_dir: Path, tmp_path
         FrontRuntimeDir.open(front_dir, storage_path=tmp_path / "storage")
     os.chown(front_dir, os.geteuid(), os.getegid())
     front_dir.parent.chmod(0o777)
-    with pytest.raises(FrontRuntimeDirError, match="writable by another user"):
+    with pytest.raises(FrontRuntimeDirError, match="owned or writable"):
+        FrontRuntimeDir.open(front_dir, storage_path=tmp_path / "storage")
+    front_dir.parent.chmod(0o1777)  # sticky, as /dev/shm: nobody else can rename it
+    FrontRuntimeDir.open(front_dir, storage_path=tmp_path / "storage")
+    os.chown(front_dir.parent, 4242, 4242)
+    with pytest.raises(FrontRuntimeDirError, match="owned or writable"):
         FrontRuntimeDir.open(front_dir, storage_path=tmp_path / "storage")
 
 

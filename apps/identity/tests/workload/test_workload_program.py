@@ -43,6 +43,7 @@ class Program:
 
     def __init__(self, tmp_path: Path, upstream: str) -> None:
         self.port, self.ssh_port, self.workload_port = free_port(), free_port(), free_port()
+        self.tls_port, self.internal_port = free_port(), free_port()
         self.container = f"tdxwl-{secrets.token_hex(5)}"
         self.clear = tmp_path / "run" / "clear"
         self.log = tmp_path / "identity.log"
@@ -56,6 +57,8 @@ class Program:
             "--ssh-listen", "127.0.0.1",
             "--ssh-port", str(self.ssh_port),
             "--workload-port", str(self.workload_port),
+            "--workload-tls-port", str(self.tls_port),
+            "--workload-internal-port", str(self.internal_port),
             "--workload-publish-host", "127.0.0.1",
             "--clear-mount-dir", str(self.clear),
             "--store-key-path", str(tmp_path / "td-root" / "store.key"),

@@ -179,8 +179,10 @@ def filesystem_type(path: Path) -> int:
 
 class FrontRuntimeDir:
     """The front's private directory in TD memory. `open` makes (or reuses) it and checks it:
-    a real directory (not a symlink), owned by this process's user, mode 0700, on a tmpfs or
-    ramfs, outside `storage_path`; `FrontRuntimeDirError` (a StartupError) otherwise."""
+    a real directory (not a symlink), owned by this process's user, mode 0700, in a parent
+    owned by root or this user that nobody else can write (or a sticky one such as /dev/shm),
+    on a tmpfs or ramfs, outside `storage_path`; `FrontRuntimeDirError` (a StartupError)
+    otherwise."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -213,10 +215,12 @@ class FrontRuntimeDir:
         if not stat.S_ISDIR(info.st_mode):
             raise FrontRuntimeDirError(f"front runtime dir {path} is not a directory")
         parent = path.parent.stat()
-        if parent.st_uid not in (0, os.geteuid()) or parent.st_mode & 0o022:
+        shared = parent.st_mode & 0o022 and not parent.st_mode & stat.S_ISVTX
+        if parent.st_uid not in (0, os.geteuid()) or shared:
             raise FrontRuntimeDirError(
-                f"the parent of the front runtime dir, {path.parent}, is writable by another "
-                "user (who could swap the directory): use a private parent"
+                f"the parent of the front runtime dir, {path.parent}, is owned or writable "
+                "(without the sticky bit) by another user, who could swap the directory: use "
+                "a private parent"
             )
         if info.st_uid != os.geteuid():
             raise FrontRuntimeDirError(
@@ -482,8 +486,8 @@ class NginxFront:
 
     async def start(self) -> None:
         """Write the configuration, start nginx and wait until it listens; then supervise
-        it. Idempotent while it serves. FrontError when it cannot start."""
-        if self._wanted and self._process is not None and self._process.returncode is None:
+        it. A no-op while it serves or restarts. FrontError when it cannot start."""
+        if self._wanted:  # serving, or the supervisor is bringing it back
             return
         if self._certificate is None:
             raise FrontError("the attested certificate was not made: the front cannot start")
