@@ -206,4 +206,17 @@ def test_the_program_configures_survives_kill_9_exposes_and_restarts_exposed(
             assert time.monotonic() < deadline
             time.sleep(0.2)
     assert served.text == marker
+    assert served.headers["x-instance-pubkey"] == instance.hex(), "served by the front"
+
+    # kill -9 with the front serving: nginx goes with the service (parent-death signal), so the
+    # restarted service's front binds the same ports, with a new certificate.
+    first_key = program.client.get("/instance/state").json()["tls_spki_sha256"]
+    program.kill(signal.SIGKILL)
+    program.start()
+    state = program.client.get("/instance/state").json()
+    assert (state["state"], state["front"]) == ("exposed", "serving")
+    assert state["tls_spki_sha256"] != first_key
+    served = httpx.get(f"http://127.0.0.1:{program.workload_port}/index.html", timeout=5)
+    assert (served.text, served.headers["x-instance-pubkey"]) == (marker, instance.hex())
     assert program.kill(signal.SIGTERM) == 0
+    assert not port_open(program.workload_port) and not port_open(program.tls_port)
