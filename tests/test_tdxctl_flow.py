@@ -54,6 +54,7 @@ class Td:
     cli: Cli
     ssh_port: int
     workload_port: int
+    tls_port: int = 0
 
     @property
     def identity(self) -> str:
@@ -72,13 +73,15 @@ def td(make_stack: Callable[..., Stack], tmp_path: Path) -> Iterator[Td]:
     configured for it through the TDXCTL_* variables."""
     container = f"tdx-e2e-{secrets.token_hex(4)}"
     clear_dir = tmp_path / "run" / "clear"
-    ssh_port, workload_port = free_port(), free_port()
+    ssh_port, workload_port, tls_port = free_port(), free_port(), free_port()
     try:
         stack = make_stack(
             identity_env={
                 "SSH_LISTEN": "127.0.0.1",
                 "SSH_PORT": str(ssh_port),
                 "WORKLOAD_PORT": str(workload_port),
+                "WORKLOAD_TLS_PORT": str(tls_port),
+                "WORKLOAD_INTERNAL_PORT": str(free_port()),
                 "WORKLOAD_PUBLISH_HOST": "127.0.0.1",
                 "CLEAR_MOUNT_DIR": str(clear_dir),
                 "STORE_KEY_PATH": str(tmp_path / "td-root" / "store.key"),
@@ -93,7 +96,7 @@ def td(make_stack: Callable[..., Stack], tmp_path: Path) -> Iterator[Td]:
             "TDXCTL_TRUSTED_ROOT_CA": str(tmp_path / "sim-state" / "root_ca.pem"),
             "TDXCTL_PCCS_URL": stack.sim.url,
         }
-        yield Td(stack, Cli(env, tmp_path), ssh_port, workload_port)
+        yield Td(stack, Cli(env, tmp_path), ssh_port, workload_port, tls_port)
     finally:
         _cleanup(container, clear_dir)
 

@@ -50,6 +50,7 @@ from typing import Final
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tdx_attested_tls import (
     AttestedTlsError,
@@ -179,8 +180,10 @@ def filesystem_type(path: Path) -> int:
 
 class FrontRuntimeDir:
     """The front's private directory in TD memory. `open` makes (or reuses) it and checks it:
-    a real directory (not a symlink), owned by this process's user, mode 0700, on a tmpfs or
-    ramfs, outside `storage_path`; `FrontRuntimeDirError` (a StartupError) otherwise."""
+    a real directory (not a symlink), owned by this process's user, mode 0700, in a parent
+    owned by root or this user that nobody else can write (or a sticky one such as /dev/shm),
+    on a tmpfs or ramfs, outside `storage_path`; `FrontRuntimeDirError` (a StartupError)
+    otherwise."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -213,10 +216,12 @@ class FrontRuntimeDir:
         if not stat.S_ISDIR(info.st_mode):
             raise FrontRuntimeDirError(f"front runtime dir {path} is not a directory")
         parent = path.parent.stat()
-        if parent.st_uid not in (0, os.geteuid()) or parent.st_mode & 0o022:
+        shared = parent.st_mode & 0o022 and not parent.st_mode & stat.S_ISVTX
+        if parent.st_uid not in (0, os.geteuid()) or shared:
             raise FrontRuntimeDirError(
-                f"the parent of the front runtime dir, {path.parent}, is writable by another "
-                "user (who could swap the directory): use a private parent"
+                f"the parent of the front runtime dir, {path.parent}, is owned or writable "
+                "(without the sticky bit) by another user, who could swap the directory: use "
+                "a private parent"
             )
         if info.st_uid != os.geteuid():
             raise FrontRuntimeDirError(
@@ -390,7 +395,7 @@ class NginxFront:
         *,
         runtime: FrontRuntimeDir,
         tls_key: TlsKey,
-        instance_pubkey: bytes,
+        instance_key: Ed25519PrivateKey,
         nginx: Path | None,
         spawn: Spawn = _spawn_nginx,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -399,7 +404,8 @@ class NginxFront:
         self._settings = settings
         self._runtime = runtime
         self._key = tls_key
-        self._instance_pubkey = instance_pubkey
+        self._instance_key = instance_key
+        self._instance_pubkey = instance_key.public_key().public_bytes_raw()
         self._nginx = nginx
         self._spawn = spawn
         self._sleep = sleep
@@ -447,11 +453,12 @@ class NginxFront:
 
     def report_data(self) -> bytes:
         """The report_data the certificate's quote must carry: SHA-256 of the claims binding
-        the TLS key's SPKI and the instance public key, zero-padded."""
+        the TLS key's SPKI and the instance public key (with its signature), zero-padded."""
         return report_data_for(self._claims().encode())
 
     def _claims(self) -> Claims:
-        return claims_for(self._key.spki_der, self._instance_pubkey)
+        # The instance key signs the SPKI hash (tdx_attested_tls's instance binding).
+        return claims_for(self._key.spki_der, self._instance_key)
 
     def install_certificate(self, quote: bytes) -> None:
         """Build the self-signed certificate carrying `quote` and write the key and the
@@ -482,8 +489,8 @@ class NginxFront:
 
     async def start(self) -> None:
         """Write the configuration, start nginx and wait until it listens; then supervise
-        it. Idempotent while it serves. FrontError when it cannot start."""
-        if self._wanted and self._process is not None and self._process.returncode is None:
+        it. A no-op while it serves or restarts. FrontError when it cannot start."""
+        if self._wanted:  # serving, or the supervisor is bringing it back
             return
         if self._certificate is None:
             raise FrontError("the attested certificate was not made: the front cannot start")
