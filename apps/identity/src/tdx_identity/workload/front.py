@@ -368,18 +368,19 @@ Spawn = Callable[[Sequence[str]], Awaitable[asyncio.subprocess.Process]]
 """Starts nginx from its argv (the default: `_spawn_nginx`)."""
 
 
-def _parent_death_sigterm() -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
-
-
 async def _spawn_nginx(argv: Sequence[str]) -> asyncio.subprocess.Process:
+    # prctl is looked up here, in the parent: the child between fork and exec only calls it.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def parent_death_sigterm() -> None:  # in the child: one system call, PR_SET_PDEATHSIG
+        prctl(1, int(signal.SIGTERM), 0, 0, 0)
+
     return await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         start_new_session=True,
-        preexec_fn=_parent_death_sigterm,
+        preexec_fn=parent_death_sigterm,
     )
 
 
