@@ -23,6 +23,7 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fakes import FakeQuoteSource, FakeRegistry, FakeRtmr, FakeWorkload, make_quote
 
 from tdx_attested_tls import parse_attested_certificate, pinned_ssl_context
@@ -48,7 +49,8 @@ from tdx_identity.workload.helpers import HELPER_ROLES, installed_helpers
 from tdx_measure import EventLog, TlsKeyEvent, replay
 from tdx_quote import parse_quote
 
-PUBKEY = bytes(range(32))
+INSTANCE_KEY = Ed25519PrivateKey.generate()
+PUBKEY = INSTANCE_KEY.public_key().public_bytes_raw()
 EXT4_MAGIC = 0xEF53
 
 
@@ -368,7 +370,7 @@ async def real_front(
     settings = replace(settings, **changes)  # type: ignore[arg-type]
     runtime = FrontRuntimeDir.open(front_dir, storage_path=tmp_path / "storage")
     front = NginxFront(
-        settings, runtime=runtime, tls_key=TlsKey.generate(), instance_pubkey=PUBKEY,
+        settings, runtime=runtime, tls_key=TlsKey.generate(), instance_key=INSTANCE_KEY,
         nginx=nginx_path(),
     )  # fmt: skip
     front.install_certificate(make_quote(front.report_data()))
@@ -430,7 +432,7 @@ async def test_nginx_serves_both_ports_with_the_header_and_the_attested_certific
         with pytest.raises(FrontError, match="certificate was not made"):
             await NginxFront(
                 settings, runtime=FrontRuntimeDir(front_dir), tls_key=TlsKey.generate(),
-                instance_pubkey=PUBKEY, nginx=nginx_path(),
+                instance_key=INSTANCE_KEY, nginx=nginx_path(),
             ).start()  # fmt: skip
         await front.start()
         assert front.state is FrontState.SERVING
@@ -524,7 +526,7 @@ def test_the_certificate_is_valid_from_now_for_its_window(front_dir: Path, tmp_p
     now = datetime.datetime(2026, 12, 2, 8, 0, tzinfo=datetime.UTC)
     front = NginxFront(
         base_settings(front_dir, hostnames=("td.example", "10.0.0.5")), runtime=runtime,
-        tls_key=TlsKey.generate(), instance_pubkey=PUBKEY, nginx=None, now=lambda: now,
+        tls_key=TlsKey.generate(), instance_key=INSTANCE_KEY, nginx=None, now=lambda: now,
     )  # fmt: skip
     with pytest.raises(FrontError, match="cannot build the attested certificate"):
         front.install_certificate(make_quote(bytes(64)))

@@ -3,13 +3,13 @@ P-256 TLS key, claims binding it and the instance key, a real sim quote over the
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
 from tdx_attested_tls import (
@@ -47,11 +47,18 @@ class Made:
 
 
 class CertMaker:
-    """Makes certificates on `platform` for the instance key `instance_pubkey`."""
+    """Makes certificates on `platform` for the instance key `instance_key` (its own, fresh,
+    by default), which signs each certificate's pubkey-hash."""
 
-    def __init__(self, platform: SimPlatform, instance_pubkey: bytes | None = None) -> None:
+    def __init__(
+        self, platform: SimPlatform, instance_key: Ed25519PrivateKey | None = None
+    ) -> None:
         self.platform = platform
-        self.instance_pubkey = instance_pubkey or os.urandom(32)
+        self.instance_key = instance_key or Ed25519PrivateKey.generate()
+
+    @property
+    def instance_pubkey(self) -> bytes:
+        return self.instance_key.public_key().public_bytes_raw()
 
     def make(
         self,
@@ -61,7 +68,7 @@ class CertMaker:
         not_after: datetime | None = None,
     ) -> Made:
         key = ec.generate_private_key(ec.SECP256R1())
-        claims = claims or claims_for(spki_der_of(key), self.instance_pubkey)
+        claims = claims or claims_for(spki_der_of(key), self.instance_key)
         quote = self.platform.quote(report_data_for(claims.encode()))
         now = datetime.now(UTC)
         certificate = build_certificate(

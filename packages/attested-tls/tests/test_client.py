@@ -32,7 +32,7 @@ from tdx_attested_tls import (
 )
 from tdx_service_kit.testing import CountingTlsServer, free_port
 from tdx_sim import SimPlatform
-from tdx_verify import VerifiedQuote
+from tdx_verify import Policy, VerifiedQuote, Verifier
 
 
 @pytest.fixture
@@ -89,6 +89,22 @@ async def test_the_transport_verifies_once_per_origin(
             await client.get(f"http://127.0.0.1:{server.port}/")
     assert len(calls) == 1
     assert server.requests == ["/index.html", "/index.html"]
+
+
+async def test_the_appraiser_takes_the_callers_own_verifier(
+    server: CountingTlsServer, sim_url: str, platform: SimPlatform
+) -> None:
+    """A caller's tdx_verify Verifier with a policy the sim's MRTD does not meet."""
+    strict = Verifier(
+        root_ca_pem=platform.root_ca_pem, policy=Policy(mrtd_allowlist=frozenset({bytes(48)}))
+    )
+    async with DcapAppraiser(pccs_url=sim_url, verifier=strict) as appraiser:
+        with pytest.raises(EvidenceRefused, match="MRTD") as refused:
+            await attested_ssl_context("127.0.0.1", server.port, appraiser)
+    assert refused.value.step != "appraisal"
+    assert server.requests == []
+    with pytest.raises(ValueError, match="not both"):
+        DcapAppraiser(pccs_url=sim_url, verifier=strict, policy=Policy())
 
 
 async def test_a_quote_from_an_untrusted_root_is_refused_and_nothing_is_sent(

@@ -14,6 +14,7 @@ from atls_support import CertMaker, plain_certificate, with_extension
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tdx_attested_tls import (
     EVIDENCE_OID,
@@ -37,12 +38,17 @@ SPKI = b"\x30\x59" + bytes(89)
 
 
 def test_claims_encode_deterministically_byte_for_byte() -> None:
-    instance = bytes(range(32))
-    claims = claims_for(SPKI, instance, nonce=b"\x01\x02")
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    instance = key.public_key().public_bytes_raw()
+    claims = claims_for(SPKI, key, nonce=b"\x01\x02")
     digest = hashlib.sha256(SPKI).digest()
     entry = b"\x82\x01\x58\x20" + digest  # [1, bstr(32)]
+    # The instance key signs the domain, the hash algorithm's id byte, then H(SPKI).
+    message = b"tdx-attested-tls/instance-binding/v1\n" + b"\x01" + digest
+    signature = key.sign(message)  # ed25519 is deterministic
+    key.public_key().verify(claims.instance_signature or b"", message)
     expected = (
-        b"\xa3"  # map(3), keys in RFC 8949 deterministic order (shorter encoding first)
+        b"\xa4"  # map(4), keys in RFC 8949 deterministic order (shorter encoding first)
         + b"\x65nonce"
         + b"\x42\x01\x02"
         + b"\x6bpubkey-hash"
@@ -51,9 +57,13 @@ def test_claims_encode_deterministically_byte_for_byte() -> None:
         + b"\x73tdx-instance-pubkey"
         + b"\x58\x20"
         + instance
+        + b"\x76tdx-instance-signature"
+        + b"\x58\x40"
+        + signature
     )
     assert claims.encode() == expected
     assert Claims.decode(expected) == claims
+    claims.check_instance_binding()
     assert report_data_for(expected) == hashlib.sha256(expected).digest() + bytes(32)
 
 
@@ -90,13 +100,17 @@ def test_the_maker_certificate_parses_back_and_an_independent_decoder_agrees(
     assert isinstance(tagged, cbor2.CBORTag) and tagged.tag == 60000
     quote, claims_buffer = tagged.value
     claims = cbor2.loads(claims_buffer)
-    assert set(claims) == {"pubkey-hash", "tdx-instance-pubkey"}
+    assert set(claims) == {"pubkey-hash", "tdx-instance-pubkey", "tdx-instance-signature"}
     assert claims["tdx-instance-pubkey"] == maker.instance_pubkey
     alg, digest = cbor2.loads(claims["pubkey-hash"])
     spki = cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     assert (alg, digest) == (1, hashlib.sha256(spki).digest())
+    maker.instance_key.public_key().verify(
+        claims["tdx-instance-signature"],
+        b"tdx-attested-tls/instance-binding/v1\n" + bytes([alg]) + digest,
+    )
     report_data = parse_quote(quote).body.report_data
     assert report_data == hashlib.sha256(claims_buffer).digest() + bytes(32)
 
@@ -134,6 +148,33 @@ def test_a_plain_self_signed_certificate_is_refused() -> None:
 def test_not_a_certificate_is_refused() -> None:
     with pytest.raises(CertificateFormatError, match=r"not a DER X\.509 certificate"):
         parse_attested_certificate(b"\x30\x03\x02\x01\x00")
+
+
+def test_a_repeated_evidence_extension_is_refused(maker: CertMaker) -> None:
+    """Two evidence extensions: which one would a verifier read? Refused outright."""
+    made = maker.make()
+    good = parse_attested_certificate(made.der)
+    evidence = encode_evidence(good.quote, good.claims_buffer)
+    name = made.certificate.subject
+    neighbour = x509.ObjectIdentifier("2.23.133.5.4.8")
+    twice = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(made.key.public_key())
+        .serial_number(1)
+        .not_valid_before(made.certificate.not_valid_before_utc)
+        .not_valid_after(made.certificate.not_valid_after_utc)
+        .add_extension(x509.UnrecognizedExtension(EVIDENCE_OID, evidence), critical=False)
+        .add_extension(x509.UnrecognizedExtension(neighbour, evidence), critical=False)
+        .sign(made.key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.DER)
+    )
+    oid_of = bytes.fromhex("0606678105050408")  # DER of 2.23.133.5.4.8, same length
+    assert twice.count(oid_of) == 1
+    der = twice.replace(oid_of, bytes.fromhex("0606678105050409"))
+    with pytest.raises(CertificateFormatError, match=r"repeats extension"):
+        parse_attested_certificate(der)
 
 
 def test_a_critical_evidence_extension_is_refused(maker: CertMaker) -> None:
@@ -189,6 +230,23 @@ def _garbage_values(quote: bytes, good_claims: bytes) -> list[tuple[bytes, str]]
             tagged(quote, cbor2.dumps({"pubkey-hash": entry, "tdx-instance-pubkey": bytes(31)})),
             "instance public key is 32 bytes",
         ),
+        (
+            tagged(quote, cbor2.dumps({"pubkey-hash": entry, "tdx-instance-signature": b"x"})),
+            "instance signature without an instance public key",
+        ),
+        (
+            tagged(
+                quote,
+                cbor2.dumps(
+                    {
+                        "pubkey-hash": entry,
+                        "tdx-instance-pubkey": bytes(32),
+                        "tdx-instance-signature": bytes(63),
+                    }
+                ),
+            ),
+            "instance signature is 64 bytes",
+        ),
     ]
 
 
@@ -210,9 +268,63 @@ def test_claims_binding_another_key_are_refused(maker: CertMaker) -> None:
         parse_attested_certificate(with_extension(other, stolen).der)
 
 
+def _evidence_for(maker: CertMaker, key: ec.EllipticCurvePrivateKey, claims: Claims) -> bytes:
+    """Genuine evidence for `claims`: the platform's quote commits to them."""
+    return encode_evidence(maker.platform.quote(report_data_for(claims.encode())), claims.encode())
+
+
+def test_an_instance_claim_without_a_signature_is_refused(maker: CertMaker) -> None:
+    """Another TD of the same image on the same platform names a registered instance key it
+    does not hold: the quote is genuine and commits to the claims, but nothing is signed."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    signed = claims_for(spki_der_of(key), maker.instance_key)
+    unsigned = Claims(signed.hash_alg, signed.pubkey_hash, instance_pubkey=maker.instance_pubkey)
+    with pytest.raises(BindingError, match='no "tdx-instance-signature"'):
+        parse_attested_certificate(with_extension(key, _evidence_for(maker, key, unsigned)).der)
+
+
+def test_an_instance_signature_by_another_key_is_refused(maker: CertMaker) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    own = claims_for(spki_der_of(key), Ed25519PrivateKey.generate())
+    claimed = Claims(
+        own.hash_alg,
+        own.pubkey_hash,
+        instance_pubkey=maker.instance_pubkey,
+        instance_signature=own.instance_signature,
+    )
+    with pytest.raises(BindingError, match="signature does not verify"):
+        parse_attested_certificate(with_extension(key, _evidence_for(maker, key, claimed)).der)
+
+
+def test_an_instance_signature_over_another_spki_is_refused(maker: CertMaker) -> None:
+    """The instance key's genuine signature, made for another TLS key, copied to this one."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    other = claims_for(spki_der_of(ec.generate_private_key(ec.SECP256R1())), maker.instance_key)
+    mine = claims_for(spki_der_of(key), None)
+    moved = Claims(
+        mine.hash_alg,
+        mine.pubkey_hash,
+        instance_pubkey=maker.instance_pubkey,
+        instance_signature=other.instance_signature,
+    )
+    with pytest.raises(BindingError, match="signature does not verify"):
+        parse_attested_certificate(with_extension(key, _evidence_for(maker, key, moved)).der)
+    # A signature over the same hash under another algorithm id does not verify either.
+    sha384 = claims_for(spki_der_of(key), maker.instance_key, hash_alg=HashAlg.SHA384)
+    assert sha384.instance_signature is not None
+    relabelled = Claims(
+        HashAlg.SHA256,
+        mine.pubkey_hash,
+        instance_pubkey=maker.instance_pubkey,
+        instance_signature=sha384.instance_signature,
+    )
+    with pytest.raises(BindingError, match="signature does not verify"):
+        relabelled.check_instance_binding()
+
+
 def test_a_quote_for_other_claims_is_refused(maker: CertMaker) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    claims = claims_for(spki_der_of(key), maker.instance_pubkey)
+    claims = claims_for(spki_der_of(key), maker.instance_key)
     quote = maker.platform.quote(report_data_for(claims.encode() + b"x"))
     value = encode_evidence(quote, claims.encode())
     with pytest.raises(BindingError, match="quote was made for other claims"):
@@ -273,7 +385,7 @@ def test_validity_window(maker: CertMaker) -> None:
 
 def test_the_maker_refuses_what_would_not_verify(maker: CertMaker) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    claims = claims_for(spki_der_of(key), maker.instance_pubkey)
+    claims = claims_for(spki_der_of(key), maker.instance_key)
     quote = maker.platform.quote(report_data_for(claims.encode()))
     now = datetime.now(UTC)
     later = now + timedelta(hours=1)
@@ -286,6 +398,12 @@ def test_the_maker_refuses_what_would_not_verify(maker: CertMaker) -> None:
     with pytest.raises(BindingError, match="report_data"):
         build_certificate(
             key, claims, wrong, hostnames=["localhost"], not_before=now, not_after=later
+        )
+    unsigned = Claims(claims.hash_alg, claims.pubkey_hash, instance_pubkey=maker.instance_pubkey)
+    unsigned_quote = maker.platform.quote(report_data_for(unsigned.encode()))
+    with pytest.raises(BindingError, match='no "tdx-instance-signature"'):
+        build_certificate(
+            key, unsigned, unsigned_quote, hostnames=["x"], not_before=now, not_after=later
         )
     with pytest.raises(ValueError, match="P-256"):
         build_certificate(

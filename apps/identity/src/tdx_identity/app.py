@@ -172,7 +172,7 @@ def create_app(
         front_settings(settings),
         runtime=front_runtime,
         tls_key=TlsKey.generate(),
-        instance_pubkey=public_key_bytes(instance_key),
+        instance_key=instance_key,
         nginx=nginx,
     )
     store = StateStore.open(settings.storage_path)

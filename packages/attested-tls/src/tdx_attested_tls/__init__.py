@@ -2,7 +2,7 @@
 conceptual message wrapper, X.509 extension 2.23.133.5.4.9, CBOR tag 60000).
 
 In the TD (maker):
-    claims = claims_for(spki_der_of(tls_key), instance_pubkey)
+    claims = claims_for(spki_der_of(tls_key), instance_key)   # instance_key: Ed25519PrivateKey
     quote = <the TD's quote over report_data_for(claims.encode())>
     cert = build_certificate(tls_key, claims, quote, hostnames=[...], not_before=..., not_after=...)
 
@@ -24,7 +24,9 @@ from tdx_attested_tls._certificate import (
 )
 from tdx_attested_tls._claims import (
     EVIDENCE_CBOR_TAG,
+    INSTANCE_BINDING_DOMAIN,
     INSTANCE_PUBKEY_CLAIM,
+    INSTANCE_SIGNATURE_CLAIM,
     NONCE_CLAIM,
     PUBKEY_HASH_CLAIM,
     Claims,
@@ -32,6 +34,7 @@ from tdx_attested_tls._claims import (
     claims_for,
     decode_evidence,
     encode_evidence,
+    instance_binding_message,
     report_data_for,
 )
 from tdx_attested_tls._client import (
@@ -58,7 +61,9 @@ from tdx_attested_tls._errors import (
 __all__ = [
     "EVIDENCE_CBOR_TAG",
     "EVIDENCE_OID",
+    "INSTANCE_BINDING_DOMAIN",
     "INSTANCE_PUBKEY_CLAIM",
+    "INSTANCE_SIGNATURE_CLAIM",
     "NONCE_CLAIM",
     "PUBKEY_HASH_CLAIM",
     "Appraiser",
@@ -84,6 +89,7 @@ __all__ = [
     "decode_evidence",
     "encode_evidence",
     "fetch_peer_certificate",
+    "instance_binding_message",
     "is_pin_mismatch",
     "parse_attested_certificate",
     "pinned_ssl_context",

@@ -39,8 +39,9 @@ def _utc_now() -> datetime:
 
 class DcapAppraiser:
     """Full DCAP verification of the certificate's quote with the caller's root CA (None:
-    Intel's SGX Root CA), PCCS and policy; returns the `VerifiedQuote`. Use as `async with`
-    (it owns its PCCS client)."""
+    Intel's SGX Root CA), PCCS and policy, or with the caller's own tdx_verify `verifier`
+    (then `root_ca_pem` and `policy` must be None); returns the `VerifiedQuote`. Use as
+    `async with` (it owns its PCCS client)."""
 
     def __init__(
         self,
@@ -48,10 +49,14 @@ class DcapAppraiser:
         pccs_url: str,
         root_ca_pem: bytes | None = None,
         policy: Policy | None = None,
+        verifier: Verifier | None = None,
         clock: Callable[[], datetime] = _utc_now,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        verifier = Verifier(root_ca_pem=root_ca_pem, policy=policy or Policy())
+        if verifier is not None and (root_ca_pem is not None or policy is not None):
+            raise ValueError("give either a Verifier or its root_ca_pem and policy, not both")
+        if verifier is None:
+            verifier = Verifier(root_ca_pem=root_ca_pem, policy=policy or Policy())
         self._pccs = PccsClient(pccs_url, transport=transport)
         self._cache = CollateralCache(self._pccs, verifier)
         self._clock = clock

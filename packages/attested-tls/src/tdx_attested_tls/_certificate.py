@@ -70,9 +70,9 @@ def build_certificate(
 ) -> x509.Certificate:
     """A self-signed certificate of `tls_key` (EC P-256) carrying `quote` and `claims` in the
     non-critical extension 2.23.133.5.4.9. Refuses (`BindingError`) claims that do not bind the
-    key and a quote whose report_data is not `report_data_for(claims.encode())`; `ValueError`
-    for another curve, no hostname, or an empty validity window. `not_before`/`not_after`
-    must be timezone-aware."""
+    key, an instance claim without the instance key's valid signature, and a quote whose
+    report_data is not `report_data_for(claims.encode())`; `ValueError` for another curve, no
+    hostname, or an empty validity window. `not_before`/`not_after` must be timezone-aware."""
     if not isinstance(tls_key.curve, ec.SECP256R1):
         raise ValueError("the TLS key must be EC P-256")
     if not hostnames:
@@ -82,6 +82,7 @@ def build_certificate(
     spki = spki_der_of(tls_key)
     if not claims.binds(spki):
         raise BindingError("the claims bind another public key than the TLS key's")
+    claims.check_instance_binding()
     buffer = claims.encode()
     try:
         report_data = parse_quote(quote).body.report_data
@@ -198,16 +199,22 @@ def parse_attested_certificate(der: bytes) -> AttestedCertificate:
     X.509 certificate; (2) it carries exactly one extension 2.23.133.5.4.9, non-critical;
     (3) its value is CBOR tag 60000 [quote, claims-buffer] and the claims parse; (4) the
     claims' pubkey-hash is the hash of the certificate's own SubjectPublicKeyInfo bytes;
-    (5) the quote parses and its report_data is SHA-256(claims-buffer) || 32 zero bytes;
-    (6) it is self-signed by that key. Does NOT verify the quote (see `DcapAppraiser`) nor the
+    (5) an instance claim carries the instance key's valid signature over that pubkey-hash;
+    (6) the quote parses and its report_data is SHA-256(claims-buffer) || 32 zero bytes;
+    (7) it is self-signed by that key. Does NOT verify the quote (see `DcapAppraiser`) nor the
     validity window (see `check_validity`)."""
     if len(der) > MAX_CERTIFICATE_SIZE:
         raise CertificateFormatError(f"the certificate exceeds {MAX_CERTIFICATE_SIZE} bytes")
     try:
         cert = x509.load_der_x509_certificate(der)
-        extensions = cert.extensions
     except ValueError as exc:
         raise CertificateFormatError(f"not a DER X.509 certificate: {exc}") from None
+    try:
+        extensions = cert.extensions
+    except x509.DuplicateExtension as exc:
+        raise CertificateFormatError(f"the certificate repeats extension {exc.oid}") from None
+    except (ValueError, x509.UnsupportedGeneralNameType) as exc:
+        raise CertificateFormatError(f"the certificate's extensions are malformed: {exc}") from None
     found = [ext for ext in extensions if ext.oid == EVIDENCE_OID]
     if not found:
         raise CertificateFormatError(
@@ -231,6 +238,7 @@ def parse_attested_certificate(der: bytes) -> AttestedCertificate:
             "the claims' pubkey-hash is not the hash of this certificate's public key: "
             "the evidence was made for another key"
         )
+    claims.check_instance_binding()
     try:
         report_data = parse_quote(quote).body.report_data
     except QuoteFormatError as exc:

@@ -3,8 +3,15 @@ the CCC interoperable RA-TLS documents define it) and its claims buffer, in CBOR
 
 evidence      = #6.60000([quote: bstr, claims-buffer: bstr])
 claims-buffer = bstr .cbor {"pubkey-hash": bstr .cbor [hash-alg-id: uint, hash: bstr],
-                            ? "nonce": bstr, ? "tdx-instance-pubkey": bstr .size 32}
+                            ? "nonce": bstr,
+                            ? ("tdx-instance-pubkey": bstr .size 32,
+                               "tdx-instance-signature": bstr .size 64)}
 report_data   = SHA-256(claims-buffer) || 32 zero bytes
+tdx-instance-signature = Ed25519(instance key, "tdx-attested-tls/instance-binding/v1\n"
+                                               || hash-alg-id (1 byte) || hash)
+
+The instance key's signature proves that the TD holding the registered instance key made this
+TLS key's claims; the quote alone only proves what some TD of that image says about itself.
 
 Encoding is deterministic (RFC 8949 core deterministic: shortest lengths, definite lengths,
 map keys sorted by their encoding). Decoding is strict: nothing may follow an item, maps and
@@ -21,12 +28,16 @@ from enum import IntEnum
 from typing import Final
 
 import cbor2
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from tdx_attested_tls._errors import CertificateFormatError
+from tdx_attested_tls._errors import BindingError, CertificateFormatError
 
 __all__ = [
     "EVIDENCE_CBOR_TAG",
+    "INSTANCE_BINDING_DOMAIN",
     "INSTANCE_PUBKEY_CLAIM",
+    "INSTANCE_SIGNATURE_CLAIM",
     "NONCE_CLAIM",
     "PUBKEY_HASH_CLAIM",
     "Claims",
@@ -34,6 +45,7 @@ __all__ = [
     "claims_for",
     "decode_evidence",
     "encode_evidence",
+    "instance_binding_message",
     "report_data_for",
 ]
 
@@ -41,7 +53,10 @@ EVIDENCE_CBOR_TAG: Final = 60000
 PUBKEY_HASH_CLAIM: Final = "pubkey-hash"
 NONCE_CLAIM: Final = "nonce"
 INSTANCE_PUBKEY_CLAIM: Final = "tdx-instance-pubkey"
+INSTANCE_SIGNATURE_CLAIM: Final = "tdx-instance-signature"
+INSTANCE_BINDING_DOMAIN: Final = b"tdx-attested-tls/instance-binding/v1\n"
 INSTANCE_PUBKEY_SIZE: Final = 32
+INSTANCE_SIGNATURE_SIZE: Final = 64
 MAX_NONCE_SIZE: Final = 64
 
 
@@ -107,15 +122,25 @@ def _definite_count(data: bytes, major: int, what: str) -> int:
     return int.from_bytes(data[1 : 1 + width], "big")
 
 
+def instance_binding_message(hash_alg: HashAlg, pubkey_hash: bytes) -> bytes:
+    """What the instance key signs: the domain, the hash algorithm's id (one byte), then the
+    hash of the TLS key's SubjectPublicKeyInfo."""
+    return INSTANCE_BINDING_DOMAIN + bytes([int(hash_alg)]) + pubkey_hash
+
+
 @dataclass(frozen=True)
 class Claims:
     """The claims of one certificate: the hash of its SubjectPublicKeyInfo under `hash_alg`,
-    and optionally a nonce and the TD's instance public key (32 bytes, ed25519)."""
+    and optionally a nonce and the TD's instance public key (32 bytes, ed25519) with its
+    signature over `instance_binding_message(hash_alg, pubkey_hash)` (64 bytes). A value may
+    carry a wrong or missing signature (it is what a certificate says);
+    `check_instance_binding` is the check."""
 
     hash_alg: HashAlg
     pubkey_hash: bytes
     instance_pubkey: bytes | None = None
     nonce: bytes | None = None
+    instance_signature: bytes | None = None
 
     def __post_init__(self) -> None:
         if len(self.pubkey_hash) != HashAlg(self.hash_alg).size:
@@ -127,6 +152,33 @@ class Claims:
             raise ValueError(f"the instance public key is {INSTANCE_PUBKEY_SIZE} bytes")
         if self.nonce is not None and not 1 <= len(self.nonce) <= MAX_NONCE_SIZE:
             raise ValueError(f"a nonce is 1 to {MAX_NONCE_SIZE} bytes")
+        if self.instance_signature is not None:
+            if self.instance_pubkey is None:
+                raise ValueError("an instance signature without an instance public key")
+            if len(self.instance_signature) != INSTANCE_SIGNATURE_SIZE:
+                raise ValueError(f"the instance signature is {INSTANCE_SIGNATURE_SIZE} bytes")
+
+    def check_instance_binding(self) -> None:
+        """`BindingError` unless the instance claim, when there is one, carries the instance
+        key's valid signature over this pubkey-hash (then the instance key's holder made these
+        claims for this TLS key). Claims naming no instance pass: they claim nothing of it."""
+        if self.instance_pubkey is None:
+            return
+        if self.instance_signature is None:
+            raise BindingError(
+                'the claims name an instance key but carry no "tdx-instance-signature": '
+                "nothing proves the instance key's holder made them"
+            )
+        message = instance_binding_message(self.hash_alg, self.pubkey_hash)
+        try:
+            Ed25519PublicKey.from_public_bytes(self.instance_pubkey).verify(
+                self.instance_signature, message
+            )
+        except (InvalidSignature, ValueError):
+            raise BindingError(
+                "the instance key's signature does not verify over this certificate's "
+                "pubkey-hash: the instance key's holder did not make these claims"
+            ) from None
 
     def binds(self, spki_der: bytes) -> bool:
         """Whether `pubkey-hash` is the hash of `spki_der` (constant time)."""
@@ -140,6 +192,8 @@ class Claims:
             claims[NONCE_CLAIM] = self.nonce
         if self.instance_pubkey is not None:
             claims[INSTANCE_PUBKEY_CLAIM] = self.instance_pubkey
+        if self.instance_signature is not None:
+            claims[INSTANCE_SIGNATURE_CLAIM] = self.instance_signature
         return _dumps(claims)
 
     @classmethod
@@ -158,8 +212,15 @@ class Claims:
         hash_alg, pubkey_hash = _hash_entry(entry)
         nonce = _optional_bytes(claims, NONCE_CLAIM)
         instance_pubkey = _optional_bytes(claims, INSTANCE_PUBKEY_CLAIM)
+        signature = _optional_bytes(claims, INSTANCE_SIGNATURE_CLAIM)
         try:
-            return cls(hash_alg, pubkey_hash, instance_pubkey=instance_pubkey, nonce=nonce)
+            return cls(
+                hash_alg,
+                pubkey_hash,
+                instance_pubkey=instance_pubkey,
+                nonce=nonce,
+                instance_signature=signature,
+            )
         except ValueError as exc:
             raise CertificateFormatError(f"the claims are malformed: {exc}") from None
 
@@ -193,14 +254,25 @@ def _hash_entry(entry: bytes) -> tuple[HashAlg, bytes]:
 
 def claims_for(
     spki_der: bytes,
-    instance_pubkey: bytes | None,
+    instance_key: Ed25519PrivateKey | None,
     *,
     hash_alg: HashAlg = HashAlg.SHA256,
     nonce: bytes | None = None,
 ) -> Claims:
     """The claims binding `spki_der` (the DER SubjectPublicKeyInfo of the TLS key) and the TD's
-    `instance_pubkey`."""
-    return Claims(hash_alg, hash_alg.digest(spki_der), instance_pubkey=instance_pubkey, nonce=nonce)
+    instance key: its public key, and its signature over
+    `instance_binding_message(hash_alg, H(spki_der))`. `None`: claims naming no instance
+    (plain RA-TLS, as Gramine makes it)."""
+    pubkey_hash = hash_alg.digest(spki_der)
+    if instance_key is None:
+        return Claims(hash_alg, pubkey_hash, nonce=nonce)
+    return Claims(
+        hash_alg,
+        pubkey_hash,
+        instance_pubkey=instance_key.public_key().public_bytes_raw(),
+        nonce=nonce,
+        instance_signature=instance_key.sign(instance_binding_message(hash_alg, pubkey_hash)),
+    )
 
 
 def report_data_for(claims_buffer: bytes) -> bytes:

@@ -4,7 +4,8 @@ to show: it never carries a secret.
 AttestedTlsError
 ├── CertificateFormatError  not a certificate, no evidence extension, a critical one, bad CBOR,
 │                           wrong tag or structure, an unparsable quote, a bad self-signature
-├── BindingError            the claims do not bind the certificate's key, or the quote's
+├── BindingError            the claims do not bind the certificate's key, an instance claim
+│                           has no or a wrong instance-key signature, or the quote's
 │                           report_data is not SHA-256(claims-buffer) zero-padded
 ├── ValidityError           outside notBefore..notAfter
 │   ├── CertificateExpired
@@ -42,8 +43,9 @@ class CertificateFormatError(AttestedTlsError):
 
 
 class BindingError(AttestedTlsError):
-    """The claims do not bind the certificate's SubjectPublicKeyInfo, or the quote does not
-    commit to the claims."""
+    """The claims do not bind the certificate's SubjectPublicKeyInfo, their instance claim
+    lacks the instance key's valid signature over it, or the quote does not commit to the
+    claims."""
 
 
 class ValidityError(AttestedTlsError):

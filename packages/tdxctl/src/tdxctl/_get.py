@@ -2,12 +2,18 @@
 verified (tdx-attested-tls) under the caller's own trust:
 
 (1) the certificate parses, carries the evidence extension, its claims bind its key and name
-an instance key, and the quote commits to the claims; it is within its validity window;
-(2) full DCAP of the certificate's quote with the caller's root, PCCS and policy;
+an instance key whose signature over the claims' pubkey-hash verifies (the TD holding the
+registered instance key made this TLS key's claims), and the quote commits to the claims; it
+is within its validity window;
+(2) full DCAP of the certificate's quote with the caller's root, PCCS and policy (TCB status,
+debug TD refused unless the caller's flags allow them);
 (3) the registry holds a record of the claimed instance and it verifies as `tdxctl verify`
-verifies it (v2 binding, identities, DCAP, event log, expected operator/owner);
-(4) the certificate's quote comes from the same platform (PPID) and the same TD image (MRTD)
-as the record's.
+verifies it (v2 binding, identities, DCAP under the same policy, event log, expected
+operator/owner);
+(4) the certificate's quote comes from the same platform (PPID), the same TD image (MRTD) and
+the same boot chain (RTMR0: firmware and TD configuration, RTMR1: kernel and boot loader,
+RTMR2: kernel command line and initrd) as the record's. RTMR3 is not compared: the TD extends
+it at run time, after its registration.
 The request then goes over a TLS context that trusts exactly the verified certificate."""
 
 from __future__ import annotations
@@ -90,6 +96,9 @@ class PeerFacts:
                 "advisory_ids": list(quote.advisory_ids),
                 "mr_td": quote.mr_td.hex(),
                 "ppid": quote.ppid.value.hex(),
+                "rtmr0": quote.quote.body.rtmr0.hex(),
+                "rtmr1": quote.quote.body.rtmr1.hex(),
+                "rtmr2": quote.quote.body.rtmr2.hex(),
                 "rtmr3": quote.quote.body.rtmr3.hex(),
                 "verified_at": quote.verified_at.isoformat(),
             },
@@ -159,6 +168,17 @@ class RegistryAppraiser:
             )
         if not hmac.compare_digest(verified.mr_td, facts.mr_td):
             raise BindingMismatch("the certificate's quote has another MRTD than the record's")
+        body = verified.quote.body
+        for name, ours, theirs in (
+            ("RTMR0", body.rtmr0, facts.rtmr0),
+            ("RTMR1", body.rtmr1, facts.rtmr1),
+            ("RTMR2", body.rtmr2, facts.rtmr2),
+        ):
+            if not hmac.compare_digest(ours, theirs):
+                raise BindingMismatch(
+                    f"the certificate's quote has another {name} than the record's: "
+                    "another boot chain than the registered TD's"
+                )
         return PeerFacts(record=facts, certificate_quote=verified)
 
 
@@ -183,10 +203,9 @@ async def attested_get(
     appraiser: RegistryAppraiser,
     *,
     timeout: float = DEFAULT_GET_TIMEOUT,  # noqa: ASYNC109 (httpx's and the probe's)
-    transport: AttestedTransport[PeerFacts] | None = None,
 ) -> GetResult:
     """Verify `target`'s origin with `appraiser`, then GET it over the pinned context."""
-    attested = transport or AttestedTransport(appraiser, timeout=timeout)
+    attested = AttestedTransport(appraiser, timeout=timeout)
     try:
         async with httpx.AsyncClient(transport=attested, timeout=timeout) as client:
             async with client.stream("GET", target.url) as response:

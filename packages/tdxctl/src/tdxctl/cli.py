@@ -396,9 +396,10 @@ def build_parser(defaults: Defaults) -> argparse.ArgumentParser:
         parents=[output, trust],
         help="GET a URL of an attested TD's TLS front, verifying its certificate first",
         description="Fetch the server's certificate without sending anything, verify it (the "
-        "evidence extension binds the TLS key and names the instance; full DCAP of its quote "
-        "with your trust root; the instance's registry record verifies as `tdxctl verify` "
-        "does, on the same platform and MRTD; --expect-owner/--expect-operator), then send "
+        "evidence extension binds the TLS key and names the instance, whose key signed it; full "
+        "DCAP of its quote with your trust root; the instance's registry record verifies as "
+        "`tdxctl verify` does, on the same platform, MRTD and RTMR0-2; "
+        "--expect-owner/--expect-operator), then send "
         "the GET over a connection that trusts exactly that certificate and print the body "
         "(--json: status, headers, body). Exit 1 naming the failed check, or when the answer "
         "is 4xx/5xx.",

@@ -50,10 +50,10 @@ from typing import Final
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tdx_attested_tls import (
     AttestedTlsError,
-    Claims,
     build_certificate,
     claims_for,
     report_data_for,
@@ -395,7 +395,7 @@ class NginxFront:
         *,
         runtime: FrontRuntimeDir,
         tls_key: TlsKey,
-        instance_pubkey: bytes,
+        instance_key: Ed25519PrivateKey,
         nginx: Path | None,
         spawn: Spawn = _spawn_nginx,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -404,7 +404,10 @@ class NginxFront:
         self._settings = settings
         self._runtime = runtime
         self._key = tls_key
-        self._instance_pubkey = instance_pubkey
+        self._instance_pubkey = instance_key.public_key().public_bytes_raw()
+        # The claims: the TLS key's SPKI hash, the instance public key and the instance key's
+        # signature binding the two (made once: the key is only used for that here).
+        self._claims = claims_for(tls_key.spki_der, instance_key)
         self._nginx = nginx
         self._spawn = spawn
         self._sleep = sleep
@@ -452,11 +455,8 @@ class NginxFront:
 
     def report_data(self) -> bytes:
         """The report_data the certificate's quote must carry: SHA-256 of the claims binding
-        the TLS key's SPKI and the instance public key, zero-padded."""
-        return report_data_for(self._claims().encode())
-
-    def _claims(self) -> Claims:
-        return claims_for(self._key.spki_der, self._instance_pubkey)
+        the TLS key's SPKI and the instance key (its public key and signature), zero-padded."""
+        return report_data_for(self._claims.encode())
 
     def install_certificate(self, quote: bytes) -> None:
         """Build the self-signed certificate carrying `quote` and write the key and the
@@ -465,7 +465,7 @@ class NginxFront:
         try:
             certificate = build_certificate(
                 self._key.private_key,
-                self._claims(),
+                self._claims,
                 quote,
                 hostnames=self._settings.hostnames,
                 not_before=now - _CLOCK_SKEW,
