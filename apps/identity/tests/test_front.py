@@ -24,10 +24,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fakes import make_quote
+from fakes import FakeQuoteSource, FakeRegistry, FakeRtmr, FakeWorkload, make_quote
 
 from tdx_attested_tls import parse_attested_certificate, pinned_ssl_context
-from tdx_identity import Settings
+from tdx_identity import Settings, StartupError, create_app
 from tdx_identity.app import front_settings
 from tdx_identity.exceptions import FrontError, FrontRuntimeDirError
 from tdx_identity.settings import parse_settings
@@ -49,7 +49,7 @@ from tdx_identity.workload.helpers import HELPER_ROLES, installed_helpers
 from tdx_measure import EventLog, TlsKeyEvent, replay
 from tdx_quote import parse_quote
 
-INSTANCE_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+INSTANCE_KEY = Ed25519PrivateKey.generate()
 PUBKEY = INSTANCE_KEY.public_key().public_bytes_raw()
 EXT4_MAGIC = 0xEF53
 
@@ -540,3 +540,18 @@ def test_the_certificate_is_valid_from_now_for_its_window(front_dir: Path, tmp_p
     assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
     with pytest.raises(FrontError, match="nginx is not installed"):
         front.argv()
+
+
+async def test_a_certificate_quote_for_other_report_data_stops_the_start(
+    settings: Settings, quotes: FakeQuoteSource, registry: FakeRegistry, rtmr: FakeRtmr
+) -> None:
+    quotes.wrong_report_data = True
+    app = create_app(
+        settings, quote_source=quotes, registry=registry, workload=FakeWorkload(), rtmr_device=rtmr
+    )
+    service = app.ctx.service
+    with pytest.raises(StartupError, match="cannot get the TLS certificate's quote"):
+        await service.prepare()
+    log = EventLog.from_json(service.event_log_json().encode())
+    assert isinstance(log.events[-1], TlsKeyEvent), "the key was measured before the quote"
+    assert app.ctx.front.certificate is None

@@ -42,8 +42,8 @@ from tdxctl._flows import (
     fresh_attestation,
     register_operator,
 )
-from tdxctl._kbs import KbsAdmin
 from tdxctl._get import GetResult, GetTarget, PeerFacts, RegistryAppraiser, attested_get
+from tdxctl._kbs import KbsAdmin
 from tdxctl._keys import generate_key_file, load_private_key, public_key_bytes
 from tdxctl._ssh import DEFAULT_SSH_PORT, known_hosts_line, run_pinned_ssh, ssh_argv
 from tdxctl._verify import (

@@ -54,7 +54,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tdx_attested_tls import (
     AttestedTlsError,
-    Claims,
     build_certificate,
     claims_for,
     report_data_for,
@@ -369,18 +368,19 @@ Spawn = Callable[[Sequence[str]], Awaitable[asyncio.subprocess.Process]]
 """Starts nginx from its argv (the default: `_spawn_nginx`)."""
 
 
-def _parent_death_sigterm() -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
-
-
 async def _spawn_nginx(argv: Sequence[str]) -> asyncio.subprocess.Process:
+    # prctl is looked up here, in the parent: the child between fork and exec only calls it.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def parent_death_sigterm() -> None:  # in the child: one system call, PR_SET_PDEATHSIG
+        prctl(1, int(signal.SIGTERM), 0, 0, 0)
+
     return await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         start_new_session=True,
-        preexec_fn=_parent_death_sigterm,
+        preexec_fn=parent_death_sigterm,
     )
 
 
@@ -404,8 +404,10 @@ class NginxFront:
         self._settings = settings
         self._runtime = runtime
         self._key = tls_key
-        self._instance_key = instance_key
         self._instance_pubkey = instance_key.public_key().public_bytes_raw()
+        # The claims: the TLS key's SPKI hash, the instance public key and the instance key's
+        # signature binding the two (made once: the key is only used for that here).
+        self._claims = claims_for(tls_key.spki_der, instance_key)
         self._nginx = nginx
         self._spawn = spawn
         self._sleep = sleep
@@ -453,12 +455,8 @@ class NginxFront:
 
     def report_data(self) -> bytes:
         """The report_data the certificate's quote must carry: SHA-256 of the claims binding
-        the TLS key's SPKI and the instance public key (with its signature), zero-padded."""
-        return report_data_for(self._claims().encode())
-
-    def _claims(self) -> Claims:
-        # The instance key signs the SPKI hash (tdx_attested_tls's instance binding).
-        return claims_for(self._key.spki_der, self._instance_key)
+        the TLS key's SPKI and the instance key (its public key and signature), zero-padded."""
+        return report_data_for(self._claims.encode())
 
     def install_certificate(self, quote: bytes) -> None:
         """Build the self-signed certificate carrying `quote` and write the key and the
@@ -467,7 +465,7 @@ class NginxFront:
         try:
             certificate = build_certificate(
                 self._key.private_key,
-                self._claims(),
+                self._claims,
                 quote,
                 hostnames=self._settings.hostnames,
                 not_before=now - _CLOCK_SKEW,
