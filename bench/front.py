@@ -253,14 +253,18 @@ def main() -> int:
         f"wrk -t1 -c{args.connections} -d{args.seconds:.0f}s, GET of {args.body_bytes} bytes, "
         f"median of {args.rounds}; the container: busybox httpd (one connection per request)"
     )
-    print(f"{'path':30} {'req/s':>10} {'ratio':>7} {'target':>8}")
+    print(f"{'path':30} {'req/s':>10} {'min..max':>13} {'ratio':>7} {'target':>8}")
     for name, value in medians.items():
+        spread = f"{min(rates[name]):.0f}..{max(rates[name]):.0f}"
         target = TARGETS.get(name)
         if target is None:
-            print(f"{name:30} {value:10.0f} {'1.00x':>7} {'baseline':>8}")
+            print(f"{name:30} {value:10.0f} {spread:>13} {'1.00x':>7} {'baseline':>8}")
             continue
         mark = "" if value / base >= target else "  (below target)"
-        print(f"{name:30} {value:10.0f} {value / base:6.2f}x {'>=' + str(target) + 'x':>8}{mark}")
+        print(
+            f"{name:30} {value:10.0f} {spread:>13} {value / base:6.2f}x "
+            f"{'>=' + str(target) + 'x':>8}{mark}"
+        )
     return 0
 
 
