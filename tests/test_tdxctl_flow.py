@@ -186,6 +186,12 @@ def test_the_whole_flow_from_tdxctl_alone(td: Td, image: str, tmp_path: Path) ->
     served = httpx.get(f"http://127.0.0.1:{td.workload_port}/index.html", timeout=30)
     assert served.status_code == 200
     assert served.text == secret + "\n"
+    assert served.headers["x-instance-pubkey"] == instance, "through the front"
+    # The TLS port: tdxctl verifies the front's attested certificate before it sends the GET.
+    got = cli.json("get", f"https://127.0.0.1:{td.tls_port}/index.html", "--expect-owner", owner)
+    assert (got["status"], got["body"]) == (200, secret + "\n")
+    assert got["instance_pubkey"] == instance
+    assert ["x-instance-pubkey", instance] in got["headers"]
     assert not listening(td.ssh_port)
     after = cli(*ssh, "--", "true", timeout=120)
     assert after.returncode == 255, after.stderr  # nothing listens on the SSH port any more

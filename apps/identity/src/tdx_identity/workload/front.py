@@ -12,8 +12,8 @@ key, its certificate and everything nginx writes (its configuration, pid file, t
 in one private directory (`FrontRuntimeDir`: 0700, owned by this process's user, not a symlink,
 on a tmpfs or ramfs checked with statfs), never under STORAGE_PATH; the service refuses to start
 otherwise (`FrontRuntimeDirError`). nginx is told not to spill bodies to temp files
-(``proxy_request_buffering off``, ``proxy_max_temp_file_size 0``). The files are removed at
-shutdown; a reboot clears the tmpfs anyway.
+(``proxy_request_buffering off``, ``proxy_max_temp_file_size 0``). The files and the directory
+are removed at shutdown; a reboot clears the tmpfs anyway.
 
 No other configuration. nginx runs as ``nginx -p <dir> -c <dir>/nginx.conf -e stderr`` with
 ``daemon off`` and ``master_process on``: no file of the distribution's /etc/nginx is read,
@@ -259,6 +259,13 @@ class FrontRuntimeDir:
             os.close(fd)
         temp.replace(target)
         return target
+
+    def remove(self) -> None:
+        """Empty the directory and remove it (idempotent)."""
+        if not self.path.exists():
+            return
+        self.clear()
+        self.path.rmdir()
 
     def clear(self) -> None:
         """Remove everything in the directory (the directory stays, empty)."""
@@ -627,10 +634,11 @@ class NginxFront:
         self._state = FrontState.STOPPED
 
     async def shutdown(self) -> None:
-        """At service stop: stop nginx, then remove the key, certificate and config files."""
+        """At service stop: stop nginx, then remove the key, certificate and config files and
+        the runtime dir itself (the next start makes it again)."""
         await self.stop()
         try:
-            self._runtime.clear()
+            self._runtime.remove()
         except OSError as exc:
             _log.warning(
                 "cannot empty the front runtime dir", extra={"reason": exc.strerror or str(exc)}
