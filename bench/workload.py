@@ -213,6 +213,8 @@ def main() -> int:
             "SSH_LISTEN": "127.0.0.1",
             "SSH_PORT": str(ssh_port),
             "WORKLOAD_PORT": str(wl_port),
+            "WORKLOAD_TLS_PORT": str(free_port()),
+            "WORKLOAD_INTERNAL_PORT": str(free_port()),
             "WORKLOAD_PUBLISH_HOST": "127.0.0.1",
             "CLEAR_MOUNT_DIR": str(clear_dir),
             "STORE_KEY_PATH": str(tmp / "td-root" / "store.key"),

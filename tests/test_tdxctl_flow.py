@@ -54,6 +54,7 @@ class Td:
     cli: Cli
     ssh_port: int
     workload_port: int
+    tls_port: int = 0
 
     @property
     def identity(self) -> str:
@@ -72,13 +73,15 @@ def td(make_stack: Callable[..., Stack], tmp_path: Path) -> Iterator[Td]:
     configured for it through the TDXCTL_* variables."""
     container = f"tdx-e2e-{secrets.token_hex(4)}"
     clear_dir = tmp_path / "run" / "clear"
-    ssh_port, workload_port = free_port(), free_port()
+    ssh_port, workload_port, tls_port = free_port(), free_port(), free_port()
     try:
         stack = make_stack(
             identity_env={
                 "SSH_LISTEN": "127.0.0.1",
                 "SSH_PORT": str(ssh_port),
                 "WORKLOAD_PORT": str(workload_port),
+                "WORKLOAD_TLS_PORT": str(tls_port),
+                "WORKLOAD_INTERNAL_PORT": str(free_port()),
                 "WORKLOAD_PUBLISH_HOST": "127.0.0.1",
                 "CLEAR_MOUNT_DIR": str(clear_dir),
                 "STORE_KEY_PATH": str(tmp_path / "td-root" / "store.key"),
@@ -93,7 +96,7 @@ def td(make_stack: Callable[..., Stack], tmp_path: Path) -> Iterator[Td]:
             "TDXCTL_TRUSTED_ROOT_CA": str(tmp_path / "sim-state" / "root_ca.pem"),
             "TDXCTL_PCCS_URL": stack.sim.url,
         }
-        yield Td(stack, Cli(env, tmp_path), ssh_port, workload_port)
+        yield Td(stack, Cli(env, tmp_path), ssh_port, workload_port, tls_port)
     finally:
         _cleanup(container, clear_dir)
 
@@ -183,6 +186,12 @@ def test_the_whole_flow_from_tdxctl_alone(td: Td, image: str, tmp_path: Path) ->
     served = httpx.get(f"http://127.0.0.1:{td.workload_port}/index.html", timeout=30)
     assert served.status_code == 200
     assert served.text == secret + "\n"
+    assert served.headers["x-instance-pubkey"] == instance, "through the front"
+    # The TLS port: tdxctl verifies the front's attested certificate before it sends the GET.
+    got = cli.json("get", f"https://127.0.0.1:{td.tls_port}/index.html", "--expect-owner", owner)
+    assert (got["status"], got["body"]) == (200, secret + "\n")
+    assert got["instance_pubkey"] == instance
+    assert ["x-instance-pubkey", instance] in got["headers"]
     assert not listening(td.ssh_port)
     after = cli(*ssh, "--", "true", timeout=120)
     assert after.returncode == 255, after.stderr  # nothing listens on the SSH port any more

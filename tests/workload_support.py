@@ -54,6 +54,10 @@ class Workload:
     workload_port: int
     container: str
     clear_dir: Path
+    tls_port: int = 0
+    """The front's TLS port (the attested certificate)."""
+    internal_port: int = 0
+    """The container's port, published on 127.0.0.1 only."""
 
     @property
     def url(self) -> str:
@@ -169,12 +173,15 @@ def workload(make_stack: Callable[..., Stack], tmp_path: Path) -> Iterator[Workl
     container = f"tdx-e2e-{secrets.token_hex(4)}"
     clear_dir = tmp_path / "run" / "clear"
     ssh_port, workload_port = free_port(), free_port()
+    tls_port, internal_port = free_port(), free_port()
     try:
         stack = make_stack(
             identity_env={
                 "SSH_LISTEN": "127.0.0.1",
                 "SSH_PORT": str(ssh_port),
                 "WORKLOAD_PORT": str(workload_port),
+                "WORKLOAD_TLS_PORT": str(tls_port),
+                "WORKLOAD_INTERNAL_PORT": str(internal_port),
                 "WORKLOAD_PUBLISH_HOST": "127.0.0.1",
                 "CLEAR_MOUNT_DIR": str(clear_dir),
                 "STORE_KEY_PATH": str(tmp_path / "td-root" / "store.key"),
@@ -213,6 +220,8 @@ def workload(make_stack: Callable[..., Stack], tmp_path: Path) -> Iterator[Workl
             workload_port,
             container,
             clear_dir,
+            tls_port,
+            internal_port,
         )
     finally:
         _cleanup(container, clear_dir)

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Workload prerequisites (sourced by the setup script): podman with runc, gocryptfs on FUSE,
-# a static busybox for the test image, and OpenSSH's client for the SSH tests. Idempotent.
+# nginx for the attested-TLS front, a static busybox for the test image, and OpenSSH's client
+# for the SSH tests. Idempotent.
 # Needs root (or sudo); Debian 12.
 
 _tdx_setup_workload() {
@@ -11,7 +12,7 @@ _tdx_setup_workload() {
 
     local packages=(
         podman runc conmon catatonit uidmap slirp4netns containernetworking-plugins
-        gocryptfs fuse3 busybox-static openssh-client
+        gocryptfs fuse3 busybox-static openssh-client nginx
     )
     local missing=()
     local pkg
@@ -44,6 +45,15 @@ events_logger = "file"
         echo "workload: wrote $conf"
     fi
 
+    # nginx: identity-svc runs it itself, with its own config in TD memory. Debian's package
+    # enables a default site on port 80: keep that service off (a server nobody measured).
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        if systemctl is-enabled --quiet nginx 2>/dev/null || systemctl is-active --quiet nginx 2>/dev/null; then
+            $sudo systemctl disable --now nginx >/dev/null 2>&1 || return 1
+            echo "workload: disabled Debian's nginx service (identity-svc runs its own nginx)"
+        fi
+    fi
+
     if [ ! -e /dev/fuse ]; then
         $sudo modprobe fuse 2>/dev/null || true
     fi
@@ -59,7 +69,8 @@ events_logger = "file"
         return 1
     fi
     echo "workload: podman $($sudo podman version --format '{{.Client.Version}}') with runc," \
-        "$(gocryptfs -version 2>/dev/null | cut -d';' -f1)"
+        "$(gocryptfs -version 2>/dev/null | cut -d';' -f1)," \
+        "$({ nginx -v 2>&1 || /usr/sbin/nginx -v 2>&1; } | sed 's/^nginx version: //')"
 }
 
 _tdx_setup_workload

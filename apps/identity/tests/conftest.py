@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
-from collections.abc import AsyncIterator, Callable
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -29,10 +31,21 @@ Sanic.test_mode = True
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def front_dir() -> Iterator[Path]:
+    """A private directory on a tmpfs (/dev/shm) for the front's key, certificate and config."""
+    parent = Path(tempfile.mkdtemp(prefix="tdx-front-", dir="/dev/shm"))
+    try:
+        yield parent / "front"
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, front_dir: Path) -> Settings:
     return Settings(
         storage_path=tmp_path / "storage",
         configfs_tsm_path=tmp_path / "no-configfs-tsm",
+        front_runtime_dir=front_dir,
         rate_limit=RateLimit(per_second=1000.0, burst=1000),
     )
 

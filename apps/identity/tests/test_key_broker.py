@@ -406,7 +406,12 @@ class Broker:
         return httpx.MockTransport(handle)
 
     def factory(
-        self, settings: WorkloadSettings, section: Any, host_key: HostKey, keys: KeyProvider
+        self,
+        settings: WorkloadSettings,
+        section: Any,
+        host_key: HostKey,
+        keys: KeyProvider,
+        front: Any,
     ) -> KeyedWorkload:
         assert isinstance(keys, KbsKeyProvider), "the settings' broker is used"
         workload = KeyedWorkload(keys=keys)

@@ -39,6 +39,7 @@ from tdx_measure import (
     IdentityEvent,
     MeasurementPolicy,
     SshHostKeyEvent,
+    TlsKeyEvent,
     WorkloadEvent,
     check_log,
     verify_log,
@@ -282,10 +283,11 @@ async def test_a_restart_within_the_boot_re_registers_with_the_same_log(
     assert len(registry.accepted) == 3
     restart = registry.accepted[-1]
     assert restart.owner is not None
-    *continued, new_config, new_key = sent_log(restart).events
+    *continued, new_config, new_key, new_tls = sent_log(restart).events
     assert tuple(continued) == before.events
     assert isinstance(new_config, ConfigEvent), "each start measures its settings"
     assert isinstance(new_key, SshHostKeyEvent), "each start measures its new SSH host key"
+    assert isinstance(new_tls, TlsKeyEvent), "each start measures its new TLS key"
     assert quote_rtmr3(restart) == rtmr.value
 
 
@@ -327,10 +329,11 @@ async def test_a_restart_does_not_measure_an_unchanged_workload_again(
     extended = len(rtmr.extended)
     async with running():
         pass
-    assert len(rtmr.extended) == extended + 2, "only this start's settings and SSH key are new"
+    assert len(rtmr.extended) == extended + 3, "only this start's settings, SSH and TLS keys"
     log = sent_log(registry.accepted[-1])
-    assert isinstance(log.events[-2], ConfigEvent)
-    assert isinstance(log.events[-1], SshHostKeyEvent)
+    assert isinstance(log.events[-3], ConfigEvent)
+    assert isinstance(log.events[-2], SshHostKeyEvent)
+    assert isinstance(log.events[-1], TlsKeyEvent)
     assert workload_events(log) == [expected_event("configure")]
 
 

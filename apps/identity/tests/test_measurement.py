@@ -42,7 +42,7 @@ from tdx_sim.app import SimSettings, create_app
 
 NOW = 1_700_000_000
 IMAGE_ID = "sha256:" + "ab" * 32
-EXPECTED_ROLES = ("podman", "oci-runtime", "conmon", "gocryptfs", "fusermount")
+EXPECTED_ROLES = ("podman", "oci-runtime", "conmon", "gocryptfs", "fusermount", "nginx")
 
 
 def log_of(
@@ -72,6 +72,7 @@ def machine_helpers() -> dict[str, str]:
         "conmon": conmon,
         "gocryptfs": shutil.which("gocryptfs"),
         "fusermount": fusermount,
+        "nginx": shutil.which("nginx") or "/usr/sbin/nginx",
     }
     assert all(found.values()), f"a helper is missing on this machine: {found}"
     return {role: os.path.realpath(str(path)) for role, path in found.items()}
@@ -169,7 +170,7 @@ async def test_fresh_start_measures_the_machines_helpers_and_rtmr3_equals_the_re
     assert isinstance(log.events[0], BootEvent)
     assert log.events[0].timestamp == NOW
     executables = [e for e in log.events[1:] if isinstance(e, ExecutableEvent)]
-    assert len(executables) == len(log) - 1 == 5
+    assert len(executables) == len(log) - 1 == 6
     assert tuple(e.role for e in executables) == EXPECTED_ROLES
     expected_paths = machine_helpers()
     for event in executables:
@@ -334,7 +335,7 @@ async def test_every_event_is_extended_before_it_is_persisted(storage: Path) -> 
     mlog = log_of(storage, device)
     await mlog.start(NOW)
     await mlog.record_workload("configure", "docker.io/nginx:1", IMAGE_ID, [], 80)
-    assert seen == [True] * 7
+    assert seen == [True] * 8
     assert persisted(storage).replay() == device.value
 
 
@@ -490,7 +491,7 @@ async def test_a_helper_changed_within_the_boot_is_measured_again_on_restart(
     restarted = log_of(storage, device, search_path=str(bin_dir))
     await restarted.start(NOW)
     log = EventLog.from_json(restarted.event_log_json())
-    assert len(log) == 7
+    assert len(log) == 8
     last = log.events[-1]
     assert isinstance(last, ExecutableEvent)
     assert (last.role, last.path) == ("oci-runtime", helpers["gocryptfs"])
@@ -541,8 +542,10 @@ async def test_sim_device_reports_an_unreachable_simulator() -> None:
         await SimRtmrDevice("http://127.0.0.1:9", timeout=2.0).read_rtmr3()
 
 
-def test_helper_roles_name_the_five_helpers() -> None:
+def test_helper_roles_name_the_six_helpers() -> None:
     assert tuple(HELPER_ROLES) == EXPECTED_ROLES
+    assert HELPER_ROLES["nginx"].names == ("nginx",)
+    assert HELPER_ROLES["nginx"].fallbacks == (Path("/usr/sbin/nginx"),)
     assert HELPER_ROLES["oci-runtime"].names == ("runc",)
     assert HELPER_ROLES["fusermount"].names == ("fusermount3", "fusermount")
     assert HELPER_ROLES["conmon"].fallbacks == (

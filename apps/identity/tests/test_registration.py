@@ -9,6 +9,7 @@ import json
 import logging
 from dataclasses import replace
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 from conftest import (
@@ -43,18 +44,23 @@ async def test_platform_ppid_is_learned_once_at_start_from_a_zero_report_data_qu
     running: Running, settings: Settings, quotes: FakeQuoteSource
 ) -> None:
     async with running() as client:
+        first_tls = client.app.ctx.front.report_data()  # type: ignore[attr-defined]
         assert (await client.get("/instance/state")).json() == {
             "state": "fresh",
             "last_seq": 0,
             "registry_comparison": AGREED,
             "workload": "stopped",
             "workload_reason": None,
+            "front": "stopped",
+            "tls_spki_sha256": ANY,
         }
-    assert quotes.requests == [bytes(64)]
+    # Besides the PPID's, each start takes one quote: its TLS certificate's (another key).
+    assert quotes.requests == [bytes(64), first_tls]
     assert json.loads(state_file(settings).read_text())["ppid"] == PPID.hex()
-    async with running():
-        pass
-    assert quotes.requests == [bytes(64)]
+    async with running() as client:
+        second_tls = client.app.ctx.front.report_data()  # type: ignore[attr-defined]
+    assert quotes.requests == [bytes(64), first_tls, second_tls]
+    assert second_tls != first_tls
 
 
 async def test_operator_registration_records_a_quote_committing_to_the_operator(
@@ -75,6 +81,8 @@ async def test_operator_registration_records_a_quote_committing_to_the_operator(
             "registry_comparison": AGREED,
             "workload": "stopped",
             "workload_reason": None,
+            "front": "stopped",
+            "tls_spki_sha256": ANY,
         }
 
     [request] = registry.accepted
@@ -133,6 +141,8 @@ async def test_bad_operator_signature_is_401_and_nothing_is_kept(
             "registry_comparison": AGREED,
             "workload": "stopped",
             "workload_reason": None,
+            "front": "stopped",
+            "tls_spki_sha256": ANY,
         }
     assert registry.accepted == []
     assert registry.challenges == []
@@ -309,6 +319,8 @@ async def test_refused_or_failed_registration_leaves_the_state_file_unchanged(
             "registry_comparison": AGREED,
             "workload": "stopped",
             "workload_reason": None,
+            "front": "stopped",
+            "tls_spki_sha256": ANY,
         }
         registry.unavailable, registry.refuse_with = False, None
         assert (await register_operator(client, operator)).status_code == 200
@@ -346,6 +358,8 @@ async def test_owner_registration_binds_operator_and_owner(
             "registry_comparison": AGREED,
             "workload": "stopped",
             "workload_reason": None,
+            "front": "stopped",
+            "tls_spki_sha256": ANY,
         }
     request = registry.accepted[-1]
     assert request.operator == registry.accepted[0].operator
@@ -427,6 +441,8 @@ async def test_restart_keeps_instance_key_and_registrations(
             "registry_comparison": AGREED,
             "workload": "stopped",
             "workload_reason": None,
+            "front": "stopped",
+            "tls_spki_sha256": ANY,
         }
         assert (await register_operator(client, operator)).status_code == 400
         assert (await register_owner(client, owner, token)).status_code == 200
@@ -437,5 +453,7 @@ async def test_restart_keeps_instance_key_and_registrations(
             "registry_comparison": AGREED,
             "workload": "stopped",
             "workload_reason": None,
+            "front": "stopped",
+            "tls_spki_sha256": ANY,
         }
         assert (await register_owner(client, owner, token)).status_code == 401

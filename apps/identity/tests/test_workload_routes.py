@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
+from unittest.mock import ANY
 
 import httpx
 import pytest
@@ -87,6 +88,8 @@ async def test_configure_then_expose_calls_the_runtime_and_moves_the_lifecycle(
         "registry_comparison": AGREED,
         "workload": "running",
         "workload_reason": None,
+        "front": "stopped",
+        "tls_spki_sha256": ANY,
     }
 
     assert (await owner.post("/workload/expose", owner.expose_body())).status_code == 200
@@ -97,6 +100,8 @@ async def test_configure_then_expose_calls_the_runtime_and_moves_the_lifecycle(
         "registry_comparison": AGREED,
         "workload": "running",
         "workload_reason": None,
+        "front": "stopped",
+        "tls_spki_sha256": ANY,
     }
     stored = json.loads((settings.storage_path / STATE_FILE_NAME).read_text())
     assert stored["lifecycle"] == "exposed"
@@ -429,6 +434,8 @@ async def test_with_accept_unsequenced_requests_a_v1_body_is_served_with_a_warni
             "registry_comparison": AGREED,
             "workload": "running",
             "workload_reason": None,
+            "front": "stopped",
+            "tls_spki_sha256": ANY,
         }
         # A sequenced body still has to be fresh, and sets last_seq.
         assert (
@@ -453,6 +460,8 @@ async def test_with_accept_unsequenced_requests_a_v1_body_is_served_with_a_warni
             "registry_comparison": AGREED,
             "workload": "running",
             "workload_reason": None,
+            "front": "stopped",
+            "tls_spki_sha256": ANY,
         }
     assert workload.exposed == [IMAGE]
 

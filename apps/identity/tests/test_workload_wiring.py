@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import cast
+from unittest.mock import ANY
 
 import asyncssh
 import pytest
@@ -214,6 +215,8 @@ async def test_an_expose_that_began_but_was_never_committed_is_not_finished_at_r
             "registry_comparison": AGREED,
             "workload": "running",
             "workload_reason": None,
+            "front": "stopped",
+            "tls_spki_sha256": ANY,
         }
     assert workload.ssh_closed_for_good, "an expose began: SSH never opens again"
     assert not workload.ssh_open and not workload.published

@@ -11,6 +11,7 @@ from tdx_measure import (
     ExecutableEvent,
     IdentityEvent,
     SshHostKeyEvent,
+    TlsKeyEvent,
     WorkloadEvent,
     ssh_ed25519_line,
 )
@@ -60,6 +61,7 @@ ssh_host_key_events = st.builds(
     lambda key: SshHostKeyEvent(public_key=ssh_ed25519_line(key)),
     st.binary(min_size=32, max_size=32),
 )
+tls_key_events = st.builds(TlsKeyEvent, spki_sha256=st.binary(min_size=32, max_size=32))
 identity_events = st.builds(
     IdentityEvent,
     role=st.sampled_from(["operator", "owner"]),
@@ -72,7 +74,12 @@ config_settings = st.dictionaries(setting_names, setting_values, max_size=8).map
 )
 config_events = st.builds(ConfigEvent, settings=config_settings)
 runtime_events = st.one_of(
-    executable_events, workload_events, ssh_host_key_events, identity_events, config_events
+    executable_events,
+    workload_events,
+    ssh_host_key_events,
+    tls_key_events,
+    identity_events,
+    config_events,
 )
 events = st.one_of(boot_events, runtime_events)
 
@@ -95,6 +102,7 @@ FIELD_STRATEGIES: dict[type, dict[str, st.SearchStrategy[object]]] = {
     SshHostKeyEvent: {
         "public_key": st.binary(min_size=32, max_size=32).map(ssh_ed25519_line),
     },
+    TlsKeyEvent: {"spki_sha256": st.binary(min_size=32, max_size=32)},
     IdentityEvent: {
         "role": st.sampled_from(["operator", "owner"]),
         "pubkey": st.binary(min_size=32, max_size=32),

@@ -19,6 +19,7 @@ from tdx_measure import (
     ExecutableEvent,
     IdentityEvent,
     SshHostKeyEvent,
+    TlsKeyEvent,
     WorkloadEvent,
     decode_event,
     encode_event,
@@ -47,6 +48,7 @@ WORK = WorkloadEvent(
 SSH_KEY = bytes(range(32))
 SSH_LINE = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f"
 SSH = SshHostKeyEvent(public_key=SSH_LINE)
+TLS = TlsKeyEvent(spki_sha256=bytes(range(32)))
 OWNER = IdentityEvent(role="owner", pubkey=bytes(range(32, 64)))
 CONFIG = ConfigEvent.of({"ssh_port": "2222"})
 
@@ -79,6 +81,39 @@ def test_ssh_host_key_event_encodes_to_the_documented_bytes() -> None:
         b'tdx-measure/event/v1\n{"public_key":"' + SSH_LINE.encode() + b'","type":"ssh_host_key"}'
     )
     assert encode_event(SSH) == expected
+
+
+def test_tls_key_event_encodes_to_the_documented_bytes() -> None:
+    expected = (
+        b"tdx-measure/event/v1\n"
+        b'{"spki_sha256":"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",'
+        b'"type":"tls_key"}'
+    )
+    assert encode_event(TLS) == expected
+    assert decode_event(expected) == TLS
+
+
+def test_tls_key_event_of_an_spki_measures_its_sha256() -> None:
+    spki = b"\x30\x59" + bytes(89)
+    assert TlsKeyEvent.of_spki(spki).spki_sha256 == hashlib.sha256(spki).digest()
+    with pytest.raises(EventLogError, match="spki_der"):
+        TlsKeyEvent.of_spki(b"")
+
+
+@pytest.mark.parametrize(
+    ("obj", "reason"),
+    [
+        ({"type": "tls_key"}, "missing fields"),
+        ({"type": "tls_key", "spki_sha256": "00" * 32, "der": ""}, "unexpected fields"),
+        ({"type": "tls_key", "spki_sha256": "00" * 31}, "spki_sha256"),
+        ({"type": "tls_key", "spki_sha256": "00" * 33}, "spki_sha256"),
+        ({"type": "tls_key", "spki_sha256": "AB" * 32}, "spki_sha256"),
+        ({"type": "tls_key", "spki_sha256": 7}, "spki_sha256"),
+    ],
+)
+def test_a_malformed_tls_key_event_is_refused(obj: dict[str, object], reason: str) -> None:
+    with pytest.raises(EventLogError, match=reason):
+        event_from_object(obj)
 
 
 def test_identity_event_encodes_to_the_documented_bytes() -> None:
@@ -149,7 +184,13 @@ def test_fresh_boot_events_have_distinct_random_nonces() -> None:
 def test_serialization_round_trips(event: object) -> None:
     assert isinstance(
         event,
-        BootEvent | ExecutableEvent | WorkloadEvent | SshHostKeyEvent | IdentityEvent | ConfigEvent,
+        BootEvent
+        | ExecutableEvent
+        | WorkloadEvent
+        | SshHostKeyEvent
+        | TlsKeyEvent
+        | IdentityEvent
+        | ConfigEvent,
     )
     assert decode_event(encode_event(event)) == event
     assert event_from_object(json.loads(json.dumps(event_to_object(event)))) == event

@@ -24,6 +24,7 @@ from tdx_measure import (
     RegisterLengthError,
     ReplayMismatchError,
     SshHostKeyEvent,
+    TlsKeyEvent,
     VerifiedLog,
     WorkloadEvent,
     event_digest,
@@ -364,3 +365,12 @@ def test_appending_returns_the_digest_replay_extends(boot: BootEvent, rest: list
     for event in rest:
         register = extend(register, log.append(event))
     assert log.replay() == register
+
+
+def test_the_tls_key_is_the_latest_of_its_kind() -> None:
+    first, second = (TlsKeyEvent(bytes([n]) * 32) for n in (1, 2))
+    empty = make_log(EXE)
+    assert empty.tls_key is None
+    log = make_log(first, CONFIGURE, second)
+    assert log.tls_key == second.spki_sha256
+    assert verify_log(log, log.replay()).tls_key == second.spki_sha256

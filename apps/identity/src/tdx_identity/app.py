@@ -33,9 +33,12 @@ from tdx_identity.http_status import install_status_table
 from tdx_identity.platform import PlatformSettings, select_platform
 from tdx_identity.registry_client import HttpRegistryClient
 from tdx_identity.routes import instance_bp, registration_bp, workload_bp
-from tdx_identity.settings import Settings, measured_settings
+from tdx_identity.settings import Settings, front_runtime_dir, measured_settings
+from tdx_identity.workload.front import FrontRuntimeDir, FrontSettings, NginxFront, TlsKey
+from tdx_identity.workload.helpers import HELPER_ROLES, installed_helpers
 from tdx_identity.workload.key_broker import KeyBrokerSettings
 from tdx_identity.workload.manager import (
+    Front,
     WorkloadSettings,
     discard_v1_host_key,
     missing_programs,
@@ -52,6 +55,7 @@ __all__ = [
     "APP_NAME",
     "WorkloadFactory",
     "create_app",
+    "front_settings",
     "platform_settings",
     "podman_or_unavailable",
     "workload_settings",
@@ -60,10 +64,11 @@ __all__ = [
 APP_NAME = "tdx-identity"
 
 WorkloadFactory = Callable[
-    [WorkloadSettings, WorkloadSectionStore, HostKey, KeyProvider], WorkloadManager
+    [WorkloadSettings, WorkloadSectionStore, HostKey, KeyProvider, Front], WorkloadManager
 ]
 """Builds the workload manager from its settings, the store of its state section, the SSH
-host key its setup server presents and the source of its store key."""
+host key its setup server presents, the source of its store key and the front that serves
+the exposed workload."""
 
 
 def platform_settings(settings: Settings) -> PlatformSettings:
@@ -88,6 +93,7 @@ def workload_settings(settings: Settings) -> WorkloadSettings:
         ssh_port=settings.ssh_port,
         workload_port=settings.workload_port,
         workload_publish_host=settings.workload_publish_host,
+        workload_internal_port=settings.workload_internal_port,
         key_broker=(
             KeyBrokerSettings(settings.key_broker_url, timeout=settings.key_broker_timeout)
             if settings.key_broker_url
@@ -96,20 +102,35 @@ def workload_settings(settings: Settings) -> WorkloadSettings:
     )
 
 
+def front_settings(settings: Settings) -> FrontSettings:
+    """The front's part of the settings."""
+    return FrontSettings(
+        runtime_dir=front_runtime_dir(settings),
+        listen_host=settings.workload_publish_host,
+        plain_port=settings.workload_port if settings.plain_http else None,
+        tls_port=settings.workload_tls_port,
+        internal_port=settings.workload_internal_port,
+        hostnames=settings.tls_hostnames,
+    )
+
+
 def podman_or_unavailable(
     settings: WorkloadSettings,
     section: WorkloadSectionStore,
     host_key: HostKey,
     keys: KeyProvider,
+    front: Front,
 ) -> WorkloadManager:
-    """The podman manager when podman, gocryptfs and fusermount3 are on PATH, else a manager
-    whose every step answers 503 naming what is missing."""
+    """The podman manager when podman, gocryptfs, fusermount3 and nginx are installed, else a
+    manager whose every step answers 503 naming what is missing."""
     missing = missing_programs()
+    if "nginx" not in installed_helpers({"nginx": HELPER_ROLES["nginx"]}):
+        missing.append("nginx")
     if missing:
         return NotConfiguredWorkload(
             f"{NotConfiguredWorkload.REASON}: {', '.join(missing)} not found on PATH"
         )
-    return podman_workload_manager(settings, section, host_key, keys)
+    return podman_workload_manager(settings, section, host_key, keys, front)
 
 
 def create_app(
@@ -141,9 +162,20 @@ def create_app(
             f"cannot create storage path {settings.storage_path}: {exc.strerror}"
         ) from exc
     _check_clear_mount_dir(settings)
+    front_runtime = FrontRuntimeDir.open(
+        front_runtime_dir(settings), storage_path=settings.storage_path
+    )
     instance_key = load_or_create_instance_key(settings.storage_path)
     discard_v1_host_key(settings.storage_path)
     ssh_host_key = HostKey.generate()
+    nginx = installed_helpers({"nginx": HELPER_ROLES["nginx"]}).get("nginx")
+    front = NginxFront(
+        front_settings(settings),
+        runtime=front_runtime,
+        tls_key=TlsKey.generate(),
+        instance_key=instance_key,
+        nginx=nginx,
+    )
     store = StateStore.open(settings.storage_path)
     if quote_source is None or rtmr_device is None:
         platform = select_platform(platform_settings(settings))
@@ -174,7 +206,7 @@ def create_app(
             registered_owner,
             transport=key_broker_transport,
         )
-        workload = factory(own, store.section_store(), ssh_host_key, keys)
+        workload = factory(own, store.section_store(), ssh_host_key, keys, front)
     measurement = MeasurementLog(
         settings.storage_path, rtmr_device, helpers=workload.helper_programs
     )
@@ -194,12 +226,14 @@ def create_app(
         ),
         accept_unsequenced=settings.accept_unsequenced_requests,
         accept_v1_signatures=settings.accept_v1_signatures,
+        tls=front,
     )
 
     app: Sanic[Any, Any] = Sanic(APP_NAME)
     app.ctx.service = service
     app.ctx.workload = workload
     app.ctx.ssh_host_key = ssh_host_key
+    app.ctx.front = front
     install_common(app, limits=settings.limits, rate_limit=settings.rate_limit)
     install_status_table(app)
     app.blueprint(instance_bp)
@@ -211,6 +245,9 @@ def create_app(
 
     async def _stop(_app: Sanic[Any, Any]) -> None:
         await service.stop()
+        # The workload manager stopped the front it started; whatever the manager, the TLS key,
+        # its certificate and the front's config leave TD memory now (idempotent).
+        await front.shutdown()
 
     app.register_listener(_start, "before_server_start")
     app.register_listener(_stop, "after_server_stop")

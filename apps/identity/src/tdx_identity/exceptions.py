@@ -7,7 +7,8 @@ IdentityServiceError
 │   ├── PlatformError             the platform's own quote (for its PPID) unobtainable
 │   ├── NoPlatformError           neither configfs-tsm nor a mock TDX URL (also below)
 │   ├── NoQuoteSourceError        no usable quote source
-│   └── NoRtmrDeviceError         no usable RTMR3 device (also a MeasurementError)
+│   ├── NoRtmrDeviceError         no usable RTMR3 device (also a MeasurementError)
+│   └── FrontRuntimeDirError      the front's directory is not a private tmpfs dir (TD memory)
 ├── InvalidRequest                malformed body or header (400; also a ValueError)
 ├── OwnerTokenInvalid             x-token missing or not the issued one (401)
 ├── TransitionRefused             the lifecycle refuses an action in this state
@@ -46,6 +47,7 @@ IdentityServiceError
     ├── ContainerRuntimeError     a podman operation failed
     │   └── ImageUnavailableError the image is neither local nor pullable
     ├── SshServerError            the SSH setup access cannot start or its key is unusable
+    ├── FrontError                the attested front (nginx) cannot be configured or started
     └── ProgramTimeout            a helper program outlived its time limit
 """
 
@@ -79,6 +81,11 @@ class PlatformError(StartupError):
 
 class NoQuoteSourceError(StartupError):
     """Neither configfs-tsm nor a mock TDX URL is available."""
+
+
+class FrontRuntimeDirError(StartupError):
+    """The front's runtime directory (TLS key, certificate, nginx's files) is not a private
+    directory on a tmpfs: the TLS key would reach a disk the host can read."""
 
 
 class InvalidRequest(IdentityServiceError, ValueError):
@@ -271,6 +278,10 @@ class ImageUnavailableError(ContainerRuntimeError):
 
 class SshServerError(WorkloadRuntimeError):
     """The SSH setup server cannot start, or its host key cannot be used."""
+
+
+class FrontError(WorkloadRuntimeError):
+    """The attested front (nginx) cannot be configured, started or kept running."""
 
 
 class ProgramTimeout(WorkloadRuntimeError):

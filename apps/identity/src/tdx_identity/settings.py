@@ -20,7 +20,17 @@ from tdx_identity.platform.kernel import DEFAULT_CONFIGFS_TSM_PATH, SYSFS_RTMR3_
 from tdx_identity.workload.config import DEFAULT_CAP_ADD, Hardening
 from tdx_service_kit import HttpLimits, RateLimit, parse_bool
 
-__all__ = ["Settings", "build_parser", "measured_settings", "parse_settings"]
+__all__ = [
+    "Settings",
+    "build_parser",
+    "front_runtime_dir",
+    "measured_settings",
+    "parse_settings",
+]
+
+# A tmpfs on every Linux; `FrontRuntimeDir.open` makes this parent 0700 and refuses one that
+# another user owns or can write, so nobody else can swap the directory under it.
+DEFAULT_FRONT_RUNTIME_PARENT = Path("/dev/shm/tdx-identity")  # noqa: S108
 
 _CONTAINER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", re.ASCII)
 
@@ -46,6 +56,16 @@ class Settings:
     ssh_port: int = 2222
     workload_port: int = 8080
     workload_publish_host: str = "0.0.0.0"  # noqa: S104 - the workload serves the network
+    # The attested front (nginx) on expose: plain HTTP on workload_port (unless plain_http is
+    # off) and TLS on workload_tls_port, both on workload_publish_host, proxying to the container
+    # published on 127.0.0.1:workload_internal_port only.
+    workload_tls_port: int = 8443
+    workload_internal_port: int = 18080
+    plain_http: bool = True
+    tls_hostnames: tuple[str, ...] = ("127.0.0.1", "localhost")
+    # The TLS key, certificate and nginx's files: a private directory on a tmpfs (TD memory);
+    # None: /dev/shm/tdx-identity/front-<port> (`front_runtime_dir`).
+    front_runtime_dir: Path | None = None
     clear_mount_dir: Path = Path("/run/tdx-identity/clear")
     # The store key lives apart from STORAGE_PATH (the TD's root disk, not the data volume), so
     # that an image of the data volume alone does not hold the key to its own ciphertext.
@@ -65,6 +85,14 @@ class Settings:
     hardening: Hardening = field(default_factory=Hardening)
     limits: HttpLimits = field(default_factory=HttpLimits)
     rate_limit: RateLimit | None = field(default_factory=RateLimit)
+
+
+def front_runtime_dir(settings: Settings) -> Path:
+    """The front's private tmpfs directory: the setting, else one per service port under
+    /dev/shm (so two services on one machine never share it)."""
+    if settings.front_runtime_dir is not None:
+        return settings.front_runtime_dir
+    return DEFAULT_FRONT_RUNTIME_PARENT / f"front-{settings.port}"
 
 
 def _without_userinfo(url: str) -> str:
@@ -112,6 +140,11 @@ def measured_settings(settings: Settings) -> dict[str, str]:
         "ssh_port": settings.ssh_port,
         "workload_port": settings.workload_port,
         "workload_publish_host": settings.workload_publish_host,
+        "workload_tls_port": settings.workload_tls_port,
+        "workload_internal_port": settings.workload_internal_port,
+        "plain_http": settings.plain_http,
+        "tls_hostnames": ",".join(settings.tls_hostnames),
+        "front_runtime_dir": front_runtime_dir(settings),
         "accept_unsequenced_requests": settings.accept_unsequenced_requests,
     }
     for item in dataclasses.fields(settings.hardening):
@@ -158,6 +191,35 @@ def _http_url(text: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise argparse.ArgumentTypeError(f"not an http(s) URL: {text!r}")
     return text.rstrip("/")
+
+
+_HOSTNAME_RE = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*",
+    re.ASCII,
+)
+
+
+def _hostnames(text: str) -> tuple[str, ...]:
+    """A comma-separated list of DNS names and IP addresses (the certificate's SANs)."""
+    names: list[str] = []
+    for raw in text.split(","):
+        name = raw.strip()
+        if not name:
+            continue
+        try:
+            name = str(ipaddress.ip_address(name))
+        except ValueError:
+            if not _HOSTNAME_RE.fullmatch(name):
+                raise argparse.ArgumentTypeError(
+                    f"not a DNS name or IP address: {name!r}"
+                ) from None
+            name = name.lower()
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one DNS name or IP address")
+    return tuple(names)
 
 
 def _container_name(text: str) -> str:
@@ -279,15 +341,55 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--workload-port",
         type=_port,
         default=environ.get("WORKLOAD_PORT") or defaults.workload_port,
-        help="host port the exposed workload is published on [env WORKLOAD_PORT] "
+        help="port the exposed workload is served on over plain HTTP by the front, which adds "
+        "x-instance-pubkey [env WORKLOAD_PORT] "
         "(default %(default)s)",
     )
     parser.add_argument(
         "--workload-publish-host",
         type=_ip_address,
         default=environ.get("WORKLOAD_PUBLISH_HOST") or defaults.workload_publish_host,
-        help="host address the workload port is published on [env WORKLOAD_PUBLISH_HOST] "
+        help="address the front serves the exposed workload on (both ports) "
+        "[env WORKLOAD_PUBLISH_HOST] "
         "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--workload-tls-port",
+        type=_port,
+        default=environ.get("WORKLOAD_TLS_PORT") or defaults.workload_tls_port,
+        help="port the exposed workload is served on over TLS with the attested certificate "
+        "[env WORKLOAD_TLS_PORT] (default %(default)s)",
+    )
+    parser.add_argument(
+        "--workload-internal-port",
+        type=_port,
+        default=environ.get("WORKLOAD_INTERNAL_PORT") or defaults.workload_internal_port,
+        help="port the container is published on, on 127.0.0.1 only, for the front to reach "
+        "[env WORKLOAD_INTERNAL_PORT] (default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-plain-http",
+        action="store_const",
+        const=True,
+        default=None,
+        help="serve the exposed workload over TLS only: nothing listens on the workload port "
+        "[env NO_PLAIN_HTTP, a boolean] (default: plain HTTP too)",
+    )
+    parser.add_argument(
+        "--tls-hostnames",
+        type=_hostnames,
+        default=environ.get("TLS_HOSTNAMES") or ",".join(defaults.tls_hostnames),
+        metavar="NAME[,NAME...]",
+        help="DNS names and IP addresses the attested certificate names (subjectAltName) "
+        "[env TLS_HOSTNAMES] (default 127.0.0.1,localhost)",
+    )
+    parser.add_argument(
+        "--front-runtime-dir",
+        type=_absolute_path,
+        default=environ.get("FRONT_RUNTIME_DIR") or None,
+        help="private directory (0700) on a tmpfs for the TLS key, its certificate and the "
+        "front's files; must be outside the storage path; the service refuses to start "
+        "otherwise [env FRONT_RUNTIME_DIR] (default /dev/shm/tdx-identity/front-<--port>)",
     )
     parser.add_argument(
         "--clear-mount-dir",
@@ -416,6 +518,16 @@ def parse_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Se
     accept_v1_signatures = _boolean(
         parser, args.accept_v1_signatures, environ, "ACCEPT_V1_SIGNATURES"
     )
+    no_plain_http = _boolean(parser, args.no_plain_http, environ, "NO_PLAIN_HTTP")
+    ports = {
+        "--workload-port": args.workload_port,
+        "--workload-tls-port": args.workload_tls_port,
+        "--workload-internal-port": args.workload_internal_port,
+    }
+    if no_plain_http:
+        del ports["--workload-port"]
+    if len(set(ports.values())) != len(ports):
+        parser.error(f"the front's ports must differ: {ports}")
     return Settings(
         host=args.host,
         port=args.port,
@@ -433,6 +545,11 @@ def parse_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Se
         ssh_port=args.ssh_port,
         workload_port=args.workload_port,
         workload_publish_host=args.workload_publish_host,
+        workload_tls_port=args.workload_tls_port,
+        workload_internal_port=args.workload_internal_port,
+        plain_http=not no_plain_http,
+        tls_hostnames=args.tls_hostnames,
+        front_runtime_dir=args.front_runtime_dir,
         clear_mount_dir=args.clear_mount_dir,
         store_key_path=args.store_key_path,
         container_name=args.container_name,

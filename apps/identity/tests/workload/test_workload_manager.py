@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import secrets
 import socket
+import ssl
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -23,6 +25,7 @@ import httpx
 import paramiko
 import pytest
 from conftest import instance_pubkey, register_operator, register_owner, sign
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fakes import FakeQuoteSource, FakeRegistry, FakeRtmr
@@ -39,6 +42,7 @@ from tdx_measure import (
     ExecutableEvent,
     MeasurementPolicy,
     SshHostKeyEvent,
+    TlsKeyEvent,
     check_log,
     verify_log,
 )
@@ -132,7 +136,7 @@ class App:
 
 
 @pytest.fixture
-def instance(tmp_path: Path, workload_image: str) -> Iterator[Instance]:
+def instance(tmp_path: Path, workload_image: str, front_dir: Path) -> Iterator[Instance]:
     """Settings on free ports, the clear mount outside STORAGE_PATH; all removed afterwards."""
     for program in ("podman", "gocryptfs", "fusermount3"):
         require_program(program)
@@ -144,6 +148,9 @@ def instance(tmp_path: Path, workload_image: str) -> Iterator[Instance]:
         ssh_listen="127.0.0.1",
         ssh_port=free_port(),
         workload_port=free_port(),
+        workload_tls_port=free_port(),
+        workload_internal_port=free_port(),
+        front_runtime_dir=front_dir,
         workload_publish_host="127.0.0.1",
         clear_mount_dir=tmp_path / "run" / "clear",
         store_key_path=tmp_path / "td-root" / "store.key",
@@ -210,6 +217,23 @@ async def run_ssh(app: App, command: str, *, key_file: Path | None = None) -> tu
         key_file or app.instance.owner_key_file,
         command,
     )
+
+
+async def tls_peer_spki_sha256(port: int) -> bytes:
+    """SHA-256 of the SPKI of the certificate the front presents on `port` (not verified)."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    try:
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True)
+    finally:
+        writer.close()
+    certificate = x509.load_der_x509_certificate(der)
+    spki = certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).digest()
 
 
 async def http_get(port: int, path: str, wait: float = 20.0) -> httpx.Response:
@@ -287,6 +311,13 @@ async def test_configure_ssh_write_expose_serves_the_file_and_closes_ssh(
         assert await app.lifecycle() == "exposed"
         served = await http_get(instance.settings.workload_port, "/index.html")
         assert (served.status_code, served.content) == (200, marker)
+        pubkey = await instance_pubkey(app.client)
+        assert served.headers.get_list("x-instance-pubkey") == [pubkey.hex()], "through the front"
+        bindings = container_inspect(instance.settings.container_name)["HostConfig"]["PortBindings"]
+        internal = str(instance.settings.workload_internal_port)
+        assert {(b["HostIp"], b["HostPort"]) for v in bindings.values() for b in v} == {
+            ("127.0.0.1", internal)
+        }, "the container's port is published on loopback only"
         assert not port_open(instance.settings.ssh_port)
         assert (await app.expose()).status_code == 400
         assert (await app.configure()).status_code == 400
@@ -307,7 +338,7 @@ async def test_expose_re_registers_a_log_naming_podmans_image_id(instance: Insta
     rtmr3 = parse_quote(request.attestation_quote, allow_zero_padding=True).body.rtmr3
     check_log(verify_log(log, rtmr3), MeasurementPolicy())
     roles = {event.role for event in log.events if isinstance(event, ExecutableEvent)}
-    assert roles == {"podman", "oci-runtime", "conmon", "gocryptfs", "fusermount"}
+    assert roles == {"podman", "oci-runtime", "conmon", "gocryptfs", "fusermount", "nginx"}
     image_id = container_inspect(instance.settings.container_name)["Image"]
     assert log.workload is not None
     assert (log.workload.transition, log.workload.image) == ("expose", instance.image)
@@ -507,8 +538,14 @@ async def test_restart_keeps_a_healthy_exposed_container_running(instance: Insta
         assert (await run_ssh(app, f"printf %s {marker.decode()} > /www/index.html"))[0] == 0
         assert (await app.expose()).status_code == 200
         image_id = app.manager.running_image_id()
+        first = (await app.client.get("/instance/state")).json()
+        assert first["front"] == "serving"
+        assert await tls_peer_spki_sha256(instance.settings.workload_tls_port) == bytes.fromhex(
+            first["tls_spki_sha256"]
+        )
     before = container_id(instance.settings.container_name)
     events_before = len(EventLog.from_json(instance.registry.accepted[-1].event_log or "").events)
+    assert not port_open(instance.settings.workload_port), "the front stopped with the service"
 
     async with instance.running() as app:
         assert await app.lifecycle() == "exposed"
@@ -518,13 +555,21 @@ async def test_restart_keeps_a_healthy_exposed_container_running(instance: Insta
         assert served.content == marker
         assert not app.manager.ssh_serving
         assert not port_open(instance.settings.ssh_port)
-    # Re-registered at start with the log continued by this start's settings and SSH host key
-    # only: the kept workload is not measured twice.
+        state = (await app.client.get("/instance/state")).json()
+        assert state["front"] == "serving", "recovery started the front again"
+        assert state["tls_spki_sha256"] != first["tls_spki_sha256"], "with a new TLS key"
+        assert await tls_peer_spki_sha256(instance.settings.workload_tls_port) == bytes.fromhex(
+            state["tls_spki_sha256"]
+        )
+    # Re-registered at start with the log continued by this start's settings, SSH host key and
+    # TLS key only: the kept workload is not measured twice.
     request = instance.registry.accepted[-1]
     events = EventLog.from_json(request.event_log or "").events
-    assert len(events) == events_before + 2
-    assert isinstance(events[-2], ConfigEvent)
-    assert isinstance(events[-1], SshHostKeyEvent)
+    assert len(events) == events_before + 3
+    assert isinstance(events[-3], ConfigEvent)
+    assert isinstance(events[-2], SshHostKeyEvent)
+    assert isinstance(events[-1], TlsKeyEvent)
+    assert events[-1].spki_sha256.hex() == state["tls_spki_sha256"]
 
 
 async def test_restart_keeps_a_healthy_configured_container_and_reopens_ssh(

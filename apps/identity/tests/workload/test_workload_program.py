@@ -43,6 +43,7 @@ class Program:
 
     def __init__(self, tmp_path: Path, upstream: str) -> None:
         self.port, self.ssh_port, self.workload_port = free_port(), free_port(), free_port()
+        self.tls_port, self.internal_port = free_port(), free_port()
         self.container = f"tdxwl-{secrets.token_hex(5)}"
         self.clear = tmp_path / "run" / "clear"
         self.log = tmp_path / "identity.log"
@@ -56,6 +57,8 @@ class Program:
             "--ssh-listen", "127.0.0.1",
             "--ssh-port", str(self.ssh_port),
             "--workload-port", str(self.workload_port),
+            "--workload-tls-port", str(self.tls_port),
+            "--workload-internal-port", str(self.internal_port),
             "--workload-publish-host", "127.0.0.1",
             "--clear-mount-dir", str(self.clear),
             "--store-key-path", str(tmp_path / "td-root" / "store.key"),
@@ -203,4 +206,17 @@ def test_the_program_configures_survives_kill_9_exposes_and_restarts_exposed(
             assert time.monotonic() < deadline
             time.sleep(0.2)
     assert served.text == marker
+    assert served.headers["x-instance-pubkey"] == instance.hex(), "served by the front"
+
+    # kill -9 with the front serving: nginx goes with the service (parent-death signal), so the
+    # restarted service's front binds the same ports, with a new certificate.
+    first_key = program.client.get("/instance/state").json()["tls_spki_sha256"]
+    program.kill(signal.SIGKILL)
+    program.start()
+    state = program.client.get("/instance/state").json()
+    assert (state["state"], state["front"]) == ("exposed", "serving")
+    assert state["tls_spki_sha256"] != first_key
+    served = httpx.get(f"http://127.0.0.1:{program.workload_port}/index.html", timeout=5)
+    assert (served.text, served.headers["x-instance-pubkey"]) == (marker, instance.hex())
     assert program.kill(signal.SIGTERM) == 0
+    assert not port_open(program.workload_port) and not port_open(program.tls_port)

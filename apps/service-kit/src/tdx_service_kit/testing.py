@@ -24,8 +24,10 @@ from ._programs import (
     installed_program,
     running,
 )
+from ._tls_server import CountingTlsServer
 
 __all__ = [
+    "CountingTlsServer",
     "ExitedEarly",
     "IgnoredStop",
     "LaunchError",

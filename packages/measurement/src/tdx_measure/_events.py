@@ -30,6 +30,7 @@ MAX_BUILD_ID_SIZE: Final = 64
 MAX_EVENT_BYTES: Final = 2 * 1024 * 1024
 
 IDENTITY_KEY_SIZE: Final = 32
+SPKI_SHA256_SIZE: Final = 32
 
 Transition: TypeAlias = Literal["configure", "expose"]
 TRANSITIONS: Final[frozenset[str]] = frozenset(get_args(Transition))
@@ -258,6 +259,30 @@ class SshHostKeyEvent:
 
 
 @dataclass(frozen=True)
+class TlsKeyEvent:
+    """The TLS key the service's attested front presents in this start, measured before the
+    quote its certificate carries is taken, so a verifier of a later quote can pin it."""
+
+    TYPE: ClassVar[str] = "tls_key"
+    spki_sha256: bytes
+    """SHA-256 of the key's DER SubjectPublicKeyInfo (32 bytes)."""
+
+    def __post_init__(self) -> None:
+        _check_bytes("spki_sha256", self.spki_sha256, SPKI_SHA256_SIZE, SPKI_SHA256_SIZE)
+
+    @classmethod
+    def of_spki(cls, spki_der: bytes) -> TlsKeyEvent:
+        """The event of a DER SubjectPublicKeyInfo (its SHA-256 is measured)."""
+        if type(spki_der) is not bytes or not spki_der:
+            raise _fail("spki_der", "must be non-empty bytes")
+        return cls(spki_sha256=hashlib.sha256(spki_der).digest())
+
+    def to_object(self) -> dict[str, object]:
+        """The event's fields in JSON form, without the log's "type" member."""
+        return {"spki_sha256": self.spki_sha256.hex()}
+
+
+@dataclass(frozen=True)
 class IdentityEvent:
     """An operator or owner the TD serves: extended when the identity registers (before the
     quote the registration sends) and again after every reboot."""
@@ -323,10 +348,16 @@ class ConfigEvent:
 
 
 Event: TypeAlias = (
-    BootEvent | ExecutableEvent | WorkloadEvent | SshHostKeyEvent | IdentityEvent | ConfigEvent
+    BootEvent
+    | ExecutableEvent
+    | WorkloadEvent
+    | SshHostKeyEvent
+    | TlsKeyEvent
+    | IdentityEvent
+    | ConfigEvent
 )
 RuntimeEvent: TypeAlias = (
-    ExecutableEvent | WorkloadEvent | SshHostKeyEvent | IdentityEvent | ConfigEvent
+    ExecutableEvent | WorkloadEvent | SshHostKeyEvent | TlsKeyEvent | IdentityEvent | ConfigEvent
 )
 """Every event but the boot event: what `EventLog.append` takes."""
 
@@ -337,6 +368,7 @@ _FIELDS: Final[dict[str, frozenset[str]]] = {
         {"type", "transition", "image", "image_id", "persist_dirs", "port"}
     ),
     SshHostKeyEvent.TYPE: frozenset({"type", "public_key"}),
+    TlsKeyEvent.TYPE: frozenset({"type", "spki_sha256"}),
     IdentityEvent.TYPE: frozenset({"type", "role", "pubkey"}),
     ConfigEvent.TYPE: frozenset({"type", "settings"}),
 }
@@ -379,6 +411,8 @@ def event_from_object(obj: object) -> Event:
         )
     if kind == SshHostKeyEvent.TYPE:
         return SshHostKeyEvent(public_key=obj["public_key"])
+    if kind == TlsKeyEvent.TYPE:
+        return TlsKeyEvent(spki_sha256=_hex_field(obj, "spki_sha256"))
     if kind == IdentityEvent.TYPE:
         return IdentityEvent(role=obj["role"], pubkey=_hex_field(obj, "pubkey"))
     if kind == ConfigEvent.TYPE:

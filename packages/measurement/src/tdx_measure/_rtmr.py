@@ -17,6 +17,7 @@ from tdx_measure._events import (
     IdentityRole,
     RuntimeEvent,
     SshHostKeyEvent,
+    TlsKeyEvent,
     WorkloadEvent,
     event_digest,
     event_from_object,
@@ -61,6 +62,13 @@ def _latest_ssh_host_key(events: tuple[Event, ...]) -> str | None:
     for event in reversed(events):
         if isinstance(event, SshHostKeyEvent):
             return event.public_key
+    return None
+
+
+def _latest_tls_key(events: tuple[Event, ...]) -> bytes | None:
+    for event in reversed(events):
+        if isinstance(event, TlsKeyEvent):
+            return event.spki_sha256
     return None
 
 
@@ -137,6 +145,11 @@ class EventLog:
     def ssh_host_key(self) -> str | None:
         """The latest measured SSH host key line, or None when the log has none."""
         return _latest_ssh_host_key(tuple(self._events))
+
+    @property
+    def tls_key(self) -> bytes | None:
+        """The SHA-256 of the latest measured TLS key's SPKI, or None when the log has none."""
+        return _latest_tls_key(tuple(self._events))
 
     @property
     def config(self) -> ConfigEvent | None:
@@ -252,6 +265,11 @@ class VerifiedLog:
     def ssh_host_key(self) -> str | None:
         """The latest measured SSH host key line, or None when the log has none."""
         return _latest_ssh_host_key(self._events)
+
+    @property
+    def tls_key(self) -> bytes | None:
+        """The SHA-256 of the latest measured TLS key's SPKI, or None when the log has none."""
+        return _latest_tls_key(self._events)
 
     @property
     def config(self) -> ConfigEvent | None:

@@ -4,6 +4,8 @@ async with IdentityClient(url) as identity, QuoteVerifier(TrustSettings(root_pem
     registration = await register_operator(identity, operator_key, qv)   # verified first
 async with RegistryClient(url) as registry, QuoteVerifier(TrustSettings()) as qv:
     facts = await verify_record(await registry.record(pk), instance_pubkey=pk, verifier=qv)
+    # an attested TLS front: its certificate verified (and its record) before anything is sent
+    result = await attested_get(GetTarget.parse(url), RegistryAppraiser(registry, qv))
 """
 
 from tdxctl._clients import (
@@ -17,6 +19,7 @@ from tdxctl._errors import (
     BadAnswer,
     BindingMismatch,
     BrokerRefused,
+    CertificateRejected,
     EventLogRejected,
     ExpectationFailed,
     HostKeyMismatch,
@@ -29,6 +32,7 @@ from tdxctl._errors import (
     ServiceUnreachable,
     SshError,
     TdxctlError,
+    UnknownInstance,
     VerificationFailed,
 )
 from tdxctl._flows import (
@@ -38,6 +42,7 @@ from tdxctl._flows import (
     fresh_attestation,
     register_operator,
 )
+from tdxctl._get import GetResult, GetTarget, PeerFacts, RegistryAppraiser, attested_get
 from tdxctl._kbs import KbsAdmin
 from tdxctl._keys import generate_key_file, load_private_key, public_key_bytes
 from tdxctl._ssh import DEFAULT_SSH_PORT, known_hosts_line, run_pinned_ssh, ssh_argv
@@ -57,8 +62,11 @@ __all__ = [
     "BadAnswer",
     "BindingMismatch",
     "BrokerRefused",
+    "CertificateRejected",
     "EventLogRejected",
     "ExpectationFailed",
+    "GetResult",
+    "GetTarget",
     "HostKeyMismatch",
     "IdentityClient",
     "IdentityRejected",
@@ -66,9 +74,11 @@ __all__ = [
     "KbsAdmin",
     "KeyFileError",
     "OperatorRegistration",
+    "PeerFacts",
     "QuoteRejected",
     "QuoteVerifier",
     "RecordFormatError",
+    "RegistryAppraiser",
     "RegistryClient",
     "RegistryRecord",
     "RequestError",
@@ -78,8 +88,10 @@ __all__ = [
     "SshTarget",
     "TdxctlError",
     "TrustSettings",
+    "UnknownInstance",
     "VerificationFailed",
     "VerifiedFacts",
+    "attested_get",
     "attested_ssh_target",
     "fresh_attestation",
     "generate_key_file",

@@ -15,7 +15,10 @@ TdxctlError
 │   ├── IdentityRejected    an identity's signatures, or the owner-only-with-operator rule
 │   ├── EventLogRejected    the event log is malformed, does not replay, or names others
 │   ├── HostKeyMismatch     the SSH host key differs between the record, the log, a fresh quote
-│   └── ExpectationFailed   the caller's --expect-operator / --expect-owner does not hold
+│   ├── ExpectationFailed   the caller's --expect-operator / --expect-owner does not hold
+│   ├── CertificateRejected an attested TLS certificate is malformed, unbound, out of its
+│   │                       validity window, or not the one the server presents
+│   └── UnknownInstance     the registry has no record of the certificate's instance
 └── SshError                OpenSSH could not be run
 """
 
@@ -25,6 +28,7 @@ __all__ = [
     "BadAnswer",
     "BindingMismatch",
     "BrokerRefused",
+    "CertificateRejected",
     "EventLogRejected",
     "ExpectationFailed",
     "HostKeyMismatch",
@@ -37,6 +41,7 @@ __all__ = [
     "ServiceUnreachable",
     "SshError",
     "TdxctlError",
+    "UnknownInstance",
     "VerificationFailed",
 ]
 
@@ -136,6 +141,19 @@ class ExpectationFailed(VerificationFailed):
     """The record's operator or owner is not the one the caller expects."""
 
     check = "expectation"
+
+
+class CertificateRejected(VerificationFailed):
+    """An attested TLS certificate has no or malformed evidence, does not bind its key, is
+    outside its validity window, or the server switched to another one after verification."""
+
+    check = "certificate"
+
+
+class UnknownInstance(VerificationFailed):
+    """The registry holds no record of the instance a certificate names."""
+
+    check = "registry"
 
 
 class SshError(TdxctlError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import sys
@@ -23,6 +24,7 @@ from tdx_verify import KNOWN_TCB_STATUSES, Policy
 from tdxctl._clients import HEX, IdentityClient, RegistryClient
 from tdxctl._errors import BrokerRefused, TdxctlError, VerificationFailed
 from tdxctl._flows import SshTarget, attested_ssh_target, register_operator
+from tdxctl._get import GetTarget, RegistryAppraiser, attested_get
 from tdxctl._kbs import KbsAdmin, load_policy, load_store_key, new_store_key
 from tdxctl._keys import generate_key_file, load_private_key, public_key_bytes
 from tdxctl._ssh import DEFAULT_SSH_PORT, run_pinned_ssh
@@ -75,11 +77,13 @@ class _Parser(argparse.ArgumentParser):
 
 @dataclass(frozen=True)
 class Outcome:
-    """A command's result: its JSON object, its readable lines, and the exit status."""
+    """A command's result: its JSON object, its readable lines (or `raw` bytes written to
+    stdout as they are), and the exit status."""
 
     data: dict[str, Any]
     text: list[str] = field(default_factory=list)
     status: int = EXIT_OK
+    raw: bytes | None = None
 
 
 # ---- argument types: each refuses a bad value as a usage error -------------------------
@@ -135,6 +139,13 @@ def _root_ca(value: str) -> bytes:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value} is not a PEM certificate") from None
     return pem
+
+
+def _https_target(value: str) -> GetTarget:
+    try:
+        return GetTarget.parse(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _url(value: str) -> str:
@@ -396,6 +407,28 @@ def build_parser(defaults: Defaults) -> argparse.ArgumentParser:
     kbs_flags(set_policy)
     set_policy.add_argument("policy", metavar="POLICY.rego", type=Path)
     set_policy.set_defaults(run=_blocking(_kbs_set_policy), needs=("kbs", "admin_key"))
+
+    get = commands.add_parser(
+        "get",
+        parents=[output, trust],
+        help="GET a URL of an attested TD's TLS front, verifying its certificate first",
+        description="Fetch the server's certificate without sending anything, verify it (the "
+        "evidence extension binds the TLS key and names the instance, whose key signed it; full "
+        "DCAP of its quote with your trust root; the instance's registry record verifies as "
+        "`tdxctl verify` does, on the same platform, MRTD and RTMR0-2; "
+        "--expect-owner/--expect-operator), then send "
+        "the GET over a connection that trusts exactly that certificate and print the body "
+        "(--json: status, headers, body). Exit 1 naming the failed check, or when the answer "
+        "is 4xx/5xx.",
+    )
+    get.add_argument("url", metavar="URL", type=_https_target, help="https://HOST:PORT/PATH")
+    url_flag(get, "registry", defaults.registry_url, "TDXCTL_REGISTRY_URL")
+    get.add_argument("--expect-operator", metavar="HEX", type=_pubkey, default=None)
+    get.add_argument("--expect-owner", metavar="HEX", type=_pubkey, default=None)
+    get.add_argument(
+        "--accept-v1", action="store_true", help="also accept a v1 registry record (see verify)"
+    )
+    get.set_defaults(run=_blocking(_get), needs=("registry",))
     return parser
 
 
@@ -594,6 +627,36 @@ async def _kbs_set_policy(args: argparse.Namespace) -> Outcome:
     )
 
 
+async def _get(args: argparse.Namespace) -> Outcome:
+    async with RegistryClient(args.registry) as registry, QuoteVerifier(_trust(args)) as qv:
+        appraiser = RegistryAppraiser(
+            registry,
+            qv,
+            expect_operator=args.expect_operator,
+            expect_owner=args.expect_owner,
+            accept_v1=args.accept_v1,
+        )
+        result = await attested_get(args.url, appraiser)
+    status = EXIT_OK if result.status < 400 else EXIT_FAILED
+    if status != EXIT_OK and not args.json:
+        print(f"tdxctl: {args.url.url} answered {result.status}", file=sys.stderr)
+    body: dict[str, str]
+    try:
+        body = {"body": result.body.decode("utf-8")}
+    except UnicodeDecodeError:
+        body = {"body_base64": base64.b64encode(result.body).decode()}
+    peer = result.peer
+    data = {
+        "status": result.status,
+        "headers": [list(pair) for pair in result.headers],
+        **body,
+        "certificate_sha256": peer.certificate.fingerprint.hex(),
+        "instance_pubkey": peer.appraisal.record.instance_pubkey.hex(),
+        **peer.appraisal.to_object(),
+    }
+    return Outcome(data, status=status, raw=result.body)
+
+
 # ---- main -------------------------------------------------------------------------------
 
 
@@ -641,6 +704,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 130
     if want_json:
         _emit_json(sys.stdout, outcome.data)
+    elif outcome.raw is not None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(outcome.raw)
+        sys.stdout.buffer.flush()
     else:
         for line in outcome.text:
             print(line)

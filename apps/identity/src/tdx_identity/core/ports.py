@@ -27,6 +27,7 @@ __all__ = [
     "RegistryClient",
     "RegistryRecord",
     "RtmrDevice",
+    "TlsCertificateMaker",
     "WorkloadConfig",
     "WorkloadManager",
     "WorkloadPhase",
@@ -40,6 +41,26 @@ class QuoteSource(Protocol):
     QuoteSourceError."""
 
     async def get_quote(self, report_data: bytes) -> bytes: ...
+
+
+class TlsCertificateMaker(Protocol):
+    """The attested front's TLS key of this start: the service measures its SPKI (``tls_key``
+    event), takes a quote over `report_data()` and hands it back to `install_certificate`."""
+
+    @property
+    def spki_der(self) -> bytes:
+        """The TLS key's DER SubjectPublicKeyInfo."""
+        ...
+
+    def report_data(self) -> bytes:
+        """The 64 bytes the certificate's quote must carry (the claims binding the TLS key and
+        the instance key)."""
+        ...
+
+    def install_certificate(self, quote: bytes) -> None:
+        """Make the certificate carrying `quote` and put it where the front reads it;
+        FrontError when it cannot."""
+        ...
 
 
 class RtmrDevice(Protocol):

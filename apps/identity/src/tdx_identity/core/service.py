@@ -24,14 +24,15 @@ nothing. With `accept_unsequenced` a v1 body without seq is served, with a warni
 Challenges. `attest_challenge` answers a verifier's nonce with a fresh quote over the challenge
 binding, taken while the event log is frozen, and that log: the log replays to its RTMR3.
 
-Settings, SSH host key and identities in the evidence. `prepare` measures the effective
-settings (`config` event) and then the SSH host key made in memory for this start
+Settings, SSH host key, TLS key and identities in the evidence. `prepare` measures the
+effective settings (`config` event) and then the SSH host key made in memory for this start
 (`ssh_host_key` event) right after the log starts, before anything can open the SSH setup
-server. Each registration extends an `identity` event with its public key before the quote it
-sends is taken; a refused registration leaves its event (an extension cannot be undone;
-verifiers take the latest event per role). After agreement with the registry (below), the log's
-latest identity per role is made equal to the state's: after a reboot the new log names them
-again.
+server; then the attested front's TLS key (`tls_key` event), and only after that takes the
+quote its certificate carries. Each registration extends an `identity` event with its public
+key before the quote it sends is taken; a refused registration leaves its event (an extension
+cannot be undone; verifiers take the latest event per role). After agreement with the registry
+(below), the log's latest identity per role is made equal to the state's: after a reboot the
+new log names them again.
 
 The registry comparison. The host can rewrite the state file, so no lifecycle step (operator and
 owner registration, configure, expose) is served, and the workload is not recovered, until the
@@ -88,11 +89,13 @@ from tdx_identity.core.ports import (
     QuoteSource,
     RegistrationRequest,
     RegistryClient,
+    TlsCertificateMaker,
     WorkloadManager,
 )
 from tdx_identity.core.state import PersistedState, StateStore
 from tdx_identity.exceptions import (
     ComparisonPending,
+    FrontError,
     IdentitiesUnconfirmed,
     IdentityDisagreement,
     MeasurementPersistError,
@@ -119,6 +122,7 @@ from tdx_measure import (
     IdentityEvent,
     IdentityRole,
     SshHostKeyEvent,
+    TlsKeyEvent,
     Transition,
     WorkloadEvent,
 )
@@ -201,8 +205,10 @@ class IdentityService:
         clock: Callable[[], float] = time.time,
         accept_unsequenced: bool = False,
         accept_v1_signatures: bool = False,
+        tls: TlsCertificateMaker | None = None,
     ) -> None:
         self._key = instance_key
+        self._tls = tls
         self._pubkey = public_key_bytes(instance_key)
         self._store = store
         self._quotes = quote_source
@@ -318,7 +324,34 @@ class IdentityService:
         log.info(
             "SSH host key made in memory and measured", extra={"public_key": self._ssh_host_key}
         )
+        await self._certify_tls_key()
         self._prepared = True
+
+    async def _certify_tls_key(self) -> None:
+        """The attested front's TLS key of this start: its SPKI measured (``tls_key`` event)
+        first, then a quote over the claims binding it and the instance key is taken, and the
+        certificate carrying that quote is made. A quote taken before the event would not
+        show the key in its RTMR3."""
+        tls = self._tls
+        if tls is None:
+            return
+        event = TlsKeyEvent.of_spki(tls.spki_der)
+        try:
+            await self._measurement.record(event)
+        except (RtmrDeviceError, MeasurementPersistError) as exc:
+            raise StartupError(f"cannot measure the TLS key: {exc}") from exc
+        try:
+            quote = await self._quote_for(tls.report_data())
+        except QuoteSourceError as exc:
+            raise StartupError(f"cannot get the TLS certificate's quote: {exc}") from exc
+        try:
+            tls.install_certificate(quote)
+        except FrontError as exc:
+            raise StartupError(str(exc)) from exc
+        log.info(
+            "TLS key made in memory, measured and certified",
+            extra={"tls_spki_sha256": event.spki_sha256.hex()},
+        )
 
     async def start(self) -> None:
         """At server start: `prepare`, then compare the state's identities with the registry's

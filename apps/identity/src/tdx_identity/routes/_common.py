@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Protocol, cast
 
 from sanic import Request
 
@@ -22,3 +22,19 @@ def workload_of(request: Request) -> WorkloadManager:
     """The WorkloadManager that `create_app` gave the service (read-only use: its status)."""
     service_of(request)
     return cast(WorkloadManager, request.app.ctx.workload)
+
+
+class FrontStatus(Protocol):
+    """What the state route reads of the attested front."""
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def spki_sha256(self) -> bytes: ...
+
+
+def front_of(request: Request) -> FrontStatus:
+    """The attested front that `create_app` made (read-only use: its status)."""
+    service_of(request)
+    return cast(FrontStatus, request.app.ctx.front)

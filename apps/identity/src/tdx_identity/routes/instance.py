@@ -10,7 +10,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json, text
 
 from tdx_identity.exceptions import InvalidRequest
-from tdx_identity.routes._common import service_of, workload_of
+from tdx_identity.routes._common import front_of, service_of, workload_of
 from tdx_report_data import MAX_NONCE_LEN, MIN_NONCE_LEN
 
 _NONCE_RE = re.compile(r"(?:[0-9a-fA-F]{2})*", re.ASCII)
@@ -29,12 +29,13 @@ async def instance_state(request: Request) -> HTTPResponse:
     """The lifecycle state name, the last accepted owner seq, where the comparison of the
     state's identities with the registry's record stands, and whether the workload runs, was
     refused at recovery, or is locked (the key broker has not released the store key), and
-    why (carry no secret)."""
+    why (carry no secret); the attested front's state and its TLS key's SPKI SHA-256."""
     service = service_of(request)
     state, comparison = service.state, service.comparison
     workload = workload_of(request)
     refusal = workload.refusal()
     locked = service.workload_locked
+    front = front_of(request)
     reason: str | None = None
     if refusal is not None:
         status, reason = "refused", refusal
@@ -54,6 +55,8 @@ async def instance_state(request: Request) -> HTTPResponse:
             },
             "workload": status,
             "workload_reason": reason,
+            "front": str(front.state),
+            "tls_spki_sha256": front.spki_sha256.hex(),
         }
     )
 

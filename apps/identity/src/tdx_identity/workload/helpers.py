@@ -1,5 +1,6 @@
 """The helper programs the podman workload runs (podman, its OCI runtime and conmon, gocryptfs,
-fusermount), found by role: what the RTMR3 log measures at every start."""
+fusermount, and nginx for the attested front), found by role: what the RTMR3 log measures at
+every start."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ HELPER_ROLES: Final[Mapping[str, HelperSpec]] = MappingProxyType(
         ),
         "gocryptfs": HelperSpec(("gocryptfs",)),
         "fusermount": HelperSpec(("fusermount3", "fusermount")),
+        "nginx": HelperSpec(("nginx",), (Path("/usr/sbin/nginx"),)),
     }
 )
 

@@ -17,12 +17,20 @@ A configure interrupted by a crash (or refused) is rolled back to the configurat
 committed (`PersistedState.workload_config`). An expose is rolled forward only when the service
 committed it (after the registry accepted it); one that began but was not committed leaves SSH
 closed for good and the port unpublished, because once SSH setup access began to close it must
-never open again. A clean shutdown closes SSH only: the container keeps
-running and the gocryptfs daemon keeps the clear view mounted. When the section shows the
-committed step completed, the clear view is alive and podman runs the container exactly as it
-would be created now (same arguments and image ID, recorded as a digest label, and the same
-binds and published port as podman reports them), `recover` keeps that container: a restart of
-this service does not interrupt a healthy workload. Anything else is recreated.
+never open again. A clean shutdown closes SSH and stops the front (nginx, `front.NginxFront`):
+the container keeps running and the gocryptfs daemon keeps the clear view mounted. When the
+section shows the committed step completed, the clear view is alive and podman runs the
+container exactly as it would be created now (same arguments and image ID, recorded as a digest
+label, and the same binds and published port as podman reports them), `recover` keeps that
+container: a restart of this service does not interrupt a healthy workload. Anything else is
+recreated.
+
+The front. An exposed container is published on 127.0.0.1 at the internal port only; the front
+(nginx) serves it on the workload ports, plain HTTP and TLS with the attested certificate of
+this start. `expose` starts it once the container is published (before the section records the
+expose done, so a front that cannot start leaves the expose to be sent again), and recovery of
+an exposed workload starts it again (with this start's certificate); nothing else starts it, so
+before expose nothing listens on the workload ports.
 
 Images are pinned: configure resolves the owner's reference once to podman's image ID, records
 it in the section, and every container runs by that ID (`--pull never`), so a retag after
@@ -50,7 +58,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final, Protocol, TypeVar
 
 import httpx
 
@@ -64,6 +72,7 @@ from tdx_identity.core.ports import (
 )
 from tdx_identity.exceptions import (
     ContainerRuntimeError,
+    FrontError,
     ImageUnavailableError,
     KeyExistsError,
     KeyNotFoundError,
@@ -90,6 +99,7 @@ from .store_key import LocalFileKeyProvider
 
 __all__ = [
     "CIPHER_DIR_NAME",
+    "Front",
     "PodmanWorkloadManager",
     "SshServerFactory",
     "WorkloadSettings",
@@ -105,6 +115,14 @@ _T = TypeVar("_T")
 
 SshServerFactory = Callable[[bytes], SetupSshServer]
 """Builds the SSH setup server for an owner's raw ed25519 public key (not yet started)."""
+
+
+class Front(Protocol):
+    """The front serving the exposed workload (`front.NginxFront`); FrontError on failure."""
+
+    async def start(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
 
 
 class PodmanWorkloadManager:
@@ -125,7 +143,11 @@ class PodmanWorkloadManager:
         container_name: str,
         workload_port: int,
         key_at_registration: bool = True,
+        front: Front | None = None,
     ) -> None:
+        """`workload_port` is the host port the container is published on when exposed (the
+        front's internal port, on the runtime's publish host, 127.0.0.1); `front`, when given,
+        serves it on the workload ports."""
         self._section = section
         self._key_at_registration = key_at_registration
         self._runtime = runtime
@@ -134,6 +156,7 @@ class PodmanWorkloadManager:
         self._ssh_factory = ssh_server_factory
         self._name = container_name
         self._workload_port = workload_port
+        self._front = front
         self._ssh: SetupSshServer | None = None
         self._ssh_closed_for_good = False
         self._image_id: str | None = None
@@ -243,6 +266,7 @@ class PodmanWorkloadManager:
                 current, WorkloadPhase.EXPOSED, config, self._workload_port, image_id
             ):
                 self._ssh_closed_for_good = True
+                await self._start_front()
                 _log.info(
                     "workload recovered: exposed, the running container kept",
                     extra={"image": config.image, "image_id": image_id},
@@ -288,8 +312,11 @@ class PodmanWorkloadManager:
         return False
 
     async def shutdown(self) -> None:
-        """Stop SSH setup access; the container and the clear mount keep running (see module)."""
+        """Stop SSH setup access and the front; the container and the clear mount keep running
+        (see module)."""
         await self._close_ssh()
+        if self._front is not None:
+            await self._front.shutdown()
 
     # -- the steps themselves ----------------------------------------------------------------
 
@@ -399,7 +426,17 @@ class PodmanWorkloadManager:
             "start the published container",
         )
         self._image_id = image_id
+        await self._start_front()
         self._save(WorkloadPhase.EXPOSED, config, image_id)
+
+    async def _start_front(self) -> None:
+        """Start the front serving the published container (a no-op while it serves)."""
+        if self._front is None:
+            return
+        try:
+            await self._front.start()
+        except FrontError as exc:
+            raise WorkloadFailed(f"the front cannot serve the workload: {exc}") from exc
 
     def _section_image_id(self, config: WorkloadConfig) -> str:
         """The image ID configure pinned `config` to; expose publishes exactly that image."""
@@ -498,6 +535,8 @@ WORKLOAD_DIR_NAME: Final = "workload"
 CIPHER_DIR_NAME: Final = "store.crypt"
 V1_SSH_HOST_KEY_NAME: Final = "ssh_host_ed25519_key"
 REQUIRED_PROGRAMS: Final = ("podman", "gocryptfs", "fusermount3")
+LOOPBACK: Final = "127.0.0.1"
+"""The only address an exposed container is published on: the front reaches it there."""
 
 
 def discard_v1_host_key(storage_path: Path) -> bool:
@@ -541,6 +580,9 @@ class WorkloadSettings:
     workload_port: int
     workload_publish_host: str
     key_broker: KeyBrokerSettings | None = None
+    workload_internal_port: int = 18080
+    """The container's host port when exposed, published on 127.0.0.1 only (the front's
+    upstream); the front serves `workload_publish_host` at `workload_port` and the TLS port."""
     """The owner's key broker releasing the store key; None: the local key file."""
 
 
@@ -602,10 +644,11 @@ def podman_workload_manager(
     section: WorkloadSectionStore,
     host_key: HostKey,
     keys: KeyProvider,
+    front: Front | None = None,
 ) -> PodmanWorkloadManager:
     """The real manager laid out under the settings' paths and ports, with the store key from
     `keys` (`store_key_provider`); its SSH setup server presents `host_key` (in memory,
-    measured by the service)."""
+    measured by the service); `front` serves the exposed container."""
     workload_dir = settings.storage_path / WORKLOAD_DIR_NAME
     try:
         store = GocryptfsStore(
@@ -619,7 +662,7 @@ def podman_workload_manager(
     runtime = PodmanRuntime(
         hardening=settings.hardening,
         label_value=settings.container_name,
-        publish_host=settings.workload_publish_host,
+        publish_host=LOOPBACK,
     )
     exec_factory = container_exec_factory(runtime, settings.container_name)
 
@@ -639,6 +682,7 @@ def podman_workload_manager(
         keys=keys,
         ssh_server_factory=ssh_server,
         container_name=settings.container_name,
-        workload_port=settings.workload_port,
+        workload_port=settings.workload_internal_port,
         key_at_registration=not isinstance(keys, KbsKeyProvider),
+        front=front,
     )

@@ -1,0 +1,557 @@
+"""The attested front: its nginx configuration, its private tmpfs directory, the certificate of
+each start (the TLS key measured before the quote it carries), and the real nginx (Debian's)
+in front of a small loopback HTTP server standing in for the container: both ports proxy and
+add `x-instance-pubkey`, TLS with the attested certificate, keep-alive, a SIGKILLed nginx
+comes back, stop is graceful and leaves nothing listening, shutdown removes the files."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import signal
+import socket
+import ssl
+import stat
+import warnings
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fakes import FakeQuoteSource, FakeRegistry, FakeRtmr, FakeWorkload, make_quote
+
+from tdx_attested_tls import parse_attested_certificate, pinned_ssl_context
+from tdx_identity import Settings, StartupError, create_app
+from tdx_identity.app import front_settings
+from tdx_identity.exceptions import FrontError, FrontRuntimeDirError
+from tdx_identity.settings import parse_settings
+from tdx_identity.workload.front import (
+    CERT_NAME,
+    CONFIG_NAME,
+    KEY_NAME,
+    RAMFS_MAGIC,
+    TMPFS_MAGIC,
+    FrontRuntimeDir,
+    FrontSettings,
+    FrontState,
+    NginxFront,
+    TlsKey,
+    filesystem_type,
+    render_nginx_config,
+)
+from tdx_identity.workload.helpers import HELPER_ROLES, installed_helpers
+from tdx_measure import EventLog, TlsKeyEvent, replay
+from tdx_quote import parse_quote
+
+INSTANCE_KEY = Ed25519PrivateKey.generate()
+PUBKEY = INSTANCE_KEY.public_key().public_bytes_raw()
+EXT4_MAGIC = 0xEF53
+
+
+def removed(directory: Path) -> bool:
+    return not directory.exists()
+
+
+def pid_of(front: NginxFront) -> int | None:
+    return front.pid
+
+
+def check_key_only_in(front_dir: Path, storage: Path, pem: bytes, scalar: bytes) -> None:
+    """The key file is in the private tmpfs dir (0600 in 0700); no file under STORAGE_PATH
+    holds the key, in PEM or as its raw scalar."""
+    key_file = front_dir / KEY_NAME
+    assert key_file.read_bytes() == pem
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(front_dir.stat().st_mode) == 0o700
+    assert (front_dir / CERT_NAME).exists()
+    files = [path for path in storage.rglob("*") if path.is_file()]
+    assert files, "the storage path holds the state, the instance key and the event log"
+    for path in files:
+        data = path.read_bytes()
+        assert pem not in data and scalar not in data, path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def base_settings(runtime_dir: Path, **changes: object) -> FrontSettings:
+    settings = FrontSettings(
+        runtime_dir=runtime_dir,
+        listen_host="127.0.0.1",
+        plain_port=8080,
+        tls_port=8443,
+        internal_port=18080,
+    )
+    return replace(settings, **changes)  # type: ignore[arg-type]
+
+
+# -- the configuration ------------------------------------------------------------------------
+
+
+def test_the_config_names_the_ports_the_header_and_tls_and_nothing_else(tmp_path: Path) -> None:
+    config = render_nginx_config(
+        base_settings(tmp_path), runtime_dir=Path("/dev/shm/x"), instance_pubkey=PUBKEY
+    )
+    lines = [line.strip() for line in config.splitlines()]
+    assert "daemon off;" in lines and "master_process on;" in lines
+    assert "worker_processes 1;" in lines
+    assert "pid /dev/shm/x/nginx.pid;" in lines
+    assert "error_log stderr warn;" in lines
+    assert "listen 127.0.0.1:8080;" in lines
+    assert "listen 127.0.0.1:8443 ssl;" in lines
+    assert "server 127.0.0.1:18080;" in lines
+    assert lines.count(f"add_header x-instance-pubkey {PUBKEY.hex()} always;") == 2
+    assert lines.count("proxy_hide_header x-instance-pubkey;") == 2, "the container's is dropped"
+    assert "ssl_protocols TLSv1.2 TLSv1.3;" in lines
+    assert f"ssl_certificate /dev/shm/x/{CERT_NAME};" in lines
+    assert f"ssl_certificate_key /dev/shm/x/{KEY_NAME};" in lines
+    assert "keepalive_timeout 65s;" in lines
+    for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        assert f"{name}_temp_path /dev/shm/x/{name};" in lines
+    assert "proxy_request_buffering off;" in lines and "proxy_max_temp_file_size 0;" in lines
+    assert not any(line.startswith("include") for line in lines), "no other config is read"
+    words = {word.rstrip(";") for line in lines for word in line.split()}
+    paths = {word for word in words if word.startswith("/") and word != "/"}  # location /
+    assert all(path.startswith("/dev/shm/x/") for path in paths), paths
+
+
+def test_no_plain_http_leaves_only_the_tls_server(tmp_path: Path) -> None:
+    config = render_nginx_config(
+        base_settings(tmp_path, plain_port=None), runtime_dir=tmp_path, instance_pubkey=PUBKEY
+    )
+    listens = [line.strip() for line in config.splitlines() if line.strip().startswith("listen")]
+    assert listens == ["listen 127.0.0.1:8443 ssl;"]
+
+
+def test_an_ipv6_listen_address_is_bracketed(tmp_path: Path) -> None:
+    config = render_nginx_config(
+        base_settings(tmp_path, listen_host="::"), runtime_dir=tmp_path, instance_pubkey=PUBKEY
+    )
+    assert "listen [::]:8443 ssl;" in config and "listen [::]:8080;" in config
+
+
+@pytest.mark.parametrize("name", ["/dev/shm/a b", "/dev/shm/a;b", "/dev/shm/$x", "relative"])
+def test_a_runtime_dir_nginx_cannot_name_is_refused(name: str) -> None:
+    with pytest.raises(FrontError, match="cannot be named"):
+        render_nginx_config(
+            base_settings(Path(name)), runtime_dir=Path(name), instance_pubkey=PUBKEY
+        )
+
+
+def test_the_settings_give_the_front_its_ports_and_names() -> None:
+    env = {"WORKLOAD_TLS_PORT": "9443", "WORKLOAD_INTERNAL_PORT": "19080", "NO_PLAIN_HTTP": "1"}
+    settings = parse_settings(["--tls-hostnames", "td.example, 10.0.0.5,td.example"], env)
+    front = front_settings(settings)
+    assert (front.plain_port, front.tls_port, front.internal_port) == (None, 9443, 19080)
+    assert front.hostnames == ("td.example", "10.0.0.5")
+    defaults = front_settings(parse_settings([], {}))
+    assert (defaults.plain_port, defaults.tls_port, defaults.internal_port) == (8080, 8443, 18080)
+    assert defaults.hostnames == ("127.0.0.1", "localhost")
+    assert defaults.runtime_dir == Path("/dev/shm/tdx-identity/front-3001")
+    assert parse_settings(["--no-plain-http"], {}).plain_http is False
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        ([], {"NO_PLAIN_HTTP": "maybe"}, "NO_PLAIN_HTTP"),
+        ([], {"NO_PLAIN_HTTP": ""}, "NO_PLAIN_HTTP"),
+        (["--workload-internal-port", "8080"], {}, "ports must differ"),
+        (["--workload-tls-port", "8080"], {}, "ports must differ"),
+        (["--tls-hostnames", "bad_name!"], {}, "not a DNS name"),
+        (["--tls-hostnames", ","], {}, "at least one"),
+        (["--front-runtime-dir", "relative/dir"], {}, "not an absolute path"),
+    ],
+)
+def test_bad_front_settings_are_usage_errors(
+    argv: list[str], env: dict[str, str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_settings(argv, env)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_tls_port_may_equal_the_unused_plain_port() -> None:
+    settings = parse_settings(["--no-plain-http", "--workload-tls-port", "8080"], {})
+    assert settings.workload_tls_port == 8080 and not settings.plain_http
+
+
+# -- the private tmpfs directory --------------------------------------------------------------
+
+
+def test_statfs_tells_a_tmpfs_from_a_disk() -> None:
+    assert filesystem_type(Path("/dev/shm")) == TMPFS_MAGIC
+    assert filesystem_type(Path(__file__).parent) not in (TMPFS_MAGIC, RAMFS_MAGIC)
+
+
+def test_the_runtime_dir_is_made_private_and_emptied(front_dir: Path, tmp_path: Path) -> None:
+    runtime = FrontRuntimeDir.open(front_dir, storage_path=tmp_path / "storage")
+    assert stat.S_IMODE(front_dir.stat().st_mode) == 0o700
+    written = runtime.write_private("k", b"secret")
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    (front_dir / "proxy").mkdir()
+    FrontRuntimeDir.open(front_dir, storage_path=tmp_path / "storage")
+    assert list(front_dir.iterdir()) == [], "a new start finds nothing of the last one"
+
+
+def test_a_runtime_dir_on_a_disk_is_refused(front_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(FrontRuntimeDirError, match=r"not on a tmpfs \(filesystem magic 0xef53\)"):
+        FrontRuntimeDir.open(
+            front_dir, storage_path=tmp_path / "storage", fs_type=lambda _: EXT4_MAGIC
+        )
+
+
+def test_a_runtime_dir_under_the_storage_path_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(FrontRuntimeDirError, match="outside STORAGE_PATH"):
+        FrontRuntimeDir.open(tmp_path / "storage" / "front", storage_path=tmp_path / "storage")
+
+
+def test_a_symlinked_or_foreign_runtime_dir_is_refused(front_dir: Path, tmp_path: Path) -> None:
+    front_dir.parent.mkdir(parents=True, exist_ok=True)
+    target = front_dir.parent / "elsewhere"
+    target.mkdir(mode=0o700)
+    front_dir.symlink_to(target)
+    with pytest.raises(FrontRuntimeDirError, match="is not a directory"):
+        FrontRuntimeDir.open(front_dir, storage_path=tmp_path / "storage")
+    front_dir.unlink()
+    front_dir.mkdir(mode=0o700)
+    os.chown(front_dir, 4242, 4242)
+    with pytest.raises(FrontRuntimeDirError, match="belongs to uid 4242"):
+        FrontRuntimeDir.open(front_dir, storage_path=tmp_path / "storage")
+    os.chown(front_dir, os.geteuid(), os.getegid())
+    front_dir.parent.chmod(0o777)
+    with pytest.raises(FrontRuntimeDirError, match="owned or writable"):
+        FrontRuntimeDir.open(front_dir, storage_path=tmp_path / "storage")
+    front_dir.parent.chmod(0o1777)  # sticky, as /dev/shm: nobody else can rename it
+    FrontRuntimeDir.open(front_dir, storage_path=tmp_path / "storage")
+    os.chown(front_dir.parent, 4242, 4242)
+    with pytest.raises(FrontRuntimeDirError, match="owned or writable"):
+        FrontRuntimeDir.open(front_dir, storage_path=tmp_path / "storage")
+
+
+# -- the certificate of a start, in the service ------------------------------------------------
+
+
+async def test_the_tls_key_is_measured_before_the_quote_its_certificate_carries(
+    running: Callable[..., object], settings: Settings
+) -> None:
+    async with running() as client:  # type: ignore[attr-defined]
+        front = client.app.ctx.front
+        certificate = front.certificate
+        log = EventLog.from_json((await client.get("/instance/eventlog")).content)
+        state = (await client.get("/instance/state")).json()
+        instance = bytes.fromhex((await client.get("/instance/pubkey")).json()["pubkey"])
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    attested = parse_attested_certificate(der)
+    quote_rtmr3 = parse_quote(attested.quote).body.rtmrs[3]
+    [index] = [i for i, e in enumerate(log.events) if isinstance(e, TlsKeyEvent)]
+    tls_event = log.events[index]
+    assert isinstance(tls_event, TlsKeyEvent)
+    assert tls_event.spki_sha256 == front.spki_sha256
+    assert quote_rtmr3 == replay(log.events[: index + 1]), "the quote shows the tls_key event"
+    assert quote_rtmr3 != replay(log.events[:index])
+    assert attested.instance_pubkey == instance, "the claims name this instance"
+    assert state["tls_spki_sha256"] == front.spki_sha256.hex()
+    assert state["front"] == "stopped", "before expose no front serves"
+
+
+async def test_the_tls_key_lives_in_the_tmpfs_dir_only_and_is_removed_at_shutdown(
+    running: Callable[..., object], settings: Settings, front_dir: Path
+) -> None:
+    async with running() as client:  # type: ignore[attr-defined]
+        key: TlsKey = client.app.ctx.front._key
+        pem = key.private_pem()
+        scalar = key.private_key.private_numbers().private_value.to_bytes(32, "big")
+        check_key_only_in(front_dir, settings.storage_path, pem, scalar)
+    assert removed(front_dir), "the key, the certificate and their dir are removed at shutdown"
+
+
+async def test_a_start_without_a_tmpfs_front_dir_is_refused(
+    running: Callable[..., object], settings: Settings
+) -> None:
+    bad = replace(settings, front_runtime_dir=settings.storage_path / "front")
+    with pytest.raises(FrontRuntimeDirError, match="outside STORAGE_PATH"):
+        async with running(settings=bad):  # type: ignore[attr-defined]
+            pass
+
+
+# -- the real nginx ------------------------------------------------------------------------------
+
+
+@dataclass
+class Upstream:
+    """A tiny HTTP/1.1 keep-alive server on loopback standing in for the container; it also
+    sends its own `x-instance-pubkey`, which the front must drop."""
+
+    port: int = 0
+    requests: int = 0
+    connections: int = 0
+    peers: set[str] = field(default_factory=set)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.requests += 1
+                path = head.split(b" ", 2)[1]
+                body = b"hello from the workload " + path
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nx-instance-pubkey: spoofed\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@asynccontextmanager
+async def upstream_server() -> AsyncIterator[Upstream]:
+    upstream = Upstream()
+    server = await asyncio.start_server(upstream.handle, "127.0.0.1", 0)
+    upstream.port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield upstream
+
+
+def live_members(pgid: int) -> list[int]:
+    """The processes of group `pgid` that still run (zombies awaiting their reaper do not)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def nginx_path() -> Path:
+    found = installed_helpers({"nginx": HELPER_ROLES["nginx"]})
+    assert "nginx" in found, "nginx is part of the setup (scripts/setup.d/20-workload.sh)"
+    return found["nginx"]
+
+
+@asynccontextmanager
+async def real_front(
+    front_dir: Path, tmp_path: Path, upstream: Upstream, **changes: object
+) -> AsyncIterator[NginxFront]:
+    settings = base_settings(
+        front_dir,
+        plain_port=free_port(),
+        tls_port=free_port(),
+        internal_port=upstream.port,
+        stop_timeout=3.0,
+        restart_initial=0.05,
+        restart_max=0.2,
+    )
+    settings = replace(settings, **changes)  # type: ignore[arg-type]
+    runtime = FrontRuntimeDir.open(front_dir, storage_path=tmp_path / "storage")
+    front = NginxFront(
+        settings, runtime=runtime, tls_key=TlsKey.generate(), instance_key=INSTANCE_KEY,
+        nginx=nginx_path(),
+    )  # fmt: skip
+    front.install_certificate(make_quote(front.report_data()))
+    try:
+        yield front
+    finally:
+        await front.shutdown()
+
+
+def tls_context(front: NginxFront) -> ssl.SSLContext:
+    certificate = front.certificate
+    assert certificate is not None
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    return pinned_ssl_context(parse_attested_certificate(der))
+
+
+def keep_alive_requests(context: ssl.SSLContext, port: int) -> tuple[str | None, int]:
+    """Three GETs on one TLS connection (run in a thread: it blocks)."""
+    replies = 0
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as conn,
+    ):
+        for _ in range(3):
+            conn.sendall(b"GET /ka HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            data = b""
+            while b"/ka" not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return conn.version(), replies
+                data += chunk
+            replies += data.startswith(b"HTTP/1.1 200")
+        return conn.version(), replies
+
+
+def tls11_handshake_succeeds(port: int) -> bool:
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.check_hostname, old.verify_mode = False, ssl.CERT_NONE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old.minimum_version = ssl.TLSVersion.TLSv1
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+    old.set_ciphers("ALL:@SECLEVEL=0")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        try:
+            old.wrap_socket(raw, server_hostname="127.0.0.1").close()
+        except (ssl.SSLError, OSError):
+            return False
+    return True
+
+
+async def test_nginx_serves_both_ports_with_the_header_and_the_attested_certificate(
+    front_dir: Path, tmp_path: Path
+) -> None:
+    async with upstream_server() as upstream, real_front(front_dir, tmp_path, upstream) as front:
+        settings = front.settings
+        assert settings.plain_port is not None
+        assert not listening(settings.tls_port), "nothing listens before start"
+        with pytest.raises(FrontError, match="certificate was not made"):
+            await NginxFront(
+                settings, runtime=FrontRuntimeDir(front_dir), tls_key=TlsKey.generate(),
+                instance_key=INSTANCE_KEY, nginx=nginx_path(),
+            ).start()  # fmt: skip
+        await front.start()
+        assert front.state is FrontState.SERVING
+        async with httpx.AsyncClient() as plain:
+            answer = await plain.get(f"http://127.0.0.1:{settings.plain_port}/index.html")
+        assert answer.status_code == 200
+        assert answer.text == "hello from the workload /index.html"
+        assert answer.headers.get_list("x-instance-pubkey") == [PUBKEY.hex()]
+        async with httpx.AsyncClient(verify=tls_context(front)) as tls:
+            answers = [
+                await tls.get(f"https://127.0.0.1:{settings.tls_port}/{n}") for n in range(5)
+            ]
+            missing = await tls.get(
+                f"https://127.0.0.1:{settings.tls_port}/", headers={"Host": "x"}
+            )
+        assert all(a.status_code == 200 for a in answers)
+        assert all(a.headers.get_list("x-instance-pubkey") == [PUBKEY.hex()] for a in answers)
+        assert all(a.http_version == "HTTP/1.1" for a in answers)
+        assert missing.headers["x-instance-pubkey"] == PUBKEY.hex()
+        context = tls_context(front)
+        version, replies = await asyncio.to_thread(keep_alive_requests, context, settings.tls_port)
+        assert version in ("TLSv1.2", "TLSv1.3")
+        assert replies == 3, "keep-alive: three requests answered on one connection"
+        assert not await asyncio.to_thread(tls11_handshake_succeeds, settings.tls_port)
+        assert upstream.requests >= 10
+
+
+async def test_without_plain_http_only_tls_listens(front_dir: Path, tmp_path: Path) -> None:
+    plain = free_port()
+    async with (
+        upstream_server() as upstream,
+        real_front(front_dir, tmp_path, upstream, plain_port=None) as front,
+    ):
+        await front.start()
+        assert listening(front.settings.tls_port)
+        assert not listening(plain)
+
+
+async def test_a_sigkilled_nginx_is_started_again(front_dir: Path, tmp_path: Path) -> None:
+    async with upstream_server() as upstream, real_front(front_dir, tmp_path, upstream) as front:
+        await front.start()
+        first = front.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        for _ in range(200):
+            if front.restarts == 1 and front.state is FrontState.SERVING:
+                break
+            await asyncio.sleep(0.05)
+        assert front.restarts == 1 and front.state is FrontState.SERVING
+        assert front.pid not in (None, first)
+        async with httpx.AsyncClient(verify=tls_context(front)) as tls:
+            answer = await tls.get(f"https://127.0.0.1:{front.settings.tls_port}/again")
+        assert answer.status_code == 200 and answer.headers["x-instance-pubkey"] == PUBKEY.hex()
+        assert live_members(first) == [], "the killed master's workers went with it"
+
+
+async def test_stop_is_graceful_and_leaves_nothing_listening(
+    front_dir: Path, tmp_path: Path
+) -> None:
+    async with upstream_server() as upstream, real_front(front_dir, tmp_path, upstream) as front:
+        await front.start()
+        pid = front.pid
+        assert pid is not None
+        await front.start()
+        assert front.pid == pid, "start is idempotent while it serves"
+        await front.stop()
+        assert front.state is FrontState.STOPPED and pid_of(front) is None
+        assert front.settings.plain_port is not None
+        assert not listening(front.settings.tls_port) and not listening(front.settings.plain_port)
+        assert live_members(pid) == []
+        assert (front_dir / CONFIG_NAME).exists()
+    assert removed(front_dir), "shutdown removes the key, certificate, config and their dir"
+
+
+async def test_a_port_taken_makes_start_fail_naming_it(front_dir: Path, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        async with (
+            upstream_server() as upstream,
+            real_front(front_dir, tmp_path, upstream, tls_port=port, start_timeout=3.0) as front,
+        ):
+            with pytest.raises(FrontError, match="nginx exited with status 1 at start"):
+                await front.start()
+            assert front.state is FrontState.STOPPED
+
+
+def test_the_certificate_is_valid_from_now_for_its_window(front_dir: Path, tmp_path: Path) -> None:
+    runtime = FrontRuntimeDir.open(front_dir, storage_path=tmp_path / "storage")
+    now = datetime.datetime(2026, 12, 2, 8, 0, tzinfo=datetime.UTC)
+    front = NginxFront(
+        base_settings(front_dir, hostnames=("td.example", "10.0.0.5")), runtime=runtime,
+        tls_key=TlsKey.generate(), instance_key=INSTANCE_KEY, nginx=None, now=lambda: now,
+    )  # fmt: skip
+    with pytest.raises(FrontError, match="cannot build the attested certificate"):
+        front.install_certificate(make_quote(bytes(64)))
+    front.install_certificate(make_quote(front.report_data()))
+    certificate = front.certificate
+    assert certificate is not None
+    assert certificate.not_valid_before_utc < now < certificate.not_valid_after_utc
+
+    san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["td.example"]
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
+    with pytest.raises(FrontError, match="nginx is not installed"):
+        front.argv()
+
+
+async def test_a_certificate_quote_for_other_report_data_stops_the_start(
+    settings: Settings, quotes: FakeQuoteSource, registry: FakeRegistry, rtmr: FakeRtmr
+) -> None:
+    quotes.wrong_report_data = True
+    app = create_app(
+        settings, quote_source=quotes, registry=registry, workload=FakeWorkload(), rtmr_device=rtmr
+    )
+    service = app.ctx.service
+    with pytest.raises(StartupError, match="cannot get the TLS certificate's quote"):
+        await service.prepare()
+    log = EventLog.from_json(service.event_log_json().encode())
+    assert isinstance(log.events[-1], TlsKeyEvent), "the key was measured before the quote"
+    assert app.ctx.front.certificate is None
