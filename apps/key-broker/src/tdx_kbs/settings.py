@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from tdx_service_kit import HttpLimits, RateLimit, parse_bool
+from tdx_service_kit import DatabaseTarget, HttpLimits, RateLimit, parse_bool
 from tdx_verify import (
     AllowlistError,
     parse_mrtd_allowlist,
@@ -24,7 +24,6 @@ from tdx_verify import (
 
 from .reference import TdImageReference
 from .sessions import DEFAULT_MAX_SESSIONS, SessionSettings
-from .store import DatabaseTarget
 
 INTEL_PCS_URL = "https://api.trustedservices.intel.com"
 DEFAULT_PORT = 3020

@@ -17,9 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from pony.orm import (
     Database,
@@ -32,6 +30,8 @@ from pony.orm import (
     desc,
 )
 
+from tdx_service_kit import DatabaseTarget
+
 log = logging.getLogger("tdx_kbs.store")
 
 T = TypeVar("T")
@@ -43,33 +43,6 @@ ACTION_POLICY_SET = "policy-set"
 
 class StoreError(Exception):
     """The database failed or stayed contended; nothing was stored."""
-
-
-@dataclass(frozen=True)
-class DatabaseTarget:
-    """Where the state lives: an SQLite file, or a PostgreSQL URL (`postgresql://...`)."""
-
-    sqlite_path: Path | None = None
-    postgres_url: str | None = None
-
-    def __post_init__(self) -> None:
-        if (self.sqlite_path is None) == (self.postgres_url is None):
-            raise ValueError("exactly one of sqlite_path and postgres_url must be given")
-        if self.sqlite_path is not None and not self.sqlite_path.is_absolute():
-            raise ValueError("sqlite_path must be absolute (Pony resolves relative paths oddly)")
-        if self.postgres_url is not None and urlsplit(self.postgres_url).scheme not in (
-            "postgres",
-            "postgresql",
-        ):
-            raise ValueError("the database URL must start with postgresql://")
-
-    def describe(self) -> str:
-        """A loggable description (no password)."""
-        if self.sqlite_path is not None:
-            return f"sqlite:{self.sqlite_path}"
-        parts = urlsplit(self.postgres_url or "")
-        host = parts.hostname or "localhost"
-        return f"postgresql://{host}{':' + str(parts.port) if parts.port else ''}{parts.path}"
 
 
 @dataclass(frozen=True)

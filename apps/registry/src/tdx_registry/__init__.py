@@ -1,6 +1,8 @@
 """Registry of attested TDX instances: GET /challenge, POST /register, GET /instance/{pubkey}
 (API.md)."""
 
+from tdx_service_kit import DatabaseTarget
+
 from .app import create_app
 from .challenges import (
     Challenge,
@@ -28,7 +30,7 @@ from .registration import (
     policy_needs_event_log,
 )
 from .settings import INTEL_PCS_URL, Settings, SettingsError, parse_settings
-from .store import DatabaseTarget, PonyRecordStore, RecordStore, StoreError
+from .store import PonyRecordStore, RecordStore, StoreError
 from .verification import (
     CheckedQuote,
     DcapQuoteVerifier,

@@ -14,7 +14,7 @@ from pathlib import Path
 from cryptography import x509
 
 from tdx_measure import ExecutablePin, MeasurementError, MeasurementPolicy
-from tdx_service_kit import HttpLimits, RateLimit, parse_bool
+from tdx_service_kit import DatabaseTarget, HttpLimits, RateLimit, parse_bool
 from tdx_verify import (
     DEFAULT_ACCEPTED_TCB_STATUSES,
     KNOWN_TCB_STATUSES,
@@ -33,7 +33,6 @@ from .challenges import (
 )
 from .challenges import DEFAULT_TTL_SECONDS as DEFAULT_CHALLENGE_TTL
 from .read_cache import DEFAULT_MAX_BYTES, DEFAULT_TTL_SECONDS
-from .store import DatabaseTarget
 
 INTEL_PCS_URL = "https://api.trustedservices.intel.com"
 SHA384_LEN = 48

@@ -36,11 +36,8 @@ import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlsplit
 
 from pony.orm import (
     Database,
@@ -62,6 +59,7 @@ from tdx_measure import (
     event_to_object,
 )
 from tdx_report_data import IdentityInfo
+from tdx_service_kit import DatabaseTarget
 
 from .records import InstanceRecord, Verdict
 
@@ -103,33 +101,6 @@ class RecordStore(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class DatabaseTarget:
-    """Where the records live: an SQLite file, or a PostgreSQL URL (`postgresql://...`)."""
-
-    sqlite_path: Path | None = None
-    postgres_url: str | None = None
-
-    def __post_init__(self) -> None:
-        if (self.sqlite_path is None) == (self.postgres_url is None):
-            raise ValueError("exactly one of sqlite_path and postgres_url must be given")
-        if self.sqlite_path is not None and not self.sqlite_path.is_absolute():
-            raise ValueError("sqlite_path must be absolute (Pony resolves relative paths oddly)")
-        if self.postgres_url is not None and urlsplit(self.postgres_url).scheme not in (
-            "postgres",
-            "postgresql",
-        ):
-            raise ValueError("the database URL must start with postgresql://")
-
-    def describe(self) -> str:
-        """A loggable description (no password)."""
-        if self.sqlite_path is not None:
-            return f"sqlite:{self.sqlite_path}"
-        parts = urlsplit(self.postgres_url or "")
-        host = parts.hostname or "localhost"
-        return f"postgresql://{host}{':' + str(parts.port) if parts.port else ''}{parts.path}"
 
 
 def _sqlite_durable_wal(db: Database, connection: Any) -> None:

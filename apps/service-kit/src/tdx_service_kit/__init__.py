@@ -5,7 +5,7 @@ from ._logging import JsonFormatter, configure_logging
 from ._run import ListenError, run_app
 from ._signals import StartupSignals
 from .body import json_body, parse_hex, parse_json_object, require_hex
-from .config import HttpLimits, RateLimit, parse_bool
+from .config import DatabaseTarget, HttpLimits, RateLimit, parse_bool
 from .errors import (
     ApiError,
     BadRequest,
@@ -21,6 +21,7 @@ from .errors import (
 __all__ = [
     "ApiError",
     "BadRequest",
+    "DatabaseTarget",
     "Forbidden",
     "HttpLimits",
     "JsonFormatter",

@@ -1,10 +1,12 @@
-"""HTTP limits and rate limits as values, passed to `install_common`, and the one strict
-reading of a boolean setting."""
+"""HTTP limits and rate limits as values, passed to `install_common`, the one strict reading
+of a boolean setting, and where an app's database is (`DatabaseTarget`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 TRUE_WORDS: Final = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS: Final = frozenset({"0", "false", "no", "off"})
@@ -58,3 +60,31 @@ class RateLimit:
             raise ValueError("per_second must be positive")
         if self.burst < 1:
             raise ValueError("burst must be at least 1")
+
+
+@dataclass(frozen=True)
+class DatabaseTarget:
+    """Where an app's state lives (the registry's records, the key broker's resources): an
+    SQLite file, or a PostgreSQL URL (`postgresql://...`)."""
+
+    sqlite_path: Path | None = None
+    postgres_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.sqlite_path is None) == (self.postgres_url is None):
+            raise ValueError("exactly one of sqlite_path and postgres_url must be given")
+        if self.sqlite_path is not None and not self.sqlite_path.is_absolute():
+            raise ValueError("sqlite_path must be absolute (Pony resolves relative paths oddly)")
+        if self.postgres_url is not None and urlsplit(self.postgres_url).scheme not in (
+            "postgres",
+            "postgresql",
+        ):
+            raise ValueError("the database URL must start with postgresql://")
+
+    def describe(self) -> str:
+        """A loggable description (no password)."""
+        if self.sqlite_path is not None:
+            return f"sqlite:{self.sqlite_path}"
+        parts = urlsplit(self.postgres_url or "")
+        host = parts.hostname or "localhost"
+        return f"postgresql://{host}{':' + str(parts.port) if parts.port else ''}{parts.path}"
