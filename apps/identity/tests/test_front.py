@@ -2,7 +2,9 @@
 each start (the TLS key measured before the quote it carries), and the real nginx (Debian's)
 in front of a small loopback HTTP server standing in for the container: both ports proxy and
 add `x-instance-pubkey`, TLS with the attested certificate, keep-alive, a SIGKILLed nginx
-comes back, stop is graceful and leaves nothing listening, shutdown removes the files."""
+comes back, stop is graceful and leaves nothing listening, shutdown removes the files of a
+front that does not serve and leaves a serving one serving; the next start adopts it (SIGHUP,
+the new key confirmed by several handshakes, else a clean restart), trusting no planted pid."""
 
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ import signal
 import socket
 import ssl
 import stat
+import subprocess
 import warnings
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -35,6 +38,7 @@ from tdx_identity.workload.front import (
     CERT_NAME,
     CONFIG_NAME,
     KEY_NAME,
+    PID_NAME,
     RAMFS_MAGIC,
     TMPFS_MAGIC,
     FrontRuntimeDir,
@@ -44,6 +48,7 @@ from tdx_identity.workload.front import (
     TlsKey,
     filesystem_type,
     render_nginx_config,
+    stop_left_front,
 )
 from tdx_identity.workload.helpers import HELPER_ROLES, installed_helpers
 from tdx_measure import EventLog, TlsKeyEvent, replay
@@ -60,6 +65,10 @@ def removed(directory: Path) -> bool:
 
 def pid_of(front: NginxFront) -> int | None:
     return front.pid
+
+
+def is_adopted(front: NginxFront) -> bool:
+    return front.adopted
 
 
 def check_key_only_in(front_dir: Path, storage: Path, pem: bytes, scalar: bytes) -> None:
@@ -203,11 +212,21 @@ def test_statfs_tells_a_tmpfs_from_a_disk() -> None:
 def test_the_runtime_dir_is_made_private_and_emptied(front_dir: Path, tmp_path: Path) -> None:
     runtime = FrontRuntimeDir.open(front_dir, storage_path=tmp_path / "storage")
     assert stat.S_IMODE(front_dir.stat().st_mode) == 0o700
-    written = runtime.write_private("k", b"secret")
+    written = runtime.write_private(KEY_NAME, b"secret")
     assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    runtime.write_private(CERT_NAME, b"cert")
+    runtime.write_private(CONFIG_NAME, b"config")
+    runtime.write_private("other", b"x")
     (front_dir / "proxy").mkdir()
+    (front_dir / "proxy" / "0000001").write_bytes(b"spilled")
+    (front_dir / "elsewhere").mkdir()
+    (front_dir / PID_NAME).write_text("123\n")
     FrontRuntimeDir.open(front_dir, storage_path=tmp_path / "storage")
-    assert list(front_dir.iterdir()) == [], "a new start finds nothing of the last one"
+    left = sorted(entry.name for entry in front_dir.iterdir())
+    assert left == ["nginx.pid", "proxy"], "a new start finds only what adoption reads"
+    assert list((front_dir / "proxy").iterdir()) == [], "nginx's temp dirs are emptied"
+    runtime.remove()
+    assert removed(front_dir)
 
 
 def test_a_runtime_dir_on_a_disk_is_refused(front_dir: Path, tmp_path: Path) -> None:
@@ -377,7 +396,7 @@ async def real_front(
     try:
         yield front
     finally:
-        await front.shutdown()
+        await front.close()
 
 
 def tls_context(front: NginxFront) -> ssl.SSLContext:
@@ -555,3 +574,198 @@ async def test_a_certificate_quote_for_other_report_data_stops_the_start(
     log = EventLog.from_json(service.event_log_json().encode())
     assert isinstance(log.events[-1], TlsKeyEvent), "the key was measured before the quote"
     assert app.ctx.front.certificate is None
+
+
+# -- across a restart of the service: the serving nginx is adopted -------------------------------
+
+
+def served_spki(port: int) -> bytes:
+    """The SPKI of the certificate a fresh TLS handshake with the front shows."""
+    pem = ssl.get_server_certificate(("127.0.0.1", port), timeout=5)
+    return (
+        x509.load_pem_x509_certificate(pem.encode())
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+
+
+def next_start(front_dir: Path, tmp_path: Path, settings: FrontSettings) -> NginxFront:
+    """What the next start of the service makes: the runtime dir opened again (the last key,
+    certificate and config removed), a new TLS key and its certificate installed."""
+    runtime = FrontRuntimeDir.open(front_dir, storage_path=tmp_path / "storage")
+    front = NginxFront(
+        settings, runtime=runtime, tls_key=TlsKey.generate(), instance_key=INSTANCE_KEY,
+        nginx=nginx_path(),
+    )  # fmt: skip
+    front.install_certificate(make_quote(front.report_data()))
+    return front
+
+
+@dataclass
+class RequestLoop:
+    """New connections to the plain port in a loop, counting answers and failures."""
+
+    port: int
+    answered: int = 0
+    failures: list[str] = field(default_factory=list)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0)) as client:
+            while not self.done.is_set():
+                try:
+                    answer = await client.get(f"http://127.0.0.1:{self.port}/loop", timeout=5)
+                except httpx.TransportError as exc:
+                    self.failures.append(repr(exc))
+                else:
+                    self.answered += 1
+                    if answer.status_code != 200:
+                        self.failures.append(f"status {answer.status_code}")
+                await asyncio.sleep(0.005)
+
+
+async def test_a_serving_front_outlives_the_service_and_the_next_start_adopts_it(
+    front_dir: Path, tmp_path: Path
+) -> None:
+    async with upstream_server() as upstream, real_front(front_dir, tmp_path, upstream) as first:
+        await first.start()
+        pid, old_spki = first.pid, first.spki_der
+        assert pid is not None and served_spki(first.settings.tls_port) == old_spki
+        plain = first.settings.plain_port
+        assert plain is not None
+        loop = RequestLoop(plain)
+        task = asyncio.create_task(loop.run())
+        await asyncio.sleep(0.2)
+        await first.shutdown()  # the service stops: the front keeps serving
+        await first.shutdown()  # the app's own call after the manager's changes nothing
+        assert listening(first.settings.tls_port) and (front_dir / PID_NAME).exists()
+        assert live_members(pid) != [], "nginx still runs"
+        second = next_start(front_dir, tmp_path, first.settings)
+        assert (front_dir / KEY_NAME).read_bytes() == second._key.private_pem(), "old key gone"
+        try:
+            await second.start()
+            assert second.adopted and second.pid == pid, "the same master, reloaded"
+            assert second.state is FrontState.SERVING
+            spkis = {served_spki(first.settings.tls_port) for _ in range(10)}
+            assert spkis == {second.spki_der}, "only the new key is served"
+            await asyncio.sleep(0.2)
+            loop.done.set()
+            await task
+            assert loop.failures == [] and loop.answered > 20, (loop.answered, loop.failures)
+            # An adopted nginx killed with SIGKILL comes back too, as our child.
+            os.kill(pid, signal.SIGKILL)
+            for _ in range(200):
+                if second.restarts == 1 and second.state is FrontState.SERVING:
+                    break
+                await asyncio.sleep(0.05)
+            assert second.restarts == 1 and second.pid not in (None, pid)
+            assert not is_adopted(second), "a fresh nginx, our child"
+            assert served_spki(first.settings.tls_port) == second.spki_der
+            assert live_members(pid) == [], "the killed master's workers went with it"
+        finally:
+            await second.close()
+        assert not listening(first.settings.tls_port) and not listening(plain)
+        assert removed(front_dir), "the explicit stop leaves nothing"
+
+
+async def test_a_reload_not_confirmed_in_time_restarts_nginx_cleanly(
+    front_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with upstream_server() as upstream, real_front(front_dir, tmp_path, upstream) as first:
+        await first.start()
+        pid = first.pid
+        assert pid is not None
+        await first.shutdown()
+        # No number of handshakes within the timeout can confirm the reload here.
+        impatient = replace(first.settings, confirm_handshakes=10**6, start_timeout=1.0)
+        second = next_start(front_dir, tmp_path, impatient)
+        try:
+            await second.start()
+            assert not second.adopted and second.pid not in (None, pid)
+            assert live_members(pid) == [], "the unconfirmed nginx and its workers are gone"
+            assert served_spki(first.settings.tls_port) == second.spki_der
+            assert "did not serve this start's certificate in time" in caplog.text
+        finally:
+            await second.close()
+
+
+@dataclass
+class Planted:
+    what: str
+    reason: str
+
+
+PLANTED = [
+    Planted("another program", "not the measured nginx"),
+    Planted("another uid", "runs as uid 65534"),
+    Planted("another nginx", "not the nginx master of this front's directory"),
+    Planted("a stale pid", "stale pid file"),
+]
+
+
+def spawn(argv: list[str], uid: int | None = None) -> subprocess.Popen[bytes]:
+    """Another process whose pid a host could plant in the pid file."""
+    return subprocess.Popen(argv, user=uid, group=uid)
+
+
+def end_process(process: subprocess.Popen[bytes]) -> None:
+    process.kill()
+    process.wait()
+
+
+@pytest.mark.parametrize("planted", PLANTED, ids=[p.what for p in PLANTED])
+async def test_a_planted_pid_file_is_neither_adopted_nor_signalled(
+    planted: Planted, front_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with AsyncExitStack() as stack:
+        upstream = await stack.enter_async_context(upstream_server())
+        front = await stack.enter_async_context(real_front(front_dir, tmp_path, upstream))
+        victim: subprocess.Popen[bytes] | None = None
+        if planted.what == "another program":
+            victim = spawn(["sleep", "60"])
+            pid = victim.pid
+        elif planted.what == "another uid":
+            victim = spawn(["sleep", "60"], uid=65534)
+            pid = victim.pid
+        elif planted.what == "another nginx":
+            other_dir = front_dir.parent / "other-front"
+            other = await stack.enter_async_context(real_front(other_dir, tmp_path, upstream))
+            await other.start()
+            assert other.pid is not None
+            pid = other.pid
+        else:
+            gone = spawn(["true"])
+            gone.wait()
+            pid = gone.pid
+        if victim is not None:
+            stack.callback(end_process, victim)
+        (front_dir / PID_NAME).write_text(f"{pid}\n")
+        await front.start()
+        assert not front.adopted and front.pid not in (None, pid), "a fresh nginx serves"
+        assert served_spki(front.settings.tls_port) == front.spki_der
+        reasons = [str(getattr(record, "reason", "")) for record in caplog.records]
+        assert any(planted.reason in reason for reason in reasons), reasons
+        if planted.what == "another nginx":
+            assert other.pid == pid and other.state is FrontState.SERVING, "not signalled"
+        elif victim is not None:
+            assert victim.poll() is None, "the planted process was not signalled"
+
+
+async def test_a_start_that_serves_nothing_stops_the_front_left_serving(
+    front_dir: Path, tmp_path: Path
+) -> None:
+    async with upstream_server() as upstream, real_front(front_dir, tmp_path, upstream) as first:
+        await first.start()
+        pid = first.pid
+        assert pid is not None
+        await first.shutdown()
+        second = next_start(front_dir, tmp_path, first.settings)
+        assert await second.stop_left_running()
+        assert live_members(pid) == [] and not listening(first.settings.tls_port)
+        assert not await second.stop_left_running(), "once"
+        await second.start()  # nothing left to adopt: a fresh nginx
+        assert not second.adopted and second.pid is not None
+        await second.shutdown()
+        assert stop_left_front(front_dir, nginx_path())
+        assert not listening(first.settings.tls_port) and removed(front_dir)
+        assert not stop_left_front(front_dir, nginx_path())

@@ -241,12 +241,19 @@ def create_app(
     app.blueprint(workload_bp)
 
     async def _start(_app: Sanic[Any, Any]) -> None:
-        await service.start()
+        try:
+            await service.start()
+        finally:
+            # A start that did not start the front (nothing exposed, a refused or locked
+            # workload, no agreement yet, a failure) stops the nginx a previous start left
+            # serving: it would serve a certificate this start's event log no longer names.
+            await front.stop_left_running()
 
     async def _stop(_app: Sanic[Any, Any]) -> None:
         await service.stop()
-        # The workload manager stopped the front it started; whatever the manager, the TLS key,
-        # its certificate and the front's config leave TD memory now (idempotent).
+        # The workload manager left its serving front running for the next start to adopt;
+        # whatever the manager, a front that does not serve is stopped and the TLS key, its
+        # certificate and the front's config leave TD memory now (idempotent).
         await front.shutdown()
 
     app.register_listener(_start, "before_server_start")

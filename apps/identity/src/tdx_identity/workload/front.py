@@ -12,19 +12,39 @@ key, its certificate and everything nginx writes (its configuration, pid file, t
 in one private directory (`FrontRuntimeDir`: 0700, owned by this process's user, not a symlink,
 on a tmpfs or ramfs checked with statfs), never under STORAGE_PATH; the service refuses to start
 otherwise (`FrontRuntimeDirError`). nginx is told not to spill bodies to temp files
-(``proxy_request_buffering off``, ``proxy_max_temp_file_size 0``). The files and the directory
-are removed at shutdown; a reboot clears the tmpfs anyway.
+(``proxy_request_buffering off``, ``proxy_max_temp_file_size 0``). Each start removes the last
+start's key, certificate and configuration from the directory (only nginx's pid file and its
+empty temp dirs stay, for the adoption below); a reboot clears the tmpfs anyway.
 
-No other configuration. nginx runs as ``nginx -p <dir> -c <dir>/nginx.conf -e stderr`` with
+No other configuration. nginx runs as ``nginx -p <dir>/ -c <dir>/nginx.conf -e stderr`` with
 ``daemon off`` and ``master_process on``: no file of the distribution's /etc/nginx is read,
 and its error log goes to the service's stderr.
 
-Supervision. nginx runs in its own process group (a new session), and with the parent-death
-signal SIGTERM, so a killed identity service takes its front with it. When nginx exits while
-it should serve (e.g. SIGKILL), what is left of its group (workers that outlive a killed master
-hold the listening sockets) is killed, and it is started again with a bounded back-off,
-logged each time. `stop` sends SIGQUIT (graceful: in-flight requests finish), then SIGTERM,
-then SIGKILL after `stop_timeout`.
+Across a restart of the service. nginx is not stopped when the service stops while it serves
+(as the container is not): it is its own session, without a parent-death signal, so the front
+keeps answering while the service restarts. The next start adopts it (`NginxFront.start`): the
+pid in the runtime dir's pid file is trusted only if a pidfd opened on it names a live process
+of this user, running the nginx program this start measured (``/proc/<pid>/exe``), as the
+master of exactly this start's command line (``/proc/<pid>/cmdline``, which nginx retitles
+``nginx: master process <argv>``), leading its own process group; a pid that fails any check is
+never signalled (the host may have planted the file). The new key and certificate (this start's
+``tls_key`` event) are already in place (written atomically), the configuration is rewritten,
+and the master gets SIGHUP: new workers serve the new certificate, old ones finish their
+requests. The reload counts only once `confirm_handshakes` consecutive TLS handshakes show the
+new key's SPKI (old workers still answer for a moment), within `start_timeout`; otherwise nginx
+is stopped and started afresh (logged). A start that ends without starting the front (nothing
+exposed, a refused or locked workload, no agreement with the registry yet, a failed start)
+stops the nginx left running (`stop_left_running`), so a previous certificate is never served
+under this start's event log. `stop_left_front` is the explicit stop of a front whose service
+is gone (tests' and benchmarks' cleanup).
+
+Supervision. nginx, our child or adopted, is watched through a pidfd (``os.pidfd_open``, polled
+for readability in the event loop) and signalled through it (``pidfd_send_signal``), so a pid
+reused after its exit is never signalled. When nginx exits while it should serve (e.g.
+SIGKILL), what is left of its group (workers that outlive a killed master hold the listening
+sockets) is killed, and it is started again with a bounded back-off, logged each time. `stop`
+sends SIGQUIT (graceful: in-flight requests finish), then SIGTERM, then SIGKILL after
+`stop_timeout`.
 """
 
 from __future__ import annotations
@@ -36,11 +56,15 @@ import ctypes.util
 import datetime
 import enum
 import hashlib
+import hmac
 import ipaddress
 import logging
 import os
+import select
 import signal
+import ssl
 import stat
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -58,7 +82,8 @@ from tdx_attested_tls import (
     claims_for,
     report_data_for,
 )
-from tdx_identity.exceptions import FrontError, FrontRuntimeDirError
+from tdx_identity.exceptions import FrontError, FrontRuntimeDirError, UnsafeFileError
+from tdx_identity.files import DATA_MODE_MASK, atomic_replace, read_private
 
 __all__ = [
     "CERT_VALIDITY",
@@ -70,7 +95,9 @@ __all__ = [
     "NginxFront",
     "TlsKey",
     "filesystem_type",
+    "front_argv",
     "render_nginx_config",
+    "stop_left_front",
 ]
 
 _log = logging.getLogger("tdx_identity.workload.front")
@@ -117,6 +144,9 @@ class FrontSettings:
     restart_initial: float = 0.5
     restart_max: float = 30.0
     worker_processes: int = 1
+    confirm_handshakes: int = 5
+    """Consecutive TLS handshakes that must show the new key before an adopted nginx's reload
+    counts (old workers still answer for a moment after SIGHUP)."""
 
 
 # -- the TLS key -----------------------------------------------------------------------------
@@ -246,35 +276,31 @@ class FrontRuntimeDir:
         return runtime
 
     def write_private(self, name: str, data: bytes) -> Path:
-        """Write `data` to `name` in the directory, mode 0600, replacing an older file."""
+        """Write `data` to `name` in the directory, mode 0600, atomically (temp file, fsync,
+        rename, fsync of the directory): nginx reading it at a reload sees the old file or the
+        new one, never a mix."""
         target = self.path / name
-        temp = self.path / f".{name}.tmp"
-        temp.unlink(missing_ok=True)
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        temp.replace(target)
+        atomic_replace(target, data, mode=0o600)
         return target
 
     def remove(self) -> None:
         """Empty the directory and remove it (idempotent)."""
         if not self.path.exists():
             return
-        self.clear()
+        self.clear(keep_nginx=False)
         self.path.rmdir()
 
-    def clear(self) -> None:
-        """Remove everything in the directory (the directory stays, empty)."""
+    def clear(self, *, keep_nginx: bool = True) -> None:
+        """Remove everything in the directory: the last start's key, certificate and config go.
+        With `keep_nginx`, nginx's pid file and its (emptied) temp dirs stay, for an nginx the
+        last start left serving to be adopted (see module)."""
         for entry in self.path.iterdir():
             if entry.is_dir() and not entry.is_symlink():
                 for sub in entry.iterdir():
                     sub.unlink(missing_ok=True)
-                entry.rmdir()
-            else:
+                if not (keep_nginx and entry.name in _TEMP_DIRS):
+                    entry.rmdir()
+            elif not (keep_nginx and entry.name == PID_NAME):
                 entry.unlink(missing_ok=True)
 
 
@@ -368,33 +394,244 @@ http {{
 """
 
 
+# -- one nginx master, watched through a pidfd ----------------------------------------------------
+
+
+class _Nginx:
+    """An nginx master the front supervises through a pidfd: our child (`child` set; reaped
+    once it exited) or the one a previous start left serving (not our child: no status)."""
+
+    def __init__(self, pid: int, pidfd: int, child: subprocess.Popen[bytes] | None) -> None:
+        self.pid = pid
+        self._pidfd: int | None = pidfd
+        self._child = child
+        self._exited: asyncio.Future[None] | None = None
+
+    @property
+    def adopted(self) -> bool:
+        return self._child is None
+
+    def running(self) -> bool:
+        """Whether the process is alive (its pidfd is readable once it exited)."""
+        pidfd = self._pidfd
+        if pidfd is None:
+            return False
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        return not poller.poll(0)
+
+    def returncode(self) -> int | None:
+        """Its exit status once it exited, when it was our child (None otherwise)."""
+        if self._child is None or self.running():
+            return None
+        return self._child.wait()
+
+    def send(self, sig: signal.Signals) -> None:
+        """Signal this very process (never a pid reused after its exit)."""
+        if self._pidfd is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(self._pidfd, sig)
+
+    async def wait(self) -> int | None:
+        """Until it exited (the pidfd polled in the event loop); its status when our child."""
+        pidfd = self._pidfd
+        if pidfd is not None and self._exited is None:
+            loop = asyncio.get_running_loop()
+            exited: asyncio.Future[None] = loop.create_future()
+
+            def readable() -> None:
+                loop.remove_reader(pidfd)
+                if not exited.done():
+                    exited.set_result(None)
+
+            loop.add_reader(pidfd, readable)
+            self._exited = exited
+        if self._exited is not None:
+            await asyncio.shield(self._exited)
+        return self.returncode()
+
+    async def wait_for(self, seconds: float) -> bool:
+        """Wait at most `seconds` for it to exit; whether it did."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wait(), seconds)
+        return not self.running()
+
+    def close(self) -> None:
+        """Stop watching (the process itself is left as it is)."""
+        pidfd, self._pidfd = self._pidfd, None
+        exited = self._exited
+        if pidfd is None:
+            return
+        if exited is not None and not exited.done():
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().remove_reader(pidfd)
+            exited.cancel()
+        os.close(pidfd)
+
+
+def front_argv(nginx: Path, runtime_dir: Path) -> list[str]:
+    """nginx's command line for the front in `runtime_dir` (no other configuration read)."""
+    return [
+        str(nginx),
+        "-p",
+        f"{runtime_dir}/",
+        "-c",
+        str(runtime_dir / CONFIG_NAME),
+        "-e",
+        "stderr",
+    ]
+
+
+def _left_running(runtime_dir: Path, nginx: Path) -> tuple[_Nginx | None, str]:
+    """The nginx master a previous start left serving from `runtime_dir`, checked as the module
+    says, with a pidfd on it; else None and why (nothing was signalled)."""
+    try:
+        text = read_private(
+            runtime_dir / PID_NAME, max_bytes=32, mode_mask=DATA_MODE_MASK, owned_by_us=True
+        )
+    except FileNotFoundError:
+        return None, "no pid file"
+    except (OSError, UnsafeFileError) as exc:
+        return None, f"unusable pid file: {exc}"
+    digits = text.strip()
+    if not digits.isdigit() or not 1 < int(digits) < 1 << 22:
+        return None, "the pid file does not hold a pid"
+    pid = int(digits)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None, f"stale pid file: no process {pid}"
+    except OSError as exc:
+        return None, f"cannot open a pidfd on {pid}: {exc.strerror or exc}"
+    process = _Nginx(pid, pidfd, None)
+    # The pidfd was opened first: if `pid` still runs once /proc was read, /proc described the
+    # process the pidfd names, and every signal goes to that process only.
+    reason = _not_our_nginx(pid, nginx, front_argv(nginx, runtime_dir))
+    if reason is None and not process.running():
+        reason = f"process {pid} exited while it was checked"
+    if reason is not None:
+        process.close()
+        return None, reason
+    return process, ""
+
+
+def _not_our_nginx(pid: int, nginx: Path, argv: Sequence[str]) -> str | None:
+    """Why process `pid` is not the nginx master of this front (None: it is)."""
+    proc = Path(f"/proc/{pid}")
+    try:
+        status = (proc / "status").read_text(encoding="ascii", errors="replace")
+        exe = str((proc / "exe").readlink())
+        cmdline = (proc / "cmdline").read_bytes()
+        pgid = os.getpgid(pid)
+    except (OSError, ProcessLookupError) as exc:
+        return f"cannot inspect process {pid}: {getattr(exc, 'strerror', None) or exc}"
+    uids = next((line.split()[1:] for line in status.splitlines() if line.startswith("Uid:")), [])
+    if not uids or any(uid != str(os.geteuid()) for uid in uids):
+        return f"process {pid} runs as uid {'/'.join(uids) or '?'}, not as this service's"
+    if exe != os.path.realpath(nginx):
+        return f"process {pid} runs {exe}, not the measured nginx {nginx}"
+    expected = ("nginx: master process " + " ".join(argv)).encode()
+    if cmdline.rstrip(b"\0") != expected:
+        return f"process {pid} is not the nginx master of this front's directory"
+    if pgid != pid:
+        return f"process {pid} does not lead its own process group"
+    return None
+
+
+def _kill_group(pgid: int) -> None:
+    """Kill what is left of nginx's own process group (workers of a killed master)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def stop_left_front(runtime_dir: Path, nginx: Path, *, timeout: float = 10.0) -> bool:
+    """Stop the nginx a stopped service left serving from `runtime_dir` (checked as for an
+    adoption: anything else is not signalled) and remove the directory; True when one ran.
+    Blocking: for cleanup by tests and benchmarks, or by an operator's script."""
+    process, _ = _left_running(runtime_dir, nginx)
+    if process is not None:
+        try:
+            for sig, wait in (
+                (signal.SIGQUIT, timeout),
+                (signal.SIGTERM, 2.0),
+                (signal.SIGKILL, 2.0),
+            ):
+                if not process.running():
+                    break
+                process.send(sig)
+                deadline = time.monotonic() + wait
+                while process.running() and time.monotonic() < deadline:
+                    time.sleep(0.02)
+        finally:
+            process.close()
+        _kill_group(process.pid)
+    if runtime_dir.is_dir() and not runtime_dir.is_symlink():
+        FrontRuntimeDir(runtime_dir).remove()
+    return process is not None
+
+
 # -- the front ---------------------------------------------------------------------------------
 
 
-Spawn = Callable[[Sequence[str]], Awaitable[asyncio.subprocess.Process]]
+Spawn = Callable[[Sequence[str]], subprocess.Popen[bytes]]
 """Starts nginx from its argv (the default: `_spawn_nginx`)."""
 
 
-async def _spawn_nginx(argv: Sequence[str]) -> asyncio.subprocess.Process:
-    # prctl is looked up here, in the parent: the child between fork and exec only calls it.
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-    def parent_death_sigterm() -> None:  # in the child: one system call, PR_SET_PDEATHSIG
-        prctl(1, int(signal.SIGTERM), 0, 0, 0)
-
-    return await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
+def _spawn_nginx(argv: Sequence[str]) -> subprocess.Popen[bytes]:
+    # Its own session, no parent-death signal: it outlives a stop (or a crash) of the service,
+    # whose next start adopts it. Not an asyncio subprocess: asyncio kills a child whose
+    # transport it closes.
+    return subprocess.Popen(  # noqa: S603 - our own argv (front_argv), never a shell
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
         start_new_session=True,
-        preexec_fn=parent_death_sigterm,
+        close_fds=True,
     )
+
+
+async def _served_spki(host: str, port: int, seconds: float) -> bytes | None:
+    """The DER SPKI of the certificate a fresh TLS handshake with `host:port` shows."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # only the key is compared, with the one we made
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=context, server_hostname=host), seconds
+        )
+    except (OSError, TimeoutError, ssl.SSLError):
+        return None
+    try:
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = None if ssl_object is None else ssl_object.getpeercert(binary_form=True)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
+            await asyncio.wait_for(writer.wait_closed(), seconds)
+    if der is None:
+        return None
+    try:
+        public_key = x509.load_der_x509_certificate(der).public_key()
+    except ValueError:
+        return None
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _loopback_for(host: str) -> str:
+    """Where this host reaches a listener on `host` (an unspecified address: loopback)."""
+    address = ipaddress.ip_address(host)
+    if address.is_unspecified:
+        return "::1" if address.version == 6 else "127.0.0.1"
+    return str(address)
 
 
 class NginxFront:
     """The front: the attested certificate of this start (`report_data`/`install_certificate`,
     called by the service before anything is exposed) and the nginx process serving it
-    (`start`, supervised, `stop`)."""
+    (`start`: adopted from the previous start or launched, supervised; `stop`)."""
 
     def __init__(
         self,
@@ -421,10 +658,12 @@ class NginxFront:
         self._now = now
         self._certificate: x509.Certificate | None = None
         self._state = FrontState.STOPPED
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: _Nginx | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._wanted = False
+        self._left_serving = False
         self._restarts = 0
+        self._adoptions = 0
 
     # -- observed ----------------------------------------------------------------------------
 
@@ -446,9 +685,15 @@ class NginxFront:
         return self._restarts
 
     @property
+    def adopted(self) -> bool:
+        """Whether the nginx serving now is the one a previous start left running."""
+        process = self._process
+        return process is not None and process.adopted and process.running()
+
+    @property
     def pid(self) -> int | None:
         process = self._process
-        return None if process is None or process.returncode is not None else process.pid
+        return None if process is None or not process.running() else process.pid
 
     @property
     def settings(self) -> FrontSettings:
@@ -467,7 +712,8 @@ class NginxFront:
 
     def install_certificate(self, quote: bytes) -> None:
         """Build the self-signed certificate carrying `quote` and write the key and the
-        certificate into the runtime dir (0600). FrontError when the quote does not bind."""
+        certificate into the runtime dir (0600, each atomically). FrontError when the quote
+        does not bind."""
         now = self._now()
         try:
             certificate = build_certificate(
@@ -480,8 +726,15 @@ class NginxFront:
             )
         except (ValueError, AttestedTlsError) as exc:
             raise FrontError(f"cannot build the attested certificate: {exc}") from exc
-        self._runtime.write_private(KEY_NAME, self._key.private_pem())
-        self._runtime.write_private(CERT_NAME, certificate.public_bytes(serialization.Encoding.PEM))
+        try:
+            self._runtime.write_private(KEY_NAME, self._key.private_pem())
+            self._runtime.write_private(
+                CERT_NAME, certificate.public_bytes(serialization.Encoding.PEM)
+            )
+        except OSError as exc:
+            raise FrontError(
+                f"cannot write the TLS key and certificate: {exc.strerror or exc}"
+            ) from exc
         self._certificate = certificate
 
     # -- nginx -------------------------------------------------------------------------------
@@ -489,12 +742,13 @@ class NginxFront:
     def argv(self) -> list[str]:
         if self._nginx is None:
             raise FrontError("nginx is not installed: the exposed workload cannot be served")
-        base = self._runtime.path
-        return [str(self._nginx), "-p", f"{base}/", "-c", str(base / CONFIG_NAME), "-e", "stderr"]
+        return front_argv(self._nginx, self._runtime.path)
 
     async def start(self) -> None:
-        """Write the configuration, start nginx and wait until it listens; then supervise
-        it. A no-op while it serves or restarts. FrontError when it cannot start."""
+        """Write the configuration, then adopt the nginx a previous start left serving (reload
+        with this start's certificate, confirmed) or start nginx and wait until it listens;
+        then supervise it. A no-op while it serves or restarts. FrontError when it cannot
+        start."""
         if self._wanted:  # serving, or the supervisor is bringing it back
             return
         if self._certificate is None:
@@ -502,11 +756,14 @@ class NginxFront:
         config = render_nginx_config(
             self._settings, runtime_dir=self._runtime.path, instance_pubkey=self._instance_pubkey
         )
+        argv = self.argv()
         self._runtime.write_private(CONFIG_NAME, config.encode("ascii"))
         self._wanted = True
+        self._left_serving = False
         self._state = FrontState.STARTING
         try:
-            await self._launch()
+            if not await self._adopt():
+                await self._launch()
         except FrontError:
             self._wanted = False
             self._state = FrontState.STOPPED
@@ -519,24 +776,85 @@ class NginxFront:
                 "tls_port": self._settings.tls_port,
                 "internal_port": self._settings.internal_port,
                 "tls_spki_sha256": self.spki_sha256.hex(),
+                "adopted": self.adopted,
+                "argv": argv,
             },
         )
+
+    async def _adopt(self) -> bool:
+        """Take over the nginx the previous start left serving: SIGHUP (it reads this start's
+        config, key and certificate), then confirm it serves the new key; if it does not in
+        time, stop it (the caller starts a fresh one). False when none may be adopted."""
+        assert self._nginx is not None
+        process, reason = _left_running(self._runtime.path, self._nginx)
+        if process is None:
+            if reason != "no pid file":
+                _log.warning(
+                    "the front's pid file names no nginx of ours: not adopted, not signalled",
+                    extra={"reason": reason},
+                )
+            return False
+        process.send(signal.SIGHUP)
+        if await self._confirm_new_key(process):
+            self._process = process
+            self._state = FrontState.SERVING
+            self._adoptions += 1
+            _log.info(
+                "front adopted: the nginx left serving by the previous start reloaded with this "
+                "start's certificate",
+                extra={"pid": process.pid, "tls_spki_sha256": self.spki_sha256.hex()},
+            )
+            return True
+        _log.error(
+            "the adopted front did not serve this start's certificate in time; restarting it",
+            extra={"pid": process.pid, "timeout": self._settings.start_timeout},
+        )
+        await self._terminate(process)
+        return False
+
+    async def _confirm_new_key(self, process: _Nginx) -> bool:
+        """Whether `confirm_handshakes` consecutive fresh TLS handshakes show this start's
+        key before `start_timeout` (one alone may still reach an old worker)."""
+        host = _loopback_for(self._settings.listen_host)
+        wanted = self._key.spki_der
+        deadline = time.monotonic() + self._settings.start_timeout
+        streak = 0
+        while time.monotonic() < deadline and process.running():
+            served = await _served_spki(host, self._settings.tls_port, seconds=2.0)
+            if served is not None and hmac.compare_digest(served, wanted):
+                streak += 1
+                if streak >= self._settings.confirm_handshakes:
+                    return True
+                await asyncio.sleep(0.02)
+                continue
+            streak = 0
+            await asyncio.sleep(0.05)
+        return False
 
     async def _launch(self) -> None:
         argv = self.argv()
         (self._runtime.path / PID_NAME).unlink(missing_ok=True)
         try:
-            process = await self._spawn(argv)
+            child = self._spawn(argv)
         except OSError as exc:
             raise FrontError(f"cannot start nginx: {exc.strerror or exc}") from exc
+        try:
+            pidfd = os.pidfd_open(child.pid)
+        except OSError as exc:  # it cannot have been reaped: only we wait for it
+            child.kill()
+            child.wait()
+            raise FrontError(f"cannot watch nginx: {exc.strerror or exc}") from exc
+        process = _Nginx(child.pid, pidfd, child)
         self._process = process
         deadline = time.monotonic() + self._settings.start_timeout
         ports = [p for p in (self._settings.plain_port, self._settings.tls_port) if p is not None]
         while True:
-            if process.returncode is not None:
-                self._kill_group(process.pid)
+            if not process.running():
+                returncode = await process.wait()
+                process.close()
+                _kill_group(process.pid)
                 raise FrontError(
-                    f"nginx exited with status {process.returncode} at start (its error "
+                    f"nginx exited with status {returncode} at start (its error "
                     "is in the service's log)"
                 )
             if self._pid_file_names(process.pid):
@@ -547,8 +865,7 @@ class NginxFront:
                 raise FrontError(
                     f"nginx did not listen on {ports} within {self._settings.start_timeout} s"
                 )
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(process.wait()), 0.05)
+            await process.wait_for(0.05)
 
     def _pid_file_names(self, pid: int) -> bool:
         """Whether nginx wrote its pid file: it does so only once it has bound every listening
@@ -574,12 +891,13 @@ class NginxFront:
             if not self._should_serve():
                 return
             self._state = FrontState.RESTARTING
-            self._kill_group(process.pid)
+            process.close()
+            _kill_group(process.pid)
             if time.monotonic() - started > 10 * self._settings.restart_max:
                 delay = self._settings.restart_initial
             _log.error(
                 "the front (nginx) exited; starting it again",
-                extra={"returncode": returncode, "retry_in": delay},
+                extra={"returncode": returncode, "adopted": process.adopted, "retry_in": delay},
             )
             while self._should_serve():
                 await self._sleep(delay)
@@ -598,29 +916,22 @@ class NginxFront:
                 _log.info("the front serves again", extra={"restarts": self._restarts})
                 break
 
-    @staticmethod
-    def _kill_group(pgid: int) -> None:
-        """Kill what is left of nginx's own process group (workers of a killed master)."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-
-    async def _terminate(self, process: asyncio.subprocess.Process) -> None:
+    async def _terminate(self, process: _Nginx) -> None:
         """SIGQUIT (graceful), then SIGTERM, then SIGKILL; then the rest of its group."""
         for sig, wait in (
             (signal.SIGQUIT, self._settings.stop_timeout),
             (signal.SIGTERM, 2.0),
             (signal.SIGKILL, 2.0),
         ):
-            if process.returncode is not None:
+            if not process.running():
                 break
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(sig)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(process.wait()), wait)
-        self._kill_group(process.pid)
+            process.send(sig)
+            await process.wait_for(wait)
+        process.returncode()  # our child: reaped
+        process.close()
+        _kill_group(process.pid)
 
-    async def stop(self) -> None:
-        """Stop nginx gracefully and stop supervising it (the front stops serving)."""
+    async def _stop_supervising(self) -> _Nginx | None:
         self._wanted = False
         supervisor, self._supervisor = self._supervisor, None
         if supervisor is not None:
@@ -628,15 +939,62 @@ class NginxFront:
             with contextlib.suppress(asyncio.CancelledError):
                 await supervisor
         process, self._process = self._process, None
+        self._state = FrontState.STOPPED
+        return process
+
+    async def stop(self) -> None:
+        """Stop nginx gracefully and stop supervising it (the front stops serving)."""
+        process = await self._stop_supervising()
         if process is not None:
             await self._terminate(process)
-            _log.info("front stopped", extra={"returncode": process.returncode})
-        self._state = FrontState.STOPPED
+            _log.info("front stopped", extra={"returncode": process.returncode()})
+
+    async def stop_left_running(self) -> bool:
+        """When this start did not start the front: stop an nginx a previous start left serving
+        (checked as for an adoption), so no earlier certificate is served under this start's
+        event log. True when there was one."""
+        if self._wanted or self._nginx is None:
+            return False
+        process, _ = _left_running(self._runtime.path, self._nginx)
+        if process is None:
+            return False
+        await self._terminate(process)
+        (self._runtime.path / PID_NAME).unlink(missing_ok=True)
+        _log.warning(
+            "stopped the front a previous start left serving: this start serves nothing",
+            extra={"pid": process.pid},
+        )
+        return True
+
+    async def close(self) -> None:
+        """Stop nginx and remove the key, certificate and config files and the runtime dir:
+        the explicit stop (nothing is left for a next start)."""
+        self._left_serving = False
+        await self.stop()
+        await self.stop_left_running()
+        self._remove_runtime_dir()
 
     async def shutdown(self) -> None:
-        """At service stop: stop nginx, then remove the key, certificate and config files and
-        the runtime dir itself (the next start makes it again)."""
+        """At service stop. A serving nginx is left serving with its files, for the next start
+        to adopt (as the container is left running: the front keeps answering while the service
+        restarts); otherwise it is stopped and the key, certificate, config and the runtime dir
+        are removed. Idempotent."""
+        if self._left_serving:
+            return
+        process = self._process
+        if self._wanted and process is not None and process.running():
+            await self._stop_supervising()
+            process.close()
+            self._left_serving = True
+            _log.info(
+                "front left serving across the service's stop; the next start adopts it",
+                extra={"pid": process.pid, "tls_spki_sha256": self.spki_sha256.hex()},
+            )
+            return
         await self.stop()
+        self._remove_runtime_dir()
+
+    def _remove_runtime_dir(self) -> None:
         try:
             self._runtime.remove()
         except OSError as exc:

@@ -17,8 +17,9 @@ A configure interrupted by a crash (or refused) is rolled back to the configurat
 committed (`PersistedState.workload_config`). An expose is rolled forward only when the service
 committed it (after the registry accepted it); one that began but was not committed leaves SSH
 closed for good and the port unpublished, because once SSH setup access began to close it must
-never open again. A clean shutdown closes SSH and stops the front (nginx, `front.NginxFront`):
-the container keeps running and the gocryptfs daemon keeps the clear view mounted. When the
+never open again. A clean shutdown closes SSH; the container keeps running, the gocryptfs
+daemon keeps the clear view mounted, and a serving front (nginx, `front.NginxFront`) keeps
+serving, for the next start to adopt with its new certificate. When the
 section shows the committed step completed, the clear view is alive and podman runs the
 container exactly as it would be created now (same arguments and image ID, recorded as a digest
 label, and the same binds and published port as podman reports them), `recover` keeps that
@@ -29,8 +30,9 @@ The front. An exposed container is published on 127.0.0.1 at the internal port o
 (nginx) serves it on the workload ports, plain HTTP and TLS with the attested certificate of
 this start. `expose` starts it once the container is published (before the section records the
 expose done, so a front that cannot start leaves the expose to be sent again), and recovery of
-an exposed workload starts it again (with this start's certificate); nothing else starts it, so
-before expose nothing listens on the workload ports.
+an exposed workload starts it again (with this start's certificate: an nginx the previous
+start left serving is adopted and reloaded with it); nothing else starts it, so before expose
+nothing listens on the workload ports.
 
 Images are pinned: configure resolves the owner's reference once to podman's image ID, records
 it in the section, and every container runs by that ID (`--pull never`), so a retag after
@@ -312,8 +314,8 @@ class PodmanWorkloadManager:
         return False
 
     async def shutdown(self) -> None:
-        """Stop SSH setup access and the front; the container and the clear mount keep running
-        (see module)."""
+        """Stop SSH setup access; the container, the clear mount and a serving front keep
+        running (see module)."""
         await self._close_ssh()
         if self._front is not None:
             await self._front.shutdown()
