@@ -3,7 +3,9 @@
 1. configure -> SSH ready, expose -> port serving, identity restart -> serving again, each against
    a plain `podman run` of the same image to HTTP 200 (target: overhead <= 1.5x podman's start).
 2. gocryptfs sequential write and read throughput against the plain disk (the ratio).
-   Also: the longest time the workload port stopped answering while the service restarted.
+   Also: the longest time the front (plain HTTP and TLS, a new connection per request) stopped
+   answering while the service restarted, and how many requests failed: the front is left
+   serving by the stop and adopted by the next start.
 3. measuring the helper executables at start-up against the whole identity-service start.
 
 Run by hand as root after ./scripts/setup: `hatch run bench:workload`.
@@ -32,6 +34,8 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench._common import free_port, program, started
+from tdx_identity.workload.front import stop_left_front
+from tdx_identity.workload.helpers import HELPER_ROLES, installed_helpers
 from tdx_report_data import sign_instance_v2
 from tdx_sim import DEFAULT_MR_TD, td_image_allowlists
 
@@ -61,11 +65,12 @@ def listening(port: int) -> bool:
 
 
 def serving(url: str) -> Callable[[], bool]:
-    """Any HTTP answer from the workload (its /www may still be empty: 404 counts)."""
+    """Any HTTP answer from the workload (its /www may still be empty: 404 counts). For an
+    https URL the certificate is not verified: only whether the front answers is measured."""
 
     def check() -> bool:
         try:
-            return httpx.get(url, timeout=0.5).status_code < 500
+            return httpx.get(url, timeout=0.5, verify=False).status_code < 500
         except httpx.HTTPError:
             return False
 
@@ -105,17 +110,22 @@ class DowntimeProbe:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.longest = 0.0
+        self.requests = 0
+        self.failures = 0
 
     def _run(self) -> None:
         down_since: float | None = None
         while not self._done.is_set():
             now = time.perf_counter()
+            self.requests += 1
             if self._check():
                 if down_since is not None:
                     self.longest = max(self.longest, now - down_since)
                 down_since = None
-            elif down_since is None:
-                down_since = now
+            else:
+                self.failures += 1
+                if down_since is None:
+                    down_since = now
             time.sleep(0.01)
         if down_since is not None:
             self.longest = max(self.longest, time.perf_counter() - down_since)
@@ -196,6 +206,7 @@ def main() -> int:
     container = f"tdx-bench-{secrets.token_hex(4)}"
     clear_dir = tmp / "run" / "clear"
     rows: list[tuple[str, float, float]] = []
+    front_dir: Path | None = None
     try:
         subprocess.run(
             [sys.executable, str(ROOT / "scripts" / "make_image.py"), "--ref", image], check=True
@@ -203,9 +214,10 @@ def main() -> int:
         plain = statistics.median(plain_podman_start(image) for _ in range(args.rounds))
         env = dict(os.environ)
         sim_port, reg_port, id_port = free_port(), free_port(), free_port()
-        ssh_port, wl_port = free_port(), free_port()
+        ssh_port, wl_port, tls_port = free_port(), free_port(), free_port()
         sim_url, reg_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{reg_port}"
         id_url = f"http://127.0.0.1:{id_port}"
+        front_dir = Path(f"/dev/shm/tdx-identity/front-{id_port}")  # the default
         id_env = env | {
             "MOCK_TDX_URL": sim_url,
             "REGISTRY_URL": reg_url,
@@ -213,7 +225,7 @@ def main() -> int:
             "SSH_LISTEN": "127.0.0.1",
             "SSH_PORT": str(ssh_port),
             "WORKLOAD_PORT": str(wl_port),
-            "WORKLOAD_TLS_PORT": str(free_port()),
+            "WORKLOAD_TLS_PORT": str(tls_port),
             "WORKLOAD_INTERNAL_PORT": str(free_port()),
             "WORKLOAD_PUBLISH_HOST": "127.0.0.1",
             "CLEAR_MOUNT_DIR": str(clear_dir),
@@ -295,17 +307,25 @@ def main() -> int:
                 )
                 wait_until(serving(f"http://127.0.0.1:{wl_port}/"))
                 rows.append(("expose -> port serving", time.perf_counter() - start, plain))
-                # From here a probe watches the workload port through the service's restart.
-                probe = DowntimeProbe(f"http://127.0.0.1:{wl_port}/")
-                probe.start()
+                # From here probes watch both front ports through the service's restart.
+                probes = [
+                    DowntimeProbe(f"http://127.0.0.1:{wl_port}/"),
+                    DowntimeProbe(f"https://127.0.0.1:{tls_port}/"),
+                ]
+                for probe in probes:
+                    probe.start()
             start = time.perf_counter()
             with started(id_argv, id_url + "/instance/pubkey", tmp / "id2.log", id_env):
                 wait_until(serving(f"http://127.0.0.1:{wl_port}/"))
                 rows.append(("identity restart -> serving", time.perf_counter() - start, plain))
-            downtime = probe.stop()
+            plain_probe, tls_probe = probes
+            downtime, tls_downtime = plain_probe.stop(), tls_probe.stop()
         measure = measure_helpers_seconds()
         (disk_w, disk_r), (gc_w, gc_r) = gocryptfs_vs_disk(tmp, args.size_mb)
     finally:
+        nginx = installed_helpers({"nginx": HELPER_ROLES["nginx"]}).get("nginx")
+        if nginx is not None and front_dir is not None:  # the stopped service left it serving
+            stop_left_front(front_dir, nginx)
         subprocess.run(
             ["podman", "rm", "-f", "-t", "0", container], capture_output=True, check=False
         )
@@ -323,8 +343,10 @@ def main() -> int:
             f"  <=1.5x{mark}"
         )
     print(
-        f"workload downtime during the identity restart: {downtime * 1000:.0f}ms "
-        "(the workload keeps serving while the service restarts)"
+        f"front downtime during the identity restart: plain HTTP {downtime * 1000:.0f}ms "
+        f"({plain_probe.failures} of {plain_probe.requests} requests failed), TLS "
+        f"{tls_downtime * 1000:.0f}ms ({tls_probe.failures} of {tls_probe.requests} failed); "
+        "the front is left serving by the stop and adopted by the next start"
     )
     print(
         f"gocryptfs sequential write {gc_w:7.0f} MB/s vs plain disk {disk_w:7.0f} MB/s: "

@@ -59,6 +59,7 @@ class Stack:
 def make_stack(tmp_path: Path, registry_db_url: str | None) -> Iterator[Callable[..., Stack]]:
     """Start sim, registry (trusting the sim root unless told not to) and identity service."""
     stacks: list[contextlib.ExitStack] = []
+    built: list[Stack] = []
 
     def make(
         sim_flags: Sequence[str] = (),
@@ -81,11 +82,14 @@ def make_stack(tmp_path: Path, registry_db_url: str | None) -> Iterator[Callable
         exit_stack.enter_context(procs.running(reg))
         ident = procs.identity(tmp_path, sim.url, reg.url, **(identity_env or {}))
         exit_stack.enter_context(procs.running(ident))
-        return Stack(tmp_path, sim, reg, ident, registry_db_url)
+        built.append(Stack(tmp_path, sim, reg, ident, registry_db_url))
+        return built[-1]
 
     yield make
     for s in reversed(stacks):
         s.close()
+    for stack in built:
+        procs.stop_front(stack.identity)  # a stopped identity service leaves its front serving
 
 
 pytest_plugins = ["tests.workload_support"]

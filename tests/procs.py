@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
+from tdx_identity.workload.front import stop_left_front
+from tdx_identity.workload.helpers import HELPER_ROLES, installed_helpers
 from tdx_service_kit.testing import Program, free_port, running
 from tdx_service_kit.testing import installed_program as program
 from tdx_sim import DEFAULT_MR_TD, td_image_allowlists
@@ -21,6 +24,7 @@ __all__ = [
     "registry",
     "running",
     "sim",
+    "stop_front",
 ]
 
 
@@ -99,6 +103,20 @@ def identity(tmp: Path, sim_url: str, registry_url: str, **extra_env: str) -> Pr
         "/instance/pubkey",
         tmp / f"identity-{port}.log",
     )
+
+
+def stop_front(ident: Program) -> bool:
+    """Once `ident` (an identity service) stopped: stop the front it left serving (a stop of
+    the service leaves a serving nginx for its next start to adopt) and remove its runtime dir.
+    True when one ran."""
+    runtime_dir = ident.env.get("FRONT_RUNTIME_DIR")
+    if runtime_dir is None:
+        port = urllib.parse.urlsplit(ident.url).port
+        runtime_dir = f"/dev/shm/tdx-identity/front-{port}"
+    nginx = installed_helpers({"nginx": HELPER_ROLES["nginx"]}).get("nginx")
+    if nginx is None:
+        return False
+    return stop_left_front(Path(runtime_dir), nginx)
 
 
 def kbs_image_allowlists(mr_td: bytes) -> dict[str, str]:

@@ -185,6 +185,7 @@ def td(tmp_path: Path) -> Iterator[Td]:
             KEY_BROKER_RETRY_INITIAL="0.5",
             KEY_BROKER_RETRY_MAX="2",
         )
+        stack.callback(procs.stop_front, ident)  # once it stopped: the front it left serving
         stack.enter_context(procs.running(ident))
         env |= {
             "TDXCTL_IDENTITY_URL": ident.url,

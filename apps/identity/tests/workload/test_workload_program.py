@@ -1,4 +1,6 @@
-"""The real `identity-svc` program with the real workload: configure, kill -9, restart, expose.
+"""The real `identity-svc` program with the real workload: configure, kill -9, restart, expose,
+and the front serving across SIGTERM and kill -9 of the service (the next start adopts it with
+its new certificate).
 
 In-process tests run on pytest's event loop; this one runs Sanic's own, in its own process, as
 operators do: children it spawns (podman, gocryptfs) must neither hang it nor keep its sockets.
@@ -7,10 +9,12 @@ operators do: children it spawns (podman, gocryptfs) must neither hang it nor ke
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -20,10 +24,13 @@ from pathlib import Path
 import httpx
 import paramiko
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fakes import MockTdxAndRegistryHandler, serve_mock_tdx
 
+from tdx_identity.workload.front import stop_left_front
+from tdx_identity.workload.helpers import HELPER_ROLES, installed_helpers
 from tdx_report_data import sign_instance_v2
 from tdx_service_kit.testing import Program as KitProgram
 from tdx_service_kit.testing import free_port
@@ -91,6 +98,40 @@ class Program:
         value: str = self.client.get("/instance/state").json()["state"]
         return value
 
+    @property
+    def front_dir(self) -> Path:
+        """The front's runtime dir: the default, one per service port."""
+        return Path(f"/dev/shm/tdx-identity/front-{self.port}")
+
+    def serving_state(self) -> dict[str, object]:
+        """`GET /instance/state` once the front serves (recovery runs before the service
+        answers; bounded anyway)."""
+        deadline = time.monotonic() + 20
+        while True:
+            state: dict[str, object] = self.client.get("/instance/state").json()
+            if state["front"] == "serving" or time.monotonic() > deadline:
+                return state
+            time.sleep(0.1)
+
+    def front_pid(self) -> int:
+        return int((self.front_dir / "nginx.pid").read_text().strip())
+
+    def served_spki_sha256(self) -> str:
+        """SHA-256 of the SPKI of the certificate the TLS port shows now (hex)."""
+        pem = ssl.get_server_certificate(("127.0.0.1", self.tls_port), timeout=5)
+        spki = (
+            x509.load_pem_x509_certificate(pem.encode())
+            .public_key()
+            .public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        return hashlib.sha256(spki).hexdigest()
+
+
+def nginx() -> Path:
+    return installed_helpers({"nginx": HELPER_ROLES["nginx"]})["nginx"]
+
 
 @pytest.fixture
 def program(tmp_path: Path, upstream: str, workload_image: str) -> Iterator[Program]:
@@ -104,6 +145,7 @@ def program(tmp_path: Path, upstream: str, workload_image: str) -> Iterator[Prog
             prog.process.kill()
             prog.process.wait(timeout=30)
         prog.client.close()
+        stop_left_front(prog.front_dir, nginx())  # the explicit stop of the front left serving
         _remove_labelled("podman", prog.container)
         _lazy_unmount(prog.clear)
 
@@ -193,30 +235,41 @@ def test_the_program_configures_survives_kill_9_exposes_and_restarts_exposed(
 
     assert signed("/workload/expose", {"image": workload_image}).status_code == 200
     assert not port_open(program.ssh_port)
+    exposed = program.client.get("/instance/state").json()
+    assert program.served_spki_sha256() == exposed["tls_spki_sha256"]
+    nginx_pid = program.front_pid()
     assert program.kill(signal.SIGTERM) == 0
+    # The service is gone; its front is not (as the container is not): it keeps serving.
+    served = httpx.get(f"http://127.0.0.1:{program.workload_port}/index.html", timeout=5)
+    assert (served.text, served.headers["x-instance-pubkey"]) == (marker, instance.hex())
+    assert program.served_spki_sha256() == exposed["tls_spki_sha256"]
     program.start()
     assert program.state() == "exposed"
     assert not port_open(program.ssh_port)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            served = httpx.get(f"http://127.0.0.1:{program.workload_port}/index.html", timeout=5)
-            break
-        except httpx.TransportError:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+    state = program.serving_state()
+    assert (state["front"], program.front_pid()) == ("serving", nginx_pid), "adopted"
+    assert state["tls_spki_sha256"] != exposed["tls_spki_sha256"], "a new key at every start"
+    assert program.served_spki_sha256() == state["tls_spki_sha256"], "and nginx serves it"
+    served = httpx.get(f"http://127.0.0.1:{program.workload_port}/index.html", timeout=5)
     assert served.text == marker
     assert served.headers["x-instance-pubkey"] == instance.hex(), "served by the front"
 
-    # kill -9 with the front serving: nginx goes with the service (parent-death signal), so the
-    # restarted service's front binds the same ports, with a new certificate.
-    first_key = program.client.get("/instance/state").json()["tls_spki_sha256"]
+    # kill -9 with the front serving: nginx is not the service's to take down (no parent-death
+    # signal); it serves meanwhile, and the next start adopts it with a new certificate.
+    first_key = state["tls_spki_sha256"]
     program.kill(signal.SIGKILL)
+    served = httpx.get(f"http://127.0.0.1:{program.workload_port}/index.html", timeout=5)
+    assert served.text == marker
     program.start()
-    state = program.client.get("/instance/state").json()
+    state = program.serving_state()
     assert (state["state"], state["front"]) == ("exposed", "serving")
     assert state["tls_spki_sha256"] != first_key
+    assert program.served_spki_sha256() == state["tls_spki_sha256"]
+    assert program.front_pid() == nginx_pid
     served = httpx.get(f"http://127.0.0.1:{program.workload_port}/index.html", timeout=5)
     assert (served.text, served.headers["x-instance-pubkey"]) == (marker, instance.hex())
     assert program.kill(signal.SIGTERM) == 0
+    assert port_open(program.workload_port) and port_open(program.tls_port), "left serving"
+    assert stop_left_front(program.front_dir, nginx()), "the explicit stop"
     assert not port_open(program.workload_port) and not port_open(program.tls_port)
+    assert not program.front_dir.exists()
