@@ -769,3 +769,21 @@ async def test_a_start_that_serves_nothing_stops_the_front_left_serving(
         assert stop_left_front(front_dir, nginx_path())
         assert not listening(first.settings.tls_port) and removed(front_dir)
         assert not stop_left_front(front_dir, nginx_path())
+
+
+async def test_a_service_start_that_exposes_nothing_stops_the_front_left_serving(
+    running: Callable[..., object], front_dir: Path, tmp_path: Path
+) -> None:
+    async with upstream_server() as upstream, real_front(front_dir, tmp_path, upstream) as left:
+        await left.start()
+        pid = left.pid
+        assert pid is not None
+        await left.shutdown()  # a previous start of the service, stopped while it served
+        assert listening(left.settings.tls_port)
+        async with running() as client:  # type: ignore[attr-defined]
+            assert live_members(pid) == [], "a start with nothing exposed serves nothing"
+            assert not listening(left.settings.tls_port)
+            state = (await client.get("/instance/state")).json()
+            assert state["front"] == "stopped"
+            assert client.app.ctx.front.spki_sha256.hex() == state["tls_spki_sha256"]
+        assert removed(front_dir)
