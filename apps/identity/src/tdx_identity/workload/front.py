@@ -421,10 +421,11 @@ class _Nginx:
         return not poller.poll(0)
 
     def returncode(self) -> int | None:
-        """Its exit status once it exited, when it was our child (None otherwise)."""
-        if self._child is None or self.running():
+        """Its exit status once it exited, when it was our child (None otherwise); never
+        blocks (the child is reaped here once it exited)."""
+        if self._child is None or (self._pidfd is not None and self.running()):
             return None
-        return self._child.wait()
+        return self._child.poll()
 
     def send(self, sig: signal.Signals) -> None:
         """Signal this very process (never a pid reused after its exit)."""
