@@ -34,6 +34,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench._common import free_port, program, started
+from tdx_identity.settings import DEFAULT_FRONT_RUNTIME_PARENT
 from tdx_identity.workload.front import stop_left_front
 from tdx_identity.workload.helpers import HELPER_ROLES, installed_helpers
 from tdx_report_data import sign_instance_v2
@@ -217,7 +218,7 @@ def main() -> int:
         ssh_port, wl_port, tls_port = free_port(), free_port(), free_port()
         sim_url, reg_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{reg_port}"
         id_url = f"http://127.0.0.1:{id_port}"
-        front_dir = Path(f"/dev/shm/tdx-identity/front-{id_port}")  # the default
+        front_dir = DEFAULT_FRONT_RUNTIME_PARENT / f"front-{id_port}"  # the default
         id_env = env | {
             "MOCK_TDX_URL": sim_url,
             "REGISTRY_URL": reg_url,

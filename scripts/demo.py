@@ -30,6 +30,9 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from tdx_identity.settings import DEFAULT_FRONT_RUNTIME_PARENT
+from tdx_identity.workload.front import stop_left_front
+from tdx_identity.workload.helpers import HELPER_ROLES, installed_helpers
 from tdx_service_kit.testing import LaunchError, Program, installed_program
 from tdx_sim import DEFAULT_MR_TD, td_image_allowlists
 
@@ -105,10 +108,15 @@ MRTD = DEFAULT_MR_TD.hex()
 """The TD image everyone here accepts: the simulator's MRTD (and, in the registry, its RTMR0-2)."""
 CONTAINER = "tdx-workload"  # identity-svc's default container name
 CLEAR_MOUNT = Path("/run/tdx-identity/clear")  # identity-svc's default clear mount point
+FRONT_DIR = DEFAULT_FRONT_RUNTIME_PARENT / "front-3001"  # its default front dir (port 3001)
 
 
 def remove_workload() -> None:
-    """Leave no demo container or clear mount behind (also from an earlier, interrupted run)."""
+    """Leave no demo container, clear mount or front behind (also from an earlier, interrupted
+    run): a stopped identity-svc leaves its serving front (nginx) for its next start."""
+    nginx = installed_helpers({"nginx": HELPER_ROLES["nginx"]}).get("nginx")
+    if nginx is not None:
+        stop_left_front(FRONT_DIR, nginx)
     subprocess.run(
         ["podman", "rm", "--force", "--time", "0", CONTAINER],
         capture_output=True,

@@ -7,6 +7,7 @@ import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
+from tdx_identity.settings import DEFAULT_FRONT_RUNTIME_PARENT
 from tdx_identity.workload.front import stop_left_front
 from tdx_identity.workload.helpers import HELPER_ROLES, installed_helpers
 from tdx_service_kit.testing import Program, free_port, running
@@ -112,7 +113,7 @@ def stop_front(ident: Program) -> bool:
     runtime_dir = ident.env.get("FRONT_RUNTIME_DIR")
     if runtime_dir is None:
         port = urllib.parse.urlsplit(ident.url).port
-        runtime_dir = f"/dev/shm/tdx-identity/front-{port}"
+        runtime_dir = str(DEFAULT_FRONT_RUNTIME_PARENT / f"front-{port}")
     nginx = installed_helpers({"nginx": HELPER_ROLES["nginx"]}).get("nginx")
     if nginx is None:
         return False

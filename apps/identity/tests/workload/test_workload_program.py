@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fakes import MockTdxAndRegistryHandler, serve_mock_tdx
 
+from tdx_identity.settings import DEFAULT_FRONT_RUNTIME_PARENT
 from tdx_identity.workload.front import stop_left_front
 from tdx_identity.workload.helpers import HELPER_ROLES, installed_helpers
 from tdx_report_data import sign_instance_v2
@@ -101,7 +102,7 @@ class Program:
     @property
     def front_dir(self) -> Path:
         """The front's runtime dir: the default, one per service port."""
-        return Path(f"/dev/shm/tdx-identity/front-{self.port}")
+        return DEFAULT_FRONT_RUNTIME_PARENT / f"front-{self.port}"
 
     def serving_state(self) -> dict[str, object]:
         """`GET /instance/state` once the front serves (recovery runs before the service
