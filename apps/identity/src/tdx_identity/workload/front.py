@@ -786,7 +786,8 @@ class NginxFront:
         """Take over the nginx the previous start left serving: SIGHUP (it reads this start's
         config, key and certificate), then confirm it serves the new key; if it does not in
         time, stop it (the caller starts a fresh one). False when none may be adopted."""
-        assert self._nginx is not None
+        if self._nginx is None:
+            return False
         process, reason = _left_running(self._runtime.path, self._nginx)
         if process is None:
             if reason != "no pid file":
