@@ -178,3 +178,30 @@ def test_fresh_key_round_trip_and_refusals() -> None:
     for name in ("", "a b", "a+b", "a\u00a0b"):
         with pytest.raises(NoteError):
             NoteSigner(name, Ed25519PrivateKey.generate())
+
+
+def test_every_one_character_change_of_the_text_is_refused() -> None:
+    peter = NoteVerifier.from_verifier_key(GO["verifier_key"])
+    text: str = GO["text"]
+    for i in range(len(text) - 1):  # the final newline: see the next test
+        mangled = text[:i] + chr(ord(text[i]) ^ 1) + text[i + 1 :]
+        with pytest.raises(NoteError):
+            open_note(mangled + "\n" + GO["signature_line"], [peter])
+
+
+def test_a_signature_moved_to_another_text_is_refused() -> None:
+    peter = NoteVerifier.from_verifier_key(GO["verifier_key"])
+    for text in (GO["text"] + "more\n", GO["text"][:-1] + " \n", "x\n" + GO["text"]):
+        with pytest.raises(NoteError, match="does not verify"):
+            open_note(text + "\n" + GO["signature_line"], [peter])
+
+
+def test_every_one_character_change_of_the_signature_is_refused() -> None:
+    peter = NoteVerifier.from_verifier_key(GO["verifier_key"])
+    line: str = GO["signature_line"]
+    start = line.rindex(" ") + 1
+    for i in range(start, len(line) - 2):  # the base64, but not its "=" padding
+        mangled = line[:i] + ("A" if line[i] != "A" else "B") + line[i + 1 :]
+        # A changed key ID makes the signature an unknown key's: then none is trusted.
+        with pytest.raises(NoteError):
+            open_note(GO["text"] + "\n" + mangled, [peter])
