@@ -152,10 +152,20 @@ def test_go_signer_key_manglings() -> None:
             NoteSigner.from_signer_key(mangled)
 
 
-def test_same_name_and_id_but_other_key_is_ambiguous() -> None:
+def test_the_same_trusted_key_twice_is_not_ambiguous() -> None:
     peter = NoteVerifier.from_verifier_key(GO["verifier_key"])
     note = GO["text"] + "\n" + GO["signature_line"]
     assert open_note(note, [peter, peter]).verified_names == ("PeterNeumann",)
+
+
+def test_two_trusted_keys_with_one_name_and_id_are_ambiguous() -> None:
+    peter = NoteVerifier.from_verifier_key(GO["verifier_key"])
+    # A 32-bit key ID collision is cheap for an attacker; forge one by hand here.
+    impostor = NoteVerifier("PeterNeumann", Ed25519PrivateKey.generate().public_key())
+    impostor.key_id = peter.key_id
+    note = GO["text"] + "\n" + GO["signature_line"]
+    with pytest.raises(NoteError, match="two different trusted keys"):
+        open_note(note, [peter, impostor])
 
 
 def test_fresh_key_round_trip_and_refusals() -> None:
