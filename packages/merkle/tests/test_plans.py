@@ -291,3 +291,22 @@ def test_mutated_consistency_proofs_are_refused(second: int, data: st.DataObject
         verify_consistency(first, second, first_root, second_root, proof[:-1])
     with pytest.raises(ProofError):
         verify_consistency(first, second, first_root, second_root, [*proof, proof[0]])
+
+
+def test_readme_example() -> None:
+    nodes: dict[NodeId, bytes] = {}
+
+    def read(wanted: Sequence[NodeId]) -> Mapping[NodeId, bytes]:
+        return {node: nodes[node] for node in wanted}
+
+    def append(index: int, entry: bytes) -> None:
+        siblings = [nodes[n] for n in append_siblings(index)]
+        for node, value in appended_nodes(index, leaf_hash(entry), siblings):
+            nodes[node] = value
+
+    for i, entry in enumerate([b"a", b"b", b"c"]):
+        append(i, entry)
+    root = root_hash(3, read)
+    proof = inclusion_proof(1, 3, read)
+    verify_inclusion(leaf_hash(b"b"), 1, 3, proof, root)
+    assert root == root_of([leaf_hash(b"a"), leaf_hash(b"b"), leaf_hash(b"c")])
