@@ -85,6 +85,25 @@ class TcbStatusRejected(PolicyError):
         self.advisory_ids = advisory_ids
 
 
+class AdvisoryDenied(PolicyError):
+    """The verdict names a security advisory the policy denies (`Policy.denied_advisory_ids`),
+    whatever its TCB status; `denied` lists those advisories."""
+
+    def __init__(
+        self,
+        step: str,
+        reason: str,
+        *,
+        tcb_status: str,
+        advisory_ids: tuple[str, ...],
+        denied: tuple[str, ...],
+    ):
+        super().__init__(step, reason)
+        self.tcb_status = tcb_status
+        self.advisory_ids = advisory_ids
+        self.denied = denied
+
+
 class DebugTdRejected(PolicyError):
     """The TD runs in debug mode and the policy does not allow debug TDs."""
 
@@ -99,3 +118,16 @@ class MeasurementRejected(PolicyError):
 
 class PccsError(TdxVerifyError):
     """Fetching collateral from the PCCS failed (network, status, size, format)."""
+
+
+class CollateralRollback(PccsError):
+    """The PCCS answered collateral older than what this cache has already verified for the
+    same platform kind (a lower tcbEvaluationDataNumber or CRL number): a replayed answer could
+    hide a revocation or a TCB recovery, so it is refused and the newer copy kept. `item` names
+    the piece, `seen` the number already verified, `got` the answer's (None: it has none)."""
+
+    def __init__(self, reason: str, *, item: str, seen: int, got: int | None) -> None:
+        super().__init__(reason)
+        self.item = item
+        self.seen = seen
+        self.got = got
