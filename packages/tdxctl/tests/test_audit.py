@@ -32,11 +32,13 @@ from tdx_merkle import (
     inclusion_proof,
     leaf_hash,
     root_hash,
+    root_of,
     sign_note,
 )
 
 from tdx_service_kit.testing import free_port, serve
 from tdxctl import AuditState, write_audit_state
+from tdxctl._audit import _path_sides
 from tdxctl.cli import main
 
 _names = itertools.count()
@@ -542,6 +544,16 @@ async def test_a_non_canonical_entry_fails(
     assert "(log_entry)" in err and "log leaf 2 is not canonical JSON" in err
 
 
+@pytest.mark.parametrize("version", [True, 2, "1"])
+async def test_a_leaf_of_another_version_fails(
+    log: FakeLog, state: Path, capsys: pytest.CaptureFixture[str], version: Any
+) -> None:
+    leaf = {**json.loads(log.entries[2]), "v": version}
+    log.rebuild([*log.entries[:2], rfc8785.dumps(leaf).decode(), *log.entries[3:]])
+    err = await fails(log, state, capsys)
+    assert "(log_entry)" in err and "log leaf 2 is not a version 1 leaf" in err
+
+
 async def test_an_entry_of_another_instance_at_the_log_index_fails(
     log: FakeLog, state: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -731,3 +743,23 @@ def test_the_state_is_written_atomically_with_mode_0600(tmp_path: Path) -> None:
     assert mode_of(path) == 0o600
     assert json.loads(path.read_text())["checkpoint"]["size"] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
+
+
+def test_the_audit_path_sides_are_the_proofs_subtrees() -> None:
+    """For every leaf of every tree up to 40 leaves, `_path_sides` names the subtree of each
+    proof hash (its MTH is that hash), on the side it is on, tiling the tree around the leaf:
+    what the later-leaf check relies on."""
+    fake = FakeLog()
+    for size in range(1, 41):
+        fake.append(f"leaf {size - 1}")
+        for index in range(size):
+            sides = _path_sides(index, size)
+            proof = inclusion_proof(index, size, fake.read)
+            assert len(sides) == len(proof)
+            covered = {index}
+            for (right, lo, hi), given in zip(sides, proof, strict=True):
+                assert root_of(fake.hashes[lo:hi]) == given
+                assert (lo > index) is right and (hi <= index) is not right
+                assert covered.isdisjoint(range(lo, hi))
+                covered.update(range(lo, hi))
+            assert covered == set(range(size))

@@ -471,7 +471,9 @@ def _check_entry(entry: LogEntry) -> dict[str, Any]:
         raise LogEntryRejected(f"{where} is not JSON") from None
     if _canonical(value) != data:
         raise LogEntryRejected(f"{where} is not canonical JSON (RFC 8785)")
-    if not isinstance(value, dict) or set(value) != LEAF_KEYS or value["v"] != 1:
+    if not isinstance(value, dict) or set(value) != LEAF_KEYS or type(value["v"]) is not int:
+        raise LogEntryRejected(f"{where} is not a version 1 leaf")
+    if value["v"] != 1:
         raise LogEntryRejected(f"{where} is not a version 1 leaf")
     pubkey = value["instance_pubkey"]
     if not isinstance(pubkey, str) or _LOWER_HEX_64.fullmatch(pubkey) is None:
@@ -490,7 +492,8 @@ def _compare_record(leaf_record: dict[str, Any], audited: dict[str, Any], index:
     for name in AUDITED_FIELDS:
         if name not in leaf_record:
             raise RecordNotLogged(f"log leaf {index} has no record field {name!r}")
-        if _canonical(leaf_record[name]) != _canonical(audited[name]):
+        served = _canonical(audited[name])
+        if served is None or served != _canonical(leaf_record[name]):
             raise RecordNotLogged(f"the record's {name} differs from its log leaf {index}")
     extra = sorted(set(leaf_record) - set(AUDITED_FIELDS))
     if extra:
