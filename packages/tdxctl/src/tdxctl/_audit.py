@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import rfc8785
+
 from tdx_merkle import (
     Checkpoint,
     CheckpointError,
@@ -39,7 +40,6 @@ from tdx_merkle import (
     verify_consistency,
     verify_inclusion,
 )
-
 from tdxctl._clients import DEFAULT_TIMEOUT, _Http, printable
 from tdxctl._errors import (
     AuditStateError,
