@@ -458,6 +458,10 @@ def _path_sides(index: int, size: int) -> list[tuple[bool, int, int]]:
     return sides
 
 
+def _is_one(value: Any) -> bool:
+    return type(value) is int and value == 1
+
+
 def _check_entry(entry: LogEntry) -> dict[str, Any]:
     """The leaf object of `entry`, after checking its hash, its canonical encoding and its v1
     shape; `LogEntryRejected` otherwise."""
@@ -471,9 +475,7 @@ def _check_entry(entry: LogEntry) -> dict[str, Any]:
         raise LogEntryRejected(f"{where} is not JSON") from None
     if _canonical(value) != data:
         raise LogEntryRejected(f"{where} is not canonical JSON (RFC 8785)")
-    if not isinstance(value, dict) or set(value) != LEAF_KEYS or type(value["v"]) is not int:
-        raise LogEntryRejected(f"{where} is not a version 1 leaf")
-    if value["v"] != 1:
+    if not isinstance(value, dict) or set(value) != LEAF_KEYS or not _is_one(value["v"]):
         raise LogEntryRejected(f"{where} is not a version 1 leaf")
     pubkey = value["instance_pubkey"]
     if not isinstance(pubkey, str) or _LOWER_HEX_64.fullmatch(pubkey) is None:
