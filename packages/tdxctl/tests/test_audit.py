@@ -433,6 +433,27 @@ async def test_a_registry_serving_another_key_than_the_pinned_one_fails(
     assert "(log_key)" in err and "not the trusted" in err
 
 
+async def test_a_pinned_key_other_than_the_remembered_one_fails(
+    log: FakeLog, state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await passes(log, state, capsys)
+    other = NoteSigner(ORIGIN, Ed25519PrivateKey.generate()).verifier_key()
+    err = await fails(log, state, capsys, "--log-key", other)
+    assert "(log_key)" in err and "not the key remembered in the state file" in err
+
+
+async def test_json_failures_name_the_check(
+    log: FakeLog, state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log.flip_inclusion = True
+    assert await run(*audit_argv(log, state, "--json")) == 1
+    out, err = capsys.readouterr()
+    failure = one_json(out)
+    assert failure["check"] == "inclusion" and "leaf 2" in failure["error"]
+    assert len(err.splitlines()) == 1
+    assert snapshot(state) is None
+
+
 async def test_a_registry_changing_its_key_after_the_first_audit_fails(
     log: FakeLog, state: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -665,6 +686,7 @@ async def test_usage_errors_exit_2(
     bad_instance = ["registry", "audit", "--registry", log.url, "--instance", "zz"]
     assert await run(*bad_instance, "--state", str(state)) == 2
     assert await run(*audit_argv(log, state, "--log-key", "not a key")) == 2
+    assert await run(*audit_argv(log, state, "--log-key", f"@{state}.missing")) == 2
     assert await run("registry", "audit", "--instance", INSTANCE.hex(), "--state", "x") == 2
     _, err = capsys.readouterr()
     assert "Traceback" not in err
