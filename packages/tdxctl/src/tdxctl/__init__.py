@@ -6,8 +6,20 @@ async with RegistryClient(url) as registry, QuoteVerifier(TrustSettings()) as qv
     facts = await verify_record(await registry.record(pk), instance_pubkey=pk, verifier=qv)
     # an attested TLS front: its certificate verified (and its record) before anything is sent
     result = await attested_get(GetTarget.parse(url), RegistryAppraiser(registry, qv))
+async with LogClient(url) as log:   # the registry's Merkle log vouches for the record
+    audit = await audit_instance(log, pk, previous=load_audit_state(path), pinned_key=None)
+    write_audit_state(path, audit.state)
 """
 
+from tdxctl._audit import (
+    AuditResult,
+    AuditState,
+    LogClient,
+    audit_instance,
+    audited_state,
+    load_audit_state,
+    write_audit_state,
+)
 from tdxctl._clients import (
     AttestationAnswer,
     IdentityClient,
@@ -16,17 +28,25 @@ from tdxctl._clients import (
     RegistryRecord,
 )
 from tdxctl._errors import (
+    AuditStateError,
     BadAnswer,
     BindingMismatch,
     BrokerRefused,
     CertificateRejected,
+    CheckpointRejected,
+    ConsistencyRejected,
     EventLogRejected,
     ExpectationFailed,
     HostKeyMismatch,
     IdentityRejected,
+    InclusionRejected,
     KeyFileError,
+    LogAuditFailed,
+    LogEntryRejected,
+    LogKeyRejected,
     QuoteRejected,
     RecordFormatError,
+    RecordNotLogged,
     RequestError,
     ServiceRefused,
     ServiceUnreachable,
@@ -59,10 +79,15 @@ __all__ = [
     "DEFAULT_SSH_PORT",
     "INTEL_PCS_URL",
     "AttestationAnswer",
+    "AuditResult",
+    "AuditState",
+    "AuditStateError",
     "BadAnswer",
     "BindingMismatch",
     "BrokerRefused",
     "CertificateRejected",
+    "CheckpointRejected",
+    "ConsistencyRejected",
     "EventLogRejected",
     "ExpectationFailed",
     "GetResult",
@@ -70,14 +95,20 @@ __all__ = [
     "HostKeyMismatch",
     "IdentityClient",
     "IdentityRejected",
+    "InclusionRejected",
     "InstanceState",
     "KbsAdmin",
     "KeyFileError",
+    "LogAuditFailed",
+    "LogClient",
+    "LogEntryRejected",
+    "LogKeyRejected",
     "OperatorRegistration",
     "PeerFacts",
     "QuoteRejected",
     "QuoteVerifier",
     "RecordFormatError",
+    "RecordNotLogged",
     "RegistryAppraiser",
     "RegistryClient",
     "RegistryRecord",
@@ -93,9 +124,12 @@ __all__ = [
     "VerifiedFacts",
     "attested_get",
     "attested_ssh_target",
+    "audit_instance",
+    "audited_state",
     "fresh_attestation",
     "generate_key_file",
     "known_hosts_line",
+    "load_audit_state",
     "load_private_key",
     "public_key_bytes",
     "register_operator",
@@ -103,4 +137,5 @@ __all__ = [
     "ssh_argv",
     "verify_attestation",
     "verify_record",
+    "write_audit_state",
 ]

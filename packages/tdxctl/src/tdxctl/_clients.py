@@ -86,6 +86,38 @@ class _Http:
         timeout: float | None = None,  # noqa: ASYNC109 (httpx's per-request timeout)
     ) -> Any:
         """The decoded JSON answer of a 200; `ServiceRefused` for an error status."""
+        body = await self.call_bytes(
+            method, path, params=params, content=content, headers=headers, timeout=timeout
+        )
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise BadAnswer(
+                f"the {self.name} at {self.base_url} answered 200 with a body that is not JSON"
+            ) from None
+
+    async def call_text(self, path: str, *, params: dict[str, str] | None = None) -> str:
+        """The UTF-8 text answer of a 200 to a GET (a text/plain route)."""
+        body = await self.call_bytes("GET", path, params=params)
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadAnswer(
+                f"the {self.name} at {self.base_url} answered {path} with text that is not UTF-8"
+            ) from None
+
+    async def call_bytes(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpx's per-request timeout)
+    ) -> bytes:
+        """The body of a 200 (at most `MAX_ANSWER_BYTES`); `ServiceRefused` for an error
+        status, with the service's JSON reason when it gives one."""
         where = f"{self.name} at {self.base_url}"
         extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         try:
@@ -104,17 +136,15 @@ class _Http:
             raise ServiceUnreachable(
                 f"cannot reach the {where}: {printable(str(exc)) or type(exc).__name__}"
             ) from None
-        try:
-            decoded: Any = json.loads(bytes(body))
-        except (ValueError, UnicodeDecodeError):
-            decoded = None
         if status != 200:
+            try:
+                decoded: Any = json.loads(bytes(body))
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                decoded = None
             reason = decoded.get("error") if isinstance(decoded, dict) else None
             shown = printable(reason) if isinstance(reason, str) else "(no error reason)"
             raise ServiceRefused(f"the {where} answered {status}: {shown}", status=status)
-        if decoded is None:
-            raise BadAnswer(f"the {where} answered 200 with a body that is not JSON")
-        return decoded
+        return bytes(body)
 
 
 def _object(value: Any, what: str) -> dict[str, Any]:

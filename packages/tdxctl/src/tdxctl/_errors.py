@@ -18,24 +18,40 @@ TdxctlError
 │   ├── ExpectationFailed   the caller's --expect-operator / --expect-owner does not hold
 │   ├── CertificateRejected an attested TLS certificate is malformed, unbound, out of its
 │   │                       validity window, or not the one the server presents
-│   └── UnknownInstance     the registry has no record of the certificate's instance
+│   ├── UnknownInstance     the registry has no record of the certificate's instance
+│   └── LogAuditFailed      the registry's log does not vouch for the record (`registry audit`)
+│       ├── LogKeyRejected       the log key served differs from the pinned or remembered one
+│       ├── CheckpointRejected   the checkpoint's note or its body does not verify
+│       ├── LogEntryRejected     a leaf's hash, encoding or content is wrong
+│       ├── RecordNotLogged      the record differs from its leaf, or a later leaf hides it
+│       ├── InclusionRejected    the inclusion proof does not lead to the checkpoint's root
+│       └── ConsistencyRejected  the log is not an extension of the remembered checkpoint
+├── AuditStateError         the audit state file cannot be read, parsed or written
 └── SshError                OpenSSH could not be run
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AuditStateError",
     "BadAnswer",
     "BindingMismatch",
     "BrokerRefused",
     "CertificateRejected",
+    "CheckpointRejected",
+    "ConsistencyRejected",
     "EventLogRejected",
     "ExpectationFailed",
     "HostKeyMismatch",
     "IdentityRejected",
+    "InclusionRejected",
     "KeyFileError",
+    "LogAuditFailed",
+    "LogEntryRejected",
+    "LogKeyRejected",
     "QuoteRejected",
     "RecordFormatError",
+    "RecordNotLogged",
     "RequestError",
     "ServiceRefused",
     "ServiceUnreachable",
@@ -154,6 +170,58 @@ class UnknownInstance(VerificationFailed):
     """The registry holds no record of the instance a certificate names."""
 
     check = "registry"
+
+
+class LogAuditFailed(VerificationFailed):
+    """The registry's Merkle log does not vouch for the instance's record (`registry audit`)."""
+
+    check = "log"
+
+
+class LogKeyRejected(LogAuditFailed):
+    """The registry serves a log key other than the pinned or remembered one, or a malformed
+    one."""
+
+    check = "log_key"
+
+
+class CheckpointRejected(LogAuditFailed):
+    """The checkpoint's signed note does not open with the log key, or its body is malformed or
+    names another origin."""
+
+    check = "checkpoint"
+
+
+class LogEntryRejected(LogAuditFailed):
+    """A leaf's hash is not the hash of its entry, or the entry is not canonical leaf JSON, or it
+    names another instance."""
+
+    check = "log_entry"
+
+
+class RecordNotLogged(LogAuditFailed):
+    """The registry's record differs from its log leaf, or a later leaf of the instance shows that
+    the registry serves a stale record."""
+
+    check = "log_record"
+
+
+class InclusionRejected(LogAuditFailed):
+    """The record's leaf (or the leaves after it) do not lead to the checkpoint's root."""
+
+    check = "inclusion"
+
+
+class ConsistencyRejected(LogAuditFailed):
+    """The log is not an append-only extension of the checkpoint remembered in the state file:
+    another root at the same size, a consistency proof that does not verify, or a log that
+    shrank."""
+
+    check = "consistency"
+
+
+class AuditStateError(TdxctlError):
+    """The audit state file cannot be read, does not parse, or cannot be written."""
 
 
 class SshError(TdxctlError):

@@ -21,8 +21,15 @@ from urllib.parse import urlsplit
 from cryptography import x509
 
 from tdx_verify import KNOWN_TCB_STATUSES, Policy
+from tdxctl._audit import (
+    LogClient,
+    audit_instance,
+    load_audit_state,
+    parse_verifier_key,
+    write_audit_state,
+)
 from tdxctl._clients import HEX, IdentityClient, RegistryClient
-from tdxctl._errors import BrokerRefused, TdxctlError, VerificationFailed
+from tdxctl._errors import BrokerRefused, LogKeyRejected, TdxctlError, VerificationFailed
 from tdxctl._flows import SshTarget, attested_ssh_target, register_operator
 from tdxctl._get import GetTarget, RegistryAppraiser, attested_get
 from tdxctl._kbs import KbsAdmin, load_policy, load_store_key, new_store_key
@@ -146,6 +153,28 @@ def _https_target(value: str) -> GetTarget:
         return GetTarget.parse(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _log_key(value: str) -> str:
+    """A note verifier key given inline, or as @FILE; checked to be one (usage error else)."""
+    text = value
+    if value.startswith("@"):
+        try:
+            with Path(value[1:]).open("rb") as handle:
+                data = handle.read(16 * 1024 + 1)
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(f"cannot read {value[1:]}: {exc.strerror}") from None
+        if len(data) > 16 * 1024:
+            raise argparse.ArgumentTypeError(f"{value[1:]} is too large to be a verifier key")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise argparse.ArgumentTypeError(f"{value[1:]} is not UTF-8 text") from None
+    try:
+        parse_verifier_key(text)
+    except LogKeyRejected as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from None
+    return text.strip()
 
 
 def _url(value: str) -> str:
@@ -429,6 +458,44 @@ def build_parser(defaults: Defaults) -> argparse.ArgumentParser:
         "--accept-v1", action="store_true", help="also accept a v1 registry record (see verify)"
     )
     get.set_defaults(run=_blocking(_get), needs=("registry",))
+
+    registry = commands.add_parser(
+        "registry", help="registry commands", description="Registry commands."
+    )
+    registry_commands = registry.add_subparsers(
+        dest="subcommand", metavar="SUBCOMMAND", required=True
+    )
+    audit = registry_commands.add_parser(
+        "audit",
+        parents=[output],
+        help="audit the registry's log for an instance's record",
+        description="Check that the registry's append-only Merkle log vouches for the "
+        "instance's record: the checkpoint opens with the log key (--log-key, else the one "
+        "remembered in --state, else the served one, trusted on first use) and names its "
+        "origin; the record's leaf is canonical, hashes into the tree, names the instance and "
+        "carries exactly the record's audited state; no later leaf names the instance; the "
+        "inclusion proof leads to the signed root; the remembered checkpoint is a prefix of "
+        "this one. On success the state file is replaced (0600, atomically) and a JSON summary "
+        "printed; on failure it is left untouched and the failure named (exit 1).",
+    )
+    url_flag(audit, "registry", defaults.registry_url, "TDXCTL_REGISTRY_URL")
+    audit.add_argument("--instance", metavar="HEX", type=_pubkey, required=True)
+    audit.add_argument(
+        "--state",
+        metavar="FILE",
+        type=Path,
+        required=True,
+        help="the audit state: the log key and checkpoint remembered from the last audit "
+        "(created on the first)",
+    )
+    audit.add_argument(
+        "--log-key",
+        metavar="VKEY",
+        type=_log_key,
+        default=None,
+        help="pin the log's note verifier key (name+hexid+base64, or @FILE holding it)",
+    )
+    audit.set_defaults(run=_blocking(_registry_audit), needs=("registry",))
     return parser
 
 
@@ -655,6 +722,30 @@ async def _get(args: argparse.Namespace) -> Outcome:
         **peer.appraisal.to_object(),
     }
     return Outcome(data, status=status, raw=result.body)
+
+
+async def _registry_audit(args: argparse.Namespace) -> Outcome:
+    previous = load_audit_state(args.state)
+    shown = [0]
+
+    def progress(done: int, total: int) -> None:
+        if total >= 10_000 and (done - shown[0] >= 10_000 or done == total):
+            shown[0] = done
+            print(f"tdxctl: scanned {done} of {total} later log leaves", file=sys.stderr)
+
+    async with LogClient(args.registry) as log:
+        result = await audit_instance(
+            log, args.instance, previous=previous, pinned_key=args.log_key, progress=progress
+        )
+    write_audit_state(args.state, result.state)
+    if result.trust_on_first_use:
+        print(
+            f"tdxctl: warning: trusted the registry's log key {result.state.verifier_key} on "
+            f"first use (remembered in {args.state}); pin it with --log-key to check it",
+            file=sys.stderr,
+        )
+    data = result.to_object()
+    return Outcome(data, [json.dumps(data, sort_keys=True)])
 
 
 # ---- main -------------------------------------------------------------------------------
