@@ -72,7 +72,9 @@ def changed_keys(previous: Mapping[str, Any] | None, current: Mapping[str, Any])
     return sorted(key for key in current if key not in previous or previous[key] != current[key])
 
 
-def leaf_entry(instance_pubkey: str, time: str, changes: list[str], state: Mapping[str, Any]) -> str:
+def leaf_entry(
+    instance_pubkey: str, time: str, changes: list[str], state: Mapping[str, Any]
+) -> str:
     """The leaf's canonical JSON text (its data is this text's UTF-8 bytes)."""
     try:
         data = rfc8785.dumps(

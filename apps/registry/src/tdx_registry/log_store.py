@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from pony.orm import Database, PrimaryKey, Required
-
 from tdx_merkle import (
     NodeId,
     NodeReader,
@@ -137,9 +136,7 @@ def node_reader(db: Database, on_read: Callable[[int], None] | None = None) -> N
 
 def head_size(tables: LogTables, *, for_update: bool = False) -> int:
     """The log's current size (its head read `FOR UPDATE` when `for_update`)."""
-    head = (
-        tables.head.get_for_update(id=HEAD_ID) if for_update else tables.head.get(id=HEAD_ID)
-    )
+    head = tables.head.get_for_update(id=HEAD_ID) if for_update else tables.head.get(id=HEAD_ID)
     if head is None:
         raise LogCorruptError("the log has no head row")
     return int(head.size)
