@@ -142,14 +142,21 @@ def head_size(tables: LogTables, *, for_update: bool = False) -> int:
     return int(head.size)
 
 
-def append(db: Database, tables: LogTables, entry: str, instance_pubkey: str) -> int:
-    """Append one leaf in the caller's transaction; its index."""
+def append(
+    db: Database,
+    tables: LogTables,
+    entry: str,
+    instance_pubkey: str,
+    *,
+    on_read: Callable[[int], None] | None = None,
+) -> int:
+    """Append one leaf in the caller's transaction; its index. (`on_read`: `node_reader`'s.)"""
     head = tables.head.get_for_update(id=HEAD_ID)
     if head is None:
         raise LogCorruptError("the log has no head row")
     index = int(head.size)
     siblings = append_siblings(index)
-    stored = node_reader(db)(siblings)
+    stored = node_reader(db, on_read)(siblings)
     leaf = leaf_hash(entry.encode("utf-8"))
     tables.leaf(idx=index, leaf_hash=leaf, entry=entry, instance_pubkey=instance_pubkey)
     for (level, node_index), value in appended_nodes(
@@ -196,13 +203,27 @@ def entries(tables: LogTables, start: int, end: int) -> list[LogEntry]:
     return found
 
 
-def inclusion(db: Database, tables: LogTables, index: int, tree_size: int) -> list[bytes]:
+def inclusion(
+    db: Database,
+    tables: LogTables,
+    index: int,
+    tree_size: int,
+    *,
+    on_read: Callable[[int], None] | None = None,
+) -> list[bytes]:
     """The RFC 9162 inclusion proof of leaf `index` in the tree of `tree_size` leaves."""
     _check_size("tree_size", tree_size, head_size(tables))
-    return inclusion_proof(index, tree_size, node_reader(db))
+    return inclusion_proof(index, tree_size, node_reader(db, on_read))
 
 
-def consistency(db: Database, tables: LogTables, first: int, second: int) -> list[bytes]:
+def consistency(
+    db: Database,
+    tables: LogTables,
+    first: int,
+    second: int,
+    *,
+    on_read: Callable[[int], None] | None = None,
+) -> list[bytes]:
     """The RFC 9162 consistency proof from the tree of `first` leaves to that of `second`."""
     _check_size("second", second, head_size(tables))
-    return consistency_proof(first, second, node_reader(db))
+    return consistency_proof(first, second, node_reader(db, on_read))
