@@ -162,7 +162,7 @@ async def run(samples: int, max_size: int) -> list[Figures]:
         store = await PonyRecordStore.open(DatabaseTarget(sqlite_path=path))
         try:
             grown = 0
-            rng = random.Random(1)  # noqa: S311 (which leaves to prove, not a secret)
+            rng = random.Random(1)
             for size in sizes:
                 print(f"growing the log to {size:,} leaves", file=sys.stderr, flush=True)
                 began = time.perf_counter()

@@ -15,8 +15,8 @@ from typing import Any
 
 import rfc8785
 from pony.orm import db_session
-from tdx_merkle import leaf_hash, root_hash, root_of
 
+from tdx_merkle import leaf_hash, root_hash, root_of
 from tdx_registry import PonyRecordStore
 from tdx_registry.routes.instance import record_json
 

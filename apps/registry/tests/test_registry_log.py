@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from log_helpers import check_log_invariants, expected_entry, expected_state, stored_log
 from pony.orm import db_session
 from registry_helpers import Instance, Running
+from test_registry_store import T0, make_record
+
 from tdx_merkle import (
     Checkpoint,
     NoteVerifier,
@@ -29,8 +31,6 @@ from tdx_merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from test_registry_store import T0, make_record
-
 from tdx_registry import (
     DatabaseTarget,
     InstanceRecord,
@@ -292,7 +292,7 @@ async def test_records_stored_before_the_log_get_their_first_leaf_at_open(
         assert log.size == 7
         assert all(json.loads(entry)["changes"] == ["instance"] for _, _, entry, _ in log.leaves)
         progress = [r for r in caplog.records if r.getMessage() == "log backfill progress"]
-        assert [r.appended for r in progress] == [3, 6, 7]
+        assert [r.__dict__["appended"] for r in progress] == [3, 6, 7]
         assert await store.backfill_log() == 0
     finally:
         await store.close()

@@ -22,9 +22,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from log_helpers import check_log_invariants
 from registry_helpers import Instance, Running
-from tdx_merkle import NoteSigner
 from test_registry_log import checkpoint_of
 
+from tdx_merkle import NoteSigner
 from tdx_registry import DatabaseTarget, PonyRecordStore
 from tdx_registry.cli import main
 from tdx_registry.log_key import LogKeyError, load_or_create_log_key

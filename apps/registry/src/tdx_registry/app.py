@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sanic import Sanic
-from tdx_merkle import NoteSigner
 
+from tdx_merkle import NoteSigner
 from tdx_service_kit import install_common
 
 from .challenges import Challenges

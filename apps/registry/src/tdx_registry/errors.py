@@ -21,9 +21,9 @@ from typing import Any
 
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse
-from tdx_merkle import MerkleArgumentError
 
 from tdx_measure import EventLogError, MeasurementError, PolicyViolationError, ReplayMismatchError
+from tdx_merkle import MerkleArgumentError
 from tdx_ppid import PpidError
 from tdx_quote import QuoteFormatError
 from tdx_report_data import EncodingError, ReportDataError, SignatureError

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from tdx_merkle import NoteError, NoteSigner
 
 log = logging.getLogger("tdx_registry.log_key")

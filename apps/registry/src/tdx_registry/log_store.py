@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from pony.orm import Database, PrimaryKey, Required
+
 from tdx_merkle import (
     NodeId,
     NodeReader,

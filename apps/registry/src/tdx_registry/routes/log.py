@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json, text
+
 from tdx_merkle import Checkpoint, NoteSigner, sign_note
 
 from ..log_store import MAX_ENTRIES
