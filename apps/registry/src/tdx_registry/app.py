@@ -9,13 +9,16 @@ from typing import Any
 
 from sanic import Sanic
 
+from tdx_merkle import NoteSigner
 from tdx_service_kit import install_common
 
 from .challenges import Challenges
 from .errors import install_error_mapping
+from .log_key import load_or_create_log_key
 from .read_cache import ReadCache
 from .registration import Registrar
-from .routes import challenge_blueprint, instance_blueprint, register_blueprint
+from .routes import challenge_blueprint, instance_blueprint, log_blueprint, register_blueprint
+from .routes.instance import record_json
 from .services import Services
 from .settings import Settings
 from .store import PonyRecordStore, RecordStore
@@ -56,15 +59,24 @@ def create_app(
     store: RecordStore | None = None,
     verifier: QuoteVerifier | None = None,
     clock: Callable[[], datetime] = _utc_now,
+    log_signer: NoteSigner | None = None,
 ) -> Sanic[Any, Any]:
     """Build the app. `store`/`verifier` replace the real ones (tests); the caller closes them.
-    `clock` is the registry's time (challenge expiry, quote verification, record times)."""
+    `clock` is the registry's time (challenge expiry, quote verification, record times).
+    `log_signer` signs the log's checkpoints; None: the key file of `settings`, read (or
+    created) now, `LogKeyError` if it is unusable."""
+    signer = (
+        log_signer
+        if log_signer is not None
+        else load_or_create_log_key(settings.effective_log_key_path, settings.log_origin)
+    )
     app: Sanic[Any, Any] = Sanic(name)
     install_common(app, limits=settings.limits, rate_limit=settings.rate_limit)
     install_error_mapping(app)
     app.blueprint(challenge_blueprint())
     app.blueprint(register_blueprint())
     app.blueprint(instance_blueprint())
+    app.blueprint(log_blueprint(signer, settings.log_origin))
 
     async def open_resources(app: Sanic[Any, Any]) -> None:
         if settings.skip_tdx_auth:
@@ -81,7 +93,11 @@ def create_app(
             )
         if settings.accept_v1_registrations:
             log.warning(V1_WARNING)
-        the_store = store if store is not None else await PonyRecordStore.open(settings.database)
+        the_store = (
+            store
+            if store is not None
+            else await PonyRecordStore.open(settings.database, wire=record_json)
+        )
         the_verifier = verifier if verifier is not None else build_verifier(settings)
         challenges = Challenges(the_store, settings.challenges, clock)
         registrar = Registrar(
@@ -117,6 +133,8 @@ def create_app(
                 "read_cache_ttl": settings.read_cache_ttl,
                 "challenge_ttl": settings.challenges.ttl,
                 "accept_v1_registrations": settings.accept_v1_registrations,
+                "log_origin": settings.log_origin,
+                "log_verifier_key": signer.verifier_key(),
             },
         )
 
