@@ -3,8 +3,9 @@ SQLite file otherwise) keep one Merkle log; `tdxctl registry audit` verifies eac
 record against it through either replica, and catches a record rewritten in the database
 behind the registries' back.
 
-Real programs: tdx-sim (two TDs of one platform), two `tdx-registry` processes sharing the database and the log key, two
-identity services (two instances, each registering through its own replica), and `tdxctl`."""
+Real programs: tdx-sim (two TDs of one platform), two `tdx-registry` processes sharing the
+database and the log key, two identity services (two instances, each registering through its
+own replica), and `tdxctl`."""
 
 from __future__ import annotations
 
@@ -79,9 +80,11 @@ class Fleet:
             return
         import psycopg2  # the postgres extra of the registry: present in that cell
 
-        with contextlib.closing(psycopg2.connect(self.db_url)) as db, db, db.cursor() as cur:
-            cur.execute(sql.format(p="%s"), (operator_pubkey, instance))
-            assert cur.rowcount == 1
+        # closing() closes the connection; `pg` itself is one transaction, committed on leaving
+        with contextlib.closing(psycopg2.connect(self.db_url)) as pg, pg:
+            cursor = pg.cursor()
+            cursor.execute(sql.format(p="%s"), (operator_pubkey, instance))
+            assert cursor.rowcount == 1
 
 
 @pytest.fixture
@@ -155,8 +158,8 @@ def test_replicas_keep_one_log_and_an_edited_record_fails_the_audit(fleet: Fleet
         assert records[0] == records[1]
         assert isinstance(records[0]["log_index"], int)
     sizes = set()
-    for replica in fleet.replicas:
-        checkpoint = httpx.get(replica.url + "/log/checkpoint").text
+    for program_ in fleet.replicas:
+        checkpoint = httpx.get(program_.url + "/log/checkpoint").text
         sizes.add(int(checkpoint.splitlines()[1]))
     assert len(sizes) == 1
     (size,) = sizes
