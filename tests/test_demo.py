@@ -28,6 +28,7 @@ def test_the_demo_runs_the_whole_flow_through_tdxctl(tmp_path: Path) -> None:
         "$ tdxctl operator register",
         "$ tdxctl owner register",
         "$ tdxctl verify",
+        "$ tdxctl registry audit",
         "$ tdxctl kbs set-policy",
         "$ tdxctl kbs put-key",
         "$ tdxctl workload configure",
@@ -38,6 +39,7 @@ def test_the_demo_runs_the_whole_flow_through_tdxctl(tmp_path: Path) -> None:
     assert "==> tdx-kbs is up (127.0.0.1:3020)" in out, out
     assert "serves 'hello from the owner'" in out, out
     assert "SSH setup access closed: True" in out, out
+    assert "the log is consistent with the first audit: True" in out, out
     # The identity service took its store key from the broker, not from a local file.
     identity_log = (tmp_path / "demo" / "identity.log").read_text()
     assert "the store key comes from the owner's key broker" in identity_log
