@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -14,6 +16,7 @@ from tdx_service_kit import install_common
 from .challenges import Challenges
 from .errors import install_error_mapping
 from .read_cache import ReadCache
+from .reappraise import Reappraiser, reappraise_forever
 from .registration import Registrar
 from .routes import challenge_blueprint, instance_blueprint, register_blueprint
 from .services import Services
@@ -56,9 +59,12 @@ def create_app(
     store: RecordStore | None = None,
     verifier: QuoteVerifier | None = None,
     clock: Callable[[], datetime] = _utc_now,
+    reappraisal_verifier: Callable[[], QuoteVerifier] | None = None,
 ) -> Sanic[Any, Any]:
     """Build the app. `store`/`verifier` replace the real ones (tests); the caller closes them.
-    `clock` is the registry's time (challenge expiry, quote verification, record times)."""
+    `clock` is the registry's time (challenge expiry, quote verification, record times).
+    `reappraisal_verifier` makes the verifier of each `--reappraise-every` pass (default: a
+    fresh `build_verifier(settings)`, so each pass fetches current collateral once per FMSPC)."""
     app: Sanic[Any, Any] = Sanic(name)
     install_common(app, limits=settings.limits, rate_limit=settings.rate_limit)
     install_error_mapping(app)
@@ -120,6 +126,30 @@ def create_app(
             },
         )
 
+    async def start_reappraisal(app: Sanic[Any, Any]) -> None:
+        period = settings.reappraise_every
+        if period is None:
+            return
+        reappraiser = Reappraiser(
+            app.ctx.services.store,
+            reappraisal_verifier or (lambda: build_verifier(settings)),
+            clock=clock,
+        )
+        app.ctx.reappraisal = asyncio.create_task(
+            reappraise_forever(reappraiser.run_pass, period), name="registry-reappraisal"
+        )
+        log.info("background re-appraisal on", extra={"every_seconds": period})
+
+    async def stop_reappraisal(app: Sanic[Any, Any]) -> None:
+        task: asyncio.Task[None] | None = getattr(app.ctx, "reappraisal", None)
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        app.ctx.reappraisal = None
+        log.info("background re-appraisal stopped")
+
     async def close_resources(app: Sanic[Any, Any]) -> None:
         services: Services | None = getattr(app.ctx, "services", None)
         if services is None:
@@ -130,5 +160,7 @@ def create_app(
             await services.store.close()
 
     app.register_listener(open_resources, "before_server_start")
+    app.register_listener(start_reappraisal, "after_server_start")
+    app.register_listener(stop_reappraisal, "before_server_stop")
     app.register_listener(close_resources, "after_server_stop")
     return app

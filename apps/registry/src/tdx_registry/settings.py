@@ -64,15 +64,21 @@ class Settings:
     read_cache_max_bytes: int = DEFAULT_MAX_BYTES
     challenges: ChallengeSettings = field(default_factory=ChallengeSettings)
     accept_v1_registrations: bool = False
+    reappraise_every: float | None = None
+    """`--reappraise-every SECONDS`: run a re-appraisal pass in the background that often."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The `tdx-registry [serve]` flags (also used for --help)."""
     parser = argparse.ArgumentParser(
         prog="tdx-registry",
-        usage="tdx-registry [serve] [options]\n       tdx-registry verify-quote --help",
+        usage="tdx-registry [serve] [options]\n       tdx-registry reappraise [options]\n"
+        "       tdx-registry verify-quote --help",
         description="Registry of attested TDX instances (HTTP API of API.md).",
-        epilog="`tdx-registry verify-quote ...` runs the verify-quote command of tdx-verify.",
+        epilog="`tdx-registry reappraise [options]` verifies every stored quote again with "
+        "the database, PCCS and policy options, records the verdicts that changed, prints a "
+        "JSON summary and exits (1 if the PCCS or the database failed). "
+        "`tdx-registry verify-quote ...` runs the verify-quote command of tdx-verify.",
     )
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
@@ -213,6 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="COMPATIBILITY: also accept v1 registrations (no challenge, replayable) and v1 "
         "identity signatures in v2 ones; logged as a warning at start and with each use "
         "[REGISTRY_ACCEPT_V1_REGISTRATIONS]",
+    )
+    add(
+        "--reappraise-every",
+        type=float,
+        metavar="SECONDS",
+        help="re-appraise every stored quote in the background, first SECONDS after start, then "
+        "SECONDS after each pass ends (jittered by up to 10%%) [REGISTRY_REAPPRAISE_EVERY] "
+        "(default: never; `tdx-registry reappraise` runs one pass)",
     )
     add("--log-level", help="DEBUG, INFO, WARNING or ERROR [LOG_LEVEL] (default INFO)")
     return parser
@@ -363,6 +377,33 @@ def _challenges(args: argparse.Namespace, env: Mapping[str, str]) -> ChallengeSe
         raise SettingsError(str(exc)) from None
 
 
+MIN_REAPPRAISE_SECONDS = 1.0
+
+
+def _reappraise_every(flag: float | None, env_value: str | None, skip: bool) -> float | None:
+    if flag is not None:
+        seconds = flag
+    elif env_value:
+        try:
+            seconds = float(env_value)
+        except ValueError:
+            raise SettingsError(
+                f"REGISTRY_REAPPRAISE_EVERY: {env_value!r} is not a number of seconds"
+            ) from None
+    else:
+        return None
+    if not math.isfinite(seconds) or seconds < MIN_REAPPRAISE_SECONDS:
+        raise SettingsError(
+            f"--reappraise-every must be a finite number of seconds >= "
+            f"{MIN_REAPPRAISE_SECONDS:g}, not {seconds}"
+        )
+    if skip:
+        raise SettingsError(
+            "--reappraise-every needs quote verification: it cannot run with SKIP_TDX_AUTH"
+        )
+    return seconds
+
+
 def _database(args: argparse.Namespace, env: Mapping[str, str]) -> DatabaseTarget:
     url = args.db_url or env.get("REGISTRY_DB_URL")
     try:
@@ -437,4 +478,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         read_cache_max_bytes=args.read_cache_max_bytes,
         challenges=_challenges(args, env),
         accept_v1_registrations=bool(args.accept_v1_registrations) or env_accept_v1,
+        reappraise_every=_reappraise_every(
+            args.reappraise_every, env.get("REGISTRY_REAPPRAISE_EVERY"), skip
+        ),
     )
