@@ -77,6 +77,7 @@ class Run:
             "mr_td",
             "report_data",
             "ppid",
+            "tcb_grace_until",
             "error",
         }
         return value

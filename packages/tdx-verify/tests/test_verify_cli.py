@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import copy
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from verify_vectors import COLLATERAL_PATH, QUOTE_PATH, VECTOR_NOW_TS
+from verify_world import NOW
 
 from tdx_verify.cli import main
 
-KEYS = {"valid", "tcb_status", "advisory_ids", "mr_td", "report_data", "ppid", "error"}
+KEYS = {
+    "valid",
+    "tcb_status",
+    "advisory_ids",
+    "mr_td",
+    "report_data",
+    "ppid",
+    "tcb_grace_until",
+    "error",
+}
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, object]]:
@@ -129,8 +142,73 @@ def test_unreachable_pccs_exits_1(capsys: pytest.CaptureFixture[str], real_quote
         ["--quote", "q", "--collateral", "c", "--pccs-url", "u"],
         ["--quote", "q", "--collateral", "c", "--now", "soon"],
         ["--quote", "q", "--collateral", "c", "--accept-tcb-status", "Great"],
+        ["--quote", "q", "--collateral", "c", "--tcb-grace-days", "0"],
+        ["--quote", "q", "--collateral", "c", "--tcb-grace-days", "366"],
+        ["--quote", "q", "--collateral", "c", "--tcb-grace-days", "soon"],
+        ["--quote", "q", "--collateral", "c", "--deny-advisory", "CVE-2024-0001"],
     ],
 )
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     assert main(argv) == 2
     assert "usage" in capsys.readouterr().err
+
+
+def _recovered_world(world: Any, tmp_path: Path, recovery: datetime) -> list[str]:
+    """Files of a synthetic quote whose platform a newer TCB level, dated `recovery`, put out of
+    date (advisory INTEL-SA-01001), and the flags that verify it at the world's NOW."""
+    info = world.tcb_info_dict()
+    newer = copy.deepcopy(info["tcbLevels"][0])
+    newer["tcb"]["pcesvn"] = 200
+    newer["tcbDate"] = recovery.strftime("%Y-%m-%dT%H:%M:%SZ")
+    info["tcbLevels"][0]["tcbStatus"] = "OutOfDate"
+    info["tcbLevels"][0]["advisoryIDs"] = ["INTEL-SA-01001"]
+    info["tcbLevels"].insert(0, newer)
+    paths = {name: tmp_path / name for name in ("quote.bin", "collateral.json", "root.pem")}
+    paths["quote.bin"].write_bytes(world.quote())
+    paths["collateral.json"].write_text(world.collateral(tcb_info=info).to_json())
+    paths["root.pem"].write_bytes(world.root_pem)
+    return [
+        "--quote",
+        str(paths["quote.bin"]),
+        "--collateral",
+        str(paths["collateral.json"]),
+        "--root-ca",
+        str(paths["root.pem"]),
+        "--now",
+        str(int(NOW.timestamp())),
+    ]
+
+
+def test_tcb_grace_days_accepts_a_recently_outdated_platform(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, world: Any
+) -> None:
+    argv = _recovered_world(world, tmp_path, NOW - timedelta(days=10))
+    code, verdict = run(capsys, *argv)
+    assert code == 1 and verdict["tcb_status"] == "OutOfDate" and verdict["tcb_grace_until"] is None
+    code, verdict = run(capsys, *argv, "--tcb-grace-days", "30")
+    assert code == 0 and verdict["valid"] is True
+    assert verdict["tcb_status"] == "OutOfDate"
+    assert verdict["tcb_grace_until"] == "2025-07-21T12:00:00Z"
+    code, verdict = run(capsys, *argv, "--tcb-grace-days", "10")
+    assert code == 1 and "10-day grace ended at 2025-07-01T12:00:00Z" in str(verdict["error"])
+
+
+def test_deny_advisory_refuses_and_reports_the_status(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, world: Any
+) -> None:
+    argv = _recovered_world(world, tmp_path, NOW - timedelta(days=10))
+    grace = ["--tcb-grace-days", "30"]
+    code, verdict = run(capsys, *argv, *grace, "--deny-advisory", "INTEL-SA-00002")
+    assert code == 0
+    code, verdict = run(
+        capsys,
+        *argv,
+        *grace,
+        "--deny-advisory",
+        "INTEL-SA-00002",
+        "--deny-advisory",
+        "intel-sa-01001",
+    )
+    assert code == 1
+    assert verdict["tcb_status"] == "OutOfDate" and verdict["advisory_ids"] == ["INTEL-SA-01001"]
+    assert "denied advisories: INTEL-SA-01001" in str(verdict["error"])

@@ -23,7 +23,16 @@ from verify_world import NOW, World
 from tdx_measure import BootEvent, EventLog, ExecutableEvent, WorkloadEvent
 from tdx_verify.cli import main
 
-KEYS = {"valid", "tcb_status", "advisory_ids", "mr_td", "report_data", "ppid", "error"}
+KEYS = {
+    "valid",
+    "tcb_status",
+    "advisory_ids",
+    "mr_td",
+    "report_data",
+    "ppid",
+    "tcb_grace_until",
+    "error",
+}
 
 
 def sample_log() -> EventLog:

@@ -9,6 +9,8 @@ from .platform import (
     SimOptions,
     SimOptionsError,
     SimPlatform,
+    TcbRecovery,
+    TcbRecoveryError,
 )
 from .rtmr import (
     BOOT_RTMRS,
@@ -36,6 +38,8 @@ __all__ = [
     "SimPlatform",
     "SimRtmrs",
     "SimSettings",
+    "TcbRecovery",
+    "TcbRecoveryError",
     "create_app",
     "load_or_create_pki",
     "td_image_allowlists",

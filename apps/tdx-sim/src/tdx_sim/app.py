@@ -1,5 +1,5 @@
-"""HTTP face of the simulator: quotes on `/attest`, the TD's RTMRs on `/rtmr`, and Intel's PCCS
-v4 API for the sim PKI."""
+"""HTTP face of the simulator: quotes on `/attest`, the TD's RTMRs on `/rtmr`, Intel's PCCS
+v4 API for the sim PKI, and `/pccs/...` to publish a TCB recovery or a PCK revocation."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from tdx_service_kit import (
     require_hex,
 )
 
-from .platform import SimCollateral, SimOptions, SimPlatform
+from .platform import SimCollateral, SimOptions, SimPlatform, TcbRecoveryError
 from .rtmr import RtmrError
 
 log = logging.getLogger("tdx_sim")
@@ -36,6 +36,8 @@ log = logging.getLogger("tdx_sim")
 COLLATERAL_REFRESH = timedelta(hours=12)
 _FMSPC = re.compile(r"[0-9A-Fa-f]{12}")
 _RTMR_INDEX = re.compile(r"0|[1-9][0-9]{0,3}")
+_ISO_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+_MAX_ADVISORIES = 64
 
 
 @dataclass(frozen=True)
@@ -50,20 +52,26 @@ class SimSettings:
 
 
 class _CollateralSource:
-    """Issues the collateral and reuses it until it is `COLLATERAL_REFRESH` old, so the four
-    PCCS routes a client calls in a row answer from one consistent issue."""
+    """Issues the collateral and reuses it until it is `COLLATERAL_REFRESH` old, or until
+    something is published (`SimPlatform.revision`), so the four PCCS routes a client calls in a
+    row answer from one consistent issue."""
 
     def __init__(self, platform: SimPlatform) -> None:
         self._platform = platform
-        self._current: SimCollateral | None = None
+        self._current: tuple[SimCollateral, int] | None = None
 
     def get(self) -> SimCollateral:
         now = datetime.now(UTC)
+        revision = self._platform.revision
         current = self._current
-        if current is None or now >= current.issued_at + COLLATERAL_REFRESH:
-            current = self._platform.collateral_bundle(now)
+        if (
+            current is None
+            or current[1] != revision
+            or now >= current[0].issued_at + COLLATERAL_REFRESH
+        ):
+            current = (self._platform.collateral_bundle(now), revision)
             self._current = current
-        return current
+        return current[0]
 
 
 def _single_arg(request: Request, name: str, *, required: bool) -> str | None:
@@ -100,6 +108,35 @@ def _extend_digest(request: Request) -> bytes:
             f"unexpected field(s) {', '.join(map(repr, unexpected))}; expected 'digest'"
         )
     return require_hex(body, "digest", length=48)
+
+
+def _recovery_request(request: Request) -> tuple[datetime, list[str]]:
+    body = json_body(request)
+    unexpected = sorted(set(body) - {"tcb_date", "advisory_ids"})
+    if unexpected:
+        raise BadRequest(
+            f"unexpected field(s) {', '.join(map(repr, unexpected))}; "
+            "expected 'tcb_date', 'advisory_ids'"
+        )
+    tcb_date = datetime.now(UTC)
+    if "tcb_date" in body:
+        text = body["tcb_date"]
+        if not isinstance(text, str) or _ISO_UTC.fullmatch(text) is None:
+            raise BadRequest("field 'tcb_date' must be a UTC time like 2026-01-31T00:00:00Z")
+        try:
+            tcb_date = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise BadRequest(f"field 'tcb_date' {text!r} is not a valid time") from None
+    advisories = body.get("advisory_ids", [])
+    if not isinstance(advisories, list) or not all(isinstance(a, str) for a in advisories):
+        raise BadRequest("field 'advisory_ids' must be a list of strings")
+    if len(advisories) > _MAX_ADVISORIES:
+        raise BadRequest(f"field 'advisory_ids' has more than {_MAX_ADVISORIES} items")
+    return tcb_date, advisories
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _issuer_chain_header(chain_pem: str) -> str:
@@ -152,6 +189,29 @@ def create_app(settings: SimSettings) -> Sanic[Any, Any]:
     async def rtmr_read(request: Request) -> HTTPResponse:
         values = platform.rtmrs.read()
         return json({f"rtmr{i}": value.hex() for i, value in enumerate(values)})
+
+    @app.post("/pccs/tcb-recovery")
+    async def tcb_recovery(request: Request) -> HTTPResponse:
+        tcb_date, advisories = _recovery_request(request)
+        try:
+            recovery = platform.publish_tcb_recovery(tcb_date=tcb_date, advisory_ids=advisories)
+        except TcbRecoveryError as exc:
+            raise BadRequest(str(exc)) from None
+        answer = {
+            "tcb_date": _iso(recovery.tcb_date),
+            "advisory_ids": list(recovery.advisory_ids),
+            "tcb_evaluation_data_number": recovery.evaluation_data_number,
+        }
+        log.info("TCB recovery published", extra=answer)
+        return json(answer)
+
+    @app.post("/pccs/revoke-pck")
+    async def revoke_pck(request: Request) -> HTTPResponse:
+        if request.body and json_body(request):
+            raise BadRequest("the body must be empty or {}")
+        serial = platform.revoke_pck()
+        log.info("PCK certificate revoked", extra={"serial": f"{serial:x}"})
+        return json({"revoked_serial": f"{serial:x}"})
 
     @app.get("/root_ca.pem")
     async def root_ca(request: Request) -> HTTPResponse:

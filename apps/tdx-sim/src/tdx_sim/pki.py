@@ -95,15 +95,25 @@ class SimPki:
             for c in (self.tcb_signing_cert, self.root_cert)
         )
 
-    def root_ca_crl(self, *, this_update: datetime, next_update: datetime) -> bytes:
-        """DER CRL of the root CA (revokes nothing)."""
-        return _crl(self.root_key, self.root_cert, this_update, next_update, ())
+    def root_ca_crl(
+        self, *, this_update: datetime, next_update: datetime, number: int | None = None
+    ) -> bytes:
+        """DER CRL of the root CA (revokes nothing); CRL number `number`, by default the issue
+        time in seconds."""
+        return _crl(self.root_key, self.root_cert, this_update, next_update, (), number)
 
     def pck_crl(
-        self, *, this_update: datetime, next_update: datetime, revoked: Iterable[int] = ()
+        self,
+        *,
+        this_update: datetime,
+        next_update: datetime,
+        revoked: Iterable[int] = (),
+        number: int | None = None,
     ) -> bytes:
         """DER CRL of the platform CA listing the `revoked` certificate serial numbers."""
-        return _crl(self.platform_ca_key, self.platform_ca_cert, this_update, next_update, revoked)
+        return _crl(
+            self.platform_ca_key, self.platform_ca_cert, this_update, next_update, revoked, number
+        )
 
 
 def load_or_create_pki(state_dir: Path, *, now: datetime) -> SimPki:
@@ -216,6 +226,7 @@ def _crl(
     this_update: datetime,
     next_update: datetime,
     revoked: Iterable[int],
+    number: int | None = None,
 ) -> bytes:
     ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     builder = (
@@ -224,7 +235,10 @@ def _crl(
         .last_update(this_update)
         .next_update(next_update)
         # A CRL issued later must carry a larger number; the issue time in seconds does.
-        .add_extension(x509.CRLNumber(int(this_update.timestamp())), critical=False)
+        .add_extension(
+            x509.CRLNumber(int(this_update.timestamp()) if number is None else number),
+            critical=False,
+        )
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
         )

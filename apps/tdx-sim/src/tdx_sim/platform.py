@@ -4,13 +4,18 @@ A quote is a v4 quote with a TD report 1.0, certification data type 6 (the QE re
 the PCK key, binding the attestation key) wrapping type 5 (the PEM PCK chain). The collateral
 is Intel's TDX TCB info v3 and TD_QE identity v2, signed by the sim's TCB-signing key, plus the
 root and PCK CRLs. Flags in `SimOptions` make the bad cases real (debug TD, TCB status,
-revoked PCK, another MRTD).
+revoked PCK, another MRTD). At run time the sim's PCCS can publish what Intel's publishes over a
+platform's life: a TCB recovery (`publish_tcb_recovery`: a newer TCB level the platform does
+not reach, so it turns out of date) and a revocation of its PCK certificate (`revoke_pck`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -74,6 +79,7 @@ SIM_QE_IDENTITY_ISVSVN = 4
 SIM_QE_AUTH_DATA = bytes(range(32))
 TCB_EVALUATION_DATA_NUMBER = 17
 TCB_DATE = "2025-05-14T00:00:00Z"
+_TCB_DATE = datetime(2025, 5, 14, tzinfo=UTC)
 
 COLLATERAL_ISSUED_BEFORE = timedelta(hours=1)
 COLLATERAL_VALID_FOR = timedelta(days=30)
@@ -94,8 +100,27 @@ _TDX_COMPONENT_LABELS: dict[int, dict[str, str]] = {
 }
 
 
+ADVISORY_ID = re.compile(r"INTEL-SA-[0-9]{5}")
+
+
 class SimOptionsError(ValueError):
     """A simulator option is out of range (unknown TCB status, MRTD not 48 bytes)."""
+
+
+class TcbRecoveryError(ValueError):
+    """A TCB recovery that cannot be published (date not after the newest level's, naive date,
+    malformed advisory ID)."""
+
+
+@dataclass(frozen=True)
+class TcbRecovery:
+    """A TCB recovery the sim's PCCS has published: a TCB level newer than every earlier one,
+    dated `tcb_date`, that fixes `advisory_ids`; `evaluation_data_number` is the
+    tcbEvaluationDataNumber of the TCB info and QE identity that publish it."""
+
+    tcb_date: datetime
+    advisory_ids: tuple[str, ...]
+    evaluation_data_number: int
 
 
 @dataclass(frozen=True)
@@ -178,6 +203,19 @@ def _components(svns: tuple[int, ...], labels: dict[int, dict[str, str]]) -> lis
     return [{"svn": svn, **labels.get(i, {})} for i, svn in enumerate(svns)]
 
 
+# What a TCB recovery makes of the platform's own status (Intel's convergence of OutOfDate).
+_OUT_OF_DATE = {
+    "UpToDate": "OutOfDate",
+    "SWHardeningNeeded": "OutOfDate",
+    "ConfigurationNeeded": "OutOfDateConfigurationNeeded",
+    "ConfigurationAndSWHardeningNeeded": "OutOfDateConfigurationNeeded",
+}
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
 def _compact_json(value: dict[str, Any]) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
 
@@ -190,6 +228,64 @@ class SimPlatform:
         self.options = options
         self.pki: SimPki = load_or_create_pki(state_dir, now=now or datetime.now(UTC))
         self.rtmrs = SimRtmrs()
+        self._lock = threading.Lock()
+        self._recoveries: tuple[TcbRecovery, ...] = ()
+        self._revoked: frozenset[int] = (
+            frozenset({self.pki.pck_cert.serial_number}) if options.revoke_pck else frozenset()
+        )
+        self._revision = 0
+        self._last_crl_number = 0
+
+    @property
+    def revision(self) -> int:
+        """Counts what was published at run time (recoveries, revocations): collateral issued
+        before the last change is stale."""
+        return self._revision
+
+    @property
+    def recoveries(self) -> tuple[TcbRecovery, ...]:
+        """The TCB recoveries published so far, oldest first."""
+        return self._recoveries
+
+    @property
+    def tcb_evaluation_data_number(self) -> int:
+        return TCB_EVALUATION_DATA_NUMBER + len(self._recoveries)
+
+    def publish_tcb_recovery(
+        self, *, tcb_date: datetime, advisory_ids: Iterable[str] = ()
+    ) -> TcbRecovery:
+        """Publish a TCB level above every earlier one (a PCESVN and a TDX microcode SVN this
+        platform does not reach), dated `tcb_date`, with the next tcbEvaluationDataNumber:
+        collateral issued from now on reports the platform out of date, its level (and every
+        older one) naming `advisory_ids`."""
+        if tcb_date.tzinfo is None:
+            raise TcbRecoveryError("tcb_date must be a timezone-aware datetime")
+        ids = tuple(dict.fromkeys(advisory_ids))
+        for advisory in ids:
+            if ADVISORY_ID.fullmatch(advisory) is None:
+                raise TcbRecoveryError(
+                    f"advisory ID {advisory!r} is not shaped like INTEL-SA-00837"
+                )
+        date = tcb_date.astimezone(UTC).replace(microsecond=0)
+        with self._lock:
+            newest = self._recoveries[-1].tcb_date if self._recoveries else _TCB_DATE
+            if date <= newest:
+                raise TcbRecoveryError(
+                    f"tcb_date {_timestamp(date)} is not after the newest TCB level's "
+                    f"({_timestamp(newest)})"
+                )
+            recovery = TcbRecovery(date, ids, self.tcb_evaluation_data_number + 1)
+            self._recoveries += (recovery,)
+            self._revision += 1
+        return recovery
+
+    def revoke_pck(self) -> int:
+        """List this platform's PCK certificate in the PCK CRLs issued from now on; its serial."""
+        serial = self.pki.pck_cert.serial_number
+        with self._lock:
+            self._revoked |= {serial}
+            self._revision += 1
+        return serial
 
     @property
     def root_ca_pem(self) -> bytes:
@@ -294,6 +390,11 @@ class SimPlatform:
             "attributes": SIM_SEAM_ATTRIBUTES.hex().upper(),
             "attributesMask": "FFFFFFFFFFFFFFFF",
         }
+        recoveries = self._recoveries
+        fixed_later = [a for r in recoveries for a in r.advisory_ids]
+        status = self.options.tcb_status
+        if recoveries:
+            status = _OUT_OF_DATE.get(status, status)
         platform_level: dict[str, Any] = {
             "tcb": {
                 "sgxtcbcomponents": _components(sgx.tcb_components, _SGX_COMPONENT_LABELS),
@@ -301,10 +402,13 @@ class SimPlatform:
                 "tdxtcbcomponents": _components(SIM_TDX_TCB_COMPONENTS, _TDX_COMPONENT_LABELS),
             },
             "tcbDate": TCB_DATE,
-            "tcbStatus": self.options.tcb_status,
+            "tcbStatus": status,
         }
-        if self.options.tcb_status != "UpToDate":
-            platform_level["advisoryIDs"] = [SIM_ADVISORY_ID]
+        advisories = ([SIM_ADVISORY_ID] if self.options.tcb_status != "UpToDate" else []) + [
+            a for a in fixed_later if a != SIM_ADVISORY_ID
+        ]
+        if advisories:
+            platform_level["advisoryIDs"] = _unique(advisories)
         older_level = {
             "tcb": {
                 "sgxtcbcomponents": _components(sgx.tcb_components, _SGX_COMPONENT_LABELS),
@@ -313,8 +417,27 @@ class SimPlatform:
             },
             "tcbDate": "2018-01-04T00:00:00Z",
             "tcbStatus": "OutOfDate",
-            "advisoryIDs": [SIM_ADVISORY_ID],
+            "advisoryIDs": _unique([SIM_ADVISORY_ID, *fixed_later]),
         }
+        # Each recovery k (1 = oldest) raises the PCESVN and the TDX microcode SVN by k above the
+        # platform's; every level but the newest is out of date, naming what later ones fix.
+        newer_levels: list[dict[str, Any]] = []
+        for k, recovery in enumerate(recoveries, start=1):
+            tdx = list(SIM_TDX_TCB_COMPONENTS)
+            tdx[2] += k
+            level: dict[str, Any] = {
+                "tcb": {
+                    "sgxtcbcomponents": _components(sgx.tcb_components, _SGX_COMPONENT_LABELS),
+                    "pcesvn": sgx.pce_svn + k,
+                    "tdxtcbcomponents": _components(tuple(tdx), _TDX_COMPONENT_LABELS),
+                },
+                "tcbDate": _timestamp(recovery.tcb_date),
+                "tcbStatus": "UpToDate" if k == len(recoveries) else "OutOfDate",
+            }
+            later = [a for r in recoveries[k:] for a in r.advisory_ids]
+            if later:
+                level["advisoryIDs"] = _unique(later)
+            newer_levels.insert(0, level)
         return {
             "id": "TDX",
             "version": 3,
@@ -323,7 +446,7 @@ class SimPlatform:
             "fmspc": sgx.fmspc.hex().upper(),
             "pceId": sgx.pce_id.hex().upper(),
             "tcbType": 0,
-            "tcbEvaluationDataNumber": TCB_EVALUATION_DATA_NUMBER,
+            "tcbEvaluationDataNumber": self.tcb_evaluation_data_number,
             "tdxModule": module,
             "tdxModuleIdentities": [
                 {
@@ -338,7 +461,7 @@ class SimPlatform:
                     ],
                 }
             ],
-            "tcbLevels": [platform_level, older_level],
+            "tcbLevels": [*newer_levels, platform_level, older_level],
         }
 
     def qe_identity(self, *, issued_at: datetime, next_update: datetime) -> dict[str, Any]:
@@ -348,7 +471,7 @@ class SimPlatform:
             "version": 2,
             "issueDate": _timestamp(issued_at),
             "nextUpdate": _timestamp(next_update),
-            "tcbEvaluationDataNumber": TCB_EVALUATION_DATA_NUMBER,
+            "tcbEvaluationDataNumber": self.tcb_evaluation_data_number,
             "miscselect": "00000000",
             "miscselectMask": "FFFFFFFF",
             "attributes": "11000000000000000000000000000000",
@@ -369,14 +492,24 @@ class SimPlatform:
         issued_at = (now - COLLATERAL_ISSUED_BEFORE).replace(microsecond=0)
         next_update = (now + COLLATERAL_VALID_FOR).replace(microsecond=0)
         pki = self.pki
-        tcb_info = _compact_json(self.tcb_info(issued_at=issued_at, next_update=next_update))
-        qe_identity = _compact_json(self.qe_identity(issued_at=issued_at, next_update=next_update))
-        revoked = [pki.pck_cert.serial_number] if self.options.revoke_pck else []
+        with self._lock:
+            tcb_info = _compact_json(self.tcb_info(issued_at=issued_at, next_update=next_update))
+            qe_identity = _compact_json(
+                self.qe_identity(issued_at=issued_at, next_update=next_update)
+            )
+            revoked = sorted(self._revoked)
+            # A CRL issued later carries a larger number, even within the same second.
+            crl_number = max(int(issued_at.timestamp()), self._last_crl_number + 1)
+            self._last_crl_number = crl_number
         signing_chain = pki.tcb_signing_chain_pem.decode()
         return SimCollateral(
             pck_crl_issuer_chain=pki.pck_crl_issuer_chain_pem.decode(),
-            root_ca_crl=pki.root_ca_crl(this_update=issued_at, next_update=next_update),
-            pck_crl=pki.pck_crl(this_update=issued_at, next_update=next_update, revoked=revoked),
+            root_ca_crl=pki.root_ca_crl(
+                this_update=issued_at, next_update=next_update, number=crl_number
+            ),
+            pck_crl=pki.pck_crl(
+                this_update=issued_at, next_update=next_update, revoked=revoked, number=crl_number
+            ),
             tcb_info_issuer_chain=signing_chain,
             tcb_info=tcb_info,
             tcb_info_signature=_raw_signature(pki.tcb_signing_key, tcb_info.encode()),

@@ -5,17 +5,23 @@ verified = verifier.verify(quote_bytes, Collateral.from_json(text), now=datetime
 """
 
 from tdx_verify._allowlist import (
+    ADVISORY_ID,
+    MAX_TCB_GRACE_DAYS,
     MEASUREMENT_LEN,
     PINNED_RTMRS,
     AllowlistError,
+    PolicySettingError,
     missing_td_image_pins,
+    parse_denied_advisories,
     parse_mrtd_allowlist,
     parse_rtmr_allowlist,
+    parse_tcb_grace_days,
     require_td_image_pins,
     split_items,
 )
 from tdx_verify._collateral import Collateral
 from tdx_verify._errors import (
+    AdvisoryDenied,
     CollateralExpiredError,
     CollateralFormatError,
     CollateralMismatchError,
@@ -45,12 +51,15 @@ from tdx_verify._tcb import KNOWN_TCB_STATUSES
 from tdx_verify._verifier import VerifiedQuote, Verifier
 
 __all__ = [
+    "ADVISORY_ID",
     "DEFAULT_ACCEPTED_TCB_STATUSES",
     "INTEL_SGX_ROOT_CA_PEM",
     "INTEL_SGX_ROOT_CA_SHA256",
     "KNOWN_TCB_STATUSES",
+    "MAX_TCB_GRACE_DAYS",
     "MEASUREMENT_LEN",
     "PINNED_RTMRS",
+    "AdvisoryDenied",
     "AllowlistError",
     "Collateral",
     "CollateralCache",
@@ -66,6 +75,7 @@ __all__ = [
     "PckChainError",
     "Policy",
     "PolicyError",
+    "PolicySettingError",
     "QeIdentityError",
     "QeReportError",
     "QuoteParseError",
@@ -80,8 +90,10 @@ __all__ = [
     "VerifiedQuote",
     "Verifier",
     "missing_td_image_pins",
+    "parse_denied_advisories",
     "parse_mrtd_allowlist",
     "parse_rtmr_allowlist",
+    "parse_tcb_grace_days",
     "require_td_image_pins",
     "split_items",
 ]

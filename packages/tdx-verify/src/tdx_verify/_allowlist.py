@@ -5,6 +5,10 @@ or in an environment variable (the same comma-separated text), parsed into the s
 
 The registry and the key broker both parse their allow-lists here, so both accept exactly the
 same text and refuse to start, naming what is missing, when nobody pinned the TD image.
+
+The TCB settings of `Policy` are parsed here the same way: `--tcb-grace-days N` into
+`Policy.tcb_grace_days` and `--deny-advisory ID` (repeatable, or comma-separated) into
+`Policy.denied_advisory_ids`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,14 @@ MEASUREMENT_LEN = 48
 PINNED_RTMRS = (0, 1, 2)
 """The RTMRs a TD image allow-list pins (RTMR3 is the run-time event log's)."""
 
+MAX_TCB_GRACE_DAYS = 365
+"""The longest TCB grace a policy may give: one year, Intel's own horizon for TCB recoveries."""
+
+ADVISORY_ID = re.compile(r"INTEL-SA-[0-9]{5}")
+"""The shape of the advisory IDs of Intel's TCB info and QE identity (`INTEL-SA-00837`)."""
+
 _HEX_48 = re.compile(r"[0-9a-fA-F]{96}")
+_DAYS = re.compile(r"[0-9]{1,4}")
 
 
 class AllowlistError(TdxVerifyError, ValueError):
@@ -30,6 +41,11 @@ class AllowlistError(TdxVerifyError, ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class PolicySettingError(AllowlistError):
+    """A TCB grace or advisory deny-list setting that does not parse or is out of range; an
+    `AllowlistError`, so services refuse it at start-up like a bad allow-list."""
 
 
 def split_items(values: Iterable[str]) -> list[str]:
@@ -99,3 +115,44 @@ def require_td_image_pins(
             + " (the values your TD image measures), or --any-measurement to accept any TD "
             "image (development)"
         )
+
+
+def check_tcb_grace_days(days: object, *, flag: str = "tcb_grace_days") -> None:
+    """Refuse (`PolicySettingError`) a grace that is not a whole number of days in
+    1..`MAX_TCB_GRACE_DAYS`."""
+    if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= MAX_TCB_GRACE_DAYS:
+        raise PolicySettingError(
+            f"{flag}: {days!r} is not a number of days from 1 to {MAX_TCB_GRACE_DAYS}"
+        )
+
+
+def check_advisory_ids(ids: Iterable[object], *, flag: str = "denied_advisory_ids") -> None:
+    """Refuse (`PolicySettingError`) an advisory ID not shaped like Intel's `INTEL-SA-NNNNN`."""
+    for item in ids:
+        if not isinstance(item, str) or ADVISORY_ID.fullmatch(item) is None:
+            raise PolicySettingError(f"{flag}: {item!r} is not an advisory ID like INTEL-SA-00837")
+
+
+def parse_tcb_grace_days(value: str | None, *, flag: str = "--tcb-grace-days") -> int | None:
+    """`N` (days, 1..365) into `Policy.tcb_grace_days`; None (no grace) when absent or blank."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if _DAYS.fullmatch(text) is None:
+        raise PolicySettingError(
+            f"{flag}: {value!r} is not a number of days from 1 to {MAX_TCB_GRACE_DAYS}"
+        )
+    days = int(text)
+    check_tcb_grace_days(days, flag=flag)
+    return days
+
+
+def parse_denied_advisories(
+    values: Iterable[str], *, flag: str = "--deny-advisory"
+) -> frozenset[str]:
+    """`ID[,ID...]` texts (repeated flags, an environment value) into
+    `Policy.denied_advisory_ids`; IDs are Intel's, `INTEL-SA-NNNNN` (case-insensitive here,
+    kept upper-case as the TCB info writes them)."""
+    items = [item.upper() for item in split_items(values)]
+    check_advisory_ids(items, flag=flag)
+    return frozenset(items)

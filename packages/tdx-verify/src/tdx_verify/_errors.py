@@ -85,6 +85,25 @@ class TcbStatusRejected(PolicyError):
         self.advisory_ids = advisory_ids
 
 
+class AdvisoryDenied(PolicyError):
+    """The verdict names a security advisory the policy denies (`Policy.denied_advisory_ids`),
+    whatever its TCB status; `denied` lists those advisories."""
+
+    def __init__(
+        self,
+        step: str,
+        reason: str,
+        *,
+        tcb_status: str,
+        advisory_ids: tuple[str, ...],
+        denied: tuple[str, ...],
+    ):
+        super().__init__(step, reason)
+        self.tcb_status = tcb_status
+        self.advisory_ids = advisory_ids
+        self.denied = denied
+
+
 class DebugTdRejected(PolicyError):
     """The TD runs in debug mode and the policy does not allow debug TDs."""
 

@@ -4,9 +4,12 @@ evaluation (step 8 of the verification)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from tdx_quote import TdReport10, TdReport15
+from tdx_verify._allowlist import check_advisory_ids, check_tcb_grace_days
 from tdx_verify._errors import (
+    AdvisoryDenied,
     DebugTdRejected,
     MeasurementRejected,
     TcbStatusRejected,
@@ -26,6 +29,14 @@ _MIGRATABLE = 1 << 29
 _FEATURES = sum(1 << b for b in (16, 18, 19, 20, 21, 22, 27, 28, 30, 31, 62, 63))
 _RESERVED = ((1 << 64) - 1) & ~(_DEBUG | _MIGRATABLE | _FEATURES)
 
+# Within the TCB grace, an out-of-date status is judged as the status it would have without the
+# out-of-date part.
+_GRACE_STATUS = {"OutOfDate": "UpToDate", "OutOfDateConfigurationNeeded": "ConfigurationNeeded"}
+
+
+def _iso(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -35,6 +46,10 @@ class Policy:
     `rtmr_allowlist[i]` restricts RTMR i (None at an index: any value).
     `require_sept_ve_disable` refuses TDs that can receive #VE on EPT violations (dcap-qvl and
     Intel's appraisal policy do the same).
+    `tcb_grace_days` (1..365, None: no grace) accepts an `OutOfDate` status as `UpToDate`, and
+    `OutOfDateConfigurationNeeded` as `ConfigurationNeeded`, while the newer TCB level that put
+    the platform out of date is less than that many days old (by its tcbDate) at `now`; never
+    `Revoked`. `denied_advisory_ids` refuses any verdict naming one of them (`AdvisoryDenied`).
     """
 
     accepted_tcb_statuses: frozenset[str] | None = DEFAULT_ACCEPTED_TCB_STATUSES
@@ -42,22 +57,42 @@ class Policy:
     mrtd_allowlist: frozenset[bytes] | None = None
     rtmr_allowlist: tuple[frozenset[bytes] | None, ...] | None = None
     require_sept_ve_disable: bool = True
+    tcb_grace_days: int | None = None
+    denied_advisory_ids: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.rtmr_allowlist is not None and len(self.rtmr_allowlist) > 4:
             raise ValueError("rtmr_allowlist has at most 4 entries (RTMR0..RTMR3)")
+        if self.tcb_grace_days is not None:
+            check_tcb_grace_days(self.tcb_grace_days)
+        if not isinstance(self.denied_advisory_ids, frozenset):
+            raise TypeError("denied_advisory_ids must be a frozenset of advisory IDs")
+        check_advisory_ids(self.denied_advisory_ids)
 
-    def check(self, report: TdReport10, tcb_status: str, advisory_ids: tuple[str, ...]) -> None:
-        """Step 8: the merged TCB status, the TD attributes and the measurements of `report`
-        against this policy; raise the `PolicyError` that names the first refusal."""
-        accepted = self.accepted_tcb_statuses
-        if tcb_status == "Revoked" or (accepted is not None and tcb_status not in accepted):
-            raise TcbStatusRejected(
+    def check(
+        self,
+        report: TdReport10,
+        tcb_status: str,
+        advisory_ids: tuple[str, ...],
+        *,
+        out_of_date_since: datetime | None = None,
+        now: datetime | None = None,
+    ) -> datetime | None:
+        """Step 8: the merged TCB status, the advisories, the TD attributes and the
+        measurements of `report` against this policy; raise the `PolicyError` that names the
+        first refusal. `out_of_date_since` (the tcbDate of the level that put the platform out
+        of date) and `now` are what the TCB grace reads; returns the end of the grace when the
+        status was accepted only thanks to it, else None."""
+        grace_until = self._check_tcb_status(tcb_status, advisory_ids, out_of_date_since, now)
+        denied = tuple(a for a in advisory_ids if a in self.denied_advisory_ids)
+        if denied:
+            raise AdvisoryDenied(
                 "policy",
-                f"TCB status {tcb_status} is not accepted"
-                + (f" (advisories: {', '.join(advisory_ids)})" if advisory_ids else ""),
+                f"the TCB (status {tcb_status}) is affected by denied advisories: "
+                + ", ".join(denied),
                 tcb_status=tcb_status,
                 advisory_ids=advisory_ids,
+                denied=denied,
             )
         attributes = int.from_bytes(report.td_attributes, "little")
         if attributes & _DEBUG and not self.allow_debug:
@@ -87,3 +122,38 @@ class Policy:
                     raise MeasurementRejected(
                         "policy", f"RTMR{index} {value.hex()} is not in the allow-list"
                     )
+
+        return grace_until
+
+    def _check_tcb_status(
+        self,
+        tcb_status: str,
+        advisory_ids: tuple[str, ...],
+        out_of_date_since: datetime | None,
+        now: datetime | None,
+    ) -> datetime | None:
+        accepted = self.accepted_tcb_statuses
+        if tcb_status != "Revoked" and (accepted is None or tcb_status in accepted):
+            return None
+        why = ""
+        graced = _GRACE_STATUS.get(tcb_status)
+        days = self.tcb_grace_days
+        if days is not None and graced is not None and accepted is not None and graced in accepted:
+            if out_of_date_since is None or now is None:
+                why = f"; no tcbDate says since when it is out of date, so no {days}-day grace"
+            else:
+                until = out_of_date_since + timedelta(days=days)
+                if now < until:
+                    return until
+                why = (
+                    f"; out of date since {_iso(out_of_date_since)}, its {days}-day grace ended "
+                    f"at {_iso(until)}"
+                )
+        raise TcbStatusRejected(
+            "policy",
+            f"TCB status {tcb_status} is not accepted"
+            + (f" (advisories: {', '.join(advisory_ids)})" if advisory_ids else "")
+            + why,
+            tcb_status=tcb_status,
+            advisory_ids=advisory_ids,
+        )

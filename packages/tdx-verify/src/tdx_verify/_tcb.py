@@ -29,6 +29,7 @@ class TcbLevel:
     tdx_components: tuple[int, ...]  # 16
     status: str
     advisory_ids: tuple[str, ...]
+    tcb_date: float | None  # None when missing or not a date (dcap-qvl does not read it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,7 @@ class ModuleLevel:
     isv_svn: int
     status: str
     advisory_ids: tuple[str, ...]
+    tcb_date: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,7 @@ class TcbInfo:
     tdx_module: TdxModule
     module_identities: dict[str, TdxModule]
     levels: tuple[TcbLevel, ...]
+    evaluation_data_number: int | None  # tcbEvaluationDataNumber
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,7 @@ class QeIdentity:
     mr_signer: bytes  # 32
     isv_prod_id: int
     levels: tuple[ModuleLevel, ...]
+    evaluation_data_number: int | None
 
 
 class _Reader:
@@ -113,6 +117,21 @@ class _Reader:
         if when.tzinfo is None:
             raise CollateralFormatError(self.step, f"{self.path}.{key} has no time zone")
         return when.timestamp()
+
+    def optional_timestamp(self, key: str) -> float | None:
+        """A date that only the TCB grace policy reads: None when missing or malformed (the
+        grace then does not apply), so collateral dcap-qvl accepts is never refused for it."""
+        value = self.obj.get(key)
+        if not isinstance(value, str):
+            return None
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return None if when.tzinfo is None else when.timestamp()
+
+    def optional_integer(self, key: str) -> int | None:
+        return self.integer(key) if key in self.obj else None
 
     def status(self, key: str) -> str:
         value = self.string(key)
@@ -166,6 +185,7 @@ def _module_levels(r: _Reader) -> tuple[ModuleLevel, ...]:
                 isv_svn=lv.child("tcb").integer("isvsvn"),
                 status=lv.status("tcbStatus"),
                 advisory_ids=lv.advisories(),
+                tcb_date=lv.optional_timestamp("tcbDate"),
             )
         )
     return tuple(levels)
@@ -203,6 +223,7 @@ def parse_tcb_info(text: str) -> TcbInfo:
                 tdx_components=_components(tcb, "tdxtcbcomponents"),
                 status=lv.status("tcbStatus"),
                 advisory_ids=lv.advisories(),
+                tcb_date=lv.optional_timestamp("tcbDate"),
             )
         )
     if not levels:
@@ -215,6 +236,7 @@ def parse_tcb_info(text: str) -> TcbInfo:
         tdx_module=_tdx_module(r.child("tdxModule"), with_levels=False),
         module_identities=identities,
         levels=tuple(levels),
+        evaluation_data_number=r.optional_integer("tcbEvaluationDataNumber"),
     )
 
 
@@ -238,6 +260,7 @@ def parse_qe_identity(text: str) -> QeIdentity:
         mr_signer=r.hexbytes("mrsigner", 32),
         isv_prod_id=r.integer("isvprodid"),
         levels=levels,
+        evaluation_data_number=r.optional_integer("tcbEvaluationDataNumber"),
     )
 
 
@@ -277,6 +300,19 @@ def match_platform_level(
     )
 
 
+def tdx_module_of(info: TcbInfo, tee_tcb_svn: bytes) -> tuple[str, TdxModule]:
+    """The TDX module entry of `info` that applies to a module of this TEE TCB SVN, and its name
+    (see `match_tdx_module`)."""
+    version = tee_tcb_svn[1]
+    if version == 0 or not info.module_identities:
+        return "tdxModule", info.tdx_module
+    name = f"TDX_{version:02d}"
+    found = info.module_identities.get(name)
+    if found is None:
+        raise TcbLevelError("tcb_level", f"TCB info has no TDX module identity {name}")
+    return name, found
+
+
 def match_tdx_module(
     info: TcbInfo, tee_tcb_svn: bytes, mr_signer_seam: bytes, seam_attributes: bytes
 ) -> ModuleLevel | None:
@@ -286,15 +322,7 @@ def match_tdx_module(
     `tdxModule` applies and carries no level. Otherwise identity "TDX_%02d" must exist and
     tee_tcb_svn[0] (the module's ISVSVN) must reach one of its levels.
     """
-    version = tee_tcb_svn[1]
-    module = info.tdx_module
-    name = "tdxModule"
-    if version != 0 and info.module_identities:
-        name = f"TDX_{version:02d}"
-        found = info.module_identities.get(name)
-        if found is None:
-            raise TcbLevelError("tcb_level", f"TCB info has no TDX module identity {name}")
-        module = found
+    name, module = tdx_module_of(info, tee_tcb_svn)
     if mr_signer_seam != module.mr_signer:
         raise TcbLevelError(
             "tcb_level", f"MRSIGNER_SEAM {mr_signer_seam.hex()} does not match {name}"
@@ -311,6 +339,22 @@ def match_tdx_module(
     raise TcbLevelError(
         "tcb_level", f"TDX module ISVSVN {tee_tcb_svn[0]} is below every level of {name}"
     )
+
+
+OUT_OF_DATE_STATUSES = frozenset({"OutOfDate", "OutOfDateConfigurationNeeded"})
+
+
+def out_of_date_since(
+    levels: tuple[TcbLevel, ...] | tuple[ModuleLevel, ...], matched: TcbLevel | ModuleLevel
+) -> float | None:
+    """When a newer TCB first put a component matched at `matched` out of date: the tcbDate of
+    the oldest level listed above it (levels are newest first). None when no level is above it
+    or one of those has no tcbDate: nothing then says since when."""
+    index = next(i for i, level in enumerate(levels) if level is matched)
+    dates = [level.tcb_date for level in levels[:index]]
+    if not dates or any(date is None for date in dates):
+        return None
+    return min(date for date in dates if date is not None)
 
 
 _SEVERITY = {

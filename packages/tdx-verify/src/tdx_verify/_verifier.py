@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import InitVar, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 
 from cryptography import x509
@@ -69,6 +69,7 @@ from tdx_verify._pki import (
 from tdx_verify._policy import Policy
 from tdx_verify._root import INTEL_SGX_ROOT_CA_PEM
 from tdx_verify._tcb import (
+    OUT_OF_DATE_STATUSES,
     ModuleLevel,
     QeIdentity,
     TcbInfo,
@@ -78,8 +79,10 @@ from tdx_verify._tcb import (
     match_qe_level,
     match_tdx_module,
     merge_advisories,
+    out_of_date_since,
     parse_qe_identity,
     parse_tcb_info,
+    tdx_module_of,
 )
 
 _MAX_CACHED_COLLATERAL = 64
@@ -96,7 +99,12 @@ class VerifiedQuote:
     """A quote that passed every DCAP step and the policy. Only `Verifier.verify` makes one:
     constructing it directly (or through `dataclasses.replace`) raises `TypeError`, so code that
     takes a VerifiedQuote is never handed a quote nobody verified. A guard against mistakes in
-    callers, not against code in the same process that sets out to forge one."""
+    callers, not against code in the same process that sets out to forge one.
+
+    `tcb_out_of_date_since` is the tcbDate of the TCB level that first put an out-of-date
+    platform (or its QE, or TDX module) out of date (None when not out of date, or unknown);
+    `tcb_grace_until` is when the policy's TCB grace ends, set only when the status was
+    accepted thanks to it (`tcb_status` stays the real one)."""
 
     quote: Quote
     tcb_status: str
@@ -106,6 +114,8 @@ class VerifiedQuote:
     mr_td: bytes
     report_data: bytes
     verified_at: datetime
+    tcb_out_of_date_since: datetime | None
+    tcb_grace_until: datetime | None
     _token: InitVar[object] = None
 
     def __post_init__(self, _token: object) -> None:
@@ -209,11 +219,13 @@ class Verifier:
         # Step 6: quote signature
         self._verify_quote_signature(parsed)
         # Step 7: TCB level and merged status
-        status, advisories = _tcb_status(
-            verified.tcb_info, chain.extension, parsed.body, qe_level.status, qe_level.advisory_ids
+        status, advisories, since = _tcb_status(
+            verified.tcb_info, chain.extension, parsed.body, verified.qe_identity, qe_level
         )
         # Step 8: policy
-        self._policy.check(parsed.body, status, advisories)
+        grace_until = self._policy.check(
+            parsed.body, status, advisories, out_of_date_since=since, now=now
+        )
         return VerifiedQuote(
             quote=parsed,
             tcb_status=status,
@@ -223,6 +235,8 @@ class Verifier:
             mr_td=parsed.body.mr_td,
             report_data=parsed.body.report_data,
             verified_at=now,
+            tcb_out_of_date_since=since,
+            tcb_grace_until=grace_until,
             _token=_VERIFIER,
         )
 
@@ -543,15 +557,29 @@ def _tcb_status(
     info: TcbInfo,
     ext: SgxExtension,
     body: TdReport10,
-    qe_status: str,
-    qe_advisories: tuple[str, ...],
-) -> tuple[str, tuple[str, ...]]:
-    """Step 7: platform level, TDX module level, and Intel's convergence with the QE status."""
+    qe_identity: QeIdentity,
+    qe_level: ModuleLevel,
+) -> tuple[str, tuple[str, ...], datetime | None]:
+    """Step 7: platform level, TDX module level, and Intel's convergence with the QE status;
+    with the date since which the result is out of date (see `_out_of_date_since`)."""
     platform = match_platform_level(info, ext.tcb_components, ext.pce_svn, body.tee_tcb_svn)
     module = match_tdx_module(info, body.tee_tcb_svn, body.mr_signer_seam, body.seam_attributes)
     status = platform.status
     advisories: tuple[str, ...] = platform.advisory_ids
+    out_of_date: list[float | None] = []
+    if platform.status in OUT_OF_DATE_STATUSES:
+        out_of_date.append(out_of_date_since(info.levels, platform))
     if module is not None:
         status = converge(status, module.status)
         advisories = merge_advisories(advisories, module.advisory_ids)
-    return converge(status, qe_status), merge_advisories(advisories, qe_advisories)
+        if module.status in OUT_OF_DATE_STATUSES:
+            _, identity = tdx_module_of(info, body.tee_tcb_svn)
+            out_of_date.append(out_of_date_since(identity.levels, module))
+    if qe_level.status in OUT_OF_DATE_STATUSES:
+        out_of_date.append(out_of_date_since(qe_identity.levels, qe_level))
+    status = converge(status, qe_level.status)
+    since: datetime | None = None
+    if status in OUT_OF_DATE_STATUSES and out_of_date and None not in out_of_date:
+        # Out of date since the earliest component went out of date.
+        since = datetime.fromtimestamp(min(d for d in out_of_date if d is not None), UTC)
+    return status, merge_advisories(advisories, qe_level.advisory_ids), since

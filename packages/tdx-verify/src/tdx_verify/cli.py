@@ -17,8 +17,14 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from tdx_verify._allowlist import (
+    MAX_TCB_GRACE_DAYS,
+    PolicySettingError,
+    parse_denied_advisories,
+    parse_tcb_grace_days,
+)
 from tdx_verify._collateral import Collateral
-from tdx_verify._errors import TcbStatusRejected, TdxVerifyError
+from tdx_verify._errors import AdvisoryDenied, TcbStatusRejected, TdxVerifyError
 from tdx_verify._pccs import CollateralCache, PccsClient
 from tdx_verify._policy import DEFAULT_ACCEPTED_TCB_STATUSES, Policy
 from tdx_verify._tcb import KNOWN_TCB_STATUSES
@@ -61,6 +67,20 @@ def _parser() -> argparse.ArgumentParser:
         help="accepted TCB statuses (default: "
         + ",".join(sorted(DEFAULT_ACCEPTED_TCB_STATUSES))
         + ")",
+    )
+    parser.add_argument(
+        "--tcb-grace-days",
+        metavar="N",
+        help="accept OutOfDate (as UpToDate) and OutOfDateConfigurationNeeded (as "
+        "ConfigurationNeeded) while the newer TCB level is less than N days old "
+        f"(1..{MAX_TCB_GRACE_DAYS}; default: no grace)",
+    )
+    parser.add_argument(
+        "--deny-advisory",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="refuse a quote whose TCB is affected by this advisory (INTEL-SA-NNNNN); repeatable",
     )
     return parser
 
@@ -108,6 +128,7 @@ def _verdict(result: VerifiedQuote | None, error: str | None, **extra: Any) -> d
             "mr_td": None,
             "report_data": None,
             "ppid": None,
+            "tcb_grace_until": None,
             "error": error,
         }
     return {
@@ -117,6 +138,11 @@ def _verdict(result: VerifiedQuote | None, error: str | None, **extra: Any) -> d
         "mr_td": result.mr_td.hex(),
         "report_data": result.report_data.hex(),
         "ppid": result.ppid.value.hex(),
+        "tcb_grace_until": (
+            None
+            if result.tcb_grace_until is None
+            else result.tcb_grace_until.strftime("%Y-%m-%dT%H:%M:%SZ")
+        ),
         "error": None,
     }
 
@@ -166,9 +192,20 @@ async def _via_pccs(verifier: Verifier, url: str, quote: bytes, now: datetime) -
         await client.aclose()
 
 
-def _run(args: argparse.Namespace, accepted: frozenset[str] | None) -> VerifiedQuote:
+def _policy(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Policy:
+    try:
+        return Policy(
+            accepted_tcb_statuses=_accepted(args.accept_tcb_status, parser),
+            tcb_grace_days=parse_tcb_grace_days(args.tcb_grace_days),
+            denied_advisory_ids=parse_denied_advisories(args.deny_advisory),
+        )
+    except PolicySettingError as exc:
+        parser.error(exc.reason)
+
+
+def _run(args: argparse.Namespace, policy: Policy) -> VerifiedQuote:
     root_pem = _read(args.root_ca, "root CA") if args.root_ca else None
-    verifier = Verifier(root_ca_pem=root_pem, policy=Policy(accepted_tcb_statuses=accepted))
+    verifier = Verifier(root_ca_pem=root_pem, policy=policy)
     quote = _quote_bytes(_read(args.quote, "quote"))
     now = datetime.fromtimestamp(args.now if args.now is not None else time.time(), UTC)
     if args.collateral:
@@ -181,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(argv)
-        accepted = _accepted(args.accept_tcb_status, parser)
+        policy = _policy(args, parser)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     if args.event_log is not None and not _event_log_available():
@@ -194,9 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.event_log is not None:
             log = _load_event_log(args.event_log)
-        result = _run(args, accepted)
+        result = _run(args, policy)
         verdict = _verdict(result, None)
-    except TcbStatusRejected as exc:
+    except (TcbStatusRejected, AdvisoryDenied) as exc:
         verdict = _verdict(None, str(exc), tcb_status=exc.tcb_status, advisory_ids=exc.advisory_ids)
     except (TdxVerifyError, _InputError) as exc:
         verdict = _verdict(None, str(exc))
