@@ -123,6 +123,9 @@ def create_app(
                 "read_cache_ttl": settings.read_cache_ttl,
                 "challenge_ttl": settings.challenges.ttl,
                 "accept_v1_registrations": settings.accept_v1_registrations,
+                "tcb_grace_days": settings.policy.tcb_grace_days,
+                "denied_advisory_ids": sorted(settings.policy.denied_advisory_ids),
+                "reappraise_every": settings.reappraise_every,
             },
         )
 

@@ -18,10 +18,13 @@ from tdx_service_kit import DatabaseTarget, HttpLimits, RateLimit, parse_bool
 from tdx_verify import (
     DEFAULT_ACCEPTED_TCB_STATUSES,
     KNOWN_TCB_STATUSES,
+    MAX_TCB_GRACE_DAYS,
     AllowlistError,
     Policy,
+    parse_denied_advisories,
     parse_mrtd_allowlist,
     parse_rtmr_allowlist,
+    parse_tcb_grace_days,
     require_td_image_pins,
 )
 
@@ -104,6 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="TCB statuses to accept (repeatable; default: "
         + ",".join(sorted(DEFAULT_ACCEPTED_TCB_STATUSES))
         + ")",
+    )
+    add(
+        "--tcb-grace-days",
+        metavar="N",
+        help="accept OutOfDate (as UpToDate) and OutOfDateConfigurationNeeded (as "
+        "ConfigurationNeeded) while the TCB level that put the platform out of date is less "
+        f"than N days old (1..{MAX_TCB_GRACE_DAYS}) [REGISTRY_TCB_GRACE_DAYS] (default: no "
+        "grace)",
+    )
+    add(
+        "--deny-advisory",
+        action="append",
+        metavar="ID[,ID...]",
+        help="refuse a quote whose TCB is affected by this advisory (INTEL-SA-NNNNN; "
+        "repeatable) [REGISTRY_DENY_ADVISORIES, comma-separated]",
     )
     add("--allow-debug", action="store_true", help="accept debug TDs")
     add(
@@ -260,21 +278,43 @@ def _tcb_statuses(values: Sequence[str] | None) -> frozenset[str] | None:
     return frozenset(statuses)
 
 
+@dataclass(frozen=True)
+class _TcbSettings:
+    """`--tcb-grace-days` and `--deny-advisory` (or their variables), as given."""
+
+    grace_days: str | None
+    denied_advisories: Sequence[str]
+
+
+def _tcb_settings(args: argparse.Namespace, env: Mapping[str, str]) -> _TcbSettings:
+    grace = args.tcb_grace_days
+    if grace is None:
+        grace = env.get("REGISTRY_TCB_GRACE_DAYS")
+    return _TcbSettings(
+        grace_days=grace,
+        denied_advisories=args.deny_advisory or [env.get("REGISTRY_DENY_ADVISORIES", "")],
+    )
+
+
 def _td_image_policy(
     tcb_statuses: frozenset[str] | None,
     allow_debug: bool,
     mrtd_values: Sequence[str],
     rtmr_values: Sequence[str],
     any_measurement: bool,
+    tcb: _TcbSettings,
 ) -> Policy:
-    """The verification policy with the TD image allow-lists (`tdx_verify`'s parsing, shared
-    with the key broker); refuse an MRTD or RTMR0-2 nobody pinned, unless told so out loud."""
+    """The verification policy with the TD image allow-lists and the TCB grace and advisory
+    deny-list (`tdx_verify`'s parsing, shared with the key broker); refuse an MRTD or RTMR0-2
+    nobody pinned, unless told so out loud."""
     try:
         policy = Policy(
             accepted_tcb_statuses=tcb_statuses,
             allow_debug=allow_debug,
             mrtd_allowlist=parse_mrtd_allowlist(mrtd_values),
             rtmr_allowlist=parse_rtmr_allowlist(rtmr_values),
+            tcb_grace_days=parse_tcb_grace_days(tcb.grace_days),
+            denied_advisory_ids=parse_denied_advisories(tcb.denied_advisories),
         )
         if not any_measurement:
             require_td_image_pins(policy.mrtd_allowlist, policy.rtmr_allowlist)
@@ -459,6 +499,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         [*(args.mrtd_allowlist or ()), env.get("REGISTRY_MRTD_ALLOWLIST", "")],
         [*(args.rtmr_allowlist or ()), env.get("REGISTRY_RTMR_ALLOWLIST", "")],
         any_measurement,
+        _tcb_settings(args, env),
     )
     return Settings(
         database=_database(args, env),

@@ -62,6 +62,9 @@ class DcapFacts(Protocol):
     @property
     def verified_at(self) -> datetime: ...
 
+    @property
+    def tcb_grace_until(self) -> datetime | None: ...
+
 
 class VerifyingCache(Protocol):
     """What `DcapQuoteVerifier` needs of `tdx_verify.CollateralCache`."""
@@ -99,6 +102,7 @@ class DcapQuoteVerifier:
                 verified_at=verified.verified_at,
                 skipped=False,
                 rtmr3=rtmr3,
+                tcb_grace_until=verified.tcb_grace_until,
             ),
         )
 
