@@ -74,15 +74,15 @@ class ReappraisalAborted(Exception):
     """The pass stopped: the PCCS, its collateral or the database failed."""
 
 
-class _NotWritten(Exception):
+class VerdictNotWritten(Exception):
     """A re-appraisal merge that must not write (rolled back)."""
 
 
-class _Superseded(_NotWritten):
+class RecordSuperseded(VerdictNotWritten):
     """The record changed since it was read (a registration in between): its verdict is newer."""
 
 
-class _AlreadyCurrent(_NotWritten):
+class VerdictAlreadyCurrent(VerdictNotWritten):
     """The stored verdict already concludes this (another replica wrote it)."""
 
 
@@ -147,7 +147,7 @@ def refused_verdict(stored: Verdict, exc: VerificationError, *, now: datetime) -
     )
 
 
-def _reappraised(
+def reappraised(
     read: InstanceRecord, verdict: Verdict, now: datetime
 ) -> Callable[[InstanceRecord | None], InstanceRecord]:
     """The merge writing `verdict` over `read`, only if the stored record is still exactly
@@ -156,9 +156,9 @@ def _reappraised(
 
     def merge(existing: InstanceRecord | None) -> InstanceRecord:
         if existing is None or existing != replace(read, workload=None, ssh_host_key=None):
-            raise _Superseded()
+            raise RecordSuperseded()
         if existing.verdict.same_appraisal(verdict):
-            raise _AlreadyCurrent()
+            raise VerdictAlreadyCurrent()
         return replace(read.with_verdict(verdict, now=now), updated_at=now)
 
     return merge
@@ -244,11 +244,11 @@ class Reappraiser:
             summary.unchanged += 1
             return
         try:
-            await self._store.register(key, _reappraised(record, verdict, now))
-        except _Superseded:
+            await self._store.register(key, reappraised(record, verdict, now))
+        except RecordSuperseded:
             summary.superseded += 1
             return
-        except _AlreadyCurrent:
+        except VerdictAlreadyCurrent:
             summary.unchanged += 1
             return
         except StoreError as exc:

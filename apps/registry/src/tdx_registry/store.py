@@ -441,11 +441,18 @@ class PonyRecordStore:
         return deleted == 1
 
     def _instance_keys_sync(self, after: str | None, limit: int) -> list[str]:
+        """One page of primary keys (only the keys are read, in the primary key's order)."""
         with db_session:
-            query = self._instance.select()
-            if after is not None:
-                query = query.filter(lambda i: i.pubkey > after)
-            return [str(key) for key in query.order_by(self._instance.pubkey).limit(limit)[:]]
+            if after is None:
+                rows = self._db.select(
+                    "pubkey FROM instances ORDER BY pubkey LIMIT $limit", {"limit": limit}
+                )
+            else:
+                rows = self._db.select(
+                    "pubkey FROM instances WHERE pubkey > $after ORDER BY pubkey LIMIT $limit",
+                    {"after": after, "limit": limit},
+                )
+            return [str(key) for key in rows]
 
 
 def _optional_aware(moment: datetime | None) -> datetime | None:
