@@ -24,7 +24,8 @@ count says whether this caller won, so two processes sharing the database never 
 one nonce.
 
 Schema: the columns `rtmr3`, `event_log`, `event_log_history`, `workload`, `ssh_host_key`,
-`binding_version`, `challenge` and `proof_of_possession` were added after the first release as
+`binding_version`, `challenge`, `proof_of_possession`, `tcb_grace_until`,
+`verification_refused` and `verdict_history` were added after the first release as
 optional (nullable) columns; there is no migration tooling yet, so a database created before
 them needs the `ALTER TABLE` statements of the README (Pony creates the `challenges` table).
 """
