@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import timedelta
-from urllib.parse import quote as urlquote
 
 import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from verify_pccs_app import pccs_transport
 from verify_vectors import VECTOR_NOW
 
 from tdx_verify import (
@@ -31,44 +31,7 @@ FMSPC = bytes.fromhex("B0C06F000000")
 def pccs_app(
     c: Collateral, *, requests: list[str] | None = None, root_crl_body: str = "hex"
 ) -> httpx.MockTransport:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if requests is not None:
-            requests.append(str(request.url))
-        path, params = request.url.path, request.url.params
-        if path == "/sgx/certification/v4/pckcrl":
-            assert params["ca"] == "platform" and params["encoding"] == "der"
-            return httpx.Response(
-                200,
-                content=c.pck_crl,
-                headers={"SGX-PCK-CRL-Issuer-Chain": urlquote(c.pck_crl_issuer_chain)},
-            )
-        if path == "/tdx/certification/v4/tcb":
-            assert params["fmspc"] == "B0C06F000000"
-            body = (
-                '{"tcbInfo": ' + c.tcb_info + ', "signature":"' + c.tcb_info_signature.hex() + '"}'
-            )
-            return httpx.Response(
-                200,
-                text=body,
-                headers={"TCB-Info-Issuer-Chain": urlquote(c.tcb_info_issuer_chain)},
-            )
-        if path == "/tdx/certification/v4/qe/identity":
-            body = json.dumps(
-                {"enclaveIdentity": "PLACEHOLDER", "signature": c.qe_identity_signature.hex()}
-            )
-            body = body.replace('"PLACEHOLDER"', c.qe_identity)
-            return httpx.Response(
-                200,
-                text=body,
-                headers={"SGX-Enclave-Identity-Issuer-Chain": urlquote(c.qe_identity_issuer_chain)},
-            )
-        if path == "/sgx/certification/v4/rootcacrl":
-            if root_crl_body == "der":
-                return httpx.Response(200, content=c.root_ca_crl)
-            return httpx.Response(200, text=c.root_ca_crl.hex())
-        return httpx.Response(404, json={"error": "not found"})
-
-    return httpx.MockTransport(handler)
+    return pccs_transport(lambda: c, requests=requests, root_crl_body=root_crl_body)
 
 
 @pytest.mark.parametrize("root_crl_body", ["hex", "der"])

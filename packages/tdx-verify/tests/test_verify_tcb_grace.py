@@ -291,6 +291,14 @@ def test_the_policy_can_be_applied_again_later_to_a_verified_result(world: World
         )
     with pytest.raises(TcbStatusRejected, match="no tcbDate"):
         policy.check(result.quote.body, result.tcb_status, result.advisory_ids)
+    with pytest.raises(ValueError, match="now must be a timezone-aware datetime"):
+        policy.check(
+            result.quote.body,
+            result.tcb_status,
+            result.advisory_ids,
+            out_of_date_since=result.tcb_out_of_date_since,
+            now=datetime(2025, 7, 1),
+        )
 
 
 # -- the advisory deny-list --------------------------------------------------------------

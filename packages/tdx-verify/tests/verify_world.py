@@ -90,13 +90,14 @@ def _crl(
     revoked: list[int],
     this_update: datetime,
     next_update: datetime,
+    number: int = 1,
 ) -> bytes:
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(issuer.subject)
         .last_update(this_update)
         .next_update(next_update)
-        .add_extension(x509.CRLNumber(1), False)
+        .add_extension(x509.CRLNumber(number), False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), False)
     )
     for serial in revoked:
@@ -189,6 +190,8 @@ class World:
         revoked_pck: list[int] = (),  # type: ignore[assignment]
         revoked_by_root: list[int] = (),  # type: ignore[assignment]
         crl_next_update: datetime = NOW + timedelta(days=30),
+        pck_crl_number: int = 1,
+        root_crl_number: int = 1,
     ) -> Collateral:
         tcb_text = json.dumps(tcb_info or self.tcb_info_dict(), separators=(",", ":"))
         qe_text = json.dumps(qe_identity or self.qe_identity_dict(), separators=(",", ":"))
@@ -200,6 +203,7 @@ class World:
                 list(revoked_by_root),
                 NOW - timedelta(days=1),
                 NOW + timedelta(days=300),
+                root_crl_number,
             ),
             pck_crl=_crl(
                 self.pck_ca,
@@ -207,6 +211,7 @@ class World:
                 list(revoked_pck),
                 NOW - timedelta(days=1),
                 crl_next_update,
+                pck_crl_number,
             ),
             tcb_info_issuer_chain=_pem(self.tcb_signer, self.root),
             tcb_info=tcb_text,

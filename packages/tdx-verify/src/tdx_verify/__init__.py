@@ -25,6 +25,7 @@ from tdx_verify._errors import (
     CollateralExpiredError,
     CollateralFormatError,
     CollateralMismatchError,
+    CollateralRollback,
     CollateralSignatureError,
     CrlError,
     DebugTdRejected,
@@ -44,7 +45,12 @@ from tdx_verify._errors import (
     TdxVerifyError,
     VerificationError,
 )
-from tdx_verify._pccs import CollateralCache, PccsClient
+from tdx_verify._pccs import (
+    DEFAULT_MAX_AGE,
+    CollateralCache,
+    CollateralFreshness,
+    PccsClient,
+)
 from tdx_verify._policy import DEFAULT_ACCEPTED_TCB_STATUSES, Policy
 from tdx_verify._root import INTEL_SGX_ROOT_CA_PEM, INTEL_SGX_ROOT_CA_SHA256
 from tdx_verify._tcb import KNOWN_TCB_STATUSES
@@ -53,6 +59,7 @@ from tdx_verify._verifier import VerifiedQuote, Verifier
 __all__ = [
     "ADVISORY_ID",
     "DEFAULT_ACCEPTED_TCB_STATUSES",
+    "DEFAULT_MAX_AGE",
     "INTEL_SGX_ROOT_CA_PEM",
     "INTEL_SGX_ROOT_CA_SHA256",
     "KNOWN_TCB_STATUSES",
@@ -65,7 +72,9 @@ __all__ = [
     "CollateralCache",
     "CollateralExpiredError",
     "CollateralFormatError",
+    "CollateralFreshness",
     "CollateralMismatchError",
+    "CollateralRollback",
     "CollateralSignatureError",
     "CrlError",
     "DebugTdRejected",

@@ -25,7 +25,7 @@ PINNED_RTMRS = (0, 1, 2)
 """The RTMRs a TD image allow-list pins (RTMR3 is the run-time event log's)."""
 
 MAX_TCB_GRACE_DAYS = 365
-"""The longest TCB grace a policy may give: one year, Intel's own horizon for TCB recoveries."""
+"""The longest TCB grace a policy may give (a year): past it an out-of-date TCB is refused."""
 
 ADVISORY_ID = re.compile(r"INTEL-SA-[0-9]{5}")
 """The shape of the advisory IDs of Intel's TCB info and QE identity (`INTEL-SA-00837`)."""

@@ -118,3 +118,16 @@ class MeasurementRejected(PolicyError):
 
 class PccsError(TdxVerifyError):
     """Fetching collateral from the PCCS failed (network, status, size, format)."""
+
+
+class CollateralRollback(PccsError):
+    """The PCCS answered collateral older than what this cache has already verified for the
+    same platform kind (a lower tcbEvaluationDataNumber or CRL number): a replayed answer could
+    hide a revocation or a TCB recovery, so it is refused and the newer copy kept. `item` names
+    the piece, `seen` the number already verified, `got` the answer's (None: it has none)."""
+
+    def __init__(self, reason: str, *, item: str, seen: int, got: int | None) -> None:
+        super().__init__(reason)
+        self.item = item
+        self.seen = seen
+        self.got = got

@@ -1,18 +1,28 @@
 """Intel PCCS / PCS v4 client, and a cache that fetches and verifies collateral once per platform
-kind until its earliest nextUpdate."""
+kind, refreshes it at least every `max_age`, and never goes back to older collateral."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from urllib.parse import unquote
 
 import httpx
 
 from tdx_verify._collateral import Collateral, crl_der, raw_json_member
-from tdx_verify._errors import CollateralFormatError, PccsError
-from tdx_verify._verifier import VerifiedQuote, Verifier, parse
+from tdx_verify._errors import (
+    CollateralFormatError,
+    CollateralRollback,
+    PccsError,
+    VerificationError,
+)
+from tdx_verify._pki import check_windows, iso
+from tdx_verify._verifier import VerifiedQuote, Verifier, _VerifiedCollateral, parse
+
+log = logging.getLogger("tdx_verify")
 
 DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 _CA_TYPES = ("platform", "processor")
@@ -135,16 +145,66 @@ def _signed_member(text: str, key: str) -> tuple[str, bytes]:
         raise CollateralFormatError(key, "signature is not hex") from None
 
 
-class CollateralCache:
-    """Verifies quotes with collateral fetched once per (FMSPC, PCK CA) and verified once,
-    reused until the earliest nextUpdate/notAfter of its pieces. Concurrent requests for the
-    same platform share one fetch. `fetch_count` counts collateral sets fetched."""
+DEFAULT_MAX_AGE = timedelta(hours=24)
+DEFAULT_RETRY_AFTER = timedelta(minutes=5)
 
-    def __init__(self, client: PccsClient, verifier: Verifier) -> None:
+
+@dataclass(frozen=True)
+class CollateralFreshness:
+    """How long `CollateralCache` trusts collateral it fetched.
+
+    `max_age`: collateral is fetched again once it is this old, even long before its nextUpdate
+    (up to 30 days away), so a new revocation or TCB recovery is seen within `max_age`.
+    `retry_after`: when such a refresh fails, the collateral still valid keeps being served (a
+    warning is logged) and the refresh is tried again this much later; once the collateral
+    reaches its own nextUpdate, a failing fetch fails the verification.
+    """
+
+    max_age: timedelta = DEFAULT_MAX_AGE
+    retry_after: timedelta = DEFAULT_RETRY_AFTER
+
+    def __post_init__(self) -> None:
+        for name in ("max_age", "retry_after"):
+            value = getattr(self, name)
+            if not isinstance(value, timedelta) or value <= timedelta(0):
+                raise ValueError(f"{name} must be a positive timedelta, not {value!r}")
+
+
+_DEFAULT_FRESHNESS = CollateralFreshness()
+
+
+@dataclass(slots=True)
+class _Entry:
+    collateral: Collateral
+    expires_at: float  # the earliest nextUpdate / notAfter of its pieces
+    refresh_at: float  # fetched + max_age, or the next retry after a failed refresh
+
+
+class CollateralCache:
+    """Verifies quotes with collateral fetched once per (FMSPC, PCK CA) and verified once.
+
+    Collateral is reused until the earliest nextUpdate/notAfter of its pieces, or until it is
+    `freshness.max_age` old (24 h by default), whichever comes first; a refresh that fails while
+    the collateral is still valid keeps serving it (see `CollateralFreshness`). The cache never
+    accepts collateral older than what it has verified: a TCB info (per FMSPC) or QE identity
+    with a lower tcbEvaluationDataNumber, or a PCK CRL (per CA) or root CA CRL with a lower CRL
+    number raises `CollateralRollback` and the newer copy stays. Concurrent requests for the
+    same platform share one fetch. `fetch_count` counts collateral sets fetched.
+    """
+
+    def __init__(
+        self,
+        client: PccsClient,
+        verifier: Verifier,
+        *,
+        freshness: CollateralFreshness = _DEFAULT_FRESHNESS,
+    ) -> None:
         self._client = client
         self._verifier = verifier
-        self._entries: dict[tuple[bytes, str], tuple[Collateral, float]] = {}
-        self._inflight: dict[tuple[bytes, str], asyncio.Task[tuple[Collateral, float]]] = {}
+        self._freshness = freshness
+        self._entries: dict[tuple[bytes, str], _Entry] = {}
+        self._inflight: dict[tuple[bytes, str], asyncio.Task[Collateral]] = {}
+        self._seen: dict[tuple[str, str], int] = {}
         self.fetch_count = 0
 
     async def verify_quote(self, quote: bytes, *, now: datetime) -> VerifiedQuote:
@@ -156,19 +216,79 @@ class CollateralCache:
 
     async def _collateral(self, key: tuple[bytes, str], now: float) -> Collateral:
         entry = self._entries.get(key)
-        if entry is not None and now < entry[1]:
-            return entry[0]
+        if entry is not None and now < min(entry.refresh_at, entry.expires_at):
+            return entry.collateral
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.ensure_future(self._fetch(key))
+            task = asyncio.ensure_future(self._fetch(key, now))
             self._inflight[key] = task
             task.add_done_callback(lambda _t: self._inflight.pop(key, None))
-        collateral, _ = await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except (PccsError, VerificationError):
+            entry = self._entries.get(key)
+            if entry is not None and now < entry.expires_at:
+                return entry.collateral
+            raise
+
+    async def _fetch(self, key: tuple[bytes, str], now: float) -> Collateral:
+        self.fetch_count += 1
+        try:
+            collateral = await self._client.fetch_collateral(*key)
+            verified = self._verifier._verified_collateral(collateral)
+            check_windows(verified.windows, now)
+            marks = self._marks(key, verified)
+        except (PccsError, VerificationError) as exc:
+            entry = self._entries.get(key)
+            if entry is not None and now < entry.expires_at:
+                entry.refresh_at = now + self._freshness.retry_after.total_seconds()
+                log.warning(
+                    "collateral refresh failed; serving the collateral fetched before until "
+                    f"{iso(entry.expires_at)}, next try at {iso(entry.refresh_at)}: {exc}",
+                    extra={"fmspc": key[0].hex().upper(), "ca": key[1]},
+                )
+            raise
+        self._seen.update(marks)
+        self._entries[key] = _Entry(
+            collateral, verified.expires_at, now + self._freshness.max_age.total_seconds()
+        )
         return collateral
 
-    async def _fetch(self, key: tuple[bytes, str]) -> tuple[Collateral, float]:
-        self.fetch_count += 1
-        collateral = await self._client.fetch_collateral(*key)
-        expires_at = self._verifier._verified_collateral(collateral).expires_at
-        self._entries[key] = (collateral, expires_at)
-        return collateral, expires_at
+    def _marks(
+        self, key: tuple[bytes, str], verified: _VerifiedCollateral
+    ) -> dict[tuple[str, str], int]:
+        """The version numbers of `verified`, keyed by what they version; `CollateralRollback`
+        when one is lower than (or missing after) the one already seen."""
+        fmspc, ca = key[0].hex().upper(), key[1]
+        pieces = (
+            (
+                ("tcb_info", fmspc),
+                verified.tcb_info.evaluation_data_number,
+                f"TCB info of FMSPC {fmspc}",
+                "tcbEvaluationDataNumber",
+            ),
+            (
+                ("qe_identity", ""),
+                verified.qe_identity.evaluation_data_number,
+                "QE identity",
+                "tcbEvaluationDataNumber",
+            ),
+            (("pck_crl", ca), verified.pck_crl.number, f"PCK CRL of the {ca} CA", "CRL number"),
+            (("root_ca_crl", ""), verified.root_crl_number, "root CA CRL", "CRL number"),
+        )
+        marks: dict[tuple[str, str], int] = {}
+        for mark, got, item, field in pieces:
+            seen = self._seen.get(mark)
+            if seen is not None and (got is None or got < seen):
+                raise CollateralRollback(
+                    f"the PCCS answered a {item} with "
+                    + (f"no {field}" if got is None else f"{field} {got}")
+                    + f", older than the {seen} already verified (a replayed answer?); "
+                    "the newer collateral is kept",
+                    item=mark[0],
+                    seen=seen,
+                    got=got,
+                )
+            if got is not None:
+                marks[mark] = got
+        return marks

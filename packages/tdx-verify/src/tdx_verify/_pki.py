@@ -218,6 +218,7 @@ class VerifiedCrl:
     issuer: x509.Name
     revoked: frozenset[int]
     window: Window
+    number: int | None  # the CRL number extension; None when the CRL has none
 
 
 def verify_crl(
@@ -254,7 +255,11 @@ def verify_crl(
         True,
         CollateralExpiredError,
     )
-    return VerifiedCrl(crl.issuer, frozenset(r.serial_number for r in crl), window)
+    try:
+        number: int | None = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        number = None
+    return VerifiedCrl(crl.issuer, frozenset(r.serial_number for r in crl), window, number)
 
 
 def check_not_revoked(

@@ -83,6 +83,9 @@ class Policy:
         first refusal. `out_of_date_since` (the tcbDate of the level that put the platform out
         of date) and `now` are what the TCB grace reads; returns the end of the grace when the
         status was accepted only thanks to it, else None."""
+        for name, moment in (("now", now), ("out_of_date_since", out_of_date_since)):
+            if moment is not None and moment.tzinfo is None:
+                raise ValueError(f"{name} must be a timezone-aware datetime")
         grace_until = self._check_tcb_status(tcb_status, advisory_ids, out_of_date_since, now)
         denied = tuple(a for a in advisory_ids if a in self.denied_advisory_ids)
         if denied:

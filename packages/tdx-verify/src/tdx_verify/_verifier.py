@@ -134,16 +134,20 @@ class _VerifiedCollateral:
     windows_qe: tuple[Window, ...]
     windows_pck_crl: tuple[Window, ...]
     root_revoked: frozenset[int]
+    root_crl_number: int | None
     pck_crl: VerifiedCrl
     pck_crl_issuer_spki: bytes
     tcb_info: TcbInfo
     qe_identity: QeIdentity
 
     @property
+    def windows(self) -> tuple[Window, ...]:
+        return self.windows_root + self.windows_tcb + self.windows_qe + self.windows_pck_crl
+
+    @property
     def expires_at(self) -> float:
         """The earliest end of any window: collateral must be refreshed before then."""
-        windows = self.windows_root + self.windows_tcb + self.windows_qe + self.windows_pck_crl
-        return min(w.end for w in windows)
+        return min(w.end for w in self.windows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +345,7 @@ class Verifier:
                 pck_crl.window,
             ),
             root_revoked=root_crl.revoked,
+            root_crl_number=root_crl.number,
             pck_crl=pck_crl,
             pck_crl_issuer_spki=spki(issuer),
             tcb_info=tcb_info,
