@@ -352,6 +352,8 @@ async def test_skipped_verdicts_are_left_alone_and_counted(
 async def test_reappraise_every_runs_in_a_live_server_and_stops_on_shutdown(
     tmp_path: Path, db_target: DatabaseTarget
 ) -> None:
+    """The first pass runs about a period after start; a TCB recovery published after it reaches
+    a later pass (the passes' collateral cache refreshes every period); shutdown stops it."""
     async with running_sim(tmp_path / "sim") as sim:
         settings = registry_settings(db_target, sim, reappraise_every=1.0)
         app = create_app(settings, name=f"reappraise-{next(_apps)}")
@@ -359,7 +361,15 @@ async def test_reappraise_every_runs_in_a_live_server_and_stops_on_shutdown(
             task: asyncio.Task[None] = app.ctx.reappraisal
             assert not task.done()
             (key,) = await register_ok(registry, sim)
-            sim.recover()
+            assert sum(sim.pccs_requests.values()) == 4  # the registration's own cache
+            for _ in range(100):  # the first pass: its cache fetches a set, nothing changes
+                if sum(sim.pccs_requests.values()) >= 8:
+                    break
+                await asyncio.sleep(0.1)
+            assert sum(sim.pccs_requests.values()) == 8
+            await asyncio.sleep(0.2)
+            assert (await record_of(registry, key))["verification"]["tcb_status"] == "UpToDate"
+            sim.recover()  # a later pass fetches again (the cache's max age is the period)
             record: dict[str, Any] = {}
             for _ in range(100):
                 record = await record_of(registry, key)

@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sanic import Sanic
 
 from tdx_service_kit import install_common
+from tdx_verify import DEFAULT_MAX_AGE, CollateralFreshness
 
 from .challenges import Challenges
 from .errors import install_error_mapping
@@ -41,15 +42,27 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def build_verifier(settings: Settings) -> QuoteVerifier:
-    """The quote verifier `settings` ask for: full DCAP, or the unsafe parse-only hatch."""
+def build_verifier(
+    settings: Settings, *, freshness: CollateralFreshness | None = None
+) -> QuoteVerifier:
+    """The quote verifier `settings` ask for: full DCAP (its collateral refreshed as `freshness`
+    says, else tdx-verify's default), or the unsafe parse-only hatch."""
     if settings.skip_tdx_auth:
         return UnsafeParseOnlyVerifier()
     return DcapQuoteVerifier.connect(
         pccs_url=settings.pccs_url,
         root_ca_pem=settings.trusted_root_ca_pem,
         policy=settings.policy,
+        freshness=freshness,
     )
+
+
+def build_reappraisal_verifier(settings: Settings, period: float) -> QuoteVerifier:
+    """The verifier the background passes share: its collateral cache is refreshed at least
+    every `period` (at most tdx-verify's default max age), so each pass sees the PCCS's current
+    collateral, once per FMSPC, and tdx-verify's rollback refusal spans the passes."""
+    max_age = min(timedelta(seconds=period), DEFAULT_MAX_AGE)
+    return build_verifier(settings, freshness=CollateralFreshness(max_age=max_age))
 
 
 def create_app(
@@ -59,12 +72,12 @@ def create_app(
     store: RecordStore | None = None,
     verifier: QuoteVerifier | None = None,
     clock: Callable[[], datetime] = _utc_now,
-    reappraisal_verifier: Callable[[], QuoteVerifier] | None = None,
+    reappraisal_verifier: QuoteVerifier | None = None,
 ) -> Sanic[Any, Any]:
     """Build the app. `store`/`verifier` replace the real ones (tests); the caller closes them.
     `clock` is the registry's time (challenge expiry, quote verification, record times).
-    `reappraisal_verifier` makes the verifier of each `--reappraise-every` pass (default: a
-    fresh `build_verifier(settings)`, so each pass fetches current collateral once per FMSPC)."""
+    `reappraisal_verifier` replaces the verifier of the `--reappraise-every` passes (default:
+    `build_reappraisal_verifier`, closed at stop)."""
     app: Sanic[Any, Any] = Sanic(name)
     install_common(app, limits=settings.limits, rate_limit=settings.rate_limit)
     install_error_mapping(app)
@@ -133,11 +146,11 @@ def create_app(
         period = settings.reappraise_every
         if period is None:
             return
-        reappraiser = Reappraiser(
-            app.ctx.services.store,
-            reappraisal_verifier or (lambda: build_verifier(settings)),
-            clock=clock,
-        )
+        the_verifier = reappraisal_verifier
+        if the_verifier is None:
+            the_verifier = build_reappraisal_verifier(settings, period)
+            app.ctx.reappraisal_verifier = the_verifier
+        reappraiser = Reappraiser(app.ctx.services.store, the_verifier, clock=clock)
         app.ctx.reappraisal = asyncio.create_task(
             reappraise_forever(reappraiser.run_pass, period), name="registry-reappraisal"
         )
@@ -151,6 +164,10 @@ def create_app(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         app.ctx.reappraisal = None
+        own: QuoteVerifier | None = getattr(app.ctx, "reappraisal_verifier", None)
+        if own is not None:
+            await own.aclose()
+            app.ctx.reappraisal_verifier = None
         log.info("background re-appraisal stopped")
 
     async def close_resources(app: Sanic[Any, Any]) -> None:

@@ -35,10 +35,11 @@ async def reappraise_once(settings: Settings) -> ReappraisalSummary:
     except (StoreError, OrmError, DBException) as exc:
         log.error("cannot open the database", extra={"reason": str(exc)})
         return ReappraisalSummary(aborted=f"the database failed: {exc}")
+    verifier = build_verifier(settings)
     try:
-        reappraiser = Reappraiser(store, lambda: build_verifier(settings), clock=_utc_now)
-        return await reappraiser.run_pass()
+        return await Reappraiser(store, verifier, clock=_utc_now).run_pass()
     finally:
+        await verifier.aclose()
         await store.close()
 
 

@@ -2,11 +2,12 @@
 with the registry's policy, and record the verdicts that changed.
 
 One pass walks the instance keys in pages, reads each record, verifies its stored quote through
-one collateral cache made for the pass (so collateral is fetched once per FMSPC and PCK CA, not
-once per record, and is the PCCS's current one), and writes a verdict that concludes
-differently (status, advisories, grace, refusal) through `RecordStore.register` with the old
-one pushed into the record's history; an unchanged verdict writes nothing. Records with a
-`skipped` verdict (SKIP_TDX_AUTH) are left alone.
+the re-appraisal's collateral cache (collateral is fetched once per FMSPC and PCK CA, not once
+per record: `tdx-registry reappraise` makes a fresh cache; the server keeps one across passes,
+refreshed at least every period, so that tdx-verify's rollback refusal spans the passes), and
+writes a verdict that concludes differently (status, advisories, grace, refusal) through
+`RecordStore.register` with the old one pushed into the record's history; an unchanged verdict
+writes nothing. Records with a `skipped` verdict (SKIP_TDX_AUTH) are left alone.
 
 A quote that no longer verifies for a reason about the platform or the quote (policy, a revoked
 PCK, an unknown TCB level, the QE identity, the PCK chain) is recorded as refused:
@@ -165,19 +166,18 @@ def reappraised(
 
 
 class Reappraiser:
-    """Runs re-appraisal passes over `store`; `new_verifier()` makes the verifier of one pass
-    (with its own collateral cache), closed when the pass ends."""
+    """Runs re-appraisal passes over `store` with `verifier` (which the caller closes)."""
 
     def __init__(
         self,
         store: RecordStore,
-        new_verifier: Callable[[], QuoteVerifier],
+        verifier: QuoteVerifier,
         *,
         clock: Callable[[], datetime],
         page_size: int = PAGE_SIZE,
     ) -> None:
         self._store = store
-        self._new_verifier = new_verifier
+        self._verifier = verifier
         self._clock = clock
         self._page_size = page_size
 
@@ -185,14 +185,11 @@ class Reappraiser:
         """One pass over every record; never raises for a PCCS or database failure (the summary
         says so)."""
         summary = ReappraisalSummary()
-        verifier = self._new_verifier()
         try:
-            await self._walk(verifier, summary)
+            await self._walk(self._verifier, summary)
         except ReappraisalAborted as exc:
             summary.aborted = str(exc)
             log.error("re-appraisal stopped", extra={"reason": summary.aborted})
-        finally:
-            await verifier.aclose()
         log.info("re-appraisal pass done", extra=summary.to_json() | {"failures": None})
         return summary
 
