@@ -333,7 +333,7 @@ async def test_skipped_verdicts_are_left_alone_and_counted(
                 instance_pubkey=b"\x01" * 32,
                 verdict=Verdict(None, (), stored.verdict.mr_td, now, skipped=True),
             )
-            await store.register(skipped.instance_pubkey, lambda _old: skipped)
+            skipped = await store.register(skipped.instance_pubkey, lambda _old: skipped)
         finally:
             await store.close()
         sim.recover()

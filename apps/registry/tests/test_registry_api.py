@@ -506,6 +506,18 @@ class BrokenStore:
     async def close(self) -> None:
         return None
 
+    async def log_checkpoint_state(self) -> tuple[int, bytes]:
+        raise StoreError("connection refused")
+
+    async def log_entries(self, start: int, end: int) -> list[Any]:
+        raise StoreError("connection refused")
+
+    async def log_inclusion(self, index: int, tree_size: int) -> list[bytes]:
+        raise StoreError("connection refused")
+
+    async def log_consistency(self, first: int, second: int) -> list[bytes]:
+        raise StoreError("connection refused")
+
 
 async def test_database_failure_is_503(tmp_path: Path, app_name: str, cache: FakeCache) -> None:
     settings = Settings(database=DatabaseTarget(sqlite_path=tmp_path / "r.db"), rate_limit=None)
@@ -518,8 +530,18 @@ async def test_database_failure_is_503(tmp_path: Path, app_name: str, cache: Fak
             "/register", json=Instance().body(Ed25519PrivateKey.generate(), challenge=UNISSUED)
         )
         fetched = await client.get(f"/instance/{'ab' * 32}")
+        log_reads = [
+            await client.get(path)
+            for path in (
+                "/log/checkpoint",
+                "/log/entries?start=0&end=1",
+                "/log/proof/inclusion?index=0&tree_size=1",
+                "/log/proof/consistency?first=1&second=1",
+            )
+        ]
     assert challenge.status_code == 503
     assert registered.status_code == 503
     assert fetched.status_code == 503
+    assert [r.status_code for r in log_reads] == [503] * 4
     assert "nothing was stored" in error_of(registered)
     assert "connection refused" not in registered.text

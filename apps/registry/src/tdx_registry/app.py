@@ -11,15 +11,18 @@ from typing import Any
 
 from sanic import Sanic
 
+from tdx_merkle import NoteSigner
 from tdx_service_kit import install_common
 from tdx_verify import DEFAULT_MAX_AGE, CollateralFreshness
 
 from .challenges import Challenges
 from .errors import install_error_mapping
+from .log_key import load_or_create_log_key
 from .read_cache import ReadCache
 from .reappraise import Reappraiser, reappraise_forever
 from .registration import Registrar
-from .routes import challenge_blueprint, instance_blueprint, register_blueprint
+from .routes import challenge_blueprint, instance_blueprint, log_blueprint, register_blueprint
+from .routes.instance import record_json
 from .services import Services
 from .settings import Settings
 from .store import PonyRecordStore, RecordStore
@@ -73,17 +76,25 @@ def create_app(
     verifier: QuoteVerifier | None = None,
     clock: Callable[[], datetime] = _utc_now,
     reappraisal_verifier: QuoteVerifier | None = None,
+    log_signer: NoteSigner | None = None,
 ) -> Sanic[Any, Any]:
     """Build the app. `store`/`verifier` replace the real ones (tests); the caller closes them.
     `clock` is the registry's time (challenge expiry, quote verification, record times).
     `reappraisal_verifier` replaces the verifier of the `--reappraise-every` passes (default:
-    `build_reappraisal_verifier`, closed at stop)."""
+    `build_reappraisal_verifier`, closed at stop). `log_signer` signs the log's checkpoints;
+    None: the key file of `settings`, read (or created) now, `LogKeyError` if it is unusable."""
+    signer = (
+        log_signer
+        if log_signer is not None
+        else load_or_create_log_key(settings.effective_log_key_path, settings.log_origin)
+    )
     app: Sanic[Any, Any] = Sanic(name)
     install_common(app, limits=settings.limits, rate_limit=settings.rate_limit)
     install_error_mapping(app)
     app.blueprint(challenge_blueprint())
     app.blueprint(register_blueprint())
     app.blueprint(instance_blueprint())
+    app.blueprint(log_blueprint(signer, settings.log_origin))
 
     async def open_resources(app: Sanic[Any, Any]) -> None:
         if settings.skip_tdx_auth:
@@ -100,7 +111,11 @@ def create_app(
             )
         if settings.accept_v1_registrations:
             log.warning(V1_WARNING)
-        the_store = store if store is not None else await PonyRecordStore.open(settings.database)
+        the_store = (
+            store
+            if store is not None
+            else await PonyRecordStore.open(settings.database, wire=record_json)
+        )
         the_verifier = verifier if verifier is not None else build_verifier(settings)
         challenges = Challenges(the_store, settings.challenges, clock)
         registrar = Registrar(
@@ -139,6 +154,8 @@ def create_app(
                 "tcb_grace_days": settings.policy.tcb_grace_days,
                 "denied_advisory_ids": sorted(settings.policy.denied_advisory_ids),
                 "reappraise_every": settings.reappraise_every,
+                "log_origin": settings.log_origin,
+                "log_verifier_key": signer.verifier_key(),
             },
         )
 

@@ -17,6 +17,7 @@ from tdx_service_kit import ListenError, StartupSignals, configure_logging, run_
 from tdx_verify.cli import main as verify_quote_main
 
 from .app import build_verifier, create_app
+from .log_key import LogKeyError, load_or_create_log_key
 from .reappraise import ReappraisalSummary, Reappraiser
 from .settings import Settings, SettingsError, parse_settings
 from .store import PonyRecordStore, StoreError
@@ -77,8 +78,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tdx-registry: error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    try:
+        signer = load_or_create_log_key(settings.effective_log_key_path, settings.log_origin)
+    except LogKeyError as exc:
+        print(f"tdx-registry: error: {exc}", file=sys.stderr)
+        return 2
     signals = StartupSignals().install()
-    app = create_app(settings)
+    app = create_app(settings, log_signer=signer)
     try:
         run_app(app, host=settings.host, port=settings.port, signals=signals)
     except ListenError as exc:

@@ -11,6 +11,7 @@
 | `PccsError` (collateral could not be fetched) | 502 |
 | `StoreError` (database failed or stayed contended) | 503 |
 | `ChallengesExhausted` (the cap of outstanding challenges) | 503 with `Retry-After` |
+| `LogArgumentError`, `LogRangeError`, `MerkleArgumentError` (a /log/* query) | 400 |
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sanic import Request, Sanic
 from sanic.response import HTTPResponse
 
 from tdx_measure import EventLogError, MeasurementError, PolicyViolationError, ReplayMismatchError
+from tdx_merkle import MerkleArgumentError
 from tdx_ppid import PpidError
 from tdx_quote import QuoteFormatError
 from tdx_report_data import EncodingError, ReportDataError, SignatureError
@@ -37,6 +39,7 @@ from tdx_service_kit import (
 from tdx_verify import PccsError, QuoteParseError, VerificationError
 
 from .challenges import ChallengeRefused, ChallengesExhausted
+from .log_store import LogRangeError
 from .registration import (
     BindingError,
     EventLogRequired,
@@ -46,6 +49,7 @@ from .registration import (
     RegistrationError,
     V1RegistrationRefused,
 )
+from .routes.log import LogArgumentError
 from .store import StoreError
 
 log = logging.getLogger("tdx_registry.errors")
@@ -61,6 +65,9 @@ MAPPED_ERRORS: tuple[type[Exception], ...] = (
     StoreError,
     ChallengeRefused,
     ChallengesExhausted,
+    LogArgumentError,
+    LogRangeError,
+    MerkleArgumentError,
 )
 
 
@@ -106,6 +113,10 @@ def api_error_for(exc: Exception) -> ApiError | None:
     if isinstance(exc, StoreError):
         log.error("record store failed", exc_info=exc)
         return ServiceUnavailable("the record store is unavailable, nothing was stored")
+    if isinstance(exc, LogArgumentError | LogRangeError):
+        return BadRequest(exc.reason)
+    if isinstance(exc, MerkleArgumentError):
+        return BadRequest(f"bad log query: {exc}")
     if isinstance(exc, ReportDataError | RegistrationError):
         return BadRequest(str(exc))
     return None

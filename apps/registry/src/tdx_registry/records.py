@@ -112,6 +112,10 @@ class InstanceRecord:
     binding_version: int = 1
     challenge: bytes | None = None
     proof_of_possession: bytes | None = None
+    log_index: int | None = None
+    """The index of the instance's latest leaf in the registry's log (`log_leaf`); None only
+    for a record not stored yet, or stored before the log and not yet appended."""
+
     verdict_history: tuple[PastVerdict, ...] = ()
 
     def with_verdict(self, verdict: Verdict, *, now: datetime) -> InstanceRecord:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,20 @@ from .read_cache import DEFAULT_MAX_BYTES, DEFAULT_TTL_SECONDS
 INTEL_PCS_URL = "https://api.trustedservices.intel.com"
 SHA384_LEN = 48
 MAX_IMAGE_REF_LEN = 1024
+DEFAULT_LOG_ORIGIN = "tdx-registry/log"
+"""The log's checkpoint origin and note key name unless `--log-origin` says otherwise; a
+deployment should name its own (`registry.example.com/log`) so its checkpoints name it."""
+LOG_KEY_FILE_NAME = "registry-log.key"
+_LOG_ORIGIN = re.compile(r"[!-*,-~]{1,255}")
+"""Printable ASCII without spaces or '+' (a C2SP note key name and checkpoint origin)."""
+
+
+def default_log_key_path(database: DatabaseTarget) -> Path:
+    """`registry-log.key` next to the SQLite file; with PostgreSQL, in the working directory
+    (where `registry.db` would be)."""
+    if database.sqlite_path is not None:
+        return database.sqlite_path.parent / LOG_KEY_FILE_NAME
+    return Path(LOG_KEY_FILE_NAME).resolve()
 
 
 class SettingsError(ValueError):
@@ -69,6 +84,16 @@ class Settings:
     accept_v1_registrations: bool = False
     reappraise_every: float | None = None
     """`--reappraise-every SECONDS`: run a re-appraisal pass in the background that often."""
+    log_key_path: Path | None = None
+    """The log's note signer key file; None: `default_log_key_path(database)`."""
+    log_origin: str = DEFAULT_LOG_ORIGIN
+
+    @property
+    def effective_log_key_path(self) -> Path:
+        """`log_key_path`, or its default for `database`."""
+        if self.log_key_path is not None:
+            return self.log_key_path
+        return default_log_key_path(self.database)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,6 +270,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-appraise every stored quote in the background, first SECONDS after start, then "
         "SECONDS after each pass ends (jittered by up to 10%%) [REGISTRY_REAPPRAISE_EVERY] "
         "(default: never; `tdx-registry reappraise` runs one pass)",
+    )
+    add(
+        "--log-key-path",
+        metavar="FILE",
+        help="the Merkle log's signing key (C2SP note signer key, mode 0600; created if "
+        "missing; every replica of one database needs the same file) [REGISTRY_LOG_KEY_PATH] "
+        f"(default {LOG_KEY_FILE_NAME} next to the SQLite file, or in the working directory "
+        "with --db-url)",
+    )
+    add(
+        "--log-origin",
+        metavar="ORIGIN",
+        help="the log's checkpoint origin and note key name, e.g. registry.example.com/log "
+        "(the same on every replica) [REGISTRY_LOG_ORIGIN] "
+        f"(default {DEFAULT_LOG_ORIGIN})",
     )
     add("--log-level", help="DEBUG, INFO, WARNING or ERROR [LOG_LEVEL] (default INFO)")
     return parser
@@ -455,6 +495,21 @@ def _database(args: argparse.Namespace, env: Mapping[str, str]) -> DatabaseTarge
         raise SettingsError(str(exc)) from None
 
 
+def _log_origin(args: argparse.Namespace, env: Mapping[str, str]) -> str:
+    origin: str = args.log_origin or env.get("REGISTRY_LOG_ORIGIN") or DEFAULT_LOG_ORIGIN
+    if _LOG_ORIGIN.fullmatch(origin) is None:
+        raise SettingsError(
+            f"--log-origin {origin[:80]!r} must be 1-255 printable ASCII characters without "
+            "spaces or '+'"
+        )
+    return origin
+
+
+def _log_key_path(args: argparse.Namespace, env: Mapping[str, str]) -> Path | None:
+    path = args.log_key_path or env.get("REGISTRY_LOG_KEY_PATH")
+    return Path(path).expanduser().resolve() if path else None
+
+
 def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     """Parse `argv` (no program name) and `env` into `Settings`; `SettingsError` when invalid.
 
@@ -522,4 +577,6 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         reappraise_every=_reappraise_every(
             args.reappraise_every, env.get("REGISTRY_REAPPRAISE_EVERY"), skip
         ),
+        log_key_path=_log_key_path(args, env),
+        log_origin=_log_origin(args, env),
     )

@@ -35,8 +35,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -62,6 +63,9 @@ from tdx_measure import (
 from tdx_report_data import IdentityInfo
 from tdx_service_kit import DatabaseTarget
 
+from . import log_store
+from .log_leaf import LeafError, next_leaf
+from .log_store import LogCorruptError, LogEntry, LogTables, define_log_entities
 from .records import InstanceRecord, PastVerdict, Verdict
 
 log = logging.getLogger("tdx_registry.store")
@@ -74,6 +78,11 @@ MergeFn = Callable[[InstanceRecord | None], InstanceRecord]
 COMMIT_RETRIES = 5
 PURGE_BATCH = 100
 """At most this many expired challenges are deleted per issued challenge (bounded work)."""
+BACKFILL_BATCH = 500
+"""Records stored before the log get their first leaf at start, this many per transaction."""
+
+WireFn = Callable[[InstanceRecord], Mapping[str, Any]]
+"""A record's wire form (`routes.instance.record_json`): what a log leaf is computed from."""
 
 
 class StoreError(Exception):
@@ -106,6 +115,22 @@ class RecordStore(Protocol):
     async def instance_keys(self, *, after: bytes | None, limit: int) -> list[bytes]:
         """Up to `limit` instance keys in ascending order, each greater than `after` (a page of
         a re-appraisal pass)."""
+        ...
+
+    async def log_checkpoint_state(self) -> tuple[int, bytes]:
+        """The log's current size and root hash, read together."""
+        ...
+
+    async def log_entries(self, start: int, end: int) -> list[LogEntry]:
+        """Leaves `start` to `min(end, size) - 1`; `LogRangeError` unless `start` < size."""
+        ...
+
+    async def log_inclusion(self, index: int, tree_size: int) -> list[bytes]:
+        """The inclusion proof of leaf `index` in the tree of `tree_size` leaves."""
+        ...
+
+    async def log_consistency(self, first: int, second: int) -> list[bytes]:
+        """The consistency proof from the tree of `first` leaves to that of `second`."""
         ...
 
 
@@ -147,6 +172,7 @@ def _define_entities(db: Database) -> Any:
         binding_version = Optional(int, nullable=True)
         challenge = Optional(bytes, nullable=True)
         proof_of_possession = Optional(bytes, nullable=True)
+        log_index = Optional(int, size=64, nullable=True)
         tcb_grace_until = Optional(datetime, precision=6, nullable=True)
         verification_refused = Optional(str, nullable=True)
         verdict_history = Optional(Json, nullable=True)
@@ -276,6 +302,7 @@ def _to_record(row: Any, *, with_workload: bool = True) -> InstanceRecord:
         proof_of_possession=(
             None if row.proof_of_possession is None else bytes(row.proof_of_possession)
         ),
+        log_index=None if row.log_index is None else int(row.log_index),
         verdict_history=_stored_verdict_history(row.verdict_history),
     )
 
@@ -311,38 +338,91 @@ class PonyRecordStore:
     """`RecordStore` on Pony ORM; create it with `await PonyRecordStore.open(target)`."""
 
     def __init__(
-        self, db: Database, instance: Any, challenge: Any, executor: ThreadPoolExecutor
+        self,
+        db: Database,
+        instance: Any,
+        challenge: Any,
+        executor: ThreadPoolExecutor,
+        *,
+        log_tables: LogTables,
+        wire: WireFn,
     ) -> None:
         self._db = db
         self._instance = instance
         self._challenge = challenge
         self._executor = executor
+        self._log = log_tables
+        self._wire = wire
 
     @classmethod
-    async def open(cls, target: DatabaseTarget) -> PonyRecordStore:
-        """Bind a fresh Database to `target` and create the table if missing (on the DB thread)."""
+    async def open(
+        cls,
+        target: DatabaseTarget,
+        *,
+        wire: WireFn | None = None,
+        backfill_batch: int = BACKFILL_BATCH,
+    ) -> PonyRecordStore:
+        """Bind a fresh Database to `target`, create the tables if missing (on the DB thread),
+        and give every record stored before the log its first leaf (`backfill_log`). `wire`
+        is the records' wire form the leaves are computed from (default: GET /instance's)."""
+        if wire is None:
+            from .routes.instance import record_json  # here: the routes import this module
+
+            wire = record_json
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry-db")
         try:
-            db, instance, challenge = await asyncio.get_running_loop().run_in_executor(
+            db, instance, challenge, tables = await asyncio.get_running_loop().run_in_executor(
                 executor, cls._bind, target
             )
         except BaseException:
             executor.shutdown(wait=False)
             raise
         log.info("record store open", extra={"database": target.describe()})
-        return cls(db, instance, challenge, executor)
+        store = cls(db, instance, challenge, executor, log_tables=tables, wire=wire)
+        try:
+            await store.backfill_log(backfill_batch)
+        except BaseException:
+            await store.close()
+            raise
+        return store
 
     @staticmethod
-    def _bind(target: DatabaseTarget) -> tuple[Database, Any, Any]:
+    def _bind(target: DatabaseTarget) -> tuple[Database, Any, Any, LogTables]:
         db = Database()
         instance, challenge = _define_entities(db)
+        tables = define_log_entities(db)
         if target.sqlite_path is not None:
             db.on_connect(provider="sqlite")(_sqlite_durable_wal)
             db.bind(provider="sqlite", filename=str(target.sqlite_path), create_db=True)
         else:
             db.bind(provider="postgres", dsn=target.postgres_url)
         db.generate_mapping(create_tables=True)
-        return db, instance, challenge
+        with db_session:
+            log_store.ensure_head(db)
+        return db, instance, challenge, tables
+
+    async def backfill_log(self, batch: int = BACKFILL_BATCH) -> int:
+        """Append one leaf (changes `["instance"]`) for each record without a `log_index`
+        (stored before the log), `batch` records per transaction, logging progress; how many."""
+        try:
+            remaining = await self._run(self._unlogged_count_sync)
+            if remaining == 0:
+                return 0
+            log.info("appending the records stored before the log", extra={"records": remaining})
+            done = 0
+            while True:
+                appended = await self._run(self._backfill_batch_sync, batch)
+                if appended == 0:
+                    break
+                done += appended
+                log.info(
+                    "log backfill progress",
+                    extra={"appended": done, "records": max(remaining, done)},
+                )
+        except (OrmError, DBException, LogCorruptError, LeafError) as exc:
+            raise StoreError(f"the log backfill failed: {exc}") from exc
+        log.info("log backfill done", extra={"appended": done})
+        return done
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -389,6 +469,24 @@ class PonyRecordStore:
             raise StoreError(f"listing the instances failed: {exc}") from exc
         return [bytes.fromhex(key) for key in keys]
 
+    async def log_checkpoint_state(self) -> tuple[int, bytes]:
+        return await self._log_read(self._log_checkpoint_sync)
+
+    async def log_entries(self, start: int, end: int) -> list[LogEntry]:
+        return await self._log_read(self._log_entries_sync, start, end)
+
+    async def log_inclusion(self, index: int, tree_size: int) -> list[bytes]:
+        return await self._log_read(self._log_inclusion_sync, index, tree_size)
+
+    async def log_consistency(self, first: int, second: int) -> list[bytes]:
+        return await self._log_read(self._log_consistency_sync, first, second)
+
+    async def _log_read(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await self._run(fn, *args)
+        except (OrmError, DBException, LogCorruptError) as exc:
+            raise StoreError(f"reading the log failed: {exc}") from exc
+
     async def close(self) -> None:
         """Let registrations already queued commit, then disconnect."""
         try:
@@ -409,12 +507,71 @@ class PonyRecordStore:
         record = merge(None if row is None else _to_record(row, with_workload=False))
         if record.instance_pubkey.hex() != key:
             raise ValueError("merge changed the instance key")
+        log_index = None if row is None or row.log_index is None else int(row.log_index)
+        log_index = self._append_change(key, log_index, record)
         columns = _to_columns(record)
+        columns["log_index"] = log_index
         if row is None:
             self._instance(pubkey=key, **columns)
         else:
             row.set(**columns)
-        return record
+        return replace(record, log_index=log_index)
+
+    def _append_change(self, key: str, log_index: int | None, record: InstanceRecord) -> int:
+        """In the registration's transaction: append the leaf of `record` unless its audited
+        state equals that of the instance's latest leaf (`log_index`); the record's index. A
+        record without a leaf yet (new, or stored before the log) gets `changes: ["instance"]`."""
+        try:
+            previous = None if log_index is None else log_store.leaf_state(self._log, log_index)
+            leaf = next_leaf(key, previous, self._wire(record))
+            if leaf is None and log_index is not None:
+                return log_index
+            if leaf is None:
+                raise LogCorruptError("a record without a leaf has nothing to log")
+            return log_store.append(self._db, self._log, leaf[0], key)
+        except (LogCorruptError, LeafError) as exc:
+            raise StoreError(f"the log cannot record this registration: {exc}") from exc
+
+    def _unlogged_count_sync(self) -> int:
+        with db_session:
+            count: int = self._instance.select(lambda i: i.log_index is None).count()
+            return count
+
+    @db_session(retry=COMMIT_RETRIES, immediate=True)  # type: ignore[untyped-decorator]
+    def _backfill_batch_sync(self, batch: int) -> int:
+        """One transaction: the first leaf of up to `batch` records without one (rows locked
+        before the head, the order registrations take them in)."""
+        rows = (
+            self._instance.select(lambda i: i.log_index is None)
+            .order_by(self._instance.pubkey)
+            .for_update()[:batch]
+        )
+        for row in rows:
+            try:
+                record = _to_record(row)
+            except StoreError:  # an altered workload/SSH column: GET /instance fails on it too
+                record = _to_record(row, with_workload=False)
+            leaf = next_leaf(row.pubkey, None, self._wire(record))
+            if leaf is None:
+                raise LogCorruptError("a record without a leaf has nothing to log")
+            row.log_index = log_store.append(self._db, self._log, leaf[0], row.pubkey)
+        return len(rows)
+
+    def _log_checkpoint_sync(self) -> tuple[int, bytes]:
+        with db_session:
+            return log_store.checkpoint_state(self._db, self._log)
+
+    def _log_entries_sync(self, start: int, end: int) -> list[LogEntry]:
+        with db_session:
+            return log_store.entries(self._log, start, end)
+
+    def _log_inclusion_sync(self, index: int, tree_size: int) -> list[bytes]:
+        with db_session:
+            return log_store.inclusion(self._db, self._log, index, tree_size)
+
+    def _log_consistency_sync(self, first: int, second: int) -> list[bytes]:
+        with db_session:
+            return log_store.consistency(self._db, self._log, first, second)
 
     @db_session(retry=COMMIT_RETRIES, immediate=True)  # type: ignore[untyped-decorator]
     def _issue_challenge_sync(

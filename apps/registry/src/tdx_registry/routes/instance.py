@@ -68,6 +68,7 @@ def record_json(record: InstanceRecord) -> dict[str, Any]:
         "proof_of_possession": (
             None if record.proof_of_possession is None else record.proof_of_possession.hex()
         ),
+        "log_index": record.log_index,
     }
 
 
