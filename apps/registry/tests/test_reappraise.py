@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from log_helpers import check_log_invariants, expected_entry
 from sanic import Request, Sanic
 
 from tdx_ppid import quote_ppid
@@ -93,6 +94,7 @@ def registry_settings(db: DatabaseTarget, sim: Sim, **overrides: Any) -> Setting
         any_measurement=True,
         rate_limit=None,
         read_cache_ttl=0,
+        log_key_path=sim.root_ca.parent.parent / "registry-log.key",
         **overrides,
     )
 
@@ -145,6 +147,22 @@ async def record_of(registry: httpx.AsyncClient, key: bytes) -> dict[str, Any]:
     return record
 
 
+async def log_entry(registry: httpx.AsyncClient, index: int) -> bytes:
+    """The entry (leaf data) at `index` of the registry's log."""
+    answer = await registry.get("/log/entries", params={"start": index, "end": index + 1})
+    assert answer.status_code == 200, answer.text
+    (entry,) = answer.json()["entries"]
+    assert entry["index"] == index
+    data: bytes = entry["entry"].encode()
+    return data
+
+
+async def log_size(registry: httpx.AsyncClient) -> int:
+    checkpoint = await registry.get("/log/checkpoint")
+    assert checkpoint.status_code == 200, checkpoint.text
+    return int(checkpoint.text.split("\n")[1])
+
+
 def db_flags(db: DatabaseTarget) -> list[str]:
     if db.postgres_url is not None:
         return ["--db-url", db.postgres_url]
@@ -187,14 +205,17 @@ async def test_reappraise_refuses_a_platform_the_sim_moved_out_of_date(
     tmp_path: Path, db_target: DatabaseTarget
 ) -> None:
     """Up to date at registration; after a TCB recovery, `reappraise` records the refusal (the
-    policy accepts no OutOfDate) with the old verdict in the history; once only one PCCS fetch
-    set for all records; a second pass writes nothing."""
+    policy accepts no OutOfDate) with the old verdict in the history and one log leaf per
+    record (`"changes": ["verification"]`), with only one PCCS fetch set for all records; an
+    unchanged pass writes nothing (no record, no leaf)."""
     async with (
         running_sim(tmp_path / "sim") as sim,
         running_registry(registry_settings(db_target, sim)) as registry,
     ):
         keys = await register_ok(registry, sim, 5)
         before = [await record_of(registry, key) for key in keys]
+        size = await log_size(registry)
+        assert size == 5
         assert {r["verification"]["tcb_status"] for r in before} == {"UpToDate"}
         assert all(r["verification"]["history"] == [] for r in before)
         assert all(r["verification"]["refused"] is None for r in before)
@@ -205,6 +226,7 @@ async def test_reappraise_refuses_a_platform_the_sim_moved_out_of_date(
             "checked": 5, "changed": 0, "unchanged": 5, "skipped": 0, "failed": 0
         }  # fmt: skip
         assert [await record_of(registry, key) for key in keys] == before
+        assert await log_size(registry) == size
 
         sim.recover(days_ago=3)
         sim.pccs_requests.clear()
@@ -232,11 +254,22 @@ async def test_reappraise_refuses_a_platform_the_sim_moved_out_of_date(
                     "replaced_at": record["updated_at"],
                 }
             ]
+            assert record["log_index"] >= size
+            assert await log_entry(registry, record["log_index"]) == expected_entry(
+                record, ["verification"]
+            )
+        assert await log_size(registry) == size + 5
         after = [await record_of(registry, key) for key in keys]
 
         status, summary = await reappraise_cli(db_target, sim)
         assert (status, summary["changed"], summary["unchanged"]) == (0, 0, 5)
         assert [await record_of(registry, key) for key in keys] == after
+        assert await log_size(registry) == size + 5
+    store = await PonyRecordStore.open(db_target)
+    try:
+        assert (await check_log_invariants(store)).size == size + 5
+    finally:
+        await store.close()
 
 
 async def test_grace_days_keep_out_of_date_accepted_until_a_date(
