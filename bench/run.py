@@ -326,12 +326,13 @@ def measured_event_log(sim_url: str) -> EventLog:
 @contextlib.contextmanager
 def database(backend: str, tmp: Path) -> Iterator[dict[str, str]]:
     """The registry's environment for a fresh database of `backend`."""
+    tmp.mkdir()
+    key = {"REGISTRY_LOG_KEY_PATH": str(tmp / "registry-log.key")}
     if backend == "sqlite":
-        tmp.mkdir()
-        yield {"REGISTRY_DB_PATH": str(tmp / "registry.db")}
+        yield {"REGISTRY_DB_PATH": str(tmp / "registry.db"), **key}
     else:
         with throwaway_postgres(durable=True) as cluster:
-            yield {"REGISTRY_DB_URL": cluster.create_database("registry")}
+            yield {"REGISTRY_DB_URL": cluster.create_database("registry"), **key}
 
 
 def measure_registry(

@@ -66,6 +66,7 @@ def registry(
     env = base_env(
         PCCS_URL=sim_url,
         REGISTRY_DB_PATH=str(tmp / "registry.db"),
+        REGISTRY_LOG_KEY_PATH=str(tmp / "registry-log.key"),
         **(td_image_allowlists(DEFAULT_MR_TD) | extra_env),
     )
     if root_ca is not None:

@@ -511,3 +511,35 @@ def test_help_lists_the_reappraisal_and_policy_flags(capsys: pytest.CaptureFixtu
     )
     for text in texts:
         assert text in out
+
+
+def test_log_key_path_and_origin_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    sqlite = parse(["--db-path", str(tmp_path / "data" / "r.db")], {})
+    assert sqlite.effective_log_key_path == tmp_path / "data" / "registry-log.key"
+    assert sqlite.log_origin == "tdx-registry/log"
+    postgres = parse(["--db-url", "postgresql://u@h/db"], {})
+    assert postgres.effective_log_key_path == tmp_path / "registry-log.key"
+
+
+def test_log_key_path_and_origin_from_flags_or_environment(tmp_path: Path) -> None:
+    env = {"REGISTRY_LOG_KEY_PATH": str(tmp_path / "env.key"), "REGISTRY_LOG_ORIGIN": "env/log"}
+    from_env = parse([], env)
+    assert (from_env.effective_log_key_path, from_env.log_origin) == (
+        tmp_path / "env.key",
+        "env/log",
+    )
+    flags = ["--log-key-path", str(tmp_path / "flag.key"), "--log-origin", "reg.example/log"]
+    from_flags = parse(flags, env)
+    assert (from_flags.effective_log_key_path, from_flags.log_origin) == (
+        tmp_path / "flag.key",
+        "reg.example/log",
+    )
+
+
+@pytest.mark.parametrize("origin", ["a b", "a+b", "tab\there", "é/log", "x" * 256, "new\nline"])
+def test_a_bad_log_origin_is_refused(origin: str) -> None:
+    with pytest.raises(SettingsError, match="--log-origin"):
+        parse(["--log-origin", origin], {})
+    with pytest.raises(SettingsError, match="--log-origin"):
+        parse([], {"REGISTRY_LOG_ORIGIN": origin})

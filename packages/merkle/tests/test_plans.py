@@ -18,6 +18,7 @@ from tdx_merkle import (
     MerkleError,
     MissingNodeError,
     NodeId,
+    ProofError,
     append_siblings,
     appended_nodes,
     consistency_proof,
@@ -238,3 +239,74 @@ def test_reader_leaving_a_node_out() -> None:
         root_hash(10, short)
     with pytest.raises(MissingNodeError):
         inclusion_proof(3, 10, bad)
+
+
+def _flip(value: bytes, bit: int) -> bytes:
+    out = bytearray(value)
+    out[bit // 8 % len(out)] ^= 1 << (bit % 8)
+    return bytes(out)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=2, max_value=MAX_SIZE), st.data())
+def test_mutated_inclusion_proofs_are_refused(size: int, data: st.DataObject) -> None:
+    index = data.draw(st.integers(min_value=0, max_value=size - 1))
+    store = _at(size)
+    root = ref_mth(store.leaves)
+    leaf = store.leaves[index]
+    proof = inclusion_proof(index, size, store.read)
+    at = data.draw(st.integers(min_value=0, max_value=len(proof) - 1))
+    bit = data.draw(st.integers(min_value=0, max_value=255))
+    mutated = [*proof[:at], _flip(proof[at], bit), *proof[at + 1 :]]
+    with pytest.raises(ProofError):
+        verify_inclusion(leaf, index, size, mutated, root)
+    with pytest.raises(ProofError):
+        verify_inclusion(_flip(leaf, bit), index, size, proof, root)
+    with pytest.raises(ProofError):
+        verify_inclusion(leaf, index, size, proof[:-1], root)
+    with pytest.raises(ProofError):
+        verify_inclusion(leaf, index, size, [*proof, proof[0]], root)
+    other = data.draw(st.integers(min_value=0, max_value=size - 1).filter(lambda i: i != index))
+    with pytest.raises(ProofError):
+        verify_inclusion(leaf, other, size, proof, root)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=2, max_value=MAX_SIZE), st.data())
+def test_mutated_consistency_proofs_are_refused(second: int, data: st.DataObject) -> None:
+    first = data.draw(st.integers(min_value=1, max_value=second - 1))
+    store = _at(second)
+    first_root, second_root = ref_mth(store.leaves[:first]), ref_mth(store.leaves)
+    proof = consistency_proof(first, second, store.read)
+    at = data.draw(st.integers(min_value=0, max_value=len(proof) - 1))
+    bit = data.draw(st.integers(min_value=0, max_value=255))
+    mutated = [*proof[:at], _flip(proof[at], bit), *proof[at + 1 :]]
+    with pytest.raises(ProofError):
+        verify_consistency(first, second, first_root, second_root, mutated)
+    with pytest.raises(ProofError):
+        verify_consistency(first, second, _flip(first_root, bit), second_root, proof)
+    with pytest.raises(ProofError):
+        verify_consistency(first, second, first_root, _flip(second_root, bit), proof)
+    with pytest.raises(ProofError):
+        verify_consistency(first, second, first_root, second_root, proof[:-1])
+    with pytest.raises(ProofError):
+        verify_consistency(first, second, first_root, second_root, [*proof, proof[0]])
+
+
+def test_readme_example() -> None:
+    nodes: dict[NodeId, bytes] = {}
+
+    def read(wanted: Sequence[NodeId]) -> Mapping[NodeId, bytes]:
+        return {node: nodes[node] for node in wanted}
+
+    def append(index: int, entry: bytes) -> None:
+        siblings = [nodes[n] for n in append_siblings(index)]
+        for node, value in appended_nodes(index, leaf_hash(entry), siblings):
+            nodes[node] = value
+
+    for i, entry in enumerate([b"a", b"b", b"c"]):
+        append(i, entry)
+    root = root_hash(3, read)
+    proof = inclusion_proof(1, 3, read)
+    verify_inclusion(leaf_hash(b"b"), 1, 3, proof, root)
+    assert root == root_of([leaf_hash(b"a"), leaf_hash(b"b"), leaf_hash(b"c")])

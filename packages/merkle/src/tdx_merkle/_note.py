@@ -231,7 +231,7 @@ def open_note(note: str, verifiers: Sequence[NoteVerifier]) -> SignedNote:
     known: dict[tuple[str, int], list[NoteVerifier]] = {}
     for verifier in verifiers:
         same = known.setdefault((verifier.name, verifier.key_id), [])
-        if all(v.verifier_key() != verifier.verifier_key() for v in same):
+        if all(v._public_raw != verifier._public_raw for v in same):
             same.append(verifier)
 
     message = text.encode("utf-8")

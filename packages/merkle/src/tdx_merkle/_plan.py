@@ -11,14 +11,15 @@ functions here only say WHICH nodes; the convenience functions read them through
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeAlias
 
 from ._errors import MerkleArgumentError, MissingNodeError
 from ._hashing import EMPTY_ROOT, HASH_SIZE, _largest_power_of_two_below, node_hash
 
-NodeId = tuple[int, int]
+NodeId: TypeAlias = tuple[int, int]
 """`(level, index)`: the complete subtree over leaves `[index * 2**level, (index+1) * 2**level)`."""
 
-NodeReader = Callable[[Sequence[NodeId]], Mapping[NodeId, bytes]]
+NodeReader: TypeAlias = Callable[[Sequence[NodeId]], Mapping[NodeId, bytes]]
 """Returns the stored hash of every node asked for (one call per operation, de-duplicated)."""
 
 
