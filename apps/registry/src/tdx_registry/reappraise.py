@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from tdx_verify import (
+    AdvisoryDenied,
     PccsError,
     PckChainError,
     PolicyError,
@@ -41,6 +42,7 @@ from tdx_verify import (
     QuoteSignatureError,
     RevokedError,
     TcbLevelError,
+    TcbStatusRejected,
     VerificationError,
 )
 
@@ -134,8 +136,10 @@ class ReappraisalSummary:
 
 def refused_verdict(stored: Verdict, exc: VerificationError, *, now: datetime) -> Verdict:
     """The verdict recording that the stored quote is refused now, for `exc`'s reason."""
-    tcb_status: str | None = getattr(exc, "tcb_status", None)
-    advisory_ids: tuple[str, ...] = tuple(getattr(exc, "advisory_ids", ()) or ())
+    tcb_status: str | None = None
+    advisory_ids: tuple[str, ...] = ()
+    if isinstance(exc, TcbStatusRejected | AdvisoryDenied):
+        tcb_status, advisory_ids = exc.tcb_status, tuple(exc.advisory_ids)
     return Verdict(
         tcb_status=tcb_status,
         advisory_ids=advisory_ids,
