@@ -26,8 +26,10 @@ from sanic import Request, Sanic
 from tdx_ppid import quote_ppid
 from tdx_quote import parse_quote
 from tdx_registry import (
+    VERDICT_HISTORY_LIMIT,
     DatabaseTarget,
     InstanceRecord,
+    PastVerdict,
     PonyRecordStore,
     Settings,
     Verdict,
@@ -445,3 +447,64 @@ async def test_a_registration_in_between_wins_over_the_pass(
             assert await store.get(key) == written
         finally:
             await store.close()
+
+
+def _verdict(status: str, when: datetime, **fields: Any) -> Verdict:
+    return Verdict(status, ("INTEL-SA-00837",), bytes(48), when, skipped=False, **fields)
+
+
+def test_the_verdict_history_keeps_the_last_64_differing_verdicts() -> None:
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+    record = InstanceRecord(
+        instance_pubkey=b"\x02" * 32,
+        ppid=b"\x03" * 16,
+        attestation_quote=b"q",
+        operator=None,
+        owner=None,
+        verdict=_verdict("UpToDate", t0),
+        registered_at=t0,
+        updated_at=t0,
+    )
+    same = record.with_verdict(_verdict("UpToDate", t0 + timedelta(hours=1)), now=t0)
+    assert same.verdict_history == ()
+    for i in range(1, VERDICT_HISTORY_LIMIT + 6):
+        status = "OutOfDate" if i % 2 else "UpToDate"
+        record = record.with_verdict(
+            _verdict(status, t0 + timedelta(days=i)), now=t0 + timedelta(days=i)
+        )
+    history = record.verdict_history
+    assert len(history) == VERDICT_HISTORY_LIMIT
+    assert [p.replaced_at for p in history] == [
+        t0 + timedelta(days=i) for i in range(6, VERDICT_HISTORY_LIMIT + 6)
+    ]
+    assert all(p.verified_at == p.replaced_at - timedelta(days=1) for p in history)
+
+
+async def test_the_verdict_history_round_trips_through_the_store(
+    db_target: DatabaseTarget,
+) -> None:
+    """Grace ends, refusals and times of replaced verdicts read back exactly."""
+    t0 = datetime(2026, 12, 1, 8, 30, 15, 123456, tzinfo=UTC)
+    graced = _verdict("OutOfDate", t0, tcb_grace_until=t0 + timedelta(days=30))
+    refused = _verdict("OutOfDate", t0 + timedelta(days=31), refused="policy: no grace left")
+    record = InstanceRecord(
+        instance_pubkey=b"\x04" * 32,
+        ppid=b"\x05" * 16,
+        attestation_quote=b"q",
+        operator=None,
+        owner=None,
+        verdict=graced,
+        registered_at=t0,
+        updated_at=t0,
+    )
+    later = t0 + timedelta(days=31)
+    changed = replace(record.with_verdict(refused, now=later), updated_at=later)
+    assert changed.verdict_history == (PastVerdict.of(graced, replaced_at=later),)
+    store = await PonyRecordStore.open(db_target)
+    try:
+        await store.register(record.instance_pubkey, lambda _old: record)
+        written = await store.register(record.instance_pubkey, lambda _old: changed)
+        assert await store.get(record.instance_pubkey) == written
+        assert replace(written, log_index=None) == changed
+    finally:
+        await store.close()
