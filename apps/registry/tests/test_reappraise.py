@@ -34,6 +34,7 @@ from tdx_registry import (
     Settings,
     Verdict,
     create_app,
+    merge_registration,
 )
 from tdx_registry.cli import main
 from tdx_registry.reappraise import RecordSuperseded, VerdictAlreadyCurrent, reappraised
@@ -508,3 +509,29 @@ async def test_the_verdict_history_round_trips_through_the_store(
         assert replace(written, log_index=None) == changed
     finally:
         await store.close()
+
+
+def test_a_registration_keeps_the_history_and_pushes_a_differing_verdict() -> None:
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+    stored = InstanceRecord(
+        instance_pubkey=b"\x06" * 32,
+        ppid=b"\x07" * 16,
+        attestation_quote=b"q",
+        operator=None,
+        owner=None,
+        verdict=_verdict("OutOfDate", t0, refused="policy: TCB status OutOfDate is not accepted"),
+        registered_at=t0,
+        updated_at=t0,
+        verdict_history=(PastVerdict.of(_verdict("UpToDate", t0), replaced_at=t0),),
+    )
+    t1 = t0 + timedelta(days=1)
+    fresh = replace(stored, verdict=_verdict("UpToDate", t1), updated_at=t1, verdict_history=())
+    merged = merge_registration(stored, fresh)
+    assert merged.verdict == fresh.verdict
+    assert merged.verdict_history == (
+        *stored.verdict_history,
+        PastVerdict.of(stored.verdict, replaced_at=t1),
+    )
+    t2 = t1 + timedelta(hours=1)
+    again = replace(fresh, verdict=_verdict("UpToDate", t2), updated_at=t2)
+    assert merge_registration(merged, again).verdict_history == merged.verdict_history
