@@ -37,7 +37,14 @@ from tdx_registry import (
     merge_registration,
 )
 from tdx_registry.cli import main
-from tdx_registry.reappraise import RecordSuperseded, VerdictAlreadyCurrent, reappraised
+from tdx_registry.reappraise import (
+    JITTER,
+    ReappraisalSummary,
+    RecordSuperseded,
+    VerdictAlreadyCurrent,
+    reappraise_forever,
+    reappraised,
+)
 from tdx_report_data import prove_possession, report_data_for_v2
 from tdx_service_kit.testing import serve
 from tdx_sim import SimOptions, SimPlatform
@@ -535,3 +542,34 @@ def test_a_registration_keeps_the_history_and_pushes_a_differing_verdict() -> No
     t2 = t1 + timedelta(hours=1)
     again = replace(fresh, verdict=_verdict("UpToDate", t2), updated_at=t2)
     assert merge_registration(merged, again).verdict_history == merged.verdict_history
+
+
+async def test_the_background_loop_logs_a_failing_pass_and_runs_the_next(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`reappraise_forever`: waits a jittered period before each pass, survives a pass that
+    raises (logged), and stops when cancelled."""
+    waits: list[float] = []
+    passes: list[int] = []
+    third = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await asyncio.sleep(0)
+
+    async def run_pass() -> ReappraisalSummary:
+        passes.append(len(passes))
+        if len(passes) == 1:
+            raise RuntimeError("the first pass broke")
+        if len(passes) == 3:
+            third.set()
+        return ReappraisalSummary()
+
+    task = asyncio.create_task(reappraise_forever(run_pass, 10.0, sleep=sleep))
+    await asyncio.wait_for(third.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(passes) >= 3
+    assert all(10.0 <= w < 10.0 * (1 + JITTER) for w in waits)
+    assert "re-appraisal pass failed" in caplog.text
