@@ -279,6 +279,7 @@ class ClaimedFacts:
     mr_td: bytes
     report_data: bytes
     verified_at: datetime
+    tcb_grace_until: datetime | None = None
 
 
 class FakeCache:

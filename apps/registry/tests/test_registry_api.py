@@ -500,6 +500,9 @@ class BrokenStore:
     async def consume_challenge(self, nonce: bytes, *, now: Any) -> bool:
         raise StoreError("connection refused")
 
+    async def instance_keys(self, *, after: bytes | None, limit: int) -> list[bytes]:
+        raise StoreError("connection refused")
+
     async def close(self) -> None:
         return None
 

@@ -427,6 +427,92 @@ def test_bad_challenge_settings_are_refused(
         parse(argv, env)
 
 
+def test_tcb_grace_and_advisory_deny_list_from_flags_or_environment() -> None:
+    """Parsed with tdx-verify's helpers into the registry's `Policy`; a flag wins over its
+    variable; IDs are kept upper-case, as the TCB info writes them."""
+    assert (parse([], {}).policy.tcb_grace_days, parse([], {}).policy.denied_advisory_ids) == (
+        None,
+        frozenset(),
+    )
+    flags = parse(
+        ["--tcb-grace-days", "30", "--deny-advisory", "INTEL-SA-00837,intel-sa-00615",
+         "--deny-advisory", "INTEL-SA-00001"],
+        {"REGISTRY_TCB_GRACE_DAYS": "7", "REGISTRY_DENY_ADVISORIES": "INTEL-SA-00002"},
+    )  # fmt: skip
+    assert flags.policy.tcb_grace_days == 30
+    assert flags.policy.denied_advisory_ids == {
+        "INTEL-SA-00837",
+        "INTEL-SA-00615",
+        "INTEL-SA-00001",
+    }
+    env = parse(
+        [], {"REGISTRY_TCB_GRACE_DAYS": "7", "REGISTRY_DENY_ADVISORIES": " INTEL-SA-00837, "}
+    )
+    assert env.policy.tcb_grace_days == 7
+    assert env.policy.denied_advisory_ids == frozenset({"INTEL-SA-00837"})
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "fragment"),
+    [
+        (["--tcb-grace-days", "0"], {}, "--tcb-grace-days"),
+        (["--tcb-grace-days", "366"], {}, "--tcb-grace-days"),
+        (["--tcb-grace-days", "-3"], {}, "--tcb-grace-days"),
+        (["--tcb-grace-days", "1.5"], {}, "--tcb-grace-days"),
+        ([], {"REGISTRY_TCB_GRACE_DAYS": "forever"}, "--tcb-grace-days"),
+        (["--deny-advisory", "CVE-2024-0001"], {}, "--deny-advisory"),
+        ([], {"REGISTRY_DENY_ADVISORIES": "INTEL-SA-1"}, "--deny-advisory"),
+        (["--reappraise-every", "0.5"], {}, "--reappraise-every"),
+        (["--reappraise-every", "nan"], {}, "--reappraise-every"),
+        ([], {"REGISTRY_REAPPRAISE_EVERY": "soon"}, "REGISTRY_REAPPRAISE_EVERY"),
+        (["--reappraise-every", "60"], {"SKIP_TDX_AUTH": "1"}, "SKIP_TDX_AUTH"),
+    ],
+)
+def test_bad_policy_and_reappraisal_settings_are_refused(
+    argv: list[str], env: dict[str, str], fragment: str
+) -> None:
+    with pytest.raises(SettingsError, match=fragment):
+        parse(argv, env)
+
+
+def test_reappraise_every_from_flag_or_environment() -> None:
+    assert parse([], {}).reappraise_every is None
+    assert parse(["--reappraise-every", "3600"], {}).reappraise_every == 3600.0
+    assert parse([], {"REGISTRY_REAPPRAISE_EVERY": "90"}).reappraise_every == 90.0
+    flag = parse(["--reappraise-every", "5"], {"REGISTRY_REAPPRAISE_EVERY": "90"})
+    assert flag.reappraise_every == 5.0
+
+
+def test_reappraise_refuses_bad_flags_and_skip_tdx_auth_with_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REGISTRY_ANY_MEASUREMENT", "1")
+    monkeypatch.setenv("REGISTRY_DB_PATH", str(tmp_path / "r.db"))
+    assert main(["reappraise", "--tcb-grace-days", "0"]) == 2
+    assert "--tcb-grace-days" in capsys.readouterr().err
+    monkeypatch.setenv("SKIP_TDX_AUTH", "1")
+    assert main(["reappraise"]) == 2
+    assert "SKIP_TDX_AUTH" in capsys.readouterr().err
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_help_lists_the_reappraisal_and_policy_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reappraise", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    texts = (
+        "tdx-registry reappraise",
+        "--tcb-grace-days",
+        "--deny-advisory",
+        "--reappraise-every",
+        "REGISTRY_TCB_GRACE_DAYS",
+        "REGISTRY_DENY_ADVISORIES",
+    )
+    for text in texts:
+        assert text in out
+
+
 def test_log_key_path_and_origin_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     sqlite = parse(["--db-path", str(tmp_path / "data" / "r.db")], {})

@@ -20,6 +20,7 @@ from tdx_measure import EventLog
 from tdx_registry import (
     DatabaseTarget,
     InstanceRecord,
+    PastVerdict,
     PonyRecordStore,
     RegistrationConflict,
     StoreError,
@@ -395,7 +396,10 @@ async def test_database_of_the_previous_schema_works_after_the_readme_migration(
         new = replace(make_record(instance), event_log=make_log().to_json())
         await store.register(instance.pubkey, lambda stored: merge_registration(stored, new))
         assert await store.get(instance.pubkey) == replace(
-            new, registered_at=old.registered_at, log_index=1
+            new,
+            registered_at=old.registered_at,
+            verdict_history=(PastVerdict.of(old.verdict, replaced_at=new.updated_at),),
+            log_index=1,
         )
     finally:
         await store.close()

@@ -1,5 +1,5 @@
 """Registry of attested TDX instances: GET /challenge, POST /register, GET /instance/{pubkey}
-(API.md)."""
+(API.md), and the re-appraisal of stored quotes (`tdx-registry reappraise`)."""
 
 from tdx_service_kit import DatabaseTarget
 
@@ -12,7 +12,8 @@ from .challenges import (
     ChallengesExhausted,
 )
 from .read_cache import ReadCache
-from .records import InstanceRecord, Verdict
+from .reappraise import ReappraisalSummary, Reappraiser
+from .records import VERDICT_HISTORY_LIMIT, InstanceRecord, PastVerdict, Verdict
 from .registration import (
     EVENT_LOG_HISTORY_LIMIT,
     BindingError,
@@ -41,6 +42,7 @@ from .verification import (
 __all__ = [
     "EVENT_LOG_HISTORY_LIMIT",
     "INTEL_PCS_URL",
+    "VERDICT_HISTORY_LIMIT",
     "BindingError",
     "Challenge",
     "ChallengeRefused",
@@ -53,10 +55,13 @@ __all__ = [
     "EventLogRequired",
     "IdentityEventMismatch",
     "InstanceRecord",
+    "PastVerdict",
     "PonyRecordStore",
     "PossessionRefused",
     "QuoteVerifier",
     "ReadCache",
+    "ReappraisalSummary",
+    "Reappraiser",
     "RecordStore",
     "Registrar",
     "RegistrationConflict",

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sanic import Sanic
 
 from tdx_merkle import NoteSigner
 from tdx_service_kit import install_common
+from tdx_verify import DEFAULT_MAX_AGE, CollateralFreshness
 
 from .challenges import Challenges
 from .errors import install_error_mapping
 from .log_key import load_or_create_log_key
 from .read_cache import ReadCache
+from .reappraise import Reappraiser, reappraise_forever
 from .registration import Registrar
 from .routes import challenge_blueprint, instance_blueprint, log_blueprint, register_blueprint
 from .routes.instance import record_json
@@ -41,15 +45,27 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def build_verifier(settings: Settings) -> QuoteVerifier:
-    """The quote verifier `settings` ask for: full DCAP, or the unsafe parse-only hatch."""
+def build_verifier(
+    settings: Settings, *, freshness: CollateralFreshness | None = None
+) -> QuoteVerifier:
+    """The quote verifier `settings` ask for: full DCAP (its collateral refreshed as `freshness`
+    says, else tdx-verify's default), or the unsafe parse-only hatch."""
     if settings.skip_tdx_auth:
         return UnsafeParseOnlyVerifier()
     return DcapQuoteVerifier.connect(
         pccs_url=settings.pccs_url,
         root_ca_pem=settings.trusted_root_ca_pem,
         policy=settings.policy,
+        freshness=freshness,
     )
+
+
+def build_reappraisal_verifier(settings: Settings, period: float) -> QuoteVerifier:
+    """The verifier the background passes share: its collateral cache is refreshed at least
+    every `period` (at most tdx-verify's default max age), so each pass sees the PCCS's current
+    collateral, once per FMSPC, and tdx-verify's rollback refusal spans the passes."""
+    max_age = min(timedelta(seconds=period), DEFAULT_MAX_AGE)
+    return build_verifier(settings, freshness=CollateralFreshness(max_age=max_age))
 
 
 def create_app(
@@ -59,12 +75,14 @@ def create_app(
     store: RecordStore | None = None,
     verifier: QuoteVerifier | None = None,
     clock: Callable[[], datetime] = _utc_now,
+    reappraisal_verifier: QuoteVerifier | None = None,
     log_signer: NoteSigner | None = None,
 ) -> Sanic[Any, Any]:
     """Build the app. `store`/`verifier` replace the real ones (tests); the caller closes them.
     `clock` is the registry's time (challenge expiry, quote verification, record times).
-    `log_signer` signs the log's checkpoints; None: the key file of `settings`, read (or
-    created) now, `LogKeyError` if it is unusable."""
+    `reappraisal_verifier` replaces the verifier of the `--reappraise-every` passes (default:
+    `build_reappraisal_verifier`, closed at stop). `log_signer` signs the log's checkpoints;
+    None: the key file of `settings`, read (or created) now, `LogKeyError` if it is unusable."""
     signer = (
         log_signer
         if log_signer is not None
@@ -133,10 +151,41 @@ def create_app(
                 "read_cache_ttl": settings.read_cache_ttl,
                 "challenge_ttl": settings.challenges.ttl,
                 "accept_v1_registrations": settings.accept_v1_registrations,
+                "tcb_grace_days": settings.policy.tcb_grace_days,
+                "denied_advisory_ids": sorted(settings.policy.denied_advisory_ids),
+                "reappraise_every": settings.reappraise_every,
                 "log_origin": settings.log_origin,
                 "log_verifier_key": signer.verifier_key(),
             },
         )
+
+    async def start_reappraisal(app: Sanic[Any, Any]) -> None:
+        period = settings.reappraise_every
+        if period is None:
+            return
+        the_verifier = reappraisal_verifier
+        if the_verifier is None:
+            the_verifier = build_reappraisal_verifier(settings, period)
+            app.ctx.reappraisal_verifier = the_verifier
+        reappraiser = Reappraiser(app.ctx.services.store, the_verifier, clock=clock)
+        app.ctx.reappraisal = asyncio.create_task(
+            reappraise_forever(reappraiser.run_pass, period), name="registry-reappraisal"
+        )
+        log.info("background re-appraisal on", extra={"every_seconds": period})
+
+    async def stop_reappraisal(app: Sanic[Any, Any]) -> None:
+        task: asyncio.Task[None] | None = getattr(app.ctx, "reappraisal", None)
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        app.ctx.reappraisal = None
+        own: QuoteVerifier | None = getattr(app.ctx, "reappraisal_verifier", None)
+        if own is not None:
+            await own.aclose()
+            app.ctx.reappraisal_verifier = None
+        log.info("background re-appraisal stopped")
 
     async def close_resources(app: Sanic[Any, Any]) -> None:
         services: Services | None = getattr(app.ctx, "services", None)
@@ -148,5 +197,7 @@ def create_app(
             await services.store.close()
 
     app.register_listener(open_resources, "before_server_start")
+    app.register_listener(start_reappraisal, "after_server_start")
+    app.register_listener(stop_reappraisal, "before_server_stop")
     app.register_listener(close_resources, "after_server_stop")
     return app

@@ -1,20 +1,66 @@
-"""`tdx-registry [serve] ...` runs the registry; `tdx-registry verify-quote ...` checks a quote."""
+"""`tdx-registry [serve] ...` runs the registry; `tdx-registry reappraise ...` re-appraises every
+stored quote once; `tdx-registry verify-quote ...` checks a quote."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from pony.orm import DBException, OrmError
 
 from tdx_service_kit import ListenError, StartupSignals, configure_logging, run_app
 from tdx_verify.cli import main as verify_quote_main
 
-from .app import create_app
+from .app import build_verifier, create_app
 from .log_key import LogKeyError, load_or_create_log_key
-from .settings import SettingsError, parse_settings
+from .reappraise import ReappraisalSummary, Reappraiser
+from .settings import Settings, SettingsError, parse_settings
+from .store import PonyRecordStore, StoreError
 
 log = logging.getLogger("tdx_registry")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def reappraise_once(settings: Settings) -> ReappraisalSummary:
+    """One re-appraisal pass over the database of `settings` (`tdx-registry reappraise`)."""
+    try:
+        store = await PonyRecordStore.open(settings.database)
+    except (StoreError, OrmError, DBException) as exc:
+        log.error("cannot open the database", extra={"reason": str(exc)})
+        return ReappraisalSummary(aborted=f"the database failed: {exc}")
+    verifier = build_verifier(settings)
+    try:
+        return await Reappraiser(store, verifier, clock=_utc_now).run_pass()
+    finally:
+        await verifier.aclose()
+        await store.close()
+
+
+def _reappraise(args: list[str]) -> int:
+    try:
+        settings = parse_settings(args, os.environ)
+    except SettingsError as exc:
+        print(f"tdx-registry reappraise: error: {exc}", file=sys.stderr)
+        return 2
+    if settings.skip_tdx_auth:
+        print(
+            "tdx-registry reappraise: error: SKIP_TDX_AUTH is on: there is nothing to "
+            "re-appraise without quote verification",
+            file=sys.stderr,
+        )
+        return 2
+    configure_logging(settings.log_level)
+    summary = asyncio.run(reappraise_once(settings))
+    print(json.dumps(summary.to_json(), sort_keys=True))
+    return 0 if summary.ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["verify-quote"]:
         return verify_quote_main(args[1:])
+    if args[:1] == ["reappraise"]:
+        return _reappraise(args[1:])
     if args[:1] == ["serve"]:
         args = args[1:]
     try:

@@ -269,7 +269,8 @@ def merge_registration(existing: InstanceRecord | None, new: InstanceRecord) -> 
     anything fixed once set, `RegressionRefused` if it would move the record back. Unset
     identities may be added; the same data again refreshes the quote, the signatures, the
     verdict and the event log, keeping the first registration time; a replaced event log is
-    appended to the history (the last `EVENT_LOG_HISTORY_LIMIT`)."""
+    appended to the history (the last `EVENT_LOG_HISTORY_LIMIT`), and so is a replaced verdict
+    that concluded differently (`InstanceRecord.with_verdict`)."""
     if existing is None:
         return new
     if not hmac.compare_digest(existing.ppid, new.ppid):
@@ -288,6 +289,7 @@ def merge_registration(existing: InstanceRecord | None, new: InstanceRecord) -> 
         new,
         registered_at=existing.registered_at,
         event_log_history=_event_log_history(existing, new.event_log),
+        verdict_history=existing.with_verdict(new.verdict, now=new.updated_at).verdict_history,
     )
 
 

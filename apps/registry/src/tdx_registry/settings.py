@@ -19,10 +19,13 @@ from tdx_service_kit import DatabaseTarget, HttpLimits, RateLimit, parse_bool
 from tdx_verify import (
     DEFAULT_ACCEPTED_TCB_STATUSES,
     KNOWN_TCB_STATUSES,
+    MAX_TCB_GRACE_DAYS,
     AllowlistError,
     Policy,
+    parse_denied_advisories,
     parse_mrtd_allowlist,
     parse_rtmr_allowlist,
+    parse_tcb_grace_days,
     require_td_image_pins,
 )
 
@@ -79,6 +82,8 @@ class Settings:
     read_cache_max_bytes: int = DEFAULT_MAX_BYTES
     challenges: ChallengeSettings = field(default_factory=ChallengeSettings)
     accept_v1_registrations: bool = False
+    reappraise_every: float | None = None
+    """`--reappraise-every SECONDS`: run a re-appraisal pass in the background that often."""
     log_key_path: Path | None = None
     """The log's note signer key file; None: `default_log_key_path(database)`."""
     log_origin: str = DEFAULT_LOG_ORIGIN
@@ -95,9 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The `tdx-registry [serve]` flags (also used for --help)."""
     parser = argparse.ArgumentParser(
         prog="tdx-registry",
-        usage="tdx-registry [serve] [options]\n       tdx-registry verify-quote --help",
+        usage="tdx-registry [serve] [options]\n       tdx-registry reappraise [options]\n"
+        "       tdx-registry verify-quote --help",
         description="Registry of attested TDX instances (HTTP API of API.md).",
-        epilog="`tdx-registry verify-quote ...` runs the verify-quote command of tdx-verify.",
+        epilog="`tdx-registry reappraise [options]` verifies every stored quote again with "
+        "the database, PCCS and policy options, records the verdicts that changed, prints a "
+        "JSON summary and exits (1 if the PCCS or the database failed). "
+        "`tdx-registry verify-quote ...` runs the verify-quote command of tdx-verify.",
     )
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
@@ -123,6 +132,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="TCB statuses to accept (repeatable; default: "
         + ",".join(sorted(DEFAULT_ACCEPTED_TCB_STATUSES))
         + ")",
+    )
+    add(
+        "--tcb-grace-days",
+        metavar="N",
+        help="accept OutOfDate (as UpToDate) and OutOfDateConfigurationNeeded (as "
+        "ConfigurationNeeded) while the TCB level that put the platform out of date is less "
+        f"than N days old (1..{MAX_TCB_GRACE_DAYS}) [REGISTRY_TCB_GRACE_DAYS] (default: no "
+        "grace)",
+    )
+    add(
+        "--deny-advisory",
+        action="append",
+        metavar="ID[,ID...]",
+        help="refuse a quote whose TCB is affected by this advisory (INTEL-SA-NNNNN; "
+        "repeatable) [REGISTRY_DENY_ADVISORIES, comma-separated]",
     )
     add("--allow-debug", action="store_true", help="accept debug TDs")
     add(
@@ -240,6 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
         "[REGISTRY_ACCEPT_V1_REGISTRATIONS]",
     )
     add(
+        "--reappraise-every",
+        type=float,
+        metavar="SECONDS",
+        help="re-appraise every stored quote in the background, first SECONDS after start, then "
+        "SECONDS after each pass ends (jittered by up to 10%%) [REGISTRY_REAPPRAISE_EVERY] "
+        "(default: never; `tdx-registry reappraise` runs one pass)",
+    )
+    add(
         "--log-key-path",
         metavar="FILE",
         help="the Merkle log's signing key (C2SP note signer key, mode 0600; created if "
@@ -286,21 +318,43 @@ def _tcb_statuses(values: Sequence[str] | None) -> frozenset[str] | None:
     return frozenset(statuses)
 
 
+@dataclass(frozen=True)
+class _TcbSettings:
+    """`--tcb-grace-days` and `--deny-advisory` (or their variables), as given."""
+
+    grace_days: str | None
+    denied_advisories: Sequence[str]
+
+
+def _tcb_settings(args: argparse.Namespace, env: Mapping[str, str]) -> _TcbSettings:
+    grace = args.tcb_grace_days
+    if grace is None:
+        grace = env.get("REGISTRY_TCB_GRACE_DAYS")
+    return _TcbSettings(
+        grace_days=grace,
+        denied_advisories=args.deny_advisory or [env.get("REGISTRY_DENY_ADVISORIES", "")],
+    )
+
+
 def _td_image_policy(
     tcb_statuses: frozenset[str] | None,
     allow_debug: bool,
     mrtd_values: Sequence[str],
     rtmr_values: Sequence[str],
     any_measurement: bool,
+    tcb: _TcbSettings,
 ) -> Policy:
-    """The verification policy with the TD image allow-lists (`tdx_verify`'s parsing, shared
-    with the key broker); refuse an MRTD or RTMR0-2 nobody pinned, unless told so out loud."""
+    """The verification policy with the TD image allow-lists and the TCB grace and advisory
+    deny-list (`tdx_verify`'s parsing, shared with the key broker); refuse an MRTD or RTMR0-2
+    nobody pinned, unless told so out loud."""
     try:
         policy = Policy(
             accepted_tcb_statuses=tcb_statuses,
             allow_debug=allow_debug,
             mrtd_allowlist=parse_mrtd_allowlist(mrtd_values),
             rtmr_allowlist=parse_rtmr_allowlist(rtmr_values),
+            tcb_grace_days=parse_tcb_grace_days(tcb.grace_days),
+            denied_advisory_ids=parse_denied_advisories(tcb.denied_advisories),
         )
         if not any_measurement:
             require_td_image_pins(policy.mrtd_allowlist, policy.rtmr_allowlist)
@@ -403,6 +457,33 @@ def _challenges(args: argparse.Namespace, env: Mapping[str, str]) -> ChallengeSe
         raise SettingsError(str(exc)) from None
 
 
+MIN_REAPPRAISE_SECONDS = 1.0
+
+
+def _reappraise_every(flag: float | None, env_value: str | None, skip: bool) -> float | None:
+    if flag is not None:
+        seconds = flag
+    elif env_value:
+        try:
+            seconds = float(env_value)
+        except ValueError:
+            raise SettingsError(
+                f"REGISTRY_REAPPRAISE_EVERY: {env_value!r} is not a number of seconds"
+            ) from None
+    else:
+        return None
+    if not math.isfinite(seconds) or seconds < MIN_REAPPRAISE_SECONDS:
+        raise SettingsError(
+            f"--reappraise-every must be a finite number of seconds >= "
+            f"{MIN_REAPPRAISE_SECONDS:g}, not {seconds}"
+        )
+    if skip:
+        raise SettingsError(
+            "--reappraise-every needs quote verification: it cannot run with SKIP_TDX_AUTH"
+        )
+    return seconds
+
+
 def _database(args: argparse.Namespace, env: Mapping[str, str]) -> DatabaseTarget:
     url = args.db_url or env.get("REGISTRY_DB_URL")
     try:
@@ -473,6 +554,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         [*(args.mrtd_allowlist or ()), env.get("REGISTRY_MRTD_ALLOWLIST", "")],
         [*(args.rtmr_allowlist or ()), env.get("REGISTRY_RTMR_ALLOWLIST", "")],
         any_measurement,
+        _tcb_settings(args, env),
     )
     return Settings(
         database=_database(args, env),
@@ -492,6 +574,9 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         read_cache_max_bytes=args.read_cache_max_bytes,
         challenges=_challenges(args, env),
         accept_v1_registrations=bool(args.accept_v1_registrations) or env_accept_v1,
+        reappraise_every=_reappraise_every(
+            args.reappraise_every, env.get("REGISTRY_REAPPRAISE_EVERY"), skip
+        ),
         log_key_path=_log_key_path(args, env),
         log_origin=_log_origin(args, env),
     )

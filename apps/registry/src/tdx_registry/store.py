@@ -24,7 +24,8 @@ count says whether this caller won, so two processes sharing the database never 
 one nonce.
 
 Schema: the columns `rtmr3`, `event_log`, `event_log_history`, `workload`, `ssh_host_key`,
-`binding_version`, `challenge` and `proof_of_possession` were added after the first release as
+`binding_version`, `challenge`, `proof_of_possession`, `tcb_grace_until`,
+`verification_refused` and `verdict_history` were added after the first release as
 optional (nullable) columns; there is no migration tooling yet, so a database created before
 them needs the `ALTER TABLE` statements of the README (Pony creates the `challenges` table).
 """
@@ -65,7 +66,7 @@ from tdx_service_kit import DatabaseTarget
 from . import log_store
 from .log_leaf import LeafError, next_leaf
 from .log_store import LogCorruptError, LogEntry, LogTables, define_log_entities
-from .records import InstanceRecord, Verdict
+from .records import InstanceRecord, PastVerdict, Verdict
 
 log = logging.getLogger("tdx_registry.store")
 
@@ -110,6 +111,11 @@ class RecordStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    async def instance_keys(self, *, after: bytes | None, limit: int) -> list[bytes]:
+        """Up to `limit` instance keys in ascending order, each greater than `after` (a page of
+        a re-appraisal pass)."""
+        ...
 
     async def log_checkpoint_state(self) -> tuple[int, bytes]:
         """The log's current size and root hash, read together."""
@@ -167,6 +173,9 @@ def _define_entities(db: Database) -> Any:
         challenge = Optional(bytes, nullable=True)
         proof_of_possession = Optional(bytes, nullable=True)
         log_index = Optional(int, size=64, nullable=True)
+        tcb_grace_until = Optional(datetime, precision=6, nullable=True)
+        verification_refused = Optional(str, nullable=True)
+        verdict_history = Optional(Json, nullable=True)
 
     class Challenge(db.Entity):  # type: ignore[misc]
         _table_ = "challenges"
@@ -277,6 +286,8 @@ def _to_record(row: Any, *, with_workload: bool = True) -> InstanceRecord:
             verified_at=_aware(row.verified_at),
             skipped=bool(row.verification_skipped),
             rtmr3=None if row.rtmr3 is None else bytes(row.rtmr3),
+            tcb_grace_until=_optional_aware(row.tcb_grace_until),
+            refused=row.verification_refused,
         ),
         registered_at=_aware(row.registered_at),
         updated_at=_aware(row.updated_at),
@@ -292,6 +303,7 @@ def _to_record(row: Any, *, with_workload: bool = True) -> InstanceRecord:
             None if row.proof_of_possession is None else bytes(row.proof_of_possession)
         ),
         log_index=None if row.log_index is None else int(row.log_index),
+        verdict_history=_stored_verdict_history(row.verdict_history),
     )
 
 
@@ -316,6 +328,9 @@ def _to_columns(record: InstanceRecord) -> dict[str, Any]:
         "binding_version": record.binding_version,
         "challenge": record.challenge,
         "proof_of_possession": record.proof_of_possession,
+        "tcb_grace_until": _optional_naive(record.verdict.tcb_grace_until),
+        "verification_refused": record.verdict.refused,
+        "verdict_history": [_past_verdict_object(past) for past in record.verdict_history],
     }
 
 
@@ -445,6 +460,15 @@ class PonyRecordStore:
         except (OrmError, DBException) as exc:
             raise StoreError(f"the challenge could not be checked: {exc}") from exc
 
+    async def instance_keys(self, *, after: bytes | None, limit: int) -> list[bytes]:
+        try:
+            keys = await self._run(
+                self._instance_keys_sync, None if after is None else after.hex(), limit
+            )
+        except (OrmError, DBException) as exc:
+            raise StoreError(f"listing the instances failed: {exc}") from exc
+        return [bytes.fromhex(key) for key in keys]
+
     async def log_checkpoint_state(self) -> tuple[int, bytes]:
         return await self._log_read(self._log_checkpoint_sync)
 
@@ -573,3 +597,67 @@ class PonyRecordStore:
             lambda c: c.nonce == nonce and c.expires_at > now_us
         ).delete(bulk=True)
         return deleted == 1
+
+    def _instance_keys_sync(self, after: str | None, limit: int) -> list[str]:
+        """One page of primary keys (only the keys are read, in the primary key's order)."""
+        with db_session:
+            if after is None:
+                rows = self._db.select(
+                    "pubkey FROM instances ORDER BY pubkey LIMIT $limit", {"limit": limit}
+                )
+            else:
+                rows = self._db.select(
+                    "pubkey FROM instances WHERE pubkey > $after ORDER BY pubkey LIMIT $limit",
+                    {"after": after, "limit": limit},
+                )
+            return [str(key) for key in rows]
+
+
+def _optional_aware(moment: datetime | None) -> datetime | None:
+    return None if moment is None else _aware(moment)
+
+
+def _optional_naive(moment: datetime | None) -> datetime | None:
+    return None if moment is None else _naive_utc(moment)
+
+
+def _time_text(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat()
+
+
+def _past_verdict_object(past: PastVerdict) -> dict[str, Any]:
+    return {
+        "tcb_status": past.tcb_status,
+        "advisory_ids": list(past.advisory_ids),
+        "tcb_grace_until": _time_text(past.tcb_grace_until),
+        "refused": past.refused,
+        "skipped": past.skipped,
+        "verified_at": _time_text(past.verified_at),
+        "replaced_at": _time_text(past.replaced_at),
+    }
+
+
+def _stored_verdict_history(value: Any) -> tuple[PastVerdict, ...]:
+    """The row's replaced verdicts (NULL on a row stored before the column: none). Data that
+    does not decode means the database was altered."""
+    if value is None:
+        return ()
+    try:
+        return tuple(
+            PastVerdict(
+                tcb_status=None if item["tcb_status"] is None else str(item["tcb_status"]),
+                advisory_ids=tuple(str(a) for a in item["advisory_ids"]),
+                tcb_grace_until=(
+                    None
+                    if item["tcb_grace_until"] is None
+                    else datetime.fromisoformat(item["tcb_grace_until"])
+                ),
+                refused=None if item["refused"] is None else str(item["refused"]),
+                skipped=bool(item["skipped"]),
+                verified_at=datetime.fromisoformat(item["verified_at"]),
+                replaced_at=datetime.fromisoformat(item["replaced_at"]),
+            )
+            for item in value
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StoreError(f"the stored verdict history does not decode: {exc!r}") from None

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from tdx_ppid import Ppid, quote_ppid
 from tdx_quote import Quote, parse_quote
-from tdx_verify import CollateralCache, PccsClient, Policy, Verifier
+from tdx_verify import CollateralCache, CollateralFreshness, PccsClient, Policy, Verifier
 
 from .records import Verdict
 
@@ -62,6 +62,9 @@ class DcapFacts(Protocol):
     @property
     def verified_at(self) -> datetime: ...
 
+    @property
+    def tcb_grace_until(self) -> datetime | None: ...
+
 
 class VerifyingCache(Protocol):
     """What `DcapQuoteVerifier` needs of `tdx_verify.CollateralCache`."""
@@ -78,11 +81,22 @@ class DcapQuoteVerifier:
 
     @classmethod
     def connect(
-        cls, *, pccs_url: str, root_ca_pem: bytes | None, policy: Policy
+        cls,
+        *,
+        pccs_url: str,
+        root_ca_pem: bytes | None,
+        policy: Policy,
+        freshness: CollateralFreshness | None = None,
     ) -> DcapQuoteVerifier:
-        """A verifier fetching collateral from `pccs_url`, trusting `root_ca_pem` (else Intel's)."""
+        """A verifier fetching collateral from `pccs_url`, trusting `root_ca_pem` (else Intel's),
+        refreshing it as `freshness` says (else tdx-verify's default, 24 h)."""
         client = PccsClient(pccs_url)
-        cache = CollateralCache(client, Verifier(root_ca_pem=root_ca_pem, policy=policy))
+        verifier = Verifier(root_ca_pem=root_ca_pem, policy=policy)
+        cache = (
+            CollateralCache(client, verifier)
+            if freshness is None
+            else CollateralCache(client, verifier, freshness=freshness)
+        )
         return cls(cache, client=client)
 
     async def check(self, quote: bytes, *, now: datetime) -> CheckedQuote:
@@ -99,6 +113,7 @@ class DcapQuoteVerifier:
                 verified_at=verified.verified_at,
                 skipped=False,
                 rtmr3=rtmr3,
+                tcb_grace_until=verified.tcb_grace_until,
             ),
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from datetime import datetime
 from typing import Any
 
 from sanic import Blueprint, Request
@@ -11,12 +12,29 @@ from sanic.response import HTTPResponse, json
 
 from tdx_service_kit import BadRequest, NotFound
 
-from ..records import InstanceRecord
+from ..records import InstanceRecord, PastVerdict
 from ..services import services_of
 from ..store import RecordStore
 
 _PUBKEY = re.compile(r"[0-9a-fA-F]{64}")
 JSON_CONTENT_TYPE = "application/json"
+
+
+def _time_or_none(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def past_verdict_json(past: PastVerdict) -> dict[str, Any]:
+    """A replaced verdict as `verification.history` lists it."""
+    return {
+        "tcb_status": past.tcb_status,
+        "advisory_ids": list(past.advisory_ids),
+        "tcb_grace_until": _time_or_none(past.tcb_grace_until),
+        "refused": past.refused,
+        "skipped": past.skipped,
+        "verified_at": past.verified_at.isoformat(),
+        "replaced_at": past.replaced_at.isoformat(),
+    }
 
 
 def record_json(record: InstanceRecord) -> dict[str, Any]:
@@ -34,6 +52,9 @@ def record_json(record: InstanceRecord) -> dict[str, Any]:
             "mr_td": verdict.mr_td.hex(),
             "verified_at": verdict.verified_at.isoformat(),
             "skipped": verdict.skipped,
+            "tcb_grace_until": _time_or_none(verdict.tcb_grace_until),
+            "refused": verdict.refused,
+            "history": [past_verdict_json(past) for past in record.verdict_history],
         },
         "registered_at": record.registered_at.isoformat(),
         "updated_at": record.updated_at.isoformat(),
