@@ -1,18 +1,27 @@
 """The systemd units of deploy/systemd: `systemd-analyze verify` prints nothing for any of them,
 their `systemd-analyze security` exposure is the one deploy/systemd/README.md states, every
 flag and variable they (and their environment file examples) name is one the program's
-`--help` lists, and the identity unit keeps what it must for the front's adoption."""
+`--help` lists, the identity unit keeps what it must for the front's adoption, and the registry
+and the broker serve with writable-and-executable memory refused, as MemoryDenyWriteExecute=
+refuses it."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tdx_service_kit.testing import Program, free_port, installed_program, running
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "systemd"
@@ -92,13 +101,6 @@ def systemd_analyze() -> str:
     if found is None:
         pytest.fail("systemd-analyze is not on PATH: scripts/setup installs systemd")
     return found
-
-
-def installed_program(name: str) -> Path:
-    """The console script of this environment (pip puts it next to the interpreter)."""
-    path = Path(sys.executable).parent / name
-    assert path.is_file(), f"{name} is not installed next to {sys.executable}"
-    return path
 
 
 def resolvable_copy(unit: Unit, directory: Path, text: str | None = None) -> Path:
@@ -196,7 +198,7 @@ def test_flags_and_variables_are_the_programs(unit: Unit) -> None:
     """Every --flag of ExecStart and every variable the unit or its example sets is one the
     program's --help names, or one the unit's ExecStart substitutes itself."""
     help_text = subprocess.run(
-        [str(installed_program(unit.program)), *unit.help_argv],
+        [installed_program(unit.program), *unit.help_argv],
         capture_output=True,
         text=True,
         timeout=60,
@@ -243,3 +245,104 @@ def test_identity_unit_leaves_the_front_serving_across_restarts() -> None:
         keys.keys() & MOUNT_NAMESPACE_OPTIONS
     )
     assert "User" not in keys  # root: podman, FUSE mounts and nginx's master need it
+
+
+# MemoryDenyWriteExecute= outside systemd: the kernel's own W^X switch (PR_SET_MDWE, Linux 6.3),
+# set by a wrapper that then execs the program, inherited across exec like systemd's filter.
+MDWE_EXEC = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+    sys.exit("PR_SET_MDWE failed: " + os.strerror(ctypes.get_errno()) + " (Linux >= 6.3)")
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+WX_PROBE = """
+import mmap
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+except PermissionError:
+    print("refused")
+else:
+    print("mapped")
+"""
+
+
+def under_mdwe(*argv: str) -> list[str]:
+    return [sys.executable, "-c", MDWE_EXEC, *argv]
+
+
+def test_the_wrapper_refuses_writable_executable_memory() -> None:
+    """The control for the test below: under the wrapper a W+X mapping is refused."""
+    plain = subprocess.run(
+        [sys.executable, "-c", WX_PROBE], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert plain.stdout.strip() == "mapped"
+    wrapped = subprocess.run(
+        under_mdwe(sys.executable, "-c", WX_PROBE),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert wrapped.stdout.strip() == "refused"
+
+
+def test_registry_and_broker_serve_without_writable_executable_memory(tmp_path: Path) -> None:
+    """MemoryDenyWriteExecute=yes holds for them: started under the kernel's W^X switch, the
+    registry hands out a challenge (Pony, SQLite, its log key) and the broker, whose start
+    compiles the shipped Rego policy (regopy), opens an auth session."""
+    admin_pem = tmp_path / "admin.pub.pem"
+    admin_pem.write_bytes(
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    registry_port, kbs_port = free_port(), free_port()
+    registry = Program(
+        "tdx-registry",
+        under_mdwe(
+            installed_program("tdx-registry"),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(registry_port),
+        ),
+        {
+            **os.environ,
+            "REGISTRY_DB_PATH": str(tmp_path / "registry.db"),
+            "REGISTRY_LOG_KEY_PATH": str(tmp_path / "registry-log.key"),
+            "REGISTRY_ANY_MEASUREMENT": "1",
+        },
+        f"http://127.0.0.1:{registry_port}",
+        "/instance/" + "00" * 32,
+        tmp_path / "registry.log",
+    )
+    kbs = Program(
+        "tdx-kbs",
+        under_mdwe(installed_program("tdx-kbs")),
+        {
+            **os.environ,
+            "KBS_HOST": "127.0.0.1",
+            "KBS_PORT": str(kbs_port),
+            "KBS_DB_PATH": str(tmp_path / "kbs.db"),
+            "KBS_STORAGE_KEY_PATH": str(tmp_path / "storage.key"),
+            "KBS_ADMIN_PUBKEY": str(admin_pem),
+            "KBS_ANY_MEASUREMENT": "1",
+        },
+        f"http://127.0.0.1:{kbs_port}",
+        "/kbs/v0/",
+        tmp_path / "kbs.log",
+    )
+    with running(registry, kbs):
+        with urllib.request.urlopen(f"{registry.url}/challenge", timeout=10) as answer:
+            assert answer.status == 200
+            assert len(json.load(answer)["nonce"]) == 64
+        request = urllib.request.Request(
+            f"{kbs.url}/kbs/v0/auth",
+            data=json.dumps({"version": "0.4.0", "tee": "tdx", "extra-params": ""}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+            assert json.load(answer)["nonce"]
