@@ -54,7 +54,8 @@ IDS = [unit.name for unit in UNITS]
 
 # Every option that gives the service its own mount namespace. A FUSE mount (the gocryptfs
 # clear view) or a container's overlay made inside one stays there: a restart would not find
-# them, so the identity unit has none of these (README, "Why not in tdx-identity.service").
+# them, so the identity unit has none of these (deploy/systemd/README.md, "tdx-identity.service:
+# root, and why the usual lines are left out").
 MOUNT_NAMESPACE_OPTIONS = frozenset(
     {
         "ProtectSystem",
@@ -109,9 +110,7 @@ def resolvable_copy(unit: Unit, directory: Path, text: str | None = None) -> Pat
     installed = f"ExecStart={INSTALL_BIN}/{unit.program}"
     assert installed in text, f"{unit.name}: ExecStart is not {INSTALL_BIN}/{unit.program}"
     copy = directory / unit.name
-    copy.write_text(
-        text.replace(installed, f"ExecStart={installed_program(unit.program)}")
-    )
+    copy.write_text(text.replace(installed, f"ExecStart={installed_program(unit.program)}"))
     return copy
 
 
