@@ -2,8 +2,7 @@
 their `systemd-analyze security` exposure is the one deploy/systemd/README.md states, every
 flag and variable they (and their environment file examples) name is one the program's
 `--help` lists, the identity unit keeps what it must for the front's adoption, and the registry
-and the broker serve with writable-and-executable memory refused, as MemoryDenyWriteExecute=
-refuses it."""
+and the broker serve under their units' system call filter, socket families and W^X memory."""
 
 from __future__ import annotations
 
@@ -246,50 +245,106 @@ def test_identity_unit_leaves_the_front_serving_across_restarts() -> None:
     assert "User" not in keys  # root: podman, FUSE mounts and nginx's master need it
 
 
-# MemoryDenyWriteExecute= outside systemd: the kernel's own W^X switch (PR_SET_MDWE, Linux 6.3),
-# set by a wrapper that then execs the program, inherited across exec like systemd's filter.
-MDWE_EXEC = """
-import ctypes, os, sys
-libc = ctypes.CDLL(None, use_errno=True)
-if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
-    sys.exit("PR_SET_MDWE failed: " + os.strerror(ctypes.get_errno()) + " (Linux >= 6.3)")
+# The registry's and the broker's SystemCallFilter=, RestrictAddressFamilies= and
+# MemoryDenyWriteExecute= outside systemd (no systemd as PID 1 here): Debian's Python with
+# libseccomp's binding (python3-seccomp, scripts/setup) loads the same seccomp filter systemd 252
+# builds for those lines, then execs the program, which keeps it. The groups come from
+# `systemd-analyze syscall-filter`; any other call fails with EPERM, as SystemCallErrorNumber=.
+SYSTEM_PYTHON = "/usr/bin/python3"
+SANDBOX = """
+import errno, mmap, os, socket, subprocess, sys
+import seccomp
+
+def calls(group):
+    out = subprocess.run(["systemd-analyze", "syscall-filter", group],
+                         capture_output=True, text=True, check=True).stdout
+    found = set()
+    for line in out.splitlines()[1:]:
+        item = line.strip()
+        if item.startswith("@"):
+            found |= calls(item)
+        elif item and not item.startswith("#"):
+            found.add(item)
+    return found
+
+ALLOW, Arg, MASKED_EQ, EQ = seccomp.ALLOW, seccomp.Arg, seccomp.MASKED_EQ, seccomp.EQ
+WX = mmap.PROT_WRITE | mmap.PROT_EXEC
+SHM_EXEC = 0o100000
+allowed = calls("@system-service") - calls("@privileged") - calls("@resources")
+conditional = {"socket", "mmap", "mprotect", "pkey_mprotect", "shmat"} & allowed
+sandbox = seccomp.SyscallFilter(defaction=seccomp.ERRNO(errno.EPERM))
+for name in sorted(allowed - conditional):
+    try:
+        sandbox.add_rule(ALLOW, name)
+    except (RuntimeError, ValueError, OSError):  # not a system call of this architecture
+        pass
+for family in (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6):  # RestrictAddressFamilies=
+    sandbox.add_rule(ALLOW, "socket", Arg(0, EQ, family))
+for prot in (0, mmap.PROT_WRITE, mmap.PROT_EXEC):  # MemoryDenyWriteExecute=: never W and X
+    sandbox.add_rule(ALLOW, "mmap", Arg(2, MASKED_EQ, WX, prot))
+for name in conditional & {"mprotect", "pkey_mprotect"}:  # nor X added later
+    sandbox.add_rule(ALLOW, name, Arg(2, MASKED_EQ, mmap.PROT_EXEC, 0))
+if "shmat" in conditional:
+    sandbox.add_rule(ALLOW, "shmat", Arg(2, MASKED_EQ, SHM_EXEC, 0))
+sandbox.load()
 os.execv(sys.argv[1], sys.argv[1:])
 """
-WX_PROBE = """
-import mmap
-try:
-    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
-except PermissionError:
-    print("refused")
-else:
-    print("mapped")
+PROBE = """
+import mmap, os, socket
+def attempt(what, call):
+    try:
+        call()
+    except PermissionError:
+        print(what, "refused")
+    else:
+        print(what, "allowed")
+attempt("wx", lambda: mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC))
+attempt("rw", lambda: mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE))
+attempt("chroot", lambda: os.chroot("/"))
+attempt("netlink", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW).close())
+attempt("inet", lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).close())
 """
 
 
-def under_mdwe(*argv: str) -> list[str]:
-    return [sys.executable, "-c", MDWE_EXEC, *argv]
-
-
-def test_the_wrapper_refuses_writable_executable_memory() -> None:
-    """The control for the test below: under the wrapper a W+X mapping is refused."""
-    plain = subprocess.run(
-        [sys.executable, "-c", WX_PROBE], capture_output=True, text=True, check=True, timeout=60
+def sandboxed(*argv: str) -> list[str]:
+    check = subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import seccomp"], capture_output=True, text=True, check=False
     )
-    assert plain.stdout.strip() == "mapped"
-    wrapped = subprocess.run(
-        under_mdwe(sys.executable, "-c", WX_PROBE),
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    assert wrapped.stdout.strip() == "refused"
+    if check.returncode != 0:
+        pytest.fail(
+            f"{SYSTEM_PYTHON} cannot import seccomp: scripts/setup installs python3-seccomp"
+        )
+    return [SYSTEM_PYTHON, "-c", SANDBOX, *argv]
 
 
-def test_registry_and_broker_serve_without_writable_executable_memory(tmp_path: Path) -> None:
-    """MemoryDenyWriteExecute=yes holds for them: started under the kernel's W^X switch, the
-    registry hands out a challenge (Pony, SQLite, its log key) and the broker, whose start
-    compiles the shipped Rego policy (regopy), opens an auth session."""
+def probe(argv: list[str]) -> dict[str, str]:
+    done = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60)
+    return dict(line.split() for line in done.stdout.splitlines())
+
+
+def test_the_sandbox_is_the_units_filter() -> None:
+    """The control for the test below: the sandbox refuses a W+X mapping, a privileged call and
+    a netlink socket, and allows what a service does; without it all of them pass."""
+    assert probe([sys.executable, "-c", PROBE]) == {
+        "wx": "allowed",
+        "rw": "allowed",
+        "chroot": "allowed",
+        "netlink": "allowed",
+        "inet": "allowed",
+    }
+    assert probe(sandboxed(sys.executable, "-c", PROBE)) == {
+        "wx": "refused",
+        "rw": "allowed",
+        "chroot": "refused",
+        "netlink": "refused",
+        "inet": "allowed",
+    }
+
+
+def test_registry_and_broker_serve_under_the_units_filter(tmp_path: Path) -> None:
+    """Their SystemCallFilter=, RestrictAddressFamilies= and MemoryDenyWriteExecute= hold: in
+    the sandbox, the registry hands out a challenge (Pony, SQLite, its log key) and the broker,
+    whose start compiles the shipped Rego policy (regopy), opens an auth session."""
     admin_pem = tmp_path / "admin.pub.pem"
     admin_pem.write_bytes(
         Ed25519PrivateKey.generate()
@@ -299,7 +354,7 @@ def test_registry_and_broker_serve_without_writable_executable_memory(tmp_path: 
     registry_port, kbs_port = free_port(), free_port()
     registry = Program(
         "tdx-registry",
-        under_mdwe(
+        sandboxed(
             installed_program("tdx-registry"),
             "serve",
             "--host",
@@ -319,7 +374,7 @@ def test_registry_and_broker_serve_without_writable_executable_memory(tmp_path: 
     )
     kbs = Program(
         "tdx-kbs",
-        under_mdwe(installed_program("tdx-kbs")),
+        sandboxed(installed_program("tdx-kbs")),
         {
             **os.environ,
             "KBS_HOST": "127.0.0.1",
