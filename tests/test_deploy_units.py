@@ -249,7 +249,8 @@ def test_identity_unit_leaves_the_front_serving_across_restarts() -> None:
 # MemoryDenyWriteExecute= outside systemd (no systemd as PID 1 here): Debian's Python with
 # libseccomp's binding (python3-seccomp, scripts/setup) loads the same seccomp filter systemd 252
 # builds for those lines, then execs the program, which keeps it. The groups come from
-# `systemd-analyze syscall-filter`; any other call fails with EPERM, as SystemCallErrorNumber=.
+# `systemd-analyze syscall-filter`; any other call fails with EPERM, as SystemCallErrorNumber=
+# (a refused socket family too, where systemd answers EAFNOSUPPORT).
 SYSTEM_PYTHON = "/usr/bin/python3"
 SANDBOX = """
 import errno, mmap, os, socket, subprocess, sys
