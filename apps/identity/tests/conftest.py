@@ -17,6 +17,8 @@ from hypothesis import settings as hypothesis_settings
 from sanic import Sanic
 
 from tdx_identity import Settings, create_app
+from tdx_identity.workload.front import stop_left_front
+from tdx_identity.workload.helpers import HELPER_ROLES, installed_helpers
 from tdx_report_data import Role, sign_instance_v2
 from tdx_service_kit import RateLimit
 from tdx_service_kit.testing import serve
@@ -32,11 +34,16 @@ Sanic.test_mode = True
 
 @pytest.fixture
 def front_dir() -> Iterator[Path]:
-    """A private directory on a tmpfs (/dev/shm) for the front's key, certificate and config."""
+    """A private directory on a tmpfs (/dev/shm) for the front's key, certificate and config.
+    A stopped service leaves a serving front (nginx) for its next start to adopt: at the end
+    of the test that front is stopped (checked as for an adoption), then the directory goes."""
     parent = Path(tempfile.mkdtemp(prefix="tdx-front-", dir="/dev/shm"))
     try:
         yield parent / "front"
     finally:
+        nginx = installed_helpers({"nginx": HELPER_ROLES["nginx"]}).get("nginx")
+        if nginx is not None:
+            stop_left_front(parent / "front", nginx)
         shutil.rmtree(parent, ignore_errors=True)
 
 

@@ -545,7 +545,11 @@ async def test_restart_keeps_a_healthy_exposed_container_running(instance: Insta
         )
     before = container_id(instance.settings.container_name)
     events_before = len(EventLog.from_json(instance.registry.accepted[-1].event_log or "").events)
-    assert not port_open(instance.settings.workload_port), "the front stopped with the service"
+    # The stopped service left the front serving the workload (for its next start to adopt).
+    assert (await http_get(instance.settings.workload_port, "/index.html")).content == marker
+    assert await tls_peer_spki_sha256(instance.settings.workload_tls_port) == bytes.fromhex(
+        first["tls_spki_sha256"]
+    )
 
     async with instance.running() as app:
         assert await app.lifecycle() == "exposed"
@@ -556,7 +560,7 @@ async def test_restart_keeps_a_healthy_exposed_container_running(instance: Insta
         assert not app.manager.ssh_serving
         assert not port_open(instance.settings.ssh_port)
         state = (await app.client.get("/instance/state")).json()
-        assert state["front"] == "serving", "recovery started the front again"
+        assert state["front"] == "serving", "recovery adopted the front"
         assert state["tls_spki_sha256"] != first["tls_spki_sha256"], "with a new TLS key"
         assert await tls_peer_spki_sha256(instance.settings.workload_tls_port) == bytes.fromhex(
             state["tls_spki_sha256"]
@@ -608,7 +612,7 @@ async def test_restart_recreates_a_container_that_differs(instance: Instance) ->
         hardening=replace(settings.hardening, pids_limit=4096),
     )
     config = WorkloadConfig(image=instance.image, persist_dirs=("/www",), port=8080)
-    await weaker.recreate(name, config, mounts, settings.workload_port)
+    await weaker.recreate(name, config, mounts, settings.workload_internal_port)
     tampered = container_id(name)
     assert container_inspect(name)["HostConfig"]["PidsLimit"] == 4096
 
