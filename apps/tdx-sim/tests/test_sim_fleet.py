@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-
 from tdx_ppid import parse_sgx_extension, quote_ppid
 from tdx_quote import parse_quote
 from tdx_sim.pki import load_or_create_pki

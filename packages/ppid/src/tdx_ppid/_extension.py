@@ -214,14 +214,17 @@ _OID = MappingProxyType(
 
 
 def _not_pairs(where: str, detail: str) -> PpidError:
-    return PpidError(
-        f"{where}: not a DER SEQUENCE of (OBJECT IDENTIFIER, value) pairs ({detail})"
-    )
+    return PpidError(f"{where}: not a DER SEQUENCE of (OBJECT IDENTIFIER, value) pairs ({detail})")
 
 
 def _tlv(der: bytes, pos: int, end: int, where: str) -> tuple[int, int, int]:
     """(tag, content start, content end) of the TLV at der[pos:end]: a one-octet tag and a
     definite length in its shortest form, its content within `end`."""
+    if end - pos >= 2:  # the common case first: a short-form length
+        tag = der[pos]
+        length = der[pos + 1]
+        if length < 0x80 and tag & 0x1F != 0x1F and pos + 2 + length <= end:
+            return tag, pos + 2, pos + 2 + length
     if end - pos < 2:
         raise _not_pairs(where, "truncated")
     tag = der[pos]
@@ -247,12 +250,8 @@ def _tlv(der: bytes, pos: int, end: int, where: str) -> tuple[int, int, int]:
     return tag, start, start + length
 
 
-@dataclass(frozen=True, slots=True)
-class _Value:
-    tag: int
-    start: int  # of the whole TLV
-    content: int  # of its content
-    end: int
+_Value = tuple[int, int, int, int]
+"""An entry's value: (tag, start of its TLV, start of its content, end)."""
 
 
 def _entries(der: bytes, start: int, end: int, level: _Level) -> dict[bytes, _Value]:
@@ -285,7 +284,7 @@ def _entries(der: bytes, start: int, end: int, level: _Level) -> dict[bytes, _Va
             raise PpidError(f"{where}: {field.name} ({field.dotted}) appears more than once")
         if index < last:
             raise PpidError(f"{where}: {field.name} ({field.dotted}) is out of the profile's order")
-        found[oid] = _Value(value_tag, oid_end, content, value_end)
+        found[oid] = (value_tag, oid_end, content, value_end)
         last = index
         pos = entry_end
     for field in level.fields:
@@ -295,9 +294,9 @@ def _entries(der: bytes, start: int, end: int, level: _Level) -> dict[bytes, _Va
 
 
 def _content(der: bytes, value: _Value, tag: int, name: str, type_name: str) -> bytes:
-    if value.tag != tag:
+    if value[0] != tag:
         raise PpidError(f"{name}: expected a DER {type_name}")
-    return der[value.content : value.end]
+    return der[value[2] : value[3]]
 
 
 def _octets(der: bytes, value: _Value, name: str, size: int) -> bytes:
@@ -375,15 +374,15 @@ def _parse_extension_der(der: bytes) -> SgxExtension:
     size or range and its one DER encoding (INTEGER without redundant octets, BOOLEAN 00/FF)."""
     der = bytes(der)
     top = _entries(der, 0, len(der), _TOP)
-    tcb_value = top[_OID[_TCB]]
-    tcb = _entries(der, tcb_value.start, tcb_value.end, _TCB_SEQ)
+    _, tcb_start, _, tcb_end = top[_OID[_TCB]]
+    tcb = _entries(der, tcb_start, tcb_end, _TCB_SEQ)
 
     platform_instance_id = None
     if (pid := top.get(_OID[_PLATFORM_INSTANCE_ID])) is not None:
         platform_instance_id = _octets(der, pid, "PlatformInstanceID", PLATFORM_INSTANCE_ID_SIZE)
     configuration = None
     if (config := top.get(_OID[_CONFIGURATION])) is not None:
-        flags = _entries(der, config.start, config.end, _CONFIGURATION_SEQ)
+        flags = _entries(der, config[1], config[3], _CONFIGURATION_SEQ)
         configuration = PlatformConfiguration(
             dynamic_platform=_optional_boolean(der, flags, _DYNAMIC_PLATFORM, "dynamicPlatform"),
             cached_keys=_optional_boolean(der, flags, _CACHED_KEYS, "cachedKeys"),
@@ -433,7 +432,9 @@ def _der_entries(pairs: Sequence[tuple[str, bytes]]) -> bytes:
 def encode_sgx_extension(ext: SgxExtension) -> bytes:
     """The DER value of the SGX extension for `ext`, in the profile's order (used to issue PCK
     certificates); `parse_sgx_extension` reads it back unchanged."""
-    tcb = [(o, _der_integer(svn)) for o, svn in zip(_TCB_COMPONENTS, ext.tcb_components, strict=True)]
+    tcb = [
+        (o, _der_integer(svn)) for o, svn in zip(_TCB_COMPONENTS, ext.tcb_components, strict=True)
+    ]
     tcb += [(_PCESVN, _der_integer(ext.pce_svn)), (_CPUSVN, _der(_OCTET_STRING, ext.cpu_svn))]
     top = [
         (_PPID, _der(_OCTET_STRING, ext.ppid)),
