@@ -8,6 +8,7 @@ so that DCAP verifiers accept it, while the organisation name says it is not Int
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import shutil
 import tempfile
@@ -93,6 +94,22 @@ class SimPki:
         return b"".join(
             c.public_bytes(serialization.Encoding.PEM)
             for c in (self.tcb_signing_cert, self.root_cert)
+        )
+
+    def mint_platform(self, *, now: datetime, ppid: bytes | None = None) -> SimPki:
+        """Another simulated host of the same FMSPC: this PKI with a fresh PCK key and PCK
+        certificate (random PPID unless `ppid` is given, same TCB, PCE-ID and FMSPC) issued by
+        the same PCK Platform CA, and a fresh attestation key. Root, Platform CA and TCB
+        signing stay, so one collateral set verifies the quotes of every minted platform (a
+        fleet, e.g. for `bench/verify_fleet.py`). In memory only: nothing is written to the
+        state directory."""
+        pck_key = _new_key()
+        sgx = dataclasses.replace(
+            self.sgx_extension, ppid=secrets.token_bytes(16) if ppid is None else ppid
+        )
+        pck = _issue_pck(self.platform_ca_cert, self.platform_ca_key, pck_key, sgx, now)
+        return dataclasses.replace(
+            self, pck_key=pck_key, pck_cert=pck, attestation_key=_new_key(), sgx_extension=sgx
         )
 
     def root_ca_crl(
@@ -220,6 +237,29 @@ def _issue(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
+def _issue_pck(
+    platform_ca: x509.Certificate,
+    platform_ca_key: ec.EllipticCurvePrivateKey,
+    pck_key: ec.EllipticCurvePrivateKey,
+    sgx: SgxExtension,
+    now: datetime,
+) -> x509.Certificate:
+    """A PCK certificate for `pck_key` carrying `sgx`, issued by the PCK Platform CA."""
+    return _issue(
+        subject=_name(PCK_CN),
+        public_key=pck_key.public_key(),
+        issuer_cert=platform_ca,
+        issuer_key=platform_ca_key,
+        now=now,
+        days=_CERT_DAYS["pck"],
+        ca_path_length=None,
+        crl_url=PCK_CRL_URL,
+        extra=x509.UnrecognizedExtension(
+            x509.ObjectIdentifier(SGX_EXTENSION_OID), encode_sgx_extension(sgx)
+        ),
+    )
+
+
 def _crl(
     key: ec.EllipticCurvePrivateKey,
     issuer: x509.Certificate,
@@ -296,19 +336,7 @@ def _create_pki_dir(pki_dir: Path, now: datetime) -> None:
         platform_instance_id=None,
         configuration=None,
     )
-    pck = _issue(
-        subject=_name(PCK_CN),
-        public_key=keys["pck"].public_key(),
-        issuer_cert=platform_ca,
-        issuer_key=keys["platform_ca"],
-        now=now,
-        days=_CERT_DAYS["pck"],
-        ca_path_length=None,
-        crl_url=PCK_CRL_URL,
-        extra=x509.UnrecognizedExtension(
-            x509.ObjectIdentifier(SGX_EXTENSION_OID), encode_sgx_extension(sgx)
-        ),
-    )
+    pck = _issue_pck(platform_ca, keys["platform_ca"], keys["pck"], sgx, now)
     tcb_signing = _issue(
         subject=_name(TCB_SIGNING_CN),
         public_key=keys["tcb_signing"].public_key(),

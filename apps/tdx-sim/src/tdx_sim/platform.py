@@ -225,8 +225,21 @@ class SimPlatform:
     it reports; `rtmrs` are the TD's registers, fresh (a new boot) with every platform object."""
 
     def __init__(self, state_dir: Path, options: SimOptions, *, now: datetime | None = None):
+        self._start(load_or_create_pki(state_dir, now=now or datetime.now(UTC)), options)
+
+    def mint_platform(self, *, now: datetime | None = None) -> SimPlatform:
+        """Another simulated host under this one's PCK Platform CA and FMSPC
+        (`SimPki.mint_platform`: its own PCK certificate, PPID and attestation key), with the
+        same options, freshly booted. Its quotes verify against this platform's collateral
+        (`collateral(now)`), as a fleet of machines of one FMSPC shares Intel's collateral.
+        In memory only."""
+        member = object.__new__(SimPlatform)
+        member._start(self.pki.mint_platform(now=now or datetime.now(UTC)), self.options)
+        return member
+
+    def _start(self, pki: SimPki, options: SimOptions) -> None:
         self.options = options
-        self.pki: SimPki = load_or_create_pki(state_dir, now=now or datetime.now(UTC))
+        self.pki = pki
         self.rtmrs = SimRtmrs()
         self._lock = threading.Lock()
         self._recoveries: tuple[TcbRecovery, ...] = ()

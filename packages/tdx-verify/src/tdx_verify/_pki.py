@@ -170,12 +170,15 @@ def verify_to_root(
     step: str,
     names: tuple[str, ...],
     error: type[VerificationError],
+    signed_by: SignedBy,
 ) -> list[x509.Certificate]:
     """Check that `certs` (leaf first; the root itself may end the list) chain to the pinned root.
 
     `names` names the certificates leaf first (without the root); the chain must have exactly
     that many certificates besides the root. Every issuer must be a CA. Returns the chain
-    without the root.
+    without the root. Links already in `signed_by` (by the exact bytes of both certificates)
+    are not verified again; links that verify are added to it. Validity windows and revocation
+    are the caller's, on every use.
     """
     chain = list(certs)
     if chain and root.is_same_ca(chain[-1]):
@@ -191,14 +194,16 @@ def verify_to_root(
             f"chain has {len(chain)} certificate(s) below the root, expected {len(names)} "
             f"({', '.join(names)})",
         )
+    ders = [cert.public_bytes(serialization.Encoding.DER) for cert in chain]
     for i, cert in enumerate(chain):
         issuer = chain[i + 1] if i + 1 < len(chain) else root.cert
         issuer_name = names[i + 1] if i + 1 < len(chain) else "pinned root CA"
+        link = (ders[i], ders[i + 1] if i + 1 < len(chain) else root.der)
+        if signed_by.get(link):
+            continue
         if i + 1 < len(chain) and not is_ca(issuer):
             raise error(step, f"{issuer_name} is not a CA certificate")
-        if not signature_bits_are_canonical(
-            cert.public_bytes(serialization.Encoding.DER), cert.signature
-        ):
+        if not signature_bits_are_canonical(ders[i], cert.signature):
             raise error(step, f"{names[i]} signature is not a canonical DER BIT STRING")
         try:
             cert.verify_directly_issued_by(issuer)
@@ -210,6 +215,7 @@ def verify_to_root(
                     f"(issuer {cert.issuer.rfc4514_string()})",
                 ) from None
             raise error(step, f"{names[i]} is not signed by the {issuer_name}") from None
+        signed_by.put(link, True)
     return chain
 
 
@@ -297,3 +303,10 @@ class BoundedCache(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+SignedBy = BoundedCache[tuple[bytes, bytes], bool]
+"""(certificate DER, issuer DER) pairs whose link `verify_to_root` has checked (issuer a CA,
+signature BIT STRING canonical, signature valid under the issuer's key): the same certificate
+under the same issuer (the PCK CA in every quote of a fleet, and in the PCK CRL issuer chain;
+the TCB signing certificate of the TCB info and of the QE identity) is verified once."""

@@ -53,6 +53,7 @@ from tdx_verify._errors import (
 )
 from tdx_verify._pki import (
     BoundedCache,
+    SignedBy,
     TrustedRoot,
     VerifiedCrl,
     Window,
@@ -87,6 +88,7 @@ from tdx_verify._tcb import (
 
 _MAX_CACHED_COLLATERAL = 64
 _MAX_CACHED_CHAINS = 4096
+_MAX_CACHED_LINKS = 256  # CA and signing certificates: a few per root
 _DEFAULT_POLICY = Policy()
 
 
@@ -192,6 +194,7 @@ class Verifier:
         self._key_cache: BoundedCache[bytes, ec.EllipticCurvePublicKey] = BoundedCache(
             _MAX_CACHED_CHAINS
         )
+        self._signed_by: SignedBy = BoundedCache(_MAX_CACHED_LINKS)
 
     @property
     def policy(self) -> Policy:
@@ -318,6 +321,7 @@ class Verifier:
             step="pck_crl",
             names=("PCK CRL issuer certificate",),
             error=CollateralSignatureError,
+            signed_by=self._signed_by,
         )
         issuer = chain[0]
         check_not_revoked(
@@ -357,7 +361,12 @@ class Verifier:
     ) -> tuple[tuple[Window, ...], ec.EllipticCurvePublicKey]:
         certs = load_pem_chain(pem, step, f"{step} issuer chain")
         (leaf,) = verify_to_root(
-            certs, self._root, step=step, names=(name,), error=CollateralSignatureError
+            certs,
+            self._root,
+            step=step,
+            names=(name,),
+            error=CollateralSignatureError,
+            signed_by=self._signed_by,
         )
         check_not_revoked(
             leaf.serial_number, root_crl.revoked, step=step, what=name, crl="root CA CRL"
@@ -392,6 +401,7 @@ class Verifier:
             step="pck_chain",
             names=("PCK leaf certificate", "PCK CA certificate"),
             error=PckChainError,
+            signed_by=self._signed_by,
         )
         try:
             extension = parse_sgx_extension(leaf)
