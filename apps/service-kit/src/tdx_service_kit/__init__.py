@@ -5,7 +5,14 @@ from ._logging import JsonFormatter, configure_logging
 from ._run import ListenError, run_app
 from ._signals import StartupSignals
 from .body import json_body, parse_hex, parse_json_object, require_hex
-from .config import DatabaseTarget, HttpLimits, RateLimit, parse_bool
+from .config import (
+    DatabaseTarget,
+    HttpLimits,
+    RateLimit,
+    add_connection_limit_flags,
+    parse_bool,
+    with_connection_limits,
+)
 from .errors import (
     ApiError,
     BadRequest,
@@ -34,6 +41,7 @@ __all__ = [
     "TooManyRequests",
     "Unauthorized",
     "UpstreamError",
+    "add_connection_limit_flags",
     "configure_logging",
     "error_response",
     "install_common",
@@ -43,4 +51,5 @@ __all__ = [
     "parse_json_object",
     "require_hex",
     "run_app",
+    "with_connection_limits",
 ]
