@@ -16,6 +16,7 @@ from .config import (
 from .errors import (
     ApiError,
     BadRequest,
+    Conflict,
     Forbidden,
     NotFound,
     PayloadTooLarge,
@@ -28,6 +29,7 @@ from .errors import (
 __all__ = [
     "ApiError",
     "BadRequest",
+    "Conflict",
     "DatabaseTarget",
     "Forbidden",
     "HttpLimits",
