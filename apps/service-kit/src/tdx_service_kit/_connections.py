@@ -108,7 +108,7 @@ def _client_of(transport: asyncio.BaseTransport) -> str:
     return UNKNOWN_CLIENT  # a Unix socket: every client is one
 
 
-class GuardedHttpProtocol(HttpProtocol):  # type: ignore[misc]  # Sanic is untyped here
+class GuardedHttpProtocol(HttpProtocol):
     """Sanic's HTTP/1.1 protocol with the per-client cap and the total request deadline."""
 
     __slots__ = ("_admitted", "_began", "_client", "_deadline_handle", "_guard")
@@ -133,18 +133,18 @@ class GuardedHttpProtocol(HttpProtocol):  # type: ignore[misc]  # Sanic is untyp
                 transport.close()
                 return
             self._admitted = True
-        super().connection_made(transport)
+        super().connection_made(transport)  # type: ignore[no-untyped-call]
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._guard is None:
-            super().connection_lost(exc)
+            super().connection_lost(exc)  # type: ignore[no-untyped-call]
             return
         if not self._admitted:
             return
         self._admitted = False
         self._guard.release(self._client)
         self._stop_clock()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[no-untyped-call]
 
     def data_received(self, data: bytes) -> None:
         guard = self._guard

@@ -133,10 +133,14 @@ class _StopWatchdog:
                 with contextlib.suppress(Exception):
                     handler.flush()
 
-        reporter = threading.Thread(target=report, daemon=True)
-        reporter.start()
-        reporter.join(timeout=1.0)
-        os._exit(STOP_OVERRUN_EXIT_STATUS)
+        try:
+            reporter = threading.Thread(target=report, daemon=True)
+            reporter.start()  # RuntimeError once the interpreter is finalizing (3.12+)
+            reporter.join(timeout=1.0)
+        except RuntimeError:
+            report()
+        finally:
+            os._exit(STOP_OVERRUN_EXIT_STATUS)
 
 
 class _Stop:
