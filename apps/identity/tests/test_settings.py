@@ -120,3 +120,14 @@ def test_the_measured_settings_name_what_changes_behaviour_and_no_secret() -> No
     assert measured["hardening_no_new_privileges"] == "true"
     assert measured["store_key_path"] == str(settings.store_key_path)
     assert ConfigEvent.of(measured).get("workload_port") == "8080"
+
+
+def test_connection_limit_flags() -> None:
+    defaults = parse_settings([], {}).limits
+    assert (defaults.request_deadline, defaults.max_connections_per_client) == (30.0, 64)
+    flagged = parse_settings(
+        ["--request-deadline", "12", "--max-connections-per-client", "4"], {}
+    ).limits
+    assert (flagged.request_deadline, flagged.max_connections_per_client) == (12.0, 4)
+    with pytest.raises(SystemExit):
+        parse_settings(["--max-connections-per-client", "0"], {})

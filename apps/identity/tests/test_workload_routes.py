@@ -494,3 +494,25 @@ async def test_the_same_body_sent_twice_at_once_is_served_once(
     )
     assert sorted(r.status_code for r in responses) == [200, 401, 401, 401, 401]
     assert len(workload.configured) == 1
+
+
+async def test_configures_past_the_event_log_budget_are_409_and_change_nothing(
+    owner: Owner, workload: FakeWorkload
+) -> None:
+    # The review's replay: configure after configure until the log reaches its budget.
+    accepted = 0
+    while True:
+        response = await owner.post("/workload/configure", owner.configure_body())
+        if response.status_code != 200:
+            break
+        accepted += 1
+        assert accepted < 1000
+    assert response.status_code == 409
+    assert "reboot the TD to start a new log" in response.json()["error"]
+    assert 100 <= accepted <= 250
+    # Refused before the runtime was touched: nothing configured, and the state still serves.
+    assert len(workload.configured) == accepted
+    state = (await owner.client.get("/instance/state")).json()
+    assert state["state"] == "configured"
+    log = (await owner.client.get("/instance/eventlog")).json()
+    assert len(json.dumps(log)) < 64 * 1024

@@ -306,3 +306,17 @@ def test_main_exits_1_when_the_storage_key_cannot_be_created(
     err = capsys.readouterr().err
     assert "storage key" in err
     assert "Traceback" not in err
+
+
+def test_connection_limit_flags(tmp_path: Path, admin_pem: Path) -> None:
+    defaults = parse_settings(base_args(tmp_path, admin_pem), {}).limits
+    assert (defaults.request_deadline, defaults.max_connections_per_client) == (30.0, 64)
+    flagged = parse_settings(
+        [*base_args(tmp_path, admin_pem), "--request-deadline", "7.5",
+         "--max-connections-per-client", "2"],
+        {},
+    ).limits  # fmt: skip
+    assert (flagged.request_deadline, flagged.max_connections_per_client) == (7.5, 2)
+    assert flagged.max_body_bytes == defaults.max_body_bytes == 1024 * 1024
+    with pytest.raises(SettingsError):
+        parse_settings([*base_args(tmp_path, admin_pem), "--request-deadline", "-1"], {})

@@ -543,3 +543,14 @@ def test_a_bad_log_origin_is_refused(origin: str) -> None:
         parse(["--log-origin", origin], {})
     with pytest.raises(SettingsError, match="--log-origin"):
         parse([], {"REGISTRY_LOG_ORIGIN": origin})
+
+
+def test_connection_limit_flags() -> None:
+    defaults = parse([], {}).limits
+    assert (defaults.request_deadline, defaults.max_connections_per_client) == (30.0, 64)
+    flagged = parse(["--request-deadline", "5", "--max-connections-per-client", "3"], {}).limits
+    assert (flagged.request_deadline, flagged.max_connections_per_client) == (5.0, 3)
+    assert flagged.max_body_bytes == defaults.max_body_bytes
+    for argv in (["--request-deadline", "0"], ["--max-connections-per-client", "0"]):
+        with pytest.raises(SettingsError):
+            parse(argv, {})

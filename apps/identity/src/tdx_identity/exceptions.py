@@ -27,6 +27,7 @@ IdentityServiceError
 ├── MeasurementError              the runtime measurement (RTMR3 and its event log)
 │   ├── RtmrDeviceError           RTMR3 cannot be read or extended (503)
 │   ├── MeasurementPersistError   the event log cannot be written after its extension (500)
+│   ├── EventLogFull              no room for another configure within the log's budget (409)
 │   ├── MeasurementStateError     RTMR3 and the log disagree (500; at start: StartupError)
 │   ├── HelperMeasurementError    a helper program is missing or unmeasurable (StartupError)
 │   └── NoRtmrDeviceError
@@ -196,6 +197,21 @@ class HelperMeasurementError(MeasurementError, StartupError):
 class MeasurementStateError(MeasurementError, StartupError):
     """RTMR3 and the persisted event log disagree: the log cannot explain the register. Only a
     reboot of the TD (RTMR3 back to zero) clears this; the log is never reset to fit."""
+
+
+class EventLogFull(MeasurementError):
+    """Another configure would grow the RTMR3 event log past its budget, so that registrations
+    (which carry the whole log) would exceed the registry's body limit; nothing was changed.
+    RTMR3 cannot be reset: a reboot of the TD starts a new log."""
+
+    def __init__(self, size: int, budget: int) -> None:
+        super().__init__(
+            f"the RTMR3 event log would grow to {size} bytes, over its budget of {budget} bytes "
+            "(registrations carry the whole log and the registry limits their size): no more "
+            "configures in this boot; reboot the TD to start a new log"
+        )
+        self.size = size
+        self.budget = budget
 
 
 class MeasurementPersistError(MeasurementError):

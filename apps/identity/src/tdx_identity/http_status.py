@@ -12,6 +12,7 @@ HTTP statuses (API.md). The errors themselves are drawn in `exceptions`.
 | QuoteSourceError, WorkloadUnavailable, RtmrDeviceError (RTMR3 cannot be read or extended) | 503 |
 | WorkloadLocked (the key broker has not released the store key) | 503 |
 | ComparisonPending, IdentityDisagreement (steps wait for the registry comparison) | 503 |
+| EventLogFull (another configure would grow the event log past its budget) | 409 |
 | StateWriteError, WorkloadFailed, MeasurementPersistError, MeasurementStateError | 500 |
 
 The comparison's 503 carries a `Retry-After` header. 5xx reasons are logged. Nothing is
@@ -31,6 +32,7 @@ from sanic import Request, Sanic
 from sanic.response import HTTPResponse
 
 from tdx_identity.exceptions import (
+    EventLogFull,
     IdentitiesUnconfirmed,
     InvalidRequest,
     MeasurementPersistError,
@@ -54,6 +56,7 @@ from tdx_report_data import EncodingError, SignatureError, SmallOrderKeyError
 from tdx_service_kit import (
     ApiError,
     BadRequest,
+    Conflict,
     Forbidden,
     ServiceUnavailable,
     Unauthorized,
@@ -91,6 +94,7 @@ MAPPED_ERRORS: tuple[type[Exception], ...] = (
     RtmrDeviceError,
     MeasurementPersistError,
     MeasurementStateError,
+    EventLogFull,
 )
 
 
@@ -121,6 +125,8 @@ def to_api_error(exc: Exception) -> ApiError:
             return ServiceUnavailable(exc.reason)
         case RtmrDeviceError():
             return ServiceUnavailable(f"RTMR3 unavailable: {exc}")
+        case EventLogFull():
+            return Conflict(str(exc))
         case MeasurementPersistError() | MeasurementStateError():
             return InternalError("runtime measurement failed")
         case WorkloadFailed():

@@ -18,7 +18,13 @@ from pathlib import Path
 from tdx_identity.exceptions import WorkloadConfigError
 from tdx_identity.platform.kernel import DEFAULT_CONFIGFS_TSM_PATH, SYSFS_RTMR3_PATH
 from tdx_identity.workload.config import DEFAULT_CAP_ADD, Hardening
-from tdx_service_kit import HttpLimits, RateLimit, parse_bool
+from tdx_service_kit import (
+    HttpLimits,
+    RateLimit,
+    add_connection_limit_flags,
+    parse_bool,
+    with_connection_limits,
+)
 
 __all__ = [
     "Settings",
@@ -484,6 +490,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=(defaults.hardening.memory_bytes or 0) // (1024 * 1024),
         help="memory limit of the container in MiB, at least 6 (default %(default)s)",
     )
+    add_connection_limit_flags(parser, defaults=defaults.limits)
     return parser
 
 
@@ -519,6 +526,10 @@ def parse_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Se
         parser, args.accept_v1_signatures, environ, "ACCEPT_V1_SIGNATURES"
     )
     no_plain_http = _boolean(parser, args.no_plain_http, environ, "NO_PLAIN_HTTP")
+    try:
+        limits = with_connection_limits(Settings().limits, args)
+    except ValueError as exc:
+        parser.error(str(exc))
     ports = {
         "--workload-port": args.workload_port,
         "--workload-tls-port": args.workload_tls_port,
@@ -560,4 +571,5 @@ def parse_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Se
         accept_unsequenced_requests=accept_unsequenced,
         accept_v1_signatures=accept_v1_signatures,
         hardening=hardening,
+        limits=limits,
     )

@@ -14,7 +14,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from tdx_service_kit import DatabaseTarget, HttpLimits, RateLimit, parse_bool
+from tdx_service_kit import (
+    DatabaseTarget,
+    HttpLimits,
+    RateLimit,
+    add_connection_limit_flags,
+    parse_bool,
+    with_connection_limits,
+)
 from tdx_verify import (
     AllowlistError,
     parse_mrtd_allowlist,
@@ -177,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--no-rate-limit", action="store_true", help="disable per-client rate limiting")
     add("--log-level", help="DEBUG, INFO, WARNING or ERROR [LOG_LEVEL] (default INFO)")
+    add_connection_limit_flags(parser)
     return parser
 
 
@@ -304,8 +312,9 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     max_sessions = _int(args.max_sessions, env, "KBS_MAX_SESSIONS", DEFAULT_MAX_SESSIONS)
     try:
         sessions = SessionSettings(ttl=session_ttl, max_sessions=max_sessions)
-        limits = HttpLimits(
-            max_body_bytes=args.max_body_bytes, request_timeout=args.request_timeout
+        limits = with_connection_limits(
+            HttpLimits(max_body_bytes=args.max_body_bytes, request_timeout=args.request_timeout),
+            args,
         )
         rate_limit = (
             None

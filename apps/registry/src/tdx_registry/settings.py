@@ -15,7 +15,14 @@ from pathlib import Path
 from cryptography import x509
 
 from tdx_measure import ExecutablePin, MeasurementError, MeasurementPolicy
-from tdx_service_kit import DatabaseTarget, HttpLimits, RateLimit, parse_bool
+from tdx_service_kit import (
+    DatabaseTarget,
+    HttpLimits,
+    RateLimit,
+    add_connection_limit_flags,
+    parse_bool,
+    with_connection_limits,
+)
 from tdx_verify import (
     DEFAULT_ACCEPTED_TCB_STATUSES,
     KNOWN_TCB_STATUSES,
@@ -287,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_LOG_ORIGIN})",
     )
     add("--log-level", help="DEBUG, INFO, WARNING or ERROR [LOG_LEVEL] (default INFO)")
+    add_connection_limit_flags(parser)
     return parser
 
 
@@ -537,8 +545,9 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise SettingsError(f"unknown log level {log_level}")
     try:
-        limits = HttpLimits(
-            max_body_bytes=args.max_body_bytes, request_timeout=args.request_timeout
+        limits = with_connection_limits(
+            HttpLimits(max_body_bytes=args.max_body_bytes, request_timeout=args.request_timeout),
+            args,
         )
         rate_limit = (
             None

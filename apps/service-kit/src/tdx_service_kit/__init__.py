@@ -5,10 +5,18 @@ from ._logging import JsonFormatter, configure_logging
 from ._run import ListenError, run_app
 from ._signals import StartupSignals
 from .body import json_body, parse_hex, parse_json_object, require_hex
-from .config import DatabaseTarget, HttpLimits, RateLimit, parse_bool
+from .config import (
+    DatabaseTarget,
+    HttpLimits,
+    RateLimit,
+    add_connection_limit_flags,
+    parse_bool,
+    with_connection_limits,
+)
 from .errors import (
     ApiError,
     BadRequest,
+    Conflict,
     Forbidden,
     NotFound,
     PayloadTooLarge,
@@ -21,6 +29,7 @@ from .errors import (
 __all__ = [
     "ApiError",
     "BadRequest",
+    "Conflict",
     "DatabaseTarget",
     "Forbidden",
     "HttpLimits",
@@ -34,6 +43,7 @@ __all__ = [
     "TooManyRequests",
     "Unauthorized",
     "UpstreamError",
+    "add_connection_limit_flags",
     "configure_logging",
     "error_response",
     "install_common",
@@ -43,4 +53,5 @@ __all__ = [
     "parse_json_object",
     "require_hex",
     "run_app",
+    "with_connection_limits",
 ]

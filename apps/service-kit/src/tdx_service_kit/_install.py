@@ -12,6 +12,7 @@ from sanic.exceptions import SanicException
 from sanic.exceptions import ServiceUnavailable as SanicServiceUnavailable
 from sanic.response import BaseHTTPResponse, HTTPResponse, json
 
+from ._connections import GUARD_ATTRIBUTE, ConnectionGuard
 from ._ratelimit import TokenBuckets
 from .config import HttpLimits, RateLimit
 from .errors import ApiError, TooManyRequests
@@ -49,13 +50,18 @@ def error_response(request: Request, exc: Exception) -> HTTPResponse:
 def install_common(
     app: Sanic[Any, Any], *, limits: HttpLimits, rate_limit: RateLimit | None
 ) -> None:
-    """Apply body/timeouts limits, per-client-IP rate limiting and JSON errors to `app`."""
+    """Apply body/timeouts limits, per-client-IP rate limiting and JSON errors to `app`.
+
+    The total request deadline and the per-client connection cap are enforced by the protocol
+    `run_app` and `testing.serve` use, from the `ConnectionGuard` put on `app.ctx` here.
+    """
     app.config.REQUEST_MAX_SIZE = limits.max_body_bytes
     app.config.REQUEST_TIMEOUT = limits.request_timeout
     app.config.RESPONSE_TIMEOUT = limits.response_timeout
     app.config.KEEP_ALIVE_TIMEOUT = limits.keep_alive_timeout
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.ACCESS_LOG = False
+    setattr(app.ctx, GUARD_ATTRIBUTE, ConnectionGuard(limits))
 
     buckets = TokenBuckets(rate_limit) if rate_limit is not None else None
 

@@ -5,26 +5,41 @@ handlers, and its handler, if called before the main loop, stops nothing: a stop
 windows (for instance right after the first answer, while the runner finishes starting) was
 lost. So this module drives Sanic's documented low-level server API itself and owns the signal
 handling from the first line to the last: there is no moment at which a stop is dropped.
+
+A stop is bounded: from the stop signal, the process ends within `graceful_seconds` plus
+`STOP_MARGIN_SECONDS` whatever hangs. Each step that can wait is bounded (in-flight requests,
+the listening socket's `wait_closed`, which on Python 3.12.1+ waits for every transport the
+server ever accepted, including ones Sanic does not track, background tasks), and a watchdog
+thread armed by the stop signal ends the process with status `STOP_OVERRUN_EXIT_STATUS` if the
+loop, a listener, `asyncio.Runner`'s own close (it waits up to 300 s for the default executor)
+or the interpreter's exit (it joins every executor thread, unbounded) is still running then.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from sanic import Sanic
 
+from ._connections import GuardedHttpProtocol
 from ._logging import json_logging_configured, route_sanic_logs_to_root
 from ._signals import STOP_SIGNALS, StartupSignals
 
 log = logging.getLogger("tdx_service_kit")
 
 GRACEFUL_SHUTDOWN_SECONDS = 10.0
+STOP_MARGIN_SECONDS = 5.0
+STOP_OVERRUN_EXIT_STATUS = 70  # EX_SOFTWARE: the stop did not finish within its bound
+WAIT_CLOSED_SECONDS = 1.0
 DRAIN_POLL_SECONDS = 0.05
 LISTEN_BACKLOG = 100
 
@@ -41,6 +56,7 @@ def run_app(
     signals: StartupSignals | None = None,
     graceful_seconds: float = GRACEFUL_SHUTDOWN_SECONDS,
     uvloop: bool = True,
+    stop_margin_seconds: float = STOP_MARGIN_SECONDS,
 ) -> None:
     """Serve `app` on `host:port` in this process until SIGINT or SIGTERM.
 
@@ -51,13 +67,20 @@ def run_app(
     before this call, or one that arrives during start-up, ends start-up after the step under
     way: the program then stops as gracefully as if it had served. The event loop is uvloop's
     when it is installed and `uvloop` is true (Sanic's own default), else asyncio's.
+
+    The process ends at the latest `graceful_seconds + stop_margin_seconds` after the stop
+    signal: past that bound a watchdog logs an error and exits with status
+    `STOP_OVERRUN_EXIT_STATUS` (70), so a supervisor never has to escalate to SIGKILL.
     """
+    if graceful_seconds <= 0 or stop_margin_seconds <= 0:
+        raise ValueError("graceful_seconds and stop_margin_seconds must be positive")
+    watchdog = _StopWatchdog(graceful_seconds + stop_margin_seconds)
     if json_logging_configured():
         route_sanic_logs_to_root()
     sock = _bind(host, port)
     try:
         with asyncio.Runner(loop_factory=_loop_factory(uvloop)) as runner:
-            runner.run(_serve(app, sock, signals, graceful_seconds))
+            runner.run(_serve(app, sock, signals, graceful_seconds, watchdog))
     finally:
         sock.close()
 
@@ -81,16 +104,56 @@ def _bind(host: str, port: int) -> socket.socket:
         raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
-class _Stop:
-    """The first stop signal, as an event the serving coroutine waits on."""
+class _StopWatchdog:
+    """Ends the process `bound` seconds after `arm()` unless it has ended by then.
 
-    def __init__(self, earlier: int | None) -> None:
-        self.signum = earlier
+    The timer thread is a daemon: a process that stops in time exits without waiting for it.
+    It is never disarmed, as the hang it bounds may come after `run_app` returns (the
+    interpreter joining executor threads at exit)."""
+
+    def __init__(self, bound: float) -> None:
+        self.bound = bound
+        self._timer: threading.Timer | None = None
+
+    def arm(self) -> None:
+        if self._timer is None:
+            self._timer = threading.Timer(self.bound, self._overrun)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _overrun(self) -> None:
+        # Logging may block (a full stderr pipe, a lock held by a hung thread): try it in a
+        # thread of its own for a moment, then exit regardless.
+        def report() -> None:
+            log.error(
+                "stop did not finish within its bound; exiting now",
+                extra={"bound_seconds": self.bound, "status": STOP_OVERRUN_EXIT_STATUS},
+            )
+            for handler in logging.getLogger().handlers:
+                with contextlib.suppress(Exception):
+                    handler.flush()
+
+        try:
+            reporter = threading.Thread(target=report, daemon=True)
+            reporter.start()  # RuntimeError once the interpreter is finalizing (3.12+)
+            reporter.join(timeout=1.0)
+        except RuntimeError:
+            report()
+        finally:
+            os._exit(STOP_OVERRUN_EXIT_STATUS)
+
+
+class _Stop:
+    """The first stop signal, as an event the serving coroutine waits on; it arms the
+    watchdog that bounds the stop."""
+
+    def __init__(self, watchdog: _StopWatchdog) -> None:
+        self.signum: int | None = None
         self.event = asyncio.Event()
-        if earlier is not None:
-            self.event.set()
+        self._watchdog = watchdog
 
     def request(self, signum: int) -> None:
+        self._watchdog.arm()
         if self.signum is None:
             self.signum = signum
         self.event.set()
@@ -101,11 +164,12 @@ async def _serve(
     sock: socket.socket,
     signals: StartupSignals | None,
     graceful_seconds: float,
+    watchdog: _StopWatchdog,
 ) -> None:
     loop = asyncio.get_running_loop()
     # The loop's handlers replace the start-up ones atomically (a pending signal is handled
     # before the replacement), so a signal at any moment from here on reaches `stop`.
-    stop = _Stop(None)
+    stop = _Stop(watchdog)
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, functools.partial(stop.request, signum))
     if signals is not None and signals.received is not None and stop.signum is None:
@@ -113,6 +177,7 @@ async def _serve(
 
     created = await app.create_server(
         sock=sock,
+        protocol=GuardedHttpProtocol,
         return_asyncio_server=True,
         access_log=False,
         debug=False,
@@ -156,7 +221,15 @@ async def _drain(app: Sanic[Any, Any], server: Any, graceful_seconds: float) -> 
         log.warning("aborting a request still running at shutdown")
         conn.abort()
     if server.server is not None:
-        await server.server.wait_closed()
+        # Python 3.12.1+ waits here for every transport the server accepted, also one Sanic
+        # never tracked (accepted while closing, refused at accept): bounded, then abandoned.
+        abort_clients = getattr(server.server, "abort_clients", None)  # asyncio, 3.13+
+        if abort_clients is not None:
+            abort_clients()
+        try:
+            await asyncio.wait_for(server.server.wait_closed(), WAIT_CLOSED_SECONDS)
+        except TimeoutError:
+            log.warning("connections still open at shutdown; not waiting for them")
     tasks = list(app.tasks)  # background tasks the app started with `app.add_task`
     for task in tasks:
         task.cancel()

@@ -37,6 +37,12 @@ class NotFound(ApiError):
     status = 404
 
 
+class Conflict(ApiError):
+    """The request is valid but cannot be carried out in the current state (409)."""
+
+    status = 409
+
+
 class PayloadTooLarge(ApiError):
     """Body larger than the configured limit (413)."""
 

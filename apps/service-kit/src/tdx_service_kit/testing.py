@@ -11,6 +11,7 @@ from typing import Any
 
 from sanic import Sanic
 
+from ._connections import GuardedHttpProtocol
 from ._postgres import PostgresCluster, PostgresUnavailable, throwaway_postgres
 from ._programs import (
     ExitedEarly,
@@ -58,7 +59,9 @@ async def serve(app: Sanic[Any, Any], *, host: str = "127.0.0.1") -> AsyncIterat
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    server = await app.create_server(sock=sock, return_asyncio_server=True, access_log=False)
+    server = await app.create_server(
+        sock=sock, protocol=GuardedHttpProtocol, return_asyncio_server=True, access_log=False
+    )
     if server is None:
         raise RuntimeError("Sanic did not return a server")
     await server.startup()  # type: ignore[no-untyped-call]

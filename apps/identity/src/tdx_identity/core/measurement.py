@@ -24,6 +24,15 @@ RTMR3, which this service never wrote, or a log that cannot explain RTMR3, such 
 between an extension and its write) makes the start fail with `MeasurementStateError`: the
 service serves nothing until the TD reboots, because a register the log cannot explain can only
 be cleared by rebooting, and extending events read from disk would let the host forge them.
+
+Size. Every registration carries the whole log, and the registry refuses bodies over its limit
+(64 KiB by default), so a log that grew without bound would make every later registration fail.
+The one step an owner can repeat at will is configure (about 250 bytes an event): a configure
+that would grow the log past `CONFIGURE_LOG_BUDGET_BYTES` is refused before anything is done
+(`EventLogFull`, HTTP 409). The rest of the registry's limit is left to the quote (hex) and the
+other fields, and to the few events a configure does not bound (expose, identities, and the
+settings, SSH host key and TLS key events of each start). Every event stays in the log: each
+replay of RTMR3 remains verifiable; a reboot starts a new log.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from typing import Final
 
 from tdx_identity.core.ports import RtmrDevice
 from tdx_identity.exceptions import (
+    EventLogFull,
     HelperMeasurementError,
     MeasurementPersistError,
     MeasurementStateError,
@@ -69,12 +79,22 @@ from tdx_measure import (
     measure_executable,
 )
 
-__all__ = ["EVENTLOG_FILE", "PREVIOUS_LOGS_KEPT", "HelperPrograms", "MeasurementLog"]
+__all__ = [
+    "CONFIGURE_LOG_BUDGET_BYTES",
+    "EVENTLOG_FILE",
+    "PREVIOUS_LOGS_KEPT",
+    "HelperPrograms",
+    "MeasurementLog",
+]
 
 EVENTLOG_FILE: Final = "eventlog.json"
 PREVIOUS_LOGS_KEPT: Final = 16
 _PREVIOUS_NAME: Final = re.compile(r"eventlog\.previous-([1-9][0-9]{0,9})\.json")
 _MAX_LOG_FILE_BYTES: Final = 8 * 1024 * 1024
+CONFIGURE_LOG_BUDGET_BYTES: Final = 40 * 1024
+# The longest podman image ID form: the configure's own ID is known only after the container
+# runs, and the room is checked before anything is done.
+_LONGEST_IMAGE_ID: Final = "sha256:" + "0" * 64
 
 HelperPrograms = Callable[[], Mapping[str, Path]]
 """Returns the helper programs to measure, by role (`WorkloadManager.helper_programs`)."""
@@ -204,6 +224,29 @@ class MeasurementLog:
             port=port,
         )
         await self.record(event)
+
+    def require_room_for_configure(
+        self,
+        image: str,
+        persist_dirs: Iterable[str],
+        port: int,
+        *,
+        budget: int = CONFIGURE_LOG_BUDGET_BYTES,
+    ) -> None:
+        """`EventLogFull` if the configure event of this workload would grow the log's JSON past
+        `budget` bytes; checked before the configure runs, so a refusal changes nothing."""
+        event = WorkloadEvent(
+            transition="configure",
+            image=image,
+            image_id=_LONGEST_IMAGE_ID,
+            persist_dirs=tuple(persist_dirs),
+            port=port,
+        )
+        candidate = EventLog.from_events(self._require_started().events)
+        candidate.append(event)
+        size = len(candidate.to_json().encode("utf-8"))
+        if size > budget:
+            raise EventLogFull(size, budget)
 
     async def record(self, event: RuntimeEvent) -> None:
         """Extend RTMR3 with any runtime event (settings, an SSH host key, an identity, a

@@ -803,6 +803,9 @@ class IdentityService:
             target = next_state(state.lifecycle, Action.CONFIGURE_WORKLOAD, _phase(state))
             if self._closed_for_good:
                 raise StepOutOfOrder(state.lifecycle, Action.CONFIGURE_WORKLOAD, _CLOSED_FOR_GOOD)
+            self._measurement.require_room_for_configure(
+                config.image, config.persist_dirs, config.port
+            )
             await self._workload.configure(config, owner_pubkey)
             try:
                 await self._record_workload("configure", config, self._workload.running_image_id())

@@ -7,6 +7,14 @@ into the container): a shell with or without a pty, or one command whose exit st
 returned. `close()` stops the listener and ends every live session and connection; programs
 a session left running inside the container (`podman exec` cannot kill them) end when the
 container is recreated, which expose does right after closing SSH.
+
+Connections that have not authenticated yet cannot lock the owner out: each client IP holds
+at most `max_unauthenticated_per_client` of them, and a new connection is never refused for
+idle ones. When its client is at that cap, its own oldest unauthenticated connection is
+closed; when every slot is taken, the oldest unauthenticated connection of the client holding
+the most is closed. Only authenticated connections (the owner's) are never closed for a new
+one, so a connection is refused only when all `max_connections` slots are the owner's. The
+login grace (`login_timeout`) is short, 10 s by default.
 """
 
 from __future__ import annotations
@@ -48,6 +56,10 @@ _CHUNK: Final = 65536
 _TERM_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", re.ASCII)
 _DRAIN_AFTER_EXIT: Final = 2.0
 _KILL_GRACE: Final = 3.0
+_EVICTION_LOG_SECONDS: Final = 10.0
+DEFAULT_LOGIN_TIMEOUT: Final = 10.0
+DEFAULT_MAX_CONNECTIONS: Final = 8
+DEFAULT_MAX_UNAUTHENTICATED_PER_CLIENT: Final = 2
 
 
 @dataclass(frozen=True)
@@ -134,6 +146,10 @@ class _OwnerOnlyServer(asyncssh.SSHServer):
         if self._conn is not None:
             self._owner._forget(self._conn)
 
+    def auth_completed(self) -> None:
+        if self._conn is not None:
+            self._owner._authenticated(self._conn)
+
     def begin_auth(self, username: str) -> bool:
         return True
 
@@ -166,9 +182,15 @@ class SetupSshServer:
         host_key: HostKey,
         owner_pubkey: bytes,
         exec_argv_factory: ExecArgvFactory,
-        login_timeout: float = 30.0,
-        max_connections: int = 8,
+        login_timeout: float = DEFAULT_LOGIN_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_unauthenticated_per_client: int = DEFAULT_MAX_UNAUTHENTICATED_PER_CLIENT,
     ) -> None:
+        if max_connections < 1 or max_unauthenticated_per_client < 1 or login_timeout <= 0:
+            raise SshServerError(
+                "max_connections and max_unauthenticated_per_client must be at least 1 and "
+                "login_timeout positive"
+            )
         self._host = host
         self._port = port
         self._host_key = host_key
@@ -176,6 +198,11 @@ class SetupSshServer:
         self._factory = exec_argv_factory
         self._login_timeout = login_timeout
         self._max_connections = max_connections
+        self._max_unauthenticated_per_client = max_unauthenticated_per_client
+        # Unauthenticated connections, oldest first, with their client IP.
+        self._unauthenticated: dict[asyncssh.SSHServerConnection, str] = {}
+        self._evicted = 0
+        self._evictions_logged_at: float | None = None
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._connections: set[asyncssh.SSHServerConnection] = set()
         self._children: set[asyncio.subprocess.Process] = set()
@@ -256,14 +283,60 @@ class SetupSshServer:
         if acceptor is not None:
             await acceptor.wait_closed()
 
+    @property
+    def evicted(self) -> int:
+        """Unauthenticated connections closed to make room for newer ones, since start."""
+        return self._evicted
+
     def _admit(self, conn: asyncssh.SSHServerConnection) -> bool:
-        if self._closing or len(self._connections) >= self._max_connections:
+        if self._closing:
             return False
+        client = _client_of(conn)
+        same = [c for c, source in self._unauthenticated.items() if source == client]
+        if len(same) >= self._max_unauthenticated_per_client:
+            self._evict(same[0], client)
+        if len(self._connections) >= self._max_connections:
+            victim = self._oldest_of_busiest_client()
+            if victim is None:
+                return False  # every slot is an authenticated connection
+            self._evict(*victim)
         self._connections.add(conn)
+        self._unauthenticated[conn] = client
         return True
+
+    def _oldest_of_busiest_client(self) -> tuple[asyncssh.SSHServerConnection, str] | None:
+        held: dict[str, int] = {}
+        for source in self._unauthenticated.values():
+            held[source] = held.get(source, 0) + 1
+        if not held:
+            return None
+        most = max(held.values())
+        for conn, source in self._unauthenticated.items():  # oldest first
+            if held[source] == most:
+                return conn, source
+        return None
+
+    def _evict(self, conn: asyncssh.SSHServerConnection, client: str) -> None:
+        self._forget(conn)
+        self._evicted += 1
+        now = asyncio.get_running_loop().time()
+        if (
+            self._evictions_logged_at is None
+            or now - self._evictions_logged_at >= _EVICTION_LOG_SECONDS
+        ):
+            _log.warning(
+                "SSH setup: closing an unauthenticated connection for a newer one",
+                extra={"client": client, "evicted_total": self._evicted},
+            )
+            self._evictions_logged_at = now
+        conn.close()
+
+    def _authenticated(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._unauthenticated.pop(conn, None)
 
     def _forget(self, conn: asyncssh.SSHServerConnection) -> None:
         self._connections.discard(conn)
+        self._unauthenticated.pop(conn, None)
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -463,6 +536,13 @@ async def _copy_out(source: asyncio.StreamReader, sink: asyncssh.SSHWriter[bytes
             await sink.drain()
         except (BrokenPipeError, ConnectionResetError, asyncssh.Error):
             return
+
+
+def _client_of(conn: asyncssh.SSHServerConnection) -> str:
+    peer = conn.get_extra_info("peername")
+    if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
+        return peer[0]
+    return "unknown"
 
 
 def _set_winsize(fd: int, width: int, height: int, pixwidth: int, pixheight: int) -> None:
