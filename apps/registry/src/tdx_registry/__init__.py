@@ -31,7 +31,13 @@ from .registration import (
     policy_needs_event_log,
 )
 from .settings import INTEL_PCS_URL, Settings, SettingsError, parse_settings
-from .store import PonyRecordStore, RecordStore, StoreError
+from .store import (
+    SQLITE_BUSY_TIMEOUT_SECONDS,
+    PonyRecordStore,
+    RecordStore,
+    StoreBusy,
+    StoreError,
+)
 from .verification import (
     CheckedQuote,
     DcapQuoteVerifier,
@@ -70,6 +76,8 @@ __all__ = [
     "RegressionRefused",
     "Settings",
     "SettingsError",
+    "SQLITE_BUSY_TIMEOUT_SECONDS",
+    "StoreBusy",
     "StoreError",
     "UnsafeParseOnlyVerifier",
     "V1RegistrationRefused",
