@@ -191,10 +191,9 @@ def _log_entries(fleet: Fleet) -> list[dict[str, Any]]:
     (size,) = sizes
     if size == 0:
         return []
+    query = f"/log/entries?start=0&end={size}"
     found = [
-        httpx.get(
-            replica.url + f"/log/entries?start=0&end={size}", timeout=HTTP_TIMEOUT
-        ).json()["entries"]
+        httpx.get(replica.url + query, timeout=HTTP_TIMEOUT).json()["entries"]
         for replica in fleet.replicas
     ]
     assert found[0] == found[1]
@@ -313,9 +312,7 @@ def test_registrations_wait_for_a_held_write_lock_instead_of_failing(fleet: Flee
     sends: list[tuple[Program, dict[str, Any]]] = []
     for _ in range(2):
         for replica in fleet.replicas:
-            body = _body(
-                fleet, _challenge(replica), Ed25519PrivateKey.generate(), None, event_log
-            )
+            body = _body(fleet, _challenge(replica), Ed25519PrivateKey.generate(), None, event_log)
             sends.append((replica, body))
     outcome: list[list[httpx.Response]] = []
     answered_at: list[float] = []

@@ -69,7 +69,11 @@ def make_record(instance: Instance) -> InstanceRecord:
         operator=identity_for(instance.key, Instance().key),
         owner=None,
         verdict=Verdict(
-            tcb_status="UpToDate", advisory_ids=(), mr_td=b"\x07" * 48, verified_at=T0, skipped=False
+            tcb_status="UpToDate",
+            advisory_ids=(),
+            mr_td=b"\x07" * 48,
+            verified_at=T0,
+            skipped=False,
         ),
         registered_at=T0,
         updated_at=T0,

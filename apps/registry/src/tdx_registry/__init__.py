@@ -48,6 +48,7 @@ from .verification import (
 __all__ = [
     "EVENT_LOG_HISTORY_LIMIT",
     "INTEL_PCS_URL",
+    "SQLITE_BUSY_TIMEOUT_SECONDS",
     "VERDICT_HISTORY_LIMIT",
     "BindingError",
     "Challenge",
@@ -76,7 +77,6 @@ __all__ = [
     "RegressionRefused",
     "Settings",
     "SettingsError",
-    "SQLITE_BUSY_TIMEOUT_SECONDS",
     "StoreBusy",
     "StoreError",
     "UnsafeParseOnlyVerifier",

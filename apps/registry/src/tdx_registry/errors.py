@@ -9,7 +9,7 @@
 | `ChallengeRefused`, `V1RegistrationRefused`, `PossessionRefused` | 401 |
 | `RegistrationConflict` | 403 |
 | `PccsError` (collateral could not be fetched) | 502 |
-| `StoreBusy` (SQLite stayed locked by another writer past the busy timeout) | 503 with `Retry-After` |
+| `StoreBusy` (SQLite locked by another writer past the busy timeout) | 503, `Retry-After` |
 | `StoreError` (database failed or stayed contended) | 503 |
 | `ChallengesExhausted` (the cap of outstanding challenges) | 503 with `Retry-After` |
 | `LogArgumentError`, `LogRangeError`, `MerkleArgumentError` (a /log/* query) | 400 |

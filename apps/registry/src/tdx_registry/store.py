@@ -109,17 +109,21 @@ def _is_sqlite_busy(exc: BaseException) -> bool:
     """Whether `exc` (a Pony error) comes from SQLite's SQLITE_BUSY ("database is locked"):
     Pony keeps the driver's error as `original_exc`, a failed commit its errors as
     `exceptions` (exc_info triples)."""
-    seen: list[BaseException] = [exc]
-    while seen:
-        current = seen.pop()
+    pending: list[BaseException] = [exc]
+    visited: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in visited:
+            continue
+        visited.add(id(current))
         if isinstance(current, sqlite3.OperationalError):
             return "locked" in str(current) or "busy" in str(current)
         original = getattr(current, "original_exc", None)
         if isinstance(original, BaseException):
-            seen.append(original)
+            pending.append(original)
         for info in getattr(current, "exceptions", None) or ():
             if isinstance(info, tuple) and len(info) == 3 and isinstance(info[1], BaseException):
-                seen.append(info[1])
+                pending.append(info[1])
     return False
 
 
@@ -493,6 +497,10 @@ class PonyRecordStore:
         log.info("log backfill done", extra={"appended": done})
         return done
 
+    def _error(self, message: str, exc: BaseException) -> StoreError:
+        """The `StoreError` (`StoreBusy` when SQLite stayed locked) for a failed call."""
+        return _store_error(message, exc, self._busy_timeout)
+
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
@@ -500,14 +508,14 @@ class PonyRecordStore:
         try:
             return await self._run(self._get_sync, instance_pubkey.hex())
         except (OrmError, DBException) as exc:
-            raise _store_error("reading the record failed", exc, self._busy_timeout) from exc
+            raise self._error("reading the record failed", exc) from exc
 
     async def register(self, instance_pubkey: bytes, merge: MergeFn) -> InstanceRecord:
         """Read, merge and write the record in one transaction; answer once it is committed."""
         try:
             return await self._run(self._register_sync, instance_pubkey.hex(), merge)
         except (OrmError, DBException) as exc:
-            raise _store_error("the registration could not be committed", exc, self._busy_timeout) from exc
+            raise self._error("the registration could not be committed", exc) from exc
 
     async def issue_challenge(
         self, nonce: bytes, expires_at: datetime, *, now: datetime, max_outstanding: int
@@ -521,13 +529,13 @@ class PonyRecordStore:
                 max_outstanding,
             )
         except (OrmError, DBException) as exc:
-            raise _store_error("the challenge could not be stored", exc, self._busy_timeout) from exc
+            raise self._error("the challenge could not be stored", exc) from exc
 
     async def consume_challenge(self, nonce: bytes, *, now: datetime) -> bool:
         try:
             return await self._run(self._consume_challenge_sync, nonce.hex(), _micros(now))
         except (OrmError, DBException) as exc:
-            raise _store_error("the challenge could not be checked", exc, self._busy_timeout) from exc
+            raise self._error("the challenge could not be checked", exc) from exc
 
     async def instance_keys(self, *, after: bytes | None, limit: int) -> list[bytes]:
         try:
@@ -535,7 +543,7 @@ class PonyRecordStore:
                 self._instance_keys_sync, None if after is None else after.hex(), limit
             )
         except (OrmError, DBException) as exc:
-            raise _store_error("listing the instances failed", exc, self._busy_timeout) from exc
+            raise self._error("listing the instances failed", exc) from exc
         return [bytes.fromhex(key) for key in keys]
 
     async def log_checkpoint_state(self) -> tuple[int, bytes]:
@@ -554,7 +562,7 @@ class PonyRecordStore:
         try:
             return await self._run(fn, *args)
         except (OrmError, DBException, LogCorruptError) as exc:
-            raise _store_error("reading the log failed", exc, self._busy_timeout) from exc
+            raise self._error("reading the log failed", exc) from exc
 
     async def close(self) -> None:
         """Let registrations already queued commit, then disconnect."""
