@@ -31,7 +31,13 @@ from .registration import (
     policy_needs_event_log,
 )
 from .settings import INTEL_PCS_URL, Settings, SettingsError, parse_settings
-from .store import PonyRecordStore, RecordStore, StoreError
+from .store import (
+    SQLITE_BUSY_TIMEOUT_SECONDS,
+    PonyRecordStore,
+    RecordStore,
+    StoreBusy,
+    StoreError,
+)
 from .verification import (
     CheckedQuote,
     DcapQuoteVerifier,
@@ -42,6 +48,7 @@ from .verification import (
 __all__ = [
     "EVENT_LOG_HISTORY_LIMIT",
     "INTEL_PCS_URL",
+    "SQLITE_BUSY_TIMEOUT_SECONDS",
     "VERDICT_HISTORY_LIMIT",
     "BindingError",
     "Challenge",
@@ -70,6 +77,7 @@ __all__ = [
     "RegressionRefused",
     "Settings",
     "SettingsError",
+    "StoreBusy",
     "StoreError",
     "UnsafeParseOnlyVerifier",
     "V1RegistrationRefused",

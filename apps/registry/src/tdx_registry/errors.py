@@ -9,6 +9,7 @@
 | `ChallengeRefused`, `V1RegistrationRefused`, `PossessionRefused` | 401 |
 | `RegistrationConflict` | 403 |
 | `PccsError` (collateral could not be fetched) | 502 |
+| `StoreBusy` (SQLite locked by another writer past the busy timeout) | 503, `Retry-After` |
 | `StoreError` (database failed or stayed contended) | 503 |
 | `ChallengesExhausted` (the cap of outstanding challenges) | 503 with `Retry-After` |
 | `LogArgumentError`, `LogRangeError`, `MerkleArgumentError` (a /log/* query) | 400 |
@@ -50,7 +51,7 @@ from .registration import (
     V1RegistrationRefused,
 )
 from .routes.log import LogArgumentError
-from .store import StoreError
+from .store import StoreBusy, StoreError
 
 log = logging.getLogger("tdx_registry.errors")
 
@@ -110,6 +111,12 @@ def api_error_for(exc: Exception) -> ApiError | None:
         )
     if isinstance(exc, RegistrationConflict):
         return Forbidden(exc.reason)
+    if isinstance(exc, StoreBusy):
+        log.warning("record store busy", extra={"reason": str(exc)})
+        return ServiceUnavailable(
+            "the database stayed locked by another writer, nothing was stored: retry after "
+            "the Retry-After seconds"
+        )
     if isinstance(exc, StoreError):
         log.error("record store failed", exc_info=exc)
         return ServiceUnavailable("the record store is unavailable, nothing was stored")
@@ -126,6 +133,8 @@ def _handle(request: Request, exc: Exception) -> HTTPResponse:
     mapped = api_error_for(exc)
     response = error_response(request, mapped if mapped is not None else exc)
     if isinstance(exc, ChallengesExhausted):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, StoreBusy):
         response.headers["Retry-After"] = str(exc.retry_after)
     return response
 

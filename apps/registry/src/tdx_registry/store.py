@@ -10,7 +10,11 @@ rolls its transaction back; `register` returns only once the commit has.
 
 SQLite runs in WAL journal mode with `synchronous=FULL`: every commit appends to the WAL and
 fsyncs it before returning, so an acknowledged registration survives power loss exactly as in
-the default rollback-journal mode, with one fsync per commit instead of several.
+the default rollback-journal mode, with one fsync per commit instead of several. Several
+processes may share one SQLite file (one host, local disk): every write is an immediate
+transaction, and a connection waits up to `SQLITE_BUSY_TIMEOUT_SECONDS` for another process's
+write lock instead of failing at once, so writers serialize; a lock held longer than that fails
+the operation with `StoreBusy` (503 with `Retry-After`, nothing stored).
 
 The latest workload event of the stored log is stored with it (`workload`, JSON text, `null`
 when the log has none), so reading a record parses no log; likewise its latest measured SSH
@@ -35,11 +39,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from pony.orm import (
     Database,
@@ -76,6 +81,11 @@ MergeFn = Callable[[InstanceRecord | None], InstanceRecord]
 """Given the stored record (or None), the record to store; raises to refuse the registration."""
 
 COMMIT_RETRIES = 5
+SQLITE_BUSY_TIMEOUT_SECONDS: Final = 15.0
+"""How long a SQLite connection waits for another connection's (another process's) lock before
+the operation fails: writers on one file serialize instead of failing "database is locked"."""
+BUSY_RETRY_AFTER_SECONDS: Final = 1
+"""The `Retry-After` of a 503 answering `StoreBusy`."""
 PURGE_BATCH = 100
 """At most this many expired challenges are deleted per issued challenge (bounded work)."""
 BACKFILL_BATCH = 500
@@ -87,6 +97,45 @@ WireFn = Callable[[InstanceRecord], Mapping[str, Any]]
 
 class StoreError(Exception):
     """The database failed or stayed contended; the registration was not stored."""
+
+
+class StoreBusy(StoreError):
+    """SQLite stayed locked by another writer past the busy timeout; nothing was stored."""
+
+    retry_after = BUSY_RETRY_AFTER_SECONDS
+
+
+def _is_sqlite_busy(exc: BaseException) -> bool:
+    """Whether `exc` (a Pony error) comes from SQLite's SQLITE_BUSY ("database is locked"):
+    Pony keeps the driver's error as `original_exc`, a failed commit its errors as
+    `exceptions` (exc_info triples)."""
+    pending: list[BaseException] = [exc]
+    visited: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in visited:
+            continue
+        visited.add(id(current))
+        if isinstance(current, sqlite3.OperationalError):
+            return "locked" in str(current) or "busy" in str(current)
+        original = getattr(current, "original_exc", None)
+        if isinstance(original, BaseException):
+            pending.append(original)
+        for info in getattr(current, "exceptions", None) or ():
+            if isinstance(info, tuple) and len(info) == 3 and isinstance(info[1], BaseException):
+                pending.append(info[1])
+    return False
+
+
+def _store_error(message: str, exc: BaseException, busy_timeout: float | None) -> StoreError:
+    """`StoreError(f"{message}: {exc}")`, or `StoreBusy` when SQLite stayed locked past
+    `busy_timeout` seconds (None: not SQLite)."""
+    if busy_timeout is not None and _is_sqlite_busy(exc):
+        return StoreBusy(
+            f"{message}: the SQLite database stayed locked by another writer for more than "
+            f"{busy_timeout:g} s"
+        )
+    return StoreError(f"{message}: {exc}")
 
 
 class RecordStore(Protocol):
@@ -346,8 +395,10 @@ class PonyRecordStore:
         *,
         log_tables: LogTables,
         wire: WireFn,
+        busy_timeout: float | None = None,
     ) -> None:
         self._db = db
+        self._busy_timeout = busy_timeout
         self._instance = instance
         self._challenge = challenge
         self._executor = executor
@@ -361,10 +412,15 @@ class PonyRecordStore:
         *,
         wire: WireFn | None = None,
         backfill_batch: int = BACKFILL_BATCH,
+        sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT_SECONDS,
     ) -> PonyRecordStore:
         """Bind a fresh Database to `target`, create the tables if missing (on the DB thread),
         and give every record stored before the log its first leaf (`backfill_log`). `wire`
-        is the records' wire form the leaves are computed from (default: GET /instance's)."""
+        is the records' wire form the leaves are computed from (default: GET /instance's);
+        `sqlite_busy_timeout` how long a SQLite connection waits for another's lock (seconds,
+        > 0; the registry uses the default, tests a shorter one)."""
+        if not sqlite_busy_timeout > 0:
+            raise ValueError("sqlite_busy_timeout must be > 0")
         if wire is None:
             from .routes.instance import record_json  # here: the routes import this module
 
@@ -372,13 +428,22 @@ class PonyRecordStore:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry-db")
         try:
             db, instance, challenge, tables = await asyncio.get_running_loop().run_in_executor(
-                executor, cls._bind, target
+                executor, cls._bind, target, sqlite_busy_timeout
             )
         except BaseException:
             executor.shutdown(wait=False)
             raise
         log.info("record store open", extra={"database": target.describe()})
-        store = cls(db, instance, challenge, executor, log_tables=tables, wire=wire)
+        busy_timeout = None if target.sqlite_path is None else sqlite_busy_timeout
+        store = cls(
+            db,
+            instance,
+            challenge,
+            executor,
+            log_tables=tables,
+            wire=wire,
+            busy_timeout=busy_timeout,
+        )
         try:
             await store.backfill_log(backfill_batch)
         except BaseException:
@@ -387,13 +452,21 @@ class PonyRecordStore:
         return store
 
     @staticmethod
-    def _bind(target: DatabaseTarget) -> tuple[Database, Any, Any, LogTables]:
+    def _bind(
+        target: DatabaseTarget, sqlite_busy_timeout: float
+    ) -> tuple[Database, Any, Any, LogTables]:
         db = Database()
         instance, challenge = _define_entities(db)
         tables = define_log_entities(db)
         if target.sqlite_path is not None:
             db.on_connect(provider="sqlite")(_sqlite_durable_wal)
-            db.bind(provider="sqlite", filename=str(target.sqlite_path), create_db=True)
+            # `timeout` is sqlite3.connect's: the connection's busy timeout (PRAGMA busy_timeout)
+            db.bind(
+                provider="sqlite",
+                filename=str(target.sqlite_path),
+                create_db=True,
+                timeout=sqlite_busy_timeout,
+            )
         else:
             db.bind(provider="postgres", dsn=target.postgres_url)
         db.generate_mapping(create_tables=True)
@@ -424,6 +497,10 @@ class PonyRecordStore:
         log.info("log backfill done", extra={"appended": done})
         return done
 
+    def _error(self, message: str, exc: BaseException) -> StoreError:
+        """The `StoreError` (`StoreBusy` when SQLite stayed locked) for a failed call."""
+        return _store_error(message, exc, self._busy_timeout)
+
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
@@ -431,14 +508,14 @@ class PonyRecordStore:
         try:
             return await self._run(self._get_sync, instance_pubkey.hex())
         except (OrmError, DBException) as exc:
-            raise StoreError(f"reading the record failed: {exc}") from exc
+            raise self._error("reading the record failed", exc) from exc
 
     async def register(self, instance_pubkey: bytes, merge: MergeFn) -> InstanceRecord:
         """Read, merge and write the record in one transaction; answer once it is committed."""
         try:
             return await self._run(self._register_sync, instance_pubkey.hex(), merge)
         except (OrmError, DBException) as exc:
-            raise StoreError(f"the registration could not be committed: {exc}") from exc
+            raise self._error("the registration could not be committed", exc) from exc
 
     async def issue_challenge(
         self, nonce: bytes, expires_at: datetime, *, now: datetime, max_outstanding: int
@@ -452,13 +529,13 @@ class PonyRecordStore:
                 max_outstanding,
             )
         except (OrmError, DBException) as exc:
-            raise StoreError(f"the challenge could not be stored: {exc}") from exc
+            raise self._error("the challenge could not be stored", exc) from exc
 
     async def consume_challenge(self, nonce: bytes, *, now: datetime) -> bool:
         try:
             return await self._run(self._consume_challenge_sync, nonce.hex(), _micros(now))
         except (OrmError, DBException) as exc:
-            raise StoreError(f"the challenge could not be checked: {exc}") from exc
+            raise self._error("the challenge could not be checked", exc) from exc
 
     async def instance_keys(self, *, after: bytes | None, limit: int) -> list[bytes]:
         try:
@@ -466,7 +543,7 @@ class PonyRecordStore:
                 self._instance_keys_sync, None if after is None else after.hex(), limit
             )
         except (OrmError, DBException) as exc:
-            raise StoreError(f"listing the instances failed: {exc}") from exc
+            raise self._error("listing the instances failed", exc) from exc
         return [bytes.fromhex(key) for key in keys]
 
     async def log_checkpoint_state(self) -> tuple[int, bytes]:
@@ -485,7 +562,7 @@ class PonyRecordStore:
         try:
             return await self._run(fn, *args)
         except (OrmError, DBException, LogCorruptError) as exc:
-            raise StoreError(f"reading the log failed: {exc}") from exc
+            raise self._error("reading the log failed", exc) from exc
 
     async def close(self) -> None:
         """Let registrations already queued commit, then disconnect."""
