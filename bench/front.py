@@ -39,6 +39,8 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench._common import free_port, program, started
+from tdx_identity.workload.front import stop_left_front
+from tdx_identity.workload.helpers import HELPER_ROLES, installed_helpers
 from tdx_report_data import sign_instance_v2
 from tdx_sim import DEFAULT_MR_TD, td_image_allowlists
 
@@ -237,6 +239,9 @@ def main() -> int:
                 for name, url in urls.items():
                     rates.setdefault(name, []).append(wrk_rate(url, args.seconds, args.connections))
     finally:
+        nginx = installed_helpers({"nginx": HELPER_ROLES["nginx"]}).get("nginx")
+        if nginx is not None:  # the stopped identity service left its front serving
+            stop_left_front(shm / "front", nginx)
         subprocess.run(
             ["podman", "rm", "-f", "-t", "0", container], capture_output=True, check=False
         )
