@@ -21,12 +21,15 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from log_helpers import check_log_invariants, expected_entry
+from registry_helpers import Instance
 from sanic import Request, Sanic
+from test_registry_store import make_record
 
 from tdx_ppid import quote_ppid
 from tdx_quote import parse_quote
 from tdx_registry import (
     VERDICT_HISTORY_LIMIT,
+    CheckedQuote,
     DatabaseTarget,
     InstanceRecord,
     PastVerdict,
@@ -40,6 +43,7 @@ from tdx_registry.cli import main
 from tdx_registry.reappraise import (
     JITTER,
     ReappraisalSummary,
+    Reappraiser,
     RecordSuperseded,
     VerdictAlreadyCurrent,
     reappraise_forever,
@@ -50,7 +54,8 @@ from tdx_service_kit.testing import serve
 from tdx_sim import SimOptions, SimPlatform
 from tdx_sim.app import SimSettings
 from tdx_sim.app import create_app as create_sim_app
-from tdx_verify import Policy
+from tdx_verify import PckChainError, Policy
+from tdx_verify._pki import Window
 
 PCCS_PREFIXES = ("/sgx/certification/", "/tdx/certification/")
 ONE_FETCH_SET = Counter(
@@ -573,3 +578,59 @@ async def test_the_background_loop_logs_a_failing_pass_and_runs_the_next(
     assert len(passes) >= 3
     assert all(10.0 <= w < 10.0 * (1 + JITTER) for w in waits)
     assert "re-appraisal pass failed" in caplog.text
+
+
+class ExpiredPckChainVerifier:
+    """Refuses every quote as tdx-verify does once the quote's PCK leaf certificate has expired
+    (its own validity window check): a reason that names the time of the check."""
+
+    def __init__(self, expired_at: datetime) -> None:
+        self._window = Window(
+            "pck_chain",
+            "PCK leaf certificate",
+            (expired_at - timedelta(days=2555)).timestamp(),
+            expired_at.timestamp(),
+            False,
+            PckChainError,
+        )
+
+    async def check(self, quote: bytes, *, now: datetime) -> CheckedQuote:
+        self._window.check(now.timestamp())
+        raise AssertionError("the window of an expired certificate passed")
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_refusal_naming_the_check_time_is_recorded_once_not_at_every_pass(
+    db_target: DatabaseTarget,
+) -> None:
+    """A quote whose PCK certificate expired is refused at every pass with tdx-verify's
+    "... expired at T (now N)": the refusal is one change (one history entry, one leaf), and
+    later passes find it unchanged (no new leaf, no history growth)."""
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+    instance = Instance()
+    record = make_record(instance, at=t0)
+    store = await PonyRecordStore.open(db_target)
+    try:
+        await store.register(instance.pubkey, lambda _old: record)
+        times = iter([t0 + timedelta(days=d) for d in (2, 3, 4)])
+        reappraiser = Reappraiser(
+            store, ExpiredPckChainVerifier(t0 + timedelta(days=1)), clock=lambda: next(times)
+        )
+        first = await reappraiser.run_pass()
+        assert (first.changed, first.unchanged, first.failed) == (1, 0, 0)
+        refused = await store.get(instance.pubkey)
+        assert refused is not None
+        assert len(refused.verdict_history) == 1
+        size = (await store.log_checkpoint_state())[0]
+        for _ in range(2):
+            later = await reappraiser.run_pass()
+            assert (later.changed, later.unchanged, later.failed) == (0, 1, 0)
+        assert await store.get(instance.pubkey) == refused
+        assert (await store.log_checkpoint_state())[0] == size
+        assert refused.verdict.refused == (
+            "pck_chain: PCK leaf certificate expired at 2026-12-02T00:00:00Z"
+        )
+    finally:
+        await store.close()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -71,6 +72,18 @@ PLATFORM_REFUSALS: tuple[type[VerificationError], ...] = (
 )
 """Verification failures that say the stored quote is no longer accepted; any other
 `VerificationError` is about the collateral the PCCS served."""
+
+
+_CHECK_TIME = re.compile(r" \(now [^()]*\)\Z")
+"""The time of the check that tdx-verify appends to a validity-window refusal
+("PCK leaf certificate expired at T (now N)")."""
+
+
+def refusal_reason(exc: VerificationError) -> str:
+    """`"<step>: <reason>"` of a refusal, without the time of the check: the same refusal reads
+    the same at every pass, so it is recorded once (else every pass would find it changed and
+    append a leaf and a history entry)."""
+    return f"{exc.step}: {_CHECK_TIME.sub('', exc.reason)}"
 
 
 class ReappraisalAborted(Exception):
@@ -148,7 +161,7 @@ def refused_verdict(stored: Verdict, exc: VerificationError, *, now: datetime) -
         skipped=False,
         rtmr3=stored.rtmr3,
         tcb_grace_until=None,
-        refused=f"{exc.step}: {exc.reason}",
+        refused=refusal_reason(exc),
     )
 
 
