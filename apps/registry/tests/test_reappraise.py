@@ -101,6 +101,7 @@ async def running_sim(state_dir: Path, tcb_status: str = "UpToDate") -> AsyncIte
 
 def registry_settings(db: DatabaseTarget, sim: Sim, **overrides: Any) -> Settings:
     overrides.setdefault("policy", Policy())
+    overrides.setdefault("read_cache_ttl", 0)
     return Settings(
         database=db,
         pccs_url=sim.url,
@@ -108,7 +109,6 @@ def registry_settings(db: DatabaseTarget, sim: Sim, **overrides: Any) -> Setting
         allow_missing_event_log=True,
         any_measurement=True,
         rate_limit=None,
-        read_cache_ttl=0,
         log_key_path=sim.root_ca.parent.parent / "registry-log.key",
         **overrides,
     )
@@ -634,3 +634,27 @@ async def test_a_refusal_naming_the_check_time_is_recorded_once_not_at_every_pas
         )
     finally:
         await store.close()
+
+
+async def test_a_background_pass_invalidates_the_read_cache_of_what_it_changed(
+    tmp_path: Path, db_target: DatabaseTarget
+) -> None:
+    """Within one process reads follow writes (README, "Read cache"): a verdict the server's own
+    pass changed is served at once, not after --read-cache-ttl."""
+    async with running_sim(tmp_path / "sim") as sim:
+        settings = registry_settings(db_target, sim, reappraise_every=1.0, read_cache_ttl=600)
+        app = create_app(settings, name=f"reappraise-{next(_apps)}")
+        async with serve(app) as url, httpx.AsyncClient(base_url=url) as registry:
+            (key,) = await register_ok(registry, sim)
+            assert (await record_of(registry, key))["verification"]["tcb_status"] == "UpToDate"
+            sim.recover()
+            store = app.ctx.services.store
+            for _ in range(100):  # until a pass has stored the new verdict
+                stored = await store.get(key)
+                if stored is not None and stored.verdict.tcb_status == "OutOfDate":
+                    break
+                await asyncio.sleep(0.1)
+            assert stored is not None and stored.verdict.tcb_status == "OutOfDate"
+            verification = (await record_of(registry, key))["verification"]
+            assert verification["tcb_status"] == "OutOfDate"
+            assert verification["refused"] is not None

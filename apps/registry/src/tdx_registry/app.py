@@ -167,7 +167,13 @@ def create_app(
         if the_verifier is None:
             the_verifier = build_reappraisal_verifier(settings, period)
             app.ctx.reappraisal_verifier = the_verifier
-        reappraiser = Reappraiser(app.ctx.services.store, the_verifier, clock=clock)
+        services: Services = app.ctx.services
+        reappraiser = Reappraiser(
+            services.store,
+            the_verifier,
+            clock=clock,
+            on_write=services.read_cache.invalidate,
+        )
         app.ctx.reappraisal = asyncio.create_task(
             reappraise_forever(reappraiser.run_pass, period), name="registry-reappraisal"
         )

@@ -183,7 +183,9 @@ def reappraised(
 
 
 class Reappraiser:
-    """Runs re-appraisal passes over `store` with `verifier` (which the caller closes)."""
+    """Runs re-appraisal passes over `store` with `verifier` (which the caller closes).
+    `on_write(pubkey)` is called after each attempted write of a new verdict, committed or not
+    (the server's read cache invalidation, as after a registration)."""
 
     def __init__(
         self,
@@ -192,11 +194,13 @@ class Reappraiser:
         *,
         clock: Callable[[], datetime],
         page_size: int = PAGE_SIZE,
+        on_write: Callable[[bytes], None] | None = None,
     ) -> None:
         self._store = store
         self._verifier = verifier
         self._clock = clock
         self._page_size = page_size
+        self._on_write = on_write
 
     async def run_pass(self) -> ReappraisalSummary:
         """One pass over every record; never raises for a PCCS or database failure (the summary
@@ -268,6 +272,9 @@ class Reappraiser:
         except StoreError as exc:
             summary.fail(key, f"the new verdict could not be stored: {exc}")
             return
+        finally:
+            if self._on_write is not None:
+                self._on_write(key)
         summary.changed += 1
         log.info(
             "verdict changed",
