@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tdx_measure import ExecutablePin, MeasurementPolicy
 from tdx_registry import INTEL_PCS_URL, Settings, SettingsError, parse_settings
+from tdx_registry.app import build_reappraisal_verifier
 from tdx_registry.cli import main
 from tdx_verify import DEFAULT_ACCEPTED_TCB_STATUSES
 
@@ -464,6 +466,8 @@ def test_tcb_grace_and_advisory_deny_list_from_flags_or_environment() -> None:
         ([], {"REGISTRY_DENY_ADVISORIES": "INTEL-SA-1"}, "--deny-advisory"),
         (["--reappraise-every", "0.5"], {}, "--reappraise-every"),
         (["--reappraise-every", "nan"], {}, "--reappraise-every"),
+        (["--reappraise-every", "1e15"], {}, "--reappraise-every"),
+        ([], {"REGISTRY_REAPPRAISE_EVERY": "31622401"}, "--reappraise-every"),
         ([], {"REGISTRY_REAPPRAISE_EVERY": "soon"}, "REGISTRY_REAPPRAISE_EVERY"),
         (["--reappraise-every", "60"], {"SKIP_TDX_AUTH": "1"}, "SKIP_TDX_AUTH"),
     ],
@@ -473,6 +477,15 @@ def test_bad_policy_and_reappraisal_settings_are_refused(
 ) -> None:
     with pytest.raises(SettingsError, match=fragment):
         parse(argv, env)
+
+
+def test_the_longest_reappraise_period_builds_the_passes_verifier() -> None:
+    """At the bound (366 days) the background passes' verifier is built (past it, its
+    collateral max age overflowed timedelta at start, a traceback)."""
+    settings = parse(["--reappraise-every", "31622400"], {})
+    assert settings.reappraise_every == 31_622_400.0
+    verifier = build_reappraisal_verifier(settings, settings.reappraise_every)
+    asyncio.run(verifier.aclose())
 
 
 def test_reappraise_every_from_flag_or_environment() -> None:

@@ -466,6 +466,8 @@ def _challenges(args: argparse.Namespace, env: Mapping[str, str]) -> ChallengeSe
 
 
 MIN_REAPPRAISE_SECONDS = 1.0
+MAX_REAPPRAISE_SECONDS = 366 * 24 * 3600.0
+"""A year and a day: a longer period is a typo (and overflowed the passes' collateral max age)."""
 
 
 def _reappraise_every(flag: float | None, env_value: str | None, skip: bool) -> float | None:
@@ -480,10 +482,10 @@ def _reappraise_every(flag: float | None, env_value: str | None, skip: bool) -> 
             ) from None
     else:
         return None
-    if not math.isfinite(seconds) or seconds < MIN_REAPPRAISE_SECONDS:
+    if not (math.isfinite(seconds) and MIN_REAPPRAISE_SECONDS <= seconds <= MAX_REAPPRAISE_SECONDS):
         raise SettingsError(
-            f"--reappraise-every must be a finite number of seconds >= "
-            f"{MIN_REAPPRAISE_SECONDS:g}, not {seconds}"
+            f"--reappraise-every must be a number of seconds from {MIN_REAPPRAISE_SECONDS:g} "
+            f"to {MAX_REAPPRAISE_SECONDS:.0f} (366 days), not {seconds}"
         )
     if skip:
         raise SettingsError(
