@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from tdx_sim import SimOptions, SimPlatform, TcbRecoveryError
-from tdx_sim.platform import SIM_ADVISORY_ID, TCB_EVALUATION_DATA_NUMBER
+from tdx_sim.platform import MAX_TCB_RECOVERIES, SIM_ADVISORY_ID, TCB_EVALUATION_DATA_NUMBER
 
 REPORT_DATA = hashlib.sha512(b"recovery test").digest()
 RECOVERY = datetime(2026, 11, 20, tzinfo=UTC)
@@ -139,6 +139,24 @@ def test_a_recovery_must_be_newer_than_the_last(platform: SimPlatform) -> None:
     with pytest.raises(TcbRecoveryError, match="not after the newest TCB level's"):
         platform.publish_tcb_recovery(tcb_date=RECOVERY)
     assert len(platform.recoveries) == 1
+
+
+def test_recoveries_stop_where_the_tdx_svn_would_pass_255(
+    platform: SimPlatform, dcap_verify: Any
+) -> None:
+    """Each recovery raises a TDX TCB component SVN (one byte) by one: the last one that fits
+    is published and its collateral still verifies; the next is refused, changing nothing."""
+    last = MAX_TCB_RECOVERIES
+    for k in range(last):
+        platform.publish_tcb_recovery(tcb_date=RECOVERY + timedelta(hours=k))
+    bundle = platform.collateral_bundle(datetime.now(UTC))
+    newest = json.loads(bundle.tcb_info)["tcbLevels"][0]
+    assert newest["tcb"]["tdxtcbcomponents"][2]["svn"] == 255
+    verdict = dcap_verify(platform, platform.quote(REPORT_DATA), bundle.to_json_dict())
+    assert verdict.status == "OutOfDate"
+    with pytest.raises(TcbRecoveryError, match="no more TCB recoveries"):
+        platform.publish_tcb_recovery(tcb_date=RECOVERY + timedelta(days=60))
+    assert len(platform.recoveries) == last and platform.revision == last
 
 
 def test_revoking_the_pck_lists_it_in_crls_issued_after(

@@ -101,6 +101,8 @@ _TDX_COMPONENT_LABELS: dict[int, dict[str, str]] = {
 
 
 ADVISORY_ID = re.compile(r"INTEL-SA-[0-9]{5}")
+MAX_TCB_RECOVERIES = 255 - SIM_TDX_TCB_COMPONENTS[2]
+"""Recovery k raises TDX TCB component 2 (an SVN, one byte) by k: past this it would not fit."""
 
 
 class SimOptionsError(ValueError):
@@ -281,6 +283,11 @@ class SimPlatform:
                 )
         date = tcb_date.astimezone(UTC).replace(microsecond=0)
         with self._lock:
+            if len(self._recoveries) >= MAX_TCB_RECOVERIES:
+                raise TcbRecoveryError(
+                    f"no more TCB recoveries: {MAX_TCB_RECOVERIES} published, the next would "
+                    "raise a TDX TCB SVN past 255"
+                )
             newest = self._recoveries[-1].tcb_date if self._recoveries else _TCB_DATE
             if date <= newest:
                 raise TcbRecoveryError(
