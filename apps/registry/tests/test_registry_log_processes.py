@@ -248,3 +248,18 @@ async def test_the_serving_registry_creates_its_key_and_keeps_it(running: Runnin
     async with running() as client:
         second = (await client.get("/log/public-key")).text
     assert first == second and first.startswith("tdx-registry/log+")
+
+
+def test_a_temporary_file_left_by_a_crash_does_not_block_the_key_creation(
+    tmp_path: Path,
+) -> None:
+    """A start killed between writing the temporary key file and linking it leaves the file;
+    a later start with the same pid (pid 1 in every container start) still creates the key."""
+    key = tmp_path / "log.key"
+    stale = tmp_path / f".log.key.{os.getpid()}.tmp"
+    stale.write_text(_key_text(ORIGIN))
+    stale.chmod(0o600)
+    created = load_or_create_log_key(key, ORIGIN)
+    assert key.read_text() == created.signer_key() + "\n"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == [stale.name, "log.key"]

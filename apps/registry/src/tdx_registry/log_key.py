@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import stat
 from pathlib import Path
 from typing import Final
@@ -92,7 +93,9 @@ def _fsync_dir(directory: Path) -> None:
 def _create(path: Path, origin: str) -> None:
     """Write a fresh signer key to `path` unless a file appeared there meanwhile."""
     text = NoteSigner(origin, Ed25519PrivateKey.generate()).signer_key() + "\n"
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # A random name: one left by a start killed before the link (same pid: pid 1 in a
+    # container) must not stop the next start.
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
         fd = os.open(
             temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, KEY_FILE_MODE
