@@ -1,7 +1,7 @@
-"""The log's checks for the tests, written from leaf-format.md / API.md rather than from the
-registry's code: the audited state of a GET /instance answer, the expected leaf bytes, and the
-invariants of a stored log (contiguous, every record pointing at a leaf of its own state,
-stored nodes folding to the leaves' root)."""
+"""The log's checks for the tests, written from docs/API.md ("The registry's log") rather than
+from the registry's code: the audited state of a GET /instance answer, the expected leaf
+bytes, and the invariants of a stored log (contiguous, every record pointing at a leaf of its
+own state, stored nodes folding to the leaves' root)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from tdx_registry.routes.instance import record_json
 
 
 def expected_state(wire: Mapping[str, Any]) -> dict[str, Any]:
-    """leaf-format.md's `audited_state(w)`, from the wire record alone."""
+    """API.md's `audited_state(w)`, from the wire record alone."""
     quote = base64.b64decode(wire["attestation_quote"])
     event_log = wire["event_log"]
     return {

@@ -1,5 +1,5 @@
 """The registry's Merkle log: the /log routes (checkpoint, key, entries, proofs, bad input), the
-leaves byte for byte (leaf-format.md, recomputed from GET /instance), `log_index` (cached GETs
+leaves byte for byte (docs/API.md, recomputed from GET /instance), `log_index` (cached GETs
 too), and at the store: a refused merge appends nothing, an unchanged audited state appends
 nothing, two stores on one database append one sequence, and records stored before the log
 get their first leaf at open."""
