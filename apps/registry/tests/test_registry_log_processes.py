@@ -158,10 +158,21 @@ def _start(key: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[
     return status, err
 
 
+class ServedDespiteTheKey(AssertionError):
+    """`main` went on to serve: the key file was not refused."""
+
+
+def _must_not_serve(*args: object, **kwargs: object) -> None:
+    raise ServedDespiteTheKey("main() started serving instead of refusing the log key")
+
+
 @pytest.fixture(autouse=True)
 def _any_measurement(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Quotes only parsed; and `main()` run in-process fails instead of serving forever if a
+    key it should refuse were accepted."""
     monkeypatch.setenv("REGISTRY_ANY_MEASUREMENT", "1")
     monkeypatch.setenv("SKIP_TDX_AUTH", "1")
+    monkeypatch.setattr("tdx_registry.cli.run_app", _must_not_serve)
 
 
 def _key_text(origin: str = "tdx-registry/log") -> str:
