@@ -255,6 +255,75 @@ def test_the_earliest_out_of_date_component_dates_the_grace(world: World) -> Non
         verifier(world, tcb_grace_days=10).verify(quote, collateral, now=NOW)
 
 
+@pytest.mark.parametrize(
+    ("platform_status", "converged", "accepted"),
+    [
+        ("SWHardeningNeeded", "OutOfDate", {"UpToDate"}),
+        (
+            "ConfigurationAndSWHardeningNeeded",
+            "OutOfDateConfigurationNeeded",
+            {"UpToDate", "ConfigurationNeeded"},
+        ),
+    ],
+)
+def test_the_grace_judges_the_status_without_its_out_of_date_part(
+    world: World, platform_status: str, converged: str, accepted: set[str]
+) -> None:
+    """A platform that needs SW hardening with a QE out of date for 5 days: Intel's convergence
+    says OutOfDate (or OutOfDateConfigurationNeeded), but within the grace it is judged as what
+    it is without the out-of-date QE, not as UpToDate (or ConfigurationNeeded): a policy that
+    refuses the platform's own status refuses it. The host picks the QE and the TDX module."""
+    ident = world.qe_identity_dict()
+    ident["tcbLevels"] = [
+        {"tcb": {"isvsvn": 200}, "tcbDate": iso(NOW - 5 * DAY), "tcbStatus": "UpToDate"},
+        {"tcb": {"isvsvn": 0}, "tcbDate": "2020-03-13T00:00:00Z", "tcbStatus": "OutOfDate"},
+    ]
+    info = world.tcb_info_dict()
+    info["tcbLevels"][0]["tcbStatus"] = platform_status
+    quote, collateral = world.quote(), world.collateral(tcb_info=info, qe_identity=ident)
+    agree(world, quote, collateral, converged)
+    strict = verifier(world, tcb_grace_days=30, accepted_tcb_statuses=frozenset(accepted))
+    with pytest.raises(
+        TcbStatusRejected, match=f"without its out-of-date part it is {platform_status}"
+    ) as exc:
+        strict.verify(quote, collateral, now=NOW)
+    assert exc.value.tcb_status == converged
+    lenient = verifier(
+        world, tcb_grace_days=30, accepted_tcb_statuses=frozenset({*accepted, platform_status})
+    )
+    result = lenient.verify(quote, collateral, now=NOW)
+    assert (result.tcb_status, result.tcb_status_within_grace) == (converged, platform_status)
+    assert result.tcb_grace_until == NOW + 25 * DAY
+    # Applied again later with what the result carries, the policy judges the same.
+    with pytest.raises(TcbStatusRejected, match="without its out-of-date part"):
+        strict.policy.check(
+            result.quote.body,
+            result.tcb_status,
+            result.advisory_ids,
+            out_of_date_since=result.tcb_out_of_date_since,
+            status_within_grace=result.tcb_status_within_grace,
+            now=NOW,
+        )
+
+
+@pytest.mark.parametrize("within", ["OutOfDate", "Revoked", "Great"])
+def test_a_status_within_grace_must_be_one_without_an_out_of_date_part(
+    world: World, within: str
+) -> None:
+    collateral = world.collateral(tcb_info=recovered(world, (NOW - DAY, "UpToDate")))
+    result = verifier(world, accepted_tcb_statuses=None).verify(world.quote(), collateral, now=NOW)
+    assert result.tcb_status_within_grace == "UpToDate"
+    with pytest.raises(ValueError, match="status_within_grace"):
+        Policy(tcb_grace_days=30).check(
+            result.quote.body,
+            result.tcb_status,
+            result.advisory_ids,
+            out_of_date_since=result.tcb_out_of_date_since,
+            status_within_grace=within,
+            now=NOW,
+        )
+
+
 def test_an_up_to_date_quote_needs_no_grace(world: World) -> None:
     quote, collateral = world.quote(), world.collateral()
     agree(world, quote, collateral, "UpToDate")

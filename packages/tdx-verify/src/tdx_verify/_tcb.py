@@ -343,6 +343,25 @@ def match_tdx_module(
 
 OUT_OF_DATE_STATUSES = frozenset({"OutOfDate", "OutOfDateConfigurationNeeded"})
 
+# A platform level's status without its out-of-date part.
+_WITHOUT_OUT_OF_DATE = {
+    "OutOfDate": "UpToDate",
+    "OutOfDateConfigurationNeeded": "ConfigurationNeeded",
+}
+
+
+def status_without_out_of_date(platform: str, others: tuple[str, ...]) -> str:
+    """The merged status the platform would have if none of its components were out of date:
+    the platform level's status without its out-of-date part, converged with the statuses of
+    the QE and TDX module levels that are not out of date (an out-of-date one counts as
+    up to date). What the TCB grace judges: an out-of-date QE or module must not turn a
+    `SWHardeningNeeded` platform into a graced `UpToDate`."""
+    status = _WITHOUT_OUT_OF_DATE.get(platform, platform)
+    for other in others:
+        if other not in OUT_OF_DATE_STATUSES:
+            status = converge(status, other)
+    return status
+
 
 def out_of_date_since(
     levels: tuple[TcbLevel, ...] | tuple[ModuleLevel, ...], matched: TcbLevel | ModuleLevel
