@@ -10,6 +10,7 @@ import base64
 import hashlib
 import itertools
 import json
+import os
 import stat
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -678,6 +679,17 @@ async def test_a_corrupt_or_loose_state_file_fails(
     good["checkpoint"]["size"] = 5
     write_state(state, json.dumps(good), 0o666)
     assert "writable by others" in await fails(log, state, capsys)
+
+
+async def test_a_state_file_of_another_user_fails(
+    log: FakeLog, state: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its owner may rewrite it (the remembered log key and checkpoint) whatever its mode."""
+    await passes(log, state, capsys)
+    mine = os.geteuid()
+    monkeypatch.setattr(os, "geteuid", lambda: mine + 1)
+    err = await fails(log, state, capsys)
+    assert f"belongs to uid {mine}, not to this user" in err
 
 
 async def test_usage_errors_exit_2(

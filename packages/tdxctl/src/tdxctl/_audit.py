@@ -169,7 +169,8 @@ class AuditState:
 
 def load_audit_state(path: Path) -> AuditState | None:
     """The state in `path`, or None when there is no such file (a first audit). Read without
-    following a link; refused when it is not a regular file or others may write it."""
+    following a link; refused when it is not a regular file, belongs to another user, or others
+    may write it."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -180,6 +181,11 @@ def load_audit_state(path: Path) -> AuditState | None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise AuditStateError(f"the audit state file {path} is not a regular file")
+        if info.st_uid != os.geteuid():
+            # Its owner may rewrite the remembered log key and checkpoint, whatever the mode.
+            raise AuditStateError(
+                f"the audit state file {path} belongs to uid {info.st_uid}, not to this user"
+            )
         if info.st_mode & 0o022:
             raise AuditStateError(
                 f"the audit state file {path} is writable by others "
