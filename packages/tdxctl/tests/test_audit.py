@@ -490,6 +490,17 @@ async def test_a_checkpoint_of_another_origin_fails(
     assert "(checkpoint)" in err and "origin 'elsewhere.example/log'" in err
 
 
+async def test_a_signed_checkpoint_with_a_huge_size_fails(
+    log: FakeLog, state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The registry signs what it likes with its own key: a size of 5000 digits is a named
+    refusal, not a traceback."""
+    root = _b64(root_hash(log.size, log.read))
+    log.checkpoint_text = lambda _: sign_note(f"{ORIGIN}\n{'9' * 5000}\n{root}\n", [log.signer])
+    err = await fails(log, state, capsys)
+    assert "(checkpoint)" in err and "the checkpoint is malformed" in err
+
+
 # ---- the proofs --------------------------------------------------------------------------------
 
 
