@@ -71,6 +71,7 @@ MAX_PROOF_HASHES: Final = 128
 """An RFC 9162 proof of a tree of fewer than 2**64 leaves has fewer hashes than this."""
 MAX_STATE_BYTES: Final = 1024 * 1024
 MAX_KEY_TEXT: Final = 16 * 1024
+"""The largest `--log-key @FILE` read."""
 STATE_VERSION: Final = 1
 LEAF_KEYS: Final = frozenset({"v", "instance_pubkey", "time", "changes", "record"})
 AUDITED_FIELDS: Final = (
@@ -615,7 +616,7 @@ async def audit_instance(
         raise LogEntryRejected(f"log leaf {index}, the record's log_index, names another instance")
     _compare_record(value["record"], audited, index)
 
-    # 5. inclusion of the leaf under the signed root
+    # 4. inclusion of the leaf under the signed root
     proof = await log.inclusion_proof(index, size)
     try:
         verify_inclusion(entry.leaf_hash, index, size, proof, root)
@@ -625,7 +626,7 @@ async def audit_instance(
             f"{printable(str(exc))}"
         ) from None
 
-    # 4. no later leaf of the instance: every later leaf, folded, must give the proof's
+    # 5. no later leaf of the instance: every later leaf, folded, must give the proof's
     # right-hand hashes (which the verified proof binds to the root), so none can be left out
     later = await _scan_later(log, instance_hex, index + 1, size, progress)
     for (right, lo, hi), given in zip(_path_sides(index, size), proof, strict=True):
