@@ -651,6 +651,28 @@ async def test_a_later_leaf_left_out_of_the_entries_fails(
     assert "(inclusion)" in err and "leaves 4..6 as served are not the tree's" in err
 
 
+async def test_a_record_changed_just_after_the_checkpoint_was_read_passes(
+    log: FakeLog, state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A live registry: the instance changes (a new leaf, the record's log_index past the
+    checkpoint just served) between the audit's two reads. A newer checkpoint is read, not a
+    false alarm raised."""
+    served: list[int] = []
+
+    def then_change(note: str) -> str:
+        served.append(log.size)
+        if len(served) == 1:
+            record = dict(log.records[INSTANCE.hex()])
+            log.put({**record, "owner": None, "updated_at": "T9"}, ["owner"])
+        return note
+
+    log.checkpoint_text = then_change
+    summary, _ = await passes(log, state, capsys)
+    assert served == [5, 6]
+    assert (summary["log_index"], summary["tree_size"]) == (5, 6)
+    assert saved(state)["checkpoint"]["size"] == 6
+
+
 async def test_a_log_index_past_the_checkpoint_fails(
     log: FakeLog, state: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -69,6 +69,9 @@ PAGE: Final = 1000
 """The most entries GET /log/entries gives at once (API.md)."""
 MAX_PROOF_HASHES: Final = 128
 """An RFC 9162 proof of a tree of fewer than 2**64 leaves has fewer hashes than this."""
+CHECKPOINT_READS: Final = 3
+"""How often the checkpoint is read while the record's log_index is past its tree (the record
+changed between the two reads)."""
 MAX_STATE_BYTES: Final = 1024 * 1024
 MAX_KEY_TEXT: Final = 16 * 1024
 """The largest `--log-key @FILE` read."""
@@ -594,22 +597,26 @@ async def audit_instance(
     if previous is not None and verifier.name != previous.origin:
         raise LogKeyRejected("the log key names another origin than the remembered one")
 
-    # 2. the checkpoint
-    note, checkpoint = await _open_checkpoint(log, verifier)
-    size, root = checkpoint.size, checkpoint.root_hash
-
-    # 3. the record and its leaf
-    wire = await log.record(instance)
-    audited = audited_state(wire)
-    if wire.get("instance_pubkey") != instance_hex:
-        raise RecordFormatError("the registry answered with the record of another instance")
-    index = wire.get("log_index")
-    if type(index) is not int or index < 0:
-        raise RecordFormatError("the registry's record has no log_index (does it keep a log?)")
-    if index >= size:
-        raise RecordNotLogged(
-            f"the record's log_index {index} is not in the checkpoint's tree of {size} leaves"
-        )
+    # 2. the checkpoint, then 3. the record (read after it: a record read later is at least
+    # as new as the checkpoint's tree, whose size must then cover its log_index; a record that
+    # changed in between points past that tree, so a newer checkpoint is read, a few times)
+    for attempt in range(1, CHECKPOINT_READS + 1):
+        note, checkpoint = await _open_checkpoint(log, verifier)
+        size, root = checkpoint.size, checkpoint.root_hash
+        wire = await log.record(instance)
+        audited = audited_state(wire)
+        if wire.get("instance_pubkey") != instance_hex:
+            raise RecordFormatError("the registry answered with the record of another instance")
+        index = wire.get("log_index")
+        if type(index) is not int or index < 0:
+            raise RecordFormatError("the registry's record has no log_index (does it keep a log?)")
+        if index < size:
+            break
+        if attempt == CHECKPOINT_READS:
+            raise RecordNotLogged(
+                f"the record's log_index {index} is not in the checkpoint's tree of {size} "
+                f"leaves (checkpoint read {CHECKPOINT_READS} times)"
+            )
     (entry,) = await log.entries(index, index + 1)
     value = _check_entry(entry)
     if not hmac.compare_digest(value["instance_pubkey"], instance_hex):
