@@ -166,6 +166,20 @@ def test_a_newer_level_without_a_readable_tcb_date_means_no_grace(world: World) 
         verifier(world, tcb_grace_days=30).verify(quote, collateral, now=NOW)
 
 
+@pytest.mark.parametrize("date", ["9999-12-31T23:59:59Z", "0001-01-01T00:00:00+14:00"])
+def test_a_tcb_date_at_the_ends_of_the_calendar_means_no_grace(world: World, date: str) -> None:
+    """Dates a datetime cannot move by N days (or hold in UTC) are not readable tcbDates: the
+    collateral still verifies (dcap-qvl does not read tcbDate), without a grace."""
+    info = recovered(world, (NOW - DAY, "UpToDate"))
+    info["tcbLevels"][0]["tcbDate"] = date
+    quote, collateral = world.quote(), world.collateral(tcb_info=info)
+    agree(world, quote, collateral, "OutOfDate")
+    seen = verifier(world, accepted_tcb_statuses=None).verify(quote, collateral, now=NOW)
+    assert seen.tcb_out_of_date_since is None
+    with pytest.raises(TcbStatusRejected, match="no tcbDate says since when"):
+        verifier(world, tcb_grace_days=365).verify(quote, collateral, now=NOW)
+
+
 def test_out_of_date_configuration_needed_is_judged_as_configuration_needed(world: World) -> None:
     info = recovered(
         world, (NOW - DAY, "ConfigurationNeeded"), platform_status="OutOfDateConfigurationNeeded"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from tdx_verify._errors import CollateralFormatError, QeIdentityError, TcbLevelError
@@ -74,6 +74,10 @@ class QeIdentity:
     evaluation_data_number: int | None
 
 
+_EARLIEST_TCB_DATE = datetime(1970, 1, 1, tzinfo=UTC).timestamp()
+_LATEST_TCB_DATE = datetime(9000, 1, 1, tzinfo=UTC).timestamp()
+
+
 class _Reader:
     """Typed access to a JSON object that raises CollateralFormatError naming the field."""
 
@@ -128,7 +132,11 @@ class _Reader:
             when = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             return None
-        return None if when.tzinfo is None else when.timestamp()
+        if when.tzinfo is None:
+            return None
+        # Past these bounds a datetime cannot be moved by a grace or held in UTC.
+        stamp = when.timestamp()
+        return stamp if _EARLIEST_TCB_DATE <= stamp <= _LATEST_TCB_DATE else None
 
     def optional_integer(self, key: str) -> int | None:
         return self.integer(key) if key in self.obj else None
