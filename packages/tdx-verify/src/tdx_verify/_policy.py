@@ -49,10 +49,12 @@ class Policy:
     `rtmr_allowlist[i]` restricts RTMR i (None at an index: any value).
     `require_sept_ve_disable` refuses TDs that can receive #VE on EPT violations (dcap-qvl and
     Intel's appraisal policy do the same).
-    `tcb_grace_days` (1..365, None: no grace) accepts an `OutOfDate` status as `UpToDate`, and
-    `OutOfDateConfigurationNeeded` as `ConfigurationNeeded`, while the newer TCB level that put
-    the platform out of date is less than that many days old (by its tcbDate) at `now`; never
-    `Revoked`. `denied_advisory_ids` refuses any verdict naming one of them (`AdvisoryDenied`).
+    `tcb_grace_days` (1..365, None: no grace) judges an `OutOfDate` or
+    `OutOfDateConfigurationNeeded` status as the status without its out-of-date parts
+    (`status_within_grace`; by default `UpToDate`, `ConfigurationNeeded`) while the newer TCB
+    level that put the platform out of date is less than that many days old (by its tcbDate) at
+    `now`; never `Revoked`. `denied_advisory_ids` refuses any verdict naming one of them
+    (`AdvisoryDenied`).
     """
 
     accepted_tcb_statuses: frozenset[str] | None = DEFAULT_ACCEPTED_TCB_STATUSES
