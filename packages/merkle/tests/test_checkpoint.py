@@ -75,6 +75,7 @@ def test_signed_checkpoint_round_trip() -> None:
         f"o\n1.0\n{ROOT_B64}\n",
         f"o\n\u0661\n{ROOT_B64}\n",  # Arabic-Indic digit one
         f"o\n{MAX_TREE_SIZE + 1}\n{ROOT_B64}\n",
+        f"o\n{'9' * 5000}\n{ROOT_B64}\n",  # past int()'s digit limit: not a bare ValueError
         f"o\n1\n{base64.b64encode(bytes(31)).decode()}\n",  # 31-byte root
         f"o\n1\n{base64.b64encode(bytes(33)).decode()}\n",
         f"o\n1\n{ROOT_B64.rstrip('=')}\n",  # unpadded
@@ -86,8 +87,9 @@ def test_signed_checkpoint_round_trip() -> None:
     ],
 )
 def test_refusals(text: str) -> None:
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError) as info:
         Checkpoint.parse(text)
+    assert type(info.value) is CheckpointError
 
 
 def test_constructor_refusals() -> None:

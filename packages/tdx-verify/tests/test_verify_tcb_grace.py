@@ -166,6 +166,20 @@ def test_a_newer_level_without_a_readable_tcb_date_means_no_grace(world: World) 
         verifier(world, tcb_grace_days=30).verify(quote, collateral, now=NOW)
 
 
+@pytest.mark.parametrize("date", ["9999-12-31T23:59:59Z", "0001-01-01T00:00:00+14:00"])
+def test_a_tcb_date_at_the_ends_of_the_calendar_means_no_grace(world: World, date: str) -> None:
+    """Dates a datetime cannot move by N days (or hold in UTC) are not readable tcbDates: the
+    collateral still verifies (dcap-qvl does not read tcbDate), without a grace."""
+    info = recovered(world, (NOW - DAY, "UpToDate"))
+    info["tcbLevels"][0]["tcbDate"] = date
+    quote, collateral = world.quote(), world.collateral(tcb_info=info)
+    agree(world, quote, collateral, "OutOfDate")
+    seen = verifier(world, accepted_tcb_statuses=None).verify(quote, collateral, now=NOW)
+    assert seen.tcb_out_of_date_since is None
+    with pytest.raises(TcbStatusRejected, match="no tcbDate says since when"):
+        verifier(world, tcb_grace_days=365).verify(quote, collateral, now=NOW)
+
+
 def test_out_of_date_configuration_needed_is_judged_as_configuration_needed(world: World) -> None:
     info = recovered(
         world, (NOW - DAY, "ConfigurationNeeded"), platform_status="OutOfDateConfigurationNeeded"
@@ -253,6 +267,75 @@ def test_the_earliest_out_of_date_component_dates_the_grace(world: World) -> Non
     assert result.tcb_out_of_date_since == NOW - 10 * DAY
     with pytest.raises(TcbStatusRejected):
         verifier(world, tcb_grace_days=10).verify(quote, collateral, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("platform_status", "converged", "accepted"),
+    [
+        ("SWHardeningNeeded", "OutOfDate", {"UpToDate"}),
+        (
+            "ConfigurationAndSWHardeningNeeded",
+            "OutOfDateConfigurationNeeded",
+            {"UpToDate", "ConfigurationNeeded"},
+        ),
+    ],
+)
+def test_the_grace_judges_the_status_without_its_out_of_date_part(
+    world: World, platform_status: str, converged: str, accepted: set[str]
+) -> None:
+    """A platform that needs SW hardening with a QE out of date for 5 days: Intel's convergence
+    says OutOfDate (or OutOfDateConfigurationNeeded), but within the grace it is judged as what
+    it is without the out-of-date QE, not as UpToDate (or ConfigurationNeeded): a policy that
+    refuses the platform's own status refuses it. The host picks the QE and the TDX module."""
+    ident = world.qe_identity_dict()
+    ident["tcbLevels"] = [
+        {"tcb": {"isvsvn": 200}, "tcbDate": iso(NOW - 5 * DAY), "tcbStatus": "UpToDate"},
+        {"tcb": {"isvsvn": 0}, "tcbDate": "2020-03-13T00:00:00Z", "tcbStatus": "OutOfDate"},
+    ]
+    info = world.tcb_info_dict()
+    info["tcbLevels"][0]["tcbStatus"] = platform_status
+    quote, collateral = world.quote(), world.collateral(tcb_info=info, qe_identity=ident)
+    agree(world, quote, collateral, converged)
+    strict = verifier(world, tcb_grace_days=30, accepted_tcb_statuses=frozenset(accepted))
+    with pytest.raises(
+        TcbStatusRejected, match=f"without its out-of-date part it is {platform_status}"
+    ) as exc:
+        strict.verify(quote, collateral, now=NOW)
+    assert exc.value.tcb_status == converged
+    lenient = verifier(
+        world, tcb_grace_days=30, accepted_tcb_statuses=frozenset({*accepted, platform_status})
+    )
+    result = lenient.verify(quote, collateral, now=NOW)
+    assert (result.tcb_status, result.tcb_status_within_grace) == (converged, platform_status)
+    assert result.tcb_grace_until == NOW + 25 * DAY
+    # Applied again later with what the result carries, the policy judges the same.
+    with pytest.raises(TcbStatusRejected, match="without its out-of-date part"):
+        strict.policy.check(
+            result.quote.body,
+            result.tcb_status,
+            result.advisory_ids,
+            out_of_date_since=result.tcb_out_of_date_since,
+            status_within_grace=result.tcb_status_within_grace,
+            now=NOW,
+        )
+
+
+@pytest.mark.parametrize("within", ["OutOfDate", "Revoked", "Great"])
+def test_a_status_within_grace_must_be_one_without_an_out_of_date_part(
+    world: World, within: str
+) -> None:
+    collateral = world.collateral(tcb_info=recovered(world, (NOW - DAY, "UpToDate")))
+    result = verifier(world, accepted_tcb_statuses=None).verify(world.quote(), collateral, now=NOW)
+    assert result.tcb_status_within_grace == "UpToDate"
+    with pytest.raises(ValueError, match="status_within_grace"):
+        Policy(tcb_grace_days=30).check(
+            result.quote.body,
+            result.tcb_status,
+            result.advisory_ids,
+            out_of_date_since=result.tcb_out_of_date_since,
+            status_within_grace=within,
+            now=NOW,
+        )
 
 
 def test_an_up_to_date_quote_needs_no_grace(world: World) -> None:

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import itertools
 import json
+import os
 import stat
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -489,6 +490,17 @@ async def test_a_checkpoint_of_another_origin_fails(
     assert "(checkpoint)" in err and "origin 'elsewhere.example/log'" in err
 
 
+async def test_a_signed_checkpoint_with_a_huge_size_fails(
+    log: FakeLog, state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The registry signs what it likes with its own key: a size of 5000 digits is a named
+    refusal, not a traceback."""
+    root = _b64(root_hash(log.size, log.read))
+    log.checkpoint_text = lambda _: sign_note(f"{ORIGIN}\n{'9' * 5000}\n{root}\n", [log.signer])
+    err = await fails(log, state, capsys)
+    assert "(checkpoint)" in err and "the checkpoint is malformed" in err
+
+
 # ---- the proofs --------------------------------------------------------------------------------
 
 
@@ -639,6 +651,28 @@ async def test_a_later_leaf_left_out_of_the_entries_fails(
     assert "(inclusion)" in err and "leaves 4..6 as served are not the tree's" in err
 
 
+async def test_a_record_changed_just_after_the_checkpoint_was_read_passes(
+    log: FakeLog, state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A live registry: the instance changes (a new leaf, the record's log_index past the
+    checkpoint just served) between the audit's two reads. A newer checkpoint is read, not a
+    false alarm raised."""
+    served: list[int] = []
+
+    def then_change(note: str) -> str:
+        served.append(log.size)
+        if len(served) == 1:
+            record = dict(log.records[INSTANCE.hex()])
+            log.put({**record, "owner": None, "updated_at": "T9"}, ["owner"])
+        return note
+
+    log.checkpoint_text = then_change
+    summary, _ = await passes(log, state, capsys)
+    assert served == [5, 6]
+    assert (summary["log_index"], summary["tree_size"]) == (5, 6)
+    assert saved(state)["checkpoint"]["size"] == 6
+
+
 async def test_a_log_index_past_the_checkpoint_fails(
     log: FakeLog, state: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -678,6 +712,17 @@ async def test_a_corrupt_or_loose_state_file_fails(
     good["checkpoint"]["size"] = 5
     write_state(state, json.dumps(good), 0o666)
     assert "writable by others" in await fails(log, state, capsys)
+
+
+async def test_a_state_file_of_another_user_fails(
+    log: FakeLog, state: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its owner may rewrite it (the remembered log key and checkpoint) whatever its mode."""
+    await passes(log, state, capsys)
+    mine = os.geteuid()
+    monkeypatch.setattr(os, "geteuid", lambda: mine + 1)
+    err = await fails(log, state, capsys)
+    assert f"belongs to uid {mine}, not to this user" in err
 
 
 async def test_usage_errors_exit_2(

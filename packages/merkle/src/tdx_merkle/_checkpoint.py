@@ -13,6 +13,7 @@ from ._hashing import HASH_SIZE
 # Tree sizes are uint64 in every implementation of the format.
 MAX_TREE_SIZE = (1 << 64) - 1
 
+_MAX_SIZE_DIGITS = len(str(MAX_TREE_SIZE))
 _SIZE = re.compile(r"0|[1-9][0-9]*", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x1f]")
 
@@ -68,9 +69,10 @@ class Checkpoint:
                 raise CheckpointError(f"line {number} of the checkpoint is empty")
         if not _SIZE.fullmatch(size_text):
             raise CheckpointError("the tree size is not a decimal number without leading zeros")
-        size = int(size_text)
-        if size > MAX_TREE_SIZE:
+        # Length first: int() of a text past its digit limit raises a bare ValueError.
+        if len(size_text) > _MAX_SIZE_DIGITS or int(size_text) > MAX_TREE_SIZE:
             raise CheckpointError("the tree size is larger than 2**64 - 1")
+        size = int(size_text)
         try:
             root = base64.b64decode(root_text.encode("ascii"), validate=True)
         except (binascii.Error, UnicodeEncodeError, ValueError) as exc:

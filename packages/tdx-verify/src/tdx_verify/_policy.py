@@ -32,6 +32,9 @@ _RESERVED = ((1 << 64) - 1) & ~(_DEBUG | _MIGRATABLE | _FEATURES)
 # Within the TCB grace, an out-of-date status is judged as the status it would have without the
 # out-of-date part.
 _GRACE_STATUS = {"OutOfDate": "UpToDate", "OutOfDateConfigurationNeeded": "ConfigurationNeeded"}
+_WITHIN_GRACE = frozenset(
+    {"UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded"}
+)
 
 
 def _iso(when: datetime) -> str:
@@ -46,10 +49,12 @@ class Policy:
     `rtmr_allowlist[i]` restricts RTMR i (None at an index: any value).
     `require_sept_ve_disable` refuses TDs that can receive #VE on EPT violations (dcap-qvl and
     Intel's appraisal policy do the same).
-    `tcb_grace_days` (1..365, None: no grace) accepts an `OutOfDate` status as `UpToDate`, and
-    `OutOfDateConfigurationNeeded` as `ConfigurationNeeded`, while the newer TCB level that put
-    the platform out of date is less than that many days old (by its tcbDate) at `now`; never
-    `Revoked`. `denied_advisory_ids` refuses any verdict naming one of them (`AdvisoryDenied`).
+    `tcb_grace_days` (1..365, None: no grace) judges an `OutOfDate` or
+    `OutOfDateConfigurationNeeded` status as the status without its out-of-date parts
+    (`status_within_grace`; by default `UpToDate`, `ConfigurationNeeded`) while the newer TCB
+    level that put the platform out of date is less than that many days old (by its tcbDate) at
+    `now`; never `Revoked`. `denied_advisory_ids` refuses any verdict naming one of them
+    (`AdvisoryDenied`).
     """
 
     accepted_tcb_statuses: frozenset[str] | None = DEFAULT_ACCEPTED_TCB_STATUSES
@@ -76,17 +81,28 @@ class Policy:
         advisory_ids: tuple[str, ...],
         *,
         out_of_date_since: datetime | None = None,
+        status_within_grace: str | None = None,
         now: datetime | None = None,
     ) -> datetime | None:
         """Step 8: the merged TCB status, the advisories, the TD attributes and the
         measurements of `report` against this policy; raise the `PolicyError` that names the
         first refusal. `out_of_date_since` (the tcbDate of the level that put the platform out
-        of date) and `now` are what the TCB grace reads; returns the end of the grace when the
-        status was accepted only thanks to it, else None."""
+        of date), `status_within_grace` (the status without its out-of-date parts, as
+        `VerifiedQuote.tcb_status_within_grace` gives it; None: `OutOfDate` is judged as
+        `UpToDate`, `OutOfDateConfigurationNeeded` as `ConfigurationNeeded`) and `now` are what
+        the TCB grace reads; returns the end of the grace when the status was accepted only
+        thanks to it, else None."""
         for name, moment in (("now", now), ("out_of_date_since", out_of_date_since)):
             if moment is not None and moment.tzinfo is None:
                 raise ValueError(f"{name} must be a timezone-aware datetime")
-        grace_until = self._check_tcb_status(tcb_status, advisory_ids, out_of_date_since, now)
+        if status_within_grace is not None and status_within_grace not in _WITHIN_GRACE:
+            raise ValueError(
+                f"status_within_grace {status_within_grace!r} is not a status without an "
+                "out-of-date part"
+            )
+        grace_until = self._check_tcb_status(
+            tcb_status, advisory_ids, out_of_date_since, status_within_grace, now
+        )
         denied = tuple(a for a in advisory_ids if a in self.denied_advisory_ids)
         if denied:
             raise AdvisoryDenied(
@@ -133,6 +149,7 @@ class Policy:
         tcb_status: str,
         advisory_ids: tuple[str, ...],
         out_of_date_since: datetime | None,
+        status_within_grace: str | None,
         now: datetime | None,
     ) -> datetime | None:
         accepted = self.accepted_tcb_statuses
@@ -140,9 +157,13 @@ class Policy:
             return None
         why = ""
         graced = _GRACE_STATUS.get(tcb_status)
+        if graced is not None and status_within_grace is not None:
+            graced = status_within_grace
         days = self.tcb_grace_days
-        if days is not None and graced is not None and accepted is not None and graced in accepted:
-            if out_of_date_since is None or now is None:
+        if days is not None and graced is not None and accepted is not None:
+            if graced not in accepted:
+                why = f"; without its out-of-date part it is {graced}, which is not accepted"
+            elif out_of_date_since is None or now is None:
                 why = f"; no tcbDate says since when it is out of date, so no {days}-day grace"
             else:
                 until = out_of_date_since + timedelta(days=days)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from tdx_verify._errors import CollateralFormatError, QeIdentityError, TcbLevelError
@@ -74,6 +74,10 @@ class QeIdentity:
     evaluation_data_number: int | None
 
 
+_EARLIEST_TCB_DATE = datetime(1970, 1, 1, tzinfo=UTC).timestamp()
+_LATEST_TCB_DATE = datetime(9000, 1, 1, tzinfo=UTC).timestamp()
+
+
 class _Reader:
     """Typed access to a JSON object that raises CollateralFormatError naming the field."""
 
@@ -128,7 +132,11 @@ class _Reader:
             when = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             return None
-        return None if when.tzinfo is None else when.timestamp()
+        if when.tzinfo is None:
+            return None
+        # Past these bounds a datetime cannot be moved by a grace or held in UTC.
+        stamp = when.timestamp()
+        return stamp if _EARLIEST_TCB_DATE <= stamp <= _LATEST_TCB_DATE else None
 
     def optional_integer(self, key: str) -> int | None:
         return self.integer(key) if key in self.obj else None
@@ -342,6 +350,25 @@ def match_tdx_module(
 
 
 OUT_OF_DATE_STATUSES = frozenset({"OutOfDate", "OutOfDateConfigurationNeeded"})
+
+# A platform level's status without its out-of-date part.
+_WITHOUT_OUT_OF_DATE = {
+    "OutOfDate": "UpToDate",
+    "OutOfDateConfigurationNeeded": "ConfigurationNeeded",
+}
+
+
+def status_without_out_of_date(platform: str, others: tuple[str, ...]) -> str:
+    """The merged status the platform would have if none of its components were out of date:
+    the platform level's status without its out-of-date part, converged with the statuses of
+    the QE and TDX module levels that are not out of date (an out-of-date one counts as
+    up to date). What the TCB grace judges: an out-of-date QE or module must not turn a
+    `SWHardeningNeeded` platform into a graced `UpToDate`."""
+    status = _WITHOUT_OUT_OF_DATE.get(platform, platform)
+    for other in others:
+        if other not in OUT_OF_DATE_STATUSES:
+            status = converge(status, other)
+    return status
 
 
 def out_of_date_since(

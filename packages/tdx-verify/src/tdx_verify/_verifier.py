@@ -83,6 +83,7 @@ from tdx_verify._tcb import (
     out_of_date_since,
     parse_qe_identity,
     parse_tcb_info,
+    status_without_out_of_date,
     tdx_module_of,
 )
 
@@ -105,6 +106,8 @@ class VerifiedQuote:
 
     `tcb_out_of_date_since` is the tcbDate of the TCB level that first put an out-of-date
     platform (or its QE, or TDX module) out of date (None when not out of date, or unknown);
+    `tcb_status_within_grace` is the status it would have if none of its components were out of
+    date (None when not out of date): what the TCB grace judges;
     `tcb_grace_until` is when the policy's TCB grace ends, set only when the status was
     accepted thanks to it (`tcb_status` stays the real one)."""
 
@@ -117,6 +120,7 @@ class VerifiedQuote:
     report_data: bytes
     verified_at: datetime
     tcb_out_of_date_since: datetime | None
+    tcb_status_within_grace: str | None
     tcb_grace_until: datetime | None
     _token: InitVar[object] = None
 
@@ -226,12 +230,17 @@ class Verifier:
         # Step 6: quote signature
         self._verify_quote_signature(parsed)
         # Step 7: TCB level and merged status
-        status, advisories, since = _tcb_status(
+        status, advisories, since, within = _tcb_status(
             verified.tcb_info, chain.extension, parsed.body, verified.qe_identity, qe_level
         )
         # Step 8: policy
         grace_until = self._policy.check(
-            parsed.body, status, advisories, out_of_date_since=since, now=now
+            parsed.body,
+            status,
+            advisories,
+            out_of_date_since=since,
+            status_within_grace=within,
+            now=now,
         )
         return VerifiedQuote(
             quote=parsed,
@@ -243,6 +252,7 @@ class Verifier:
             report_data=parsed.body.report_data,
             verified_at=now,
             tcb_out_of_date_since=since,
+            tcb_status_within_grace=within,
             tcb_grace_until=grace_until,
             _token=_VERIFIER,
         )
@@ -574,9 +584,11 @@ def _tcb_status(
     body: TdReport10,
     qe_identity: QeIdentity,
     qe_level: ModuleLevel,
-) -> tuple[str, tuple[str, ...], datetime | None]:
+) -> tuple[str, tuple[str, ...], datetime | None, str | None]:
     """Step 7: platform level, TDX module level, and Intel's convergence with the QE status;
-    with the date since which the result is out of date (see `_out_of_date_since`)."""
+    with the date since which the result is out of date (see `out_of_date_since`) and the
+    status without its out-of-date parts (`status_without_out_of_date`), both None when the
+    result is not out of date."""
     platform = match_platform_level(info, ext.tcb_components, ext.pce_svn, body.tee_tcb_svn)
     module = match_tdx_module(info, body.tee_tcb_svn, body.mr_signer_seam, body.seam_attributes)
     status = platform.status
@@ -594,7 +606,11 @@ def _tcb_status(
         out_of_date.append(out_of_date_since(qe_identity.levels, qe_level))
     status = converge(status, qe_level.status)
     since: datetime | None = None
-    if status in OUT_OF_DATE_STATUSES and out_of_date and None not in out_of_date:
-        # Out of date since the earliest component went out of date.
-        since = datetime.fromtimestamp(min(d for d in out_of_date if d is not None), UTC)
-    return status, merge_advisories(advisories, qe_level.advisory_ids), since
+    within: str | None = None
+    if status in OUT_OF_DATE_STATUSES:
+        others = (qe_level.status,) if module is None else (module.status, qe_level.status)
+        within = status_without_out_of_date(platform.status, others)
+        if out_of_date and None not in out_of_date:
+            # Out of date since the earliest component went out of date.
+            since = datetime.fromtimestamp(min(d for d in out_of_date if d is not None), UTC)
+    return status, merge_advisories(advisories, qe_level.advisory_ids), since, within

@@ -69,8 +69,12 @@ PAGE: Final = 1000
 """The most entries GET /log/entries gives at once (API.md)."""
 MAX_PROOF_HASHES: Final = 128
 """An RFC 9162 proof of a tree of fewer than 2**64 leaves has fewer hashes than this."""
+CHECKPOINT_READS: Final = 3
+"""How often the checkpoint is read while the record's log_index is past its tree (the record
+changed between the two reads)."""
 MAX_STATE_BYTES: Final = 1024 * 1024
 MAX_KEY_TEXT: Final = 16 * 1024
+"""The largest `--log-key @FILE` read."""
 STATE_VERSION: Final = 1
 LEAF_KEYS: Final = frozenset({"v", "instance_pubkey", "time", "changes", "record"})
 AUDITED_FIELDS: Final = (
@@ -169,7 +173,8 @@ class AuditState:
 
 def load_audit_state(path: Path) -> AuditState | None:
     """The state in `path`, or None when there is no such file (a first audit). Read without
-    following a link; refused when it is not a regular file or others may write it."""
+    following a link; refused when it is not a regular file, belongs to another user, or others
+    may write it."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -180,6 +185,11 @@ def load_audit_state(path: Path) -> AuditState | None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise AuditStateError(f"the audit state file {path} is not a regular file")
+        if info.st_uid != os.geteuid():
+            # Its owner may rewrite the remembered log key and checkpoint, whatever the mode.
+            raise AuditStateError(
+                f"the audit state file {path} belongs to uid {info.st_uid}, not to this user"
+            )
         if info.st_mode & 0o022:
             raise AuditStateError(
                 f"the audit state file {path} is writable by others "
@@ -587,29 +597,33 @@ async def audit_instance(
     if previous is not None and verifier.name != previous.origin:
         raise LogKeyRejected("the log key names another origin than the remembered one")
 
-    # 2. the checkpoint
-    note, checkpoint = await _open_checkpoint(log, verifier)
-    size, root = checkpoint.size, checkpoint.root_hash
-
-    # 3. the record and its leaf
-    wire = await log.record(instance)
-    audited = audited_state(wire)
-    if wire.get("instance_pubkey") != instance_hex:
-        raise RecordFormatError("the registry answered with the record of another instance")
-    index = wire.get("log_index")
-    if type(index) is not int or index < 0:
-        raise RecordFormatError("the registry's record has no log_index (does it keep a log?)")
-    if index >= size:
-        raise RecordNotLogged(
-            f"the record's log_index {index} is not in the checkpoint's tree of {size} leaves"
-        )
+    # 2. the checkpoint, then 3. the record (read after it: a record read later is at least
+    # as new as the checkpoint's tree, whose size must then cover its log_index; a record that
+    # changed in between points past that tree, so a newer checkpoint is read, a few times)
+    for attempt in range(1, CHECKPOINT_READS + 1):
+        note, checkpoint = await _open_checkpoint(log, verifier)
+        size, root = checkpoint.size, checkpoint.root_hash
+        wire = await log.record(instance)
+        audited = audited_state(wire)
+        if wire.get("instance_pubkey") != instance_hex:
+            raise RecordFormatError("the registry answered with the record of another instance")
+        index = wire.get("log_index")
+        if type(index) is not int or index < 0:
+            raise RecordFormatError("the registry's record has no log_index (does it keep a log?)")
+        if index < size:
+            break
+        if attempt == CHECKPOINT_READS:
+            raise RecordNotLogged(
+                f"the record's log_index {index} is not in the checkpoint's tree of {size} "
+                f"leaves (checkpoint read {CHECKPOINT_READS} times)"
+            )
     (entry,) = await log.entries(index, index + 1)
     value = _check_entry(entry)
     if not hmac.compare_digest(value["instance_pubkey"], instance_hex):
         raise LogEntryRejected(f"log leaf {index}, the record's log_index, names another instance")
     _compare_record(value["record"], audited, index)
 
-    # 5. inclusion of the leaf under the signed root
+    # 4. inclusion of the leaf under the signed root
     proof = await log.inclusion_proof(index, size)
     try:
         verify_inclusion(entry.leaf_hash, index, size, proof, root)
@@ -619,7 +633,7 @@ async def audit_instance(
             f"{printable(str(exc))}"
         ) from None
 
-    # 4. no later leaf of the instance: every later leaf, folded, must give the proof's
+    # 5. no later leaf of the instance: every later leaf, folded, must give the proof's
     # right-hand hashes (which the verified proof binds to the root), so none can be left out
     later = await _scan_later(log, instance_hex, index + 1, size, progress)
     for (right, lo, hi), given in zip(_path_sides(index, size), proof, strict=True):

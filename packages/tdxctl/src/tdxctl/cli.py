@@ -22,6 +22,7 @@ from cryptography import x509
 
 from tdx_verify import KNOWN_TCB_STATUSES, Policy
 from tdxctl._audit import (
+    MAX_KEY_TEXT,
     LogClient,
     audit_instance,
     load_audit_state,
@@ -161,10 +162,10 @@ def _log_key(value: str) -> str:
     if value.startswith("@"):
         try:
             with Path(value[1:]).open("rb") as handle:
-                data = handle.read(16 * 1024 + 1)
+                data = handle.read(MAX_KEY_TEXT + 1)
         except OSError as exc:
             raise argparse.ArgumentTypeError(f"cannot read {value[1:]}: {exc.strerror}") from None
-        if len(data) > 16 * 1024:
+        if len(data) > MAX_KEY_TEXT:
             raise argparse.ArgumentTypeError(f"{value[1:]} is too large to be a verifier key")
         try:
             text = data.decode("utf-8")
