@@ -34,6 +34,7 @@ from tdx_identity import Settings, StartupError, create_app
 from tdx_identity.app import front_settings
 from tdx_identity.exceptions import FrontError, FrontRuntimeDirError
 from tdx_identity.settings import parse_settings
+from tdx_identity.workload import front as front_module
 from tdx_identity.workload.front import (
     CERT_NAME,
     CONFIG_NAME,
@@ -524,6 +525,66 @@ async def test_stop_is_graceful_and_leaves_nothing_listening(
         assert live_members(pid) == []
         assert (front_dir / CONFIG_NAME).exists()
     assert removed(front_dir), "shutdown removes the key, certificate, config and their dir"
+
+
+def process_state(pid: int) -> str:
+    """The state letter of /proc/<pid>/stat ("Z" for an unreaped zombie), "gone" once reaped."""
+    try:
+        return (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+@pytest.mark.parametrize("how", ["stop", "sigkill"])
+async def test_nginx_group_is_killed_before_its_master_is_reaped(
+    how: str, front_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What is left of nginx's process group is killed while the exited master is still an
+    unreaped zombie, which holds its pid: once reaped, the id may name another process group
+    (the service runs as root), which a killpg would then hit."""
+    seen: list[tuple[int, str]] = []
+    kill_group = front_module._kill_group
+
+    def recording(pgid: int) -> None:
+        seen.append((pgid, process_state(pgid)))
+        kill_group(pgid)
+
+    monkeypatch.setattr(front_module, "_kill_group", recording)
+
+    def spawn_stand_in(argv: object) -> subprocess.Popen[bytes]:
+        # A stand-in for nginx that writes its pid file as nginx does once it listens.
+        pid_file = front_dir / PID_NAME
+        return subprocess.Popen(
+            ["/bin/sh", "-c", f'echo $$ > "{pid_file}"; exec sleep 60'],
+            start_new_session=True,
+        )
+
+    runtime = FrontRuntimeDir.open(front_dir, storage_path=tmp_path / "storage")
+    settings = base_settings(front_dir, stop_timeout=3.0, restart_initial=0.05, restart_max=0.2)
+    front = NginxFront(
+        settings, runtime=runtime, tls_key=TlsKey.generate(), instance_key=INSTANCE_KEY,
+        nginx=Path("/bin/sh"), spawn=spawn_stand_in,
+    )  # fmt: skip
+    front.install_certificate(make_quote(front.report_data()))
+    try:
+        await front.start()
+        pid = front.pid
+        assert pid is not None
+        if how == "stop":
+            await front.stop()
+        else:
+            os.kill(pid, signal.SIGKILL)
+            for _ in range(200):
+                if front.restarts == 1 and front.state is FrontState.SERVING:
+                    break
+                await asyncio.sleep(0.05)
+            assert front.restarts == 1
+        calls = [state for pgid, state in seen if pgid == pid]
+        assert calls, seen
+        assert set(calls) == {"Z"}, f"the group was killed after the master was reaped: {seen}"
+        assert process_state(pid) == "gone", "reaped in the end"
+    finally:
+        await front.close()
 
 
 async def test_a_port_taken_makes_start_fail_naming_it(front_dir: Path, tmp_path: Path) -> None:

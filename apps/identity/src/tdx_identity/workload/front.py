@@ -42,7 +42,8 @@ Supervision. nginx, our child or adopted, is watched through a pidfd (``os.pidfd
 for readability in the event loop) and signalled through it (``pidfd_send_signal``), so a pid
 reused after its exit is never signalled. When nginx exits while it should serve (e.g.
 SIGKILL), what is left of its group (workers that outlive a killed master hold the listening
-sockets) is killed, and it is started again with a bounded back-off, logged each time. `stop`
+sockets) is killed (for our child before it is reaped: its zombie holds the pid, so the group
+id cannot name another group yet), and it is started again with a bounded back-off, logged each time. `stop`
 sends SIGQUIT (graceful: in-flight requests finish), then SIGTERM, then SIGKILL after
 `stop_timeout`.
 """
@@ -422,10 +423,24 @@ class _Nginx:
 
     def returncode(self) -> int | None:
         """Its exit status once it exited, when it was our child (None otherwise); never
-        blocks (the child is reaped here once it exited)."""
-        if self._child is None or (self._pidfd is not None and self.running()):
+        blocks. The child is reaped here once it exited, after what is left of its process
+        group was killed: until the reap its zombie holds the pid, so the group id cannot yet
+        name another process group (the service runs as root)."""
+        child = self._child
+        if child is None or (self._pidfd is not None and self.running()):
             return None
-        return self._child.poll()
+        if child.returncode is None and _exited_unreaped(self.pid):
+            _kill_group(self.pid)
+        return child.poll()
+
+    def kill_rest_of_group(self) -> None:
+        """Once it exited: kill what is left of its process group (workers of a killed master).
+        Our child is reaped here, after the kill (`returncode`); an adopted master was reaped
+        by its own parent, so its group is killed by id."""
+        if self._child is not None:
+            self.returncode()
+        else:
+            _kill_group(self.pid)
 
     def send(self, sig: signal.Signals) -> None:
         """Signal this very process (never a pid reused after its exit)."""
@@ -540,6 +555,15 @@ def _not_our_nginx(pid: int, nginx: Path, argv: Sequence[str]) -> str | None:
     return None
 
 
+def _exited_unreaped(pid: int) -> bool:
+    """Whether our child `pid` has exited and is not reaped yet (it is not reaped here)."""
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return info is not None
+
+
 def _kill_group(pgid: int) -> None:
     """Kill what is left of nginx's own process group (workers of a killed master)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -564,9 +588,9 @@ def stop_left_front(runtime_dir: Path, nginx: Path, *, timeout: float = 10.0) ->
                 deadline = time.monotonic() + wait
                 while process.running() and time.monotonic() < deadline:
                     time.sleep(0.02)
+            process.kill_rest_of_group()
         finally:
             process.close()
-        _kill_group(process.pid)
     if runtime_dir.is_dir() and not runtime_dir.is_symlink():
         FrontRuntimeDir(runtime_dir).remove()
     return process is not None
@@ -853,8 +877,8 @@ class NginxFront:
         while True:
             if not process.running():
                 returncode = await process.wait()
+                process.kill_rest_of_group()
                 process.close()
-                _kill_group(process.pid)
                 raise FrontError(
                     f"nginx exited with status {returncode} at start (its error "
                     "is in the service's log)"
@@ -893,8 +917,8 @@ class NginxFront:
             if not self._should_serve():
                 return
             self._state = FrontState.RESTARTING
+            process.kill_rest_of_group()
             process.close()
-            _kill_group(process.pid)
             if time.monotonic() - started > 10 * self._settings.restart_max:
                 delay = self._settings.restart_initial
             _log.error(
@@ -929,9 +953,8 @@ class NginxFront:
                 break
             process.send(sig)
             await process.wait_for(wait)
-        process.returncode()  # our child: reaped
+        process.kill_rest_of_group()
         process.close()
-        _kill_group(process.pid)
 
     async def _stop_supervising(self) -> _Nginx | None:
         self._wanted = False
