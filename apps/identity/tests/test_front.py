@@ -832,6 +832,41 @@ async def test_a_start_that_serves_nothing_stops_the_front_left_serving(
         assert not stop_left_front(front_dir, nginx_path())
 
 
+async def test_a_start_waits_for_the_stop_of_the_front_left_serving(
+    front_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service's start stops the front left serving when it did not start one, while a
+    background comparison that agrees later starts the front: the start waits for that stop
+    instead of adopting the nginx being stopped (which the stop then took down, and whose
+    pid file it removed under the supervisor's next nginx)."""
+    terminate = NginxFront._terminate
+
+    async def slow_terminate(self: NginxFront, process: front_module._Nginx) -> None:
+        await asyncio.sleep(1.0)  # a graceful quit that waits for an in-flight request
+        await terminate(self, process)
+
+    monkeypatch.setattr(NginxFront, "_terminate", slow_terminate)
+    async with upstream_server() as upstream, real_front(front_dir, tmp_path, upstream) as first:
+        await first.start()
+        pid = first.pid
+        assert pid is not None
+        await first.shutdown()
+        second = next_start(front_dir, tmp_path, first.settings)
+        try:
+            stopping = asyncio.create_task(second.stop_left_running())
+            await asyncio.sleep(0.1)  # the stop is under way when the comparison agrees
+            await second.start()
+            assert await stopping, "the front left serving was stopped"
+            assert live_members(pid) == [], "and not adopted"
+            await asyncio.sleep(1.0)
+            assert second.state is FrontState.SERVING and second.restarts == 0
+            assert second.pid not in (None, pid) and not second.adopted
+            assert (front_dir / PID_NAME).read_text().strip() == str(second.pid)
+            assert served_spki(first.settings.tls_port) == second.spki_der
+        finally:
+            await second.close()
+
+
 async def test_a_service_start_that_exposes_nothing_stops_the_front_left_serving(
     running: Callable[..., object], front_dir: Path, tmp_path: Path
 ) -> None:

@@ -689,6 +689,9 @@ class NginxFront:
         self._left_serving = False
         self._restarts = 0
         self._adoptions = 0
+        # `start` and `stop_left_running` one at a time: a start waits for the stop of the
+        # nginx left serving instead of adopting it while it is being stopped.
+        self._left_running_lock = asyncio.Lock()
 
     # -- observed ----------------------------------------------------------------------------
 
@@ -774,6 +777,10 @@ class NginxFront:
         with this start's certificate, confirmed) or start nginx and wait until it listens;
         then supervise it. A no-op while it serves or restarts. FrontError when it cannot
         start."""
+        async with self._left_running_lock:
+            await self._start()
+
+    async def _start(self) -> None:
         if self._wanted:  # serving, or the supervisor is bringing it back
             return
         if self._certificate is None:
@@ -977,14 +984,15 @@ class NginxFront:
     async def stop_left_running(self) -> bool:
         """When this start did not start the front: stop an nginx a previous start left serving
         (checked as for an adoption), so no earlier certificate is served under this start's
-        event log. True when there was one."""
-        if self._wanted or self._nginx is None:
-            return False
-        process, _ = _left_running(self._runtime.path, self._nginx)
-        if process is None:
-            return False
-        await self._terminate(process)
-        (self._runtime.path / PID_NAME).unlink(missing_ok=True)
+        event log. True when there was one. A `start` meanwhile waits for it."""
+        async with self._left_running_lock:
+            if self._wanted or self._nginx is None:
+                return False
+            process, _ = _left_running(self._runtime.path, self._nginx)
+            if process is None:
+                return False
+            await self._terminate(process)
+            (self._runtime.path / PID_NAME).unlink(missing_ok=True)
         _log.warning(
             "stopped the front a previous start left serving: this start serves nothing",
             extra={"pid": process.pid},
