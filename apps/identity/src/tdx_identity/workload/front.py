@@ -43,9 +43,9 @@ for readability in the event loop) and signalled through it (``pidfd_send_signal
 reused after its exit is never signalled. When nginx exits while it should serve (e.g.
 SIGKILL), what is left of its group (workers that outlive a killed master hold the listening
 sockets) is killed (for our child before it is reaped: its zombie holds the pid, so the group
-id cannot name another group yet), and it is started again with a bounded back-off, logged each time. `stop`
-sends SIGQUIT (graceful: in-flight requests finish), then SIGTERM, then SIGKILL after
-`stop_timeout`.
+id cannot name another group yet), and it is started again with a bounded back-off, logged
+each time. `stop` sends SIGQUIT (graceful: in-flight requests finish), then SIGTERM, then
+SIGKILL after `stop_timeout`.
 """
 
 from __future__ import annotations
