@@ -587,6 +587,23 @@ async def test_nginx_group_is_killed_before_its_master_is_reaped(
         await front.close()
 
 
+async def test_a_config_that_cannot_be_written_is_a_front_error(
+    front_dir: Path, tmp_path: Path
+) -> None:
+    runtime = FrontRuntimeDir.open(front_dir, storage_path=tmp_path / "storage")
+    front = NginxFront(
+        base_settings(front_dir), runtime=runtime, tls_key=TlsKey.generate(),
+        instance_key=INSTANCE_KEY, nginx=Path("/bin/sh"),
+    )  # fmt: skip
+    front.install_certificate(make_quote(front.report_data()))
+    (front_dir / CONFIG_NAME).mkdir()  # the atomic rename onto it fails
+    with pytest.raises(FrontError, match="cannot write the front's nginx config"):
+        await front.start()
+    assert front.state is FrontState.STOPPED and front.pid is None
+    (front_dir / CONFIG_NAME).rmdir()
+    runtime.remove()
+
+
 async def test_a_port_taken_makes_start_fail_naming_it(front_dir: Path, tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -789,7 +789,12 @@ class NginxFront:
             self._settings, runtime_dir=self._runtime.path, instance_pubkey=self._instance_pubkey
         )
         argv = self.argv()
-        self._runtime.write_private(CONFIG_NAME, config.encode("ascii"))
+        try:
+            self._runtime.write_private(CONFIG_NAME, config.encode("ascii"))
+        except OSError as exc:
+            raise FrontError(
+                f"cannot write the front's nginx config: {exc.strerror or exc}"
+            ) from exc
         self._wanted = True
         self._left_serving = False
         self._state = FrontState.STARTING
