@@ -604,6 +604,48 @@ async def test_a_config_that_cannot_be_written_is_a_front_error(
     runtime.remove()
 
 
+def group_leader(argv: list[str]) -> subprocess.Popen[bytes]:
+    """A program leading a process group (and a session) of its own."""
+    return subprocess.Popen(argv, start_new_session=True)
+
+
+async def test_an_adopted_masters_group_id_reused_by_another_group_is_not_killed(
+    front_dir: Path, tmp_path: Path
+) -> None:
+    """An adopted master is reaped by its own parent, not by the service: once it and its
+    workers are gone its id may lead another process group. What is left of its group is
+    killed process by process (each through a pidfd, only those running the measured nginx),
+    never by group id."""
+    async with upstream_server() as upstream, real_front(front_dir, tmp_path, upstream) as first:
+        await first.start()
+        await first.shutdown()
+        adopted, reason = front_module._left_running(front_dir, nginx_path())
+        assert adopted is not None, reason
+        worker_pids = [p for p in live_members(adopted.pid) if p != adopted.pid]
+        assert worker_pids, "nginx's workers share its group"
+        # Another program leading a group of its own stands in for a group that reused the id.
+        other = group_leader(["sleep", "60"])
+        try:
+            reused = front_module._Nginx(other.pid, os.pidfd_open(other.pid), None, nginx_path())
+            reused.kill_rest_of_group()
+            reused.close()
+            with pytest.raises(subprocess.TimeoutExpired):  # a group not nginx's: left alone
+                other.wait(timeout=0.5)
+            adopted.send(signal.SIGKILL)
+            await adopted.wait_for(5.0)
+            assert worker_pids == [p for p in live_members(adopted.pid) if p != adopted.pid]
+            adopted.kill_rest_of_group()
+            adopted.close()
+            for _ in range(100):
+                if live_members(adopted.pid) == []:
+                    break
+                await asyncio.sleep(0.05)
+            assert live_members(adopted.pid) == [], "the adopted master's workers were killed"
+        finally:
+            other.kill()
+            other.wait()
+
+
 async def test_a_port_taken_makes_start_fail_naming_it(front_dir: Path, tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

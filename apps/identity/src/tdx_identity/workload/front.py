@@ -43,8 +43,9 @@ for readability in the event loop) and signalled through it (``pidfd_send_signal
 reused after its exit is never signalled. When nginx exits while it should serve (e.g.
 SIGKILL), what is left of its group (workers that outlive a killed master hold the listening
 sockets) is killed (for our child before it is reaped: its zombie holds the pid, so the group
-id cannot name another group yet), and it is started again with a bounded back-off, logged
-each time. `stop` sends SIGQUIT (graceful: in-flight requests finish), then SIGTERM, then
+id cannot name another group yet; for an adopted master, which its own parent reaped, member by
+member through pidfds, only those running the measured nginx), and it is started again with a
+bounded back-off, logged each time. `stop` sends SIGQUIT (graceful: in-flight requests finish), then SIGTERM, then
 SIGKILL after `stop_timeout`.
 """
 
@@ -402,10 +403,17 @@ class _Nginx:
     """An nginx master the front supervises through a pidfd: our child (`child` set; reaped
     once it exited) or the one a previous start left serving (not our child: no status)."""
 
-    def __init__(self, pid: int, pidfd: int, child: subprocess.Popen[bytes] | None) -> None:
+    def __init__(
+        self,
+        pid: int,
+        pidfd: int,
+        child: subprocess.Popen[bytes] | None,
+        program: Path | None = None,
+    ) -> None:
         self.pid = pid
         self._pidfd: int | None = pidfd
         self._child = child
+        self._program = program  # the measured nginx an adopted master was checked to run
         self._exited: asyncio.Future[None] | None = None
 
     @property
@@ -435,12 +443,13 @@ class _Nginx:
 
     def kill_rest_of_group(self) -> None:
         """Once it exited: kill what is left of its process group (workers of a killed master).
-        Our child is reaped here, after the kill (`returncode`); an adopted master was reaped
-        by its own parent, so its group is killed by id."""
+        Our child is reaped here, after the kill (`returncode`). An adopted master was reaped
+        by its own parent, after which its id may lead another group: its members are killed
+        one by one instead, each through a pidfd and only if it runs the measured nginx."""
         if self._child is not None:
             self.returncode()
-        else:
-            _kill_group(self.pid)
+        elif self._program is not None:
+            _kill_nginx_members(self.pid, self._program)
 
     def send(self, sig: signal.Signals) -> None:
         """Signal this very process (never a pid reused after its exit)."""
@@ -520,7 +529,7 @@ def _left_running(runtime_dir: Path, nginx: Path) -> tuple[_Nginx | None, str]:
         return None, f"stale pid file: no process {pid}"
     except OSError as exc:
         return None, f"cannot open a pidfd on {pid}: {exc.strerror or exc}"
-    process = _Nginx(pid, pidfd, None)
+    process = _Nginx(pid, pidfd, None, nginx)
     # The pidfd was opened first: if `pid` still runs once /proc was read, /proc described the
     # process the pidfd names, and every signal goes to that process only.
     reason = _not_our_nginx(pid, nginx, front_argv(nginx, runtime_dir))
@@ -562,6 +571,32 @@ def _exited_unreaped(pid: int) -> bool:
     except ChildProcessError:
         return False
     return info is not None
+
+
+def _kill_nginx_members(pgid: int, nginx: Path) -> None:
+    """SIGKILL, through a pidfd each, the live processes of group `pgid` that run `nginx`
+    (checked after the pidfd was opened, so a reused pid is never signalled)."""
+    program = os.path.realpath(nginx)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            pidfd = os.pidfd_open(int(entry.name))
+        except OSError:
+            continue
+        try:
+            stat_fields = (entry / "stat").read_text(encoding="ascii", errors="replace")
+            member_pgid = int(stat_fields.rsplit(")", 1)[1].split()[2])
+            if member_pgid != pgid or str((entry / "exe").readlink()) != program:
+                continue
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            if not poller.poll(0):  # still the process /proc described
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            continue
+        finally:
+            os.close(pidfd)
 
 
 def _kill_group(pgid: int) -> None:
