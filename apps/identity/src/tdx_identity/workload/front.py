@@ -45,8 +45,8 @@ SIGKILL), what is left of its group (workers that outlive a killed master hold t
 sockets) is killed (for our child before it is reaped: its zombie holds the pid, so the group
 id cannot name another group yet; for an adopted master, which its own parent reaped, member by
 member through pidfds, only those running the measured nginx), and it is started again with a
-bounded back-off, logged each time. `stop` sends SIGQUIT (graceful: in-flight requests finish), then SIGTERM, then
-SIGKILL after `stop_timeout`.
+bounded back-off, logged each time. `stop` sends SIGQUIT (graceful: in-flight requests
+finish), then SIGTERM, then SIGKILL after `stop_timeout`.
 """
 
 from __future__ import annotations
