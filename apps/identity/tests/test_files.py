@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,30 @@ def test_read_private_does_not_follow_a_symlink(tmp_path: Path) -> None:
 def test_read_private_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
     with pytest.raises(UnsafeFileError, match="not a regular file"):
         read_private(tmp_path, max_bytes=64)
+
+
+def test_read_private_refuses_a_fifo_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    """A named pipe planted where a file is expected (STORAGE_PATH is the host's disk) is
+    refused at once: opening it for reading must not block the service until a writer comes."""
+    fifo = tmp_path / "state.json"
+    os.mkfifo(fifo, 0o600)
+    outcome: list[BaseException | bytes] = []
+
+    def read() -> None:
+        try:
+            outcome.append(read_private(fifo, max_bytes=100))
+        except BaseException as exc:  # handed to the test's thread
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(5.0)
+    if reader.is_alive():  # blocked in open(2): a writer end lets it go, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(5.0)
+        pytest.fail("read_private blocked on a FIFO until a writer opened it")
+    assert len(outcome) == 1 and isinstance(outcome[0], UnsafeFileError), outcome
+    assert "not a regular file" in str(outcome[0])
 
 
 def test_read_private_says_when_the_file_is_absent(tmp_path: Path) -> None:

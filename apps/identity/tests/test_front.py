@@ -34,6 +34,7 @@ from tdx_identity import Settings, StartupError, create_app
 from tdx_identity.app import front_settings
 from tdx_identity.exceptions import FrontError, FrontRuntimeDirError
 from tdx_identity.settings import parse_settings
+from tdx_identity.workload import front as front_module
 from tdx_identity.workload.front import (
     CERT_NAME,
     CONFIG_NAME,
@@ -526,6 +527,125 @@ async def test_stop_is_graceful_and_leaves_nothing_listening(
     assert removed(front_dir), "shutdown removes the key, certificate, config and their dir"
 
 
+def process_state(pid: int) -> str:
+    """The state letter of /proc/<pid>/stat ("Z" for an unreaped zombie), "gone" once reaped."""
+    try:
+        return (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+@pytest.mark.parametrize("how", ["stop", "sigkill"])
+async def test_nginx_group_is_killed_before_its_master_is_reaped(
+    how: str, front_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What is left of nginx's process group is killed while the exited master is still an
+    unreaped zombie, which holds its pid: once reaped, the id may name another process group
+    (the service runs as root), which a killpg would then hit."""
+    seen: list[tuple[int, str]] = []
+    kill_group = front_module._kill_group
+
+    def recording(pgid: int) -> None:
+        seen.append((pgid, process_state(pgid)))
+        kill_group(pgid)
+
+    monkeypatch.setattr(front_module, "_kill_group", recording)
+
+    def spawn_stand_in(argv: object) -> subprocess.Popen[bytes]:
+        # A stand-in for nginx that writes its pid file as nginx does once it listens.
+        pid_file = front_dir / PID_NAME
+        return subprocess.Popen(
+            ["/bin/sh", "-c", f'echo $$ > "{pid_file}"; exec sleep 60'],
+            start_new_session=True,
+        )
+
+    runtime = FrontRuntimeDir.open(front_dir, storage_path=tmp_path / "storage")
+    settings = base_settings(front_dir, stop_timeout=3.0, restart_initial=0.05, restart_max=0.2)
+    front = NginxFront(
+        settings, runtime=runtime, tls_key=TlsKey.generate(), instance_key=INSTANCE_KEY,
+        nginx=Path("/bin/sh"), spawn=spawn_stand_in,
+    )  # fmt: skip
+    front.install_certificate(make_quote(front.report_data()))
+    try:
+        await front.start()
+        pid = front.pid
+        assert pid is not None
+        if how == "stop":
+            await front.stop()
+        else:
+            os.kill(pid, signal.SIGKILL)
+            for _ in range(200):
+                if front.restarts == 1 and front.state is FrontState.SERVING:
+                    break
+                await asyncio.sleep(0.05)
+            assert front.restarts == 1
+        calls = [state for pgid, state in seen if pgid == pid]
+        assert calls, seen
+        assert set(calls) == {"Z"}, f"the group was killed after the master was reaped: {seen}"
+        assert process_state(pid) == "gone", "reaped in the end"
+    finally:
+        await front.close()
+
+
+async def test_a_config_that_cannot_be_written_is_a_front_error(
+    front_dir: Path, tmp_path: Path
+) -> None:
+    runtime = FrontRuntimeDir.open(front_dir, storage_path=tmp_path / "storage")
+    front = NginxFront(
+        base_settings(front_dir), runtime=runtime, tls_key=TlsKey.generate(),
+        instance_key=INSTANCE_KEY, nginx=Path("/bin/sh"),
+    )  # fmt: skip
+    front.install_certificate(make_quote(front.report_data()))
+    (front_dir / CONFIG_NAME).mkdir()  # the atomic rename onto it fails
+    with pytest.raises(FrontError, match="cannot write the front's nginx config"):
+        await front.start()
+    assert front.state is FrontState.STOPPED and front.pid is None
+    (front_dir / CONFIG_NAME).rmdir()
+    runtime.remove()
+
+
+def group_leader(argv: list[str]) -> subprocess.Popen[bytes]:
+    """A program leading a process group (and a session) of its own."""
+    return subprocess.Popen(argv, start_new_session=True)
+
+
+async def test_an_adopted_masters_group_id_reused_by_another_group_is_not_killed(
+    front_dir: Path, tmp_path: Path
+) -> None:
+    """An adopted master is reaped by its own parent, not by the service: once it and its
+    workers are gone its id may lead another process group. What is left of its group is
+    killed process by process (each through a pidfd, only those running the measured nginx),
+    never by group id."""
+    async with upstream_server() as upstream, real_front(front_dir, tmp_path, upstream) as first:
+        await first.start()
+        await first.shutdown()
+        adopted, reason = front_module._left_running(front_dir, nginx_path())
+        assert adopted is not None, reason
+        worker_pids = [p for p in live_members(adopted.pid) if p != adopted.pid]
+        assert worker_pids, "nginx's workers share its group"
+        # Another program leading a group of its own stands in for a group that reused the id.
+        other = group_leader(["sleep", "60"])
+        try:
+            reused = front_module._Nginx(other.pid, os.pidfd_open(other.pid), None, nginx_path())
+            reused.kill_rest_of_group()
+            reused.close()
+            with pytest.raises(subprocess.TimeoutExpired):  # a group not nginx's: left alone
+                other.wait(timeout=0.5)
+            adopted.send(signal.SIGKILL)
+            await adopted.wait_for(5.0)
+            assert worker_pids == [p for p in live_members(adopted.pid) if p != adopted.pid]
+            adopted.kill_rest_of_group()
+            adopted.close()
+            for _ in range(100):
+                if live_members(adopted.pid) == []:
+                    break
+                await asyncio.sleep(0.05)
+            assert live_members(adopted.pid) == [], "the adopted master's workers were killed"
+        finally:
+            other.kill()
+            other.wait()
+
+
 async def test_a_port_taken_makes_start_fail_naming_it(front_dir: Path, tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -769,6 +889,41 @@ async def test_a_start_that_serves_nothing_stops_the_front_left_serving(
         assert stop_left_front(front_dir, nginx_path())
         assert not listening(first.settings.tls_port) and removed(front_dir)
         assert not stop_left_front(front_dir, nginx_path())
+
+
+async def test_a_start_waits_for_the_stop_of_the_front_left_serving(
+    front_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service's start stops the front left serving when it did not start one, while a
+    background comparison that agrees later starts the front: the start waits for that stop
+    instead of adopting the nginx being stopped (which the stop then took down, and whose
+    pid file it removed under the supervisor's next nginx)."""
+    terminate = NginxFront._terminate
+
+    async def slow_terminate(self: NginxFront, process: front_module._Nginx) -> None:
+        await asyncio.sleep(1.0)  # a graceful quit that waits for an in-flight request
+        await terminate(self, process)
+
+    monkeypatch.setattr(NginxFront, "_terminate", slow_terminate)
+    async with upstream_server() as upstream, real_front(front_dir, tmp_path, upstream) as first:
+        await first.start()
+        pid = first.pid
+        assert pid is not None
+        await first.shutdown()
+        second = next_start(front_dir, tmp_path, first.settings)
+        try:
+            stopping = asyncio.create_task(second.stop_left_running())
+            await asyncio.sleep(0.1)  # the stop is under way when the comparison agrees
+            await second.start()
+            assert await stopping, "the front left serving was stopped"
+            assert live_members(pid) == [], "and not adopted"
+            await asyncio.sleep(1.0)
+            assert second.state is FrontState.SERVING and second.restarts == 0
+            assert second.pid not in (None, pid) and not second.adopted
+            assert (front_dir / PID_NAME).read_text().strip() == str(second.pid)
+            assert served_spki(first.settings.tls_port) == second.spki_der
+        finally:
+            await second.close()
 
 
 async def test_a_service_start_that_exposes_nothing_stops_the_front_left_serving(

@@ -141,6 +141,42 @@ async def test_slow_loris_body_is_cut_at_the_deadline_and_not_drained(app_name: 
     assert elapsed < DEADLINE + 3.0
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /nowhere HTTP/1.1\r\nHost: t\r\nContent-Length: 40\r\n\r\n",  # 404
+        b"PUT /ok HTTP/1.1\r\nHost: t\r\nContent-Length: 40\r\n\r\n",  # 405
+    ],
+    ids=["not-found", "method-not-allowed"],
+)
+async def test_a_body_trickled_after_an_early_answer_is_cut_at_the_deadline(
+    app_name: str, head: bytes
+) -> None:
+    """An error answered before the body is read (no such route, wrong method) leaves Sanic
+    draining the rest of the body between requests, where its idle keep-alive timer is reset by
+    every byte: the request's deadline still bounds that drain."""
+    limits = HttpLimits(request_timeout=30.0, keep_alive_timeout=5.0, request_deadline=DEADLINE)
+    app = make_app(app_name, limits)
+    async with serve(app) as url:
+        host, port = _address(url)
+        reader, writer = await asyncio.open_connection(host, port)
+        started = time.monotonic()
+        writer.write(head)
+        stop = asyncio.Event()
+        trickler = asyncio.create_task(_trickle(writer, b"b" * 40, stop))
+        raw = await _read_all(reader, DEADLINE + 10.0)
+        elapsed = time.monotonic() - started
+        stop.set()
+        sent = await trickler
+        writer.close()
+        guard = getattr(app.ctx, GUARD_ATTRIBUTE)
+        assert isinstance(guard, ConnectionGuard)
+        assert guard.deadlines_hit == 1
+    assert raw.split(b" ", 2)[1] in (b"404", b"405"), raw
+    assert elapsed < DEADLINE + 3.0, elapsed
+    assert sent <= DEADLINE / TRICKLE_SECONDS + 3
+
+
 async def test_a_request_within_the_deadline_and_keep_alive_are_served(app_name: str) -> None:
     limits = HttpLimits(request_deadline=DEADLINE, keep_alive_timeout=10.0)
     async with serve(make_app(app_name, limits)) as url:

@@ -96,7 +96,9 @@ def read_private(
     UnsafeFileError if it is not a regular file, has any of `mode_mask`'s bits, is not owned by
     this user (with `owned_by_us`) or holds more than `max_bytes`.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    # O_NONBLOCK: a FIFO planted in the file's place must not block the open until a writer
+    # comes (fstat refuses it below); reads of a regular file are not affected.
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):

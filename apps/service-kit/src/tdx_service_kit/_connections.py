@@ -163,8 +163,13 @@ class GuardedHttpProtocol(HttpProtocol):
         super().close(timeout=timeout)
 
     def _http_stage_idle_or_unset(self) -> bool:
+        """Whether received bytes begin a new request: between requests, and not the rest of
+        a body Sanic drains after an answer sent before the body was read (a 404, a 405),
+        which is still the request the clock is running for."""
         http = self.http
-        return self._began is None or http is None or http.stage is Stage.IDLE
+        if self._began is None or http is None:
+            return True
+        return http.stage is Stage.IDLE and not http.request_body
 
     def _stop_clock(self) -> None:
         if self._deadline_handle is not None:
@@ -180,10 +185,23 @@ class GuardedHttpProtocol(HttpProtocol):
         if http is None or task is None or self._guard is None:
             return
         receiving = http.stage is Stage.REQUEST or (
-            http.stage is Stage.HANDLER and bool(http.request_body)
+            http.stage in (Stage.HANDLER, Stage.IDLE) and bool(http.request_body)
         )
         if not receiving:
             return  # received in time; the handler runs under the response timeout
+        if http.stage is Stage.IDLE:
+            # Answered already (before its body was read); Sanic is draining the rest of the
+            # body, its keep-alive timer reset by every byte: close instead of reading on.
+            self._guard.deadlines_hit += 1
+            log.info(
+                "request deadline reached while draining an answered request's body; closing",
+                extra={"client": self._client, "deadline": self._guard.request_deadline},
+            )
+            http.keep_alive = False
+            http.request_body = None
+            task.cancel()
+            self.loop.call_later(CLOSE_GRACE_SECONDS, self._cut)
+            return
         self._guard.deadlines_hit += 1
         log.info(
             "request deadline reached; answering 408 and closing",

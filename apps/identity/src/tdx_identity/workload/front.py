@@ -42,9 +42,11 @@ Supervision. nginx, our child or adopted, is watched through a pidfd (``os.pidfd
 for readability in the event loop) and signalled through it (``pidfd_send_signal``), so a pid
 reused after its exit is never signalled. When nginx exits while it should serve (e.g.
 SIGKILL), what is left of its group (workers that outlive a killed master hold the listening
-sockets) is killed, and it is started again with a bounded back-off, logged each time. `stop`
-sends SIGQUIT (graceful: in-flight requests finish), then SIGTERM, then SIGKILL after
-`stop_timeout`.
+sockets) is killed (for our child before it is reaped: its zombie holds the pid, so the group
+id cannot name another group yet; for an adopted master, which its own parent reaped, member by
+member through pidfds, only those running the measured nginx), and it is started again with a
+bounded back-off, logged each time. `stop` sends SIGQUIT (graceful: in-flight requests
+finish), then SIGTERM, then SIGKILL after `stop_timeout`.
 """
 
 from __future__ import annotations
@@ -401,10 +403,17 @@ class _Nginx:
     """An nginx master the front supervises through a pidfd: our child (`child` set; reaped
     once it exited) or the one a previous start left serving (not our child: no status)."""
 
-    def __init__(self, pid: int, pidfd: int, child: subprocess.Popen[bytes] | None) -> None:
+    def __init__(
+        self,
+        pid: int,
+        pidfd: int,
+        child: subprocess.Popen[bytes] | None,
+        program: Path | None = None,
+    ) -> None:
         self.pid = pid
         self._pidfd: int | None = pidfd
         self._child = child
+        self._program = program  # the measured nginx an adopted master was checked to run
         self._exited: asyncio.Future[None] | None = None
 
     @property
@@ -422,10 +431,25 @@ class _Nginx:
 
     def returncode(self) -> int | None:
         """Its exit status once it exited, when it was our child (None otherwise); never
-        blocks (the child is reaped here once it exited)."""
-        if self._child is None or (self._pidfd is not None and self.running()):
+        blocks. The child is reaped here once it exited, after what is left of its process
+        group was killed: until the reap its zombie holds the pid, so the group id cannot yet
+        name another process group (the service runs as root)."""
+        child = self._child
+        if child is None or (self._pidfd is not None and self.running()):
             return None
-        return self._child.poll()
+        if child.returncode is None and _exited_unreaped(self.pid):
+            _kill_group(self.pid)
+        return child.poll()
+
+    def kill_rest_of_group(self) -> None:
+        """Once it exited: kill what is left of its process group (workers of a killed master).
+        Our child is reaped here, after the kill (`returncode`). An adopted master was reaped
+        by its own parent, after which its id may lead another group: its members are killed
+        one by one instead, each through a pidfd and only if it runs the measured nginx."""
+        if self._child is not None:
+            self.returncode()
+        elif self._program is not None:
+            _kill_nginx_members(self.pid, self._program)
 
     def send(self, sig: signal.Signals) -> None:
         """Signal this very process (never a pid reused after its exit)."""
@@ -505,7 +529,7 @@ def _left_running(runtime_dir: Path, nginx: Path) -> tuple[_Nginx | None, str]:
         return None, f"stale pid file: no process {pid}"
     except OSError as exc:
         return None, f"cannot open a pidfd on {pid}: {exc.strerror or exc}"
-    process = _Nginx(pid, pidfd, None)
+    process = _Nginx(pid, pidfd, None, nginx)
     # The pidfd was opened first: if `pid` still runs once /proc was read, /proc described the
     # process the pidfd names, and every signal goes to that process only.
     reason = _not_our_nginx(pid, nginx, front_argv(nginx, runtime_dir))
@@ -540,6 +564,41 @@ def _not_our_nginx(pid: int, nginx: Path, argv: Sequence[str]) -> str | None:
     return None
 
 
+def _exited_unreaped(pid: int) -> bool:
+    """Whether our child `pid` has exited and is not reaped yet (it is not reaped here)."""
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return info is not None
+
+
+def _kill_nginx_members(pgid: int, nginx: Path) -> None:
+    """SIGKILL, through a pidfd each, the live processes of group `pgid` that run `nginx`
+    (checked after the pidfd was opened, so a reused pid is never signalled)."""
+    program = os.path.realpath(nginx)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            pidfd = os.pidfd_open(int(entry.name))
+        except OSError:
+            continue
+        try:
+            stat_fields = (entry / "stat").read_text(encoding="ascii", errors="replace")
+            member_pgid = int(stat_fields.rsplit(")", 1)[1].split()[2])
+            if member_pgid != pgid or str((entry / "exe").readlink()) != program:
+                continue
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            if not poller.poll(0):  # still the process /proc described
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            continue
+        finally:
+            os.close(pidfd)
+
+
 def _kill_group(pgid: int) -> None:
     """Kill what is left of nginx's own process group (workers of a killed master)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -564,9 +623,9 @@ def stop_left_front(runtime_dir: Path, nginx: Path, *, timeout: float = 10.0) ->
                 deadline = time.monotonic() + wait
                 while process.running() and time.monotonic() < deadline:
                     time.sleep(0.02)
+            process.kill_rest_of_group()
         finally:
             process.close()
-        _kill_group(process.pid)
     if runtime_dir.is_dir() and not runtime_dir.is_symlink():
         FrontRuntimeDir(runtime_dir).remove()
     return process is not None
@@ -665,6 +724,9 @@ class NginxFront:
         self._left_serving = False
         self._restarts = 0
         self._adoptions = 0
+        # `start` and `stop_left_running` one at a time: a start waits for the stop of the
+        # nginx left serving instead of adopting it while it is being stopped.
+        self._left_running_lock = asyncio.Lock()
 
     # -- observed ----------------------------------------------------------------------------
 
@@ -750,6 +812,10 @@ class NginxFront:
         with this start's certificate, confirmed) or start nginx and wait until it listens;
         then supervise it. A no-op while it serves or restarts. FrontError when it cannot
         start."""
+        async with self._left_running_lock:
+            await self._start()
+
+    async def _start(self) -> None:
         if self._wanted:  # serving, or the supervisor is bringing it back
             return
         if self._certificate is None:
@@ -758,7 +824,12 @@ class NginxFront:
             self._settings, runtime_dir=self._runtime.path, instance_pubkey=self._instance_pubkey
         )
         argv = self.argv()
-        self._runtime.write_private(CONFIG_NAME, config.encode("ascii"))
+        try:
+            self._runtime.write_private(CONFIG_NAME, config.encode("ascii"))
+        except OSError as exc:
+            raise FrontError(
+                f"cannot write the front's nginx config: {exc.strerror or exc}"
+            ) from exc
         self._wanted = True
         self._left_serving = False
         self._state = FrontState.STARTING
@@ -853,8 +924,8 @@ class NginxFront:
         while True:
             if not process.running():
                 returncode = await process.wait()
+                process.kill_rest_of_group()
                 process.close()
-                _kill_group(process.pid)
                 raise FrontError(
                     f"nginx exited with status {returncode} at start (its error "
                     "is in the service's log)"
@@ -893,8 +964,8 @@ class NginxFront:
             if not self._should_serve():
                 return
             self._state = FrontState.RESTARTING
+            process.kill_rest_of_group()
             process.close()
-            _kill_group(process.pid)
             if time.monotonic() - started > 10 * self._settings.restart_max:
                 delay = self._settings.restart_initial
             _log.error(
@@ -929,9 +1000,8 @@ class NginxFront:
                 break
             process.send(sig)
             await process.wait_for(wait)
-        process.returncode()  # our child: reaped
+        process.kill_rest_of_group()
         process.close()
-        _kill_group(process.pid)
 
     async def _stop_supervising(self) -> _Nginx | None:
         self._wanted = False
@@ -954,14 +1024,15 @@ class NginxFront:
     async def stop_left_running(self) -> bool:
         """When this start did not start the front: stop an nginx a previous start left serving
         (checked as for an adoption), so no earlier certificate is served under this start's
-        event log. True when there was one."""
-        if self._wanted or self._nginx is None:
-            return False
-        process, _ = _left_running(self._runtime.path, self._nginx)
-        if process is None:
-            return False
-        await self._terminate(process)
-        (self._runtime.path / PID_NAME).unlink(missing_ok=True)
+        event log. True when there was one. A `start` meanwhile waits for it."""
+        async with self._left_running_lock:
+            if self._wanted or self._nginx is None:
+                return False
+            process, _ = _left_running(self._runtime.path, self._nginx)
+            if process is None:
+                return False
+            await self._terminate(process)
+            (self._runtime.path / PID_NAME).unlink(missing_ok=True)
         _log.warning(
             "stopped the front a previous start left serving: this start serves nothing",
             extra={"pid": process.pid},
