@@ -1,0 +1,147 @@
+"""Test helpers, never for production code: check an app's OpenAPI document with
+openapi-spec-validator, check its paths are the app's routes, and validate real responses
+against it (JSON Schema Draft 2020-12, which OpenAPI 3.1 schemas are).
+
+Needs the test-only dependencies `jsonschema` and `openapi-spec-validator`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+from openapi_spec_validator import validate as validate_spec
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+from sanic import Sanic
+
+from ._ops import OpenApiDocument, openapi_path
+
+__all__ = [
+    "DocumentMismatch",
+    "ResponseMismatch",
+    "app_operations",
+    "assert_routes_match",
+    "check_document",
+    "document_operations",
+    "match_path",
+    "validate_response",
+]
+
+_DOC_URI = "urn:tdx-service-kit:openapi"
+_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+_IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
+
+
+class DocumentMismatch(AssertionError):
+    """The document is not valid OpenAPI 3.1, or its paths are not the app's routes."""
+
+
+class ResponseMismatch(AssertionError):
+    """A real response is not one the document describes for its method and path."""
+
+
+def _document(doc: OpenApiDocument | Mapping[str, Any]) -> Mapping[str, Any]:
+    return doc.document if isinstance(doc, OpenApiDocument) else doc
+
+
+def check_document(doc: OpenApiDocument | Mapping[str, Any]) -> None:
+    """Raise `DocumentMismatch` unless openapi-spec-validator accepts the document."""
+    try:
+        validate_spec(dict(_document(doc)))
+    except Exception as exc:  # the validator's errors share no public base class
+        raise DocumentMismatch(f"the OpenAPI document is invalid: {exc}") from exc
+
+
+def document_operations(doc: OpenApiDocument | Mapping[str, Any]) -> set[tuple[str, str]]:
+    """Every (METHOD, path) the document describes."""
+    paths: Mapping[str, Any] = _document(doc)["paths"]
+    return {(m.upper(), p) for p, item in paths.items() for m in _METHODS if m in item}
+
+
+def app_operations(app: Sanic[Any, Any]) -> set[tuple[str, str]]:
+    """Every (METHOD, OpenAPI path) the app routes, without the HEAD/OPTIONS Sanic adds."""
+    ops: set[tuple[str, str]] = set()
+    for route in app.router.routes:
+        path = openapi_path(route.path)
+        for method in route.methods:
+            if method not in _IMPLICIT_METHODS:
+                ops.add((method, path))
+    return ops
+
+
+def assert_routes_match(app: Sanic[Any, Any], doc: OpenApiDocument | Mapping[str, Any]) -> None:
+    """Raise `DocumentMismatch` unless the app's routes and the document's are the same set."""
+    routed, documented = app_operations(app), document_operations(doc)
+    if routed != documented:
+        raise DocumentMismatch(
+            f"routes not documented: {sorted(routed - documented)}; "
+            f"documented but not routed: {sorted(documented - routed)}"
+        )
+
+
+def _template_regex(template: str) -> re.Pattern[str]:
+    pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+    return re.compile(pattern)
+
+
+def match_path(doc: OpenApiDocument | Mapping[str, Any], path: str) -> str:
+    """The document's path template a raw request path falls under (literal paths first)."""
+    paths: Mapping[str, Any] = _document(doc)["paths"]
+    if path in paths:
+        return path
+    for template in sorted(paths, key=lambda t: (t.count("{"), t)):
+        if "{" in template and _template_regex(template).fullmatch(path):
+            return template
+    raise ResponseMismatch(f"no path of the document matches {path}")
+
+
+def _pointer(*parts: str) -> str:
+    return "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def validate_response(
+    doc: OpenApiDocument | Mapping[str, Any],
+    method: str,
+    path: str,
+    status: int,
+    body: Any,
+    *,
+    content_type: str = "application/json",
+) -> None:
+    """Raise `ResponseMismatch` unless the document lists `status` for (`method`, `path`) and
+    `body` (already decoded JSON) validates against that response's schema. `path` may be the
+    raw request path or a template of the document."""
+    document = _document(doc)
+    template = match_path(document, path)
+    operation = document["paths"][template].get(method.lower())
+    if operation is None:
+        raise ResponseMismatch(f"the document has no {method.upper()} {template}")
+    responses: Mapping[str, Any] = operation.get("responses", {})
+    key = next((k for k in (str(status), f"{str(status)[0]}XX", "default") if k in responses), None)
+    if key is None:
+        raise ResponseMismatch(
+            f"{method.upper()} {template} answered {status}, which the document does not list"
+        )
+    content = responses[key].get("content", {})
+    if content_type not in content:
+        raise ResponseMismatch(
+            f"{method.upper()} {template} {status}: the document gives no {content_type} body"
+        )
+    pointer = _pointer(
+        "", "paths", template, method.lower(), "responses", key, "content", content_type, "schema"
+    )
+    registry: Registry[Any] = Registry().with_resource(
+        _DOC_URI, Resource.from_contents(dict(document), default_specification=DRAFT202012)
+    )
+    validator = Draft202012Validator({"$ref": f"{_DOC_URI}#{pointer}"}, registry=registry)
+    try:
+        validator.validate(body)
+    except ValidationError as exc:
+        raise ResponseMismatch(
+            f"{method.upper()} {path} {status}: the body does not match the document: "
+            f"{exc.message} at {list(exc.absolute_path)}"
+        ) from exc
