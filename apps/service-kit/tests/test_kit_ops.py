@@ -36,6 +36,7 @@ from tdx_service_kit.openapi_testing import (
     assert_routes_match,
     check_document,
     match_path,
+    validate_exchange,
     validate_response,
 )
 from tdx_service_kit.testing import serve
@@ -442,3 +443,29 @@ def test_a_dead_workers_live_gauges_are_dropped(tmp_path: Path) -> None:
         (("method", "GET"), ("route", "/item/{item_id}"), ("status", "200")),
     )
     assert found[key] == 1
+
+
+async def test_validate_exchange_checks_raw_responses_and_unknown_paths(app_name: str) -> None:
+    app = make_app(app_name, Flags())
+    document = ops_of(app).openapi
+    async with serve(app) as url, httpx.AsyncClient() as client:
+        answers = [
+            await client.get(f"{url}{path}")
+            for path in ("/item/abcd", "/metrics", "/nowhere", "/openapi.json")
+        ]
+        wrong_method = await client.post(f"{url}/item/abcd")
+    for answer in [*answers, wrong_method]:
+        validate_exchange(
+            document,
+            answer.request.method,
+            answer.request.url.path,
+            answer.status_code,
+            answer.headers["content-type"],
+            answer.content,
+        )
+    with pytest.raises(ResponseMismatch, match="undocumented"):
+        validate_exchange(document, "GET", "/nowhere", 200, "application/json", b"{}")
+    with pytest.raises(ResponseMismatch, match="not an error body"):
+        validate_exchange(document, "GET", "/nowhere", 404, "text/html", b"<h1>404</h1>")
+    with pytest.raises(ResponseMismatch, match="does not decode"):
+        validate_exchange(document, "GET", "/item/abcd", 200, "application/json", b"{")

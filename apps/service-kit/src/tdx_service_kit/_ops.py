@@ -265,7 +265,11 @@ _OPS_SCHEMAS: dict[str, Any] = {
 
 
 def _ops_paths() -> dict[str, Any]:
-    too_many = {"description": "rate limit or connection cap reached", **_json_content(_ERROR_REF)}
+    too_many = {"description": "the client's connection cap", **_json_content(_ERROR_REF)}
+    common = {
+        "408": {"description": "the request deadline passed", **_json_content(_ERROR_REF)},
+        "500": {"description": "an unexpected failure (logged)", **_json_content(_ERROR_REF)},
+    }
     return {
         "/healthz": {
             "get": {
@@ -277,6 +281,7 @@ def _ops_paths() -> dict[str, Any]:
                         **_json_content("#/components/schemas/OpsHealth"),
                     },
                     "503": too_many,
+                    **common,
                 },
             }
         },
@@ -305,6 +310,7 @@ def _ops_paths() -> dict[str, Any]:
                             }
                         },
                     },
+                    **common,
                 },
             }
         },
@@ -318,6 +324,7 @@ def _ops_paths() -> dict[str, Any]:
                         "content": {"text/plain": {"schema": {"type": "string"}}},
                     },
                     "503": too_many,
+                    **common,
                 },
             }
         },
@@ -331,6 +338,7 @@ def _ops_paths() -> dict[str, Any]:
                         "content": {"application/json": {"schema": {"type": "object"}}},
                     },
                     "503": too_many,
+                    **common,
                 },
             }
         },

@@ -7,6 +7,7 @@ Needs the test-only dependencies `jsonschema` and `openapi-spec-validator`.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
     "check_document",
     "document_operations",
     "match_path",
+    "validate_exchange",
     "validate_response",
 ]
 
@@ -99,6 +101,72 @@ def match_path(doc: OpenApiDocument | Mapping[str, Any], path: str) -> str:
     raise ResponseMismatch(f"no path of the document matches {path}")
 
 
+def _documented(document: Mapping[str, Any], method: str, path: str) -> bool:
+    try:
+        template = match_path(document, path)
+    except ResponseMismatch:
+        return False
+    return method.lower() in document["paths"][template]
+
+
+def validate_exchange(
+    doc: OpenApiDocument | Mapping[str, Any],
+    method: str,
+    path: str,
+    status: int,
+    content_type: str,
+    body: bytes,
+) -> None:
+    """Validate a response as it came off the wire (`content_type` the header, `body` raw).
+
+    A path or method the document does not describe must be answered 404 or 405 with
+    `{"error": "<reason>"}` (no document can list every path a client may invent); HEAD and
+    OPTIONS, which Sanic adds to every route, are not checked."""
+    if method.upper() in _IMPLICIT_METHODS:
+        return
+    media = content_type.split(";", 1)[0].strip().lower()
+    document = _document(doc)
+    if not _documented(document, method, path):
+        if status not in (404, 405):
+            raise ResponseMismatch(f"{method} {path}: undocumented, yet answered {status}")
+        decoded = _decode(method, path, media, body)
+        if not (
+            isinstance(decoded, dict)
+            and set(decoded) == {"error"}
+            and isinstance(decoded["error"], str)
+        ):
+            raise ResponseMismatch(f"{method} {path} {status}: not an error body: {body!r}")
+        return
+    validate_response(
+        document, method, path, status, _decode(method, path, media, body), content_type=media
+    )
+
+
+def _decode(method: str, path: str, media: str, body: bytes) -> Any:
+    try:
+        text = body.decode("utf-8")
+        return json.loads(text) if media == "application/json" else text
+    except ValueError as exc:
+        raise ResponseMismatch(f"{method} {path}: the {media} body does not decode: {exc}") from exc
+
+
+def _follow(
+    document: Mapping[str, Any], obj: Mapping[str, Any], pointer: str
+) -> tuple[Mapping[str, Any], str]:
+    """`obj` (at `pointer`), or what its local `$ref` (a components/responses entry) names."""
+    for _ in range(8):
+        target = obj.get("$ref")
+        if not isinstance(target, str):
+            return obj, pointer
+        if not target.startswith("#/"):
+            raise ResponseMismatch(f"only local references are followed, not {target}")
+        found: Any = document
+        for part in target[2:].split("/"):
+            found = found[part.replace("~1", "/").replace("~0", "~")]
+        obj, pointer = found, target[1:]
+    raise ResponseMismatch(f"a chain of references too long at {pointer}")
+
+
 def _pointer(*parts: str) -> str:
     return "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
 
@@ -126,14 +194,15 @@ def validate_response(
         raise ResponseMismatch(
             f"{method.upper()} {template} answered {status}, which the document does not list"
         )
-    content = responses[key].get("content", {})
+    response, response_pointer = _follow(
+        document, responses[key], _pointer("", "paths", template, method.lower(), "responses", key)
+    )
+    content = response.get("content", {})
     if content_type not in content:
         raise ResponseMismatch(
             f"{method.upper()} {template} {status}: the document gives no {content_type} body"
         )
-    pointer = _pointer(
-        "", "paths", template, method.lower(), "responses", key, "content", content_type, "schema"
-    )
+    pointer = response_pointer + "/" + _pointer("content", content_type, "schema")
     registry: Registry[Any] = Registry().with_resource(
         _DOC_URI, Resource.from_contents(dict(document), default_specification=DRAFT202012)
     )
