@@ -36,6 +36,8 @@ __all__ = [
 _DOC_URI = "urn:tdx-service-kit:openapi"
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
+_BINARY = object()
+"""A body that is not text: only its media type is checked against the document."""
 
 
 class DocumentMismatch(AssertionError):
@@ -142,10 +144,22 @@ def validate_exchange(
     )
 
 
+def _is_json(media: str) -> bool:
+    return media == "application/json" or media.endswith("+json")
+
+
 def _decode(method: str, path: str, media: str, body: bytes) -> Any:
+    """JSON for a JSON media type, else the text; `_BINARY` for a body that is not UTF-8."""
     try:
         text = body.decode("utf-8")
-        return json.loads(text) if media == "application/json" else text
+    except UnicodeDecodeError as exc:
+        if _is_json(media):
+            raise ResponseMismatch(f"{method} {path}: the {media} body is not UTF-8") from exc
+        return _BINARY
+    if not _is_json(media):
+        return text
+    try:
+        return json.loads(text)
     except ValueError as exc:
         raise ResponseMismatch(f"{method} {path}: the {media} body does not decode: {exc}") from exc
 
@@ -202,6 +216,8 @@ def validate_response(
         raise ResponseMismatch(
             f"{method.upper()} {template} {status}: the document gives no {content_type} body"
         )
+    if body is _BINARY:
+        return
     pointer = response_pointer + "/" + _pointer("content", content_type, "schema")
     registry: Registry[Any] = Registry().with_resource(
         _DOC_URI, Resource.from_contents(dict(document), default_specification=DRAFT202012)
