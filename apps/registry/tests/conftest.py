@@ -24,7 +24,7 @@ from tdx_service_kit.testing import PostgresCluster, serve, throwaway_postgres
 
 sys.path.insert(0, str(Path(__file__).parent))  # registry_helpers
 
-from registry_helpers import FakeCache, Running
+from registry_helpers import FakeCache, Running, openapi_client
 
 settings.register_profile("registry", max_examples=50, deadline=None)
 settings.load_profile("registry")
@@ -59,7 +59,7 @@ def cache() -> FakeCache:
 def running(tmp_path: Path, app_name: str, cache: FakeCache) -> Running:
     """`async with running(**settings) as client`: the registry on loopback, real SQLite store,
     DCAP verification through a fake collateral cache (or `verifier=`), on the real clock (or
-    `clock=`)."""
+    `clock=`); every answer is checked against the registry's OpenAPI document."""
 
     @asynccontextmanager
     async def start(
@@ -77,7 +77,7 @@ def running(tmp_path: Path, app_name: str, cache: FakeCache) -> Running:
             verifier=verifier or DcapQuoteVerifier(cache),
             clock=clock or (lambda: datetime.now(UTC)),
         )
-        async with serve(app) as url, httpx.AsyncClient(base_url=url) as client:
+        async with serve(app) as url, openapi_client(url) as client:
             yield client
 
     return start

@@ -31,6 +31,7 @@ from tdx_quote import (
     build_quote,
     parse_quote,
 )
+from tdx_registry.ops import registry_openapi
 from tdx_report_data import (
     IdentityInfo,
     Role,
@@ -41,6 +42,7 @@ from tdx_report_data import (
     sign_identity_v2,
     sign_instance_v2,
 )
+from tdx_service_kit.openapi_testing import validate_exchange
 
 MR_TD = bytes(range(48))
 UNISSUED = bytes(32)
@@ -48,6 +50,31 @@ UNISSUED = bytes(32)
 
 Running = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 """The `running` fixture: `async with running(**settings_overrides) as client`."""
+
+REGISTRY_OPENAPI = registry_openapi()
+
+
+async def check_against_openapi(response: httpx.Response) -> None:
+    """httpx response hook: every answer must be one the registry's OpenAPI document lists, its
+    body valid against the schema, and every accepted request body valid against the request's
+    (`ResponseMismatch` or `RequestMismatch` in the test otherwise)."""
+    await response.aread()
+    validate_exchange(
+        REGISTRY_OPENAPI,
+        response.request.method,
+        response.request.url.path,
+        response.status_code,
+        response.headers.get("content-type", ""),
+        response.content,
+        request_body=response.request.content,
+    )
+
+
+def openapi_client(url: str, **options: Any) -> httpx.AsyncClient:
+    """A client of the registry at `url` that checks each answer against the document."""
+    return httpx.AsyncClient(
+        base_url=url, event_hooks={"response": [check_against_openapi]}, **options
+    )
 
 
 def error_of(response: httpx.Response) -> str:

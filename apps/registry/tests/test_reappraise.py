@@ -21,7 +21,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from log_helpers import check_log_invariants, expected_entry
-from registry_helpers import Instance
+from registry_helpers import Instance, openapi_client
 from sanic import Request, Sanic
 from test_registry_store import make_record
 
@@ -120,7 +120,7 @@ _apps = iter(range(1_000_000))
 @asynccontextmanager
 async def running_registry(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, name=f"reappraise-{next(_apps)}")
-    async with serve(app) as url, httpx.AsyncClient(base_url=url) as client:
+    async with serve(app) as url, openapi_client(url) as client:
         yield client
 
 
@@ -405,7 +405,7 @@ async def test_reappraise_every_runs_in_a_live_server_and_stops_on_shutdown(
     async with running_sim(tmp_path / "sim") as sim:
         settings = registry_settings(db_target, sim, reappraise_every=1.0)
         app = create_app(settings, name=f"reappraise-{next(_apps)}")
-        async with serve(app) as url, httpx.AsyncClient(base_url=url) as registry:
+        async with serve(app) as url, openapi_client(url) as registry:
             task: asyncio.Task[None] = app.ctx.reappraisal
             assert not task.done()
             (key,) = await register_ok(registry, sim)

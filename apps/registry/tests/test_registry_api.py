@@ -10,7 +10,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from registry_helpers import (
@@ -22,6 +21,7 @@ from registry_helpers import (
     error_of,
     fetch_challenge,
     identity_json,
+    openapi_client,
 )
 
 from tdx_registry import (
@@ -474,7 +474,7 @@ async def test_real_dcap_verifier_is_wired_in_by_default(tmp_path: Path, app_nam
     instance = Instance()
     async with (
         serve(create_app(settings, name=app_name)) as url,
-        httpx.AsyncClient(base_url=url) as client,
+        openapi_client(url) as client,
     ):
         response = await client.post(
             "/register", json=await instance.fresh(client, Ed25519PrivateKey.generate())
@@ -524,7 +524,7 @@ async def test_database_failure_is_503(tmp_path: Path, app_name: str, cache: Fak
     app = create_app(
         settings, name=app_name, store=BrokenStore(), verifier=DcapQuoteVerifier(cache)
     )
-    async with serve(app) as url, httpx.AsyncClient(base_url=url) as client:
+    async with serve(app) as url, openapi_client(url) as client:
         challenge = await client.get("/challenge")
         registered = await client.post(
             "/register", json=Instance().body(Ed25519PrivateKey.generate(), challenge=UNISSUED)

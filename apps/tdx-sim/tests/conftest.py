@@ -17,6 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sanic import Sanic
 
+from tdx_service_kit import OpenApiDocument
+from tdx_service_kit.openapi_testing import validate_exchange
 from tdx_service_kit.testing import serve
 from tdx_sim.app import SimSettings, create_app
 from tdx_sim.platform import SimOptions, SimPlatform
@@ -83,7 +85,27 @@ async def sim(run_sim: RunSim) -> AsyncIterator[tuple[str, SimPlatform]]:
         yield sim
 
 
+SIM_OPENAPI = OpenApiDocument.from_package("tdx_sim", "openapi.json")
+
+
+async def check_against_openapi(response: httpx.Response) -> None:
+    """httpx response hook: every answer must be one tdx-sim's OpenAPI document lists."""
+    await response.aread()
+    validate_exchange(
+        SIM_OPENAPI,
+        response.request.method,
+        response.request.url.path,
+        response.status_code,
+        response.headers.get("content-type", ""),
+        response.content,
+        request_body=response.request.content,
+    )
+
+
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as c:
+    """A client checking each answer against tdx-sim's OpenAPI document."""
+    async with httpx.AsyncClient(
+        timeout=10, event_hooks={"response": [check_against_openapi]}
+    ) as c:
         yield c

@@ -15,6 +15,7 @@ from verify_world import NOW, World, _iso
 
 from tdx_verify import (
     DEFAULT_MAX_AGE,
+    CacheEvent,
     Collateral,
     CollateralCache,
     CollateralFreshness,
@@ -100,6 +101,22 @@ async def test_a_default_policy_refuses_the_platform_a_refresh_outdated(world: W
     with pytest.raises(TcbStatusRejected) as exc:
         await cache.verify_quote(quote, now=NOW + DAY)
     assert exc.value.tcb_status == "OutOfDate"
+
+
+async def test_the_observer_hears_a_failed_refresh_and_the_stale_collateral_served(
+    world: World,
+) -> None:
+    quote = world.quote()
+    pccs = Pccs(world.collateral())
+    events: list[CacheEvent] = []
+    verifier = Verifier(root_ca_pem=world.root_pem, policy=Policy(accepted_tcb_statuses=None))
+    cache = CollateralCache(
+        pccs.client(), verifier, freshness=CollateralFreshness(), observer=events.append
+    )
+    await status(cache, quote, timedelta(0))
+    pccs.current = None  # the PCCS answers 503
+    assert await status(cache, quote, DEFAULT_MAX_AGE) == "UpToDate"
+    assert events == ["fetched", "fetch_failed", "stale_served"]
 
 
 async def test_max_age_is_a_setting(world: World) -> None:

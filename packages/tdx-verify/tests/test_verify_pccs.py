@@ -15,6 +15,7 @@ from verify_pccs_app import pccs_transport
 from verify_vectors import VECTOR_NOW
 
 from tdx_verify import (
+    CacheEvent,
     Collateral,
     CollateralCache,
     CollateralExpiredError,
@@ -61,6 +62,21 @@ async def test_cache_fetches_once_and_verifies(
     await client.aclose()
     assert {r.tcb_status for r in results} == {again.tcb_status} == {"UpToDate"}
     assert cache.fetch_count == 1
+
+
+async def test_cache_tells_its_observer_each_fetch_hit_and_failure(
+    real_quote: bytes, real_collateral: Collateral
+) -> None:
+    events: list[CacheEvent] = []
+    client = PccsClient("http://pccs.test", transport=pccs_app(real_collateral))
+    cache = CollateralCache(client, Verifier(), observer=events.append)
+    await cache.verify_quote(real_quote, now=VECTOR_NOW)
+    await cache.verify_quote(real_quote, now=VECTOR_NOW)
+    await cache.verify_quote(real_quote, now=VECTOR_NOW)
+    with pytest.raises(CollateralExpiredError):
+        await cache.verify_quote(real_quote, now=VECTOR_NOW + timedelta(seconds=1))
+    await client.aclose()
+    assert events == ["fetched", "hit", "hit", "fetch_failed"]
 
 
 async def test_cache_refetches_after_the_earliest_next_update(

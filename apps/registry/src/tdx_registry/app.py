@@ -9,15 +9,25 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 from sanic import Sanic
 
 from tdx_merkle import NoteSigner
-from tdx_service_kit import install_common
-from tdx_verify import DEFAULT_MAX_AGE, CollateralFreshness
+from tdx_service_kit import OpenApiDocument, OpsMetrics, ReadinessCheck, install_common, install_ops
+from tdx_verify import DEFAULT_MAX_AGE, CacheObserver, CollateralFreshness
 
 from .challenges import Challenges
 from .errors import install_error_mapping
 from .log_key import load_or_create_log_key
+from .ops import (
+    CHECK_TIMEOUT,
+    SKIPPED_PCCS,
+    CountingVerifier,
+    RegistryMetrics,
+    database_check,
+    pccs_check,
+    registry_openapi,
+)
 from .read_cache import ReadCache
 from .reappraise import Reappraiser, reappraise_forever
 from .registration import Registrar
@@ -46,10 +56,14 @@ def _utc_now() -> datetime:
 
 
 def build_verifier(
-    settings: Settings, *, freshness: CollateralFreshness | None = None
+    settings: Settings,
+    *,
+    freshness: CollateralFreshness | None = None,
+    observer: CacheObserver | None = None,
 ) -> QuoteVerifier:
     """The quote verifier `settings` ask for: full DCAP (its collateral refreshed as `freshness`
-    says, else tdx-verify's default), or the unsafe parse-only hatch."""
+    says, else tdx-verify's default; its cache's events to `observer`), or the unsafe
+    parse-only hatch."""
     if settings.skip_tdx_auth:
         return UnsafeParseOnlyVerifier()
     return DcapQuoteVerifier.connect(
@@ -57,6 +71,7 @@ def build_verifier(
         root_ca_pem=settings.trusted_root_ca_pem,
         policy=settings.policy,
         freshness=freshness,
+        observer=observer,
     )
 
 
@@ -77,12 +92,16 @@ def create_app(
     clock: Callable[[], datetime] = _utc_now,
     reappraisal_verifier: QuoteVerifier | None = None,
     log_signer: NoteSigner | None = None,
+    metrics: OpsMetrics | None = None,
+    openapi: OpenApiDocument | None = None,
 ) -> Sanic[Any, Any]:
     """Build the app. `store`/`verifier` replace the real ones (tests); the caller closes them.
     `clock` is the registry's time (challenge expiry, quote verification, record times).
     `reappraisal_verifier` replaces the verifier of the `--reappraise-every` passes (default:
     `build_reappraisal_verifier`, closed at stop). `log_signer` signs the log's checkpoints;
-    None: the key file of `settings`, read (or created) now, `LogKeyError` if it is unusable."""
+    None: the key file of `settings`, read (or created) now, `LogKeyError` if it is unusable.
+    `metrics` (default: from the environment, multiprocess under PROMETHEUS_MULTIPROC_DIR) and
+    `openapi` (default: the shipped document) feed /metrics and /openapi.json."""
     signer = (
         log_signer
         if log_signer is not None
@@ -91,6 +110,19 @@ def create_app(
     app: Sanic[Any, Any] = Sanic(name)
     install_common(app, limits=settings.limits, rate_limit=settings.rate_limit)
     install_error_mapping(app)
+    checks = [
+        database_check(lambda: app.ctx.services.store),
+        ReadinessCheck.skipped("pccs", SKIPPED_PCCS)
+        if settings.skip_tdx_auth
+        else pccs_check(lambda: app.ctx.pccs_probe),
+    ]
+    ops = install_ops(
+        app,
+        openapi=openapi if openapi is not None else registry_openapi(),
+        checks=checks,
+        metrics=metrics,
+    )
+    registry_metrics = RegistryMetrics.register(ops.metrics)
     app.blueprint(challenge_blueprint())
     app.blueprint(register_blueprint())
     app.blueprint(instance_blueprint())
@@ -116,7 +148,16 @@ def create_app(
             if store is not None
             else await PonyRecordStore.open(settings.database, wire=record_json)
         )
-        the_verifier = verifier if verifier is not None else build_verifier(settings)
+        the_verifier: QuoteVerifier = CountingVerifier(
+            verifier
+            if verifier is not None
+            else build_verifier(settings, observer=registry_metrics.cache_observer()),
+            registry_metrics,
+        )
+        if not settings.skip_tdx_auth:
+            app.ctx.pccs_probe = httpx.AsyncClient(
+                base_url=settings.pccs_url, timeout=CHECK_TIMEOUT, follow_redirects=False
+            )
         challenges = Challenges(the_store, settings.challenges, clock)
         registrar = Registrar(
             the_verifier,
@@ -194,6 +235,9 @@ def create_app(
         log.info("background re-appraisal stopped")
 
     async def close_resources(app: Sanic[Any, Any]) -> None:
+        probe: httpx.AsyncClient | None = getattr(app.ctx, "pccs_probe", None)
+        if probe is not None:
+            await probe.aclose()
         services: Services | None = getattr(app.ctx, "services", None)
         if services is None:
             return

@@ -10,7 +10,14 @@ from typing import Protocol
 
 from tdx_ppid import Ppid, quote_ppid
 from tdx_quote import Quote, parse_quote
-from tdx_verify import CollateralCache, CollateralFreshness, PccsClient, Policy, Verifier
+from tdx_verify import (
+    CacheObserver,
+    CollateralCache,
+    CollateralFreshness,
+    PccsClient,
+    Policy,
+    Verifier,
+)
 
 from .records import Verdict
 
@@ -87,15 +94,17 @@ class DcapQuoteVerifier:
         root_ca_pem: bytes | None,
         policy: Policy,
         freshness: CollateralFreshness | None = None,
+        observer: CacheObserver | None = None,
     ) -> DcapQuoteVerifier:
         """A verifier fetching collateral from `pccs_url`, trusting `root_ca_pem` (else Intel's),
-        refreshing it as `freshness` says (else tdx-verify's default, 24 h)."""
+        refreshing it as `freshness` says (else tdx-verify's default, 24 h); `observer` hears
+        the collateral cache's events (the registry's metrics)."""
         client = PccsClient(pccs_url)
         verifier = Verifier(root_ca_pem=root_ca_pem, policy=policy)
         cache = (
-            CollateralCache(client, verifier)
+            CollateralCache(client, verifier, observer=observer)
             if freshness is None
-            else CollateralCache(client, verifier, freshness=freshness)
+            else CollateralCache(client, verifier, freshness=freshness, observer=observer)
         )
         return cls(cache, client=client)
 

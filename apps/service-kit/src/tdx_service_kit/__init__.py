@@ -2,6 +2,21 @@
 
 from ._install import error_response, install_common
 from ._logging import JsonFormatter, configure_logging
+from ._ops import (
+    DEFAULT_READINESS_CACHE,
+    OPS_PATHS,
+    CheckFailed,
+    CheckResult,
+    OpenApiDocument,
+    OpenApiDocumentError,
+    Ops,
+    OpsError,
+    OpsMetrics,
+    Readiness,
+    ReadinessCheck,
+    install_ops,
+    ops_of,
+)
 from ._run import ListenError, run_app
 from ._signals import StartupSignals
 from .body import json_body, parse_hex, parse_json_object, require_hex
@@ -27,8 +42,12 @@ from .errors import (
 )
 
 __all__ = [
+    "DEFAULT_READINESS_CACHE",
+    "OPS_PATHS",
     "ApiError",
     "BadRequest",
+    "CheckFailed",
+    "CheckResult",
     "Conflict",
     "DatabaseTarget",
     "Forbidden",
@@ -36,8 +55,15 @@ __all__ = [
     "JsonFormatter",
     "ListenError",
     "NotFound",
+    "OpenApiDocument",
+    "OpenApiDocumentError",
+    "Ops",
+    "OpsError",
+    "OpsMetrics",
     "PayloadTooLarge",
     "RateLimit",
+    "Readiness",
+    "ReadinessCheck",
     "ServiceUnavailable",
     "StartupSignals",
     "TooManyRequests",
@@ -47,7 +73,9 @@ __all__ = [
     "configure_logging",
     "error_response",
     "install_common",
+    "install_ops",
     "json_body",
+    "ops_of",
     "parse_bool",
     "parse_hex",
     "parse_json_object",

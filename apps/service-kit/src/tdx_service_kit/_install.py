@@ -21,6 +21,8 @@ log = logging.getLogger("tdx_service_kit")
 access_log = logging.getLogger("tdx_service_kit.access")
 
 INTERNAL_ERROR = "internal error"
+RATE_LIMIT_EXEMPT_ATTRIBUTE = "tdx_rate_limit_exempt"
+"""`app.ctx` attribute: the exact paths the rate limit does not count (`install_ops` sets it)."""
 
 
 def error_response(request: Request, exc: Exception) -> HTTPResponse:
@@ -68,7 +70,9 @@ def install_common(
     async def _start(request: Request) -> None:
         if access_log.isEnabledFor(logging.INFO):
             request.ctx.started = time.monotonic()
-        if buckets is not None:
+        if buckets is not None and request.path not in getattr(
+            request.app.ctx, RATE_LIMIT_EXEMPT_ATTRIBUTE, ()
+        ):
             wait = buckets.take(request.client_ip or "unknown")
             if wait:
                 raise TooManyRequests("rate limit reached, retry later", retry_after=wait)

@@ -21,7 +21,9 @@ from tdx_service_kit import (
     BadRequest,
     HttpLimits,
     NotFound,
+    OpenApiDocument,
     install_common,
+    install_ops,
     json_body,
     parse_hex,
     require_hex,
@@ -152,6 +154,7 @@ def create_app(settings: SimSettings) -> Sanic[Any, Any]:
     )
     app: Sanic[Any, Any] = Sanic("tdx_sim", configure_logging=False)
     install_common(app, limits=HttpLimits(max_body_bytes=4096), rate_limit=None)
+    install_ops(app, openapi=OpenApiDocument.from_package("tdx_sim", "openapi.json"))
     app.ctx.platform = platform
 
     log.info(

@@ -47,6 +47,8 @@ from tdx_verify._errors import (
 )
 from tdx_verify._pccs import (
     DEFAULT_MAX_AGE,
+    CacheEvent,
+    CacheObserver,
     CollateralCache,
     CollateralFreshness,
     PccsClient,
@@ -68,6 +70,8 @@ __all__ = [
     "PINNED_RTMRS",
     "AdvisoryDenied",
     "AllowlistError",
+    "CacheEvent",
+    "CacheObserver",
     "Collateral",
     "CollateralCache",
     "CollateralExpiredError",

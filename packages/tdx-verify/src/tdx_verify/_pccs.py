@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 from urllib.parse import unquote
 
 import httpx
@@ -172,6 +174,13 @@ class CollateralFreshness:
 
 _DEFAULT_FRESHNESS = CollateralFreshness()
 
+CacheEvent = Literal["hit", "fetched", "fetch_failed", "stale_served"]
+"""What `CollateralCache` tells its observer, once per occurrence: `hit` (collateral served from
+the cache, no fetch), `fetched` (a collateral set fetched from the PCCS and verified),
+`fetch_failed` (a fetch or its verification failed), `stale_served` (after a failed refresh, the
+collateral fetched before, still valid, served)."""
+CacheObserver = Callable[[CacheEvent], None]
+
 
 @dataclass(slots=True)
 class _Entry:
@@ -189,7 +198,9 @@ class CollateralCache:
     accepts collateral older than what it has verified: a TCB info (per FMSPC) or QE identity
     with a lower tcbEvaluationDataNumber, or a PCK CRL (per CA) or root CA CRL with a lower CRL
     number raises `CollateralRollback` and the newer copy stays. Concurrent requests for the
-    same platform share one fetch. `fetch_count` counts collateral sets fetched.
+    same platform share one fetch. `fetch_count` counts collateral sets fetched; `observer`, if
+    given, is called with each `CacheEvent` (for metrics: the library itself exports none). It
+    must not raise or block.
     """
 
     def __init__(
@@ -198,14 +209,20 @@ class CollateralCache:
         verifier: Verifier,
         *,
         freshness: CollateralFreshness = _DEFAULT_FRESHNESS,
+        observer: CacheObserver | None = None,
     ) -> None:
         self._client = client
+        self._observer = observer
         self._verifier = verifier
         self._freshness = freshness
         self._entries: dict[tuple[bytes, str], _Entry] = {}
         self._inflight: dict[tuple[bytes, str], asyncio.Task[Collateral]] = {}
         self._seen: dict[tuple[str, str], int] = {}
         self.fetch_count = 0
+
+    def _notify(self, event: CacheEvent) -> None:
+        if self._observer is not None:
+            self._observer(event)
 
     async def verify_quote(self, quote: bytes, *, now: datetime) -> VerifiedQuote:
         """Parse `quote`, get verified collateral for its platform, and run `Verifier.verify`."""
@@ -217,6 +234,7 @@ class CollateralCache:
     async def _collateral(self, key: tuple[bytes, str], now: float) -> Collateral:
         entry = self._entries.get(key)
         if entry is not None and now < min(entry.refresh_at, entry.expires_at):
+            self._notify("hit")
             return entry.collateral
         task = self._inflight.get(key)
         if task is None:
@@ -228,6 +246,7 @@ class CollateralCache:
         except (PccsError, VerificationError):
             entry = self._entries.get(key)
             if entry is not None and now < entry.expires_at:
+                self._notify("stale_served")
                 return entry.collateral
             raise
 
@@ -239,6 +258,7 @@ class CollateralCache:
             check_windows(verified.windows, now)
             marks = self._marks(key, verified)
         except (PccsError, VerificationError) as exc:
+            self._notify("fetch_failed")
             entry = self._entries.get(key)
             if entry is not None and now < entry.expires_at:
                 entry.refresh_at = now + self._freshness.retry_after.total_seconds()
@@ -252,6 +272,7 @@ class CollateralCache:
         self._entries[key] = _Entry(
             collateral, verified.expires_at, now + self._freshness.max_age.total_seconds()
         )
+        self._notify("fetched")
         return collateral
 
     def _marks(
