@@ -157,6 +157,8 @@ class Report:
     and how many seconds that process lived under load."""
     rss_bound: float | None
     log_size: int = 0
+    rss_by_minute: dict[int, list[float]] = field(default_factory=dict)
+    """Per replica: mean VmRSS in KiB of each minute of the run (its last process's)."""
 
     def outside(self) -> list[Request]:
         """The failed requests (5xx or unanswered) that no window covers."""
@@ -234,6 +236,8 @@ class Report:
                 f"replica {replica} RSS (last process, {lived:.0f} s): first {first / 1024:.1f} "
                 f"MiB, last {last / 1024:.1f} MiB ({self.rss_change(replica):+.1%})"
             )
+            minutes = " ".join(f"{kib / 1024:.1f}" for kib in self.rss_by_minute.get(replica, []))
+            out.append(f"replica {replica} RSS by minute of the run (MiB): {minutes}")
         out.extend(f"anomaly: {a}" for a in self.anomalies[:20])
         out.extend(f"lost: {instance}" for instance in self.lost[:20])
         failed = self.failures()
@@ -550,7 +554,20 @@ class Soak:
             rss=self._rss_summary(),
             rss_bound=rss_bound,
             log_size=size,
+            rss_by_minute=self._rss_by_minute(),
         )
+
+    def _rss_by_minute(self) -> dict[int, list[float]]:
+        by_minute: dict[int, list[float]] = {}
+        for replica, program in enumerate(self.replicas):
+            if program.proc is None:
+                continue
+            minutes: dict[int, list[int]] = {}
+            for t, r, pid, kib in self.rss:
+                if r == replica and pid == program.proc.pid:
+                    minutes.setdefault(int(t // 60), []).append(kib)
+            by_minute[replica] = [sum(v) / len(v) for _, v in sorted(minutes.items())]
+        return by_minute
 
     def _rss_summary(self) -> dict[int, tuple[float, float, int]]:
         summary = {}
