@@ -81,7 +81,9 @@ READ_CACHE_TTL = 1.0
 """The registries' default GET /instance cache lifetime: waited out before the final check."""
 ENTRIES_PAGE = 1000
 """The most leaves one GET /log/entries returns."""
-WEIGHTS = {"register": 4, "get": 4, "proof": 2}
+OPS = ("register", "get", "proof")
+WEIGHTS = (4, 4, 2)
+"""How often each operation of the load is picked."""
 
 
 class SoakError(RuntimeError):
@@ -451,7 +453,7 @@ class Soak:
                 for r in self.replicas
             ]
             while not self._stop.is_set():
-                op = rng.choices(list(WEIGHTS), weights=list(WEIGHTS.values()))[0]
+                op = rng.choices(OPS, weights=WEIGHTS)[0]
                 with self._lock:
                     ack = rng.choice(self.acks) if self.acks else None
                 if op == "register" or ack is None:
