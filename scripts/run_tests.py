@@ -20,14 +20,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Suites whose outcome depends on the registry's storage backend. The PostgreSQL cell of the
 # hatch matrix runs only these: the registry's and the key broker's own tests, and end to end
-# the registration flow, the replicas' audited log and their conflicting writes; the libraries
-# and the other apps never touch the database.
+# the registration flow, the replicas' audited log, their conflicting writes and the short soak
+# (a replica killed, PostgreSQL restarted, under load; it starts a cluster of its own, so it
+# runs in the SQLite cell too); the libraries and the other apps never touch the database.
 BACKEND_SUITES = (
     "apps/registry/tests",
     "apps/key-broker/tests",
     "tests/test_registration_flow.py",
     "tests/test_registry_audit_flow.py",
     "tests/test_registry_replicas.py",
+    "tests/test_registry_soak.py",
 )
 
 

@@ -63,10 +63,17 @@ def sim(tmp: Path, flags: Sequence[str] = (), state: Path | None = None) -> Prog
 
 
 def registry(
-    tmp: Path, sim_url: str, root_ca: Path | None, db_url: str | None = None, **extra_env: str
+    tmp: Path,
+    sim_url: str,
+    root_ca: Path | None,
+    db_url: str | None = None,
+    *,
+    flags: Sequence[str] = (),
+    **extra_env: str,
 ) -> Program:
     """The registry trusting the sim's PCCS, pinned to the simulated TD image (its default
-    MRTD and boot RTMR0-2) unless `extra_env` says otherwise."""
+    MRTD and boot RTMR0-2) unless `extra_env` says otherwise; `flags` are added to its command
+    line."""
     port = free_port()
     env = base_env(
         PCCS_URL=sim_url,
@@ -80,7 +87,7 @@ def registry(
         env["REGISTRY_DB_URL"] = db_url
     return Program(
         "tdx-registry",
-        [program("tdx-registry"), "--host", "127.0.0.1", "--port", str(port)],
+        [program("tdx-registry"), "--host", "127.0.0.1", "--port", str(port), *flags],
         env,
         _loopback(port),
         "/instance/" + "00" * 32,

@@ -25,6 +25,7 @@ import pytest
 
 from tests import procs
 from tests.procs import Program, program
+from tests.replicas import start_replicas
 
 pytestmark = pytest.mark.e2e
 
@@ -90,17 +91,9 @@ class Fleet:
 @pytest.fixture
 def fleet(tmp_path: Path, registry_db_url: str | None) -> Iterator[Fleet]:
     with contextlib.ExitStack() as stack:
-        sim = procs.sim(tmp_path)
-        stack.enter_context(procs.running(sim))
-        root = tmp_path / "sim-state" / "root_ca.pem"
-        # Both replicas get the same database, log key file and origin (procs.registry puts
-        # the SQLite file and the key in tmp_path).
-        replicas = (
-            procs.registry(tmp_path, sim.url, root, registry_db_url),
-            procs.registry(tmp_path, sim.url, root, registry_db_url),
-        )
-        for replica in replicas:
-            stack.enter_context(procs.running(replica))
+        # Both replicas get the same database, log key file and origin.
+        started = start_replicas(stack, tmp_path, registry_db_url)
+        sim, replicas = started.sim, started.replicas
         # A second TD of the same platform: its own sim (RTMR3) with a copy of the PKI.
         shutil.copytree(tmp_path / "sim-state" / "pki", tmp_path / "sim2-state" / "pki")
         sim2 = procs.sim(tmp_path, state=tmp_path / "sim2-state")

@@ -42,6 +42,7 @@ from tdx_report_data import (
 )
 from tests import procs
 from tests.procs import Program
+from tests.replicas import start_replicas
 
 pytestmark = pytest.mark.e2e
 
@@ -79,16 +80,8 @@ class Fleet:
 @pytest.fixture
 def fleet(tmp_path: Path, registry_db_url: str | None) -> Iterator[Fleet]:
     with contextlib.ExitStack() as stack:
-        sim = procs.sim(tmp_path)
-        stack.enter_context(procs.running(sim))
-        root = tmp_path / "sim-state" / "root_ca.pem"
-        # One database (procs.registry puts the SQLite file and the log key in tmp_path).
-        replicas = (
-            procs.registry(tmp_path, sim.url, root, registry_db_url),
-            procs.registry(tmp_path, sim.url, root, registry_db_url),
-        )
-        for replica in replicas:
-            stack.enter_context(procs.running(replica))
+        started = start_replicas(stack, tmp_path, registry_db_url)
+        sim, replicas = started.sim, started.replicas
         # The TD's identity service only measures its boot into the sim's RTMR3 here: the test
         # sends every registration itself, for instance keys of its own.
         identity = procs.identity(tmp_path, sim.url, replicas[0].url)

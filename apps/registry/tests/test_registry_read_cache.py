@@ -148,6 +148,31 @@ async def test_least_recently_used_answers_are_evicted_past_the_byte_bound() -> 
     assert cache.get(keys[1]) is not None
 
 
+async def test_answers_past_their_ttl_are_dropped_when_another_is_cached() -> None:
+    # Found by the soak (bench/soak.py): GETs of many distinct instances filled the 32 MiB
+    # bound with answers no lookup could serve any more, a replica's RSS grew 17-31% in 3 min.
+    clock = Clock()
+    cache = ReadCache(ttl=1.0, max_bytes=1000, clock=clock)
+    keys = [bytes([i]) * 32 for i in range(3)]
+    for key in keys:
+        await cache.get_or_load(key, Loader(body=b"x" * 10))
+    clock.now += 0.5
+    assert cache.get(keys[0]) is not None  # used again: now the most recently used
+    clock.now += 0.5  # all three are 1.0 s old: past the TTL
+    await cache.get_or_load(b"\x09" * 32, Loader(body=b"y" * 10))
+    assert len(cache) == 1 and cache.size_bytes == 10
+    assert cache.get(b"\x09" * 32) == b"y" * 10
+
+
+async def test_an_answer_within_its_ttl_is_kept_when_another_is_cached() -> None:
+    clock = Clock()
+    cache = ReadCache(ttl=1.0, max_bytes=1000, clock=clock)
+    await cache.get_or_load(KEY, Loader(body=b"x" * 10))
+    clock.now += 0.99
+    await cache.get_or_load(OTHER, Loader(body=b"y" * 10))
+    assert len(cache) == 2 and cache.get(KEY) == b"x" * 10
+
+
 async def test_answer_larger_than_the_bound_is_not_cached() -> None:
     cache, load = ReadCache(ttl=60.0, max_bytes=8, clock=Clock()), Loader(body=b"z" * 9)
     assert await cache.get_or_load(KEY, load) == b"z" * 9

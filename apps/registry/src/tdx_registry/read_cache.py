@@ -28,7 +28,10 @@ class _Fill:
 
 
 class ReadCache:
-    """Answers keyed by instance public key, least recently used evicted past `max_bytes`.
+    """Answers keyed by instance public key, least recently used evicted past `max_bytes`;
+    answers past their TTL, which can never be served, are dropped whenever another is cached
+    (so under reads of many distinct instances the cache holds the last TTL's answers, not
+    `max_bytes` of dead ones).
 
     `ttl <= 0` or `max_bytes <= 0` disables it: every lookup goes to the loader. Not thread-safe:
     use it from the event loop only.
@@ -104,11 +107,23 @@ class ReadCache:
         if len(body) > self._max_bytes or expires <= self._clock():
             return
         self._drop(key)
+        self._drop_expired()
         self._entries[key] = (body, expires)
         self._bytes += len(body)
         while self._bytes > self._max_bytes:
             _, (evicted, _) = self._entries.popitem(last=False)
             self._bytes -= len(evicted)
+
+    def _drop_expired(self) -> None:
+        """Drop the least recently used answers while they are past their TTL. Every answer
+        expires at most `ttl` after its last use, and so does each one used before it: an
+        answer is gone by the first `_put` `ttl` after its last use (amortized O(1))."""
+        now = self._clock()
+        while self._entries:
+            key, (_, expires) = next(iter(self._entries.items()))
+            if expires > now:
+                return
+            self._drop(key)
 
     def _drop(self, key: bytes) -> None:
         entry = self._entries.pop(key, None)

@@ -51,11 +51,21 @@ def _run(argv: list[str], user: str | None = None) -> None:
         ) from None
 
 
+STOP_MODES = ("smart", "fast", "immediate")
+"""`pg_ctl stop -m`: wait for clients, roll back and disconnect them, or abort without a
+shutdown checkpoint (crash recovery at the next start)."""
+
+
 @dataclass
 class PostgresCluster:
-    """A running throwaway cluster on `127.0.0.1:port`; `create_database` makes a fresh one."""
+    """A running throwaway cluster on `127.0.0.1:port`; `create_database` makes a fresh one,
+    `stop` and `start` take it down and bring it back on the same port with the same data (a
+    database restart under its clients)."""
 
     port: int
+    data: Path | None = None
+    options: str = ""
+    user: str | None = None
     _names: Iterator[int] = field(default_factory=itertools.count, repr=False)
 
     def url(self, database: str) -> str:
@@ -66,6 +76,25 @@ class PostgresCluster:
         name = f"{prefix}_{next(self._names)}"
         _run([_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, name])
         return self.url(name)
+
+    def _pg_ctl(self, *argv: str) -> None:
+        if self.data is None:
+            raise PostgresUnavailable("this cluster was not started here: no data directory")
+        _run([_pg_bin("pg_ctl"), "-D", str(self.data), *argv], self.user)
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the cluster (`pg_ctl stop -m mode`, one of `STOP_MODES`) and wait until it is."""
+        if mode not in STOP_MODES:
+            raise ValueError(f"mode must be one of {', '.join(STOP_MODES)}")
+        self._pg_ctl("-m", mode, "-w", "stop")
+
+    def start(self) -> None:
+        """Start the stopped cluster again (same port, same data) and wait until it accepts
+        connections."""
+        if self.data is None:
+            raise PostgresUnavailable("this cluster was not started here: no data directory")
+        log = str(self.data.parent / "pg.log")
+        self._pg_ctl("-l", log, "-w", "-o", self.options, "start")
 
 
 @contextlib.contextmanager
@@ -89,9 +118,9 @@ def throwaway_postgres(*, durable: bool) -> Iterator[PostgresCluster]:
         pg_log = str(tmp / "pg.log")
         _run([_pg_bin("pg_ctl"), "-D", str(data), "-l", pg_log, "-w", "-o", options, "start"], user)
         started = True
-        yield PostgresCluster(port)
+        yield PostgresCluster(port, data, options, user)
     finally:
-        if started:
+        if started:  # stopped already when the caller stopped it and did not start it again
             with contextlib.suppress(PostgresUnavailable, subprocess.TimeoutExpired):
                 _run([_pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], user)
         shutil.rmtree(tmp, ignore_errors=True)
