@@ -143,10 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--tcb-grace-days",
         metavar="N",
-        help="accept OutOfDate (as UpToDate) and OutOfDateConfigurationNeeded (as "
-        "ConfigurationNeeded) while the TCB level that put the platform out of date is less "
-        f"than N days old (1..{MAX_TCB_GRACE_DAYS}) [REGISTRY_TCB_GRACE_DAYS] (default: no "
-        "grace)",
+        help="judge OutOfDate and OutOfDateConfigurationNeeded as the status without their "
+        "out-of-date parts (accepted only if the accepted statuses hold it) while the TCB level "
+        f"that put the platform out of date is less than N days old (1..{MAX_TCB_GRACE_DAYS}) "
+        "[REGISTRY_TCB_GRACE_DAYS] (default: no grace)",
     )
     add(
         "--deny-advisory",

@@ -71,9 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tcb-grace-days",
         metavar="N",
-        help="accept OutOfDate (as UpToDate) and OutOfDateConfigurationNeeded (as "
-        "ConfigurationNeeded) while the newer TCB level is less than N days old "
-        f"(1..{MAX_TCB_GRACE_DAYS}; default: no grace)",
+        help="judge OutOfDate and OutOfDateConfigurationNeeded as the status without their "
+        "out-of-date parts (accepted only if the accepted statuses hold it) while the newer "
+        f"TCB level is less than N days old (1..{MAX_TCB_GRACE_DAYS}; default: no grace)",
     )
     parser.add_argument(
         "--deny-advisory",
