@@ -137,6 +137,7 @@ class KbsStore:
         self._db = db
         self._resource, self._policy, self._audit = entities
         self._executor = executor
+        self._closed = False
 
     @classmethod
     async def open(cls, target: DatabaseTarget) -> KbsStore:
@@ -200,7 +201,18 @@ class KbsStore:
         """The audit trail, oldest first."""
         return await self._run("reading the audit trail", self._audit_sync)
 
+    async def ping(self) -> None:
+        """Ask the database a trivial query on the store's thread (readiness); StoreError when
+        it does not answer, also once the store is closed."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        await self._run("checking the database", self._ping_sync)
+
     async def close(self) -> None:
+        """Disconnect and stop the store's thread; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             await self._run("closing the database", self._db.disconnect)
         finally:
@@ -224,6 +236,10 @@ class KbsStore:
             uploader=row.uploader,
             updated_at=_aware(row.updated_at),
         )
+
+    def _ping_sync(self) -> None:
+        with db_session:
+            self._db.select("SELECT 1")
 
     def _get_sync(self, path: str) -> StoredResource | None:
         with db_session:
