@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import json as jsonlib
 import logging
 import os
@@ -463,6 +464,7 @@ def route_label(request: Request[Any, Any]) -> str:
     return openapi_path(route.path)
 
 
+@functools.lru_cache(maxsize=1024)
 def openapi_path(sanic_path: str) -> str:
     """Sanic's `instance/<pubkey:str>` as OpenAPI's `/instance/{pubkey}`."""
     parts = []
@@ -526,13 +528,24 @@ def install_ops(
     async def _started(request: Request[Any, Any]) -> None:
         request.ctx.ops_started = time.perf_counter()
 
+    # The label children, looked up once each: routes, methods and statuses are bounded sets.
+    children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
     async def _count(request: Request[Any, Any], response: BaseHTTPResponse) -> None:
         route = route_label(request)
         method = request.method if request.method in _KNOWN_METHODS else "OTHER"
-        the_metrics.requests.labels(route, method, str(response.status)).inc()
+        key = (route, method, response.status)
+        pair = children.get(key)
+        if pair is None:
+            pair = (
+                the_metrics.requests.labels(route, method, str(response.status)),
+                the_metrics.latency.labels(route, method),
+            )
+            children[key] = pair
+        pair[0].inc()
         started: float | None = getattr(request.ctx, "ops_started", None)
         if started is not None:
-            the_metrics.latency.labels(route, method).observe(time.perf_counter() - started)
+            pair[1].observe(time.perf_counter() - started)
 
     # Before the rate limit (priority 1000) so a refused request is timed too.
     app.register_middleware(_started, "request", priority=2000)
