@@ -56,7 +56,8 @@ REGISTRY_OPENAPI = registry_openapi()
 
 async def check_against_openapi(response: httpx.Response) -> None:
     """httpx response hook: every answer must be one the registry's OpenAPI document lists, its
-    body valid against the schema (`ResponseMismatch` in the test otherwise)."""
+    body valid against the schema, and every accepted request body valid against the request's
+    (`ResponseMismatch` or `RequestMismatch` in the test otherwise)."""
     await response.aread()
     validate_exchange(
         REGISTRY_OPENAPI,
@@ -65,6 +66,7 @@ async def check_against_openapi(response: httpx.Response) -> None:
         response.status_code,
         response.headers.get("content-type", ""),
         response.content,
+        request_body=response.request.content,
     )
 
 

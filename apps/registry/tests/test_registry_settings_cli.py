@@ -243,6 +243,21 @@ def test_bad_settings_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--port must be 1..65535" in capsys.readouterr().err
 
 
+def test_a_multiprocess_metrics_directory_that_is_missing_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REGISTRY_ANY_MEASUREMENT", "1")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "missing"))
+    argv = ["--db-path", str(tmp_path / "r.db"), "--log-key-path", str(tmp_path / "log.key")]
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert main(argv) == 2
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert "PROMETHEUS_MULTIPROC_DIR is not a directory" in capsys.readouterr().err
+
+
 def test_help_lists_flags_and_the_verify_quote_command(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])

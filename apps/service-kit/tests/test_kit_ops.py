@@ -32,11 +32,13 @@ from tdx_service_kit import (
 )
 from tdx_service_kit.openapi_testing import (
     DocumentMismatch,
+    RequestMismatch,
     ResponseMismatch,
     assert_routes_match,
     check_document,
     match_path,
     validate_exchange,
+    validate_request,
     validate_response,
 )
 from tdx_service_kit.testing import serve
@@ -469,3 +471,43 @@ async def test_validate_exchange_checks_raw_responses_and_unknown_paths(app_name
         validate_exchange(document, "GET", "/nowhere", 404, "text/html", b"<h1>404</h1>")
     with pytest.raises(ResponseMismatch, match="does not decode"):
         validate_exchange(document, "GET", "/item/abcd", 200, "application/json", b"{")
+
+
+def test_validate_request_checks_accepted_bodies_only() -> None:
+    document = OpenApiDocument.from_object(
+        {
+            **DOCUMENT,
+            "paths": {
+                **DOCUMENT["paths"],
+                "/item": {
+                    "post": {
+                        "requestBody": {
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Item"}
+                                }
+                            }
+                        },
+                        "responses": {
+                            "200": error_response("stored"),
+                            "400": error_response("refused"),
+                        },
+                    }
+                },
+            },
+        }
+    )
+    validate_request(document, "POST", "/item", {"id": "abcd"})
+    with pytest.raises(RequestMismatch, match="refuses"):
+        validate_request(document, "POST", "/item", {"id": "abcd", "extra": True})
+    ok = b'{"error": "stored"}'
+    validate_exchange(
+        document, "POST", "/item", 200, "application/json", ok, request_body=b'{"id": "abcd"}'
+    )
+    with pytest.raises(RequestMismatch, match="refuses"):
+        validate_exchange(
+            document, "POST", "/item", 200, "application/json", ok, request_body=b'{"id": 1}'
+        )
+    with pytest.raises(RequestMismatch, match="not JSON"):
+        validate_exchange(document, "POST", "/item", 200, "application/json", ok, request_body=b"{")
+    validate_exchange(document, "POST", "/item", 400, "application/json", ok, request_body=b"{")

@@ -98,6 +98,7 @@ async def check_against_openapi(response: httpx.Response) -> None:
         response.status_code,
         response.headers.get("content-type", ""),
         response.content,
+        request_body=response.request.content,
     )
 
 

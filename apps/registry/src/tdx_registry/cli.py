@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from pony.orm import DBException, OrmError
 
-from tdx_service_kit import ListenError, StartupSignals, configure_logging, run_app
+from tdx_service_kit import ListenError, OpsError, StartupSignals, configure_logging, run_app
 from tdx_verify.cli import main as verify_quote_main
 
 from .app import build_verifier, create_app
@@ -84,7 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tdx-registry: error: {exc}", file=sys.stderr)
         return 2
     signals = StartupSignals().install()
-    app = create_app(settings, log_signer=signer)
+    try:
+        app = create_app(settings, log_signer=signer)
+    except OpsError as exc:
+        print(f"tdx-registry: error: {exc}", file=sys.stderr)
+        return 2
     try:
         run_app(app, host=settings.host, port=settings.port, signals=signals)
     except ListenError as exc:

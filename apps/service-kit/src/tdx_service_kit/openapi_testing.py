@@ -23,6 +23,7 @@ from ._ops import OpenApiDocument, openapi_path
 
 __all__ = [
     "DocumentMismatch",
+    "RequestMismatch",
     "ResponseMismatch",
     "app_operations",
     "assert_routes_match",
@@ -30,6 +31,7 @@ __all__ = [
     "document_operations",
     "match_path",
     "validate_exchange",
+    "validate_request",
     "validate_response",
 ]
 
@@ -46,6 +48,10 @@ class DocumentMismatch(AssertionError):
 
 class ResponseMismatch(AssertionError):
     """A real response is not one the document describes for its method and path."""
+
+
+class RequestMismatch(AssertionError):
+    """A request the service accepted is not one the document's request body describes."""
 
 
 def _document(doc: OpenApiDocument | Mapping[str, Any]) -> Mapping[str, Any]:
@@ -118,12 +124,16 @@ def validate_exchange(
     status: int,
     content_type: str,
     body: bytes,
+    *,
+    request_body: bytes | None = None,
 ) -> None:
     """Validate a response as it came off the wire (`content_type` the header, `body` raw).
 
     A path or method the document does not describe must be answered 404 or 405 with
     `{"error": "<reason>"}` (no document can list every path a client may invent); HEAD and
-    OPTIONS, which Sanic adds to every route, are not checked."""
+    OPTIONS, which Sanic adds to every route, are not checked. With `request_body`, a request
+    answered 2xx must also be valid against the operation's JSON request body schema (a
+    refused one may be anything: the suites send malformed bodies on purpose)."""
     if method.upper() in _IMPLICIT_METHODS:
         return
     media = content_type.split(";", 1)[0].strip().lower()
@@ -142,6 +152,36 @@ def validate_exchange(
     validate_response(
         document, method, path, status, _decode(method, path, media, body), content_type=media
     )
+    if request_body and 200 <= status < 300:
+        try:
+            decoded_request = json.loads(request_body)
+        except ValueError as exc:
+            raise RequestMismatch(f"{method} {path}: accepted a body that is not JSON") from exc
+        validate_request(document, method, path, decoded_request)
+
+
+def validate_request(
+    doc: OpenApiDocument | Mapping[str, Any], method: str, path: str, body: Any
+) -> None:
+    """Raise `RequestMismatch` unless `body` (decoded JSON) is valid against the JSON request
+    body schema of (`method`, `path`), or the operation documents no request body."""
+    document = _document(doc)
+    template = match_path(document, path)
+    operation = document["paths"][template].get(method.lower())
+    if operation is None:
+        raise RequestMismatch(f"the document has no {method.upper()} {template}")
+    if "requestBody" not in operation:
+        return
+    base = _pointer("", "paths", template, method.lower(), "requestBody")
+    request_body, pointer = _follow(document, operation["requestBody"], base)
+    if "application/json" not in request_body.get("content", {}):
+        raise RequestMismatch(f"{method.upper()} {template}: the document gives no JSON body")
+    schema_pointer = pointer + "/" + _pointer("content", "application/json", "schema")
+    message = _schema_error(document, schema_pointer, body)
+    if message is not None:
+        raise RequestMismatch(
+            f"{method.upper()} {path}: accepted a body the document refuses: {message}"
+        )
 
 
 def _is_json(media: str) -> bool:
@@ -219,14 +259,21 @@ def validate_response(
     if body is _BINARY:
         return
     pointer = response_pointer + "/" + _pointer("content", content_type, "schema")
+    message = _schema_error(document, pointer, body)
+    if message is not None:
+        raise ResponseMismatch(
+            f"{method.upper()} {path} {status}: the body does not match the document: {message}"
+        )
+
+
+def _schema_error(document: Mapping[str, Any], pointer: str, instance: Any) -> str | None:
+    """Why `instance` is not valid against the schema at `pointer` in `document`, or None."""
     registry: Registry[Any] = Registry().with_resource(
         _DOC_URI, Resource.from_contents(dict(document), default_specification=DRAFT202012)
     )
     validator = Draft202012Validator({"$ref": f"{_DOC_URI}#{pointer}"}, registry=registry)
     try:
-        validator.validate(body)
+        validator.validate(instance)
     except ValidationError as exc:
-        raise ResponseMismatch(
-            f"{method.upper()} {path} {status}: the body does not match the document: "
-            f"{exc.message} at {list(exc.absolute_path)}"
-        ) from exc
+        return f"{exc.message} at {list(exc.absolute_path)}"
+    return None
