@@ -44,7 +44,12 @@ from tdx_kbs_protocol import (
 )
 from tdx_measure import IdentityEvent
 from tdx_report_data import sign_instance_v2
-from tdx_service_kit.openapi_testing import check_document, match_path, validate_response
+from tdx_service_kit.openapi_testing import (
+    check_document,
+    match_path,
+    validate_request,
+    validate_response,
+)
 from tests import procs
 from tests.conftest import Stack
 from tests.test_key_broker_flow import SimTd, sim_td
@@ -79,15 +84,18 @@ class Document:
         return match_path(self.document, path)
 
     def check(
-        self, method: str, path: str, status: int, headers: httpx.Headers, raw: bytes
+        self, request: httpx.Request, status: int, headers: httpx.Headers, raw: bytes
     ) -> None:
-        """One answer as it came off the wire is one the document describes."""
-        template = self.template(path)
+        """One answer as it came off the wire is one the document describes, and a JSON body
+        the service accepted (2xx) is one the document describes too."""
+        method, template = request.method, self.template(request.url.path)
         self.seen[status] += 1
+        if 200 <= status < 300 and request.headers.get("content-type") == "application/json":
+            validate_request(self.document, method, template, json.loads(request.content))
         if not raw:
             listed = self.document["paths"][template][method.lower()]["responses"]
-            assert str(status) in listed, (self.name, method, path, status)
-            assert "content" not in listed[str(status)], (self.name, method, path, status)
+            assert str(status) in listed, (self.name, method, template, status)
+            assert "content" not in listed[str(status)], (self.name, method, template, status)
             return
         content_type = headers["content-type"].split(";")[0]
         body = json.loads(raw) if content_type == "application/json" else raw.decode()
@@ -107,10 +115,7 @@ class Service:
 
     def _check(self, response: httpx.Response) -> None:
         raw = response.read()
-        request = response.request
-        self.doc.check(
-            request.method, request.url.path, response.status_code, response.headers, raw
-        )
+        self.doc.check(response.request, response.status_code, response.headers, raw)
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.client.get(path, **kwargs)
@@ -147,9 +152,7 @@ class CheckedTransport(httpx.AsyncBaseTransport):
         response = await self._inner.handle_async_request(request)
         raw = await response.aread()
         await response.aclose()
-        self._doc.check(
-            request.method, request.url.path, response.status_code, response.headers, raw
-        )
+        self._doc.check(request, response.status_code, response.headers, raw)
         return httpx.Response(response.status_code, headers=response.headers, content=raw)
 
     async def aclose(self) -> None:

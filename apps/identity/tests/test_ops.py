@@ -25,6 +25,7 @@ from tdx_service_kit import HttpLimits, OpenApiDocument, install_common, install
 from tdx_service_kit.openapi_testing import (
     assert_routes_match,
     check_document,
+    validate_request,
     validate_response,
 )
 from tdx_service_kit.testing import free_port, serve
@@ -58,9 +59,12 @@ def with_urls(settings: Settings, registry: str, key_broker: str | None = None) 
 async def answer(
     client: httpx.AsyncClient, method: str, path: str, **kwargs: Any
 ) -> httpx.Response:
-    """The answer to one request, validated against the app's own /openapi.json."""
+    """The answer to one request, validated against the app's own /openapi.json (and a JSON
+    body it accepted too)."""
     response = await client.request(method, path, **kwargs)
     document = (await client.get("/openapi.json")).json()
+    if response.is_success and "json" in kwargs:
+        validate_request(document, method, path.split("?")[0], kwargs["json"])
     content_type = response.headers["content-type"].split(";")[0]
     body = response.json() if content_type == "application/json" else response.text
     validate_response(

@@ -6,6 +6,7 @@ the app's routes exactly, and real answers, success and error, validated against
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from tdx_kbs.ops import ATTESTATION_RESULTS, RELEASE_OUTCOMES, openapi_document
 from tdx_service_kit.openapi_testing import (
     assert_routes_match,
     check_document,
+    validate_request,
     validate_response,
 )
 from tdx_service_kit.testing import free_port
@@ -39,9 +41,12 @@ def template(path: str, document: dict[str, Any]) -> str:
 
 
 def check_answer(document: dict[str, Any], response: httpx.Response) -> None:
-    """`response` is one the document describes for its request (an empty 200 has no body)."""
+    """`response` is one the document describes for its request (an empty 200 has no body),
+    and a JSON body the broker accepted is one the document describes."""
     request = response.request
     path = template(request.url.path, document)
+    if response.is_success and request.headers.get("content-type") == "application/json":
+        validate_request(document, request.method, path, json.loads(request.content))
     if not response.content:
         operation = document["paths"][path][request.method.lower()]
         listed = operation["responses"][str(response.status_code)]
