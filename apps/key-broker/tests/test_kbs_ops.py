@@ -120,7 +120,7 @@ async def test_not_ready_while_the_pccs_does_not_answer_and_its_url_is_not_shown
     assert "s3cret" not in response.text and str(port) not in response.text
 
 
-async def test_not_ready_while_the_database_does_not_answer(
+async def test_not_ready_while_the_database_is_gone(
     sim: Sim, tmp_path: Path, db_target: DatabaseTarget, request: Any
 ) -> None:
     async with start_broker(sim, tmp_path, "kbs-ops-db", database=db_target) as broker:
@@ -138,10 +138,23 @@ async def test_not_ready_while_the_database_does_not_answer(
                 cursor.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
             admin.close()
         else:
-            await broker.store.close()  # the store's connection and thread are gone
+            # The file replaced by one that is not a database, seen once the store connects
+            # again (which, before, escaped the store unwrapped: a 500 on every route).
+            assert db_target.sqlite_path is not None
+            replacement = db_target.sqlite_path.with_name("not-a-database")
+            replacement.write_bytes(b"this is not an SQLite database" * 200)
+            for sidecar in db_target.sqlite_path.parent.glob(db_target.sqlite_path.name + "-*"):
+                sidecar.unlink()  # unlinked, never truncated: the WAL index stays mapped
+            replacement.replace(db_target.sqlite_path)
+            await broker.store._run("disconnecting", broker.store._db.disconnect)
         await _after_cache()
         response = await broker.client.get("/readyz")
-        check_answer(await served_document(broker), response)
+        document = await served_document(broker)
+        check_answer(document, response)
+        upload = await broker.put("a/b/c", b"x")
+        check_answer(document, upload)
+    assert upload.status_code == 503, upload.text  # a store error, never a 500
+    assert error_variant(upload) == "StorageError"
     assert response.status_code == 503
     assert response.json()["failing"] == ["database"]
     assert response.json()["checks"]["database"] == {

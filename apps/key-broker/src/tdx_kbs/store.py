@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from pony.orm import (
     db_session,
     desc,
 )
+from pony.orm.dbapiprovider import DatabaseError as PonyDatabaseError
 
 from tdx_service_kit import DatabaseTarget
 
@@ -86,11 +88,17 @@ class AuditEntry:
 
 
 def _sqlite_durable_wal(db: Database, connection: Any) -> None:
-    cursor = connection.cursor()
-    mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()
-    if mode is None or str(mode[0]).lower() != "wal":
-        log.warning("SQLite refused WAL journal mode", extra={"journal_mode": repr(mode)})
-    cursor.execute("PRAGMA synchronous = FULL")
+    """WAL journal, fsync at every commit. A failure here (a file that is not a database) is
+    raised as Pony's `DatabaseError`, which every store call answers as a `StoreError` (503):
+    Pony passes this hook's own sqlite3 errors through unwrapped (a 500)."""
+    try:
+        cursor = connection.cursor()
+        mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()
+        if mode is None or str(mode[0]).lower() != "wal":
+            log.warning("SQLite refused WAL journal mode", extra={"journal_mode": repr(mode)})
+        cursor.execute("PRAGMA synchronous = FULL")
+    except sqlite3.Error as exc:
+        raise PonyDatabaseError(exc) from exc
 
 
 def _define_entities(db: Database) -> tuple[Any, Any, Any]:
