@@ -4,15 +4,17 @@ verification; every answer is checked against the registry's OpenAPI document.""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client.parser import text_string_to_metric_families
@@ -20,10 +22,10 @@ from registry_helpers import REGISTRY_OPENAPI, FakeCache, Instance, Running, ope
 from sanic import Sanic
 from test_registry_api import BrokenStore
 
-from tdx_registry import DatabaseTarget, DcapQuoteVerifier, Settings, create_app
+from tdx_registry import DatabaseTarget, DcapQuoteVerifier, PonyRecordStore, Settings, create_app
 from tdx_registry.ops import SKIPPED_PCCS, failing_step
 from tdx_report_data import prove_possession, report_data_for_v2
-from tdx_service_kit import RateLimit
+from tdx_service_kit import DEFAULT_READINESS_CACHE, RateLimit
 from tdx_service_kit.openapi_testing import assert_routes_match, check_document
 from tdx_service_kit.testing import free_port, serve
 from tdx_sim import SimOptions, SimPlatform
@@ -32,6 +34,7 @@ from tdx_sim.app import create_app as create_sim_app
 from tdx_verify import PccsError, Policy, QuoteSignatureError, VerificationError
 
 PCCS_PASSWORD = "pccs-pa55word-never-shown"
+DB_PASSWORD = "db-pa55word-never-shown"
 
 
 @dataclass
@@ -273,3 +276,56 @@ async def test_ops_routes_are_not_rate_limited(
         challenges = [(await client.get("/challenge")).status_code for _ in range(2)]
     assert statuses == [200] * 5
     assert challenges == [200, 429]
+
+
+async def test_readyz_names_a_database_that_is_gone(
+    tmp_path: Path, app_name: str, db_target: DatabaseTarget
+) -> None:
+    """A real failure on each backend: PostgreSQL's database dropped under the registry (its
+    password, which the URL carries, is never shown); SQLite's file replaced by one that is not
+    a database, seen once the store's connection is opened again (which, before, escaped the
+    store unwrapped: a 500)."""
+    target = db_target
+    if target.postgres_url is not None:
+        target = DatabaseTarget(
+            postgres_url=target.postgres_url.replace("postgres@", f"postgres:{DB_PASSWORD}@")
+        )
+    url = f"http://127.0.0.1:{free_port()}"
+    settings = replace(settings_for(tmp_path, url, skip_tdx_auth=True), database=target)
+    async with registry(settings, app_name) as (app, client):
+        assert (await client.get("/readyz")).status_code == 200
+        if target.postgres_url is not None:
+            _drop_database(target.postgres_url)
+        else:
+            assert target.sqlite_path is not None
+            replacement = target.sqlite_path.with_name("not-a-database")
+            replacement.write_bytes(b"this is not an SQLite database" * 200)
+            for sidecar in target.sqlite_path.parent.glob(target.sqlite_path.name + "-*"):
+                sidecar.unlink()  # unlinked, never truncated: the WAL index stays mapped
+            replacement.replace(target.sqlite_path)
+            store: PonyRecordStore = app.ctx.services.store
+            await store._run(store._db.disconnect)
+        await asyncio.sleep(DEFAULT_READINESS_CACHE + 0.1)  # past the reuse of the last result
+        response = await client.get("/readyz")
+        read = await client.get(f"/instance/{'ab' * 32}")
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert body["failing"] == ["database"]
+    assert body["checks"]["database"] == {
+        "state": "failed",
+        "reason": "the database did not answer (StoreError)",
+    }
+    assert DB_PASSWORD not in response.text
+    assert read.status_code == 503, read.text  # a store error, never a 500
+    assert read.json() == {"error": "the record store is unavailable, nothing was stored"}
+
+
+def _drop_database(postgres_url: str) -> None:
+    dsn, name = postgres_url.rsplit("/", 1)
+    admin = psycopg2.connect(f"{dsn}/postgres")
+    try:
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        admin.close()

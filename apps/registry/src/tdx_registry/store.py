@@ -56,6 +56,7 @@ from pony.orm import (
     Required,
     db_session,
 )
+from pony.orm.dbapiprovider import DatabaseError as PonyDatabaseError
 
 from tdx_measure import (
     EventLog,
@@ -184,12 +185,17 @@ class RecordStore(Protocol):
 
 
 def _sqlite_durable_wal(db: Database, connection: Any) -> None:
-    """WAL journal and a WAL fsync at every commit (see the module docstring)."""
-    cursor = connection.cursor()
-    mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()
-    if mode is None or str(mode[0]).lower() != "wal":
-        log.warning("SQLite refused WAL journal mode", extra={"journal_mode": repr(mode)})
-    cursor.execute("PRAGMA synchronous = FULL")
+    """WAL journal and a WAL fsync at every commit (see the module docstring). A failure (a
+    file that is not a database) is raised as Pony's `DatabaseError`, so that every store call
+    answers it as a `StoreError` (Pony passes this hook's sqlite3 errors through unwrapped)."""
+    try:
+        cursor = connection.cursor()
+        mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()
+        if mode is None or str(mode[0]).lower() != "wal":
+            log.warning("SQLite refused WAL journal mode", extra={"journal_mode": repr(mode)})
+        cursor.execute("PRAGMA synchronous = FULL")
+    except sqlite3.Error as exc:
+        raise PonyDatabaseError(exc) from exc
 
 
 def _define_entities(db: Database) -> Any:

@@ -3,6 +3,7 @@
 from ._install import error_response, install_common
 from ._logging import JsonFormatter, configure_logging
 from ._ops import (
+    DEFAULT_READINESS_CACHE,
     OPS_PATHS,
     CheckFailed,
     CheckResult,
@@ -41,6 +42,7 @@ from .errors import (
 )
 
 __all__ = [
+    "DEFAULT_READINESS_CACHE",
     "OPS_PATHS",
     "ApiError",
     "BadRequest",
