@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tdx_kbs import DatabaseTarget
 from tdx_kbs.ops import ATTESTATION_RESULTS, RELEASE_OUTCOMES, openapi_document
+from tdx_service_kit import DEFAULT_READINESS_CACHE
 from tdx_service_kit.openapi_testing import (
     assert_routes_match,
     check_document,
@@ -164,8 +165,8 @@ async def test_not_ready_while_the_database_is_gone(
 
 
 async def _after_cache() -> None:
-    """Past service-kit's readiness cache (1 s), so the next /readyz checks again."""
-    await asyncio.sleep(1.1)
+    """Past service-kit's readiness cache, so the next /readyz checks again."""
+    await asyncio.sleep(DEFAULT_READINESS_CACHE + 0.1)
 
 
 async def test_metrics_count_attestations_releases_and_denials(broker: Broker) -> None:
