@@ -31,7 +31,7 @@ from tdx_identity.core.service import IdentityService
 from tdx_identity.exceptions import QuoteSourceError, StoreKeyUnavailable, WorkloadLocked
 from tdx_identity.settings import measured_settings, parse_settings
 from tdx_identity.workload.helpers import installed_helpers
-from tdx_identity.workload.key_broker import KbsKeyProvider, KeyBrokerSettings
+from tdx_identity.workload.key_broker import FETCH_OUTCOMES, KbsKeyProvider, KeyBrokerSettings
 from tdx_identity.workload.manager import WorkloadSettings, store_key_provider
 from tdx_identity.workload.ssh import HostKey
 from tdx_identity.workload.store_key import LocalFileKeyProvider
@@ -138,6 +138,7 @@ async def test_the_provider_fetches_the_key_the_broker_releases_to_its_checked_e
     # Kept in memory once released: no second round trip, create_key makes no key of its own.
     assert await provider.get_key() == await provider.create_key() == stored_key(kbs, td)
     assert len(kbs.released) == 1
+    assert provider.fetch_outcomes() == {**dict.fromkeys(FETCH_OUTCOMES, 0), "released": 1}
 
 
 async def test_a_policy_refusal_is_store_key_unavailable_naming_it_and_keeps_nothing(
@@ -150,6 +151,11 @@ async def test_a_policy_refusal_is_store_key_unavailable_naming_it_and_keeps_not
     assert kbs.released == []
     kbs.refuse = False
     assert await provider.get_key() == stored_key(kbs, td), "a refusal is not remembered"
+    assert provider.fetch_outcomes() == {
+        **dict.fromkeys(FETCH_OUTCOMES, 0),
+        "refused": 1,
+        "released": 1,
+    }
 
 
 async def test_an_event_log_naming_another_owner_gets_no_key(td: Td, kbs: FakeKbs) -> None:
@@ -161,15 +167,19 @@ async def test_an_event_log_naming_another_owner_gets_no_key(td: Td, kbs: FakeKb
 
 async def test_a_quote_for_other_report_data_is_never_sent(td: Td, kbs: FakeKbs) -> None:
     td.quotes.wrong_report_data = True
+    provider = td.provider(kbs)
     with pytest.raises(StoreKeyUnavailable, match="quote for other report_data"):
-        await td.provider(kbs).get_key()
+        await provider.get_key()
     assert kbs.released == []
+    assert provider.fetch_outcomes()["no_evidence"] == 1
 
 
 async def test_a_broker_that_is_down_is_store_key_unavailable(td: Td, kbs: FakeKbs) -> None:
     kbs.down = True
+    provider = td.provider(kbs)
     with pytest.raises(StoreKeyUnavailable, match="key broker is unavailable"):
-        await td.provider(kbs).get_key()
+        await provider.get_key()
+    assert provider.fetch_outcomes() == {**dict.fromkeys(FETCH_OUTCOMES, 0), "unavailable": 1}
 
 
 async def test_an_unknown_resource_and_a_bare_key_without_the_owners_envelope_are_refused(
@@ -221,6 +231,7 @@ async def test_a_host_in_the_middle_cannot_hand_the_td_a_key(
     with pytest.raises(StoreKeyUnavailable):
         await provider.get_key()
     assert mitm.released == 2, "nothing of a refused answer is kept: it asks again"
+    assert provider.fetch_outcomes()["envelope_refused"] == 2
 
 
 async def test_without_a_confirmed_owner_the_broker_is_not_asked(td: Td, kbs: FakeKbs) -> None:
@@ -230,6 +241,7 @@ async def test_without_a_confirmed_owner_the_broker_is_not_asked(td: Td, kbs: Fa
     with pytest.raises(StoreKeyUnavailable, match="no owner confirmed by the registry"):
         await provider.get_key()
     assert kbs.requests == 0
+    assert provider.fetch_outcomes()["no_owner"] == 1
 
 
 async def test_the_evidence_refuses_a_quote_once_the_log_changed(td: Td, kbs: FakeKbs) -> None:

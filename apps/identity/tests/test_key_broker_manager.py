@@ -2,7 +2,8 @@
 container runtime and the encrypted store (no podman): a key the broker withholds is
 `WorkloadLocked` before anything is touched, at configure and at recovery; the clear view still
 mounted needs no key; owner registration asks the broker nothing; a host in the middle handing
-over a key of its own (the real `KbsKeyProvider`) gets nothing made."""
+over a key of its own (the real `KbsKeyProvider`) gets nothing made; recoveries are counted by
+outcome (kept, restarted, refused) for the metrics."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from tdx_identity.core.ports import CommittedWorkload, KeyProvider, WorkloadConf
 from tdx_identity.core.state import WorkloadSection
 from tdx_identity.exceptions import StoreKeyUnavailable, WorkloadLocked
 from tdx_identity.workload.key_broker import KbsKeyProvider, KeyBrokerSettings
-from tdx_identity.workload.manager import PodmanWorkloadManager
+from tdx_identity.workload.manager import RECOVERY_OUTCOMES, PodmanWorkloadManager
 from tdx_identity.workload.runtime import ContainerInfo
 from tdx_identity.workload.ssh import SetupSshServer
 from tdx_kbs_protocol import TdxEvidence, TeePublicKey, seal_store_key
@@ -49,6 +50,8 @@ class Keys:
 @dataclass
 class Runtime:
     calls: list[str] = field(default_factory=list)
+    matches: bool = False
+    resolves_to: str = IMAGE_ID
 
     async def image_exists(self, ref: str) -> bool:
         return True
@@ -57,7 +60,7 @@ class Runtime:
         return IMAGE_ID
 
     async def local_image_id(self, ref: str) -> str | None:
-        return IMAGE_ID
+        return IMAGE_ID if ref == IMAGE_ID else self.resolves_to
 
     async def inspect(self, name: str) -> ContainerInfo | None:
         return None
@@ -70,7 +73,7 @@ class Runtime:
         publish_port: int | None,
         image_id: str,
     ) -> bool:
-        return False
+        return self.matches
 
     async def recreate(
         self,
@@ -103,6 +106,7 @@ class Store:
     keys: KeyProvider
     mounted: bool = False
     initialized: bool = False
+    clear_root: Path = Path("/nonexistent-clear")
 
     async def init(self) -> None:
         if not self.initialized:
@@ -121,7 +125,7 @@ class Store:
         return self.mounted
 
     def path_for(self, persist_dir: str) -> Path:
-        return Path("/nonexistent-clear") / persist_dir.lstrip("/")
+        return self.clear_root / persist_dir.lstrip("/")
 
     async def prepare_dirs(self, persist_dirs: Iterable[str]) -> dict[Path, str]:
         return {self.path_for(d): d for d in persist_dirs}
@@ -196,6 +200,7 @@ async def test_recovery_without_the_key_is_locked_before_anything_is_touched(
     assert rig.section.saves == 0
     assert rig.manager.running_image_id() is None
     assert not rig.manager.ssh_serving
+    assert rig.manager.recovery_outcomes() == dict.fromkeys(RECOVERY_OUTCOMES, 0)
 
 
 async def test_recovery_once_the_key_is_released_rebuilds_the_workload(rig: Rig) -> None:
@@ -203,6 +208,27 @@ async def test_recovery_once_the_key_is_released_rebuilds_the_workload(rig: Rig)
     assert await rig.manager.recover(CommittedWorkload(CONFIG, bytes(32), exposed=False)) is False
     assert rig.runtime.calls == ["recreate"]
     assert rig.manager.running_image_id() == IMAGE_ID
+    assert rig.manager.recovery_outcomes() == {"kept": 0, "restarted": 1, "refused": 0}
+
+
+async def test_a_running_container_kept_at_recovery_is_counted_kept(
+    rig: Rig, tmp_path: Path
+) -> None:
+    rig.store.initialized = rig.store.mounted = True
+    rig.store.clear_root = tmp_path
+    (tmp_path / "data").mkdir()
+    rig.runtime.matches = True
+    await rig.manager.recover(CommittedWorkload(CONFIG, bytes(32), exposed=False))
+    assert rig.runtime.calls == []
+    assert rig.manager.recovery_outcomes() == {"kept": 1, "restarted": 0, "refused": 0}
+
+
+async def test_a_recovery_refused_for_its_image_is_counted_refused(rig: Rig) -> None:
+    rig.runtime.resolves_to = "cd" * 32  # the reference now names another image
+    await rig.manager.recover(CommittedWorkload(CONFIG, bytes(32), exposed=False))
+    assert rig.manager.refusal() is not None
+    assert "recreate" not in rig.runtime.calls
+    assert rig.manager.recovery_outcomes() == {"kept": 0, "restarted": 0, "refused": 1}
 
 
 async def test_a_mounted_clear_view_needs_no_key_at_recovery(rig: Rig) -> None:

@@ -151,7 +151,7 @@ async def start_broker(
         database=database or DatabaseTarget(sqlite_path=tmp / "kbs.db"),
         storage_key_path=tmp / "storage.key",
         admin_pubkey=admin_key.public_key(),
-        pccs_url=sim.url,
+        pccs_url=overrides.pop("pccs_url", sim.url),
         trusted_root_ca_pem=overrides.pop("trusted_root_ca_pem", sim.root_ca_pem),
         **overrides,
     )

@@ -30,6 +30,7 @@ from tdx_identity.core.state import StateStore
 from tdx_identity.exceptions import StartupError
 from tdx_identity.files import ensure_private_dir
 from tdx_identity.http_status import install_status_table
+from tdx_identity.ops import install_identity_ops
 from tdx_identity.platform import PlatformSettings, select_platform
 from tdx_identity.registry_client import HttpRegistryClient
 from tdx_identity.routes import instance_bp, registration_bp, workload_bp
@@ -185,6 +186,7 @@ def create_app(
             rtmr_device = platform.rtmr_device
     if registry is None:
         registry = HttpRegistryClient(settings.registry_url, timeout=settings.registry_timeout)
+    keys: KeyProvider | None = None
     if workload is None:
         evidence_quotes = quote_source
 
@@ -239,6 +241,16 @@ def create_app(
     app.blueprint(instance_bp)
     app.blueprint(registration_bp)
     app.blueprint(workload_bp)
+    install_identity_ops(
+        app,
+        service=service,
+        workload=workload,
+        keys=keys,
+        rtmr=rtmr_device,
+        registry_url=settings.registry_url,
+        key_broker_url=settings.key_broker_url,
+        key_broker_transport=key_broker_transport,
+    )
 
     async def _start(_app: Sanic[Any, Any]) -> None:
         try:

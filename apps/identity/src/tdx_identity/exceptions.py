@@ -268,7 +268,12 @@ class KeyNotFoundError(KeyProviderError):
 
 class StoreKeyUnavailable(KeyProviderError):
     """The key broker could not be reached, refused to release the store key, or answered
-    with something that is not a 32-byte key; the message says which (never the key)."""
+    with something that is not a 32-byte key; the message says which (never the key), and
+    `outcome` names the case for the metrics (`workload.key_broker.FETCH_OUTCOMES`)."""
+
+    def __init__(self, reason: str, *, outcome: str = "unusable") -> None:
+        super().__init__(reason)
+        self.outcome = outcome
 
 
 class KeyExistsError(KeyProviderError):

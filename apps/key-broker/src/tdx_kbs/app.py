@@ -14,6 +14,7 @@ from tdx_service_kit import install_common
 
 from .broker import Answer, KeyBroker, PolicySource
 from .errors import UnknownEndpoint, install_error_mapping
+from .ops import BrokerMetrics, install_broker_ops
 from .policy import ResourcePolicy, default_policy_text
 from .sealing import ResourceSealer, load_or_create_storage_key
 from .sessions import SessionTable
@@ -36,6 +37,11 @@ PREFIX = "/kbs/v0"
 def _broker(request: Request) -> KeyBroker:
     broker: KeyBroker = request.app.ctx.broker
     return broker
+
+
+def _metrics(request: Request) -> BrokerMetrics:
+    metrics: BrokerMetrics = request.app.ctx.broker_metrics
+    return metrics
 
 
 def _with_cookie(answer: Answer, broker: KeyBroker) -> HTTPResponse:
@@ -65,13 +71,17 @@ def kbs_blueprint() -> Blueprint:
     @bp.post("/attest")
     async def attest(request: Request) -> HTTPResponse:
         broker = _broker(request)
-        answer = await broker.attest(request.cookies.get(SESSION_COOKIE), request.body)
+        answer = await _metrics(request).attest(
+            broker.attest(request.cookies.get(SESSION_COOKIE), request.body)
+        )
         return _with_cookie(answer, broker)
 
     @bp.get("/resource/<path:path>")
     async def get_resource(request: Request, path: str) -> HTTPResponse:
-        jwe = await _broker(request).get_resource(
-            path, request.cookies.get(SESSION_COOKIE), request.headers.get("authorization")
+        jwe = await _metrics(request).release(
+            _broker(request).get_resource(
+                path, request.cookies.get(SESSION_COOKIE), request.headers.get("authorization")
+            )
         )
         return json(jwe)
 
@@ -111,6 +121,9 @@ def create_app(
     install_common(app, limits=settings.limits, rate_limit=settings.rate_limit)
     install_error_mapping(app)
     app.blueprint(kbs_blueprint())
+    _, app.ctx.broker_metrics = install_broker_ops(
+        app, pccs_url=settings.pccs_url if quotes is None else None
+    )
 
     reference_json = None if settings.reference is None else settings.reference.to_json()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from pony.orm import (
     db_session,
     desc,
 )
+from pony.orm.dbapiprovider import DatabaseError as PonyDatabaseError
 
 from tdx_service_kit import DatabaseTarget
 
@@ -86,11 +88,17 @@ class AuditEntry:
 
 
 def _sqlite_durable_wal(db: Database, connection: Any) -> None:
-    cursor = connection.cursor()
-    mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()
-    if mode is None or str(mode[0]).lower() != "wal":
-        log.warning("SQLite refused WAL journal mode", extra={"journal_mode": repr(mode)})
-    cursor.execute("PRAGMA synchronous = FULL")
+    """WAL journal, fsync at every commit. A failure here (a file that is not a database) is
+    raised as Pony's `DatabaseError`, which every store call answers as a `StoreError` (503):
+    Pony passes this hook's own sqlite3 errors through unwrapped (a 500)."""
+    try:
+        cursor = connection.cursor()
+        mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()
+        if mode is None or str(mode[0]).lower() != "wal":
+            log.warning("SQLite refused WAL journal mode", extra={"journal_mode": repr(mode)})
+        cursor.execute("PRAGMA synchronous = FULL")
+    except sqlite3.Error as exc:
+        raise PonyDatabaseError(exc) from exc
 
 
 def _define_entities(db: Database) -> tuple[Any, Any, Any]:
@@ -137,6 +145,7 @@ class KbsStore:
         self._db = db
         self._resource, self._policy, self._audit = entities
         self._executor = executor
+        self._closed = False
 
     @classmethod
     async def open(cls, target: DatabaseTarget) -> KbsStore:
@@ -200,7 +209,18 @@ class KbsStore:
         """The audit trail, oldest first."""
         return await self._run("reading the audit trail", self._audit_sync)
 
+    async def ping(self) -> None:
+        """Ask the database a trivial query on the store's thread (readiness); StoreError when
+        it does not answer, also once the store is closed."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        await self._run("checking the database", self._ping_sync)
+
     async def close(self) -> None:
+        """Disconnect and stop the store's thread; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             await self._run("closing the database", self._db.disconnect)
         finally:
@@ -224,6 +244,10 @@ class KbsStore:
             uploader=row.uploader,
             updated_at=_aware(row.updated_at),
         )
+
+    def _ping_sync(self) -> None:
+        with db_session:
+            self._db.select("SELECT 1")
 
     def _get_sync(self, path: str) -> StoredResource | None:
         with db_session:

@@ -18,6 +18,20 @@ def service_of(request: Request) -> IdentityService:
     return service
 
 
+def workload_status(service: IdentityService, workload: WorkloadManager) -> tuple[str, str | None]:
+    """Whether the workload is `refused` (at recovery), `locked` (the key broker has not
+    released the store key), `running` or `stopped`, and why when refused or locked."""
+    refusal = workload.refusal()
+    if refusal is not None:
+        return "refused", refusal
+    locked = service.workload_locked
+    if locked is not None:
+        return "locked", locked
+    if workload.running_image_id() is not None:
+        return "running", None
+    return "stopped", None
+
+
 def workload_of(request: Request) -> WorkloadManager:
     """The WorkloadManager that `create_app` gave the service (read-only use: its status)."""
     service_of(request)

@@ -10,7 +10,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json, text
 
 from tdx_identity.exceptions import InvalidRequest
-from tdx_identity.routes._common import front_of, service_of, workload_of
+from tdx_identity.routes._common import front_of, service_of, workload_of, workload_status
 from tdx_report_data import MAX_NONCE_LEN, MIN_NONCE_LEN
 
 _NONCE_RE = re.compile(r"(?:[0-9a-fA-F]{2})*", re.ASCII)
@@ -32,19 +32,8 @@ async def instance_state(request: Request) -> HTTPResponse:
     why (carry no secret); the attested front's state and its TLS key's SPKI SHA-256."""
     service = service_of(request)
     state, comparison = service.state, service.comparison
-    workload = workload_of(request)
-    refusal = workload.refusal()
-    locked = service.workload_locked
+    status, reason = workload_status(service, workload_of(request))
     front = front_of(request)
-    reason: str | None = None
-    if refusal is not None:
-        status, reason = "refused", refusal
-    elif locked is not None:
-        status, reason = "locked", locked
-    elif workload.running_image_id() is not None:
-        status = "running"
-    else:
-        status = "stopped"
     return json(
         {
             "state": state.lifecycle.value,

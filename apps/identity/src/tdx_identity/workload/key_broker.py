@@ -44,12 +44,32 @@ from tdx_kbs_protocol import (
     store_key_path,
 )
 
-__all__ = ["EvidenceFactory", "KbsKeyProvider", "KeyBrokerSettings", "OwnerSource"]
+__all__ = [
+    "FETCH_OUTCOMES",
+    "EvidenceFactory",
+    "KbsKeyProvider",
+    "KeyBrokerSettings",
+    "OwnerSource",
+]
 
 _log = logging.getLogger("tdx_identity.workload")
 
 EvidenceFactory = Callable[[], EvidenceProvider]
 """Makes the evidence for one attestation (`core.evidence.MeasuredEvidence`)."""
+
+FETCH_OUTCOMES = (
+    "released",
+    "refused",
+    "unavailable",
+    "unusable",
+    "no_evidence",
+    "no_owner",
+    "envelope_refused",
+)
+"""How a fetch from the key broker ends: the key released (its envelope verified), the broker
+refusing (4xx), down (unreachable, 5xx), answering what the client cannot use or a failed
+exchange (`unusable`), no evidence to send, no confirmed owner to check the envelope against, or
+an envelope that does not verify (`envelope_refused`)."""
 
 OwnerSource = Callable[[], bytes | None]
 """The registered owner's raw ed25519 public key as the registry confirmed it
@@ -89,6 +109,7 @@ class KbsKeyProvider:
         self._transport = transport
         self._key: bytes | None = None
         self._fetching = asyncio.Lock()
+        self._outcomes = dict.fromkeys(FETCH_OUTCOMES, 0)
 
     @property
     def url(self) -> str:
@@ -98,6 +119,11 @@ class KbsKeyProvider:
     def resource(self) -> str:
         """The KBS resource path of this instance's store key."""
         return str(self._path)
+
+    def fetch_outcomes(self) -> dict[str, int]:
+        """How many fetches from the broker ended in each of `FETCH_OUTCOMES` (a copy); a key
+        already released is not fetched again."""
+        return dict(self._outcomes)
 
     async def get_key(self) -> bytes:
         return await self._released()
@@ -112,10 +138,20 @@ class KbsKeyProvider:
             return self._key
 
     async def _fetch(self) -> bytes:
+        try:
+            key = await self._fetch_once()
+        except StoreKeyUnavailable as exc:
+            self._outcomes[exc.outcome] = self._outcomes.get(exc.outcome, 0) + 1
+            raise
+        self._outcomes["released"] += 1
+        return key
+
+    async def _fetch_once(self) -> bytes:
         owner = self._owner()
         if owner is None:
             raise StoreKeyUnavailable(
-                "no owner confirmed by the registry to check the store key's envelope against"
+                "no owner confirmed by the registry to check the store key's envelope against",
+                outcome="no_owner",
             )
         client = KbsClient(
             self._settings.url, timeout=self._settings.timeout, transport=self._transport
@@ -125,16 +161,21 @@ class KbsKeyProvider:
         except KbsRefused as exc:
             raise StoreKeyUnavailable(
                 f"the key broker refused to release {self._path} "
-                f"({exc.status} {exc.variant}): {exc.detail}"
+                f"({exc.status} {exc.variant}): {exc.detail}",
+                outcome="refused",
             ) from None
         except KbsUnavailable as exc:
-            raise StoreKeyUnavailable(f"the key broker is unavailable: {exc}") from None
+            raise StoreKeyUnavailable(
+                f"the key broker is unavailable: {exc}", outcome="unavailable"
+            ) from None
         except KbsClientError as exc:
             raise StoreKeyUnavailable(f"the key broker's answer is unusable: {exc}") from None
         except KbsProtocolError as exc:
             raise StoreKeyUnavailable(f"the key broker exchange failed: {exc}") from None
         except (QuoteSourceError, MeasurementError) as exc:
-            raise StoreKeyUnavailable(f"no evidence for the key broker: {exc}") from None
+            raise StoreKeyUnavailable(
+                f"no evidence for the key broker: {exc}", outcome="no_evidence"
+            ) from None
         finally:
             await client.aclose()
         try:
@@ -150,4 +191,4 @@ class KbsKeyProvider:
             "by another key or for another instance); nothing is mounted",
             extra={"reason": reason, "resource": str(self._path), "owner_pubkey": owner.hex()},
         )
-        raise StoreKeyUnavailable(reason)
+        raise StoreKeyUnavailable(reason, outcome="envelope_refused")

@@ -101,6 +101,7 @@ from .store_key import LocalFileKeyProvider
 
 __all__ = [
     "CIPHER_DIR_NAME",
+    "RECOVERY_OUTCOMES",
     "Front",
     "PodmanWorkloadManager",
     "SshServerFactory",
@@ -114,6 +115,11 @@ __all__ = [
 _log = logging.getLogger("tdx_identity.workload")
 
 _T = TypeVar("_T")
+
+RECOVERY_OUTCOMES: Final = ("kept", "restarted", "refused")
+"""How a recovery of a committed workload ended: its running container kept, the container
+started again (recreated from the pinned image), or refused (the pinned image no longer
+stands: nothing runs)."""
 
 SshServerFactory = Callable[[bytes], SetupSshServer]
 """Builds the SSH setup server for an owner's raw ed25519 public key (not yet started)."""
@@ -165,6 +171,7 @@ class PodmanWorkloadManager:
         self._refusal: str | None = None
         self._expose_image_id: str | None = None
         self._section_before: WorkloadSection | None = None
+        self._recoveries = dict.fromkeys(RECOVERY_OUTCOMES, 0)
 
     # -- what tests and the app may observe ---------------------------------------------------
 
@@ -185,6 +192,11 @@ class PodmanWorkloadManager:
         """The pinned image ID the container was last started by (podman runs it by that ID),
         or, for a container kept at recovery, the pinned ID podman reports it runs."""
         return self._image_id
+
+    def recovery_outcomes(self) -> dict[str, int]:
+        """How many recoveries of a committed workload ended in each of `RECOVERY_OUTCOMES`
+        (a copy): `restarted` counts the workload restarts."""
+        return dict(self._recoveries)
 
     def refusal(self) -> str | None:
         """Why recovery refused to start the committed workload (its image is not the one
@@ -261,6 +273,7 @@ class PodmanWorkloadManager:
             image_id = await self._pinned_image(current, config, committed.accepted_image_id)
             if image_id is None:
                 self._ssh_closed_for_good = True
+                self._recoveries["refused"] += 1
                 return True
             self._ssh_closed_for_good = True
             await self._require_key_unless_mounted()
@@ -269,12 +282,14 @@ class PodmanWorkloadManager:
             ):
                 self._ssh_closed_for_good = True
                 await self._start_front()
+                self._recoveries["kept"] += 1
                 _log.info(
                     "workload recovered: exposed, the running container kept",
                     extra={"image": config.image, "image_id": image_id},
                 )
                 return True
             await self._expose(config, image_id)
+            self._recoveries["restarted"] += 1
             _log.info(
                 "workload recovered: exposed", extra={"image": config.image, "image_id": image_id}
             )
@@ -291,16 +306,19 @@ class PodmanWorkloadManager:
             config = committed.config
             image_id = await self._pinned_image(current, config, committed.accepted_image_id)
             if image_id is None:
+                self._recoveries["refused"] += 1
                 return False
             await self._require_key_unless_mounted()
             if await self._keeps_running(current, WorkloadPhase.CONFIGURED, config, None, image_id):
                 await self._open_ssh(committed.owner_pubkey)
+                self._recoveries["kept"] += 1
                 _log.info(
                     "workload recovered: configured, the running container kept, SSH open",
                     extra={"image": config.image, "image_id": image_id},
                 )
                 return False
             await self._apply(config, committed.owner_pubkey, image_id)
+            self._recoveries["restarted"] += 1
             _log.info(
                 "workload recovered: configured, SSH open",
                 extra={"image": config.image, "image_id": image_id},
