@@ -21,7 +21,7 @@ from tdx_merkle import NoteSigner
 from tdx_registry import DatabaseTarget, PonyRecordStore
 from tdx_registry.cli import main
 from tdx_registry.log_key import load_or_create_log_key
-from tdx_registry.log_pin import LogKeyMismatch, key_id
+from tdx_registry.log_pin import LogKeyMismatch, LogKeyPinError, key_id
 from tdx_registry.log_store import define_log_key_entity
 from tdx_registry.store import pin_log_key
 
@@ -179,6 +179,26 @@ def test_a_restart_on_a_new_disk_without_the_key_file_refuses_to_serve(
     assert status == 1
     assert "Traceback" not in err and "the database pins the log key" in err
     assert (tmp_path / "new-disk" / "log.key").exists()  # created, then refused
+
+
+def test_an_unreachable_database_exits_1_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The pin is checked before serving: a database that does not answer ends the start with
+    one line (the driver's multi-line message joined, no password), not a traceback."""
+    key = _key_file(tmp_path / "log.key", _signer())
+    url = f"postgresql://registry:secret-pw@127.0.0.1:{free_port()}/registry"
+    with pytest.raises(LogKeyPinError, match="cannot pin the log key in the database"):
+        pin_log_key(DatabaseTarget(postgres_url=url), _signer().verifier_key())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SKIP_TDX_AUTH", "1")
+        patch.setenv("REGISTRY_ANY_MEASUREMENT", "1")
+        patch.setattr("tdx_registry.cli.run_app", _must_not_serve)
+        status = main(["--db-url", url, "--log-key-path", str(key), "--log-origin", ORIGIN])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.count("\n") == 1 and err.startswith("tdx-registry: error: cannot pin the log key")
+    assert "Traceback" not in err and "secret-pw" not in err
 
 
 class ServedDespiteTheKey(AssertionError):

@@ -437,7 +437,7 @@ def pin_log_key(
             if attempt < PIN_ATTEMPTS:
                 continue
             busy = None if target.sqlite_path is None else sqlite_busy_timeout
-            reason = _store_error("the database failed", exc, busy)
+            reason = " ".join(str(_store_error("the database failed", exc, busy)).split())
             raise LogKeyPinError(f"cannot pin the log key in the database: {reason}") from None
         check_pinned(pinned, verifier_key)
         return
