@@ -5,6 +5,8 @@ on every selected backend (REGISTRY_TEST_BACKEND)."""
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import os
 import subprocess
 import sys
@@ -41,6 +43,14 @@ def _pinned_rows(target: DatabaseTarget) -> list[tuple[int, str]]:
             return [(int(row[0]), str(row[1])) for row in rows]
     finally:
         db.disconnect()
+
+
+def _import_provider(target: DatabaseTarget) -> None:
+    """Import Pony's provider module before threads race: Pony imports it at the first `bind`,
+    and threads of one process importing it at once fail (separate processes cannot)."""
+    importlib.import_module(
+        "pony.orm.dbproviders." + ("sqlite" if target.sqlite_path is not None else "postgres")
+    )
 
 
 def _signer(origin: str = ORIGIN) -> NoteSigner:
@@ -114,6 +124,7 @@ async def test_the_store_checks_the_pin_when_it_opens(db_target: DatabaseTarget)
 
 
 def test_two_first_starts_at_once_pin_one_key(db_target: DatabaseTarget) -> None:
+    _import_provider(db_target)
     signers = [_signer() for _ in range(4)]
     barrier = threading.Barrier(len(signers))
     outcomes: list[str | None] = [None] * len(signers)
@@ -207,3 +218,31 @@ class ServedDespiteTheKey(AssertionError):
 
 def _must_not_serve(*args: object, **kwargs: object) -> None:
     raise ServedDespiteTheKey("main() started serving with a key the database does not pin")
+
+
+def test_stores_opening_at_once_on_an_empty_database_all_open(db_target: DatabaseTarget) -> None:
+    """Replicas first starting at the same instant: each store creates the missing tables (Pony
+    checks, then creates) and pins; every one opens, the same key pinned for all."""
+    _import_provider(db_target)
+    signer = _signer()
+    barrier = threading.Barrier(4)
+    failures: list[BaseException] = []
+
+    async def open_and_close() -> None:
+        store = await PonyRecordStore.open(db_target, log_verifier_key=signer.verifier_key())
+        await store.close()
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            asyncio.run(open_and_close())
+        except BaseException as exc:  # reported by the assertion below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert failures == []
+    assert _pinned_rows(db_target) == [(1, signer.verifier_key())]

@@ -96,7 +96,6 @@ BUSY_RETRY_AFTER_SECONDS: Final = 1
 PURGE_BATCH = 100
 """At most this many expired challenges are deleted per issued challenge (bounded work)."""
 BACKFILL_BATCH = 500
-PIN_ATTEMPTS: Final = 2
 """Records stored before the log get their first leaf at start, this many per transaction."""
 
 WireFn = Callable[[InstanceRecord], Mapping[str, Any]]
@@ -413,6 +412,28 @@ def _pin_sync(db: Database, verifier_key: str) -> str:
     return pinned
 
 
+def _set_up_retried(set_up: Callable[[], T]) -> T:
+    """`set_up()`, once more if it fails with a database error: a start racing another on an
+    empty database can lose Pony's check-then-create of a table (PostgreSQL: a duplicate
+    `pg_type` key), and the second try finds the table. Every step is create-if-missing."""
+    try:
+        return set_up()
+    except (OrmError, DBException) as exc:
+        log.debug("retrying the database set-up once", extra={"reason": str(exc)})
+        return set_up()
+
+
+def _pin_once(target: DatabaseTarget, verifier_key: str, sqlite_busy_timeout: float) -> str:
+    db = Database()
+    define_log_key_entity(db)
+    try:
+        _bind_database(db, target, sqlite_busy_timeout)
+        pinned: str = _pin_sync(db, verifier_key)
+        return pinned
+    finally:
+        db.disconnect()
+
+
 def pin_log_key(
     target: DatabaseTarget,
     verifier_key: str,
@@ -421,26 +442,14 @@ def pin_log_key(
 ) -> None:
     """Pin `verifier_key` in the database of `target` if none is pinned, else check it is the
     pinned one (`LogKeyMismatch`), on a connection of its own closed before returning: the
-    command's check before it serves. `LogKeyPinError` when the database fails. Tried twice:
-    a start racing another on an empty database can lose the creation of the table (Pony
-    checks, then creates), and the second try finds it."""
-    for attempt in range(1, PIN_ATTEMPTS + 1):
-        db = Database()
-        define_log_key_entity(db)
-        try:
-            try:
-                _bind_database(db, target, sqlite_busy_timeout)
-                pinned = _pin_sync(db, verifier_key)
-            finally:
-                db.disconnect()
-        except (OrmError, DBException, LogCorruptError) as exc:
-            if attempt < PIN_ATTEMPTS:
-                continue
-            busy = None if target.sqlite_path is None else sqlite_busy_timeout
-            reason = " ".join(str(_store_error("the database failed", exc, busy)).split())
-            raise LogKeyPinError(f"cannot pin the log key in the database: {reason}") from None
-        check_pinned(pinned, verifier_key)
-        return
+    command's check before it serves. `LogKeyPinError` when the database fails."""
+    try:
+        pinned = _set_up_retried(lambda: _pin_once(target, verifier_key, sqlite_busy_timeout))
+    except (OrmError, DBException, LogCorruptError) as exc:
+        busy = None if target.sqlite_path is None else sqlite_busy_timeout
+        reason = " ".join(str(_store_error("the database failed", exc, busy)).split())
+        raise LogKeyPinError(f"cannot pin the log key in the database: {reason}") from None
+    check_pinned(pinned, verifier_key)
 
 
 class PonyRecordStore:
@@ -492,7 +501,9 @@ class PonyRecordStore:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry-db")
         try:
             db, instance, challenge, tables = await asyncio.get_running_loop().run_in_executor(
-                executor, cls._bind, target, sqlite_busy_timeout, log_verifier_key
+                executor,
+                _set_up_retried,
+                lambda: cls._bind(target, sqlite_busy_timeout, log_verifier_key),
             )
         except BaseException:
             executor.shutdown(wait=False)
@@ -522,8 +533,8 @@ class PonyRecordStore:
         db = Database()
         instance, challenge = _define_entities(db)
         tables = define_log_entities(db)
-        _bind_database(db, target, sqlite_busy_timeout)
         try:
+            _bind_database(db, target, sqlite_busy_timeout)
             with db_session:
                 log_store.ensure_head(db)
             if log_verifier_key is not None:
