@@ -13,7 +13,8 @@ from typing import Final
 
 REMEDY: Final = (
     "every registry on one database must sign with the log's one key: copy the key file of "
-    "the first registry (mode 0600), or start a new log on a new database (README, 'The key')"
+    "the first registry (mode 0600), or start a new log on a new database (registry README, "
+    "'The pinned verifier key')"
 )
 
 
