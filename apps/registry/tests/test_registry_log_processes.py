@@ -32,7 +32,7 @@ from tdx_registry.log_key import LogKeyError, load_or_create_log_key
 ORIGIN = "registry.test/log"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -51,7 +51,7 @@ def registry_process(
     target: DatabaseTarget, key: Path
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """A `tdx-registry` process (quotes only parsed) on `target`, until it answers."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "SKIP_TDX_AUTH": "1", "REGISTRY_ANY_MEASUREMENT": "1"}
     argv = [sys.executable, "-c", "import sys; from tdx_registry.cli import main; sys.exit(main())",
             "serve", "--port", str(port), "--no-rate-limit", "--log-level", "WARNING",

@@ -3,8 +3,12 @@ and the registry record and challenge answers it would produce."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import os
+from contextlib import redirect_stdout
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,7 @@ from tdx_measure import (
     event_digest,
     ssh_ed25519_line,
 )
+from tdx_registry.cli import main as registry_main
 from tdx_report_data import (
     IdentityInfo,
     challenge_report_data,
@@ -34,6 +39,28 @@ from tdx_report_data import (
 )
 from tdx_sim import SimOptions, SimPlatform
 from tdxctl import AttestationAnswer, RegistryRecord
+
+REGISTRY_REFUSAL = "policy: TCB status UpToDate is not accepted"
+"""How the registry's re-appraisal of `reappraise_refusing` words its verdict (its start)."""
+
+
+async def reappraise_refusing(db_path: Path, sim_url: str, root_file: Path) -> dict[str, Any]:
+    """`tdx-registry reappraise` over the registry's SQLite database with a policy that no
+    longer accepts UpToDate: each record's verdict becomes the registry's refusal
+    (`verification.refused`), written as the real re-appraisal writes it; its JSON summary."""
+    argv = ["reappraise", "--db-path", str(db_path), "--pccs-url", sim_url,
+            "--trusted-root-ca", str(root_file), "--accept-tcb-status", "SWHardeningNeeded",
+            "--any-measurement", "--log-level", "ERROR"]  # fmt: skip
+    out = StringIO()
+
+    def run() -> int:
+        with redirect_stdout(out):
+            return registry_main(argv)
+
+    status = await asyncio.to_thread(run)
+    summary: dict[str, Any] = json.loads(out.getvalue())
+    assert status == 0 and summary["changed"] >= 1, summary
+    return summary
 
 
 def raw(key: Ed25519PrivateKey) -> bytes:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from tdxctl_support import SimTd, raw
+from tdxctl_support import REGISTRY_REFUSAL, SimTd, raw, reappraise_refusing
 
 from tdx_registry import DatabaseTarget, Settings, create_app
 from tdx_service_kit.testing import free_port, serve
@@ -45,6 +45,7 @@ FACT_KEYS = {
     "workload_events",
     "ssh_host_key",
     "verified_at",
+    "registry_refused",
 }
 
 
@@ -104,6 +105,7 @@ async def test_verify_prints_the_facts_of_a_registered_instance(
     facts, _ = stdout_json(capsys)
     assert set(facts) == FACT_KEYS
     assert facts["verified"] is True
+    assert facts["registry_refused"] is None
     assert facts["tcb_status"] == "UpToDate"
     assert facts["owner"] == raw(OWNER).hex()
     assert facts["helpers"][0]["role"] == "podman"
@@ -116,6 +118,45 @@ async def test_verify_prints_the_facts_of_a_registered_instance(
     assert "tcb_status     UpToDate (advisories: none)" in out
     assert f"owner          {raw(OWNER).hex()}" in out
     assert f"ssh_host_key   {td.log.ssh_host_key}" in out
+
+
+async def test_a_record_the_registry_refused_fails_unless_accepted_and_is_never_hidden(
+    registry_url: str,
+    td: SimTd,
+    tmp_path: Path,
+    root_file: Path,
+    sim_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The registry's re-appraisal refused the record (its policy no longer accepts UpToDate)
+    while the caller's policy accepts the quote: `verify` exits 1 naming the registry's
+    verdict; with --accept-registry-refusal it exits 0, warns on stderr, shows the reason on
+    stdout and in "registry_refused"."""
+    await reappraise_refusing(tmp_path / "registry.db", sim_url, root_file)
+    base = ["verify", "--registry", registry_url, "--instance", td.pubkey.hex(),
+            *trust_flags(root_file, sim_url)]  # fmt: skip
+
+    assert await run(*base, "--json") == 1
+    failure, err = stdout_json(capsys)
+    assert failure["check"] == "registry_verdict"
+    assert failure["registry_refused"].startswith(REGISTRY_REFUSAL)
+    assert REGISTRY_REFUSAL in failure["error"]
+    assert "verification failed (registry_verdict)" in err and REGISTRY_REFUSAL in err
+    assert await run(*base) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and REGISTRY_REFUSAL in err
+
+    assert await run(*base, "--accept-registry-refusal", "--json") == 0
+    facts, err = stdout_json(capsys)
+    assert set(facts) == FACT_KEYS
+    assert facts["verified"] is True and facts["tcb_status"] == "UpToDate"
+    assert facts["registry_refused"].startswith(REGISTRY_REFUSAL)
+    assert "warning: the registry refused this record" in err and REGISTRY_REFUSAL in err
+    assert await run(*base, "--accept-registry-refusal") == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0] == "verified"
+    assert f"registry       REFUSED: {REGISTRY_REFUSAL}" in out
+    assert "warning: the registry refused this record" in err
 
 
 async def test_verify_refuses_a_v1_record_unless_accept_v1(

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509 import Certificate
 from cryptography.x509.oid import NameOID
-from tdxctl_support import SimTd, raw
+from tdxctl_support import REGISTRY_REFUSAL, SimTd, raw, reappraise_refusing
 
 from tdx_attested_tls import (
     AttestedCertificate,
@@ -356,6 +356,36 @@ async def test_an_instance_not_in_the_registry_is_refused(
     answer = await refused(stranger, registry_url, root_file, sim_url, capsys)
     assert answer["check"] == "registry"
     assert "has no record of the certificate's instance" in answer["error"]
+
+
+async def test_a_record_the_registry_refused_is_refused_before_any_request_unless_accepted(
+    genuine: Pem,
+    registry_url: str,
+    tmp_path: Path,
+    root_file: Path,
+    sim_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The registry's re-appraisal refused the instance's record, which verifies with the
+    caller's policy: nothing is sent unless --accept-registry-refusal, which gets the body with
+    a warning and "registry_refused" in the JSON."""
+    await reappraise_refusing(tmp_path / "registry.db", sim_url, root_file)
+    answer = await refused(genuine, registry_url, root_file, sim_url, capsys)
+    assert answer["check"] == "registry_verdict"
+    assert answer["registry_refused"].startswith(REGISTRY_REFUSAL)
+
+    with CountingTlsServer(genuine.cert, genuine.key, body=BODY) as server:
+        accept = "--accept-registry-refusal"
+        assert await get(server, registry_url, accept, "--json", root_file=root_file,
+                         sim_url=sim_url) == 0  # fmt: skip
+        data, err = failure(capsys)
+        assert data["status"] == 200 and data["body"] == BODY.decode()
+        assert data["registry_refused"].startswith(REGISTRY_REFUSAL)
+        assert "warning: the registry refused this record" in err and REGISTRY_REFUSAL in err
+        assert await get(server, registry_url, accept, root_file=root_file, sim_url=sim_url) == 0
+        out, err = capsys.readouterr()
+        assert out == BODY.decode() and REGISTRY_REFUSAL in err
+        assert server.requests == ["/index.html", "/index.html"]
 
 
 async def test_an_instance_with_another_owner_is_refused(

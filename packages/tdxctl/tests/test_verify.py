@@ -35,8 +35,10 @@ from tdxctl import (
     QuoteVerifier,
     RecordFormatError,
     RegistryRecord,
+    RegistryRefusedRecord,
     TrustSettings,
     VerifiedFacts,
+    check_registry_verdict,
     verify_attestation,
     verify_record,
 )
@@ -415,6 +417,25 @@ async def test_a_missing_or_forged_proof_of_possession_is_refused(
 def test_a_malformed_binding_is_a_format_error(td: SimTd, binding: dict[str, Any]) -> None:
     with pytest.raises(RecordFormatError, match=r"binding_version|challenge|proof_of_possession"):
         td.record(**binding)
+
+
+def test_the_registrys_refusal_is_decoded_printable_and_checked(td: SimTd) -> None:
+    assert td.record().registry_refused is None  # an older registry: no "verification"
+    assert td.record(verification=None).registry_refused is None
+    assert td.record(verification={"refused": None}).registry_refused is None
+    record = td.record(verification={"refused": "policy: revoked\x1b[2J"})
+    assert record.registry_refused == "policy: revoked\\x1b[2J"  # escaped for a terminal
+    with pytest.raises(RegistryRefusedRecord) as refused:
+        check_registry_verdict(record)
+    assert refused.value.check == "registry_verdict"
+    assert refused.value.refused == record.registry_refused
+    assert check_registry_verdict(record, accept_refusal=True) == record.registry_refused
+    assert check_registry_verdict(td.record()) is None
+    assert td.record(verification={"refused": ""}).registry_refused == "(no reason given)"
+    bad: object
+    for bad in ([], "refused", {"refused": 1}, {"refused": ["x"]}):
+        with pytest.raises(RecordFormatError, match="verification"):
+            td.record(verification=bad)
 
 
 def test_a_malformed_record_is_a_format_error() -> None:

@@ -146,7 +146,9 @@ def create_app(
         the_store = (
             store
             if store is not None
-            else await PonyRecordStore.open(settings.database, wire=record_json)
+            else await PonyRecordStore.open(
+                settings.database, wire=record_json, log_verifier_key=signer.verifier_key()
+            )
         )
         the_verifier: QuoteVerifier = CountingVerifier(
             verifier

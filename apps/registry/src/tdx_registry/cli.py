@@ -18,9 +18,10 @@ from tdx_verify.cli import main as verify_quote_main
 
 from .app import build_verifier, create_app
 from .log_key import LogKeyError, load_or_create_log_key
+from .log_pin import LogKeyPinError
 from .reappraise import ReappraisalSummary, Reappraiser
 from .settings import Settings, SettingsError, parse_settings
-from .store import PonyRecordStore, StoreError
+from .store import PonyRecordStore, StoreError, pin_log_key
 
 log = logging.getLogger("tdx_registry")
 
@@ -83,6 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LogKeyError as exc:
         print(f"tdx-registry: error: {exc}", file=sys.stderr)
         return 2
+    try:
+        pin_log_key(settings.database, signer.verifier_key())
+    except LogKeyPinError as exc:
+        print(f"tdx-registry: error: {exc}", file=sys.stderr)
+        return 1
     signals = StartupSignals().install()
     try:
         app = create_app(settings, log_signer=signer)

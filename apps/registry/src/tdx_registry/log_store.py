@@ -10,7 +10,10 @@ Tables (Pony entities declared on the store's `Database`):
   reads O(log n) nodes, each in ONE query;
 - `log_head(id = 1, size)`: the log's size. An appender reads it `FOR UPDATE` (PostgreSQL; on
   SQLite the store's immediate transaction already holds the write lock), so appenders on any
-  number of replicas sharing the database form one sequence, without gap or duplicate.
+  number of replicas sharing the database form one sequence, without gap or duplicate;
+- `log_key(id = 1, verifier_key)`: the note verifier key (public) of the log's signing key,
+  pinned by the first registry that started on this database (`pin_verifier_key`), so a
+  replica or a restart with another key file refuses to serve (`log_pin`).
 
 Every function here runs inside the caller's `db_session`: an append is part of the
 registration's own transaction, so the log and the records never disagree. A reader sees a
@@ -40,6 +43,7 @@ from tdx_merkle import (
 from .log_leaf import LeafError, entry_state
 
 HEAD_ID: Final = 1
+KEY_ROW_ID: Final = 1
 MAX_ENTRIES: Final = 1000
 """GET /log/entries serves at most this many leaves per call."""
 
@@ -64,6 +68,7 @@ class LogTables:
     leaf: Any
     node: Any
     head: Any
+    key: Any
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,18 @@ def define_log_entities(db: Database) -> LogTables:
         id = PrimaryKey(int)
         size = Required(int, size=64)
 
-    return LogTables(leaf=LogLeaf, node=LogNode, head=LogHead)
+    return LogTables(leaf=LogLeaf, node=LogNode, head=LogHead, key=define_log_key_entity(db))
+
+
+def define_log_key_entity(db: Database) -> Any:
+    """Declare the `log_key` entity (the pinned verifier key) on a fresh `Database`."""
+
+    class LogKey(db.Entity):  # type: ignore[misc]
+        _table_ = "log_key"
+        id = PrimaryKey(int)
+        verifier_key = Required(str)
+
+    return LogKey
 
 
 def ensure_head(db: Database) -> None:
@@ -106,6 +122,21 @@ def ensure_head(db: Database) -> None:
         "INSERT INTO log_head (id, size) VALUES ($head_id, 0) ON CONFLICT (id) DO NOTHING",
         {"head_id": HEAD_ID},
     )
+
+
+def pin_verifier_key(db: Database, verifier_key: str) -> str:
+    """Store `verifier_key` as the log's unless one is pinned already; the pinned one. Insert if
+    absent, then re-read: of starts that race on an empty database, one insert wins and every
+    one of them reads that winner's key."""
+    db.execute(
+        "INSERT INTO log_key (id, verifier_key) VALUES ($key_id, $verifier_key) "
+        "ON CONFLICT (id) DO NOTHING",
+        {"key_id": KEY_ROW_ID, "verifier_key": verifier_key},
+    )
+    rows = db.select("SELECT verifier_key FROM log_key WHERE id = $key_id", {"key_id": KEY_ROW_ID})
+    if len(rows) != 1:
+        raise LogCorruptError("the log's pinned key row vanished")
+    return str(rows[0])
 
 
 def node_reader(db: Database, on_read: Callable[[int], None] | None = None) -> NodeReader:

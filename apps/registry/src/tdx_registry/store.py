@@ -71,7 +71,14 @@ from tdx_service_kit import DatabaseTarget
 
 from . import log_store
 from .log_leaf import LeafError, next_leaf
-from .log_store import LogCorruptError, LogEntry, LogTables, define_log_entities
+from .log_pin import LogKeyPinError, check_pinned
+from .log_store import (
+    LogCorruptError,
+    LogEntry,
+    LogTables,
+    define_log_entities,
+    define_log_key_entity,
+)
 from .records import InstanceRecord, PastVerdict, Verdict
 
 log = logging.getLogger("tdx_registry.store")
@@ -389,6 +396,68 @@ def _to_columns(record: InstanceRecord) -> dict[str, Any]:
     }
 
 
+def _bind_database(db: Database, target: DatabaseTarget, sqlite_busy_timeout: float) -> None:
+    """Bind `db` to `target` and create its entities' tables if missing."""
+    if target.sqlite_path is not None:
+        db.on_connect(provider="sqlite")(_sqlite_durable_wal)
+        # `timeout` is sqlite3.connect's: the connection's busy timeout (PRAGMA busy_timeout)
+        db.bind(
+            provider="sqlite",
+            filename=str(target.sqlite_path),
+            create_db=True,
+            timeout=sqlite_busy_timeout,
+        )
+    else:
+        db.bind(provider="postgres", dsn=target.postgres_url)
+    db.generate_mapping(create_tables=True)
+
+
+@db_session(immediate=True)  # type: ignore[untyped-decorator]
+def _pin_sync(db: Database, verifier_key: str) -> str:
+    pinned: str = log_store.pin_verifier_key(db, verifier_key)
+    return pinned
+
+
+def _set_up_retried(set_up: Callable[[], T]) -> T:
+    """`set_up()`, once more if it fails with a database error: a start racing another on an
+    empty database can lose Pony's check-then-create of a table (PostgreSQL: a duplicate
+    `pg_type` key), and the second try finds the table. Every step is create-if-missing."""
+    try:
+        return set_up()
+    except (OrmError, DBException) as exc:
+        log.debug("retrying the database set-up once", extra={"reason": str(exc)})
+        return set_up()
+
+
+def _pin_once(target: DatabaseTarget, verifier_key: str, sqlite_busy_timeout: float) -> str:
+    db = Database()
+    define_log_key_entity(db)
+    try:
+        _bind_database(db, target, sqlite_busy_timeout)
+        pinned: str = _pin_sync(db, verifier_key)
+        return pinned
+    finally:
+        db.disconnect()
+
+
+def pin_log_key(
+    target: DatabaseTarget,
+    verifier_key: str,
+    *,
+    sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT_SECONDS,
+) -> None:
+    """Pin `verifier_key` in the database of `target` if none is pinned, else check it is the
+    pinned one (`LogKeyMismatch`), on a connection of its own closed before returning: the
+    command's check before it serves. `LogKeyPinError` when the database fails."""
+    try:
+        pinned = _set_up_retried(lambda: _pin_once(target, verifier_key, sqlite_busy_timeout))
+    except (OrmError, DBException, LogCorruptError) as exc:
+        busy = None if target.sqlite_path is None else sqlite_busy_timeout
+        reason = " ".join(str(_store_error("the database failed", exc, busy)).split())
+        raise LogKeyPinError(f"cannot pin the log key in the database: {reason}") from None
+    check_pinned(pinned, verifier_key)
+
+
 class PonyRecordStore:
     """`RecordStore` on Pony ORM; create it with `await PonyRecordStore.open(target)`."""
 
@@ -419,12 +488,16 @@ class PonyRecordStore:
         wire: WireFn | None = None,
         backfill_batch: int = BACKFILL_BATCH,
         sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT_SECONDS,
+        log_verifier_key: str | None = None,
     ) -> PonyRecordStore:
         """Bind a fresh Database to `target`, create the tables if missing (on the DB thread),
         and give every record stored before the log its first leaf (`backfill_log`). `wire`
         is the records' wire form the leaves are computed from (default: GET /instance's);
         `sqlite_busy_timeout` how long a SQLite connection waits for another's lock (seconds,
-        > 0; the registry uses the default, tests a shorter one)."""
+        > 0; the registry uses the default, tests a shorter one). `log_verifier_key`, the
+        serving registry's: pinned in the database if none is, else `LogKeyMismatch` unless it
+        is the pinned one (None: not checked, e.g. `tdx-registry reappraise`, which signs
+        nothing)."""
         if not sqlite_busy_timeout > 0:
             raise ValueError("sqlite_busy_timeout must be > 0")
         if wire is None:
@@ -434,7 +507,9 @@ class PonyRecordStore:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry-db")
         try:
             db, instance, challenge, tables = await asyncio.get_running_loop().run_in_executor(
-                executor, cls._bind, target, sqlite_busy_timeout
+                executor,
+                _set_up_retried,
+                lambda: cls._bind(target, sqlite_busy_timeout, log_verifier_key),
             )
         except BaseException:
             executor.shutdown(wait=False)
@@ -459,25 +534,20 @@ class PonyRecordStore:
 
     @staticmethod
     def _bind(
-        target: DatabaseTarget, sqlite_busy_timeout: float
+        target: DatabaseTarget, sqlite_busy_timeout: float, log_verifier_key: str | None
     ) -> tuple[Database, Any, Any, LogTables]:
         db = Database()
         instance, challenge = _define_entities(db)
         tables = define_log_entities(db)
-        if target.sqlite_path is not None:
-            db.on_connect(provider="sqlite")(_sqlite_durable_wal)
-            # `timeout` is sqlite3.connect's: the connection's busy timeout (PRAGMA busy_timeout)
-            db.bind(
-                provider="sqlite",
-                filename=str(target.sqlite_path),
-                create_db=True,
-                timeout=sqlite_busy_timeout,
-            )
-        else:
-            db.bind(provider="postgres", dsn=target.postgres_url)
-        db.generate_mapping(create_tables=True)
-        with db_session:
-            log_store.ensure_head(db)
+        try:
+            _bind_database(db, target, sqlite_busy_timeout)
+            with db_session:
+                log_store.ensure_head(db)
+            if log_verifier_key is not None:
+                check_pinned(_pin_sync(db, log_verifier_key), log_verifier_key)
+        except BaseException:
+            db.disconnect()
+            raise
         return db, instance, challenge, tables
 
     async def backfill_log(self, batch: int = BACKFILL_BATCH) -> int:

@@ -3,7 +3,9 @@
 async with IdentityClient(url) as identity, QuoteVerifier(TrustSettings(root_pem)) as qv:
     registration = await register_operator(identity, operator_key, qv)   # verified first
 async with RegistryClient(url) as registry, QuoteVerifier(TrustSettings()) as qv:
-    facts = await verify_record(await registry.record(pk), instance_pubkey=pk, verifier=qv)
+    record = await registry.record(pk)
+    facts = await verify_record(record, instance_pubkey=pk, verifier=qv)
+    check_registry_verdict(record)   # the registry's own refusal refuses too (opt-out: accept)
     # an attested TLS front: its certificate verified (and its record) before anything is sent
     result = await attested_get(GetTarget.parse(url), RegistryAppraiser(registry, qv))
 async with LogClient(url) as log:   # the registry's Merkle log vouches for the record
@@ -47,6 +49,7 @@ from tdxctl._errors import (
     QuoteRejected,
     RecordFormatError,
     RecordNotLogged,
+    RegistryRefusedRecord,
     RequestError,
     ServiceRefused,
     ServiceUnreachable,
@@ -71,6 +74,7 @@ from tdxctl._verify import (
     QuoteVerifier,
     TrustSettings,
     VerifiedFacts,
+    check_registry_verdict,
     verify_attestation,
     verify_record,
 )
@@ -112,6 +116,7 @@ __all__ = [
     "RegistryAppraiser",
     "RegistryClient",
     "RegistryRecord",
+    "RegistryRefusedRecord",
     "RequestError",
     "ServiceRefused",
     "ServiceUnreachable",
@@ -126,6 +131,7 @@ __all__ = [
     "attested_ssh_target",
     "audit_instance",
     "audited_state",
+    "check_registry_verdict",
     "fresh_attestation",
     "generate_key_file",
     "known_hosts_line",

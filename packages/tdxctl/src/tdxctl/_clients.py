@@ -199,7 +199,9 @@ class RegistryRecord:
     """GET /instance/{pubkey}, decoded but not verified: the registry's claims, nothing more.
     `ssh_host_key` is None when the registry gives none (null or an older registry).
     `binding_version` is 2 with the registry's `challenge` and the instance key's
-    `proof_of_possession`, or 1 (both None; also when an older registry names no version)."""
+    `proof_of_possession`, or 1 (both None; also when an older registry names no version).
+    `registry_refused` is the registry's own refusal (`verification.refused`, printable), None
+    when it gives none: `check_registry_verdict` is how the commands honour it."""
 
     instance_pubkey: bytes
     ppid: bytes
@@ -211,6 +213,7 @@ class RegistryRecord:
     binding_version: int = 1
     challenge: bytes | None = None
     proof_of_possession: bytes | None = None
+    registry_refused: str | None = None
 
     @classmethod
     def from_object(cls, value: Any) -> RegistryRecord:
@@ -250,7 +253,24 @@ class RegistryRecord:
             binding_version=version,
             challenge=challenge,
             proof_of_possession=proof,
+            registry_refused=_registry_refusal(value),
         )
+
+
+def _registry_refusal(value: dict[str, Any]) -> str | None:
+    """The registry's own refusal of the record (`verification.refused`), made printable; None
+    when the registry gives none (null, or an older registry without the field)."""
+    verification = value.get("verification")
+    if verification is None:
+        return None
+    if not isinstance(verification, dict):
+        raise RecordFormatError("the record's verification is not an object or null")
+    refused = verification.get("refused")
+    if refused is None:
+        return None
+    if not isinstance(refused, str):
+        raise RecordFormatError("the record's verification.refused is not a string or null")
+    return printable(refused) or "(no reason given)"
 
 
 def _binding_fields(value: dict[str, Any]) -> tuple[int, bytes | None, bytes | None]:

@@ -19,6 +19,8 @@ TdxctlError
 │   ├── CertificateRejected an attested TLS certificate is malformed, unbound, out of its
 │   │                       validity window, or not the one the server presents
 │   ├── UnknownInstance     the registry has no record of the certificate's instance
+│   ├── RegistryRefusedRecord  the registry's own re-appraisal refused the record
+│   │                       (`verification.refused`), even if it verified here
 │   └── LogAuditFailed      the registry's log does not vouch for the record (`registry audit`)
 │       ├── LogKeyRejected       the log key served differs from the pinned or remembered one
 │       ├── CheckpointRejected   the checkpoint's note or its body does not verify
@@ -52,6 +54,7 @@ __all__ = [
     "QuoteRejected",
     "RecordFormatError",
     "RecordNotLogged",
+    "RegistryRefusedRecord",
     "RequestError",
     "ServiceRefused",
     "ServiceUnreachable",
@@ -170,6 +173,22 @@ class UnknownInstance(VerificationFailed):
     """The registry holds no record of the instance a certificate names."""
 
     check = "registry"
+
+
+class RegistryRefusedRecord(VerificationFailed):
+    """The record verified with the caller's trust, but the registry's own verdict on it is a
+    refusal (`verification.refused`, e.g. from a re-appraisal with current collateral or a
+    stricter policy). `refused` is the registry's reason, printable. Only a refusal is taken
+    from the registry's word: it can make tdxctl refuse, never accept."""
+
+    check = "registry_verdict"
+
+    def __init__(self, refused: str) -> None:
+        super().__init__(
+            f"the registry refused this record: {refused} (its own verdict, "
+            "verification.refused; --accept-registry-refusal relies on this verification only)"
+        )
+        self.refused = refused
 
 
 class LogAuditFailed(VerificationFailed):

@@ -13,7 +13,9 @@ operator/owner);
 (4) the certificate's quote comes from the same platform (PPID), the same TD image (MRTD) and
 the same boot chain (RTMR0: firmware and TD configuration, RTMR1: kernel and boot loader,
 RTMR2: kernel command line and initrd) as the record's. RTMR3 is not compared: the TD extends
-it at run time, after its registration.
+it at run time, after its registration;
+(5) the registry's own verdict on the record is not a refusal (`verification.refused`), unless
+the caller accepts one (`accept_registry_refusal`: then it is kept in `PeerFacts`).
 The request then goes over a TLS context that trusts exactly the verified certificate."""
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from tdxctl._errors import (
     ServiceUnreachable,
     UnknownInstance,
 )
-from tdxctl._verify import QuoteVerifier, VerifiedFacts, verify_record
+from tdxctl._verify import QuoteVerifier, VerifiedFacts, check_registry_verdict, verify_record
 
 __all__ = ["GetResult", "GetTarget", "PeerFacts", "RegistryAppraiser", "attested_get"]
 
@@ -82,14 +84,17 @@ class GetTarget:
 @dataclass(frozen=True)
 class PeerFacts:
     """What the appraisal established: the instance's verified registry record and the
-    certificate's verified quote."""
+    certificate's verified quote; `registry_refused` the registry's own refusal of the record
+    when the caller accepted one (None: the registry did not refuse it)."""
 
     record: VerifiedFacts
     certificate_quote: VerifiedQuote
+    registry_refused: str | None = None
 
     def to_object(self) -> dict[str, Any]:
         quote = self.certificate_quote
         return {
+            "registry_refused": self.registry_refused,
             "record": self.record.to_object(),
             "certificate_quote": {
                 "tcb_status": quote.tcb_status,
@@ -117,8 +122,10 @@ class RegistryAppraiser:
         expect_operator: bytes | None = None,
         expect_owner: bytes | None = None,
         accept_v1: bool = False,
+        accept_registry_refusal: bool = False,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
+        self._accept_registry_refusal = accept_registry_refusal
         self._registry = registry
         self._verifier = verifier
         self._expect_operator = expect_operator
@@ -179,7 +186,9 @@ class RegistryAppraiser:
                     f"the certificate's quote has another {name} than the record's: "
                     "another boot chain than the registered TD's"
                 )
-        return PeerFacts(record=facts, certificate_quote=verified)
+        # (5) The registry's own verdict: a refusal refuses, unless the caller accepts it.
+        refused = check_registry_verdict(record, accept_refusal=self._accept_registry_refusal)
+        return PeerFacts(record=facts, certificate_quote=verified, registry_refused=refused)
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ from tdxctl._errors import (
     IdentityRejected,
     QuoteRejected,
     RecordFormatError,
+    RegistryRefusedRecord,
 )
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "QuoteVerifier",
     "TrustSettings",
     "VerifiedFacts",
+    "check_registry_verdict",
     "verify_attestation",
     "verify_record",
 ]
@@ -357,6 +359,18 @@ async def verify_record(
     return _facts(
         verified, log, instance_pubkey=instance_pubkey, operator=operator, owner=owner, nonce=None
     )
+
+
+def check_registry_verdict(record: RegistryRecord, *, accept_refusal: bool = False) -> str | None:
+    """The registry's own refusal of `record` (`verification.refused`), after `verify_record`
+    passed: `RegistryRefusedRecord` unless `accept_refusal`, then returned for the caller to
+    show; None when the registry did not refuse it. A refusal only ever adds a reason to refuse:
+    the registry cannot make a record pass, but a record it stopped vouching for (a re-appraisal
+    with current collateral, a stricter policy) is not silently accepted either."""
+    refused = record.registry_refused
+    if refused is not None and not accept_refusal:
+        raise RegistryRefusedRecord(refused)
+    return refused
 
 
 def _pubkey(identity: IdentityInfo | None) -> bytes | None:

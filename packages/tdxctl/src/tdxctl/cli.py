@@ -30,13 +30,26 @@ from tdxctl._audit import (
     write_audit_state,
 )
 from tdxctl._clients import HEX, IdentityClient, RegistryClient
-from tdxctl._errors import BrokerRefused, LogKeyRejected, TdxctlError, VerificationFailed
+from tdxctl._errors import (
+    BrokerRefused,
+    LogKeyRejected,
+    RegistryRefusedRecord,
+    TdxctlError,
+    VerificationFailed,
+)
 from tdxctl._flows import SshTarget, attested_ssh_target, register_operator
 from tdxctl._get import GetTarget, RegistryAppraiser, attested_get
 from tdxctl._kbs import KbsAdmin, load_policy, load_store_key, new_store_key
 from tdxctl._keys import generate_key_file, load_private_key, public_key_bytes
 from tdxctl._ssh import DEFAULT_SSH_PORT, run_pinned_ssh
-from tdxctl._verify import INTEL_PCS_URL, QuoteVerifier, TrustSettings, VerifiedFacts, verify_record
+from tdxctl._verify import (
+    INTEL_PCS_URL,
+    QuoteVerifier,
+    TrustSettings,
+    VerifiedFacts,
+    check_registry_verdict,
+    verify_record,
+)
 
 __all__ = ["Defaults", "build_parser", "main"]
 
@@ -240,6 +253,15 @@ def build_parser(defaults: Defaults) -> argparse.ArgumentParser:
             help=f"the {name.replace('-', ' ')} service base URL (env {env})",
         )
 
+    def registry_refusal_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--accept-registry-refusal",
+            action="store_true",
+            help="when the registry's own verdict on the record is a refusal "
+            "(verification.refused), succeed on this verification alone, with a warning "
+            "(default: exit 1, check registry_verdict)",
+        )
+
     def key_flag(p: argparse.ArgumentParser, who: str) -> None:
         p.add_argument(
             "--key",
@@ -319,6 +341,7 @@ def build_parser(defaults: Defaults) -> argparse.ArgumentParser:
         help="also accept a v1 record (no registry challenge, no proof of possession, identity "
         "signatures naming no role), checked as v1: it could be a replayed registration",
     )
+    registry_refusal_flag(verify)
     verify.set_defaults(run=_blocking(_verify), needs=("registry",))
 
     workload = commands.add_parser(
@@ -458,6 +481,7 @@ def build_parser(defaults: Defaults) -> argparse.ArgumentParser:
     get.add_argument(
         "--accept-v1", action="store_true", help="also accept a v1 registry record (see verify)"
     )
+    registry_refusal_flag(get)
     get.set_defaults(run=_blocking(_get), needs=("registry",))
 
     registry = commands.add_parser(
@@ -612,7 +636,21 @@ async def _verify(args: argparse.Namespace) -> Outcome:
             expect_owner=args.expect_owner,
             accept_v1=args.accept_v1,
         )
-    return Outcome({"verified": True, **facts.to_object()}, ["verified", *facts_text(facts)])
+        refused = check_registry_verdict(record, accept_refusal=args.accept_registry_refusal)
+    text = ["verified", *facts_text(facts)]
+    if refused is not None:
+        _warn_registry_refusal(refused)
+        text.append(f"registry       REFUSED: {refused}")
+    data = {"verified": True, "registry_refused": refused, **facts.to_object()}
+    return Outcome(data, text)
+
+
+def _warn_registry_refusal(refused: str) -> None:
+    print(
+        f"tdxctl: warning: the registry refused this record ({refused}); accepted on this "
+        "verification alone (--accept-registry-refusal)",
+        file=sys.stderr,
+    )
 
 
 async def _configure(args: argparse.Namespace) -> Outcome:
@@ -703,8 +741,11 @@ async def _get(args: argparse.Namespace) -> Outcome:
             expect_operator=args.expect_operator,
             expect_owner=args.expect_owner,
             accept_v1=args.accept_v1,
+            accept_registry_refusal=args.accept_registry_refusal,
         )
         result = await attested_get(args.url, appraiser)
+    if result.peer.appraisal.registry_refused is not None:
+        _warn_registry_refusal(result.peer.appraisal.registry_refused)
     status = EXIT_OK if result.status < 400 else EXIT_FAILED
     if status != EXIT_OK and not args.json:
         print(f"tdxctl: {args.url.url} answered {result.status}", file=sys.stderr)
@@ -784,6 +825,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         failure: dict[str, Any] = {"error": exc.reason}
         if isinstance(exc, BrokerRefused):
             failure.update(status=exc.status, variant=exc.variant, detail=exc.detail)
+        if isinstance(exc, RegistryRefusedRecord):
+            failure["registry_refused"] = exc.refused
         if isinstance(exc, VerificationFailed):
             failure["check"] = exc.check
             print(f"tdxctl: verification failed ({exc.check}): {exc.reason}", file=sys.stderr)
