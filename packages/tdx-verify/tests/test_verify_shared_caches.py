@@ -7,9 +7,11 @@ new chain, and nothing verified under one root vouches for anything under anothe
 from __future__ import annotations
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from verify_world import NOW, World
 
-from tdx_verify import CrlError, PckChainError, RootCaError, Verifier
+from tdx_verify import CrlError, PckChainError, RootCaError, Verifier, _pki
 from tdx_verify._pki import BoundedCache
 from tdx_verify._verifier import _SHARED, clear_shared_caches
 
@@ -92,3 +94,54 @@ def test_a_bounded_cache_keeps_the_most_recently_used_entries() -> None:
     assert cache.get(1) is None and cache.get(0) == 0 and cache.get(3) == 3
     cache.clear()
     assert len(cache) == 0
+
+
+class _CountingLinks(BoundedCache[tuple[bytes, bytes], bool]):
+    """The process's cache of links to the root, remembering every link put in once verified."""
+
+    def __init__(self) -> None:
+        super().__init__(256)
+        self.verified: list[tuple[bytes, bytes]] = []
+
+    def put(self, key: tuple[bytes, bytes], value: bool) -> None:
+        self.verified.append(key)
+        super().put(key, value)
+
+
+def _der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def test_each_link_to_the_root_is_verified_once_and_each_leaf_link_on_every_new_chain(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clear_shared_caches()
+    links = _CountingLinks()
+    monkeypatch.setattr(_SHARED, "root_links", links)
+    checked: list[bytes] = []
+    real_check = _pki.check_issued_by
+
+    def counting_check(cert: x509.Certificate, issuer: _pki.CaInfo) -> None:
+        real_check(cert, issuer)
+        checked.append(_der(cert))
+
+    monkeypatch.setattr(_pki, "check_issued_by", counting_check)
+    collateral = world.collateral()
+    Verifier(root_ca_pem=world.root_pem).verify(world.quote(), collateral, now=NOW)
+    # The TCB signer signs the TCB info and the QE identity; the PCK CA issues the PCK CRL and
+    # the leaf: each link to the root is verified once.
+    assert sorted(links.verified) == sorted(
+        [(_der(world.tcb_signer), world.root_der), (_der(world.pck_ca), world.root_der)]
+    )
+    assert checked.count(_der(world.pck_leaf)) == 1
+    first = len(checked)
+    leaves = [world.make_pck_leaf(serial=serial) for serial in (0x2001, 0x2002)]
+    for leaf in leaves:  # new machines, each checked by a fresh Verifier: their own link only
+        Verifier(root_ca_pem=world.root_pem).verify(world.quote(leaf=leaf), collateral, now=NOW)
+    assert checked[first:] == [_der(leaf) for leaf in leaves]
+    assert len(links.verified) == 2
+    again = Verifier(root_ca_pem=world.root_pem)
+    again.verify(world.quote(leaf=leaves[0]), collateral, now=NOW)
+    assert checked[-1] == _der(leaves[0])  # a new Verifier checks the leaf link again
+    again.verify(world.quote(leaf=leaves[0]), collateral, now=NOW)
+    assert len(checked) == first + 3  # the same Verifier does not: its PCK chain is cached
