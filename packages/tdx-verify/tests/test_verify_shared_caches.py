@@ -11,6 +11,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from verify_world import NOW, World
 
+from tdx_ppid import pck_chain_from_quote
+from tdx_quote import parse_quote
 from tdx_verify import CrlError, PckChainError, RootCaError, Verifier, _pki
 from tdx_verify._pki import BoundedCache
 from tdx_verify._verifier import _SHARED, clear_shared_caches
@@ -145,3 +147,22 @@ def test_each_link_to_the_root_is_verified_once_and_each_leaf_link_on_every_new_
     assert checked[-1] == _der(leaves[0])  # a new Verifier checks the leaf link again
     again.verify(world.quote(leaf=leaves[0]), collateral, now=NOW)
     assert len(checked) == first + 3  # the same Verifier does not: its PCK chain is cached
+
+
+def test_names_read_from_the_der_are_the_names_cryptography_reads(
+    world: World, real_quote: bytes
+) -> None:
+    certs = [world.root, world.pck_ca, world.tcb_signer, world.pck_leaf]
+    certs += pck_chain_from_quote(parse_quote(real_quote, allow_zero_padding=True))
+    for cert in certs:
+        issuer, subject = _pki.tbs_names(cert.tbs_certificate_bytes)
+        assert issuer == cert.issuer.public_bytes()
+        assert subject == cert.subject.public_bytes()
+    crl = x509.load_der_x509_crl(world.collateral().pck_crl)
+    assert _pki.crl_issuer_der(crl.tbs_certlist_bytes) == crl.issuer.public_bytes()
+
+
+@pytest.mark.parametrize("tbs", [b"", b"\x30", b"\x31\x00", b"\x30\x03\x02\x01\x01", b"\x30\x05"])
+def test_a_structure_that_is_not_a_tbs_certificate_is_a_value_error(tbs: bytes) -> None:
+    with pytest.raises(ValueError, match="TBSCertificate"):
+        _pki.tbs_names(tbs)

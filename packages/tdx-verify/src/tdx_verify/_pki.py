@@ -136,12 +136,12 @@ class TrustedRoot:
         try:
             usable = is_ca(cert)
             key = p256_key(cert, "root_ca", "root CA")
+            subject_der = tbs_names(cert.tbs_certificate_bytes)[1]
         except (ValueError, UnsupportedAlgorithm) as exc:
             raise RootCaError("root_ca", f"root CA certificate is unusable: {exc}") from None
         if not usable:
             raise RootCaError("root_ca", "root CA certificate is not a CA")
         der = cert.public_bytes(serialization.Encoding.DER)
-        subject_der = tbs_names(cert.tbs_certificate_bytes)[1]
         info = CaInfo(cert, der, subject_der, key, spki(cert), usable)
         return cls(cert, der, key, info)
 
