@@ -267,9 +267,10 @@ def check_issued_by(cert: x509.Certificate, issuer: CaInfo) -> None:
     ):
         cert.verify_directly_issued_by(issuer.cert)
         return
-    if tbs_names(cert.tbs_certificate_bytes)[0] != issuer.subject_der:
+    tbs = cert.tbs_certificate_bytes
+    if tbs_names(tbs)[0] != issuer.subject_der:
         raise ValueError("the certificate's issuer name is not the issuer's subject")
-    key.verify(cert.signature, cert.tbs_certificate_bytes, ECDSA_SHA256)
+    key.verify(cert.signature, tbs, ECDSA_SHA256)
 
 
 def verify_to_root(
