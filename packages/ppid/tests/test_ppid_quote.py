@@ -7,6 +7,7 @@ import dataclasses
 
 import dcap_qvl
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import given
 from ppid_helpers import (
@@ -351,3 +352,28 @@ def test_type_5_certificate_with_an_unknown_x509_version_is_refused() -> None:
     )
     with pytest.raises(PpidError, match=r"certificate 1 is not a valid PEM X\.509 certificate"):
         pck_chain_from_quote(make_quote(_chain_data(blob)))
+
+
+def test_a_chain_loader_gets_each_pem_block_in_order_and_its_certificates_are_returned() -> None:
+    chain = make_chain(encode_sgx_extension(REFERENCE_EXTENSION))
+    blocks = [c.public_bytes(Encoding.PEM).strip() for c in chain]
+    seen: list[tuple[int, bytes]] = []
+
+    def load(index: int, block: bytes) -> x509.Certificate:
+        seen.append((index, block))
+        return chain[index]
+
+    quote = make_quote(_chain_data(b"\n".join(blocks) + b"\x00"))
+    assert pck_chain_from_quote(quote, load=load) == chain
+    assert seen == list(enumerate(blocks))
+
+
+def test_a_chain_loaders_refusal_is_a_ppid_error_naming_the_certificate() -> None:
+    def load(index: int, block: bytes) -> x509.Certificate:
+        if index == 1:
+            raise ValueError("not this one")
+        return x509.load_pem_x509_certificate(block)
+
+    chain = make_chain(encode_sgx_extension(REFERENCE_EXTENSION))
+    with pytest.raises(PpidError, match="certificate 2 is not a valid PEM"):
+        pck_chain_from_quote(make_quote(_chain_data(to_pem(chain))), load=load)

@@ -481,3 +481,10 @@ def test_declared_sizes_match_intels_layout() -> None:
 def test_declaration_fields_are_the_dataclass_fields(struct: object, model: type) -> None:
     names = [sc.name for sc in struct.subcons]  # type: ignore[attr-defined]
     assert names == [field.name for field in dataclasses.fields(model)]
+
+
+def test_build_enclave_report_refuses_a_bytearray_field_as_the_declaration_does() -> None:
+    report = dataclasses.replace(sample_enclave_report(), mr_signer=bytearray(32))  # type: ignore[arg-type]
+    with pytest.raises(QuoteFormatError) as info:
+        build_enclave_report(report)
+    assert info.value.field == "enclave_report.mr_signer"

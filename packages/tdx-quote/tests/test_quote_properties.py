@@ -127,3 +127,31 @@ def test_compiled_declaration_is_as_strict_as_the_interpreted_one(data: bytes) -
         return
     assert compiled[1] == interpreted[1]
     assert compiled[0] == interpreted[0]
+
+
+@given(enclave_reports)
+def test_enclave_report_fast_build_gives_the_declarations_bytes(report: Any) -> None:
+    fields = {f.name: getattr(report, f.name) for f in dataclasses.fields(report)}
+    assert build_enclave_report(report) == _layout.EnclaveReport.build(fields)
+
+
+@given(
+    enclave_reports,
+    st.sampled_from(["misc_select", "isv_prod_id", "isv_svn"]),
+    st.sampled_from([-1, 1 << 32, True]),
+)
+def test_enclave_report_integers_out_of_the_fast_path_get_the_declarations_verdict(
+    report: Any, name: str, value: int
+) -> None:
+    odd = dataclasses.replace(report, **{name: value})
+    fields = {f.name: getattr(odd, f.name) for f in dataclasses.fields(odd)}
+    try:
+        expected: bytes | None = _layout.EnclaveReport.build(fields)
+    except Exception:  # any refusal of the declaration
+        expected = None
+    try:
+        built: bytes | None = build_enclave_report(odd)
+    except QuoteFormatError as error:
+        assert error.field == f"enclave_report.{name}"
+        built = None
+    assert built == expected

@@ -9,10 +9,11 @@ from tdx_ppid._extension import (
     encode_sgx_extension,
     parse_sgx_extension,
 )
-from tdx_ppid._quote import Ppid, PpidKind, pck_chain_from_quote, quote_ppid
+from tdx_ppid._quote import PemLoader, Ppid, PpidKind, pck_chain_from_quote, quote_ppid
 
 __all__ = [
     "SGX_EXTENSION_OID",
+    "PemLoader",
     "PlatformConfiguration",
     "Ppid",
     "PpidError",

@@ -115,8 +115,9 @@ class SgxExtension:
             raise PpidError(
                 f"SgxExtension.tcb_components must be a tuple of {TCB_COMPONENT_COUNT} SVNs"
             )
-        for i, svn in enumerate(self.tcb_components, 1):
-            _check_int(f"SgxExtension.tcb_components[{i - 1}]", svn, _MAX_COMPONENT_SVN)
+        for i, svn in enumerate(self.tcb_components):
+            if not (_is_int(svn) and 0 <= svn <= _MAX_COMPONENT_SVN):  # named only on failure
+                _check_int(f"SgxExtension.tcb_components[{i}]", svn, _MAX_COMPONENT_SVN)
         _check_int("SgxExtension.pce_svn", self.pce_svn, _MAX_PCE_SVN)
         if not _is_int(self.sgx_type) or self.sgx_type not in _SGX_TYPES:
             raise PpidError(f"SgxExtension.sgx_type must be one of {_SGX_TYPES}")
@@ -213,6 +214,11 @@ _OID = MappingProxyType(
 )
 
 
+_TCB_COMPONENT_FIELDS = tuple(
+    (_OID[oid], f"TCB component {i} SVN") for i, oid in enumerate(_TCB_COMPONENTS, 1)
+)
+
+
 def _not_pairs(where: str, detail: str) -> PpidError:
     return PpidError(f"{where}: not a DER SEQUENCE of (OBJECT IDENTIFIER, value) pairs ({detail})")
 
@@ -266,13 +272,31 @@ def _entries(der: bytes, start: int, end: int, level: _Level) -> dict[bytes, _Va
     found: dict[bytes, _Value] = {}
     last = -1
     while pos < stop:
-        tag, inner, entry_end = _tlv(der, pos, stop, where)
-        if tag != _SEQUENCE:
-            raise _not_pairs(where, f"an entry with tag {tag:#04x}, not a SEQUENCE")
-        tag, oid_start, oid_end = _tlv(der, inner, entry_end, where)
-        if tag != _OBJECT_IDENTIFIER:
-            raise _not_pairs(where, "an entry that does not start with an OBJECT IDENTIFIER")
-        value_tag, content, value_end = _tlv(der, oid_end, entry_end, where)
+        # The common entry first: SEQUENCE { OID, value } with one-octet tags and short-form
+        # lengths, each TLV within its parent, read inline (what `_tlv` checks); anything else
+        # (and every error) takes the general path below.
+        n = der[pos + 1] if stop - pos >= 2 else 0x80
+        entry_end = pos + 2 + n
+        if (
+            der[pos] == _SEQUENCE
+            and 4 <= n < 0x80
+            and entry_end <= stop
+            and der[pos + 2] == _OBJECT_IDENTIFIER
+            and der[pos + 3] < 0x80
+            and (oid_end := pos + 4 + der[pos + 3]) + 2 <= entry_end
+            and (value_tag := der[oid_end]) & 0x1F != 0x1F
+            and der[oid_end + 1] < 0x80
+            and (value_end := oid_end + 2 + der[oid_end + 1]) <= entry_end
+        ):
+            oid_start, content = pos + 4, oid_end + 2
+        else:
+            tag, inner, entry_end = _tlv(der, pos, stop, where)
+            if tag != _SEQUENCE:
+                raise _not_pairs(where, f"an entry with tag {tag:#04x}, not a SEQUENCE")
+            tag, oid_start, oid_end = _tlv(der, inner, entry_end, where)
+            if tag != _OBJECT_IDENTIFIER:
+                raise _not_pairs(where, "an entry that does not start with an OBJECT IDENTIFIER")
+            value_tag, content, value_end = _tlv(der, oid_end, entry_end, where)
         if value_end != entry_end:
             raise _not_pairs(where, "an entry with more than an OBJECT IDENTIFIER and a value")
         oid = der[oid_start:oid_end]
@@ -318,6 +342,11 @@ def _int(content: bytes, name: str, type_name: str) -> int:
 
 
 def _integer(der: bytes, value: _Value, name: str, maximum: int) -> int:
+    _, _, start, end = value
+    if value[0] == _INTEGER and end - start == 1 and der[start] < 0x80:  # one octet, 0..127
+        number = der[start]
+        if number <= maximum:
+            return number
     number = _int(_content(der, value, _INTEGER, name, "INTEGER"), name, "INTEGER")
     if not 0 <= number <= maximum:
         raise PpidError(f"{name}: {number} is outside 0..{maximum}")
@@ -392,8 +421,8 @@ def _parse_extension_der(der: bytes) -> SgxExtension:
     return SgxExtension(
         ppid=_octets(der, top[_OID[_PPID]], "PPID", PPID_SIZE),
         tcb_components=tuple(
-            _integer(der, tcb[_OID[oid]], f"TCB component {i} SVN", _MAX_COMPONENT_SVN)
-            for i, oid in enumerate(_TCB_COMPONENTS, 1)
+            _integer(der, tcb[oid], name, _MAX_COMPONENT_SVN)
+            for oid, name in _TCB_COMPONENT_FIELDS
         ),
         pce_svn=_integer(der, tcb[_OID[_PCESVN]], "PCESVN", _MAX_PCE_SVN),
         cpu_svn=_octets(der, tcb[_OID[_CPUSVN]], "CPUSVN", CPU_SVN_SIZE),

@@ -6,6 +6,7 @@ the quote and its PCK chain.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -20,6 +21,11 @@ from tdx_quote import (
     QeReportCertData,
     Quote,
 )
+
+PemLoader = Callable[[int, bytes], x509.Certificate]
+"""Loads certificate `index` (0 the leaf) of a chain from its exact PEM block bytes, as
+`x509.load_pem_x509_certificate` does (and raising what it raises): a caller may return a
+certificate it loaded earlier from the same bytes."""
 
 _PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
 _PEM_END = b"-----END CERTIFICATE-----"
@@ -70,8 +76,9 @@ def quote_ppid(quote: Quote) -> Ppid:
     return _ppid_of(quote.signature_data.certification_data, nested=False)
 
 
-def pck_chain_from_quote(quote: Quote) -> list[x509.Certificate]:
-    """The PCK certificate chain of a quote (type 5, or type 5 nested in type 6), leaf first."""
+def pck_chain_from_quote(quote: Quote, *, load: PemLoader | None = None) -> list[x509.Certificate]:
+    """The PCK certificate chain of a quote (type 5, or type 5 nested in type 6), leaf first.
+    `load` (default: cryptography's PEM loader) reads each certificate's PEM block."""
     data = quote.signature_data.certification_data
     if data.cert_type == CertificationDataType.QE_REPORT_CERTIFICATION_DATA:
         data = _qe_report_cert_data(data).certification_data
@@ -80,7 +87,7 @@ def pck_chain_from_quote(quote: Quote) -> list[x509.Certificate]:
             f"certification data {_type_name(data.cert_type)} carries no PCK certificate chain "
             "(type 5 expected)"
         )
-    return _load_pem_certificates(_blob(data), "PCK certificate chain (type 5)")
+    return _load_pem_certificates(_blob(data), "PCK certificate chain (type 5)", load)
 
 
 def _ppid_of(data: CertificationData, *, nested: bool) -> Ppid:
@@ -130,7 +137,13 @@ def _type_name(cert_type: int) -> str:
         return f"type {cert_type!r}"
 
 
-def _load_pem_certificates(blob: bytes, where: str) -> list[x509.Certificate]:
+def _load_pem(index: int, block: bytes) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(block)
+
+
+def _load_pem_certificates(
+    blob: bytes, where: str, load: PemLoader | None = None
+) -> list[x509.Certificate]:
     """Load concatenated PEM certificates, in order. Only whitespace may surround them, and NUL
     bytes may end the blob (the quoting enclave writes a C string)."""
     text = blob.rstrip(b"\x00")
@@ -147,7 +160,7 @@ def _load_pem_certificates(blob: bytes, where: str) -> list[x509.Certificate]:
             raise PpidError(f"{where}: certificate {len(certs) + 1} has no END line")
         end += len(_PEM_END)
         try:
-            certs.append(x509.load_pem_x509_certificate(text[begin:end]))
+            certs.append((load or _load_pem)(len(certs), text[begin:end]))
         except (ValueError, x509.InvalidVersion) as exc:
             raise PpidError(
                 f"{where}: certificate {len(certs) + 1} is not a valid PEM X.509 certificate"

@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from tdx_verify._errors import (
@@ -24,6 +25,7 @@ from tdx_verify._errors import (
 )
 
 ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+ECDSA_WITH_SHA256 = x509.SignatureAlgorithmOID.ECDSA_WITH_SHA256
 
 
 def iso(ts: float) -> str:
@@ -111,12 +113,14 @@ class TrustedRoot:
     cert: x509.Certificate
     der: bytes
     key: ec.EllipticCurvePublicKey
+    info: CaInfo
 
-    def is_same_ca(self, cert: x509.Certificate) -> bool:
-        """`cert` is the pinned root, or a re-issue of it (same name and key)."""
-        if cert.public_bytes(serialization.Encoding.DER) == self.der:
+    def is_same_ca(self, cert: x509.Certificate, der: bytes) -> bool:
+        """`cert` (whose DER is `der`) is the pinned root, or a re-issue of it (same name and
+        key)."""
+        if der == self.der:
             return True
-        return cert.subject == self.cert.subject and spki(cert) == spki(self.cert)
+        return cert.subject == self.cert.subject and spki(cert) == self.info.spki
 
     @classmethod
     def from_pem(cls, pem: bytes) -> TrustedRoot:
@@ -132,11 +136,67 @@ class TrustedRoot:
         try:
             usable = is_ca(cert)
             key = p256_key(cert, "root_ca", "root CA")
+            subject_der = tbs_names(cert.tbs_certificate_bytes)[1]
         except (ValueError, UnsupportedAlgorithm) as exc:
             raise RootCaError("root_ca", f"root CA certificate is unusable: {exc}") from None
         if not usable:
             raise RootCaError("root_ca", "root CA certificate is not a CA")
-        return cls(cert, cert.public_bytes(serialization.Encoding.DER), key)
+        der = cert.public_bytes(serialization.Encoding.DER)
+        info = CaInfo(cert, der, subject_der, key, spki(cert), usable)
+        return cls(cert, der, key, info)
+
+
+def _der_children(der: bytes, what: str) -> list[tuple[int, int]]:
+    """(start, end) of each TLV inside the DER SEQUENCE `der` (a structure cryptography has
+    already parsed, so it is well formed: one-octet tags, definite lengths)."""
+    out: list[tuple[int, int]] = []
+    pos, end = 0, len(der)
+    first = True
+    while pos < end:
+        if end - pos < 2:
+            raise ValueError(f"{what} is truncated")
+        length = der[pos + 1]
+        head = 2
+        if length & 0x80:
+            count = length & 0x7F
+            length = int.from_bytes(der[pos + 2 : pos + 2 + count], "big")
+            head += count
+        stop = pos + head + length
+        if stop > end or (first and (der[pos] != 0x30 or stop != end)):
+            raise ValueError(f"{what} is not one DER SEQUENCE")
+        if first:  # step into the outer SEQUENCE
+            pos, first = pos + head, False
+            continue
+        out.append((pos, stop))
+        pos = stop
+    return out
+
+
+def tbs_names(tbs: bytes) -> tuple[bytes, bytes]:
+    """The exact DER of the issuer and subject Names of a TBSCertificate: SEQUENCE { [0] version
+    OPTIONAL, serialNumber, signature, issuer, validity, subject, ... }. Comparing these bytes is
+    what RFC 5280 name chaining between DER certificates of one CA amounts to, without building
+    cryptography's Python `Name` objects."""
+    fields = _der_children(tbs, "TBSCertificate")
+    if fields and tbs[fields[0][0]] == 0xA0:
+        fields = fields[1:]
+    if len(fields) < 6:
+        raise ValueError("TBSCertificate has too few fields")
+    (i0, i1), (s0, s1) = fields[2], fields[4]
+    if tbs[i0] != 0x30 or tbs[s0] != 0x30:
+        raise ValueError("TBSCertificate issuer or subject is not a Name")
+    return tbs[i0:i1], tbs[s0:s1]
+
+
+def crl_issuer_der(tbs: bytes) -> bytes:
+    """The exact DER of the issuer Name of a TBSCertList: SEQUENCE { version OPTIONAL,
+    signature, issuer, ... }."""
+    fields = _der_children(tbs, "TBSCertList")
+    if fields and tbs[fields[0][0]] == 0x02:
+        fields = fields[1:]
+    if len(fields) < 3 or tbs[fields[1][0]] != 0x30:
+        raise ValueError("TBSCertList has no issuer Name")
+    return tbs[fields[1][0] : fields[1][1]]
 
 
 def _der_length(n: int) -> bytes:
@@ -163,6 +223,56 @@ def load_pem_chain(text: str | bytes, step: str, what: str) -> list[x509.Certifi
     return certs
 
 
+@dataclass(frozen=True, slots=True)
+class CaInfo:
+    """What checking the certificates a CA certificate issued needs, read once from its exact
+    DER (`ca_info`): its parsed form, public key, subject (as DER), SubjectPublicKeyInfo and
+    whether it is a CA. Nothing here is trusted before a chain through it has verified."""
+
+    cert: x509.Certificate
+    der: bytes
+    subject_der: bytes  # the exact DER of the subject Name, as in the certificate
+    key: CertificatePublicKeyTypes
+    spki: bytes
+    is_ca: bool
+
+
+def ca_info(cert: x509.Certificate, der: bytes, infos: CaInfos) -> CaInfo:
+    """The `CaInfo` of `cert` (whose DER is `der`), from `infos` when read before."""
+    info = infos.get(der)
+    if info is None:
+        key = cert.public_key()
+        info = CaInfo(
+            cert,
+            der,
+            tbs_names(cert.tbs_certificate_bytes)[1],
+            key,
+            key.public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
+            is_ca(cert),
+        )
+        infos.put(der, info)
+    return info
+
+
+def check_issued_by(cert: x509.Certificate, issuer: CaInfo) -> None:
+    """What `cert.verify_directly_issued_by(issuer.cert)` checks (the issuer name is the
+    issuer's subject, the signature verifies under its key), with the issuer's key and name read
+    once: ECDSA-with-SHA256 under an EC key here, anything else through cryptography. Raises
+    ValueError, TypeError, InvalidSignature or UnsupportedAlgorithm as that does."""
+    key = issuer.key
+    if cert.signature_algorithm_oid != ECDSA_WITH_SHA256 or not isinstance(
+        key, ec.EllipticCurvePublicKey
+    ):
+        cert.verify_directly_issued_by(issuer.cert)
+        return
+    tbs = cert.tbs_certificate_bytes
+    if tbs_names(tbs)[0] != issuer.subject_der:
+        raise ValueError("the certificate's issuer name is not the issuer's subject")
+    key.verify(cert.signature, tbs, ECDSA_SHA256)
+
+
 def verify_to_root(
     certs: list[x509.Certificate],
     root: TrustedRoot,
@@ -170,18 +280,27 @@ def verify_to_root(
     step: str,
     names: tuple[str, ...],
     error: type[VerificationError],
-    signed_by: SignedBy,
-) -> list[x509.Certificate]:
+    root_links: SignedBy,
+    infos: CaInfos,
+    ders: list[bytes] | None = None,
+) -> tuple[list[x509.Certificate], list[CaInfo]]:
     """Check that `certs` (leaf first; the root itself may end the list) chain to the pinned root.
 
     `names` names the certificates leaf first (without the root); the chain must have exactly
     that many certificates besides the root. Every issuer must be a CA. Returns the chain
-    without the root. Links already in `signed_by` (by the exact bytes of both certificates)
-    are not verified again; links that verify are added to it. Validity windows and revocation
-    are the caller's, on every use.
+    without the root, and the `CaInfo` of each certificate's issuer (the last one the root's).
+    Links to the root already in `root_links` (by the exact bytes of both certificates) are not
+    verified again; links to the root that verify are added to it (a handful per root: Intel's
+    CA and signing certificates). A link below an intermediate (a PCK leaf, one per machine) is
+    verified on every call. Validity windows and revocation are the caller's, on every use.
+    `ders`, when given, are the DER encodings of `certs` (read once by the caller).
     """
     chain = list(certs)
-    if chain and root.is_same_ca(chain[-1]):
+    if ders is None:
+        ders = [cert.public_bytes(serialization.Encoding.DER) for cert in chain]
+    if len(ders) != len(chain):
+        raise ValueError("one DER encoding per certificate is needed")
+    if chain and root.is_same_ca(chain[-1], ders[-1]):
         chain.pop()
     elif chain and len(chain) == len(names) + 1 and chain[-1].issuer == chain[-1].subject:
         raise RootCaError(
@@ -194,34 +313,38 @@ def verify_to_root(
             f"chain has {len(chain)} certificate(s) below the root, expected {len(names)} "
             f"({', '.join(names)})",
         )
-    ders = [cert.public_bytes(serialization.Encoding.DER) for cert in chain]
+    issuers: list[CaInfo] = []
     for i, cert in enumerate(chain):
-        issuer = chain[i + 1] if i + 1 < len(chain) else root.cert
-        issuer_name = names[i + 1] if i + 1 < len(chain) else "pinned root CA"
-        link = (ders[i], ders[i + 1] if i + 1 < len(chain) else root.der)
-        if signed_by.get(link):
+        to_root = i + 1 == len(chain)
+        issuer = root.info if to_root else ca_info(chain[i + 1], ders[i + 1], infos)
+        issuers.append(issuer)
+        issuer_name = "pinned root CA" if to_root else names[i + 1]
+        link = (ders[i], issuer.der)
+        if to_root and root_links.get(link):
             continue
-        if i + 1 < len(chain) and not is_ca(issuer):
+        if not to_root and not issuer.is_ca:
             raise error(step, f"{issuer_name} is not a CA certificate")
         if not signature_bits_are_canonical(ders[i], cert.signature):
             raise error(step, f"{names[i]} signature is not a canonical DER BIT STRING")
         try:
-            cert.verify_directly_issued_by(issuer)
+            check_issued_by(cert, issuer)
         except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
-            if i + 1 == len(chain):
+            if to_root:
                 raise RootCaError(
                     step,
                     f"{names[i]} is not issued by the pinned root CA "
                     f"(issuer {cert.issuer.rfc4514_string()})",
                 ) from None
             raise error(step, f"{names[i]} is not signed by the {issuer_name}") from None
-        signed_by.put(link, True)
-    return chain
+        if to_root:
+            root_links.put(link, True)
+    return chain, issuers
 
 
 @dataclass(frozen=True, slots=True)
 class VerifiedCrl:
     issuer: x509.Name
+    issuer_der: bytes  # the exact DER of `issuer`, as in the CRL
     revoked: frozenset[int]
     window: Window
     number: int | None  # the CRL number extension; None when the CRL has none
@@ -265,7 +388,13 @@ def verify_crl(
         number: int | None = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
     except x509.ExtensionNotFound:
         number = None
-    return VerifiedCrl(crl.issuer, frozenset(r.serial_number for r in crl), window, number)
+    return VerifiedCrl(
+        crl.issuer,
+        crl_issuer_der(crl.tbs_certlist_bytes),
+        frozenset(r.serial_number for r in crl),
+        window,
+        number,
+    )
 
 
 def check_not_revoked(
@@ -301,12 +430,19 @@ class BoundedCache(Generic[K, V]):
             while len(self._data) > self._max:
                 self._data.popitem(last=False)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
     def __len__(self) -> int:
         return len(self._data)
 
 
 SignedBy = BoundedCache[tuple[bytes, bytes], bool]
-"""(certificate DER, issuer DER) pairs whose link `verify_to_root` has checked (issuer a CA,
-signature BIT STRING canonical, signature valid under the issuer's key): the same certificate
-under the same issuer (the PCK CA in every quote of a fleet, and in the PCK CRL issuer chain;
-the TCB signing certificate of the TCB info and of the QE identity) is verified once."""
+"""(certificate DER, pinned root DER) pairs whose link `verify_to_root` has checked (signature
+BIT STRING canonical, issuer name and signature valid under the root's key): the PCK CA in
+every quote of a fleet and in the PCK CRL issuer chain, the TCB signing certificate of the TCB
+info and of the QE identity, each verified once."""
+
+CaInfos = BoundedCache[bytes, CaInfo]
+"""`CaInfo` by the exact DER it was read from."""

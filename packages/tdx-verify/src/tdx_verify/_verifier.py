@@ -3,6 +3,11 @@
 Collateral and certificate checks are cached by the exact bytes verified, so a warm
 verification only parses the quote, checks time windows and revocation against prebuilt sets,
 and verifies two ECDSA signatures (QE report and quote).
+
+What is the same for a whole fleet (the pinned root, a verified collateral set, the links of
+Intel's CA and signing certificates to the root, the parsed form of a CA certificate) is cached
+for the process, shared by every `Verifier`, keyed by the exact bytes it vouches for and
+bounded (`_SharedCaches`); what is one machine's (its PCK chain) is cached per `Verifier`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Final
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from tdx_ppid import (
     Ppid,
@@ -53,6 +59,8 @@ from tdx_verify._errors import (
 )
 from tdx_verify._pki import (
     BoundedCache,
+    CaInfo,
+    CaInfos,
     SignedBy,
     TrustedRoot,
     VerifiedCrl,
@@ -87,6 +95,7 @@ from tdx_verify._tcb import (
     tdx_module_of,
 )
 
+_MAX_CACHED_ROOTS = 16
 _MAX_CACHED_COLLATERAL = 64
 _MAX_CACHED_CHAINS = 4096
 _MAX_CACHED_LINKS = 256  # CA and signing certificates: a few per root
@@ -163,11 +172,62 @@ class _VerifiedPckChain:
     leaf_key: ec.EllipticCurvePublicKey
     leaf_serial: int
     intermediate_serial: int
-    intermediate_subject: x509.Name
+    intermediate: x509.Certificate
+    intermediate_subject_der: bytes
     intermediate_spki: bytes
     windows: tuple[Window, ...]
     extension: SgxExtension
     pck_ca: str  # "platform" or "processor": which PCK CRL covers the leaf
+
+
+class _SharedCaches:
+    """The process's verified results that hold for every `Verifier` (each keyed by the exact
+    bytes it vouches for, bounded, only successes put in): a root read and checked from its PEM
+    (with its validity window), a collateral set's signatures and chains checked under a root
+    (its windows are checked on every verification), links of certificates to a root, the
+    parsed form of CA certificates, and the certificates that follow the leaf in a quote's PCK
+    chain (the PCK CA and the root) by their exact PEM block. A fresh `Verifier` so costs
+    what a new machine's quote does."""
+
+    def __init__(self) -> None:
+        self.roots: BoundedCache[bytes, tuple[TrustedRoot, Window]] = BoundedCache(
+            _MAX_CACHED_ROOTS
+        )
+        self.collateral: BoundedCache[tuple[bytes, Collateral], _VerifiedCollateral] = (
+            BoundedCache(_MAX_CACHED_COLLATERAL)
+        )
+        self.root_links: SignedBy = BoundedCache(_MAX_CACHED_LINKS)
+        self.cas: CaInfos = BoundedCache(_MAX_CACHED_LINKS)
+        self.pem_cas: BoundedCache[bytes, tuple[x509.Certificate, bytes]] = BoundedCache(
+            _MAX_CACHED_LINKS
+        )
+        self.pck_ca_kinds: BoundedCache[bytes, str] = BoundedCache(_MAX_CACHED_LINKS)
+
+    def clear(self) -> None:
+        self.pck_ca_kinds.clear()
+        self.pem_cas.clear()
+        self.roots.clear()
+        self.collateral.clear()
+        self.root_links.clear()
+        self.cas.clear()
+
+
+_SHARED: Final = _SharedCaches()
+
+
+def clear_shared_caches() -> None:
+    """Forget every process-wide verified result, so that the next verification starts from
+    nothing (what the fleet bench's "nothing cached" rows measure)."""
+    _SHARED.clear()
+
+
+def _trusted_root(pem: bytes) -> tuple[TrustedRoot, Window]:
+    cached = _SHARED.roots.get(pem)
+    if cached is None:
+        root = TrustedRoot.from_pem(pem)
+        cached = root, cert_window(root.cert, "root_ca", "root CA", RootCaError)
+        _SHARED.roots.put(pem, cached)
+    return cached
 
 
 def _timestamp(now: datetime) -> float:
@@ -180,25 +240,21 @@ class Verifier:
     """Verifies TDX quotes against collateral, a pinned root CA and a policy.
 
     Safe to share between threads; results of verifying collateral and certificate chains are
-    cached by their bytes (bounded), so reuse one Verifier.
+    cached by their bytes (bounded): collateral and CA links for the process, PCK chains per
+    Verifier, so reuse one Verifier.
     """
 
     def __init__(
         self, *, root_ca_pem: bytes | None = None, policy: Policy = _DEFAULT_POLICY
     ) -> None:
-        self._root = TrustedRoot.from_pem(
-            INTEL_SGX_ROOT_CA_PEM if root_ca_pem is None else root_ca_pem
+        self._root, self._root_window = _trusted_root(
+            INTEL_SGX_ROOT_CA_PEM if root_ca_pem is None else bytes(root_ca_pem)
         )
-        self._root_window = cert_window(self._root.cert, "root_ca", "root CA", RootCaError)
         self._policy = policy
-        self._collateral_cache: BoundedCache[Collateral, _VerifiedCollateral] = BoundedCache(
-            _MAX_CACHED_COLLATERAL
-        )
         self._chain_cache: BoundedCache[bytes, _VerifiedPckChain] = BoundedCache(_MAX_CACHED_CHAINS)
         self._key_cache: BoundedCache[bytes, ec.EllipticCurvePublicKey] = BoundedCache(
             _MAX_CACHED_CHAINS
         )
-        self._signed_by: SignedBy = BoundedCache(_MAX_CACHED_LINKS)
 
     @property
     def policy(self) -> Policy:
@@ -262,7 +318,8 @@ class Verifier:
     def _verified_collateral(self, collateral: Collateral) -> _VerifiedCollateral:
         """Check every signature and chain of `collateral` (not its time windows); cached.
         `CollateralCache` also calls it, to learn when fetched collateral expires."""
-        cached = self._collateral_cache.get(collateral)
+        key = (self._root.der, collateral)
+        cached = _SHARED.collateral.get(key)
         if cached is not None:
             return cached
         try:
@@ -273,7 +330,7 @@ class Verifier:
             raise CollateralFormatError(
                 "collateral", f"malformed certificate or CRL: {type(exc).__name__}: {exc}"
             ) from None
-        self._collateral_cache.put(collateral, result)
+        _SHARED.collateral.put(key, result)
         return result
 
     def _check_collateral(self, c: Collateral) -> _VerifiedCollateral:
@@ -325,13 +382,14 @@ class Verifier:
         )
         # Step 4 (collateral part): PCK CRL signed by the PCK CA of its issuer chain
         certs = load_pem_chain(c.pck_crl_issuer_chain, "pck_crl", "PCK CRL issuer chain")
-        chain = verify_to_root(
+        chain, _ = verify_to_root(
             certs,
             root,
             step="pck_crl",
             names=("PCK CRL issuer certificate",),
             error=CollateralSignatureError,
-            signed_by=self._signed_by,
+            root_links=_SHARED.root_links,
+            infos=_SHARED.cas,
         )
         issuer = chain[0]
         check_not_revoked(
@@ -370,13 +428,14 @@ class Verifier:
         self, pem: str, root_crl: VerifiedCrl, step: str, name: str
     ) -> tuple[tuple[Window, ...], ec.EllipticCurvePublicKey]:
         certs = load_pem_chain(pem, step, f"{step} issuer chain")
-        (leaf,) = verify_to_root(
+        (leaf,), _ = verify_to_root(
             certs,
             self._root,
             step=step,
             names=(name,),
             error=CollateralSignatureError,
-            signed_by=self._signed_by,
+            root_links=_SHARED.root_links,
+            infos=_SHARED.cas,
         )
         check_not_revoked(
             leaf.serial_number, root_crl.revoked, step=step, what=name, crl="root CA CRL"
@@ -401,17 +460,33 @@ class Verifier:
         return result
 
     def _verify_pck_chain(self, quote: Quote) -> _VerifiedPckChain:
+        ders: list[bytes] = []
+
+        def load(index: int, block: bytes) -> x509.Certificate:
+            """The leaf is read each time; the certificates after it (the same in every quote
+            of a fleet) once per exact PEM block."""
+            loaded = _SHARED.pem_cas.get(block) if index else None
+            if loaded is None:
+                cert = x509.load_pem_x509_certificate(block)
+                loaded = cert, cert.public_bytes(Encoding.DER)
+                if index:
+                    _SHARED.pem_cas.put(block, loaded)
+            ders.append(loaded[1])
+            return loaded[0]
+
         try:
-            certs = pck_chain_from_quote(quote)
+            certs = pck_chain_from_quote(quote, load=load)
         except PpidError as exc:
             raise PckChainError("pck_chain", f"cannot read the PCK chain: {exc}") from None
-        leaf, intermediate = verify_to_root(
+        (leaf, _), (ca, _) = verify_to_root(
             certs,
             self._root,
             step="pck_chain",
             names=("PCK leaf certificate", "PCK CA certificate"),
             error=PckChainError,
-            signed_by=self._signed_by,
+            root_links=_SHARED.root_links,
+            infos=_SHARED.cas,
+            ders=ders,
         )
         try:
             extension = parse_sgx_extension(leaf)
@@ -420,15 +495,16 @@ class Verifier:
         return _VerifiedPckChain(
             leaf_key=p256_key(leaf, "pck_chain", "PCK leaf certificate"),
             leaf_serial=leaf.serial_number,
-            intermediate_serial=intermediate.serial_number,
-            intermediate_subject=intermediate.subject,
-            intermediate_spki=spki(intermediate),
+            intermediate_serial=ca.cert.serial_number,
+            intermediate=ca.cert,
+            intermediate_subject_der=ca.subject_der,
+            intermediate_spki=ca.spki,
             windows=(
                 cert_window(leaf, "pck_chain", "PCK leaf certificate", PckChainError),
-                cert_window(intermediate, "pck_chain", "PCK CA certificate", PckChainError),
+                cert_window(ca.cert, "pck_chain", "PCK CA certificate", PckChainError),
             ),
             extension=extension,
-            pck_ca="processor" if "Processor" in _common_name(intermediate) else "platform",
+            pck_ca=_pck_ca_kind(ca),
         )
 
     def _platform_of(self, quote: Quote) -> tuple[bytes, str]:
@@ -459,9 +535,15 @@ class Verifier:
             )
 
 
-def _common_name(cert: x509.Certificate) -> str:
-    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    return str(names[0].value) if names else ""
+def _pck_ca_kind(ca: CaInfo) -> str:
+    """Which PCK CRL covers the leaves of this (verified) PCK CA: "processor" or "platform";
+    read once per exact subject."""
+    kind = _SHARED.pck_ca_kinds.get(ca.subject_der)
+    if kind is None:
+        names = ca.cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        kind = "processor" if names and "Processor" in str(names[0].value) else "platform"
+        _SHARED.pck_ca_kinds.put(ca.subject_der, kind)
+    return kind
 
 
 def parse(data: bytes) -> Quote:
@@ -506,13 +588,13 @@ def _check_pck_revocation(chain: _VerifiedPckChain, verified: _VerifiedCollatera
         crl="root CA CRL",
     )
     if (
-        chain.intermediate_subject != verified.pck_crl.issuer
+        chain.intermediate_subject_der != verified.pck_crl.issuer_der
         or chain.intermediate_spki != verified.pck_crl_issuer_spki
     ):
         raise CrlError(
             "pck_chain",
             f"the PCK CRL is issued by {verified.pck_crl.issuer.rfc4514_string()}, but the PCK "
-            f"leaf by {chain.intermediate_subject.rfc4514_string()}: fetch the CRL of that CA",
+            f"leaf by {chain.intermediate.subject.rfc4514_string()}: fetch the CRL of that CA",
         )
     check_not_revoked(
         chain.leaf_serial,
