@@ -13,21 +13,6 @@ from cryptography.hazmat.primitives import serialization
 from verify_world import NOW, World
 
 from tdx_verify import PckChainError, RevokedError, RootCaError, Verifier
-from tdx_verify._pki import BoundedCache
-
-Link = tuple[bytes, bytes]
-
-
-class CountingLinks(BoundedCache[Link, bool]):
-    """The Verifier's link cache, remembering every link it was given once verified."""
-
-    def __init__(self) -> None:
-        super().__init__(256)
-        self.verified: list[Link] = []
-
-    def put(self, key: Link, value: bool) -> None:
-        self.verified.append(key)
-        super().put(key, value)
 
 
 def _der(cert: x509.Certificate) -> bytes:
@@ -56,24 +41,6 @@ def test_many_leaves_under_one_pck_ca_verify_with_one_verifier(world: World) -> 
     for serial in (0x2001, 0x2002, 0x2003):
         quote = world.quote(leaf=world.make_pck_leaf(serial=serial))
         assert verifier.verify(quote, collateral, now=NOW).tcb_status
-
-
-def test_each_link_is_verified_once(world: World) -> None:
-    """The TCB signing certificate (it signs the TCB info and the QE identity) is verified
-    once; a new leaf under the verified PCK CA costs its own link only, not the CA's again."""
-    verifier = Verifier(root_ca_pem=world.root_pem)
-    links = CountingLinks()
-    verifier._signed_by = links
-    collateral = world.collateral()
-    verifier.verify(world.quote(), collateral, now=NOW)
-    assert len(links.verified) == len(set(links.verified))
-    assert [cert for cert, _ in links.verified].count(_der(world.tcb_signer)) == 1
-    assert (_der(world.pck_ca), _der(world.root)) in links.verified
-    first = len(links.verified)
-    leaves = [world.make_pck_leaf(serial=serial) for serial in (0x2001, 0x2002)]
-    for leaf in leaves:
-        verifier.verify(world.quote(leaf=leaf), collateral, now=NOW)
-    assert links.verified[first:] == [(_der(leaf), _der(world.pck_ca)) for leaf in leaves]
 
 
 def test_a_verified_pck_ca_does_not_vouch_for_a_leaf_it_did_not_sign(world: World) -> None:
