@@ -52,7 +52,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench._common import free_port, program, started
-from tdx_measure import BootEvent, EventLog, ExecutableEvent, WorkloadEvent, event_digest
+from tdx_measure import (
+    BootEvent,
+    Event,
+    EventLog,
+    ExecutableEvent,
+    WorkloadEvent,
+    event_digest,
+)
 from tdx_ppid import parse_sgx_extension, pck_chain_from_quote, quote_ppid
 from tdx_quote import parse_quote
 from tdx_report_data import (
@@ -291,19 +298,19 @@ def registry_of_revision(revision: str, into: Path) -> Path:
     return into / "apps" / "registry" / "src"
 
 
-def measured_event_log(sim_url: str) -> EventLog:
-    """The identity service's log up to an exposed workload, extended into the sim's RTMR3."""
-    log = EventLog(BootEvent.fresh(int(time.time())))
-    for role in ("podman", "gocryptfs"):
-        log.append(
-            ExecutableEvent(
-                role=role,
-                path=f"/usr/bin/{role}",
-                sha384=bytes(range(48)),
-                build_id=bytes(20),
-                machine="EM_X86_64",
-            )
+def workload_events() -> list[Event]:
+    """What the identity service logs after the boot event up to an exposed workload: its two
+    helper programs, the workload configured, then exposed."""
+    events: list[Event] = [
+        ExecutableEvent(
+            role=role,
+            path=f"/usr/bin/{role}",
+            sha384=bytes(range(48)),
+            build_id=bytes(20),
+            machine="EM_X86_64",
         )
+        for role in ("podman", "gocryptfs")
+    ]
     configured = WorkloadEvent(
         transition="configure",
         image="registry.example/app:1",
@@ -311,8 +318,14 @@ def measured_event_log(sim_url: str) -> EventLog:
         persist_dirs=("/data",),
         port=8080,
     )
-    log.append(configured)
-    log.append(dataclasses.replace(configured, transition="expose"))
+    return [*events, configured, dataclasses.replace(configured, transition="expose")]
+
+
+def measured_event_log(sim_url: str) -> EventLog:
+    """The identity service's log up to an exposed workload, extended into the sim's RTMR3."""
+    log = EventLog(BootEvent.fresh(int(time.time())))
+    for event in workload_events():
+        log.append(event)
     for event in log.events:
         httpx.post(
             f"{sim_url}/rtmr/3/extend", json={"digest": event_digest(event).hex()}

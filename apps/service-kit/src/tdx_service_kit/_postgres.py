@@ -98,12 +98,14 @@ class PostgresCluster:
 
 
 @contextlib.contextmanager
-def throwaway_postgres(*, durable: bool) -> Iterator[PostgresCluster]:
-    """Start a fresh cluster, yield it, then stop it and delete its files."""
+def throwaway_postgres(*, durable: bool, port: int | None = None) -> Iterator[PostgresCluster]:
+    """Start a fresh cluster on `port` (default: one the OS says is free), yield it, then stop
+    it and delete its files."""
     user = "postgres" if os.geteuid() == 0 else None
     tmp = Path(tempfile.mkdtemp(prefix="tdx-pg-"))
     data = tmp / "data"
-    port = free_port()
+    if port is None:
+        port = free_port()
     if user:
         entry = pwd.getpwnam(user)
         os.chown(tmp, entry.pw_uid, entry.pw_gid)
