@@ -28,6 +28,7 @@ from tdx_measure import (
     event_to_object,
     ssh_ed25519_line,
 )
+from tdx_measure._events import has_control_character
 
 BOOT = BootEvent(boot_nonce=bytes(range(32)), timestamp=1_700_000_000)
 EXE = ExecutableEvent(
@@ -334,3 +335,35 @@ def test_constructing_an_invalid_event_raises_event_log_error() -> None:
         WorkloadEvent("configure", "nginx", "ab" * 32, ["/data"], 80)  # type: ignore[arg-type]
     with pytest.raises(EventLogError, match="sha384: must be bytes"):
         ExecutableEvent("podman", "/usr/bin/podman", bytearray(48), None, "EM_X86_64")  # type: ignore[arg-type]
+
+
+def _control_by_character(value: str) -> bool:
+    """The character-by-character test the regex search replaced (the reference)."""
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value)
+
+
+@given(
+    st.text(
+        alphabet=st.one_of(
+            st.characters(codec=None),
+            st.characters(min_codepoint=0, max_codepoint=0xA0),
+        )
+    )
+)
+def test_control_character_search_agrees_with_the_character_by_character_test(
+    value: str,
+) -> None:
+    assert has_control_character(value) == _control_by_character(value)
+
+
+@pytest.mark.parametrize("code", [*range(0x20), *range(0x7F, 0xA0)])
+def test_every_control_character_is_refused_alone_and_inside_text(code: int) -> None:
+    for value in (chr(code), f"/usr/bin/a{chr(code)}b"):
+        assert has_control_character(value)
+        with pytest.raises(EventLogError, match="control character"):
+            dataclasses.replace(EXE, path=value)
+
+
+@pytest.mark.parametrize("code", [0x20, 0x7E, 0xA0, 0x2028, 0xFEFF, 0x10FFFF])
+def test_the_characters_beside_the_control_ranges_pass(code: int) -> None:
+    assert not has_control_character(f"a{chr(code)}b")

@@ -46,6 +46,7 @@ _SETTING_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _MACHINE = re.compile(r"EM_[A-Z0-9_]{1,40}")
 _IMAGE_ID = re.compile(r"(?:sha256:)?[0-9a-f]{64}")
 _HEX = re.compile(r"(?:[0-9a-f]{2})*")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def _fail(field: str, reason: str) -> EventLogError:
@@ -69,6 +70,12 @@ def _check_bytes(field: str, value: object, low: int, high: int) -> bytes:
     return value
 
 
+def has_control_character(value: str) -> bool:
+    """Whether `value` has a C0 (U+0000-U+001F), DEL (U+007F) or C1 (U+0080-U+009F) control
+    character: one regex search (the character-by-character test cost ~0.1 ms a log)."""
+    return _CONTROL.search(value) is not None
+
+
 def _check_text(field: str, value: object, max_length: int) -> str:
     """Non-empty UTF-8-encodable text without control characters (they have no place in
     paths, roles or image references and would make the log misleading to read)."""
@@ -82,7 +89,7 @@ def _check_text(field: str, value: object, max_length: int) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise _fail(field, "is not encodable as UTF-8 (lone surrogate)") from None
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value):
+    if has_control_character(value):
         raise _fail(field, "contains a control character")
     return value
 
