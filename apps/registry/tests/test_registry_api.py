@@ -491,7 +491,10 @@ class BrokenStore:
     async def get(self, instance_pubkey: bytes) -> None:
         raise StoreError("connection refused")
 
-    async def register(self, instance_pubkey: bytes, merge: Any) -> Any:
+    async def register(self, instance_pubkey: bytes, merge: Any, **kwargs: Any) -> Any:
+        raise StoreError("connection refused")
+
+    async def challenge_open(self, nonce: bytes, *, now: Any) -> bool:
         raise StoreError("connection refused")
 
     async def issue_challenge(self, nonce: bytes, expires_at: Any, **kwargs: Any) -> bool:

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import logging
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,9 +24,11 @@ from registry_helpers import (
     identity_for,
     identity_v2_for,
 )
+from test_registry_store import make_record
 
 from tdx_quote import parse_quote
-from tdx_registry import ChallengeSettings, DatabaseTarget, PonyRecordStore
+from tdx_registry import ChallengeSettings, DatabaseTarget, InstanceRecord, PonyRecordStore
+from tdx_registry.store import ChallengeNotConsumed, Consume
 from tdx_report_data import IdentityInfo, report_data_for_v2, verify_identity_v2, verify_possession
 
 
@@ -175,6 +178,36 @@ async def test_an_unknown_challenge_is_401(running: Running, cache: FakeCache) -
     assert error_of(response).startswith("challenge unknown")
     assert stored == 404
     assert cache.calls == 0
+
+
+@pytest.mark.parametrize("refusal", ["possession", "binding", "conflict"])
+async def test_a_refused_registration_consumes_its_challenge(
+    running: Running, refusal: str
+) -> None:
+    """Refused after the challenge was found open (a bad proof of possession, a quote over
+    another PPID, or at the merge rule in the record's transaction): the challenge is used up
+    all the same, so the same challenge with a good body is 401."""
+    instance, operator = Instance(), Ed25519PrivateKey.generate()
+    async with running() as client:
+        if refusal == "conflict":
+            first = await instance.fresh(client, operator)
+            assert (await client.post("/register", json=first)).status_code == 200
+        challenge = await fetch_challenge(client)
+        bad = {
+            "possession": lambda: instance.body(
+                operator, challenge=challenge, proof_key=Ed25519PrivateKey.generate()
+            ),
+            "binding": lambda: instance.body(
+                operator, challenge=challenge, quote_ppid=b"\x01" * 16
+            ),
+            "conflict": lambda: instance.body(Ed25519PrivateKey.generate(), challenge=challenge),
+        }[refusal]()
+        refused = await client.post("/register", json=bad)
+        again = await client.post("/register", json=instance.body(operator, challenge=challenge))
+    assert refused.status_code in (401, 403), refused.text
+    assert not error_of(refused).startswith("challenge")
+    assert again.status_code == 401
+    assert error_of(again).startswith("challenge unknown, expired or already used")
 
 
 @pytest.mark.parametrize("missing", ["challenge", "instance_signature"])
@@ -381,3 +414,48 @@ async def test_with_the_flag_a_signature_neither_v2_nor_v1_is_401_naming_v2(
         response = await client.post("/register", json=body)
     assert response.status_code == 401
     assert "the operator key's v2 signature over the instance key" in error_of(response)
+
+
+async def test_a_registration_consumes_its_challenge_in_its_own_transaction(
+    db_target: DatabaseTarget,
+) -> None:
+    """`register(..., consume=)`: the nonce goes with the record, in one commit; a nonce that
+    is not open (never issued, or consumed by the other store first) writes nothing."""
+    stores = [await PonyRecordStore.open(db_target) for _ in range(2)]
+    now = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)
+    try:
+        nonce = b"\x42" * 32
+        assert await stores[0].issue_challenge(
+            nonce, now + timedelta(seconds=60), now=now, max_outstanding=100
+        )
+        assert await stores[1].challenge_open(nonce, now=now)
+        assert not await stores[1].challenge_open(nonce, now=now + timedelta(seconds=60))
+        instances = [Instance(), Instance()]
+
+        def merge_of(instance: Instance) -> Callable[[InstanceRecord | None], InstanceRecord]:
+            return lambda _existing: make_record(instance)
+
+        results = await asyncio.gather(
+            *(
+                store.register(instance.pubkey, merge_of(instance), consume=Consume(nonce, now))
+                for store, instance in zip(stores, instances, strict=True)
+            ),
+            return_exceptions=True,
+        )
+        won = [r for r in results if isinstance(r, InstanceRecord)]
+        lost = [r for r in results if isinstance(r, ChallengeNotConsumed)]
+        assert (len(won), len(lost)) == (1, 1), results
+        stored = [await stores[0].get(i.pubkey) for i in instances]
+        assert sum(record is not None for record in stored) == 1
+        assert not await stores[0].challenge_open(nonce, now=now)
+        unissued = Instance()
+        with pytest.raises(ChallengeNotConsumed):
+            await stores[0].register(
+                unissued.pubkey,
+                lambda _existing: make_record(unissued),
+                consume=Consume(UNISSUED, now),
+            )
+        assert await stores[0].get(unissued.pubkey) is None
+    finally:
+        for store in stores:
+            await store.close()

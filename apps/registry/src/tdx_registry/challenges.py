@@ -20,6 +20,10 @@ DEFAULT_TTL_SECONDS = 60
 MIN_TTL_SECONDS = 5
 MAX_TTL_SECONDS = 600
 DEFAULT_MAX_OUTSTANDING = 10_000
+REFUSED = (
+    "challenge unknown, expired or already used: fetch a fresh one from GET /challenge for "
+    "every registration"
+)
 
 
 class ChallengeRefused(Exception):
@@ -97,7 +101,10 @@ class Challenges:
         """Use up `nonce`; `ChallengeRefused` unless this call is the first to name it before
         it expired."""
         if not await self._store.consume_challenge(nonce, now=self._clock()):
-            raise ChallengeRefused(
-                "challenge unknown, expired or already used: fetch a fresh one from "
-                "GET /challenge for every registration"
-            )
+            raise ChallengeRefused(REFUSED)
+
+    async def check(self, nonce: bytes) -> None:
+        """`ChallengeRefused` unless `nonce` is stored and unexpired: a read, the nonce stays
+        (the registration's own transaction consumes it, see `Registrar.register`)."""
+        if not await self._store.challenge_open(nonce, now=self._clock()):
+            raise ChallengeRefused(REFUSED)

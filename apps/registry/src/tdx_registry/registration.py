@@ -1,22 +1,25 @@
 """POST /register's rules: the strict request shape, the checks in order, and the merge rule.
 
 Checks, in order: body shape, including a strictly parsed event log (400) → a v1 body (no
-challenge) only in compatibility mode (401) → the challenge, consumed whatever the outcome
-(401) → both signatures of each identity, v2 with their role (401) → the instance key's proof
-of possession over the challenge and the expected report_data (401) → an event log is present
-if the measurement policy needs one (401) → the quote (DCAP, or parse-only under
-SKIP_TDX_AUTH) → its report_data commits to exactly this request (401) → its PPID is the
+challenge) only in compatibility mode (401) → the challenge is open (stored, unexpired), and is
+consumed whatever the outcome: by the record's own transaction on success (one commit; a request
+that lost it to another is refused 401 there, before the merge rule), by a transaction of its
+own on any refusal (401) → both signatures of each identity, v2 with their role (401) → the
+instance key's proof of possession over the challenge and the expected report_data (401) → an
+event log is present if the measurement policy needs one (401) → the quote (DCAP, or parse-only
+under SKIP_TDX_AUTH) → its report_data commits to exactly this request (401) → its PPID is the
 request's PPID (401) → the event log replays to the quote's RTMR3, the measurement policy
 accepts its events, and its latest operator/owner identity events (when it has them) name the
 request's identities (401) → in one transaction, a known instance keeps its PPID, operator and
-owner (403) and never goes back (403), else the record is written or refreshed (a replaced
-event log goes to the record's history).
+owner (403) and never goes back (403), else the record is written or refreshed (a replaced event
+log goes to the record's history).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
 import logging
 from collections.abc import Callable, Mapping
@@ -50,9 +53,10 @@ from tdx_report_data import (
 )
 from tdx_service_kit import BadRequest, require_hex
 
-from .challenges import NONCE_LEN, Challenges
+from .challenges import NONCE_LEN, ChallengeRefused, Challenges
+from .challenges import REFUSED as CHALLENGE_REFUSED
 from .records import InstanceRecord
-from .store import RecordStore, StoreError
+from .store import ChallengeNotConsumed, Consume, RecordStore, StoreError
 from .verification import QuoteVerifier
 
 log = logging.getLogger("tdx_registry.registration")
@@ -395,7 +399,7 @@ class Registrar:
             return report_data_for(
                 request.instance_pubkey, request.ppid, request.operator, request.owner
             )
-        await self._challenges.consume(request.challenge)
+        await self._challenges.check(request.challenge)
         self._verify_identity_v2(request, "operator")
         self._verify_identity_v2(request, "owner")
         expected = report_data_for_v2(
@@ -417,7 +421,22 @@ class Registrar:
         return expected
 
     async def register(self, request: RegistrationRequest) -> InstanceRecord:
-        """Verify `request` and store it; raise a library or `RegistrationError` on refusal."""
+        """Verify `request` and store it; raise a library or `RegistrationError` on refusal.
+        A v2 request's challenge is consumed whatever the outcome (see the module's doc)."""
+        if request.challenge is None:
+            return await self._register(request)
+        try:
+            return await self._register(request)
+        except ChallengeNotConsumed:
+            raise ChallengeRefused(CHALLENGE_REFUSED) from None
+        except ChallengeRefused:
+            raise
+        except BaseException:
+            with contextlib.suppress(ChallengeRefused, StoreError):
+                await self._challenges.consume(request.challenge)
+            raise
+
+    async def _register(self, request: RegistrationRequest) -> InstanceRecord:
         expected = await self._expected_report_data(request)
         if request.event_log is None and self._event_log_required:
             raise EventLogRequired(
@@ -455,5 +474,7 @@ class Registrar:
             proof_of_possession=request.instance_signature,
         )
         return await self._store.register(
-            request.instance_pubkey, lambda existing: merge_registration(existing, new)
+            request.instance_pubkey,
+            lambda existing: merge_registration(existing, new),
+            consume=None if request.challenge is None else Consume(request.challenge, now),
         )

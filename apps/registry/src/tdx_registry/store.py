@@ -42,7 +42,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol, TypeVar
 
@@ -146,13 +146,35 @@ def _store_error(message: str, exc: BaseException, busy_timeout: float | None) -
     return StoreError(f"{message}: {exc}")
 
 
+class ChallengeNotConsumed(Exception):
+    """`register` was to consume a challenge that is not stored or expired (another request
+    consumed it first): nothing was written."""
+
+
+@dataclass(frozen=True)
+class Consume:
+    """The challenge a registration uses up in its own transaction, and the time it is
+    checked against."""
+
+    nonce: bytes
+    now: datetime
+
+
 class RecordStore(Protocol):
     """Where instance records live. Implementations must make `register` atomic."""
 
     async def get(self, instance_pubkey: bytes) -> InstanceRecord | None: ...
 
-    async def register(self, instance_pubkey: bytes, merge: MergeFn) -> InstanceRecord:
-        """Atomically read the record, apply `merge`, and write its result."""
+    async def register(
+        self, instance_pubkey: bytes, merge: MergeFn, *, consume: Consume | None = None
+    ) -> InstanceRecord:
+        """Atomically read the record, apply `merge`, and write its result; with `consume`,
+        first delete that challenge in the same transaction (`ChallengeNotConsumed`, nothing
+        written, unless this call is the one that deletes it)."""
+        ...
+
+    async def challenge_open(self, nonce: bytes, *, now: datetime) -> bool:
+        """Whether `nonce` is stored and unexpired at `now` (a read: it stays stored)."""
         ...
 
     async def issue_challenge(
@@ -586,12 +608,22 @@ class PonyRecordStore:
         except (OrmError, DBException) as exc:
             raise self._error("reading the record failed", exc) from exc
 
-    async def register(self, instance_pubkey: bytes, merge: MergeFn) -> InstanceRecord:
-        """Read, merge and write the record in one transaction; answer once it is committed."""
+    async def register(
+        self, instance_pubkey: bytes, merge: MergeFn, *, consume: Consume | None = None
+    ) -> InstanceRecord:
+        """Read, merge and write the record in one transaction (which first consumes the
+        challenge of `consume`, when given); answer once it is committed."""
+        nonce = None if consume is None else (consume.nonce.hex(), _micros(consume.now))
         try:
-            return await self._run(self._register_sync, instance_pubkey.hex(), merge)
+            return await self._run(self._register_sync, instance_pubkey.hex(), merge, nonce)
         except (OrmError, DBException) as exc:
             raise self._error("the registration could not be committed", exc) from exc
+
+    async def challenge_open(self, nonce: bytes, *, now: datetime) -> bool:
+        try:
+            return await self._run(self._challenge_open_sync, nonce.hex(), _micros(now))
+        except (OrmError, DBException) as exc:
+            raise self._error("the challenge could not be checked", exc) from exc
 
     async def issue_challenge(
         self, nonce: bytes, expires_at: datetime, *, now: datetime, max_outstanding: int
@@ -653,9 +685,14 @@ class PonyRecordStore:
             return None if row is None else _to_record(row)
 
     @db_session(retry=COMMIT_RETRIES, immediate=True)  # type: ignore[untyped-decorator]
-    def _register_sync(self, key: str, merge: MergeFn) -> InstanceRecord:
-        """The read-check-write of one registration; Pony retries it on commit conflicts and
-        rolls it back when `merge` refuses."""
+    def _register_sync(
+        self, key: str, merge: MergeFn, nonce: tuple[str, int] | None = None
+    ) -> InstanceRecord:
+        """The read-check-write of one registration, after the DELETE of its challenge (when
+        given: its row count decides, as in `_consume_challenge_sync`); Pony retries it on
+        commit conflicts and rolls it back when `merge` refuses."""
+        if nonce is not None and not self._delete_challenge(*nonce):
+            raise ChallengeNotConsumed
         row = self._instance.get_for_update(pubkey=key)
         record = merge(None if row is None else _to_record(row, with_workload=False))
         if record.instance_pubkey.hex() != key:
@@ -746,10 +783,19 @@ class PonyRecordStore:
     @db_session(immediate=True)  # type: ignore[untyped-decorator]
     def _consume_challenge_sync(self, nonce: str, now_us: int) -> bool:
         """One DELETE of the unexpired nonce; its row count decides (never two winners)."""
+        return self._delete_challenge(nonce, now_us)
+
+    def _delete_challenge(self, nonce: str, now_us: int) -> bool:
         deleted: int = self._challenge.select(
             lambda c: c.nonce == nonce and c.expires_at > now_us
         ).delete(bulk=True)
         return deleted == 1
+
+    def _challenge_open_sync(self, nonce: str, now_us: int) -> bool:
+        with db_session:
+            return bool(
+                self._challenge.exists(lambda c: c.nonce == nonce and c.expires_at > now_us)
+            )
 
     def _instance_keys_sync(self, after: str | None, limit: int) -> list[str]:
         """One page of primary keys (only the keys are read, in the primary key's order)."""
