@@ -12,8 +12,8 @@ Measured, in one run:
 - raw tdx-verify, new chain with warm collateral (as `bench/verify_fleet.py` measures it: one
   `Verifier`, its collateral verified on the base platform's quote outside the timing, then
   each quote of the fleet once), on the very quotes the registry is sent, in verifications per
-  CPU-second of this process (pinned to one CPU); measured before the registry runs and after
-  them, and the mean of the two used;
+  CPU-second of this process; measured before the registries run (on quotes of the same
+  machines) and after them (on the first run's quotes), and the mean of the two used;
 - `POST /register` per wall second of a real `tdx-registry` (started on loopback with
   `--no-rate-limit --log-level WARNING`, on SQLite, and on PostgreSQL with `--postgres DSN` or
   `--throwaway-postgres`), for each of `--workers` (e.g. `1,2`; `--workers N` is passed to
@@ -24,6 +24,10 @@ Measured, in one run:
   its process and its children, from /proc/<pid>/stat), and this client's;
 - the ratio of POST /register per second to raw verifications per second (target >= 0.5x
   with one worker), and of two workers to one (target >= 1.6x).
+
+`--against REV` also runs the registry of git revision REV (its `apps/registry/src` on this
+checkout's libraries, as `bench/run.py --against` does) in each round, and prints this one's
+rates against it; `--rounds N` repeats every run N times, interleaved, and shows the means.
 
 `--profile` instead drives the registry's registration path in this process (the JSON body
 parsed as the route does, `parse_registration`, `Registrar.register` on a real SQLite store and
@@ -61,7 +65,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench._common import program, started
-from bench.run import workload_events
+from bench.run import registry_of_revision, workload_events
 from bench.soak import fleet
 from tdx_measure import EventLog, event_digest
 from tdx_quote import parse_quote
@@ -348,59 +352,89 @@ def run_bench(setup: Setup, args: argparse.Namespace) -> int:
     backends = ["sqlite"]
     if args.postgres is not None or args.throwaway_postgres:
         backends.append("postgres")
-    if args.postgres is not None and len(args.workers) > 1:
+    if args.postgres is not None and (len(args.workers) > 1 or args.against or args.rounds > 1):
         sys.exit("bench: --postgres DSN holds one run's data: use --throwaway-postgres")
-    runs: list[RegistryRun] = []
+    registries: dict[str, dict[str, str]] = {"this": {}}
+    if args.against is not None:
+        src = registry_of_revision(args.against, setup.tmp / "against")
+        path = os.pathsep.join(p for p in (str(src), os.environ.get("PYTHONPATH")) if p)
+        registries[args.against] = {"PYTHONPATH": path}
+    fresh = [m.platform.quote(os.urandom(64)) for m in setup.members[1:]]
+    raws = [raw_rate(root_pem, collateral, warm_quote, fresh)]
+    runs: dict[tuple[str, str, int], list[RegistryRun]] = {}
     port = setup.port_base + 1
-    for backend in backends:
-        for workers in args.workers:
-            with database(
-                backend, setup.tmp / f"db-{backend}-{workers}", args.postgres, setup.port_base + 99
-            ) as db_env:
-                runs.append(measure_registry(setup, backend, db_env, workers, port, args.clients))
-            port += 1
-            print(
-                f"  {backend}, {workers} worker(s): {runs[-1].rate:.0f} registrations/s",
-                flush=True,
-            )
-    quotes = runs[0].quotes
-    raws = [raw_rate(root_pem, collateral, warm_quote, quotes) for _ in range(2)]
+    for round_ in range(args.rounds):
+        for backend in backends:
+            for workers in args.workers:
+                for label, extra in registries.items():
+                    where = setup.tmp / f"db-{backend}-{workers}-{label}-{round_}"
+                    with database(backend, where, args.postgres, setup.port_base + 99) as db_env:
+                        run = measure_registry(
+                            setup, backend, db_env | extra, workers, port, args.clients
+                        )
+                    port = setup.port_base + 1 + (port - setup.port_base) % 90
+                    runs.setdefault((label, backend, workers), []).append(run)
+                    print(
+                        f"  round {round_ + 1}: {label}, {backend}, {workers} worker(s): "
+                        f"{run.rate:.0f} registrations/s, {run.cpu_ms:.2f} ms registry CPU each",
+                        flush=True,
+                    )
+    raws.append(raw_rate(root_pem, collateral, warm_quote, next(iter(runs.values()))[0].quotes))
     raw = sum(raws) / len(raws)
+    count = next(iter(runs.values()))[0].registrations
     print(
-        f"fleet: {len(quotes)} distinct machines of one FMSPC per run (new PCK chain each, "
-        f"collateral warm), one operator, a 5-event log; {args.clients} client threads"
+        f"fleet: {count} distinct machines of one FMSPC per run (new PCK chain each, collateral "
+        f"warm), one operator, a 5-event log; {args.clients} client threads; "
+        f"{args.rounds} round(s), mean shown"
     )
     print(
         f"raw tdx-verify, new chain, warm collateral: {raw:.0f} verifications per CPU-second "
-        f"(runs: {', '.join(f'{r:.0f}' for r in raws)})"
+        f"(before the registries, after: {', '.join(f'{r:.0f}' for r in raws)})"
     )
-    head = (
-        f"{'POST /register':24} {'reg/s':>7} {'ratio':>7} {'target':>7} "
-        f"{'registry ms CPU/reg':>20} {'client ms/reg':>14}"
+    print(
+        f"{'POST /register':36} {'reg/s':>7} {'ratio':>7} {'target':>7} "
+        f"{'registry ms CPU/reg':>20} {'reg/CPU-s':>10} {'client ms/reg':>14}"
     )
-    print(head)
     ok = True
-    by_key = {(r.backend, r.workers): r for r in runs}
-    for r in runs:
-        ratio = r.rate / raw
-        target = TARGET_ONE_WORKER if r.workers == 1 else None
+    rates: dict[tuple[str, str, int], float] = {}
+    for (label, backend, workers), done in runs.items():
+        rate = sum(r.rate for r in done) / len(done)
+        cpu_ms = sum(r.cpu_ms for r in done) / len(done)
+        client_ms = sum(r.client_cpu / r.registrations for r in done) / len(done) * 1000
+        rates[label, backend, workers] = rate
+        ratio = rate / raw
+        target = TARGET_ONE_WORKER if workers == 1 and label == "this" else None
         mark = ""
         if target is not None and ratio < target:
             ok, mark = False, "  (below target)"
         shown = f"{target:6.1f}x" if target is not None else f"{'-':>7}"
+        name = f"{label}, {backend}, {workers} worker(s)"
         print(
-            f"{r.backend + f', {r.workers} worker(s)':24} {r.rate:7.0f} {ratio:6.2f}x {shown} "
-            f"{r.cpu_ms:20.2f} {r.client_cpu / r.registrations * 1000:14.2f}{mark}"
+            f"{name:36} {rate:7.0f} {ratio:6.2f}x {shown} {cpu_ms:20.2f} "
+            f"{1000 / cpu_ms:10.0f} {client_ms:14.2f}{mark}"
         )
-    for backend in backends:
-        one, two = by_key.get((backend, 1)), by_key.get((backend, 2))
-        if one is not None and two is not None:
-            scale = two.rate / one.rate
-            ok &= scale >= TARGET_TWO_WORKERS
+    for label in registries:
+        for backend in backends:
+            one, two = rates.get((label, backend, 1)), rates.get((label, backend, 2))
+            if one is None or two is None:
+                continue
+            scale = two / one
+            met = scale >= TARGET_TWO_WORKERS
+            ok &= met or label != "this"
             print(
-                f"{backend}: 2 workers / 1 worker: {scale:.2f}x (target {TARGET_TWO_WORKERS}x)"
-                + ("" if scale >= TARGET_TWO_WORKERS else "  (below target)")
+                f"{label}, {backend}: 2 workers / 1 worker: {scale:.2f}x (target "
+                f"{TARGET_TWO_WORKERS}x)" + ("" if met else "  (below target)")
             )
+    if args.against is not None:
+        for backend in backends:
+            for workers in args.workers:
+                mine, theirs = (
+                    rates[("this", backend, workers)],
+                    rates[(args.against, backend, workers)],
+                )
+                print(
+                    f"this / {args.against}, {backend}, {workers} worker(s): {mine / theirs:.2f}x"
+                )
     return 0 if ok else 1
 
 
@@ -513,7 +547,7 @@ async def in_process(
             timers.add("JSON body (parse_json_object)", 0.0)
             timers.add("parse_registration", 0.0)
             timers.wrap(registration, "_parse_event_log", "  EventLog.from_json")
-            timers.wrap(challenges, "consume", "challenge consumed (DB)", run_async=True)
+            timers.wrap(challenges, "check", "challenge checked open (DB read)", run_async=True)
             timers.wrap(registration, "verify_identity_v2", "identity signatures (v2)")
             timers.wrap(registration, "report_data_for_v2", "report_data_for_v2")
             timers.wrap(registration, "verify_possession", "proof of possession")
@@ -647,6 +681,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--throwaway-postgres", action="store_true", help="also on a throwaway PG cluster"
     )
+    parser.add_argument(
+        "--against", metavar="REV", help="also the registry of git revision REV, interleaved"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="of every run, interleaved")
     parser.add_argument("--port-base", type=int, default=18600, help="first port (default 18600)")
     parser.add_argument("--profile", action="store_true", help="profile in process instead")
     parser.add_argument("--no-cprofile", action="store_true", help="with --profile: time only")
@@ -654,6 +692,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 2 <= args.platforms <= 9000:
         parser.error("--platforms must be 2 to 9000")
+    if not 1 <= args.rounds <= 20:
+        parser.error("--rounds must be 1 to 20")
     if not 1 <= args.clients <= 64:
         parser.error("--clients must be 1 to 64")
     with tempfile.TemporaryDirectory(prefix="tdx-reg-fleet-") as name:
