@@ -786,16 +786,21 @@ class PonyRecordStore:
         return self._delete_challenge(nonce, now_us)
 
     def _delete_challenge(self, nonce: str, now_us: int) -> bool:
-        deleted: int = self._challenge.select(
-            lambda c: c.nonce == nonce and c.expires_at > now_us
-        ).delete(bulk=True)
+        """One DELETE statement, in plain SQL (the same query built by Pony cost ~0.1 ms more)."""
+        cursor = self._db.execute(
+            "DELETE FROM challenges WHERE nonce = $nonce AND expires_at > $now_us",
+            {"nonce": nonce, "now_us": now_us},
+        )
+        deleted: int = cursor.rowcount
         return deleted == 1
 
     def _challenge_open_sync(self, nonce: str, now_us: int) -> bool:
         with db_session:
-            return bool(
-                self._challenge.exists(lambda c: c.nonce == nonce and c.expires_at > now_us)
+            rows = self._db.select(
+                "nonce FROM challenges WHERE nonce = $nonce AND expires_at > $now_us",
+                {"nonce": nonce, "now_us": now_us},
             )
+            return len(rows) == 1
 
     def _instance_keys_sync(self, after: str | None, limit: int) -> list[str]:
         """One page of primary keys (only the keys are read, in the primary key's order)."""
