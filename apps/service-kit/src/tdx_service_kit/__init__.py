@@ -19,6 +19,7 @@ from ._ops import (
 )
 from ._run import ListenError, run_app
 from ._signals import StartupSignals
+from ._workers import MAX_WORKERS, WORKER_DIED_EXIT_STATUS, AppFactory, WorkerError, run_workers
 from .body import json_body, parse_hex, parse_json_object, require_hex
 from .config import (
     DatabaseTarget,
@@ -43,8 +44,11 @@ from .errors import (
 
 __all__ = [
     "DEFAULT_READINESS_CACHE",
+    "MAX_WORKERS",
     "OPS_PATHS",
+    "WORKER_DIED_EXIT_STATUS",
     "ApiError",
+    "AppFactory",
     "BadRequest",
     "CheckFailed",
     "CheckResult",
@@ -69,6 +73,7 @@ __all__ = [
     "TooManyRequests",
     "Unauthorized",
     "UpstreamError",
+    "WorkerError",
     "add_connection_limit_flags",
     "configure_logging",
     "error_response",
@@ -81,5 +86,6 @@ __all__ = [
     "parse_json_object",
     "require_hex",
     "run_app",
+    "run_workers",
     "with_connection_limits",
 ]
