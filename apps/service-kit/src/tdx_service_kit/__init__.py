@@ -17,7 +17,7 @@ from ._ops import (
     install_ops,
     ops_of,
 )
-from ._run import ListenError, run_app
+from ._run import ListenError, bind_listener, run_app, serve_on_socket
 from ._signals import StartupSignals
 from ._workers import MAX_WORKERS, WORKER_DIED_EXIT_STATUS, AppFactory, WorkerError, run_workers
 from .body import json_body, parse_hex, parse_json_object, require_hex
@@ -75,6 +75,7 @@ __all__ = [
     "UpstreamError",
     "WorkerError",
     "add_connection_limit_flags",
+    "bind_listener",
     "configure_logging",
     "error_response",
     "install_common",
@@ -87,5 +88,6 @@ __all__ = [
     "require_hex",
     "run_app",
     "run_workers",
+    "serve_on_socket",
     "with_connection_limits",
 ]

@@ -3,7 +3,8 @@
 The parent binds the socket (a `ListenError` before any worker starts), then starts each
 worker with multiprocessing's `spawn` method: a fresh interpreter that inherits the socket and
 nothing else of the parent's state (no event loop, no database connection, no thread). Each
-worker builds its app with the caller's factory and serves it with `serve_on_socket`, so each
+worker builds its app with the caller's factory (which configures its logging: each record is
+then tagged `"worker": index`) and serves it with `serve_on_socket`, so each
 stops as gracefully, and within the same bound, as a single-process program; the kernel hands
 each new connection to one of the workers waiting in `accept`.
 
@@ -232,6 +233,19 @@ class _Supervisor:
         return bool(late)
 
 
+class _WorkerTag(logging.Filter):
+    """Names the worker (`"worker": index`) in each of its log records."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "worker"):
+            record.worker = self.index
+        return True
+
+
 def _worker_main(
     factory: AppFactory, index: int, sock: socket.socket, options: _WorkerOptions
 ) -> None:
@@ -241,6 +255,8 @@ def _worker_main(
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
         app = factory(index)
+        for handler in logging.getLogger().handlers:  # the ones the factory configured
+            handler.addFilter(_WorkerTag(index))
         serve_on_socket(
             app,
             sock,
