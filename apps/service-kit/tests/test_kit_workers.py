@@ -163,7 +163,7 @@ def test_two_workers_share_the_socket_and_stop_gracefully(tmp_path: Path) -> Non
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
     records = _records(program)
     messages = [r["message"] for r in records]
-    assert sorted(r.get("worker") for r in records if r["message"] == "serving") == [0, 1]
+    assert sorted(int(r["worker"]) for r in records if r["message"] == "serving") == [0, 1]
     assert messages.count("stopped") == 3  # each worker, then the parent
     assert "workers started" in messages
     assert "Traceback" not in program.log_path.read_text()
