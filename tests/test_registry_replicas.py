@@ -7,7 +7,9 @@ with its own operator), sent to both replicas at once, over several rounds: exac
 binding wins (200), every other is 403 naming the rule, both replicas then serve the same
 record with the winner's operator, and the log holds exactly one leaf for the instance. A
 challenge one replica issued is accepted by the other exactly once. A write lock held on the
-database by someone else delays registrations on both replicas instead of failing them.
+database by someone else delays registrations on both replicas instead of failing them. Each
+test runs again on one registry of two worker processes (`--workers 2`), both its "replicas":
+each connection goes to whichever worker accepts it.
 
 Every registration body is built here as an identity service builds it: a challenge from the
 replica it is sent to, a genuine sim quote over `report_data_for_v2`, the v2 identity
@@ -18,10 +20,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
+import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +44,7 @@ from tdx_report_data import (
     sign_identity_v2,
     sign_instance_v2,
 )
+from tdx_service_kit import WORKER_DIED_EXIT_STATUS
 from tests import procs
 from tests.procs import Program
 from tests.replicas import start_replicas
@@ -77,18 +82,47 @@ class Fleet:
         return r.content
 
 
+@pytest.fixture(params=["two replicas", "one registry of two workers"])
+def fleet(
+    request: pytest.FixtureRequest, tmp_path: Path, registry_db_url: str | None
+) -> Iterator[Fleet]:
+    """Two replicas; or one `tdx-registry --workers 2`, named twice: each request then goes to
+    whichever worker accepts its connection, and the same rules must hold."""
+    with _fleet(tmp_path, registry_db_url, workers=request.param != "two replicas") as started:
+        yield started
+
+
 @pytest.fixture
-def fleet(tmp_path: Path, registry_db_url: str | None) -> Iterator[Fleet]:
+def workers_fleet(tmp_path: Path, registry_db_url: str | None) -> Iterator[Fleet]:
+    """One `tdx-registry --workers 2 --reappraise-every 1`, named twice."""
+    with _fleet(tmp_path, registry_db_url, workers=True, flags=["--reappraise-every", "1"]) as f:
+        yield f
+
+
+@contextlib.contextmanager
+def _fleet(
+    tmp_path: Path, db_url: str | None, *, workers: bool, flags: Sequence[str] = ()
+) -> Iterator[Fleet]:
     with contextlib.ExitStack() as stack:
-        started = start_replicas(stack, tmp_path, registry_db_url)
-        sim, replicas = started.sim, started.replicas
+        if workers:
+            sim = procs.sim(tmp_path)
+            stack.enter_context(procs.running(sim))
+            root = tmp_path / "sim-state" / "root_ca.pem"
+            registry = procs.registry(
+                tmp_path, sim.url, root, db_url, flags=["--workers", "2", *flags]
+            )
+            stack.enter_context(procs.running(registry))
+            replicas = (registry, registry)
+        else:
+            started = start_replicas(stack, tmp_path, db_url, registry_flags=flags)
+            sim, replicas = started.sim, started.replicas
         # The TD's identity service only measures its boot into the sim's RTMR3 here: the test
         # sends every registration itself, for instance keys of its own.
         identity = procs.identity(tmp_path, sim.url, replicas[0].url)
         stack.callback(procs.stop_front, identity)  # once it stopped: the front it left
         stack.enter_context(procs.running(identity))
         ppid = quote_ppid(parse_quote(_get_quote(sim, bytes(64)), allow_zero_padding=True)).value
-        yield Fleet(tmp_path, sim, replicas, identity, registry_db_url, ppid)
+        yield Fleet(tmp_path, sim, replicas, identity, db_url, ppid)
 
 
 def _get_quote(sim: Program, report_data: bytes) -> bytes:
@@ -330,3 +364,78 @@ def test_registrations_wait_for_a_held_write_lock_instead_of_failing(fleet: Flee
         records = _records(fleet, bytes.fromhex(body["instance_pubkey"]))
         assert records[0] == records[1]
         assert records[0]["challenge"] == body["challenge"]
+
+
+def _log_records(program: Program) -> list[dict[str, Any]]:
+    lines = program.log_path.read_text().splitlines()
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def _metric(text: str, name: str, labels: str) -> float:
+    """The value of `name{labels}` in a Prometheus exposition (0.0 when absent)."""
+    prefix = f"{name}{{{labels}}} "
+    values = [float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix)]
+    assert len(values) <= 1, values
+    return values[0] if values else 0.0
+
+
+def test_a_registry_of_two_workers_serves_from_both_sums_their_metrics_and_stops(
+    workers_fleet: Fleet,
+) -> None:
+    fleet = workers_fleet
+    registry = fleet.replicas[0]
+    event_log = fleet.event_log()
+    registered = 0
+    served_by: set[int] = set()
+    for _ in range(6):  # until both workers have served a registration (new connections each)
+        sends = [
+            (registry, _body(fleet, _challenge(registry), Ed25519PrivateKey.generate(), None,
+                             event_log))
+            for _ in range(6)
+        ]  # fmt: skip
+        results = _post_at_once(sends)
+        assert [r.status_code for r in results] == [200] * len(sends), [r.text for r in results]
+        registered += len(sends)
+        served_by = {
+            r["worker"]
+            for r in _log_records(registry)
+            if r.get("path") == "/register" and r.get("status") == 200
+        }
+        if served_by == {0, 1}:
+            break
+    assert served_by == {0, 1}
+
+    for _ in range(4):  # whichever worker answers the scrape shows both workers' counts
+        text = httpx.get(
+            registry.url + "/metrics", timeout=HTTP_TIMEOUT, headers={"Connection": "close"}
+        ).text
+        posts = 'method="POST",route="/register",status="200"'
+        assert _metric(text, "tdx_registry_http_requests_total", posts) == registered
+        verified = _metric(
+            text, "tdx_registry_quote_verifications_total", 'result="verified",step=""'
+        )
+        assert verified == registered
+
+    # The background re-appraisal runs in worker 0 only (one pass at a time on the database).
+    records = _log_records(registry)
+    started = [r for r in records if r["message"] == "background re-appraisal on"]
+    assert [r["worker"] for r in started] == [0]
+
+    (launched,) = [r for r in records if r["message"] == "workers started"]
+    pids = [int(pid) for pid in launched["pids"].split(",")]
+    assert registry.proc is not None
+    registry.proc.send_signal(signal.SIGTERM)
+    assert registry.proc.wait(timeout=30) == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+def test_a_killed_registry_worker_ends_the_registry_for_its_supervisor(
+    workers_fleet: Fleet,
+) -> None:
+    registry = workers_fleet.replicas[0]
+    (launched,) = [r for r in _log_records(registry) if r["message"] == "workers started"]
+    victim, survivor = (int(pid) for pid in launched["pids"].split(","))
+    os.kill(victim, signal.SIGKILL)
+    assert registry.proc is not None
+    assert registry.proc.wait(timeout=30) == WORKER_DIED_EXIT_STATUS
+    assert not Path(f"/proc/{survivor}").exists()

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pickle
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -21,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from tdx_measure import ExecutablePin, MeasurementPolicy
 from tdx_registry import INTEL_PCS_URL, Settings, SettingsError, parse_settings
 from tdx_registry.app import build_reappraisal_verifier
-from tdx_registry.cli import main
+from tdx_registry.cli import main, worker_app
 from tdx_verify import DEFAULT_ACCEPTED_TCB_STATUSES
 
 MRTD, RTMR0, RTMR1, RTMR2 = ("1" * 96, "2" * 96, "3" * 96, "4" * 96)
@@ -582,3 +585,28 @@ def test_connection_limit_flags() -> None:
     for argv in (["--request-deadline", "0"], ["--max-connections-per-client", "0"]):
         with pytest.raises(SettingsError):
             parse(argv, {})
+
+
+def test_workers_from_flag_or_environment_and_their_app_factory_pickles() -> None:
+    assert parse([], {}).workers == 1
+    assert parse(["--workers", "2"], {}).workers == 2
+    assert parse([], {"REGISTRY_WORKERS": "3"}).workers == 3
+    assert parse(["--workers", "4"], {"REGISTRY_WORKERS": "3"}).workers == 4
+    settings = parse(["--workers", "2", "--reappraise-every", "60", *PINNED], {})
+    # Each worker gets the factory by pickle (multiprocessing's spawn): the settings must travel.
+    factory = pickle.loads(pickle.dumps(partial(worker_app, settings)))
+    assert factory.args == (settings,)
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "fragment"),
+    [
+        (["--workers", "0"], {}, "--workers must be 1 to 64, not 0"),
+        (["--workers", "65"], {}, "--workers must be 1 to 64, not 65"),
+        (["--workers", "two"], {}, "--workers: 'two' is not a whole number"),
+        ([], {"REGISTRY_WORKERS": "-1"}, "REGISTRY_WORKERS must be 1 to 64, not -1"),
+    ],
+)
+def test_bad_worker_counts_are_refused(argv: list[str], env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(fragment)):
+        parse(argv, env)

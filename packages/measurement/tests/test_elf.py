@@ -25,6 +25,7 @@ from tdx_measure import (
     find_helper,
     measure_executable,
 )
+from tdx_measure._elftools import ElfParseFailure, _build_ids
 
 HELPERS = [
     ("podman", "podman"),
@@ -237,6 +238,17 @@ def test_mutated_elf_headers_raise_only_not_an_elf_error(data: st.DataObject) ->
         except NotAnElfError:
             return
         assert event.sha384 == hashlib.sha384(mutated).digest()
+
+
+def test_a_build_id_note_longer_than_an_event_holds_is_not_an_elf() -> None:
+    # Found by the property test above in a CI run: one mutated byte of conmon's note header
+    # made its build-id note 276 bytes, which measure_executable passed on to ExecutableEvent
+    # (EventLogError) instead of refusing the file.
+    long_note = {"n_name": "GNU", "n_type": "NT_GNU_BUILD_ID", "n_descdata": b"\x01" * 65}
+    with pytest.raises(ElfParseFailure, match="build-id note of 65 bytes"):
+        list(_build_ids([long_note]))
+    longest = {**long_note, "n_descdata": b"\x01" * 64}
+    assert list(_build_ids([longest])) == [b"\x01" * 64]
 
 
 def test_find_helper_resolves_through_the_search_path(tmp_path: Path) -> None:

@@ -9,17 +9,31 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
+from typing import Any
 
 from pony.orm import DBException, OrmError
+from sanic import Sanic
 
-from tdx_service_kit import ListenError, OpsError, StartupSignals, configure_logging, run_app
+from tdx_merkle import NoteSigner
+from tdx_service_kit import (
+    ListenError,
+    OpsError,
+    StartupSignals,
+    WorkerError,
+    configure_logging,
+    run_app,
+    run_workers,
+)
 from tdx_verify.cli import main as verify_quote_main
 
 from .app import build_verifier, create_app
 from .log_key import LogKeyError, load_or_create_log_key
 from .log_pin import LogKeyPinError
 from .reappraise import ReappraisalSummary, Reappraiser
+from .routes.instance import record_json
 from .settings import Settings, SettingsError, parse_settings
 from .store import PonyRecordStore, StoreError, pin_log_key
 
@@ -43,6 +57,44 @@ async def reappraise_once(settings: Settings) -> ReappraisalSummary:
     finally:
         await verifier.aclose()
         await store.close()
+
+
+def worker_app(settings: Settings, index: int) -> Sanic[Any, Any]:
+    """The app of worker `index` of `tdx-registry --workers N`, built in that worker's process
+    (its logging configured, its log key read from the file the parent checked). The
+    background re-appraisal runs in worker 0 only: one pass at a time over the database."""
+    configure_logging(settings.log_level)
+    if index > 0:
+        settings = replace(settings, reappraise_every=None)
+    return create_app(settings)
+
+
+async def prepare_database(settings: Settings, signer: NoteSigner) -> None:
+    """Open the store once and close it: the tables are made and the log backfilled by one
+    process before the workers open it at once."""
+    store = await PonyRecordStore.open(
+        settings.database, wire=record_json, log_verifier_key=signer.verifier_key()
+    )
+    await store.close()
+
+
+def _serve_workers(settings: Settings, signer: NoteSigner, signals: StartupSignals) -> int:
+    try:
+        asyncio.run(prepare_database(settings, signer))
+    except (StoreError, OrmError, DBException) as exc:
+        print(f"tdx-registry: error: cannot open the database: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return run_workers(
+            partial(worker_app, settings),
+            workers=settings.workers,
+            host=settings.host,
+            port=settings.port,
+            signals=signals,
+        )
+    except (ListenError, WorkerError) as exc:
+        log.error("cannot start the registry", extra={"reason": str(exc)})
+        return 1
 
 
 def _reappraise(args: list[str]) -> int:
@@ -90,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tdx-registry: error: {exc}", file=sys.stderr)
         return 1
     signals = StartupSignals().install()
+    if settings.workers > 1:
+        return _serve_workers(settings, signer, signals)
     try:
         app = create_app(settings, log_signer=signer)
     except OpsError as exc:

@@ -16,6 +16,7 @@ from cryptography import x509
 
 from tdx_measure import ExecutablePin, MeasurementError, MeasurementPolicy
 from tdx_service_kit import (
+    MAX_WORKERS,
     DatabaseTarget,
     HttpLimits,
     RateLimit,
@@ -94,6 +95,8 @@ class Settings:
     log_key_path: Path | None = None
     """The log's note signer key file; None: `default_log_key_path(database)`."""
     log_origin: str = DEFAULT_LOG_ORIGIN
+    workers: int = 1
+    """`--workers N`: serving processes on the one listening socket (1: this process)."""
 
     @property
     def effective_log_key_path(self) -> Path:
@@ -118,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     add("--port", type=int, default=3000, help="listen port (default 3000)")
+    add(
+        "--workers",
+        help=f"serving processes sharing the listening socket, 1 to {MAX_WORKERS} "
+        "[REGISTRY_WORKERS] (default 1: this process serves). Each worker has its own "
+        "connection and rate limits and its own read cache; /metrics sums every worker's",
+    )
     add("--db-path", help="SQLite database file [REGISTRY_DB_PATH] (default registry.db)")
     add("--db-url", help="PostgreSQL URL postgresql://... instead of SQLite [REGISTRY_DB_URL]")
     add("--pccs-url", help=f"PCCS base URL (v4 API) [PCCS_URL] (default {INTEL_PCS_URL})")
@@ -520,6 +529,20 @@ def _log_key_path(args: argparse.Namespace, env: Mapping[str, str]) -> Path | No
     return Path(path).expanduser().resolve() if path else None
 
 
+def _workers(flag: str | None, env_value: str | None) -> int:
+    text = flag if flag is not None else env_value
+    if text is None or text == "":
+        return 1
+    where = "--workers" if flag is not None else "REGISTRY_WORKERS"
+    try:
+        workers = int(text, 10)
+    except ValueError:
+        raise SettingsError(f"{where}: {text[:40]!r} is not a whole number") from None
+    if not 1 <= workers <= MAX_WORKERS:
+        raise SettingsError(f"{where} must be 1 to {MAX_WORKERS}, not {workers}")
+    return workers
+
+
 def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     """Parse `argv` (no program name) and `env` into `Settings`; `SettingsError` when invalid.
 
@@ -590,4 +613,5 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         ),
         log_key_path=_log_key_path(args, env),
         log_origin=_log_origin(args, env),
+        workers=_workers(args.workers, env.get("REGISTRY_WORKERS")),
     )

@@ -17,8 +17,9 @@ from ._ops import (
     install_ops,
     ops_of,
 )
-from ._run import ListenError, run_app
+from ._run import ListenError, bind_listener, run_app, serve_on_socket
 from ._signals import StartupSignals
+from ._workers import MAX_WORKERS, WORKER_DIED_EXIT_STATUS, AppFactory, WorkerError, run_workers
 from .body import json_body, parse_hex, parse_json_object, require_hex
 from .config import (
     DatabaseTarget,
@@ -43,8 +44,11 @@ from .errors import (
 
 __all__ = [
     "DEFAULT_READINESS_CACHE",
+    "MAX_WORKERS",
     "OPS_PATHS",
+    "WORKER_DIED_EXIT_STATUS",
     "ApiError",
+    "AppFactory",
     "BadRequest",
     "CheckFailed",
     "CheckResult",
@@ -69,7 +73,9 @@ __all__ = [
     "TooManyRequests",
     "Unauthorized",
     "UpstreamError",
+    "WorkerError",
     "add_connection_limit_flags",
+    "bind_listener",
     "configure_logging",
     "error_response",
     "install_common",
@@ -81,5 +87,7 @@ __all__ = [
     "parse_json_object",
     "require_hex",
     "run_app",
+    "run_workers",
+    "serve_on_socket",
     "with_connection_limits",
 ]

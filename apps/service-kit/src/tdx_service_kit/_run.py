@@ -74,15 +74,38 @@ def run_app(
     """
     if graceful_seconds <= 0 or stop_margin_seconds <= 0:
         raise ValueError("graceful_seconds and stop_margin_seconds must be positive")
+    sock = bind_listener(host, port)
+    try:
+        serve_on_socket(
+            app,
+            sock,
+            signals=signals,
+            graceful_seconds=graceful_seconds,
+            uvloop=uvloop,
+            stop_margin_seconds=stop_margin_seconds,
+        )
+    finally:
+        sock.close()
+
+
+def serve_on_socket(
+    app: Sanic[Any, Any],
+    sock: socket.socket,
+    *,
+    signals: StartupSignals | None,
+    graceful_seconds: float,
+    uvloop: bool,
+    stop_margin_seconds: float,
+) -> None:
+    """`run_app` on a socket already listening (bound by the caller, who closes it): what each
+    of `run_workers`' processes runs on the socket they share."""
+    if graceful_seconds <= 0 or stop_margin_seconds <= 0:
+        raise ValueError("graceful_seconds and stop_margin_seconds must be positive")
     watchdog = _StopWatchdog(graceful_seconds + stop_margin_seconds)
     if json_logging_configured():
         route_sanic_logs_to_root()
-    sock = _bind(host, port)
-    try:
-        with asyncio.Runner(loop_factory=_loop_factory(uvloop)) as runner:
-            runner.run(_serve(app, sock, signals, graceful_seconds, watchdog))
-    finally:
-        sock.close()
+    with asyncio.Runner(loop_factory=_loop_factory(uvloop)) as runner:
+        runner.run(_serve(app, sock, signals, graceful_seconds, watchdog))
 
 
 def _loop_factory(use_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -96,7 +119,8 @@ def _loop_factory(use_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] |
     return factory
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on `host:port` (`ListenError` if it cannot be bound)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
@@ -195,7 +219,7 @@ async def _serve(
         log.info("stop signal received during start-up; stopping", extra={"signal": stop.signum})
     else:
         app.set_serving(True)
-        log.info("serving", extra={"address": _address(sock)})
+        log.info("serving", extra={"address": listen_address(sock)})
         await stop.event.wait()
         log.info("stop signal received; stopping", extra={"signal": stop.signum})
     app.set_serving(False)
@@ -237,6 +261,7 @@ async def _drain(app: Sanic[Any, Any], server: Any, graceful_seconds: float) -> 
         await asyncio.wait(tasks, timeout=max(0.1, deadline - time.monotonic()))
 
 
-def _address(sock: socket.socket) -> str:
+def listen_address(sock: socket.socket) -> str:
+    """`host:port` (`[host]:port` for IPv6) of a listening socket, for logs."""
     host, port = sock.getsockname()[:2]
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"

@@ -15,6 +15,8 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import NoteSection
 from elftools.elf.segments import NoteSegment
 
+from tdx_measure._events import MAX_BUILD_ID_SIZE
+
 ELF_MAGIC: Final = b"\x7fELF"
 EXECUTABLE_TYPES: Final = frozenset({"ET_EXEC", "ET_DYN"})
 
@@ -52,6 +54,10 @@ def _build_ids(notes: Iterable[object]) -> Iterator[bytes]:
             desc = note.get("n_descdata")
             if not isinstance(desc, bytes | bytearray) or not desc:
                 raise ElfParseFailure("empty or unreadable GNU build-id note")
+            if len(desc) > MAX_BUILD_ID_SIZE:
+                raise ElfParseFailure(
+                    f"a GNU build-id note of {len(desc)} bytes (at most {MAX_BUILD_ID_SIZE})"
+                )
             yield bytes(desc)
 
 
