@@ -21,9 +21,11 @@ Measured, in one run:
   challenge fetched from the registry, a quote of the member over the v2 report_data, the
   instance's proof of possession), then `--clients` threads post them, each body once, on
   keep-alive connections; also the registry's CPU seconds per registration (utime + stime of
-  its process and its children, from /proc/<pid>/stat), and this client's;
+  its process and its children, from /proc/<pid>/stat), the cores it used (those CPU seconds
+  over the wall seconds: fewer than its workers, it waited or was starved), and this client's;
 - the ratio of POST /register per second to raw verifications per second (target >= 0.5x
-  with one worker), and of two workers to one (target >= 1.6x).
+  with one worker), and of two workers to one (target >= 1.6x), with the bound the CPU per
+  registration sets on the latter when the two cores are free of other load.
 
 `--against REV` also runs the registry of git revision REV (its `apps/registry/src` on this
 checkout's libraries, as `bench/run.py --against` does) in each round, and prints this one's
@@ -393,15 +395,18 @@ def run_bench(setup: Setup, args: argparse.Namespace) -> int:
     )
     print(
         f"{'POST /register':36} {'reg/s':>7} {'ratio':>7} {'target':>7} "
-        f"{'registry ms CPU/reg':>20} {'reg/CPU-s':>10} {'client ms/reg':>14}"
+        f"{'registry ms CPU/reg':>20} {'reg/CPU-s':>10} {'cores used':>11} {'client ms/reg':>14}"
     )
     ok = True
     rates: dict[tuple[str, str, int], float] = {}
+    cpu_ms_of: dict[tuple[str, str, int], float] = {}
     for (label, backend, workers), done in runs.items():
         rate = sum(r.rate for r in done) / len(done)
         cpu_ms = sum(r.cpu_ms for r in done) / len(done)
         client_ms = sum(r.client_cpu / r.registrations for r in done) / len(done) * 1000
+        cores = sum(r.registry_cpu / r.seconds for r in done) / len(done)
         rates[label, backend, workers] = rate
+        cpu_ms_of[label, backend, workers] = cpu_ms
         ratio = rate / raw
         target = TARGET_ONE_WORKER if workers == 1 and label == "this" else None
         mark = ""
@@ -411,7 +416,7 @@ def run_bench(setup: Setup, args: argparse.Namespace) -> int:
         name = f"{label}, {backend}, {workers} worker(s)"
         print(
             f"{name:36} {rate:7.0f} {ratio:6.2f}x {shown} {cpu_ms:20.2f} "
-            f"{1000 / cpu_ms:10.0f} {client_ms:14.2f}{mark}"
+            f"{1000 / cpu_ms:10.0f} {cores:11.2f} {client_ms:14.2f}{mark}"
         )
     for label in registries:
         for backend in backends:
@@ -419,6 +424,14 @@ def run_bench(setup: Setup, args: argparse.Namespace) -> int:
             if one is None or two is None:
                 continue
             scale = two / one
+            cpu_one = cpu_ms_of[label, backend, 1]
+            cpu_two = cpu_ms_of[label, backend, 2]
+            print(
+                f"{label}, {backend}: registry CPU per registration {cpu_one:.2f} ms with one "
+                f"worker, {cpu_two:.2f} ms with two: two reach at most "
+                f"{2 * cpu_one / cpu_two:.2f}x one on two cores free of other load (the "
+                "client's and PostgreSQL's CPU not counted)"
+            )
             met = scale >= TARGET_TWO_WORKERS
             ok &= met or label != "this"
             print(
