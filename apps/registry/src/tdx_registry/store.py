@@ -25,7 +25,8 @@ The `challenges` table holds the nonces of GET /challenge until a registration c
 it expires: issuing purges a bounded batch of expired nonces and refuses past a cap of
 outstanding ones; consuming is one `DELETE ... WHERE nonce = ? AND expires_at > ?` whose row
 count says whether this caller won, so two processes sharing the database never both accept
-one nonce.
+one nonce. A registration runs that DELETE first in its own transaction (`register(...,
+consume=)`), so an accepted registration commits once.
 
 Schema: the columns `rtmr3`, `event_log`, `event_log_history`, `workload`, `ssh_host_key`,
 `binding_version`, `challenge`, `proof_of_possession`, `tcb_grace_until`,
