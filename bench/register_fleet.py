@@ -610,7 +610,8 @@ PARTS: tuple[tuple[str, str, str], ...] = (
     ("JSON body (parse_json_object)", "body.py", "parse_json_object"),
     ("parse_registration", "registration.py", "parse_registration"),
     ("  EventLog.from_json", "_rtmr.py", "from_json"),
-    ("challenge consumed (DB)", "challenges.py", "consume"),
+    ("challenge checked open (DB read)", "challenges.py", "check"),
+    ("challenge consumed alone (refusals only)", "challenges.py", "consume"),
     ("identity signatures (v2)", "registration.py", "_verify_identity_v2"),
     ("report_data_for_v2", "_v2.py", "report_data_for_v2"),
     ("proof of possession", "_v2.py", "verify_possession"),
@@ -659,6 +660,7 @@ def run_profile(setup: Setup, args: argparse.Namespace) -> int:
     ms = asyncio.run(in_process(setup, count, profiler))
     print(f"under cProfile: {ms:.2f} ms CPU per registration (cProfile's overhead included)")
     stats = pstats.Stats(profiler)
+    print("(cProfile sees this thread only: the DB thread's work is in the DB profile below)")
     print(f"{'part (cumulative, under cProfile)':40} {'ms/reg':>8}")
     for label, part_ms in profile_parts(stats, count):
         print(f"{label:40} {part_ms:8.3f}")
