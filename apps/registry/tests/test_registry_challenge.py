@@ -29,6 +29,7 @@ from test_registry_store import make_record
 from tdx_quote import parse_quote
 from tdx_registry import ChallengeSettings, DatabaseTarget, InstanceRecord, PonyRecordStore
 from tdx_registry.store import ChallengeNotConsumed, Consume
+from tdx_registry.verification import CheckedQuote, DcapQuoteVerifier
 from tdx_report_data import IdentityInfo, report_data_for_v2, verify_identity_v2, verify_possession
 
 
@@ -167,6 +168,39 @@ async def test_an_expired_challenge_is_401(running: Running) -> None:
     assert accepted.status_code == 200, accepted.text
     assert refused.status_code == 401
     assert error_of(refused).startswith("challenge unknown, expired or already used")
+
+
+class SlowVerifier:
+    """The fake cache's DCAP verification, during which `clock` moves on `seconds`."""
+
+    def __init__(self, cache: FakeCache, clock: Clock, seconds: float) -> None:
+        self._inner = DcapQuoteVerifier(cache)
+        self._clock, self._seconds = clock, seconds
+
+    async def check(self, quote: bytes, *, now: datetime) -> CheckedQuote:
+        checked = await self._inner.check(quote, now=now)
+        self._clock.advance(self._seconds)
+        return checked
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+async def test_a_challenge_open_on_arrival_is_consumed_even_if_it_expires_meanwhile(
+    running: Running, cache: FakeCache
+) -> None:
+    """The registration's transaction consumes the challenge as of its check on arrival: a
+    registration that arrived in time is not refused for how long its verification took (a
+    PCCS fetch), and the challenge is used up."""
+    clock, instance = Clock(), Instance()
+    async with running(clock=clock, verifier=SlowVerifier(cache, clock, 5.0)) as client:
+        body = await instance.fresh(client)
+        clock.advance(59.0)  # 1 s of the challenge left on arrival, 5 s of verification
+        accepted = await client.post("/register", json=body)
+        again = await client.post("/register", json=body)
+    assert accepted.status_code == 200, accepted.text
+    assert again.status_code == 401
+    assert error_of(again).startswith("challenge unknown, expired or already used")
 
 
 async def test_an_unknown_challenge_is_401(running: Running, cache: FakeCache) -> None:

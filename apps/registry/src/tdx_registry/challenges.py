@@ -103,8 +103,11 @@ class Challenges:
         if not await self._store.consume_challenge(nonce, now=self._clock()):
             raise ChallengeRefused(REFUSED)
 
-    async def check(self, nonce: bytes) -> None:
-        """`ChallengeRefused` unless `nonce` is stored and unexpired: a read, the nonce stays
-        (the registration's own transaction consumes it, see `Registrar.register`)."""
-        if not await self._store.challenge_open(nonce, now=self._clock()):
+    async def check(self, nonce: bytes) -> datetime:
+        """The time at which `nonce` was found stored and unexpired (`ChallengeRefused` if it
+        is not): a read, the nonce stays (the registration's own transaction consumes it as of
+        that time, see `Registrar.register`)."""
+        now = self._clock()
+        if not await self._store.challenge_open(nonce, now=now):
             raise ChallengeRefused(REFUSED)
+        return now

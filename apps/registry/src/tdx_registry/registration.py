@@ -385,8 +385,8 @@ class Registrar:
             )
 
     async def _expected_report_data(self, request: RegistrationRequest) -> bytes:
-        """Check the version rules, the challenge, the identities and the proof of possession;
-        the report_data the quote must carry."""
+        """Check the version rules, the identities and the proof of possession (`register`
+        checked the challenge first); the report_data the quote must carry."""
         if request.challenge is None or request.instance_signature is None:
             if not self._accept_v1:
                 raise V1RegistrationRefused(
@@ -399,7 +399,6 @@ class Registrar:
             return report_data_for(
                 request.instance_pubkey, request.ppid, request.operator, request.owner
             )
-        await self._challenges.check(request.challenge)
         self._verify_identity_v2(request, "operator")
         self._verify_identity_v2(request, "owner")
         expected = report_data_for_v2(
@@ -424,19 +423,22 @@ class Registrar:
         """Verify `request` and store it; raise a library or `RegistrationError` on refusal.
         A v2 request's challenge is consumed whatever the outcome (see the module's doc)."""
         if request.challenge is None:
-            return await self._register(request)
+            return await self._register(request, None)
+        opened_at = await self._challenges.check(request.challenge)
         try:
-            return await self._register(request)
+            # Consumed as of its check: a registration that arrived in time is not refused for
+            # the time its verification took.
+            return await self._register(request, Consume(request.challenge, opened_at))
         except ChallengeNotConsumed:
             raise ChallengeRefused(CHALLENGE_REFUSED) from None
-        except ChallengeRefused:
-            raise
         except BaseException:
             with contextlib.suppress(ChallengeRefused, StoreError):
                 await self._challenges.consume(request.challenge)
             raise
 
-    async def _register(self, request: RegistrationRequest) -> InstanceRecord:
+    async def _register(
+        self, request: RegistrationRequest, consume: Consume | None
+    ) -> InstanceRecord:
         expected = await self._expected_report_data(request)
         if request.event_log is None and self._event_log_required:
             raise EventLogRequired(
@@ -476,5 +478,5 @@ class Registrar:
         return await self._store.register(
             request.instance_pubkey,
             lambda existing: merge_registration(existing, new),
-            consume=None if request.challenge is None else Consume(request.challenge, now),
+            consume=consume,
         )
