@@ -67,6 +67,9 @@ EXPECTED: dict[str, tuple[int, BodyType, str, int]] = {
     "dcapqvl_tdx_quote.hex": (4, BodyType.TD_REPORT_10, "B0C06F000000", 70),
     "automata_alibaba_quote_v5.bin": (5, BodyType.TD_REPORT_15, "90C06F000000", 0),
     "automata_quote_tdx_8000.bin": (4, BodyType.TD_REPORT_10, "00806F050000", 3065),
+    "openenclave_tdx_quote_v4.bin": (4, BodyType.TD_REPORT_10, "50806F000000", 0),
+    "openenclave_tdx_quote_v5.bin": (5, BodyType.TD_REPORT_15, "00806F050000", 0),
+    "openenclave_tdx_quote_v5_seamldr5.bin": (5, BodyType.TD_REPORT_15, "90C06F000000", 0),
 }
 
 HEADER_FIELDS = (

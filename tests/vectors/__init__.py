@@ -32,6 +32,9 @@ REAL_QUOTES = (
     "dcapqvl_tdx_quote.hex",
     "automata_alibaba_quote_v5.bin",
     "automata_quote_tdx_8000.bin",
+    "openenclave_tdx_quote_v4.bin",
+    "openenclave_tdx_quote_v5.bin",
+    "openenclave_tdx_quote_v5_seamldr5.bin",
 )
 """Every real TDX quote that ships here (raw bytes, or hex text for the `.hex` files)."""
 
