@@ -14,6 +14,7 @@ from typing import Any
 
 import dcap_qvl
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from tdx_ppid import parse_sgx_extension, pck_chain_from_quote
 from tdx_quote import (
@@ -32,17 +33,25 @@ from tdx_verify import (
     CollateralExpiredError,
     Policy,
     TcbLevelError,
+    TdAttributesRejected,
     VerificationError,
     VerifiedQuote,
     Verifier,
 )
 from tests.vectors import (
+    AUTOMATA_8000_QUOTE,
     INTEL_COLLATERAL,
     INTEL_QUOTE,
     OUTDATED_V5_COLLATERAL,
     OUTDATED_V5_QUOTE,
     REAL_QUOTES,
     SPR_E4_QUOTE,
+    ZKDCAP_PCK_CRL,
+    ZKDCAP_QE_IDENTITY,
+    ZKDCAP_QUOTE,
+    ZKDCAP_ROOT_CA_CRL,
+    ZKDCAP_TCB_INFO,
+    ZKDCAP_TCB_SIGNING_CERT,
     read_quote_vector,
     read_vector,
 )
@@ -66,10 +75,11 @@ EXPECTED: dict[str, tuple[int, BodyType, str, int]] = {
     "dcapqvl_tappd_quote.hex": (4, BodyType.TD_REPORT_10, "B0C06F000000", 70),
     "dcapqvl_tdx_quote.hex": (4, BodyType.TD_REPORT_10, "B0C06F000000", 70),
     "automata_alibaba_quote_v5.bin": (5, BodyType.TD_REPORT_15, "90C06F000000", 0),
-    "automata_quote_tdx_8000.bin": (4, BodyType.TD_REPORT_10, "00806F050000", 3065),
+    AUTOMATA_8000_QUOTE: (4, BodyType.TD_REPORT_10, "00806F050000", 3065),
     "openenclave_tdx_quote_v4.bin": (4, BodyType.TD_REPORT_10, "50806F000000", 0),
     "openenclave_tdx_quote_v5.bin": (5, BodyType.TD_REPORT_15, "00806F050000", 0),
     "openenclave_tdx_quote_v5_seamldr5.bin": (5, BodyType.TD_REPORT_15, "90C06F000000", 0),
+    ZKDCAP_QUOTE: (4, BodyType.TD_REPORT_10, "00806F050000", 0),
 }
 
 HEADER_FIELDS = (
@@ -220,12 +230,10 @@ OUTDATED_NOW = 1771459200  # 2026-02-19T00:00:00Z, inside the v5 vector's collat
 OUTDATED_AFTER = 1774051200  # 2026-03-21T00:00:00Z, after its TCB info and PCK CRL expired
 
 
-def verdicts(
-    quote_name: str, collateral_name: str, ts: int
-) -> tuple[VerifiedQuote | VerificationError, Any]:
-    """(tdx-verify's result or error, dcap-qvl's report or error) at `ts`, Intel's root."""
+def verdicts(quote_name: str, text: str, ts: int) -> tuple[VerifiedQuote | VerificationError, Any]:
+    """(tdx-verify's result or error, dcap-qvl's report or error) on the quote vector
+    `quote_name` and the collateral `text` (QuoteCollateralV3 JSON) at `ts`, Intel's root."""
     raw = read_quote_vector(quote_name)
-    text = read_vector(collateral_name).decode()
     mine: VerifiedQuote | VerificationError
     theirs: Any  # a dcap_qvl.VerifiedReport, or the ValueError it raised
     try:
@@ -242,7 +250,7 @@ def verdicts(
 
 
 def test_the_intel_quote_verifies_as_dcap_qvl_verifies_it_with_every_report_field() -> None:
-    mine, theirs = verdicts(INTEL_QUOTE, INTEL_COLLATERAL, INTEL_NOW)
+    mine, theirs = verdicts(INTEL_QUOTE, read_vector(INTEL_COLLATERAL).decode(), INTEL_NOW)
     assert isinstance(mine, VerifiedQuote), mine
     assert not isinstance(theirs, ValueError), theirs
     assert (mine.tcb_status, list(mine.advisory_ids)) == (theirs.status, theirs.advisory_ids)
@@ -257,7 +265,9 @@ def test_the_intel_quote_verifies_as_dcap_qvl_verifies_it_with_every_report_fiel
 def test_the_v5_quote_is_refused_by_both_at_its_tcb_level_inside_its_window() -> None:
     """dcap-qvl's own test verifies this quote only with a TCB override: no level of its TCB info
     matches the platform. Both say so inside the collateral window."""
-    mine, theirs = verdicts(OUTDATED_V5_QUOTE, OUTDATED_V5_COLLATERAL, OUTDATED_NOW)
+    mine, theirs = verdicts(
+        OUTDATED_V5_QUOTE, read_vector(OUTDATED_V5_COLLATERAL).decode(), OUTDATED_NOW
+    )
     assert isinstance(mine, TcbLevelError), mine
     assert "no TCB level" in mine.reason
     assert isinstance(theirs, ValueError)
@@ -265,7 +275,84 @@ def test_the_v5_quote_is_refused_by_both_at_its_tcb_level_inside_its_window() ->
 
 
 def test_the_v5_quote_is_refused_by_both_after_its_collateral_expired() -> None:
-    mine, theirs = verdicts(OUTDATED_V5_QUOTE, OUTDATED_V5_COLLATERAL, OUTDATED_AFTER)
+    mine, theirs = verdicts(
+        OUTDATED_V5_QUOTE, read_vector(OUTDATED_V5_COLLATERAL).decode(), OUTDATED_AFTER
+    )
     assert isinstance(mine, CollateralExpiredError), mine
     assert "expired at" in mine.reason
     assert isinstance(theirs, ValueError)
+
+
+# -- Intel's collateral for FMSPC 00806F050000, shipped in the pieces PCS serves -----------------
+
+ZKDCAP_INSIDE = 1738000000  # 2025-01-27T17:46:40Z: TCB info, QE identity and both CRLs valid
+ZKDCAP_AFTER = 1740096000  # 2025-02-21T00:00:00Z: the TCB info and the PCK CRL have expired
+ZKDCAP_ADVISORIES = ["INTEL-SA-00960", "INTEL-SA-00982", "INTEL-SA-00986"]
+
+
+def signed_body(document: str, key: str) -> tuple[str, str]:
+    """The exact text of `key`'s object in a PCS answer `{"<key>":{...},"signature":"hex"}`
+    (what the signature covers, byte for byte) and the signature."""
+    prefix = '{"' + key + '":'
+    suffix_at = document.rindex(',"signature":"')
+    assert document.startswith(prefix) and document.endswith('"}')
+    body = document[len(prefix) : suffix_at]
+    assert json.loads(body) == json.loads(document)[key]
+    return body, json.loads(document)["signature"]
+
+
+def zkdcap_collateral(quote_name: str) -> str:
+    """The shipped pieces as one QuoteCollateralV3: the issuer chains end with the PCK Platform
+    CA and the root copy of the quote's own PCK chain (the same certificates Intel serves)."""
+    chain = pck_chain_from_quote(
+        parse_quote(read_quote_vector(quote_name), allow_zero_padding=True)
+    )
+    platform_ca, root = (c.public_bytes(Encoding.PEM).decode() for c in chain[1:3])
+    signer = read_vector(ZKDCAP_TCB_SIGNING_CERT).decode()
+    tcb_info, tcb_signature = signed_body(read_vector(ZKDCAP_TCB_INFO).decode(), "tcbInfo")
+    qe_identity, qe_signature = signed_body(
+        read_vector(ZKDCAP_QE_IDENTITY).decode(), "enclaveIdentity"
+    )
+    return json.dumps(
+        {
+            "pck_crl_issuer_chain": platform_ca + root,
+            "root_ca_crl": read_vector(ZKDCAP_ROOT_CA_CRL).hex(),
+            "pck_crl": read_vector(ZKDCAP_PCK_CRL).hex(),
+            "tcb_info_issuer_chain": signer + root,
+            "tcb_info": tcb_info,
+            "tcb_info_signature": tcb_signature,
+            "qe_identity_issuer_chain": signer + root,
+            "qe_identity": qe_identity,
+            "qe_identity_signature": qe_signature,
+        }
+    )
+
+
+def test_the_8000_byte_quote_verifies_out_of_date_as_dcap_qvl_verifies_it() -> None:
+    text = zkdcap_collateral(AUTOMATA_8000_QUOTE)
+    mine, theirs = verdicts(AUTOMATA_8000_QUOTE, text, ZKDCAP_INSIDE)
+    assert isinstance(mine, VerifiedQuote), mine
+    assert not isinstance(theirs, ValueError), theirs
+    assert (theirs.status, theirs.advisory_ids) == ("OutOfDate", ZKDCAP_ADVISORIES)
+    assert (mine.tcb_status, list(mine.advisory_ids)) == ("OutOfDate", ZKDCAP_ADVISORIES)
+    assert mine.ppid.value == bytes(theirs.ppid)
+    report = json.loads(theirs.to_json())["report"]["TD10"]
+    for field, ref_field in TD10_FIELDS.items():
+        assert getattr(mine.quote.body, field).hex() == report[ref_field], field
+
+
+def test_the_8000_byte_quote_is_refused_by_both_after_its_collateral_expired() -> None:
+    text = zkdcap_collateral(AUTOMATA_8000_QUOTE)
+    mine, theirs = verdicts(AUTOMATA_8000_QUOTE, text, ZKDCAP_AFTER)
+    assert isinstance(mine, CollateralExpiredError), mine
+    assert isinstance(theirs, ValueError)
+
+
+def test_the_zkdcap_quote_is_refused_by_both_for_its_td_attributes() -> None:
+    """The same FMSPC and collateral; its TD runs without SEPT_VE_DISABLE, which both refuse."""
+    text = zkdcap_collateral(ZKDCAP_QUOTE)
+    mine, theirs = verdicts(ZKDCAP_QUOTE, text, ZKDCAP_INSIDE)
+    assert isinstance(mine, TdAttributesRejected), mine
+    assert "SEPT_VE_DISABLE" in mine.reason
+    assert isinstance(theirs, ValueError)
+    assert "SEPT_VE_DISABLE" in str(theirs)

@@ -15,6 +15,8 @@ GCP_QUOTE = "gcp_cos113_quote.bin"
 GCP_CCEL = "gcp_cos113_ccel.bin"
 OUTDATED_V5_QUOTE = "dcapqvl_tdx_quote_v5_outdated.bin"
 OUTDATED_V5_COLLATERAL = "dcapqvl_tdx_quote_v5_outdated_collateral.json"
+ZKDCAP_QUOTE = "zkdcap_quote_v4.bin"
+AUTOMATA_8000_QUOTE = "automata_quote_tdx_8000.bin"
 SPR_E4_QUOTE = "gotdx_spr_e4_quote.bin"
 """go-tdx-guest appended 39 non-zero bytes after this quote (tests/test_real_quotes.py)."""
 
@@ -31,14 +33,35 @@ REAL_QUOTES = (
     "dcapqvl_tappd_quote.hex",
     "dcapqvl_tdx_quote.hex",
     "automata_alibaba_quote_v5.bin",
-    "automata_quote_tdx_8000.bin",
+    AUTOMATA_8000_QUOTE,
     "openenclave_tdx_quote_v4.bin",
     "openenclave_tdx_quote_v5.bin",
     "openenclave_tdx_quote_v5_seamldr5.bin",
+    ZKDCAP_QUOTE,
 )
 """Every real TDX quote that ships here (raw bytes, or hex text for the `.hex` files)."""
 
-SHIPPED = (*REAL_QUOTES, INTEL_COLLATERAL, OUTDATED_V5_COLLATERAL, GCP_CCEL)
+ZKDCAP_TCB_INFO = "zkdcap_tcbinfov3_00806f050000.json"
+ZKDCAP_QE_IDENTITY = "zkdcap_qeidentityv2_tdx.json"
+ZKDCAP_ROOT_CA_CRL = "zkdcap_intel_root_ca_crl.der"
+ZKDCAP_PCK_CRL = "zkdcap_pck_platform_crl.der"
+ZKDCAP_TCB_SIGNING_CERT = "zkdcap_tcb_signing_cert.pem"
+ZKDCAP_COLLATERAL = (
+    ZKDCAP_TCB_INFO,
+    ZKDCAP_QE_IDENTITY,
+    ZKDCAP_ROOT_CA_CRL,
+    ZKDCAP_PCK_CRL,
+    ZKDCAP_TCB_SIGNING_CERT,
+)
+"""Intel's collateral for FMSPC 00806F050000 in pieces, as PCS serves them (NOTICE)."""
+
+SHIPPED = (
+    *REAL_QUOTES,
+    INTEL_COLLATERAL,
+    OUTDATED_V5_COLLATERAL,
+    *ZKDCAP_COLLATERAL,
+    GCP_CCEL,
+)
 
 
 class MissingVectorError(FileNotFoundError):
