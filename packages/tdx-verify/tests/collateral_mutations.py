@@ -1,6 +1,7 @@
 """Mutations of a simulator's collateral for the differential test against dcap-qvl.
 
-A `Draft` holds the collateral of one `SimPlatform` as parts that can be changed: the TCB info
+A `Draft` holds the collateral of one test PKI (`Keys`: a `SimPlatform`'s, or the tests' `World`
+with Intel's TCB info layout) as parts that can be changed: the TCB info
 and QE identity as JSON objects, the two CRLs as their parameters (dates, revoked serials,
 signer), the three issuer chains as a choice of certificates, and how each signed JSON item is
 signed. `Draft.render()` signs what needs signing with the sim's keys (or the key a mutation
@@ -25,7 +26,6 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 from hypothesis import strategies as st
 
-from tdx_sim import SimPlatform
 from tdx_sim.pki import SimPki
 
 _SHA256 = ec.ECDSA(hashes.SHA256())
@@ -42,6 +42,31 @@ def iso(when: datetime) -> str:
 
 def pem(*certs: x509.Certificate) -> str:
     return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certs)
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The keys and certificates of a test PKI that collateral is signed with."""
+
+    root_key: ec.EllipticCurvePrivateKey
+    root_cert: x509.Certificate
+    platform_ca_key: ec.EllipticCurvePrivateKey
+    platform_ca_cert: x509.Certificate
+    tcb_signing_key: ec.EllipticCurvePrivateKey
+    tcb_signing_cert: x509.Certificate
+    pck_cert: x509.Certificate
+
+    @classmethod
+    def of_sim(cls, pki: SimPki) -> Keys:
+        return cls(
+            pki.root_key,
+            pki.root_cert,
+            pki.platform_ca_key,
+            pki.platform_ca_cert,
+            pki.tcb_signing_key,
+            pki.tcb_signing_cert,
+            pki.pck_cert,
+        )
 
 
 @dataclass(frozen=True)
@@ -88,7 +113,7 @@ def _cert(
     )
 
 
-def make_foreign(pki: SimPki, now: datetime) -> Foreign:
+def make_foreign(pki: Keys, now: datetime) -> Foreign:
     """A root and a TCB signer with the sim's names but other keys (an impostor PKI)."""
     root_key = ec.generate_private_key(ec.SECP256R1())
     signer_key = ec.generate_private_key(ec.SECP256R1())
@@ -99,7 +124,7 @@ def make_foreign(pki: SimPki, now: datetime) -> Foreign:
 
 
 def reissued_signer(
-    pki: SimPki, now: datetime, *, not_before: timedelta, not_after: timedelta
+    pki: Keys, now: datetime, *, not_before: timedelta, not_after: timedelta
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     """A TCB signing certificate from the sim's root for a new key, valid `now + not_before`
     to `now + not_after`."""
@@ -150,7 +175,7 @@ class SignedPlan:
 
 @dataclass
 class Draft:
-    platform: SimPlatform
+    keys: Keys
     now: datetime
     foreign: Foreign
     tcb_info: dict[str, Any]
@@ -164,14 +189,13 @@ class Draft:
     qe_plan: SignedPlan = field(default_factory=SignedPlan)
 
     @classmethod
-    def of(cls, platform: SimPlatform, now: datetime, foreign: Foreign) -> Draft:
-        issued, next_update = now - timedelta(hours=1), now + timedelta(days=30)
-        tcb = platform.tcb_info(issued_at=issued, next_update=next_update)
-        qe = platform.qe_identity(issued_at=issued, next_update=next_update)
+    def of(cls, keys: Keys, now: datetime, tcb: dict[str, Any], qe: dict[str, Any]) -> Draft:
+        """The draft of valid collateral at `now`: `tcb` and `qe` (the TCB info and QE identity
+        objects) as given, CRLs issued an hour before and valid 30 days."""
         return cls(
-            platform,
+            keys,
             now,
-            foreign,
+            make_foreign(keys, now),
             tcb,
             qe,
             json.dumps(tcb, separators=(",", ":")),
@@ -180,7 +204,7 @@ class Draft:
 
     def copy(self) -> Draft:
         return Draft(
-            self.platform,
+            self.keys,
             self.now,
             self.foreign,
             copy.deepcopy(self.tcb_info),
@@ -197,7 +221,7 @@ class Draft:
     # -- rendering -------------------------------------------------------------------------------
 
     def _crl(self, plan: CrlPlan, issuer: x509.Certificate, own: ec.EllipticCurvePrivateKey) -> str:
-        pki = self.platform.pki
+        pki = self.keys
         key = {"own": own, "root": pki.root_key, "foreign": self.foreign.root_key}[plan.signer]
         builder = (
             x509.CertificateRevocationListBuilder()
@@ -217,7 +241,7 @@ class Draft:
 
     def _signed(self, plan: SignedPlan, text: str, original: str) -> tuple[str, str]:
         """(issuer chain PEM, signature hex) of `text` under `plan`."""
-        pki = self.platform.pki
+        pki = self.keys
         key: ec.EllipticCurvePrivateKey
         if plan.chain == "foreign":
             key, chain = self.foreign.signer_key, pem(self.foreign.signer, self.foreign.root)
@@ -249,7 +273,7 @@ class Draft:
 
     def render(self) -> dict[str, str]:
         """The collateral in dcap-qvl's QuoteCollateralV3 JSON form."""
-        pki = self.platform.pki
+        pki = self.keys
         tcb_text = json.dumps(self.tcb_info, separators=(",", ":"))
         qe_text = json.dumps(self.qe_identity, separators=(",", ":"))
         tcb_chain, tcb_sig = self._signed(self.tcb_plan, tcb_text, self.original_tcb_info)
@@ -288,7 +312,7 @@ class Change:
 
 
 def serials(draft: Draft) -> dict[str, int]:
-    pki = draft.platform.pki
+    pki = draft.keys
     return {
         "pck": pki.pck_cert.serial_number,
         "platform_ca": pki.platform_ca_cert.serial_number,

@@ -1,11 +1,14 @@
 """Differential testing of collateral: tdx-verify against dcap-qvl 0.7 on mutated collateral.
 
-A simulated platform (tdx-sim, one PKI for the module) gives a quote and its collateral; the
-hypothesis strategies of `collateral_mutations` change the TCB info (levels, SVNs, dates,
-statuses, advisory IDs, module identities, the signature and its chain), the QE identity, both
-CRLs and the issuer chains, re-signing with the sim's keys where the change is not to the
-signature itself. Both verifiers then judge the same quote and collateral at the same time,
-trusting the sim's root; tdx-verify under a policy accepting every status (but Revoked).
+A simulated platform (tdx-sim, one PKI for the module, a platform for each of four TCB statuses)
+gives a quote and its collateral, and so does the tests' `World` (conftest: a test PKI, the real
+Intel vector's TD report and its TCB info and QE identity, with two TDX module identities and
+Intel's advisory lists), the "intel_layout" base. The hypothesis strategies of
+`collateral_mutations` change the TCB info (levels, SVNs, dates, statuses, advisory IDs, module
+identities, the signature and its chain), the QE identity, both CRLs and the issuer chains,
+re-signing with the base's keys where the change is not to the signature itself. Both verifiers
+then judge the same quote and collateral at the same time, trusting the base's root;
+tdx-verify under a policy accepting every status (but Revoked).
 
 They must agree: both refuse, or both accept with the same TCB status and advisory IDs. The only
 differences allowed are those packages/tdx-verify/README.md lists as deliberately stricter,
@@ -24,11 +27,13 @@ from typing import Any
 
 import dcap_qvl
 import pytest
-from collateral_mutations import CHANGES, Change, Draft, make_foreign
+from collateral_mutations import CHANGES, Change, Draft, Keys
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from verify_world import NOW as WORLD_NOW
+from verify_world import World
 
 from tdx_sim import SimOptions, SimPlatform
 from tdx_verify import (
@@ -47,6 +52,8 @@ NOW = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
 ANY_STATUS = Policy(accepted_tcb_statuses=None)
 README = Path(__file__).resolve().parents[1] / "README.md"
 BASE_STATUSES = ("UpToDate", "OutOfDate", "SWHardeningNeeded", "ConfigurationNeeded")
+INTEL_LAYOUT = "intel_layout"
+BASES = (*BASE_STATUSES, INTEL_LAYOUT)
 
 DIFFERENTIAL = settings(
     max_examples=2000,
@@ -59,33 +66,57 @@ DIFFERENTIAL = settings(
 
 @dataclass(frozen=True)
 class Base:
+    """A quote, the draft of its valid collateral, the time they are judged at, and the root
+    both verifiers trust (tdx-verify through `verifier`, shared so its caches stay warm)."""
+
     quote: bytes
     draft: Draft
-
-
-@dataclass(frozen=True)
-class SimWorld:
-    bases: dict[str, Base]
+    now: datetime
     root_der: bytes
     verifier: Verifier
 
-    def __repr__(self) -> str:  # a falsifying example names the changes, not these bytes
+
+def _base(quote: bytes, draft: Draft, root: x509.Certificate) -> Base:
+    root_pem = root.public_bytes(Encoding.PEM)
+    verifier = Verifier(root_ca_pem=root_pem, policy=ANY_STATUS)
+    return Base(quote, draft, draft.now, root.public_bytes(Encoding.DER), verifier)
+
+
+class SimWorld:
+    """The bases by name (a plain class: a falsifying example names its changes and base, not
+    the bytes of every quote and key, which hypothesis would print for a dataclass)."""
+
+    def __init__(self, bases: dict[str, Base]) -> None:
+        self.bases = bases
+
+    def __repr__(self) -> str:
         return f"SimWorld(bases={sorted(self.bases)})"
 
 
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> SimWorld:
+def sim(tmp_path_factory: pytest.TempPathFactory, world: World) -> SimWorld:
     state_dir = tmp_path_factory.mktemp("sim-state")
+    issued, next_update = NOW - timedelta(hours=1), NOW + timedelta(days=30)
     bases = {}
     for status in BASE_STATUSES:
         platform = SimPlatform(state_dir, SimOptions(tcb_status=status), now=NOW)
-        bases[status] = Base(
-            platform.quote(bytes(range(64))),
-            Draft.of(platform, NOW, make_foreign(platform.pki, NOW)),
-        )
-    root_pem = bases["UpToDate"].draft.platform.root_ca_pem
-    root_der = x509.load_pem_x509_certificate(root_pem).public_bytes(Encoding.DER)
-    return SimWorld(bases, root_der, Verifier(root_ca_pem=root_pem, policy=ANY_STATUS))
+        keys = Keys.of_sim(platform.pki)
+        tcb = platform.tcb_info(issued_at=issued, next_update=next_update)
+        qe = platform.qe_identity(issued_at=issued, next_update=next_update)
+        draft = Draft.of(keys, NOW, tcb, qe)
+        bases[status] = _base(platform.quote(bytes(range(64))), draft, keys.root_cert)
+    keys = Keys(
+        world.root_key,
+        world.root,
+        world.pck_ca_key,
+        world.pck_ca,
+        world.tcb_key,
+        world.tcb_signer,
+        world.pck_leaf,
+    )
+    draft = Draft.of(keys, WORLD_NOW, world.tcb_info_dict(), world.qe_identity_dict())
+    bases[INTEL_LAYOUT] = _base(world.quote(), draft, world.root)
+    return SimWorld(bases)
 
 
 @dataclass(frozen=True)
@@ -94,20 +125,23 @@ class Verdicts:
     theirs: tuple[str, tuple[str, ...]] | str
 
 
-def verdicts(sim: SimWorld, quote: bytes, collateral: dict[str, str]) -> Verdicts:
+def verdicts(base: Base, collateral: dict[str, str]) -> Verdicts:
     """Both verdicts. Anything tdx-verify raises that is not a VerificationError propagates and
     fails the test: every refusal must be one of the library's named errors."""
     text = json.dumps(collateral)
     ours: tuple[str, tuple[str, ...]] | VerificationError
     theirs: tuple[str, tuple[str, ...]] | str
     try:
-        got = sim.verifier.verify(quote, Collateral.from_json(text), now=NOW)
+        got = base.verifier.verify(base.quote, Collateral.from_json(text), now=base.now)
         ours = (got.tcb_status, got.advisory_ids)
     except VerificationError as exc:
         ours = exc
     try:
         report = dcap_qvl.verify_with_root_ca(
-            quote, dcap_qvl.QuoteCollateralV3.from_json(text), sim.root_der, int(NOW.timestamp())
+            base.quote,
+            dcap_qvl.QuoteCollateralV3.from_json(text),
+            base.root_der,
+            int(base.now.timestamp()),
         )
         theirs = (report.status, tuple(report.advisory_ids))
     except ValueError as exc:
@@ -188,6 +222,15 @@ KNOWN_STRICTER: dict[str, Known] = {
         _tcb_info_version_above_3,
         lambda e: isinstance(e, CollateralFormatError) and "version is" in e.reason,
     ),
+    "tcb.tdxModuleIdentities": Known(
+        "a malformed TDX module identity that the quote's module does not use",
+        lambda d: True,
+        lambda e: (
+            isinstance(e, CollateralFormatError)
+            and e.step == "tcb_info"
+            and "tdxModuleIdentities[" in e.reason
+        ),
+    ),
     "qe.level.tcbStatus": Known(
         "a QE identity level whose status is `ConfigurationNeeded` or",
         _qe_level_configuration_status,
@@ -218,7 +261,7 @@ def check(sim: SimWorld, base: str, changes: list[Change]) -> Verdicts:
     draft = sim.bases[base].draft.copy()
     for change in changes:
         change.apply(draft)
-    v = verdicts(sim, sim.bases[base].quote, draft.render())
+    v = verdicts(sim.bases[base], draft.render())
     what = f"{base} platform, " + " | ".join(map(str, changes))
     if not isinstance(v.ours, VerificationError):
         assert not isinstance(v.theirs, str), (
@@ -240,7 +283,7 @@ def check(sim: SimWorld, base: str, changes: list[Change]) -> Verdicts:
 
 @DIFFERENTIAL
 @given(
-    base=st.sampled_from(BASE_STATUSES),
+    base=st.sampled_from(BASES),
     changes=st.lists(CHANGES, min_size=1, max_size=3),
 )
 def test_mutated_collateral_gets_the_same_verdict_from_both(
@@ -250,8 +293,9 @@ def test_mutated_collateral_gets_the_same_verdict_from_both(
 
 
 def test_the_unmutated_collateral_is_accepted_by_both_with_each_status(sim: SimWorld) -> None:
-    for status in BASE_STATUSES:
-        v = check(sim, status, [])
+    expected = {**{status: status for status in BASE_STATUSES}, INTEL_LAYOUT: "UpToDate"}
+    for base, status in expected.items():
+        v = check(sim, base, [])
         assert not isinstance(v.ours, VerificationError), v.ours
         assert v.ours[0] == status
 
