@@ -438,14 +438,14 @@ class CcelReplay:
         return not self.mismatched
 
     def to_object(self) -> list[dict[str, object]]:
-        """Per RTMR: the log's value, the quote's, whether it was compared and matched."""
+        """Per RTMR: the log's value, the quote's, whether it is compared, and whether equal."""
         return [
             {
                 "rtmr": i,
                 "log": self.replayed[i].hex(),
                 "quote": self.expected[i].hex(),
                 "compared": self.compared[i],
-                "matches": self.matched[i],
+                "equal": self.matched[i],
             }
             for i in range(RTMR_COUNT)
         ]
