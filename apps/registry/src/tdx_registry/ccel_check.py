@@ -155,7 +155,11 @@ def check_ccel(
     try:
         verify_ccel(received.log, rtmrs)
     except CcelReplayMismatchError as exc:
-        raise CcelRefused(f"ccel does not replay to the verified quote: {exc.reason}") from None
+        names = ", ".join(f"RTMR{index}" for index in exc.mismatched)
+        raise CcelRefused(
+            f"ccel does not replay to the verified quote's {names}: the log was altered, "
+            "truncated or belongs to another boot"
+        ) from None
     components = received.components
     if policy.kernels:
         if components.kernel is None:
