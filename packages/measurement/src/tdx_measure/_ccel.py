@@ -313,10 +313,22 @@ def _parse_spec_id(reader: _Reader) -> SpecIdEvent:
         raise CcelError(exc.reason, start) from None
 
 
+_FF_HEAD: Final = b"\xff" * 8
+_ZERO_HEAD: Final = bytes(8)
+
+
 def _is_padding(data: bytes, pos: int) -> bool:
-    """Whether the buffer ends at `pos`: nothing left, or only 0xFF or only zero bytes."""
+    """Whether the buffer ends at `pos`: nothing left, or only 0xFF or only zero bytes. The
+    whole rest is scanned only when it starts as padding would (8 bytes 0xFF or zero: an MR
+    index no record may carry, or MR index 0 with type 0, which is refused too), so the scan
+    runs at most once per parse, never once per record."""
+    if pos >= len(data):
+        return True
+    head = data[pos : pos + 8]
+    if head not in (_FF_HEAD[: len(head)], _ZERO_HEAD[: len(head)]):
+        return False
     rest = data[pos:]
-    return not rest or rest.count(0xFF) == len(rest) or rest.count(0) == len(rest)
+    return rest.count(head[0]) == len(rest)
 
 
 def _parse_event(reader: _Reader, spec: SpecIdEvent) -> CcelEvent:
