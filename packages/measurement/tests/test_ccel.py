@@ -384,3 +384,56 @@ def test_efi_stub_components_without_grub() -> None:
     assert components.cmdline.text is None
     assert components.cmdline.sha384 == hashlib.sha384(b"c\x00o\x00").digest()
     assert [i.sha384 for i in components.initrds] == [hashlib.sha384(b"initrd").digest()]
+
+
+def test_grub_components_are_taken_by_position_not_by_label() -> None:
+    """Event data is not covered by the digests: a label moved to another event does not move
+    the kernel. The kernel is the file event right after the checked `linux` command, the
+    command line the checked `kernel_cmdline` right after it."""
+    honest = [
+        _file("/boot/vmlinuz", b"pinned kernel"),  # read earlier, e.g. by another command
+        _grub("grub_cmd: linux /boot/vmlinuz root=/dev/vda1"),
+        _file("/boot/other", b"booted kernel"),  # relabelled: its label names no kernel
+        _grub("kernel_cmdline: /boot/vmlinuz root=/dev/vda1"),
+    ]
+    components = boot_components(CcelLog.of(honest))
+    assert components.kernel is None and components.cmdline is None
+    relabelled = [*honest[:2], _file("/boot/vmlinuz", b"booted kernel"), honest[3]]
+    components = boot_components(CcelLog.of(relabelled))
+    assert components.kernel is not None and components.cmdline is not None
+    assert components.kernel.sha384 == hashlib.sha384(b"booted kernel").digest()
+    assert components.kernel.event == 3
+    # A later linux command replaces the earlier one; a kernel_cmdline elsewhere is not taken.
+    later = [
+        *relabelled,
+        _grub("grub_cmd: linux /boot/vmlinuz.new quiet"),
+        _file("/boot/vmlinuz.new", b"newer kernel"),
+        _grub("grub_cmd: set x=1"),
+        _grub("kernel_cmdline: /boot/vmlinuz.new quiet"),
+    ]
+    components = boot_components(CcelLog.of(later))
+    assert components.kernel is not None
+    assert components.kernel.sha384 == hashlib.sha384(b"newer kernel").digest()
+    assert components.cmdline is None
+
+
+def test_an_initrd_command_takes_exactly_its_files() -> None:
+    base = [
+        _grub("grub_cmd: linux /boot/vmlinuz"),
+        _file("/boot/vmlinuz", b"kernel"),
+        _grub("kernel_cmdline: /boot/vmlinuz"),
+        _grub("grub_cmd: initrd /boot/a.img /boot/b.img"),
+    ]
+    two = [*base, _file("/boot/a.img", b"a"), _file("/boot/b.img", b"b")]
+    assert [i.sha384 for i in boot_components(CcelLog.of(two)).initrds] == [
+        hashlib.sha384(b"a").digest(),
+        hashlib.sha384(b"b").digest(),
+    ]
+    # One file missing (the command failed), a grub command in a file's place, a wrong label:
+    # no initrd is derived.
+    for events in (
+        [*base, _file("/boot/a.img", b"a")],
+        [*base, _file("/boot/a.img", b"a"), _grub("grub_cmd: boot")],
+        [*base, _file("/boot/a.img", b"a"), _file("/boot/c.img", b"c")],
+    ):
+        assert boot_components(CcelLog.of(events)).initrds == ()

@@ -402,16 +402,70 @@ def _checked_grub_text(event: CcelEvent, number: int, prefix: str) -> str | None
     return text
 
 
-def _file_event(events: tuple[CcelEvent, ...], after: int, path: str) -> MeasuredFile | None:
-    """The first EV_IPL event after event number `after` whose text is `path` (grub measures
-    each file it reads under its name)."""
-    for number in range(after + 1, len(events) + 1):
-        event = events[number - 1]
-        if event.event_type == EV_IPL:
-            decoded = _ipl_text(event.data)
-            if decoded is not None and decoded.text == path:
-                return MeasuredFile(event.sha384, path, number)
+def _grub_string(event: CcelEvent, number: int) -> tuple[str, str] | None:
+    """(prefix, text) when the event is one of grub's strings (`grub_cmd: ` or
+    `kernel_cmdline: `), checked against its digest; None for any other event."""
+    for prefix in (_GRUB_CMD, _GRUB_CMDLINE):
+        text = _checked_grub_text(event, number, prefix)
+        if text is not None:
+            return prefix, text
     return None
+
+
+def _file_at(events: list[tuple[int, CcelEvent]], index: int, path: str) -> MeasuredFile | None:
+    """The file grub measured at `index` of the RTMR2 events for the command that named `path`:
+    an EV_IPL event labelled with that path (an honest grub labels it so)."""
+    number, event = events[index]
+    decoded = _ipl_text(event.data) if event.event_type == EV_IPL else None
+    if decoded is None or decoded.text != path:
+        return None
+    return MeasuredFile(event.sha384, path, number)
+
+
+def _grub_components(
+    events: tuple[CcelEvent, ...],
+) -> tuple[MeasuredFile | None, MeasuredCmdline | None, list[MeasuredFile], bool]:
+    """Kernel, command line and initrds of the last `linux` command grub ran, by position among
+    the RTMR2 events: grub measures `grub_cmd: linux PATH ...`, then the file PATH, then
+    `kernel_cmdline: ...`; `grub_cmd: initrd P1 .. Pn`, then the n files. Paths come from the
+    checked command text; the file events must carry them as labels and must not be grub
+    strings. Also whether grub ran a `linux` command at all."""
+    rtmr2 = [(n, e) for n, e in enumerate(events, start=1) if e.rtmr == 2]
+    strings = [_grub_string(e, n) for n, e in rtmr2]
+    kernel: MeasuredFile | None = None
+    cmdline: MeasuredCmdline | None = None
+    initrds: list[MeasuredFile] = []
+    seen_linux = False
+    i = 0
+    while i < len(rtmr2):
+        string = strings[i]
+        words = string[1].split() if string is not None and string[0] == _GRUB_CMD else []
+        if len(words) >= 2 and words[0] in _GRUB_LINUX:
+            seen_linux = True
+            kernel, cmdline, initrds = None, None, []
+            if i + 1 < len(rtmr2) and strings[i + 1] is None:
+                kernel = _file_at(rtmr2, i + 1, words[1])
+                i += 1
+                following = strings[i + 1] if i + 1 < len(rtmr2) else None
+                if kernel is not None and following is not None and following[0] == _GRUB_CMDLINE:
+                    number, event = rtmr2[i + 1]
+                    cmdline = MeasuredCmdline(event.sha384, following[1], number)
+                    i += 1
+        elif len(words) >= 2 and words[0] in _GRUB_INITRD:
+            paths = words[1:]
+            span = range(i + 1, i + 1 + len(paths))
+            found = (
+                [_file_at(rtmr2, j, path) for j, path in zip(span, paths, strict=True)]
+                if span.stop <= len(rtmr2) and all(strings[j] is None for j in span)
+                else []
+            )
+            initrds = [item for item in found if item is not None]
+            if len(initrds) != len(paths):
+                initrds = []
+            else:
+                i += len(paths)
+        i += 1
+    return kernel, cmdline, initrds, seen_linux
 
 
 def boot_components(log: CcelLog) -> BootComponents:
@@ -436,19 +490,14 @@ def boot_components(log: CcelLog) -> BootComponents:
             elif isinstance(tag, TaggedEvent) and tag.tag_id == LINUX_LOAD_OPTIONS_TAG:
                 cmdline = MeasuredCmdline(event.sha384, None, number)
                 stub_tags = True
-        command = _checked_grub_text(event, number, _GRUB_CMD)
-        if command is not None:
-            words = command.split()
-            if len(words) >= 2 and words[0] in _GRUB_LINUX:
-                kernel = _file_event(events, number, words[1])
-                initrds = []
-            elif words and words[0] in _GRUB_INITRD:
-                found = [_file_event(events, number, path) for path in words[1:]]
-                initrds = [item for item in found if item is not None]
-        text = _checked_grub_text(event, number, _GRUB_CMDLINE)
-        if text is not None:
-            cmdline = MeasuredCmdline(event.sha384, text, number)
-    if kernel is None and stub_tags and apps:
+    grub_kernel, grub_cmdline, grub_initrds, grub_linux = _grub_components(events)
+    if grub_linux:
+        # The Linux EFI stub that grub started may measure the initrd and the command line
+        # itself (tagged events): they count when grub's own measurements do not name them.
+        kernel = grub_kernel
+        cmdline = grub_cmdline if grub_cmdline is not None else cmdline
+        initrds = grub_initrds if grub_initrds else initrds
+    elif stub_tags and apps:
         # No grub: the firmware (or shim) started the kernel's EFI stub, the last application.
         kernel = apps.pop()
     return BootComponents(tuple(apps), kernel, cmdline, tuple(initrds))
