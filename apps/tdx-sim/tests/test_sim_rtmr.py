@@ -20,7 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tdx_measure import extend as measure_extend
+from tdx_measure import parse_ccel
 from tdx_quote import parse_quote
+from tdx_sim.ccel import SIM_CCEL
 from tdx_sim.platform import SimOptions, SimPlatform
 from tdx_sim.rtmr import (
     BOOT_RTMRS,
@@ -65,9 +67,13 @@ def acknowledged_order(start: bytes, acks: list[tuple[bytes, bytes]]) -> list[by
 
 def test_a_fresh_td_has_the_boot_measurements_and_a_zero_rtmr3() -> None:
     assert SimRtmrs().read() == BOOT_RTMRS
-    assert BOOT_RTMRS[:3] == tuple(
-        hashlib.sha384(f"tdx-sim RTMR{i}".encode()).digest() for i in range(3)
-    )
+    # RTMR0-2 are the replay of the simulated TD's CCEL boot log (test_sim_ccel.py), each
+    # register SHA-384-extended from zero with its events' digests in order.
+    registers = [ZERO] * 3
+    for event in parse_ccel(SIM_CCEL).events:
+        if event.rtmr is not None:
+            registers[event.rtmr] = hashlib.sha384(registers[event.rtmr] + event.sha384).digest()
+    assert BOOT_RTMRS[:3] == tuple(registers)
     assert BOOT_RTMRS[3] == ZERO
 
 

@@ -251,6 +251,18 @@ def test_a_build_id_note_longer_than_an_event_holds_is_not_an_elf() -> None:
     assert list(_build_ids([longest])) == [b"\x01" * 64]
 
 
+def test_a_seek_the_kernel_refuses_is_not_an_elf(tmp_path: Path) -> None:
+    # Found by the property test above: e_shoff's low byte set to 1 (conmon of Debian 12) made
+    # pyelftools seek to an offset the kernel refuses (OSError EINVAL), which was reported as
+    # an unreadable file instead of a malformed ELF.
+    mutated = bytearray(SMALL_ELF.read_bytes())
+    mutated[0x28] = 1  # ELFCLASS64: e_shoff is the 8 bytes at 0x28
+    path = tmp_path / "mutated"
+    path.write_bytes(bytes(mutated))
+    with pytest.raises(NotAnElfError, match="malformed ELF"):
+        measure_executable(path, "conmon")
+
+
 def test_find_helper_resolves_through_the_search_path(tmp_path: Path) -> None:
     (tmp_path / "my-runtime").symlink_to(SMALL_ELF)
     assert find_helper("my-runtime", search_path=str(tmp_path)) == SMALL_ELF

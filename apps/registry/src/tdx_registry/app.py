@@ -169,6 +169,7 @@ def create_app(
             allow_missing_event_log=settings.allow_missing_event_log,
             accept_v1=settings.accept_v1_registrations,
             clock=clock,
+            ccel_policy=settings.ccel_policy,
         )
         app.ctx.services = Services(
             store=the_store,

@@ -7,6 +7,7 @@
 | `SignatureError`, any other `VerificationError` (named step), `BindingError` | 401 |
 | `ReplayMismatchError`, `PolicyViolationError`, `EventLogRequired`, `IdentityEventMismatch` | 401 |
 | `ChallengeRefused`, `V1RegistrationRefused`, `PossessionRefused` | 401 |
+| `CcelRefused` (no replay to RTMR0-2, a kernel or command-line pin refused, none given) | 401 |
 | `RegistrationConflict` | 403 |
 | `PccsError` (collateral could not be fetched) | 502 |
 | `StoreBusy` (SQLite locked by another writer past the busy timeout) | 503, `Retry-After` |
@@ -39,6 +40,7 @@ from tdx_service_kit import (
 )
 from tdx_verify import PccsError, QuoteParseError, VerificationError
 
+from .ccel_check import CcelRefused
 from .challenges import ChallengeRefused, ChallengesExhausted
 from .log_store import LogRangeError
 from .registration import (
@@ -66,6 +68,7 @@ MAPPED_ERRORS: tuple[type[Exception], ...] = (
     StoreError,
     ChallengeRefused,
     ChallengesExhausted,
+    CcelRefused,
     LogArgumentError,
     LogRangeError,
     MerkleArgumentError,
@@ -92,6 +95,8 @@ def api_error_for(exc: Exception) -> ApiError | None:
         return Unauthorized(f"identity signature check failed: {exc}")
     if isinstance(exc, VerificationError):
         return Unauthorized(f"quote verification failed at {exc.step}: {exc.reason}")
+    if isinstance(exc, CcelRefused):
+        return Unauthorized(exc.reason)
     if isinstance(exc, PccsError):
         log.warning("PCCS fetch failed", extra={"reason": str(exc)})
         return UpstreamError(f"could not fetch collateral from the PCCS: {exc}")

@@ -117,6 +117,12 @@ class InstanceRecord:
     for a record not stored yet, or stored before the log and not yet appended."""
 
     verdict_history: tuple[PastVerdict, ...] = ()
+    ccel: bytes | None = None
+    """The firmware's CCEL event log (without its padding) that replayed to this quote's
+    RTMR0-2, or None when the registration came without one (`ccel_check`)."""
+    ccel_summary: str | None = None
+    """That log's event count and measured boot components, canonical JSON text
+    (`{"components": ..., "events": N}`), stored with it so that reading a record parses no log."""
 
     def with_verdict(self, verdict: Verdict, *, now: datetime) -> InstanceRecord:
         """This record with `verdict`, the current one pushed into the history when `verdict`

@@ -10,9 +10,11 @@ event log is present if the measurement policy needs one (401) → the quote (DC
 under SKIP_TDX_AUTH) → its report_data commits to exactly this request (401) → its PPID is the
 request's PPID (401) → the event log replays to the quote's RTMR3, the measurement policy
 accepts its events, and its latest operator/owner identity events (when it has them) name the
-request's identities (401) → in one transaction, a known instance keeps its PPID, operator and
-owner (403) and never goes back (403), else the record is written or refreshed (a replaced event
-log goes to the record's history).
+request's identities (401) → the ccel, when present (or required by a kernel or command-line
+pin), replays to the quote's RTMR0-2 and the pins accept it (`ccel_check`, 401) → in one
+transaction, a known instance keeps its PPID, operator and owner (403) and never goes back
+(403), else the record is written or refreshed (a replaced event log goes to the record's
+history).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from tdx_report_data import (
 )
 from tdx_service_kit import BadRequest, require_hex
 
+from .ccel_check import CcelPolicy, ReceivedCcel, check_ccel, parse_ccel_field
 from .challenges import NONCE_LEN, ChallengeRefused, Challenges
 from .challenges import REFUSED as CHALLENGE_REFUSED
 from .records import InstanceRecord
@@ -71,6 +74,7 @@ REQUEST_FIELDS = frozenset(
         "event_log",
         "challenge",
         "instance_signature",
+        "ccel",
     }
 )
 EVENT_LOG_HISTORY_LIMIT = 64
@@ -129,6 +133,7 @@ class RegistrationRequest:
     event_log: EventLog | None = None
     challenge: bytes | None = None
     instance_signature: bytes | None = None
+    ccel: ReceivedCcel | None = None
 
     @property
     def binding_version(self) -> int:
@@ -204,7 +209,15 @@ def parse_registration(body: Mapping[str, Any]) -> RegistrationRequest:
         challenge = require_hex(body, "challenge", length=NONCE_LEN)
         signature = require_hex(body, "instance_signature", length=ED25519_SIGNATURE_LEN)
     return RegistrationRequest(
-        instance_pubkey, ppid, quote, operator, owner, event_log, challenge, signature
+        instance_pubkey,
+        ppid,
+        quote,
+        operator,
+        owner,
+        event_log,
+        challenge,
+        signature,
+        parse_ccel_field(body),
     )
 
 
@@ -345,6 +358,7 @@ class Registrar:
         allow_missing_event_log: bool = False,
         accept_v1: bool = False,
         clock: Callable[[], datetime] = _utc_now,
+        ccel_policy: CcelPolicy | None = None,
     ) -> None:
         self._verifier = verifier
         self._store = store
@@ -357,6 +371,7 @@ class Registrar:
             self._measurement_policy
         )
         self._clock = clock
+        self._ccel_policy = CcelPolicy() if ccel_policy is None else ccel_policy
 
     @property
     def event_log_required(self) -> bool:
@@ -458,6 +473,7 @@ class Registrar:
             verified = verify_log(request.event_log, checked.rtmr3)
             check_log(verified, self._measurement_policy)
             check_logged_identities(verified, request)
+        ccel = check_ccel(request.ccel, checked.rtmrs, self._ccel_policy)
         now = self._clock()
         new = InstanceRecord(
             instance_pubkey=request.instance_pubkey,
@@ -474,6 +490,8 @@ class Registrar:
             binding_version=request.binding_version,
             challenge=request.challenge,
             proof_of_possession=request.instance_signature,
+            ccel=None if ccel is None else ccel.log,
+            ccel_summary=None if ccel is None else ccel.summary,
         )
         return await self._store.register(
             request.instance_pubkey,

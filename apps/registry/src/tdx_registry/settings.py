@@ -37,6 +37,7 @@ from tdx_verify import (
     require_td_image_pins,
 )
 
+from .ccel_check import CcelPolicy, CcelPolicyError
 from .challenges import (
     DEFAULT_MAX_OUTSTANDING,
     MAX_TTL_SECONDS,
@@ -65,6 +66,15 @@ def default_log_key_path(database: DatabaseTarget) -> Path:
     return Path(LOG_KEY_FILE_NAME).resolve()
 
 
+REGISTRY_MAX_BODY_BYTES = 2 * 1024 * 1024
+"""The registry's default body limit: room for a registration's base64 `ccel` at its bound
+(`ccel_check.MAX_CCEL_BYTES`, 1 MiB decoded) beside the quote and the event log."""
+
+
+def _registry_limits() -> HttpLimits:
+    return HttpLimits(max_body_bytes=REGISTRY_MAX_BODY_BYTES)
+
+
 class SettingsError(ValueError):
     """A flag or environment variable has a value the registry cannot run with."""
 
@@ -82,8 +92,10 @@ class Settings:
     policy: Policy = field(default_factory=Policy)
     measurement_policy: MeasurementPolicy = field(default_factory=MeasurementPolicy)
     allow_missing_event_log: bool = False
+    ccel_policy: CcelPolicy = field(default_factory=CcelPolicy)
+    """`--pin-kernel` / `--pin-cmdline`: measured-boot pins on the registration's CCEL."""
     any_measurement: bool = False
-    limits: HttpLimits = field(default_factory=HttpLimits)
+    limits: HttpLimits = field(default_factory=_registry_limits)
     rate_limit: RateLimit | None = field(default_factory=RateLimit)
     log_level: str = "INFO"
     read_cache_ttl: float = DEFAULT_TTL_SECONDS
@@ -219,9 +231,25 @@ def build_parser() -> argparse.ArgumentParser:
         "[REGISTRY_ALLOWED_IMAGES, comma-separated]",
     )
     add(
+        "--pin-kernel",
+        action="append",
+        metavar="SHA384HEX",
+        help="accept only registrations whose CCEL measures one of these kernels (SHA-384 of "
+        "the kernel image as the log measures it; repeatable, alternatives; requires a ccel) "
+        "[REGISTRY_PIN_KERNEL, comma-separated]",
+    )
+    add(
+        "--pin-cmdline",
+        action="append",
+        metavar="SHA384HEX",
+        help="accept only registrations whose CCEL measures one of these kernel command lines "
+        "(SHA-384 as the log measures it; repeatable, alternatives; requires a ccel) "
+        "[REGISTRY_PIN_CMDLINE, comma-separated]",
+    )
+    add(
         "--max-body-bytes",
         type=int,
-        default=HttpLimits().max_body_bytes,
+        default=REGISTRY_MAX_BODY_BYTES,
         help="largest request body (default %(default)s)",
     )
     add(
@@ -429,6 +457,17 @@ def _measurement_policy(args: argparse.Namespace, env: Mapping[str, str]) -> Mea
         raise SettingsError(f"--pin-helper: {exc.reason}") from None
 
 
+def _ccel_policy(args: argparse.Namespace, env: Mapping[str, str]) -> CcelPolicy:
+    kernels = args.pin_kernel if args.pin_kernel else _split([env.get("REGISTRY_PIN_KERNEL", "")])
+    cmdlines = (
+        args.pin_cmdline if args.pin_cmdline else _split([env.get("REGISTRY_PIN_CMDLINE", "")])
+    )
+    try:
+        return CcelPolicy.from_hex(kernels, cmdlines)
+    except CcelPolicyError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 def _root_ca(path: str | None) -> bytes | None:
     if not path:
         return None
@@ -600,6 +639,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         policy=policy,
         any_measurement=any_measurement,
         measurement_policy=_measurement_policy(args, env),
+        ccel_policy=_ccel_policy(args, env),
         allow_missing_event_log=allow_missing_event_log,
         limits=limits,
         rate_limit=rate_limit,

@@ -30,7 +30,8 @@ consume=)`), so an accepted registration commits once.
 
 Schema: the columns `rtmr3`, `event_log`, `event_log_history`, `workload`, `ssh_host_key`,
 `binding_version`, `challenge`, `proof_of_possession`, `tcb_grace_until`,
-`verification_refused` and `verdict_history` were added after the first release as
+`verification_refused`, `verdict_history`, `ccel` and `ccel_summary` were added after the
+first release as
 optional (nullable) columns; there is no migration tooling yet, so a database created before
 them needs the `ALTER TABLE` statements of the README (Pony creates the `challenges` table).
 """
@@ -261,6 +262,8 @@ def _define_entities(db: Database) -> Any:
         tcb_grace_until = Optional(datetime, precision=6, nullable=True)
         verification_refused = Optional(str, nullable=True)
         verdict_history = Optional(Json, nullable=True)
+        ccel = Optional(bytes, nullable=True)
+        ccel_summary = Optional(str, nullable=True)
 
     class Challenge(db.Entity):  # type: ignore[misc]
         _table_ = "challenges"
@@ -389,6 +392,8 @@ def _to_record(row: Any, *, with_workload: bool = True) -> InstanceRecord:
         ),
         log_index=None if row.log_index is None else int(row.log_index),
         verdict_history=_stored_verdict_history(row.verdict_history),
+        ccel=None if row.ccel is None else bytes(row.ccel),
+        ccel_summary=row.ccel_summary,
     )
 
 
@@ -416,6 +421,8 @@ def _to_columns(record: InstanceRecord) -> dict[str, Any]:
         "tcb_grace_until": _optional_naive(record.verdict.tcb_grace_until),
         "verification_refused": record.verdict.refused,
         "verdict_history": [_past_verdict_object(past) for past in record.verdict_history],
+        "ccel": record.ccel,
+        "ccel_summary": record.ccel_summary,
     }
 
 

@@ -27,12 +27,13 @@ log = logging.getLogger("tdx_registry.verification")
 @dataclass(frozen=True)
 class CheckedQuote:
     """What the registry needs from a quote once it is accepted (or merely parsed, if skipped):
-    `rtmr3` is what an event log must replay to."""
+    `rtmr3` is what an event log must replay to, `rtmrs` (RTMR0-3) what a CCEL must."""
 
     report_data: bytes
     ppid: bytes
     rtmr3: bytes
     verdict: Verdict
+    rtmrs: tuple[bytes, ...] = ()
 
 
 class QuoteVerifier(Protocol):
@@ -124,6 +125,7 @@ class DcapQuoteVerifier:
                 rtmr3=rtmr3,
                 tcb_grace_until=verified.tcb_grace_until,
             ),
+            rtmrs=verified.quote.body.rtmrs,
         )
 
     async def aclose(self) -> None:
@@ -150,6 +152,7 @@ class UnsafeParseOnlyVerifier:
                 skipped=True,
                 rtmr3=parsed.body.rtmr3,
             ),
+            rtmrs=parsed.body.rtmrs,
         )
 
     async def aclose(self) -> None:

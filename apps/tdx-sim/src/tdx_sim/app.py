@@ -29,6 +29,7 @@ from tdx_service_kit import (
     require_hex,
 )
 
+from .ccel import SIM_CCEL
 from .platform import SimCollateral, SimOptions, SimPlatform, TcbRecoveryError
 from .rtmr import RtmrError
 
@@ -187,6 +188,10 @@ def create_app(settings: SimSettings) -> Sanic[Any, Any]:
             "rtmr extended", extra={"index": index, "digest": digest.hex(), "value": value.hex()}
         )
         return json({"index": index, "value": value.hex()})
+
+    @app.get("/ccel")
+    async def ccel(request: Request) -> HTTPResponse:
+        return raw(SIM_CCEL, content_type="application/octet-stream")
 
     @app.get("/rtmr")
     async def rtmr_read(request: Request) -> HTTPResponse:

@@ -7,18 +7,16 @@ Extends follow the TDX rule (`tdx_measure.extend`) and are serialized by a lock.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 
 from tdx_measure import REGISTER_SIZE, extend
 
-# What the simulated firmware, boot loader and kernel measured at boot: fixed and recognisable.
-BOOT_RTMRS: tuple[bytes, bytes, bytes, bytes] = (
-    hashlib.sha384(b"tdx-sim RTMR0").digest(),
-    hashlib.sha384(b"tdx-sim RTMR1").digest(),
-    hashlib.sha384(b"tdx-sim RTMR2").digest(),
-    bytes(REGISTER_SIZE),
-)
+from .ccel import SIM_BOOT_LOG
+
+# What the simulated firmware, boot loader and kernel measured at boot: the replay of the
+# simulated TD's CCEL boot log (`tdx_sim.ccel`), the same for every start.
+_BOOT = SIM_BOOT_LOG.replay()
+BOOT_RTMRS: tuple[bytes, bytes, bytes, bytes] = (_BOOT[0], _BOOT[1], _BOOT[2], bytes(REGISTER_SIZE))
 # The registers the running TD may extend; RTMR0 and RTMR1 stay the firmware's boot measurements.
 EXTENDABLE_RTMRS = (2, 3)
 

@@ -2,8 +2,29 @@
 RTMR extension rule and log replay, executable identity read with pyelftools, and a policy a
 verifier applies to a replayed log."""
 
+from tdx_measure._ccel import (
+    EVENT_TYPE_NAMES,
+    MAX_CCEL_BYTES,
+    SHA384_ONLY,
+    CcelEvent,
+    CcelLog,
+    CcelReplay,
+    SpecIdEvent,
+    parse_ccel,
+    replay_ccel,
+    verify_ccel,
+)
+from tdx_measure._ccel_decode import (
+    BootComponents,
+    MeasuredCmdline,
+    MeasuredFile,
+    boot_components,
+    decode_event_data,
+)
 from tdx_measure._elf import find_helper, measure_executable
 from tdx_measure._errors import (
+    CcelError,
+    CcelReplayMismatchError,
     EventLogError,
     ExecutableError,
     ExecutableUnreadableError,
@@ -48,9 +69,18 @@ from tdx_measure._rtmr import (
 
 __all__ = [
     "DOMAIN_TAG",
+    "EVENT_TYPE_NAMES",
+    "MAX_CCEL_BYTES",
     "REGISTER_SIZE",
+    "SHA384_ONLY",
     "ZERO_REGISTER",
+    "BootComponents",
     "BootEvent",
+    "CcelError",
+    "CcelEvent",
+    "CcelLog",
+    "CcelReplay",
+    "CcelReplayMismatchError",
     "ConfigEvent",
     "Event",
     "EventLog",
@@ -63,6 +93,8 @@ __all__ = [
     "IdentityEvent",
     "IdentityRole",
     "InvalidPolicyError",
+    "MeasuredCmdline",
+    "MeasuredFile",
     "MeasurementError",
     "MeasurementPolicy",
     "NotAnElfError",
@@ -70,13 +102,16 @@ __all__ = [
     "RegisterLengthError",
     "ReplayMismatchError",
     "RuntimeEvent",
+    "SpecIdEvent",
     "SshHostKeyEvent",
     "TlsKeyEvent",
     "Transition",
     "VerifiedLog",
     "WorkloadEvent",
+    "boot_components",
     "check_log",
     "decode_event",
+    "decode_event_data",
     "encode_event",
     "event_digest",
     "event_from_object",
@@ -84,7 +119,10 @@ __all__ = [
     "extend",
     "find_helper",
     "measure_executable",
+    "parse_ccel",
     "replay",
+    "replay_ccel",
     "ssh_ed25519_line",
+    "verify_ccel",
     "verify_log",
 ]

@@ -4,6 +4,7 @@ of exceptions on malformed input; both stop here."""
 
 from __future__ import annotations
 
+import errno
 import struct
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -94,7 +95,9 @@ def read_elf_identity(stream: BinaryIO) -> ElfIdentity:
         return _read(stream)
     except ElfParseFailure:
         raise
-    except OSError:
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:  # a seek to an offset the file's header made up
+            raise ElfParseFailure(f"malformed ELF: an offset past any file ({exc})") from None
         raise
     except _PARSE_ERRORS as exc:
         raise ElfParseFailure(f"malformed ELF: {type(exc).__name__}: {str(exc)[:200]}") from None

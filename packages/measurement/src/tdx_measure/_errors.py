@@ -22,6 +22,29 @@ class EventLogError(MeasurementError, ValueError):
     value, non-canonical encoding, or a log whose structure is wrong (no leading boot event)."""
 
 
+class CcelError(EventLogError):
+    """A CCEL (TCG2 crypto-agile firmware event log) is malformed: a length or count beyond the
+    buffer or its bounds, an unknown algorithm, a bad Spec ID event, or event data that does not
+    decode as its event type requires. `offset` is where in the buffer the fault is, or None."""
+
+    def __init__(self, reason: str, offset: int | None = None) -> None:
+        super().__init__(reason if offset is None else f"at byte {offset}: {reason}")
+        self.offset = offset
+
+
+class CcelReplayMismatchError(MeasurementError):
+    """A CCEL replays, but not to the RTMR values the quote reports; `mismatched` lists the
+    RTMR numbers (0..3) whose replayed value differs."""
+
+    def __init__(self, mismatched: tuple[int, ...]) -> None:
+        names = ", ".join(f"RTMR{index}" for index in mismatched)
+        super().__init__(
+            f"the CCEL event log does not replay to the quote's {names}: the log was altered, "
+            "truncated or belongs to another boot"
+        )
+        self.mismatched = mismatched
+
+
 class ReplayMismatchError(MeasurementError):
     """Replaying the log does not give the register value the quote reports."""
 

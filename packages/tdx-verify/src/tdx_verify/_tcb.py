@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,9 @@ KNOWN_TCB_STATUSES = frozenset(
         "Revoked",
     }
 )
+# The statuses Intel gives a QE identity or TDX module identity level (dcap-qvl refuses the
+# others in a TDX module identity; tdx-verify refuses them in both).
+MODULE_TCB_STATUSES = frozenset({"UpToDate", "OutOfDate", "Revoked"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +33,8 @@ class TcbLevel:
     tdx_components: tuple[int, ...]  # 16
     status: str
     advisory_ids: tuple[str, ...]
-    tcb_date: float | None  # None when missing or not a date (dcap-qvl does not read it)
+    tcb_date: float | None  # for the TCB grace: None when not an RFC 3339 date in 1970-9000
+    tcb_date_valid: bool = True  # an RFC 3339 date from 1970 on (what dcap-qvl requires)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +43,7 @@ class ModuleLevel:
     status: str
     advisory_ids: tuple[str, ...]
     tcb_date: float | None
+    tcb_date_valid: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +83,38 @@ class QeIdentity:
 _EARLIEST_TCB_DATE = datetime(1970, 1, 1, tzinfo=UTC).timestamp()
 _LATEST_TCB_DATE = datetime(9000, 1, 1, tzinfo=UTC).timestamp()
 
+_RFC3339 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
+    r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))"
+)
+
+
+def rfc3339_timestamp(text: str) -> float | None:
+    """The POSIX time of an RFC 3339 date-time (section 5.6: `T`, `t` or a space between date
+    and time, `Z`, `z` or a numeric offset, optional fraction, second 60 for a leap second),
+    as dcap-qvl reads Intel's dates; None when `text` is not one or is before 1970."""
+    m = _RFC3339.fullmatch(text)
+    if m is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    leap = second == 60
+    if m.group(8) is None:
+        off_h, off_m = int(m.group(10)), int(m.group(11))
+        if off_h > 23 or off_m > 59:
+            return None
+        sign = 1 if m.group(9) == "+" else -1
+        offset = sign * (off_h * 3600 + off_m * 60)
+    else:
+        offset = 0
+    try:
+        when = datetime(year, month, day, hour, minute, 59 if leap else second, tzinfo=UTC)
+    except ValueError:
+        return None
+    stamp = when.timestamp() + (1 if leap else 0) - offset
+    if m.group(7):
+        stamp += float("0" + m.group(7))
+    return stamp if stamp >= _EARLIEST_TCB_DATE else None
+
 
 class _Reader:
     """Typed access to a JSON object that raises CollateralFormatError naming the field."""
@@ -113,37 +151,26 @@ class _Reader:
         return value
 
     def timestamp(self, key: str) -> float:
-        text = self.string(key)
-        try:
-            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise CollateralFormatError(self.step, f"{self.path}.{key} is not a date") from None
-        if when.tzinfo is None:
-            raise CollateralFormatError(self.step, f"{self.path}.{key} has no time zone")
-        return when.timestamp()
+        stamp = rfc3339_timestamp(self.string(key))
+        if stamp is None:
+            raise CollateralFormatError(
+                self.step, f"{self.path}.{key} is not an RFC 3339 date from 1970 on"
+            )
+        return stamp
 
-    def optional_timestamp(self, key: str) -> float | None:
-        """A date that only the TCB grace policy reads: None when missing or malformed (the
-        grace then does not apply), so collateral dcap-qvl accepts is never refused for it."""
-        value = self.obj.get(key)
-        if not isinstance(value, str):
-            return None
-        try:
-            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        if when.tzinfo is None:
-            return None
-        # Past these bounds a datetime cannot be moved by a grace or held in UTC.
-        stamp = when.timestamp()
-        return stamp if _EARLIEST_TCB_DATE <= stamp <= _LATEST_TCB_DATE else None
+    def tcb_date(self) -> tuple[float | None, bool]:
+        """A level's `tcbDate` (a string, required, as dcap-qvl requires it): its time for the
+        TCB grace (None when unreadable or past 9000: a datetime cannot be moved by a grace
+        there), and whether it is an RFC 3339 date from 1970 on, which dcap-qvl requires of the
+        level it matches (`check_matched_date`)."""
+        stamp = rfc3339_timestamp(self.string("tcbDate"))
+        if stamp is None:
+            return None, False
+        return (stamp if stamp <= _LATEST_TCB_DATE else None), True
 
-    def optional_integer(self, key: str) -> int | None:
-        return self.integer(key) if key in self.obj else None
-
-    def status(self, key: str) -> str:
+    def status(self, key: str, known: frozenset[str] = KNOWN_TCB_STATUSES) -> str:
         value = self.string(key)
-        if value not in KNOWN_TCB_STATUSES:
+        if value not in known:
             raise CollateralFormatError(self.step, f"{self.path}.{key} {value!r} is unknown")
         return value
 
@@ -185,18 +212,28 @@ def _components(r: _Reader, key: str) -> tuple[int, ...]:
 
 
 def _module_levels(r: _Reader) -> tuple[ModuleLevel, ...]:
+    """The levels of a QE identity or TDX module identity: statuses UpToDate, OutOfDate or
+    Revoked only (`MODULE_TCB_STATUSES`), a `tcbDate` string each."""
     levels = []
     for i, raw in enumerate(r.array("tcbLevels")):
         lv = _Reader(r.step, raw, f"{r.path}.tcbLevels[{i}]")
+        tcb_date, tcb_date_valid = lv.tcb_date()
         levels.append(
             ModuleLevel(
                 isv_svn=lv.child("tcb").integer("isvsvn"),
-                status=lv.status("tcbStatus"),
+                status=lv.status("tcbStatus", MODULE_TCB_STATUSES),
                 advisory_ids=lv.advisories(),
-                tcb_date=lv.optional_timestamp("tcbDate"),
+                tcb_date=tcb_date,
+                tcb_date_valid=tcb_date_valid,
             )
         )
     return tuple(levels)
+
+
+def _level_order(level: TcbLevel) -> tuple[tuple[int, ...], int, tuple[int, ...]]:
+    """Intel's order of TCB levels (its QVL keeps them in a set, highest first): SGX
+    components, then PCESVN, then TDX components, each compared in order."""
+    return level.sgx_components, level.pce_svn, level.tdx_components
 
 
 def _tdx_module(r: _Reader, with_levels: bool) -> TdxModule:
@@ -215,15 +252,18 @@ def parse_tcb_info(text: str) -> TcbInfo:
         raise CollateralFormatError("tcb_info", f"id is {r.string('id')!r}, expected 'TDX'")
     if r.integer("version") != 3:
         raise CollateralFormatError("tcb_info", f"version is {r.integer('version')}, expected 3")
+    r.integer("tcbType")  # required (dcap-qvl refuses TCB info without it); not interpreted
     identities: dict[str, TdxModule] = {}
     if "tdxModuleIdentities" in r.obj:
         for i, raw in enumerate(r.array("tdxModuleIdentities")):
             ident = _Reader(r.step, raw, f"tcbInfo.tdxModuleIdentities[{i}]")
-            identities[ident.string("id")] = _tdx_module(ident, with_levels=True)
+            # Matched case-insensitively, as dcap-qvl does; the first of equal names wins.
+            identities.setdefault(ident.string("id").upper(), _tdx_module(ident, True))
     levels = []
     for i, raw in enumerate(r.array("tcbLevels")):
         lv = _Reader(r.step, raw, f"tcbInfo.tcbLevels[{i}]")
         tcb = lv.child("tcb")
+        tcb_date, tcb_date_valid = lv.tcb_date()
         levels.append(
             TcbLevel(
                 sgx_components=_components(tcb, "sgxtcbcomponents"),
@@ -231,11 +271,15 @@ def parse_tcb_info(text: str) -> TcbInfo:
                 tdx_components=_components(tcb, "tdxtcbcomponents"),
                 status=lv.status("tcbStatus"),
                 advisory_ids=lv.advisories(),
-                tcb_date=lv.optional_timestamp("tcbDate"),
+                tcb_date=tcb_date,
+                tcb_date_valid=tcb_date_valid,
             )
         )
     if not levels:
         raise CollateralFormatError("tcb_info", "tcbInfo.tcbLevels is empty")
+    # Highest first in Intel's order, whatever the order of the JSON (a stable sort: of levels
+    # equal in every SVN the first listed is matched first).
+    levels.sort(key=_level_order, reverse=True)
     return TcbInfo(
         issue_date=r.timestamp("issueDate"),
         next_update=r.timestamp("nextUpdate"),
@@ -244,7 +288,7 @@ def parse_tcb_info(text: str) -> TcbInfo:
         tdx_module=_tdx_module(r.child("tdxModule"), with_levels=False),
         module_identities=identities,
         levels=tuple(levels),
-        evaluation_data_number=r.optional_integer("tcbEvaluationDataNumber"),
+        evaluation_data_number=r.integer("tcbEvaluationDataNumber"),
     )
 
 
@@ -268,7 +312,7 @@ def parse_qe_identity(text: str) -> QeIdentity:
         mr_signer=r.hexbytes("mrsigner", 32),
         isv_prod_id=r.integer("isvprodid"),
         levels=levels,
-        evaluation_data_number=r.optional_integer("tcbEvaluationDataNumber"),
+        evaluation_data_number=r.integer("tcbEvaluationDataNumber"),
     )
 
 
@@ -292,14 +336,21 @@ def match_qe_level(identity: QeIdentity, isv_svn: int) -> ModuleLevel:
 def match_platform_level(
     info: TcbInfo, sgx_svns: tuple[int, ...], pce_svn: int, tee_tcb_svn: bytes
 ) -> TcbLevel:
-    """The first TCB level that every SGX component, the PCESVN and every TDX component reach."""
+    """The first TCB level (in Intel's order, highest first) that every SGX component, the
+    PCESVN and the TDX components reach. With a TDX module of major version 1 or more
+    (tee_tcb_svn[1]), the module's own two bytes are judged by its identity's levels
+    (`match_tdx_module`), not here: only TDX components 2-15 are compared, as Intel's QVL and
+    dcap-qvl do. Its `tcbDate` must be an RFC 3339 date (`check_matched_date`)."""
+    first_tdx = 2 if tee_tcb_svn[1] > 0 else 0
     for level in info.levels:
         if pce_svn < level.pce_svn:
             continue
         if any(a < b for a, b in zip(sgx_svns, level.sgx_components, strict=True)):
             continue
-        if any(a < b for a, b in zip(tee_tcb_svn, level.tdx_components, strict=True)):
+        pairs = zip(tee_tcb_svn[first_tdx:], level.tdx_components[first_tdx:], strict=True)
+        if any(a < b for a, b in pairs):
             continue
+        check_matched_date(level, "the matched TCB level")
         return level
     raise TcbLevelError(
         "tcb_level",
@@ -312,13 +363,22 @@ def tdx_module_of(info: TcbInfo, tee_tcb_svn: bytes) -> tuple[str, TdxModule]:
     """The TDX module entry of `info` that applies to a module of this TEE TCB SVN, and its name
     (see `match_tdx_module`)."""
     version = tee_tcb_svn[1]
-    if version == 0 or not info.module_identities:
+    if version == 0:
         return "tdxModule", info.tdx_module
-    name = f"TDX_{version:02d}"
+    name = f"TDX_{version:02X}"
     found = info.module_identities.get(name)
     if found is None:
         raise TcbLevelError("tcb_level", f"TCB info has no TDX module identity {name}")
     return name, found
+
+
+def check_matched_date(level: TcbLevel | ModuleLevel, what: str) -> None:
+    """dcap-qvl reads the tcbDate of the TCB level and the TDX module level it matches, and
+    refuses the collateral when it is not an RFC 3339 date from 1970 on: so do we."""
+    if not level.tcb_date_valid:
+        raise CollateralFormatError(
+            "tcb_level", f"the tcbDate of {what} is not an RFC 3339 date from 1970 on"
+        )
 
 
 def match_tdx_module(
@@ -326,9 +386,10 @@ def match_tdx_module(
 ) -> ModuleLevel | None:
     """Check the TDX module's signer and attributes; its TCB level when the TCB info has one.
 
-    Module major version (tee_tcb_svn[1]) 0 or no `tdxModuleIdentities`: the top-level
-    `tdxModule` applies and carries no level. Otherwise identity "TDX_%02d" must exist and
-    tee_tcb_svn[0] (the module's ISVSVN) must reach one of its levels.
+    Module major version (tee_tcb_svn[1]) 0: the top-level `tdxModule` applies and carries no
+    level. Otherwise identity "TDX_%02X" (the version in hex, matched case-insensitively, as
+    Intel's QVL and dcap-qvl name it) must exist and tee_tcb_svn[0] (the module's ISVSVN) must
+    reach one of its levels, whose tcbDate must be an RFC 3339 date.
     """
     name, module = tdx_module_of(info, tee_tcb_svn)
     if mr_signer_seam != module.mr_signer:
@@ -343,6 +404,7 @@ def match_tdx_module(
         return None
     for level in module.levels:
         if tee_tcb_svn[0] >= level.isv_svn:
+            check_matched_date(level, f"the matched level of {name}")
             return level
     raise TcbLevelError(
         "tcb_level", f"TDX module ISVSVN {tee_tcb_svn[0]} is below every level of {name}"

@@ -440,6 +440,7 @@ class Verifier:
         check_not_revoked(
             leaf.serial_number, root_crl.revoked, step=step, what=name, crl="root CA CRL"
         )
+        _check_end_entity(leaf, step, name)
         return (cert_window(leaf, step, name, CollateralExpiredError),), p256_key(leaf, step, name)
 
     # -- step 4: the PCK chain in the quote, cached by its PEM bytes -------------------------
@@ -658,6 +659,18 @@ def _check_qe_identity(qe: QeReportCertData, identity: QeIdentity) -> ModuleLeve
     if report.attributes[0] & 0x02:
         raise QeIdentityError("qe_identity", "the quoting enclave runs in debug mode")
     return match_qe_level(identity, report.isv_svn)
+
+
+def _check_end_entity(cert: x509.Certificate, step: str, name: str) -> None:
+    """A signing certificate is an end entity: one whose basic constraints make it a CA (such
+    as the PCK Platform CA) does not sign TCB info or a QE identity (dcap-qvl refuses it too,
+    `CaUsedAsEndEntity`)."""
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return
+    if constraints.ca:
+        raise CollateralSignatureError(step, f"the {name} is a CA certificate, not a signer")
 
 
 def _tcb_status(

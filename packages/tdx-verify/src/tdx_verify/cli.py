@@ -3,6 +3,10 @@
 With `--event-log FILE` the verdict also says whether that RTMR3 event log (tdx-measure's
 `EventLog` JSON) replays to the verified quote's RTMR3; it is valid only if it does. That option
 needs tdx-measure (`pip install 'tdx-verify[event-log]'`); without it, it is a usage error.
+With `--ccel FILE` (the firmware's CCEL event log, as /sys/firmware/acpi/tables/data/CCEL holds
+it) the verdict's "ccel" member gives the replay of RTMR0-3 beside the quote's values and the
+measured boot components; a verified quote stays valid only if the log replays to its RTMR0-2
+(and RTMR3 when the log extends it). It needs tdx-measure too.
 Exit status: 0 valid, 1 invalid (any reason, including unreadable input), 2 usage error.
 """
 
@@ -31,7 +35,7 @@ from tdx_verify._tcb import KNOWN_TCB_STATUSES
 from tdx_verify._verifier import VerifiedQuote, Verifier
 
 if TYPE_CHECKING:
-    from tdx_measure import EventLog
+    from tdx_measure import CcelLog, EventLog
 
 _MAX_INPUT_BYTES = 8 * 1024 * 1024
 _HEX = frozenset(string.hexdigits.encode())
@@ -56,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
         "--event-log",
         metavar="FILE",
         help="RTMR3 event log (tdx-measure EventLog JSON) that must replay to the quote's RTMR3",
+    )
+    parser.add_argument(
+        "--ccel",
+        metavar="FILE",
+        help="the firmware's CCEL event log (TCG2 crypto-agile), replayed against RTMR0-2",
     )
     parser.add_argument("--now", type=int, metavar="UNIX", help="verification time (default now)")
     parser.add_argument(
@@ -184,6 +193,35 @@ def _with_event_log(
     return {**verdict, "event_log": report}
 
 
+def _load_ccel(path: str) -> tuple[CcelLog, dict[str, Any]]:
+    from tdx_verify import _ccel
+
+    try:
+        return _ccel.load(_read(path, "CCEL event log"))
+    except _ccel.MalformedCcel as exc:
+        raise _InputError(f"CCEL event log {path!r} is malformed: {exc}") from None
+
+
+def _with_ccel(
+    verdict: dict[str, Any],
+    result: VerifiedQuote | None,
+    ccel: tuple[CcelLog, dict[str, Any]] | None,
+    quote: bytes | None,
+) -> dict[str, Any]:
+    """The verdict with its "ccel" member: a verified quote stays valid only if the log replays
+    to its RTMR0-2 (and RTMR3 when the log extends RTMR3)."""
+    if ccel is None:
+        return {**verdict, "ccel": None}
+    from tdx_verify import _ccel
+
+    member, refusal = _ccel.report(ccel[0], ccel[1], result, quote)
+    if refusal is not None and result is not None and verdict["valid"]:
+        verdict = _verdict(
+            None, refusal, tcb_status=result.tcb_status, advisory_ids=result.advisory_ids
+        )
+    return {**verdict, "ccel": member}
+
+
 async def _via_pccs(verifier: Verifier, url: str, quote: bytes, now: datetime) -> VerifiedQuote:
     client = PccsClient(url)
     try:
@@ -221,16 +259,22 @@ def main(argv: list[str] | None = None) -> int:
         policy = _policy(args, parser)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
-    if args.event_log is not None and not _event_log_available():
-        sys.stderr.write(
-            "verify-quote: --event-log needs tdx-measure: pip install 'tdx-verify[event-log]'\n"
-        )
-        return 2
+    for option, value in (("--event-log", args.event_log), ("--ccel", args.ccel)):
+        if value is not None and not _event_log_available():
+            sys.stderr.write(
+                f"verify-quote: {option} needs tdx-measure: pip install 'tdx-verify[event-log]'\n"
+            )
+            return 2
     log: EventLog | None = None
+    ccel: tuple[CcelLog, dict[str, Any]] | None = None
+    quote: bytes | None = None
     result: VerifiedQuote | None = None
     try:
         if args.event_log is not None:
             log = _load_event_log(args.event_log)
+        if args.ccel is not None:
+            ccel = _load_ccel(args.ccel)
+            quote = _quote_bytes(_read(args.quote, "quote"))
         result = _run(args, policy)
         verdict = _verdict(result, None)
     except (TcbStatusRejected, AdvisoryDenied) as exc:
@@ -241,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         verdict = _verdict(None, f"{type(exc).__name__}: {exc}")
     if args.event_log is not None:
         verdict = _with_event_log(verdict, result, log)
+    if args.ccel is not None:
+        verdict = _with_ccel(verdict, result, ccel, quote)
     sys.stdout.write(json.dumps(verdict) + "\n")
     return 0 if verdict["valid"] else 1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json as json_module
 import re
 from datetime import datetime
 from typing import Any
@@ -14,7 +15,7 @@ from tdx_service_kit import BadRequest, NotFound
 
 from ..records import InstanceRecord, PastVerdict
 from ..services import services_of
-from ..store import RecordStore
+from ..store import RecordStore, StoreError
 
 _PUBKEY = re.compile(r"[0-9a-fA-F]{64}")
 JSON_CONTENT_TYPE = "application/json"
@@ -69,7 +70,19 @@ def record_json(record: InstanceRecord) -> dict[str, Any]:
             None if record.proof_of_possession is None else record.proof_of_possession.hex()
         ),
         "log_index": record.log_index,
+        "ccel": _ccel_json(record),
     }
+
+
+def _ccel_json(record: InstanceRecord) -> dict[str, Any] | None:
+    """The measured boot of the record's CCEL (`ccel_check.StoredCcel.summary`), or None."""
+    if record.ccel_summary is None:
+        return None
+    try:
+        summary: dict[str, Any] = json_module.loads(record.ccel_summary)
+    except ValueError as exc:
+        raise StoreError(f"the stored ccel summary does not decode: {exc}") from None
+    return summary
 
 
 async def _serialized_record(store: RecordStore, key: bytes) -> bytes | None:
