@@ -8,8 +8,8 @@ collateral and the time together (`encode` / `decode`):
 
 The seeds are the real Intel vector at its valid time and simulator quotes with their
 collateral (fuzz/seeds.py). Refusing is any `tdx_verify.VerificationError`. A verdict of
-"valid" (under a policy accepting every TCB status, debug TDs and any attributes, so that the
-two verifiers judge the same thing) must be dcap-qvl's verdict too: tdx-verify is never less
+"valid" (under a policy accepting every TCB status, so that the two verifiers judge the same
+thing) must be dcap-qvl's verdict too: tdx-verify is never less
 strict than the reference (its README lists where it is stricter, never the other way).
 """
 
@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from fuzz._harness import Finding, Harness
 from tdx_verify import Collateral, Policy, QuoteParseError, VerificationError, Verifier
 
-PERMISSIVE = Policy(accepted_tcb_statuses=None, allow_debug=True, require_sept_ve_disable=False)
+# Every TCB status (but Revoked, never accepted); debug TDs refused, as dcap-qvl refuses them.
+PERMISSIVE = Policy(accepted_tcb_statuses=None)
 _HEAD = struct.Struct(">QH")
 _QUOTE_LEN = struct.Struct(">I")
 
