@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 import atheris
+from atheris.import_hook import instrument_imports
 
 from fuzz._harness import PROJECT_PACKAGES
 from fuzz.harnesses import UnknownHarness, load
@@ -19,7 +20,7 @@ def main(argv: list[str]) -> None:
         print("usage: python -m fuzz NAME [libFuzzer flags] [CORPUS...]", file=sys.stderr)
         raise SystemExit(2)
     try:
-        with atheris.instrument_imports(include=list(PROJECT_PACKAGES)):
+        with instrument_imports(include=list(PROJECT_PACKAGES)):
             harness = load(argv[1])
     except UnknownHarness as exc:
         print(f"fuzz: {exc.args[0]}", file=sys.stderr)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from fuzz._harness import Harness
 from fuzz._collateral_base import intel_collateral, intel_verifier
+from fuzz._harness import Harness
 from tdx_verify import VerificationError
 from tdx_verify._collateral import crl_der
 
@@ -19,9 +19,12 @@ from tdx_verify._collateral import crl_der
 def target(data: bytes) -> None:
     if not data:
         return
-    which = "pck_crl" if data[0] % 2 == 0 else "root_ca_crl"
-    der = crl_der(data[1:], which)
-    intel_verifier()._verified_collateral(replace(intel_collateral(), **{which: der}))
+    base = intel_collateral()
+    if data[0] % 2 == 0:
+        collateral = replace(base, pck_crl=crl_der(data[1:], "pck_crl"))
+    else:
+        collateral = replace(base, root_ca_crl=crl_der(data[1:], "root_ca_crl"))
+    intel_verifier()._verified_collateral(collateral)
 
 
 HARNESS = Harness(

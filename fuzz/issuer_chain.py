@@ -18,8 +18,12 @@ from tdx_verify import VerificationError
 from tdx_verify._pccs import _chain
 
 PCK_CRL_HEADERS = ("SGX-PCK-CRL-Issuer-Chain",)
-SIGNING_HEADERS = ("TCB-Info-Issuer-Chain", "SGX-TCB-Info-Issuer-Chain",
-                   "SGX-Enclave-Identity-Issuer-Chain", "Enclave-Identity-Issuer-Chain")
+SIGNING_HEADERS = (
+    "TCB-Info-Issuer-Chain",
+    "SGX-TCB-Info-Issuer-Chain",
+    "SGX-Enclave-Identity-Issuer-Chain",
+    "Enclave-Identity-Issuer-Chain",
+)
 
 
 def encode(name: str, value: str) -> bytes:
@@ -39,8 +43,9 @@ def target(data: bytes) -> None:
         collateral = replace(intel_collateral(), pck_crl_issuer_chain=chain)
     else:
         chain = _chain(headers, *SIGNING_HEADERS)
-        collateral = replace(intel_collateral(), tcb_info_issuer_chain=chain,
-                             qe_identity_issuer_chain=chain)
+        collateral = replace(
+            intel_collateral(), tcb_info_issuer_chain=chain, qe_identity_issuer_chain=chain
+        )
     intel_verifier()._verified_collateral(collateral)
 
 

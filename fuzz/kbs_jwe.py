@@ -27,8 +27,13 @@ def tee_key() -> TeeKeyPair:
     private = ec.derive_private_key(int.from_bytes(TEE_KEY_D, "big"), ec.SECP256R1())
     key = ECKey.import_key(private)
     pub = key.as_dict(private=False)
-    jwk = {"kty": "EC", "crv": "P-256", "alg": "ECDH-ES+A256KW",
-           "x": str(pub["x"]), "y": str(pub["y"])}
+    jwk = {
+        "kty": "EC",
+        "crv": "P-256",
+        "alg": "ECDH-ES+A256KW",
+        "x": str(pub["x"]),
+        "y": str(pub["y"]),
+    }
     return TeeKeyPair(_private=key, public=TeePublicKey.from_jwk(jwk))
 
 

@@ -17,7 +17,9 @@ from fuzz._harness import Finding, Harness
 from tdx_quote import (
     MAX_QUOTE_SIZE,
     CertificationDataType,
-    QuoteFormatError, build_quote, parse_quote
+    QuoteFormatError,
+    build_quote,
+    parse_quote,
 )
 
 QE_REPORT = CertificationDataType.QE_REPORT_CERTIFICATION_DATA

@@ -55,9 +55,7 @@ def parse_output(name: str, text: str, returncode: int, seconds: float) -> Outco
     executed = _EXECUTED.findall(text)
     if executed:
         execs = int(executed[-1])
-    return Outcome(
-        name, execs, cov, ft, corp, tuple(_ARTIFACT.findall(text)), seconds, returncode
-    )
+    return Outcome(name, execs, cov, ft, corp, tuple(_ARTIFACT.findall(text)), seconds, returncode)
 
 
 def command(name: str, seconds: int, *, replay: bool) -> list[str]:
@@ -75,9 +73,7 @@ def command(name: str, seconds: int, *, replay: bool) -> list[str]:
         flags.append("-runs=0")
     else:
         flags.append(f"-max_total_time={seconds}")
-    return [
-        sys.executable, "-m", "fuzz", name, *flags, str(work / "corpus"), str(SEEDS / name)
-    ]
+    return [sys.executable, "-m", "fuzz", name, *flags, str(work / "corpus"), str(SEEDS / name)]
 
 
 def run_one(name: str, seconds: int, *, replay: bool) -> Outcome:
@@ -86,7 +82,11 @@ def run_one(name: str, seconds: int, *, replay: bool) -> Outcome:
     start = time.monotonic()
     with log_path.open("w") as log:
         proc = subprocess.run(
-            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False,
+            cmd,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
             env={**os.environ, "PYTHONHASHSEED": "0"},
         )
     outcome = parse_output(
@@ -117,15 +117,23 @@ def main(argv: Sequence[str]) -> int:
     if args.seconds < 1:
         parser.error("--seconds must be at least 1")
     outcomes = [run_one(n, args.seconds, replay=args.replay) for n in args.harness or MODULES]
-    print(f"{'harness':14} {'executions':>11} {'cov':>6} {'ft':>7} {'corpus':>7} "
-          f"{'seconds':>8}  findings")
+    print(
+        f"{'harness':14} {'executions':>11} {'cov':>6} {'ft':>7} {'corpus':>7} "
+        f"{'seconds':>8}  findings"
+    )
     for o in outcomes:
-        found = ", ".join(o.findings) if o.findings else ("none" if o.ok else f"exit {o.returncode}")
-        print(f"{o.name:14} {o.executions:11d} {o.coverage:6d} {o.features:7d} {o.corpus:7d} "
-              f"{o.seconds:8.1f}  {found}")
+        found = (
+            ", ".join(o.findings) if o.findings else ("none" if o.ok else f"exit {o.returncode}")
+        )
+        print(
+            f"{o.name:14} {o.executions:11d} {o.coverage:6d} {o.features:7d} {o.corpus:7d} "
+            f"{o.seconds:8.1f}  {found}"
+        )
     total = sum(o.executions for o in outcomes)
-    print(f"total executions: {total}; harnesses with findings: "
-          f"{sum(not o.ok for o in outcomes)} of {len(outcomes)}")
+    print(
+        f"total executions: {total}; harnesses with findings: "
+        f"{sum(not o.ok for o in outcomes)} of {len(outcomes)}"
+    )
     return 0 if all(o.ok for o in outcomes) else 1
 
 

@@ -70,10 +70,18 @@ def signed_response(member: str, body: str, signature_hex: str) -> bytes:
 def collateral_seeds(tag: str, collateral: dict[str, str]) -> None:
     """The PCCS answers of `collateral`. The crl and issuer_chain harnesses check theirs
     against the Intel collateral and root: only Intel's CRLs and chains are seeds there."""
-    write("tcb_info", f"{tag}.json",
-          signed_response("tcbInfo", collateral["tcb_info"], collateral["tcb_info_signature"]))
-    write("qe_identity", f"{tag}.json", signed_response(
-        "enclaveIdentity", collateral["qe_identity"], collateral["qe_identity_signature"]))
+    write(
+        "tcb_info",
+        f"{tag}.json",
+        signed_response("tcbInfo", collateral["tcb_info"], collateral["tcb_info_signature"]),
+    )
+    write(
+        "qe_identity",
+        f"{tag}.json",
+        signed_response(
+            "enclaveIdentity", collateral["qe_identity"], collateral["qe_identity_signature"]
+        ),
+    )
     if tag != "intel":
         return
     # The crl harness's first byte picks the CRL: even, the PCK CRL; odd, the root CA CRL.
@@ -81,14 +89,20 @@ def collateral_seeds(tag: str, collateral: dict[str, str]) -> None:
     write("crl", f"{tag}_pck.der", b"\x00" + pck)
     write("crl", f"{tag}_root.hex", b"\x01" + root.hex().encode())
     pem = base64.encodebytes(root).decode()
-    write("crl", f"{tag}_root.pem",
-          f"\x01-----BEGIN X509 CRL-----\n{pem}-----END X509 CRL-----\n".encode())
+    write(
+        "crl",
+        f"{tag}_root.pem",
+        f"\x01-----BEGIN X509 CRL-----\n{pem}-----END X509 CRL-----\n".encode(),
+    )
     for name, header in (
         ("pck_crl_issuer_chain", "SGX-PCK-CRL-Issuer-Chain"),
         ("tcb_info_issuer_chain", "TCB-Info-Issuer-Chain"),
     ):
-        write("issuer_chain", f"{tag}_{name}.txt",
-              issuer_chain.encode(header, url_quote(collateral[name], safe="")))
+        write(
+            "issuer_chain",
+            f"{tag}_{name}.txt",
+            issuer_chain.encode(header, url_quote(collateral[name], safe="")),
+        )
 
 
 def sim_cases(state: Path) -> Iterable[tuple[str, verify.Case, dict[str, str]]]:
@@ -109,25 +123,45 @@ def sim_cases(state: Path) -> Iterable[tuple[str, verify.Case, dict[str, str]]]:
 
 def event_log() -> EventLog:
     """A log with one event of every type."""
-    return EventLog.from_events([
-        BootEvent(boot_nonce=bytes(range(32)), timestamp=1700000000),
-        ExecutableEvent(role="podman", path="/usr/bin/podman", sha384=bytes(48),
-                        build_id=bytes(range(20)), machine="EM_X86_64"),
-        ConfigEvent.of({"registry_url": "https://registry.example", "port": "8443"}),
-        IdentityEvent(role="operator", pubkey=bytes(range(32))),
-        IdentityEvent(role="owner", pubkey=bytes(range(1, 33))),
-        SshHostKeyEvent(public_key=ssh_ed25519_line(bytes(range(2, 34)))),
-        TlsKeyEvent(spki_sha256=bytes(range(3, 35))),
-        WorkloadEvent(transition="configure", image="registry.example/app:1",
-                      image_id="sha256:" + "ab" * 32, persist_dirs=("/data",), port=8080),
-        WorkloadEvent(transition="expose", image="registry.example/app:1",
-                      image_id="sha256:" + "ab" * 32, persist_dirs=("/data",), port=8080),
-    ])
+    return EventLog.from_events(
+        [
+            BootEvent(boot_nonce=bytes(range(32)), timestamp=1700000000),
+            ExecutableEvent(
+                role="podman",
+                path="/usr/bin/podman",
+                sha384=bytes(48),
+                build_id=bytes(range(20)),
+                machine="EM_X86_64",
+            ),
+            ConfigEvent.of({"registry_url": "https://registry.example", "port": "8443"}),
+            IdentityEvent(role="operator", pubkey=bytes(range(32))),
+            IdentityEvent(role="owner", pubkey=bytes(range(1, 33))),
+            SshHostKeyEvent(public_key=ssh_ed25519_line(bytes(range(2, 34)))),
+            TlsKeyEvent(spki_sha256=bytes(range(3, 35))),
+            WorkloadEvent(
+                transition="configure",
+                image="registry.example/app:1",
+                image_id="sha256:" + "ab" * 32,
+                persist_dirs=("/data",),
+                port=8080,
+            ),
+            WorkloadEvent(
+                transition="expose",
+                image="registry.example/app:1",
+                image_id="sha256:" + "ab" * 32,
+                persist_dirs=("/data",),
+                port=8080,
+            ),
+        ]
+    )
 
 
 def identity(seed: int) -> dict[str, str]:
-    return {"pubkey": bytes([seed] * 32).hex(), "instance_signature": bytes([seed + 1] * 64).hex(),
-            "identity_signature": bytes([seed + 2] * 64).hex()}
+    return {
+        "pubkey": bytes([seed] * 32).hex(),
+        "instance_signature": bytes([seed + 1] * 64).hex(),
+        "identity_signature": bytes([seed + 2] * 64).hex(),
+    }
 
 
 def app_seeds(log: EventLog, quote: bytes) -> None:
@@ -140,20 +174,59 @@ def app_seeds(log: EventLog, quote: bytes) -> None:
         "attestation_quote": base64.b64encode(quote).decode(),
     }
     write("registry_body", "minimal.json", body(register))
-    write("registry_body", "full_v2.json", body({
-        **register, "operator": identity(1), "owner": identity(4), "event_log": log.to_json(),
-        "challenge": bytes(range(32, 64)).hex(), "instance_signature": bytes(64).hex()}))
+    write(
+        "registry_body",
+        "full_v2.json",
+        body(
+            {
+                **register,
+                "operator": identity(1),
+                "owner": identity(4),
+                "event_log": log.to_json(),
+                "challenge": bytes(range(32, 64)).hex(),
+                "instance_signature": bytes(64).hex(),
+            }
+        ),
+    )
     pubkey = bytes(range(32)).hex()
-    write("identity_body", "register.json",
-          b"\x00" + body({"pubkey": bytes([7] * 32).hex(), "signature": bytes([8] * 64).hex()}))
-    write("identity_body", "configure.json", b"\x01" + body({
-        "action": "configure", "seq": 1, "instance_pubkey": pubkey,
-        "image": "registry.example/app:1", "persist_dirs": ["/data"], "port": 8080}))
-    write("identity_body", "expose.json", b"\x02" + body({
-        "action": "expose", "seq": 2, "instance_pubkey": pubkey,
-        "image": "registry.example/app@sha256:" + "ab" * 32}))
-    write("identity_body", "configure_v1.json", b"\x04" + body({
-        "instance_pubkey": pubkey, "image": "app", "persist_dirs": [], "port": 1}))
+    write(
+        "identity_body",
+        "register.json",
+        b"\x00" + body({"pubkey": bytes([7] * 32).hex(), "signature": bytes([8] * 64).hex()}),
+    )
+    write(
+        "identity_body",
+        "configure.json",
+        b"\x01"
+        + body(
+            {
+                "action": "configure",
+                "seq": 1,
+                "instance_pubkey": pubkey,
+                "image": "registry.example/app:1",
+                "persist_dirs": ["/data"],
+                "port": 8080,
+            }
+        ),
+    )
+    write(
+        "identity_body",
+        "expose.json",
+        b"\x02"
+        + body(
+            {
+                "action": "expose",
+                "seq": 2,
+                "instance_pubkey": pubkey,
+                "image": "registry.example/app@sha256:" + "ab" * 32,
+            }
+        ),
+    )
+    write(
+        "identity_body",
+        "configure_v1.json",
+        b"\x04" + body({"instance_pubkey": pubkey, "image": "app", "persist_dirs": [], "port": 1}),
+    )
 
 
 def kbs_seeds(log: EventLog, intel_quote: bytes) -> None:
@@ -167,37 +240,59 @@ def kbs_seeds(log: EventLog, intel_quote: bytes) -> None:
     numbers = rsa.public_numbers()
 
     def b64u(n: int) -> str:
-        return base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).rstrip(
-            b"=").decode()
+        return (
+            base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big"))
+            .rstrip(b"=")
+            .decode()
+        )
 
-    write("kbs_jwk", "rsa_2048.json", json.dumps(
-        {"kty": "RSA", "alg": "RSA-OAEP-256", "n": b64u(numbers.n), "e": b64u(numbers.e)}).encode())
-    write("kbs_jwe", "resource.json", json.dumps(encrypt_resource(b"store key", tee.public)).encode())
+    write(
+        "kbs_jwk",
+        "rsa_2048.json",
+        json.dumps(
+            {"kty": "RSA", "alg": "RSA-OAEP-256", "n": b64u(numbers.n), "e": b64u(numbers.e)}
+        ).encode(),
+    )
+    write(
+        "kbs_jwe", "resource.json", json.dumps(encrypt_resource(b"store key", tee.public)).encode()
+    )
     # An attest body whose evidence passes every check the kbs_evidence harness makes.
     instance = Ed25519PrivateKey.from_private_bytes(bytes(range(100, 132)))
     instance_pub = instance.public_key().public_bytes_raw()
     possession = instance.sign(possession_message(kbs_evidence.SESSION_NONCE, tee.public))
-    evidence = IdentityEvidence(instance_pubkey=instance_pub, event_log=log.to_json(),
-                                possession=possession).encode()
+    evidence = IdentityEvidence(
+        instance_pubkey=instance_pub, event_log=log.to_json(), possession=possession
+    ).encode()
     parsed = parse_quote(intel_quote, allow_zero_padding=True)
     body_ = dataclasses.replace(
-        parsed.body, rtmr3=log.replay(),
-        report_data=runtime_data_binding(kbs_evidence.SESSION_NONCE, tee.public, evidence))
+        parsed.body,
+        rtmr3=log.replay(),
+        report_data=runtime_data_binding(kbs_evidence.SESSION_NONCE, tee.public, evidence),
+    )
     quote = build_quote(dataclasses.replace(parsed, body=body_))
     attest = Attestation(
         runtime_data=RuntimeData(nonce=kbs_evidence.SESSION_NONCE, tee_pubkey=tee.public),
-        tee_evidence=TeeEvidence(primary_evidence=TdxEvidence(quote=quote, cc_eventlog=None),
-                                 additional_evidence=evidence))
+        tee_evidence=TeeEvidence(
+            primary_evidence=TdxEvidence(quote=quote, cc_eventlog=None),
+            additional_evidence=evidence,
+        ),
+    )
     write("kbs_evidence", "attest.json", b"\x01" + json.dumps(attest.to_json()).encode())
-    write("kbs_evidence", "auth.json", b"\x00" + json.dumps(
-        {"version": "0.4.0", "tee": "tdx", "extra-params": ""}).encode())
+    write(
+        "kbs_evidence",
+        "auth.json",
+        b"\x00" + json.dumps({"version": "0.4.0", "tee": "tdx", "extra-params": ""}).encode(),
+    )
 
 
 def main() -> None:
     intel_quote = (VECTORS / "tdx_quote_v4.bin").read_bytes()
     intel_text = (VECTORS / "tdx_quote_v4_collateral.json").read_bytes()
-    write("verify", "intel_v4.bin", verify.encode(verify.Case(INTEL_VALID_AT, b"", intel_quote,
-                                                              intel_text)))
+    write(
+        "verify",
+        "intel_v4.bin",
+        verify.encode(verify.Case(INTEL_VALID_AT, b"", intel_quote, intel_text)),
+    )
     collateral_seeds("intel", json.loads(intel_text))
     with tempfile.TemporaryDirectory() as tmp:
         for index, (tag, case, collateral) in enumerate(sim_cases(Path(tmp))):
