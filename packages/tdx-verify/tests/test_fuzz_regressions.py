@@ -6,6 +6,8 @@ tcb_info, qe_identity, verify)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tdx_verify import Collateral, CollateralFormatError
@@ -34,3 +36,29 @@ def test_deeply_nested_tcb_info_and_qe_identity_are_format_errors() -> None:
         parse_tcb_info(DEEP)
     with pytest.raises(CollateralFormatError, match="nested too deeply"):
         parse_qe_identity(DEEP)
+
+
+@pytest.mark.parametrize("field", ["pck_crl_issuer_chain", "tcb_info_issuer_chain", "tcb_info"])
+def test_a_lone_surrogate_in_collateral_json_is_a_format_error(field: str) -> None:
+    # verify: the real collateral with "\ud800" after the PEM of an issuer chain verified (the
+    # chain is read as ASCII with replacement, text outside the PEM blocks ignored), while
+    # dcap-qvl refuses the document (a lone surrogate is not Unicode text).
+    fields = dict.fromkeys(
+        (
+            "pck_crl_issuer_chain",
+            "root_ca_crl",
+            "pck_crl",
+            "tcb_info_issuer_chain",
+            "tcb_info",
+            "tcb_info_signature",
+            "qe_identity_issuer_chain",
+            "qe_identity",
+            "qe_identity_signature",
+        ),
+        "30",
+    )
+    text = json.dumps({**fields, field: "-----BEGIN CERTIFICATE-----"}).replace(
+        "-----BEGIN CERTIFICATE-----", "-----BEGIN CERTIFICATE-----\\ud800"
+    )
+    with pytest.raises(CollateralFormatError, match=f"{field}.*lone surrogate"):
+        Collateral.from_json(text)

@@ -79,6 +79,12 @@ def _text(obj: dict[str, Any], name: str) -> str:
     value = obj.get(name)
     if not isinstance(value, str):
         raise CollateralFormatError("collateral", f"field {name!r} is missing or not a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate escape (\ud800): not Unicode text
+        raise CollateralFormatError(
+            "collateral", f"field {name!r} is not Unicode text (a lone surrogate)"
+        ) from None
     return value
 
 
