@@ -163,6 +163,8 @@ def _validated_jwk(obj: object) -> dict[str, str]:
         e = int.from_bytes(e_raw, "big")
         if n.bit_length() < MIN_RSA_BITS:
             raise UnsupportedKeyError(f"an RSA tee-pubkey must have at least {MIN_RSA_BITS} bits")
+        if n % 2 == 0:  # no RSA modulus is even; OpenSSL would refuse to encrypt to it
+            raise UnsupportedKeyError("tee-pubkey RSA modulus is even")
         try:
             rsa.RSAPublicNumbers(e, n).public_key()
         except ValueError as exc:

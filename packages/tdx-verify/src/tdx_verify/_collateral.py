@@ -42,6 +42,8 @@ class Collateral:
             obj = json.loads(text)
         except (ValueError, UnicodeDecodeError) as exc:
             raise CollateralFormatError("collateral", f"not valid JSON: {exc}") from None
+        except RecursionError:
+            raise CollateralFormatError("collateral", "not valid JSON: nested too deeply") from None
         if not isinstance(obj, dict):
             raise CollateralFormatError("collateral", "JSON document is not an object")
         return cls(
@@ -77,6 +79,12 @@ def _text(obj: dict[str, Any], name: str) -> str:
     value = obj.get(name)
     if not isinstance(value, str):
         raise CollateralFormatError("collateral", f"field {name!r} is missing or not a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate escape (\ud800): not Unicode text
+        raise CollateralFormatError(
+            "collateral", f"field {name!r} is not Unicode text (a lone surrogate)"
+        ) from None
     return value
 
 
@@ -121,6 +129,8 @@ def raw_json_member(text: str, key: str) -> str:
         json.loads(text)
     except ValueError as exc:
         raise CollateralFormatError(key, f"response is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise CollateralFormatError(key, "response is not valid JSON: nested too deeply") from None
     i = _skip(text, 0)
     if i >= len(text) or text[i] != "{":
         raise CollateralFormatError(key, "response is not a JSON object")

@@ -102,10 +102,16 @@ def verify_raw(key: ec.EllipticCurvePublicKey, signature: bytes, data: bytes) ->
 
 
 def is_ca(cert: x509.Certificate) -> bool:
+    """Whether `cert`'s basic constraints say CA; ValueError (as for any malformed certificate)
+    when its extensions do not parse or repeat one (RFC 5280: at most one of each)."""
     try:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
     except x509.ExtensionNotFound:
         return False
+    except x509.DuplicateExtension as exc:
+        raise ValueError(f"the certificate repeats extension {exc.oid.dotted_string}") from None
+    except x509.UnsupportedGeneralNameType as exc:
+        raise ValueError(f"the certificate's extensions are malformed: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,6 +394,8 @@ def verify_crl(
         number: int | None = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
     except x509.ExtensionNotFound:
         number = None
+    except (x509.DuplicateExtension, x509.UnsupportedGeneralNameType, ValueError) as exc:
+        raise CrlError(step, f"{item} extensions are malformed: {exc}") from None
     return VerifiedCrl(
         crl.issuer,
         crl_issuer_der(crl.tbs_certlist_bytes),

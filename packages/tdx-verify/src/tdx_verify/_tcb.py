@@ -195,6 +195,8 @@ def _load(step: str, text: str, what: str) -> _Reader:
         obj = json.loads(text)
     except ValueError as exc:
         raise CollateralFormatError(step, f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise CollateralFormatError(step, f"{what} is not valid JSON: nested too deeply") from None
     return _Reader(step, obj, what)
 
 

@@ -77,7 +77,7 @@ def verify_owner_signature(owner_pubkey: bytes, body: bytes, signature_hex: str 
 def _body_object(body: bytes) -> dict[str, Any]:
     try:
         parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidRequest("body is not valid JSON") from None
     if not isinstance(parsed, dict):
         raise InvalidRequest("body is not a JSON object")
