@@ -4,9 +4,7 @@ Refusing is `tdx_measure.EventLogError`. A log that parses must replay (to a 48-
 and its canonical form (`to_json`) must read back to an equal log with the same replay (the
 log's own text need not be canonical: the README says digests come from the typed events).
 
-CCEL: the firmware's TCG2 event log (issue 14, item 4) is parsed on another branch; its harness
-goes in fuzz/ccel.py (named "ccel" in fuzz/harnesses.py, corpus fuzz/corpus/ccel/ with the
-real log of tests/vectors/gcp_cos113_ccel.bin) once that parser is merged.
+The firmware's CCEL has its own harness (fuzz/ccel.py).
 """
 
 from __future__ import annotations

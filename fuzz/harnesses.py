@@ -15,9 +15,7 @@ MODULES: dict[str, str] = {
     "crl": "crl",
     "issuer_chain": "issuer_chain",
     "event_log": "event_log",
-    # CCEL (the firmware's TCG2 event log, issue 14 item 4) is parsed on branch i14-ccel: once
-    # merged, its harness goes here as "ccel": "ccel" (fuzz/ccel.py: the parser and the replay
-    # to RTMR0-2; corpus fuzz/corpus/ccel/ seeded with tests/vectors/gcp_cos113_ccel.bin).
+    "ccel": "ccel",
     "registry_body": "registry_body",
     "identity_body": "identity_body",
     "kbs_jwk": "kbs_jwk",
