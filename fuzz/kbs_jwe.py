@@ -12,7 +12,7 @@ import functools
 from joserfc.jwk import ECKey
 
 from fuzz._harness import Harness
-from tdx_kbs_protocol import JweError, MessageError, TeeKeyPair, TeePublicKey
+from tdx_kbs_protocol import JweError, MessageError, TeeKeyPair
 from tdx_kbs_protocol._codec import loads_object
 
 # A fixed P-256 key (the private scalar d = 1..32 as bytes, valid: below the group order).
@@ -25,16 +25,7 @@ def tee_key() -> TeeKeyPair:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     private = ec.derive_private_key(int.from_bytes(TEE_KEY_D, "big"), ec.SECP256R1())
-    key = ECKey.import_key(private)
-    pub = key.as_dict(private=False)
-    jwk = {
-        "kty": "EC",
-        "crv": "P-256",
-        "alg": "ECDH-ES+A256KW",
-        "x": str(pub["x"]),
-        "y": str(pub["y"]),
-    }
-    return TeeKeyPair(_private=key, public=TeePublicKey.from_jwk(jwk))
+    return TeeKeyPair.from_private(ECKey.import_key(private))
 
 
 def target(data: bytes) -> None:

@@ -90,7 +90,11 @@ class TeeKeyPair:
 
     @classmethod
     def generate(cls) -> TeeKeyPair:
-        key = ECKey.generate_key("P-256", private=True)
+        return cls.from_private(ECKey.generate_key("P-256", private=True))
+
+    @classmethod
+    def from_private(cls, key: ECKey) -> TeeKeyPair:
+        """The pair of an existing P-256 private key (tests and fuzzing use a fixed one)."""
         pub = key.as_dict(private=False)
         jwk = {
             "kty": "EC",
