@@ -4,6 +4,7 @@ on stderr (and in "error" with --json), `verify` against the real registry print
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import itertools
 import json
@@ -22,7 +23,7 @@ from tdx_registry import DatabaseTarget, Settings, create_app
 from tdx_service_kit.testing import free_port, serve
 from tdx_sim import DEFAULT_MR_TD
 from tdxctl import load_private_key
-from tdxctl.cli import main
+from tdxctl.cli import Defaults, build_parser, main
 
 OPERATOR = Ed25519PrivateKey.generate()
 OWNER = Ed25519PrivateKey.generate()
@@ -325,26 +326,46 @@ async def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixtur
     assert "error" in json.loads(out)
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        [],
-        ["keygen"],
-        ["operator"],
-        ["operator", "register"],
-        ["owner"],
-        ["owner", "register"],
-        ["verify"],
-        ["workload"],
-        ["workload", "configure"],
-        ["workload", "expose"],
-        ["ssh"],
-    ],
-)
+HELP_COMMANDS = [
+    [],
+    ["keygen"],
+    ["operator"],
+    ["operator", "register"],
+    ["owner"],
+    ["owner", "register"],
+    ["verify"],
+    ["workload"],
+    ["workload", "configure"],
+    ["workload", "expose"],
+    ["ssh"],
+    ["registry"],
+    ["registry", "audit"],
+]
+HELP_TESTED_ELSEWHERE = [["kbs"], ["kbs", "put-key"], ["kbs", "set-policy"], ["get"]]
+"""The kbs commands' help is tested in test_kbs.py, `get`'s in test_get.py."""
+
+
+@pytest.mark.parametrize("argv", HELP_COMMANDS)
 async def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert await run(*argv, "--help") == 0
     out, _ = capsys.readouterr()
-    assert out.startswith("usage: tdxctl")
+    assert out.startswith(" ".join(["usage: tdxctl", *argv]))
+
+
+def _command_paths(parser: argparse.ArgumentParser, path: list[str]) -> list[list[str]]:
+    """`path` and every command under it, as the words that name it."""
+    paths = [path]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                paths += _command_paths(sub, [*path, name])
+    return paths
+
+
+def test_the_help_tests_cover_every_command_of_the_parser() -> None:
+    """A command added to the parser without a help test fails here."""
+    parsed = sorted(_command_paths(build_parser(Defaults()), []))
+    assert parsed == sorted(HELP_COMMANDS + HELP_TESTED_ELSEWHERE)
 
 
 def test_keygen_writes_a_private_key_once(
