@@ -17,7 +17,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from tdxctl_support import REGISTRY_REFUSAL, SimTd, raw, reappraise_refusing
+from tdxctl_support import REGISTRY_REFUSAL, SimTd, raw, reappraise_refusing, served_registry
 
 from tdx_registry import DatabaseTarget, Settings, create_app
 from tdx_service_kit.testing import free_port, serve
@@ -59,18 +59,7 @@ async def run(*argv: str, env: dict[str, str] | None = None) -> int:
 async def registry_url(tmp_path: Path, td: SimTd, sim_url: str) -> AsyncIterator[str]:
     """The real registry, trusting the sim's root, holding the delegated TD's record."""
     td.delegated(OPERATOR, OWNER)
-    settings = Settings(
-        database=DatabaseTarget(sqlite_path=tmp_path / "registry.db"),
-        pccs_url=sim_url,
-        trusted_root_ca_pem=td.platform.root_ca_pem,
-        rate_limit=None,
-    )
-    app = create_app(settings, name=f"tdxctl-registry-{next(_names)}")
-    async with serve(app) as url:
-        async with httpx.AsyncClient(base_url=url) as client:
-            nonce = bytes.fromhex((await client.get("/challenge")).json()["nonce"])
-            answer = await client.post("/register", json=td.registration_body(nonce))
-            assert answer.status_code == 200, answer.text
+    async with served_registry(tmp_path / "registry.db", td, sim_url) as url:
         yield url
 
 
