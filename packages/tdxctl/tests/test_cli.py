@@ -8,8 +8,10 @@ import argparse
 import asyncio
 import itertools
 import json
+import sqlite3
 import stat
 from collections.abc import AsyncIterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,14 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from tdxctl_support import REGISTRY_REFUSAL, SimTd, raw, reappraise_refusing, served_registry
+from tdxctl_support import (
+    REGISTRY_REFUSAL,
+    SimTd,
+    altered_log,
+    raw,
+    reappraise_refusing,
+    served_registry,
+)
 
 from tdx_registry import DatabaseTarget, Settings, create_app
 from tdx_service_kit.testing import free_port, serve
@@ -220,6 +229,41 @@ async def test_verify_with_another_expected_owner_fails_with_the_check_named(
     out, err = capsys.readouterr()
     assert out == ""
     assert "not the expected" in err
+
+
+async def test_verify_refuses_a_record_whose_stored_event_log_was_altered(
+    registry_url: str,
+    td: SimTd,
+    tmp_path: Path,
+    root_file: Path,
+    sim_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The host rewrote the registry's database after the registration: the served record's
+    event log no longer replays to the quote's RTMR3. `verify` exits 1 naming check
+    `event_log`, in its readable output and with --json."""
+    with closing(sqlite3.connect(tmp_path / "registry.db")) as db, db:
+        changed = db.execute(
+            "UPDATE instances SET event_log = ? WHERE pubkey = ?",
+            (altered_log(td.log), td.pubkey.hex()),
+        ).rowcount
+    assert changed == 1
+    argv = ["verify", "--registry", registry_url, "--instance", td.pubkey.hex()]
+    argv += trust_flags(root_file, sim_url)
+
+    assert await run(*argv) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "tdxctl: verification failed (event_log): " in err
+    assert "does not verify" in err
+    assert "Traceback" not in err
+
+    assert await run(*argv, "--json") == 1
+    failure, err = stdout_json(capsys)
+    assert set(failure) == {"error", "check"}
+    assert failure["check"] == "event_log"
+    assert "does not verify" in failure["error"]
+    assert f"verification failed (event_log): {failure['error']}" in err
 
 
 async def test_verify_without_the_callers_root_refuses_the_sim_quote(
