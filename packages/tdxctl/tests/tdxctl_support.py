@@ -1,18 +1,26 @@
 """A simulated TD for the tests: real sim quotes over real bindings, a real RTMR3 event log,
-and the registry record and challenge answers it would produce."""
+the registry record and challenge answers it would produce, the real registry holding its
+record and the identity service's read routes answering as it would."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
+import itertools
 import json
 import os
-from contextlib import redirect_stdout
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, redirect_stdout
 from io import StringIO
 from pathlib import Path
 from typing import Any
 
+import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sanic import Request, Sanic
+from sanic.response import HTTPResponse
+from sanic.response import json as json_response
 
 from tdx_measure import (
     BootEvent,
@@ -26,6 +34,7 @@ from tdx_measure import (
     event_digest,
     ssh_ed25519_line,
 )
+from tdx_registry import DatabaseTarget, Settings, create_app
 from tdx_registry.cli import main as registry_main
 from tdx_report_data import (
     IdentityInfo,
@@ -37,8 +46,11 @@ from tdx_report_data import (
     sign_identity_v2,
     sign_instance_v2,
 )
+from tdx_service_kit.testing import serve
 from tdx_sim import SimOptions, SimPlatform
 from tdxctl import AttestationAnswer, RegistryRecord
+
+_names = itertools.count()
 
 REGISTRY_REFUSAL = "policy: TCB status UpToDate is not accepted"
 """How the registry's re-appraisal of `reappraise_refusing` words its verdict (its start)."""
@@ -194,3 +206,57 @@ class SimTd:
             quote=self.quote(data),
             event_log=self.log.to_json(),
         )
+
+
+def altered_log(log: EventLog) -> str:
+    """`log`'s JSON with its workload events naming another image: well formed, but it no
+    longer replays to the RTMR3 the quote reports."""
+    altered = EventLog(log.boot)
+    for event in log.events[1:]:
+        if isinstance(event, WorkloadEvent):
+            event = dataclasses.replace(event, image="localhost/other:1")
+        altered.append(event)
+    return altered.to_json()
+
+
+@asynccontextmanager
+async def served_registry(db_path: Path, td: SimTd, sim_url: str) -> AsyncIterator[str]:
+    """The real registry on loopback (SQLite at `db_path`), trusting the sim's root, holding
+    `td`'s record as a v2 registration of its state now; its base URL."""
+    settings = Settings(
+        database=DatabaseTarget(sqlite_path=db_path),
+        pccs_url=sim_url,
+        trusted_root_ca_pem=td.platform.root_ca_pem,
+        rate_limit=None,
+    )
+    async with serve(create_app(settings, name=f"served-registry-{next(_names)}")) as url:
+        async with httpx.AsyncClient(base_url=url) as client:
+            nonce = bytes.fromhex((await client.get("/challenge")).json()["nonce"])
+            answer = await client.post("/register", json=td.registration_body(nonce))
+            assert answer.status_code == 200, answer.text
+        yield url
+
+
+def identity_app(td: SimTd) -> Sanic[Any, Any]:
+    """The identity service's read routes as `td` answers them now (API.md): GET
+    /instance/pubkey, and GET /instance/attestation?nonce= with a fresh sim quote over the
+    challenge binding and the TD's current log."""
+    app: Sanic[Any, Any] = Sanic(f"sim-identity-{next(_names)}")
+
+    @app.get("/instance/pubkey")
+    async def pubkey(request: Request) -> HTTPResponse:
+        return json_response({"pubkey": td.pubkey.hex()})
+
+    @app.get("/instance/attestation")
+    async def attestation(request: Request) -> HTTPResponse:
+        answer = td.answer(bytes.fromhex(request.args["nonce"][0]))
+        return json_response(
+            {
+                "instance_pubkey": answer.instance_pubkey.hex(),
+                "nonce": answer.nonce.hex(),
+                "quote": base64.b64encode(answer.quote).decode(),
+                "event_log": answer.event_log,
+            }
+        )
+
+    return app

@@ -4,11 +4,14 @@ on stderr (and in "error" with --json), `verify` against the real registry print
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import itertools
 import json
+import sqlite3
 import stat
 from collections.abc import AsyncIterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +19,20 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from tdxctl_support import REGISTRY_REFUSAL, SimTd, raw, reappraise_refusing
+from tdxctl_support import (
+    REGISTRY_REFUSAL,
+    SimTd,
+    altered_log,
+    raw,
+    reappraise_refusing,
+    served_registry,
+)
 
 from tdx_registry import DatabaseTarget, Settings, create_app
 from tdx_service_kit.testing import free_port, serve
 from tdx_sim import DEFAULT_MR_TD
 from tdxctl import load_private_key
-from tdxctl.cli import main
+from tdxctl.cli import Defaults, build_parser, main
 
 OPERATOR = Ed25519PrivateKey.generate()
 OWNER = Ed25519PrivateKey.generate()
@@ -58,18 +68,7 @@ async def run(*argv: str, env: dict[str, str] | None = None) -> int:
 async def registry_url(tmp_path: Path, td: SimTd, sim_url: str) -> AsyncIterator[str]:
     """The real registry, trusting the sim's root, holding the delegated TD's record."""
     td.delegated(OPERATOR, OWNER)
-    settings = Settings(
-        database=DatabaseTarget(sqlite_path=tmp_path / "registry.db"),
-        pccs_url=sim_url,
-        trusted_root_ca_pem=td.platform.root_ca_pem,
-        rate_limit=None,
-    )
-    app = create_app(settings, name=f"tdxctl-registry-{next(_names)}")
-    async with serve(app) as url:
-        async with httpx.AsyncClient(base_url=url) as client:
-            nonce = bytes.fromhex((await client.get("/challenge")).json()["nonce"])
-            answer = await client.post("/register", json=td.registration_body(nonce))
-            assert answer.status_code == 200, answer.text
+    async with served_registry(tmp_path / "registry.db", td, sim_url) as url:
         yield url
 
 
@@ -232,6 +231,41 @@ async def test_verify_with_another_expected_owner_fails_with_the_check_named(
     assert "not the expected" in err
 
 
+async def test_verify_refuses_a_record_whose_stored_event_log_was_altered(
+    registry_url: str,
+    td: SimTd,
+    tmp_path: Path,
+    root_file: Path,
+    sim_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The host rewrote the registry's database after the registration: the served record's
+    event log no longer replays to the quote's RTMR3. `verify` exits 1 naming check
+    `event_log`, in its readable output and with --json."""
+    with closing(sqlite3.connect(tmp_path / "registry.db")) as db, db:
+        changed = db.execute(
+            "UPDATE instances SET event_log = ? WHERE pubkey = ?",
+            (altered_log(td.log), td.pubkey.hex()),
+        ).rowcount
+    assert changed == 1
+    argv = ["verify", "--registry", registry_url, "--instance", td.pubkey.hex()]
+    argv += trust_flags(root_file, sim_url)
+
+    assert await run(*argv) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "tdxctl: verification failed (event_log): " in err
+    assert "does not verify" in err
+    assert "Traceback" not in err
+
+    assert await run(*argv, "--json") == 1
+    failure, err = stdout_json(capsys)
+    assert set(failure) == {"error", "check"}
+    assert failure["check"] == "event_log"
+    assert "does not verify" in failure["error"]
+    assert f"verification failed (event_log): {failure['error']}" in err
+
+
 async def test_verify_without_the_callers_root_refuses_the_sim_quote(
     registry_url: str, td: SimTd, sim_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -325,26 +359,46 @@ async def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixtur
     assert "error" in json.loads(out)
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        [],
-        ["keygen"],
-        ["operator"],
-        ["operator", "register"],
-        ["owner"],
-        ["owner", "register"],
-        ["verify"],
-        ["workload"],
-        ["workload", "configure"],
-        ["workload", "expose"],
-        ["ssh"],
-    ],
-)
+HELP_COMMANDS = [
+    [],
+    ["keygen"],
+    ["operator"],
+    ["operator", "register"],
+    ["owner"],
+    ["owner", "register"],
+    ["verify"],
+    ["workload"],
+    ["workload", "configure"],
+    ["workload", "expose"],
+    ["ssh"],
+    ["registry"],
+    ["registry", "audit"],
+]
+HELP_TESTED_ELSEWHERE = [["kbs"], ["kbs", "put-key"], ["kbs", "set-policy"], ["get"]]
+"""The kbs commands' help is tested in test_kbs.py, `get`'s in test_get.py."""
+
+
+@pytest.mark.parametrize("argv", HELP_COMMANDS)
 async def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert await run(*argv, "--help") == 0
     out, _ = capsys.readouterr()
-    assert out.startswith("usage: tdxctl")
+    assert out.startswith(" ".join(["usage: tdxctl", *argv]))
+
+
+def _command_paths(parser: argparse.ArgumentParser, path: list[str]) -> list[list[str]]:
+    """`path` and every command under it, as the words that name it."""
+    paths = [path]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                paths += _command_paths(sub, [*path, name])
+    return paths
+
+
+def test_the_help_tests_cover_every_command_of_the_parser() -> None:
+    """A command added to the parser without a help test fails here."""
+    parsed = sorted(_command_paths(build_parser(Defaults()), []))
+    assert parsed == sorted(HELP_COMMANDS + HELP_TESTED_ELSEWHERE)
 
 
 def test_keygen_writes_a_private_key_once(

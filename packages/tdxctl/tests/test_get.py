@@ -5,14 +5,12 @@ body; every refused certificate exits 1 naming the check, and the server saw no 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -20,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509 import Certificate
 from cryptography.x509.oid import NameOID
-from tdxctl_support import REGISTRY_REFUSAL, SimTd, raw, reappraise_refusing
+from tdxctl_support import REGISTRY_REFUSAL, SimTd, raw, reappraise_refusing, served_registry
 
 from tdx_attested_tls import (
     AttestedCertificate,
@@ -32,8 +30,7 @@ from tdx_attested_tls import (
     report_data_for,
     spki_der_of,
 )
-from tdx_registry import DatabaseTarget, Settings, create_app
-from tdx_service_kit.testing import CountingTlsServer, free_port, serve
+from tdx_service_kit.testing import CountingTlsServer, free_port
 from tdx_sim import SimOptions, SimPlatform, SimRtmrs
 from tdxctl import (
     CertificateRejected,
@@ -50,7 +47,6 @@ from tdxctl.cli import main
 OPERATOR = Ed25519PrivateKey.generate()
 OWNER = Ed25519PrivateKey.generate()
 BODY = b"<h1>the owner's file</h1>\n"
-_names = itertools.count()
 
 
 class Pem:
@@ -95,18 +91,7 @@ def td_certificate(
 async def registry_url(tmp_path: Path, td: SimTd, sim_url: str) -> AsyncIterator[str]:
     """The real registry, trusting the sim's root, holding the delegated TD's record."""
     td.delegated(OPERATOR, OWNER)
-    settings = Settings(
-        database=DatabaseTarget(sqlite_path=tmp_path / "registry.db"),
-        pccs_url=sim_url,
-        trusted_root_ca_pem=td.platform.root_ca_pem,
-        rate_limit=None,
-    )
-    app = create_app(settings, name=f"tdxctl-get-registry-{next(_names)}")
-    async with serve(app) as url:
-        async with httpx.AsyncClient(base_url=url) as client:
-            nonce = bytes.fromhex((await client.get("/challenge")).json()["nonce"])
-            answer = await client.post("/register", json=td.registration_body(nonce))
-            assert answer.status_code == 200, answer.text
+    async with served_registry(tmp_path / "registry.db", td, sim_url) as url:
         yield url
 
 
