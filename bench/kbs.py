@@ -7,7 +7,8 @@ nonce and session), `POST /kbs/v0/attest` (a quote whose report_data binds that 
 its own ephemeral P-256 key and the additional evidence: instance key, RTMR3 event log, proof of
 possession), `GET /kbs/v0/resource/tdx-identity/store-key/<instance>` (a JWE to that key). The
 real `tdx-kbs` serves on loopback (SQLite in a temp dir, its default policy set by the admin);
-`--concurrency` clients share one keep-alive httpx pool.
+`--concurrency` clients, each on its own keep-alive connection (bench/_lean_http.py: h11,
+without httpx's layers, whose own cost on 2 cores hid the broker's: 0.02x with httpx).
 
 The quote of a session depends on its nonce, so the run has three phases: (1) `--sessions`
 auths, timed; (2) for each session an ephemeral key, the additional evidence and the sim's
@@ -41,6 +42,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
+from http.cookies import SimpleCookie
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,6 +52,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench._common import free_port, program, started
+from bench._lean_http import Answer, Connection
 from tdx_kbs_protocol import (
     PROTOCOL_VERSION,
     TEE_TDX,
@@ -164,7 +167,141 @@ def default_policy() -> str:
     return found[0].read_text()
 
 
-async def each(items: list[T], concurrency: int, work: Callable[[T], Awaitable[None]]) -> float:
+async def each(
+    items: list[T], connections: list[Connection], work: Callable[[T, Connection], Awaitable[None]]
+) -> float:
+    """Run `work` on every item, one client per connection; the seconds it took."""
+    queue = iter(items)
+
+    async def client(connection: Connection) -> None:
+        for item in queue:
+            await work(item, connection)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client(connection) for connection in connections))
+    return time.perf_counter() - start
+
+
+def expect(answer: Answer, what: str) -> Any:
+    if answer.status != 200:
+        sys.exit(f"bench: {what} answered {answer.status}: {answer.text[:300]}")
+    return answer.json()
+
+
+def session_cookie(answer: Answer) -> str:
+    cookies = SimpleCookie(answer.headers.get("set-cookie", ""))
+    if SESSION_COOKIE not in cookies:
+        sys.exit("bench: auth set no session cookie")
+    return cookies[SESSION_COOKIE].value
+
+
+@dataclasses.dataclass(frozen=True)
+class Figures:
+    auth_seconds: float
+    prepare_seconds: float
+    attest_seconds: float
+    verify_rate: float
+    broker_cpu_seconds: float
+    """CPU time of the broker's processes (every thread) over the two timed phases."""
+    floor_rate: float = 0.0
+
+    def release_rate(self, sessions: int) -> float:
+        return sessions / (self.auth_seconds + self.attest_seconds)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of processes `pids` so far (all their threads)."""
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (a broker's workers), from /proc."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found.extend(process_tree(int(child)))
+    return found
+
+
+async def connections(url: str, count: int) -> list[Connection]:
+    return [Connection(url) for _ in range(count)]
+
+
+async def measure(
+    kbs_url: str,
+    broker_pids: list[int],
+    instance: Instance,
+    key: bytes,
+    sessions: int,
+    concurrency: int,
+    seconds: float,
+) -> Figures:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    kbs = await connections(kbs_url, concurrency)
+    try:
+        async with httpx.AsyncClient(base_url=instance.sim_url, limits=limits, timeout=60) as sim:
+            request = Request(version=PROTOCOL_VERSION, tee=TEE_TDX, extra_params="").to_json()
+            opened: list[Session] = []
+
+            async def auth(_: int, connection: Connection) -> None:
+                answer = await connection.post_json("/kbs/v0/auth", request)
+                challenge = Challenge.from_json(expect(answer, "auth"))
+                opened.append(Session(session_cookie(answer), challenge.nonce))
+
+            cpu_before = cpu_seconds(broker_pids)
+            auth_seconds = await each(list(range(sessions)), kbs, auth)
+            broker_cpu = cpu_seconds(broker_pids) - cpu_before
+
+            async def prepare(session: Session) -> None:
+                session.keys = TeeKeyPair.generate()
+                public = session.keys.public
+                evidence = await instance.additional_evidence(session.nonce, public)
+                binding = runtime_data_binding(session.nonce, public, evidence)
+                answer = await sim.get(f"/attest/{binding.hex()}")
+                answer.raise_for_status()
+                session.quote = answer.content
+                session.body = Attestation(
+                    runtime_data=RuntimeData(nonce=session.nonce, tee_pubkey=public),
+                    tee_evidence=TeeEvidence(
+                        primary_evidence=TdxEvidence(quote=session.quote, cc_eventlog=None),
+                        additional_evidence=evidence,
+                    ),
+                    init_data=None,
+                ).to_json()
+
+            prepare_seconds = await gather_limited(opened, concurrency, prepare)
+        path = f"/kbs/v0/resource/{store_key_path(instance.pubkey)}"
+
+        async def release(session: Session, connection: Connection) -> None:
+            cookie = {"Cookie": f"{SESSION_COOKIE}={session.cookie}"}
+            attested = await connection.post_json("/kbs/v0/attest", session.body, headers=cookie)
+            expect(attested, "attest")
+            answer = await connection.request("GET", path, headers=cookie)
+            session.jwe = expect(answer, "GET resource")
+
+        cpu_before = cpu_seconds(broker_pids)
+        attest_seconds = await each(opened, kbs, release)
+        broker_cpu += cpu_seconds(broker_pids) - cpu_before
+    finally:
+        for connection in kbs:
+            await connection.aclose()
+
+    for session in opened:
+        assert session.keys is not None
+        if session.keys.decrypt(session.jwe) != key:
+            sys.exit("bench: a released JWE does not decrypt to the uploaded store key")
+
+    verify_rate = await verification_rate(instance.sim_url, [s.quote for s in opened], seconds)
+    return Figures(auth_seconds, prepare_seconds, attest_seconds, verify_rate, broker_cpu)
+
+
+async def gather_limited(
+    items: list[T], concurrency: int, work: Callable[[T], Awaitable[None]]
+) -> float:
     """Run `work` on every item, `concurrency` at a time; the seconds it took."""
     queue = iter(items)
 
@@ -175,101 +312,6 @@ async def each(items: list[T], concurrency: int, work: Callable[[T], Awaitable[N
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return time.perf_counter() - start
-
-
-def expect(answer: httpx.Response, what: str) -> Any:
-    if answer.status_code != 200:
-        sys.exit(f"bench: {what} answered {answer.status_code}: {answer.text[:300]}")
-    return answer.json()
-
-
-@dataclasses.dataclass(frozen=True)
-class Figures:
-    auth_seconds: float
-    prepare_seconds: float
-    attest_seconds: float
-    verify_rate: float
-    broker_cpu_seconds: float
-    """CPU time of the broker's process (every thread) over the two timed phases."""
-    floor_rate: float = 0.0
-
-    def release_rate(self, sessions: int) -> float:
-        return sessions / (self.auth_seconds + self.attest_seconds)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process `pid` so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def measure(
-    kbs_url: str,
-    broker_pid: int,
-    instance: Instance,
-    key: bytes,
-    sessions: int,
-    concurrency: int,
-    seconds: float,
-) -> Figures:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with (
-        httpx.AsyncClient(base_url=kbs_url, limits=limits, timeout=60) as kbs,
-        httpx.AsyncClient(base_url=instance.sim_url, limits=limits, timeout=60) as sim,
-    ):
-        request = Request(version=PROTOCOL_VERSION, tee=TEE_TDX, extra_params="").to_json()
-        opened: list[Session] = []
-
-        async def auth(_: int) -> None:
-            answer = await kbs.post("/kbs/v0/auth", json=request)
-            challenge = Challenge.from_json(expect(answer, "auth"))
-            cookie = answer.cookies.get(SESSION_COOKIE)
-            if cookie is None:
-                sys.exit("bench: auth set no session cookie")
-            kbs.cookies.clear()  # each request names its own session
-            opened.append(Session(cookie, challenge.nonce))
-
-        cpu_before = cpu_seconds(broker_pid)
-        auth_seconds = await each(list(range(sessions)), concurrency, auth)
-        broker_cpu = cpu_seconds(broker_pid) - cpu_before
-
-        async def prepare(session: Session) -> None:
-            session.keys = TeeKeyPair.generate()
-            public = session.keys.public
-            evidence = await instance.additional_evidence(session.nonce, public)
-            binding = runtime_data_binding(session.nonce, public, evidence)
-            answer = await sim.get(f"/attest/{binding.hex()}")
-            answer.raise_for_status()
-            session.quote = answer.content
-            session.body = Attestation(
-                runtime_data=RuntimeData(nonce=session.nonce, tee_pubkey=public),
-                tee_evidence=TeeEvidence(
-                    primary_evidence=TdxEvidence(quote=session.quote, cc_eventlog=None),
-                    additional_evidence=evidence,
-                ),
-                init_data=None,
-            ).to_json()
-
-        prepare_seconds = await each(opened, concurrency, prepare)
-        path = f"/kbs/v0/resource/{store_key_path(instance.pubkey)}"
-
-        async def release(session: Session) -> None:
-            cookie = {"Cookie": f"{SESSION_COOKIE}={session.cookie}"}
-            expect(await kbs.post("/kbs/v0/attest", json=session.body, headers=cookie), "attest")
-            kbs.cookies.clear()
-            session.jwe = expect(await kbs.get(path, headers=cookie), "GET resource")
-
-        cpu_before = cpu_seconds(broker_pid)
-        attest_seconds = await each(opened, concurrency, release)
-        broker_cpu += cpu_seconds(broker_pid) - cpu_before
-
-    for session in opened:
-        assert session.keys is not None
-        if session.keys.decrypt(session.jwe) != key:
-            sys.exit("bench: a released JWE does not decrypt to the uploaded store key")
-
-    verify_rate = await verification_rate(instance.sim_url, [s.quote for s in opened], seconds)
-    return Figures(auth_seconds, prepare_seconds, attest_seconds, verify_rate, broker_cpu)
 
 
 async def verification_rate(sim_url: str, quotes: list[bytes], seconds: float) -> float:
@@ -292,15 +334,21 @@ async def verification_rate(sim_url: str, quotes: list[bytes], seconds: float) -
 
 
 async def round_trip_rate(url: str, sessions: int, concurrency: int) -> float:
-    """A release's three round trips (two POSTs, one GET) per session, against `url`."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+    """A release's three round trips (two POSTs, one GET) per session, against `url`, with the
+    same lean client."""
+    bare = await connections(url, concurrency)
+    try:
 
-        async def three(_: int) -> None:
+        async def three(_: int, connection: Connection) -> None:
             for method in ("POST", "POST", "GET"):
-                expect(await client.request(method, "/instance/x", json={}), "bare Sanic")
+                body = b"{}" if method == "POST" else b""
+                answer = await connection.request(method, "/instance/x", body=body)
+                expect(answer, "bare Sanic")
 
-        seconds = await each(list(range(sessions)), concurrency, three)
+        seconds = await each(list(range(sessions)), bare, three)
+    finally:
+        for connection in bare:
+            await connection.aclose()
     return sessions / seconds
 
 
@@ -397,7 +445,15 @@ def run(sessions: int, concurrency: int, seconds: float) -> int:
             key = seal_store_key(admin, instance.pubkey, secrets.token_bytes(32))
             asyncio.run(provision(kbs_url, admin, instance, key))
             figures = asyncio.run(
-                measure(kbs_url, broker.proc.pid, instance, key, sessions, concurrency, seconds)
+                measure(
+                    kbs_url,
+                    process_tree(broker.proc.pid),
+                    instance,
+                    key,
+                    sessions,
+                    concurrency,
+                    seconds,
+                )
             )
         bare_port = free_port()
         bare_url = f"http://127.0.0.1:{bare_port}"
@@ -411,7 +467,7 @@ def run(sessions: int, concurrency: int, seconds: float) -> int:
         figures = dataclasses.replace(figures, floor_rate=floor)
     releases = figures.release_rate(sessions)
     ratio = releases / figures.verify_rate
-    print(f"{sessions} sessions, {concurrency} concurrent clients, one keep-alive pool")
+    print(f"{sessions} sessions, {concurrency} concurrent clients, a keep-alive connection each")
     print(
         f"  auth                 {sessions / figures.auth_seconds:10.0f}/s  "
         f"({figures.auth_seconds:.2f} s, timed)"
