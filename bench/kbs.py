@@ -274,6 +274,10 @@ async def measure(
                 ).to_json()
 
             prepare_seconds = await gather_limited(opened, concurrency, prepare)
+        # The broker closes a connection idle past its keep-alive timeout (5 s), which the
+        # untimed evidence phase outlasts with many sessions: the releases reconnect.
+        for connection in kbs:
+            await connection.aclose()
         path = f"/kbs/v0/resource/{store_key_path(instance.pubkey)}"
 
         async def release(session: Session, connection: Connection) -> None:
