@@ -4,6 +4,7 @@ allow-list policy, and the fail-closed rules (evaluation errors and non-boolean 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 from datetime import UTC, datetime
@@ -247,3 +248,45 @@ async def test_stored_policy_that_no_longer_compiles_denies(broker: Broker) -> N
         got = await client.get(f"{KBS}/resource/{guest.store_key_path}")
     assert got.status_code == 401
     assert error_variant(got) == "PolicyDeny"
+
+
+# Strings that need JSON escapes (a quote, a backslash, control characters), non-ASCII ones,
+# and strings that look like escapes: regopy's `set_input` compared the first kind wrongly.
+TRICKY_STRINGS = ["plain", 'a"b', "a\\b", 'a\\"b', "\\u00e9", "é", "𝄞", "\n", "\t", "\x01"]
+TRICKY_STRINGS += ["\x7f", "\u2028", "`", "'", "a/b", ""]
+
+
+def literals(text: str) -> list[str]:
+    """The Rego literals that denote `text`: the escaped string and, where one can hold it
+    (no backtick, no control character), the raw string."""
+    found = [json.dumps(text, ensure_ascii=False)]
+    if "`" not in text and all(ord(c) >= 0x20 for c in text):
+        found.append(f"`{text}`")
+    return found
+
+
+@pytest.mark.parametrize("text", TRICKY_STRINGS, ids=[repr(t) for t in TRICKY_STRINGS])
+def test_an_input_string_equals_exactly_its_own_literals(text: str) -> None:
+    for literal in literals(text):
+        policy = ResourcePolicy.compile(
+            f"package policy\ndefault allow := false\nallow if {{ input.s == {literal} }}\n"
+        )
+        decisions = {other: policy.allows({"s": other}) for other in TRICKY_STRINGS}
+        assert decisions == {other: other == text for other in TRICKY_STRINGS}, literal
+
+
+def test_an_input_that_is_not_json_denies(caplog: pytest.LogCaptureFixture) -> None:
+    policy = ResourcePolicy.compile("package policy\nallow := true\n")
+    assert policy.allows({"s": "x"})
+    assert not policy.allows({"s": float("nan")})
+    assert not policy.allows({"s": b"bytes"})
+    reasons = [str(getattr(record, "reason", "")) for record in caplog.records]
+    assert len(reasons) == 2 and all("not a JSON document" in r for r in reasons), reasons
+
+
+def test_a_unicode_escape_in_a_policy_equals_no_input_string() -> None:
+    """As the README says: rego-cpp keeps `"\\u00e9"` escaped, so it is not `é`."""
+    policy = ResourcePolicy.compile(
+        'package policy\ndefault allow := false\nallow if { input.s == "\\u00e9" }\n'
+    )
+    assert not any(policy.allows({"s": other}) for other in TRICKY_STRINGS)

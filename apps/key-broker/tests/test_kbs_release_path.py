@@ -75,7 +75,7 @@ def fresh_decision(text: str, input_doc: dict[str, Any]) -> bool | str:
     True/False for a boolean `allow`, "undefined", "error", or "other" for another value."""
     interpreter = regopy.Interpreter()
     interpreter.add_module("policy.rego", text)
-    interpreter.set_input(input_doc)
+    interpreter.set_input_term(json.dumps(input_doc, ensure_ascii=False))
     output = interpreter.query("data.policy")
     if not output.ok():
         return "error"
