@@ -75,6 +75,32 @@ def _bearer(authorization: str | None) -> str | None:
     return token.strip()
 
 
+def policy_input(
+    path: ResourcePath,
+    uploader: str | None,
+    claims: Mapping[str, Any],
+    *,
+    reference: Mapping[str, Any] | None,
+    admin_hex: str,
+) -> dict[str, Any]:
+    """The policy's input document (apps/key-broker/README.md, "Policy input"): the requested
+    resource and its uploader, the attested `tdx` and `identity` claims, the accepted TD image
+    (`reference`, the broker's allow-lists) and the admin key (hex)."""
+    return {
+        "resource": {
+            "path": str(path),
+            "repository": path.repository,
+            "type": path.type,
+            "tag": path.tag,
+            "uploader": uploader,
+        },
+        "tdx": claims.get("tdx"),
+        "identity": claims.get("identity"),
+        "reference": None if reference is None else dict(reference),
+        "admin_pubkey": admin_hex,
+    }
+
+
 @dataclass(frozen=True)
 class Answer:
     """A route's JSON answer and the session whose cookie goes with it (if any)."""
@@ -232,20 +258,11 @@ class KeyBroker:
     def policy_input(
         self, path: ResourcePath, uploader: str | None, claims: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """The policy's input document (apps/key-broker/README.md, "Policy input")."""
-        return {
-            "resource": {
-                "path": str(path),
-                "repository": path.repository,
-                "type": path.type,
-                "tag": path.tag,
-                "uploader": uploader,
-            },
-            "tdx": claims.get("tdx"),
-            "identity": claims.get("identity"),
-            "reference": None if self._reference is None else dict(self._reference),
-            "admin_pubkey": self._admin_hex,
-        }
+        """The policy's input document for a release of `path` under this broker's reference
+        and admin key."""
+        return policy_input(
+            path, uploader, claims, reference=self._reference, admin_hex=self._admin_hex
+        )
 
     async def get_resource(
         self, path_text: str, session_id: str | None, authorization: str | None
