@@ -421,8 +421,7 @@ def _parse_extension_der(der: bytes) -> SgxExtension:
     return SgxExtension(
         ppid=_octets(der, top[_OID[_PPID]], "PPID", PPID_SIZE),
         tcb_components=tuple(
-            _integer(der, tcb[oid], name, _MAX_COMPONENT_SVN)
-            for oid, name in _TCB_COMPONENT_FIELDS
+            _integer(der, tcb[oid], name, _MAX_COMPONENT_SVN) for oid, name in _TCB_COMPONENT_FIELDS
         ),
         pce_svn=_integer(der, tcb[_OID[_PCESVN]], "PCESVN", _MAX_PCE_SVN),
         cpu_svn=_octets(der, tcb[_OID[_CPUSVN]], "CPUSVN", CPU_SVN_SIZE),

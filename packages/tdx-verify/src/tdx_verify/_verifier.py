@@ -193,8 +193,8 @@ class _SharedCaches:
         self.roots: BoundedCache[bytes, tuple[TrustedRoot, Window]] = BoundedCache(
             _MAX_CACHED_ROOTS
         )
-        self.collateral: BoundedCache[tuple[bytes, Collateral], _VerifiedCollateral] = (
-            BoundedCache(_MAX_CACHED_COLLATERAL)
+        self.collateral: BoundedCache[tuple[bytes, Collateral], _VerifiedCollateral] = BoundedCache(
+            _MAX_CACHED_COLLATERAL
         )
         self.root_links: SignedBy = BoundedCache(_MAX_CACHED_LINKS)
         self.cas: CaInfos = BoundedCache(_MAX_CACHED_LINKS)
