@@ -3,7 +3,8 @@ the owner's key broker (3020), every step through `tdxctl` (each command is prin
 output).
 
 keys -> the owner starts its key broker (admin key: the owner's) -> the operator verifies a fresh
-attestation and registers -> the owner registers with the token -> the owner verifies the
+attestation and registers -> the owner registers with the token, between two fresh
+attestations it verifies (the operator's before, its own after) -> the owner verifies the
 registry's record independently -> sets the broker's policy and uploads a store key for the
 instance -> configures a workload (the identity service takes the store key from the broker,
 against fresh evidence: it is never on a disk), prepares it over SSH with the attested host key
@@ -284,8 +285,6 @@ def main() -> int:
             )
         )
 
-        instance = httpx.get(identity_url + "/instance/pubkey").json()["pubkey"]
-        step(f"instance public key {instance} (GET /instance/pubkey)")
         tenv = env | {
             "TDXCTL_IDENTITY_URL": identity_url,
             "TDXCTL_REGISTRY_URL": registry_url,
@@ -301,7 +300,7 @@ def main() -> int:
             "(the simulator's; the registry also pins its RTMR0-2)"
         )
         step("the operator and the owner each make a key")
-        tdxctl("keygen", str(work / "operator.pem"), env=tenv)
+        operator_pub = tdxctl("keygen", str(work / "operator.pem"), env=tenv, capture_json=True)
         owner_pub = tdxctl("keygen", str(work / "owner.pem"), env=tenv, capture_json=True)
         step(
             "the owner runs its key broker, tdx-kbs, with the owner's public key as admin key; "
@@ -343,10 +342,17 @@ def main() -> int:
             "operator", "register", "--key", str(work / "operator.pem"), "--mrtd-allowlist", MRTD,
             env=tenv, capture_json=True,
         )  # fmt: skip
-        step("the owner registers with the operator's single-use token")
+        instance = str(registered["attestation"]["instance_pubkey"])
+        step(f"the instance key the fresh attestation verified: {instance}")
+        step(
+            "the owner registers with the operator's single-use token, only for an instance "
+            "whose fresh attestation names that operator, then checks a second fresh "
+            "attestation names it as owner"
+        )
         tdxctl(
             "owner", "register", "--key", str(work / "owner.pem"),
-            f"--token={registered['owner_token']}", env=tenv,
+            f"--token={registered['owner_token']}",
+            "--expect-operator", str(operator_pub["pubkey"]), "--mrtd-allowlist", MRTD, env=tenv,
         )  # fmt: skip
         step("the owner verifies the registry's record with its own trust root")
         tdxctl(

@@ -132,11 +132,26 @@ def test_the_whole_flow_from_tdxctl_alone(td: Td, image: str, tmp_path: Path) ->
     assert registered["attestation"]["instance_pubkey"] == instance
     assert registered["attestation"]["tcb_status"] == "UpToDate"
     token = registered["owner_token"]
-    assert cli.json("owner", "register", "--key", str(owner_key), f"--token={token}") == {
-        "status": "success",
-        "instance_pubkey": instance,
-        "owner": owner,
-    }
+    # The owner sends its token only to an instance attested under the expected operator...
+    stranger = cli.json("keygen", str(tmp_path / "stranger.pem"))["pubkey"]
+    wrong_operator = cli.json(
+        "owner", "register", "--key", str(owner_key), f"--token={token}",
+        "--expect-operator", stranger, status=1,
+    )  # fmt: skip
+    assert wrong_operator["check"] == "expectation"
+    assert td.state() == "operator_registered"
+    # ...and succeeds when a fresh attestation after the registration names it as owner.
+    owned = cli.json(
+        "owner", "register", "--key", str(owner_key), f"--token={token}",
+        "--expect-operator", operator,
+    )  # fmt: skip
+    assert (owned["status"], owned["instance_pubkey"], owned["owner"]) == (
+        "success",
+        instance,
+        owner,
+    )
+    assert (owned["attestation"]["operator"], owned["attestation"]["owner"]) == (operator, owner)
+    assert owned["attestation"]["instance_pubkey"] == instance
 
     facts = cli.json(
         "verify", "--instance", instance, "--expect-operator", operator, "--expect-owner", owner

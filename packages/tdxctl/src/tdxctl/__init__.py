@@ -60,10 +60,12 @@ from tdxctl._errors import (
 )
 from tdxctl._flows import (
     OperatorRegistration,
+    OwnerRegistration,
     SshTarget,
     attested_ssh_target,
     fresh_attestation,
     register_operator,
+    register_owner,
 )
 from tdxctl._get import GetResult, GetTarget, PeerFacts, RegistryAppraiser, attested_get
 from tdxctl._kbs import KbsAdmin
@@ -108,6 +110,7 @@ __all__ = [
     "LogEntryRejected",
     "LogKeyRejected",
     "OperatorRegistration",
+    "OwnerRegistration",
     "PeerFacts",
     "QuoteRejected",
     "QuoteVerifier",
@@ -139,6 +142,7 @@ __all__ = [
     "load_private_key",
     "public_key_bytes",
     "register_operator",
+    "register_owner",
     "run_pinned_ssh",
     "ssh_argv",
     "verify_attestation",

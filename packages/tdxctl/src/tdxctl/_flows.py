@@ -1,6 +1,7 @@
-"""The two steps that put verification before trust: registering an operator only for an
-instance whose fresh attestation verifies, and finding the SSH host key to pin from a verified
-record and a fresh attestation that agree."""
+"""The steps that put verification before trust: registering an operator, or an owner, only
+for an instance whose fresh attestation verifies (and, for the owner, proving afterwards from
+another fresh attestation that the instance measured it), and finding the SSH host key to pin
+from a verified record and a fresh attestation that agree."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ from tdxctl._verify import QuoteVerifier, VerifiedFacts, verify_attestation, ver
 __all__ = [
     "NONCE_BYTES",
     "OperatorRegistration",
+    "OwnerRegistration",
     "SshTarget",
     "attested_ssh_target",
     "fresh_attestation",
     "register_operator",
+    "register_owner",
 ]
 
 NONCE_BYTES = 32
@@ -63,6 +66,57 @@ async def register_operator(
     attestation = await fresh_attestation(identity, instance, verifier)
     token = await identity.register_operator(key, instance)
     return OperatorRegistration(attestation=attestation, owner_token=token)
+
+
+@dataclass(frozen=True)
+class OwnerRegistration:
+    """The fresh attestation that showed the instance under its operator before the owner
+    signed, and the one after the registration, whose log names the owner."""
+
+    before: VerifiedFacts
+    after: VerifiedFacts
+
+
+def _same_key(attested: bytes | None, expected: bytes) -> bool:
+    return attested is not None and hmac.compare_digest(attested, expected)
+
+
+async def register_owner(
+    identity: IdentityClient,
+    key: Ed25519PrivateKey,
+    token: str,
+    verifier: QuoteVerifier,
+    *,
+    expect_operator: bytes | None = None,
+) -> OwnerRegistration:
+    """Verify a fresh attestation of the instance key the service names (DCAP, challenge
+    binding, log replay) whose log names an operator (`expect_operator`, when given); only
+    then sign that key and register as its owner with the operator's `token`; then verify
+    another fresh attestation of the same instance and platform whose log names this owner
+    under the same operator. A service that accepts the registration without measuring it,
+    or measures another owner, fails with ExpectationFailed."""
+    instance = await identity.instance_pubkey()
+    before = await fresh_attestation(identity, instance, verifier)
+    if before.operator is None:
+        raise ExpectationFailed(
+            "the instance's fresh attestation names no operator: the operator registers first"
+        )
+    if expect_operator is not None and not _same_key(before.operator, expect_operator):
+        raise ExpectationFailed(
+            "the instance's fresh attestation does not name the expected operator"
+        )
+    await identity.register_owner(key, instance, token)
+    after = await fresh_attestation(identity, instance, verifier, expect_ppid=before.ppid)
+    if not _same_key(after.owner, public_key_bytes(key)):
+        raise ExpectationFailed(
+            "the registration was answered, but the instance's fresh attestation does not name "
+            "this owner"
+        )
+    if not _same_key(after.operator, before.operator):
+        raise ExpectationFailed(
+            "the instance's fresh attestation after the registration names another operator"
+        )
+    return OwnerRegistration(before=before, after=after)
 
 
 @dataclass(frozen=True)

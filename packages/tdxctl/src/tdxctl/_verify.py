@@ -400,8 +400,9 @@ async def verify_attestation(
 ) -> VerifiedFacts:
     """Check a challenge answer: (1) it names `instance_pubkey` and `nonce`; (2) full DCAP of
     its quote under the caller's trust; (3) report_data is the challenge binding of (instance,
-    nonce); (4) the quote's PPID is `expect_ppid`, when given; (5) the event log replays to
-    the quote's RTMR3. The facts' operator and owner are the log's latest identity events."""
+    nonce); (4) the quote's PPID is `expect_ppid` (a record's, an earlier attestation's), when
+    given; (5) the event log replays to the quote's RTMR3. The facts' operator and owner are
+    the log's latest identity events."""
     # (1) The answer is for this instance and this challenge.
     if not _same(answer.instance_pubkey, instance_pubkey):
         raise BindingMismatch("the attestation answer names another instance key")
@@ -420,7 +421,7 @@ async def verify_attestation(
         )
     # (4) The same platform as the record, when there is one.
     if expect_ppid is not None and not _same(verified.ppid.value, expect_ppid):
-        raise BindingMismatch("the fresh quote's PPID is not the record's ppid")
+        raise BindingMismatch("the fresh quote's PPID is not the expected platform's")
     # (5) The log explains the quote's RTMR3.
     log = _replay(answer.event_log, verified)
     return _facts(

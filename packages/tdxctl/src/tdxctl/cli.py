@@ -37,7 +37,7 @@ from tdxctl._errors import (
     TdxctlError,
     VerificationFailed,
 )
-from tdxctl._flows import SshTarget, attested_ssh_target, register_operator
+from tdxctl._flows import SshTarget, attested_ssh_target, register_operator, register_owner
 from tdxctl._get import GetTarget, RegistryAppraiser, attested_get
 from tdxctl._kbs import KbsAdmin, load_policy, load_store_key, new_store_key
 from tdxctl._keys import generate_key_file, load_private_key, public_key_bytes
@@ -311,13 +311,25 @@ def build_parser(defaults: Defaults) -> argparse.ArgumentParser:
     owner_commands = owner.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
     ow_register = owner_commands.add_parser(
         "register",
-        parents=[output],
-        help="register as owner with the operator's token",
-        description="Sign the instance key and register as its owner with the owner token.",
+        parents=[output, trust],
+        help="verify a fresh attestation, register as owner, verify it measured you",
+        description="Fetch a fresh /instance/attestation with a random nonce and verify it "
+        "(instance key, challenge binding, DCAP, event log replay); its log must name an "
+        "operator (--expect-operator: that one). Only then sign the instance key and register "
+        "as its owner with the operator's token, and verify another fresh attestation of the "
+        "same instance and platform: its log must name this owner under the same operator, or "
+        "the command fails (exit 1, check 'expectation').",
     )
     url_flag(ow_register, "identity", defaults.identity_url, "TDXCTL_IDENTITY_URL")
     key_flag(ow_register, "owner")
     ow_register.add_argument("--token", required=True, help="the owner token from the operator")
+    ow_register.add_argument(
+        "--expect-operator",
+        metavar="HEX",
+        type=_pubkey,
+        default=None,
+        help="the operator the fresh attestation must name (its public key, hex)",
+    )
     ow_register.set_defaults(run=_blocking(_owner_register), needs=("identity", "key"))
 
     verify = commands.add_parser(
@@ -615,13 +627,23 @@ async def _operator_register(args: argparse.Namespace) -> Outcome:
 
 async def _owner_register(args: argparse.Namespace) -> Outcome:
     key = load_private_key(args.key)
-    async with IdentityClient(args.identity) as identity:
-        instance = await identity.instance_pubkey()
-        await identity.register_owner(key, instance, args.token)
-    owner = public_key_bytes(key).hex()
+    async with IdentityClient(args.identity) as identity, QuoteVerifier(_trust(args)) as qv:
+        done = await register_owner(
+            identity, key, args.token, qv, expect_operator=args.expect_operator
+        )
+    owner, instance = public_key_bytes(key).hex(), done.after.instance_pubkey.hex()
     return Outcome(
-        {"status": "success", "instance_pubkey": instance.hex(), "owner": owner},
-        [f"registered as owner {owner} of instance {instance.hex()}"],
+        {
+            "status": "success",
+            "instance_pubkey": instance,
+            "owner": owner,
+            "attestation": done.after.to_object(),
+        },
+        [
+            f"registered as owner {owner} of instance {instance}; a fresh attestation after "
+            "the registration verified and names this owner:",
+            *("  " + line for line in facts_text(done.after)),
+        ],
     )
 
 
