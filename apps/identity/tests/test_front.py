@@ -25,7 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fakes import FakeQuoteSource, FakeRegistry, FakeRtmr, FakeWorkload, make_quote
 
@@ -54,6 +55,7 @@ from tdx_identity.workload.front import (
 from tdx_identity.workload.helpers import HELPER_ROLES, installed_helpers
 from tdx_measure import EventLog, TlsKeyEvent, replay
 from tdx_quote import parse_quote
+from tdx_service_kit.testing import CountingTlsServer, with_x509_version
 
 INSTANCE_KEY = Ed25519PrivateKey.generate()
 PUBKEY = INSTANCE_KEY.public_key().public_bytes_raw()
@@ -942,3 +944,30 @@ async def test_a_service_start_that_exposes_nothing_stops_the_front_left_serving
             assert state["front"] == "stopped"
             assert client.app.ctx.front.spki_sha256.hex() == state["tls_spki_sha256"]
         assert removed(front_dir)
+
+
+async def test_a_served_certificate_of_an_unknown_x509_version_is_no_key(tmp_path: Path) -> None:
+    """Whatever answers on the front's port with a certificate cryptography refuses as
+    `InvalidVersion` (not a ValueError) shows no key: the confirmation waits, nothing raises."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(1)
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(hours=1))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    with CountingTlsServer(cert_pem, key_pem) as server:
+        served = await front_module._served_spki("127.0.0.1", server.port, seconds=2.0)
+        assert served == certificate.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        server.use(with_x509_version(cert_pem, 5), key_pem)
+        assert await front_module._served_spki("127.0.0.1", server.port, seconds=2.0) is None

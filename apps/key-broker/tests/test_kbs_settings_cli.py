@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kbs_helpers import AUTH_BODY, Sim, pem_public
 
 from tdx_kbs import SettingsError, TdImageReference, main, parse_settings
-from tdx_service_kit.testing import Program, free_port, installed_program
+from tdx_service_kit.testing import Program, free_port, installed_program, with_x509_version
 from tdx_sim import BOOT_RTMRS, DEFAULT_MR_TD, td_image_allowlists
 
 SIM_IMAGE = td_image_allowlists(DEFAULT_MR_TD)
@@ -218,6 +218,16 @@ def test_admin_pubkey_must_be_ed25519_pem(tmp_path: Path) -> None:
         args = base_args(tmp_path, path)
         with pytest.raises(SettingsError, match=message):
             parse_settings(args, {})
+
+
+def test_a_root_ca_of_an_unknown_x509_version_is_refused(
+    tmp_path: Path, admin_pem: Path, sim: Sim
+) -> None:
+    """cryptography's InvalidVersion (not a ValueError) is a refused setting too."""
+    root = tmp_path / "v5.pem"
+    root.write_bytes(with_x509_version(sim.root_ca_pem, 5))
+    with pytest.raises(SettingsError, match="not a PEM certificate"):
+        parse_settings([*base_args(tmp_path, admin_pem), "--trusted-root-ca", str(root)], {})
 
 
 def test_storage_key_must_not_be_the_database(tmp_path: Path, admin_pem: Path) -> None:

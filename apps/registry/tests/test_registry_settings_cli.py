@@ -25,6 +25,7 @@ from tdx_measure import ExecutablePin, MeasurementPolicy
 from tdx_registry import INTEL_PCS_URL, Settings, SettingsError, parse_settings
 from tdx_registry.app import build_reappraisal_verifier
 from tdx_registry.cli import main, worker_app
+from tdx_service_kit.testing import with_x509_version
 from tdx_verify import DEFAULT_ACCEPTED_TCB_STATUSES
 
 MRTD, RTMR0, RTMR1, RTMR2 = ("1" * 96, "2" * 96, "3" * 96, "4" * 96)
@@ -210,6 +211,10 @@ def test_trusted_root_ca_is_read_once_and_checked(tmp_path: Path) -> None:
         parse(["--trusted-root-ca", str(tmp_path / "bad.pem")], {})
     with pytest.raises(SettingsError, match="cannot read"):
         parse(["--trusted-root-ca", str(tmp_path / "missing.pem")], {})
+    # A version other than v1 or v3 (cryptography's InvalidVersion, not a ValueError).
+    (tmp_path / "v5.pem").write_bytes(with_x509_version(pem, 5))
+    with pytest.raises(SettingsError, match="not a PEM certificate"):
+        parse(["--trusted-root-ca", str(tmp_path / "v5.pem")], {})
 
 
 def test_policy_flags() -> None:

@@ -33,6 +33,7 @@ from tdx_attested_tls import (
     spki_der_of,
 )
 from tdx_quote import parse_quote
+from tdx_service_kit.testing import with_x509_version
 
 SPKI = b"\x30\x59" + bytes(89)
 
@@ -148,6 +149,15 @@ def test_a_plain_self_signed_certificate_is_refused() -> None:
 def test_not_a_certificate_is_refused() -> None:
     with pytest.raises(CertificateFormatError, match=r"not a DER X\.509 certificate"):
         parse_attested_certificate(b"\x30\x03\x02\x01\x00")
+
+
+def test_a_certificate_of_an_unknown_x509_version_is_refused(maker: CertMaker) -> None:
+    """cryptography raises `InvalidVersion`, not a ValueError, for a version other than v1 or
+    v3: it is a format error like any other."""
+    der = maker.make().der
+    for version in (3, 5, 255):
+        with pytest.raises(CertificateFormatError, match=r"not a DER X\.509 certificate"):
+            parse_attested_certificate(with_x509_version(der, version))
 
 
 def test_a_repeated_evidence_extension_is_refused(maker: CertMaker) -> None:

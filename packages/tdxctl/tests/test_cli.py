@@ -29,7 +29,7 @@ from tdxctl_support import (
 )
 
 from tdx_registry import DatabaseTarget, Settings, create_app
-from tdx_service_kit.testing import free_port, serve
+from tdx_service_kit.testing import free_port, serve, with_x509_version
 from tdx_sim import DEFAULT_MR_TD
 from tdxctl import load_private_key
 from tdxctl.cli import Defaults, build_parser, main
@@ -357,6 +357,19 @@ async def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixtur
     assert await run(*argv, "--json") == 2
     out, _ = capsys.readouterr()
     assert "error" in json.loads(out)
+
+
+async def test_a_root_ca_of_an_unknown_x509_version_is_a_usage_error(
+    tmp_path: Path, td: SimTd, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """cryptography's InvalidVersion (not a ValueError) is refused like any other non-PEM."""
+    root = tmp_path / "v5.pem"
+    root.write_bytes(with_x509_version(td.platform.root_ca_pem, 5))
+    argv = ["verify", "--registry", "http://x", "--instance", "00" * 32]
+    assert await run(*argv, "--trusted-root-ca", str(root)) == 2
+    _, err = capsys.readouterr()
+    assert f"{root} is not a PEM certificate" in err
+    assert "Traceback" not in err
 
 
 HELP_COMMANDS = [

@@ -215,7 +215,7 @@ def _root_ca(path: str | None) -> bytes | None:
         raise SettingsError(f"cannot read the trusted root CA {path}: {exc.strerror}") from None
     try:
         x509.load_pem_x509_certificate(pem)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):
         raise SettingsError(f"the trusted root CA {path} is not a PEM certificate") from None
     return pem
 

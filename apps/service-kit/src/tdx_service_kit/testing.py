@@ -1,9 +1,10 @@
 """Helpers for tests, benchmarks and the demo, never for production code: serve an app inside
-the running event loop, start an installed program and wait until it answers, or run a
-throwaway PostgreSQL cluster."""
+the running event loop, start an installed program and wait until it answers, run a
+throwaway PostgreSQL cluster, or make a certificate of an X.509 version cryptography refuses."""
 
 from __future__ import annotations
 
+import base64
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,7 +44,27 @@ __all__ = [
     "running",
     "serve",
     "throwaway_postgres",
+    "with_x509_version",
 ]
+
+_V3_VERSION = b"\xa0\x03\x02\x01\x02"
+"""A DER TBSCertificate's version field for v3: [0] EXPLICIT INTEGER 2."""
+
+
+def with_x509_version(certificate: bytes, version: int) -> bytes:
+    """`certificate` (a v3 certificate, DER or PEM; the same form back) with its version
+    INTEGER set to `version` (0-255). cryptography refuses a version other than 0 or 2 with
+    `x509.InvalidVersion`, which is not a ValueError."""
+    pem = certificate.startswith(b"-----BEGIN CERTIFICATE-----")
+    der = base64.b64decode(b"".join(certificate.splitlines()[1:-1])) if pem else certificate
+    at = der.find(_V3_VERSION, 0, 16)
+    if at < 0 or not 0 <= version <= 255:
+        raise ValueError("not a v3 certificate, or a version outside 0-255")
+    changed = der[: at + 4] + bytes([version]) + der[at + 5 :]
+    if not pem:
+        return changed
+    body = base64.encodebytes(changed)
+    return b"-----BEGIN CERTIFICATE-----\n" + body + b"-----END CERTIFICATE-----\n"
 
 
 @asynccontextmanager

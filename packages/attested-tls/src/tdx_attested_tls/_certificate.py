@@ -207,7 +207,7 @@ def parse_attested_certificate(der: bytes) -> AttestedCertificate:
         raise CertificateFormatError(f"the certificate exceeds {MAX_CERTIFICATE_SIZE} bytes")
     try:
         cert = x509.load_der_x509_certificate(der)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise CertificateFormatError(f"not a DER X.509 certificate: {exc}") from None
     try:
         extensions = cert.extensions

@@ -157,7 +157,7 @@ def _root_ca(value: str) -> bytes:
         raise argparse.ArgumentTypeError(f"cannot read {value}: {exc.strerror}") from None
     try:
         x509.load_pem_x509_certificate(pem)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):
         raise argparse.ArgumentTypeError(f"{value} is not a PEM certificate") from None
     return pem
 

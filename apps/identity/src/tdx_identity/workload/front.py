@@ -673,7 +673,7 @@ async def _served_spki(host: str, port: int, seconds: float) -> bytes | None:
         return None
     try:
         public_key = x509.load_der_x509_certificate(der).public_key()
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):
         return None
     return public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
