@@ -64,7 +64,11 @@ class Connection:
         headers: dict[str, str] | None = None,
     ) -> Answer:
         reader, writer = await self._open()
-        head = [(b"Host", self._authority), (b"Content-Length", str(len(body)).encode("ascii"))]
+        head = [(b"Host", self._authority)]
+        if body or method != "GET":
+            # As httpx and curl: a GET without a body carries no Content-Length (Sanic logs an
+            # error for each 2xx answer to a GET whose "Content-Length: 0" body it never read).
+            head.append((b"Content-Length", str(len(body)).encode("ascii")))
         if body:
             head.append((b"Content-Type", b"application/json"))
         for name, value in (headers or {}).items():
