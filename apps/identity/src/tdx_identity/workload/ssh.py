@@ -30,15 +30,22 @@ import re
 import signal
 import struct
 import termios
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-import asyncssh
+from cryptography.utils import CryptographyDeprecationWarning
 
 from tdx_identity.exceptions import SshServerError
 
 from .runtime import ContainerRuntime
+
+with warnings.catch_warnings():
+    # asyncssh names cryptography's DSA key types at import, which cryptography 51 deprecates
+    # with a warning on stderr each start; this server makes and accepts ed25519 keys only.
+    warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+    import asyncssh
 
 __all__ = [
     "ExecArgvFactory",
