@@ -4,7 +4,8 @@ kernel and the command line by digest and verifies every sim quote through the f
 
 The ccel replays to the RTMR0-2 of the verified sim quote: accepted, and GET /instance shows the
 measured boot. Without a ccel, with the real Google Cloud CCEL (another boot), or with a pin the
-sim's kernel does not meet, the registration is refused (401) and nothing is stored."""
+sim's kernel does not meet, the registration is refused (401) and nothing is stored. The real
+identity service sends its CCEL (the sim's GET /ccel) with every registration."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tdx_ppid import quote_ppid
 from tdx_quote import parse_quote
-from tdx_report_data import prove_possession, report_data_for_v2
+from tdx_report_data import prove_possession, report_data_for_v2, sign_instance_v2
 from tdx_sim.ccel import SIM_CCEL, SIM_CMDLINE, SIM_CMDLINE_SHA384, SIM_KERNEL_SHA384
 from tests.conftest import Stack
 from tests.vectors import GCP_CCEL, read_vector
@@ -108,3 +109,29 @@ def test_a_kernel_pin_the_sim_does_not_meet_refuses_its_ccel(
     assert refused.status_code == 401
     assert f"kernel {SIM_KERNEL_SHA384.hex()} is not pinned" in refused.json()["error"]
     assert _record(stack, key).status_code == 404
+
+
+def test_the_identity_service_registers_with_its_ccel_under_the_pins(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """The real identity service sends the sim's CCEL with each registration: a registry that
+    pins the sim's kernel and command line accepts its operator's registration and shows the
+    measured boot."""
+    stack = make_stack(
+        registry_env={
+            "REGISTRY_PIN_KERNEL": SIM_KERNEL_SHA384.hex(),
+            "REGISTRY_PIN_CMDLINE": SIM_CMDLINE_SHA384.hex(),
+        }
+    )
+    operator = Ed25519PrivateKey.generate()
+    instance = bytes.fromhex(httpx.get(stack.identity.url + "/instance/pubkey").json()["pubkey"])
+    body = {
+        "pubkey": operator.public_key().public_bytes_raw().hex(),
+        "signature": sign_instance_v2(operator, "operator", instance).hex(),
+    }
+    registered = httpx.post(stack.identity.url + "/operator/register", json=body, timeout=60)
+    assert registered.status_code == 200, registered.text
+    record = httpx.get(f"{stack.registry.url}/instance/{instance.hex()}", timeout=30).json()
+    assert record["operator"]["pubkey"] == body["pubkey"]
+    assert record["ccel"]["components"]["kernel"]["sha384"] == SIM_KERNEL_SHA384.hex()
+    assert record["ccel"]["components"]["cmdline"]["text"] == SIM_CMDLINE

@@ -18,6 +18,7 @@ from tdx_identity.core.evidence import MeasuredEvidence
 from tdx_identity.core.instance_key import load_or_create_instance_key, public_key_bytes
 from tdx_identity.core.measurement import MeasurementLog
 from tdx_identity.core.ports import (
+    BootLogSource,
     KeyProvider,
     QuoteSource,
     RegistryClient,
@@ -142,17 +143,19 @@ def create_app(
     workload: WorkloadManager | None = None,
     workload_factory: WorkloadFactory | None = None,
     rtmr_device: RtmrDevice | None = None,
+    boot_log: BootLogSource | None = None,
     key_broker_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Sanic[Any, Any]:
     """Build the identity app; raises StartupError (key, state, platform) before serving. The
     measurement log itself starts in the app's start listener.
 
     Real implementations are used for whatever is not injected: the platform `select_platform`
-    picks (quote source and RTMR3 of the same TD), the HTTP registry client, and the workload
-    manager `workload_factory` builds (default `podman_or_unavailable`) with the store key
-    of `store_key_provider` (the key broker of the settings, reached through
-    `key_broker_transport` when given, its envelope checked against the owner the registry
-    confirmed, else the local key file).
+    picks (quote source, RTMR3 and CCEL boot log of the same TD; with both the quote source
+    and the RTMR3 device injected, no boot log unless `boot_log` is), the HTTP registry
+    client, and the workload manager `workload_factory` builds (default
+    `podman_or_unavailable`) with the store key of `store_key_provider` (the key broker of the
+    settings, reached through `key_broker_transport` when given, its envelope checked against
+    the owner the registry confirmed, else the local key file).
     """
     if workload is not None and workload_factory is not None:
         raise ValueError("pass either workload or workload_factory, not both")
@@ -184,6 +187,8 @@ def create_app(
             quote_source = platform.quote_source
         if rtmr_device is None:
             rtmr_device = platform.rtmr_device
+        if boot_log is None:
+            boot_log = platform.boot_log
     if registry is None:
         registry = HttpRegistryClient(settings.registry_url, timeout=settings.registry_timeout)
     keys: KeyProvider | None = None
@@ -229,6 +234,7 @@ def create_app(
         accept_unsequenced=settings.accept_unsequenced_requests,
         accept_v1_signatures=settings.accept_v1_signatures,
         tls=front,
+        boot_log=boot_log,
     )
 
     app: Sanic[Any, Any] = Sanic(APP_NAME)

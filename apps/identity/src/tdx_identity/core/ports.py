@@ -20,6 +20,7 @@ from tdx_measure import Transition
 from tdx_report_data import IdentityInfo
 
 __all__ = [
+    "BootLogSource",
     "CommittedWorkload",
     "KeyProvider",
     "QuoteSource",
@@ -41,6 +42,14 @@ class QuoteSource(Protocol):
     QuoteSourceError."""
 
     async def get_quote(self, report_data: bytes) -> bytes: ...
+
+
+class BootLogSource(Protocol):
+    """The firmware's CCEL boot event log of this TD (TCG2 crypto-agile, as the ACPI CCEL table
+    points to it), raw and unparsed; None when the platform exposes none. Raises
+    QuoteSourceError when it exists but cannot be read."""
+
+    async def read_ccel(self) -> bytes | None: ...
 
 
 class TlsCertificateMaker(Protocol):
@@ -90,9 +99,13 @@ class RegistrationRequest:
     challenge: bytes
     proof_of_possession: bytes
     event_log: str | None = None
+    ccel: bytes | None = None
+    """The firmware's CCEL boot log (`BootLogSource`), which the registry replays against the
+    quote's RTMR0-2; None when the platform has none."""
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON body of API.md's v2 POST /register; `"event_log"` only when there is a log."""
+        """The JSON body of API.md's v2 POST /register; `"event_log"` only when there is a log,
+        `"ccel"` (standard base64) only when there is a boot log."""
         body: dict[str, Any] = {
             "instance_pubkey": self.instance_pubkey.hex(),
             "ppid": self.ppid.hex(),
@@ -104,6 +117,8 @@ class RegistrationRequest:
         }
         if self.event_log is not None:
             body["event_log"] = self.event_log
+        if self.ccel is not None:
+            body["ccel"] = base64.b64encode(self.ccel).decode("ascii")
         return body
 
 

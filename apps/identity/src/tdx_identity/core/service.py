@@ -85,6 +85,7 @@ from tdx_identity.core.lifecycle import (
 )
 from tdx_identity.core.measurement import MeasurementLog
 from tdx_identity.core.ports import (
+    BootLogSource,
     CommittedWorkload,
     QuoteSource,
     RegistrationRequest,
@@ -206,9 +207,11 @@ class IdentityService:
         accept_unsequenced: bool = False,
         accept_v1_signatures: bool = False,
         tls: TlsCertificateMaker | None = None,
+        boot_log: BootLogSource | None = None,
     ) -> None:
         self._key = instance_key
         self._tls = tls
+        self._boot_log = boot_log
         self._pubkey = public_key_bytes(instance_key)
         self._store = store
         self._quotes = quote_source
@@ -671,7 +674,9 @@ class IdentityService:
     async def _record(self, operator: IdentityInfo | None, owner: IdentityInfo | None) -> None:
         """Have the registry accept (instance, PPID, identities) as a v2 registration: over a
         fresh challenge of the registry, with a quote binding it (taken while the event log is
-        frozen), the instance key's proof of possession, and that log."""
+        frozen), the instance key's proof of possession, that log, and the firmware's CCEL
+        boot log when the platform has one (the registry replays it to the quote's RTMR0-2)."""
+        ccel = None if self._boot_log is None else await self._boot_log.read_ccel()
         challenge = await self._registry.challenge()
         async with self._measurement.frozen() as event_log:
             report_data, quote = await self._attest(challenge, operator, owner)
@@ -685,6 +690,7 @@ class IdentityService:
                 challenge=challenge,
                 proof_of_possession=prove_possession(self._key, challenge, report_data),
                 event_log=event_log,
+                ccel=ccel,
             )
         )
 

@@ -1,7 +1,8 @@
-"""Where quotes come from and where RTMR3 lives: the TDX guest's kernel, or the tdx-sim.
+"""Where quotes come from, where RTMR3 lives and where the firmware's CCEL boot log is: the TDX
+guest's kernel, or the tdx-sim.
 
-One selector picks both, so that a quote and the RTMR3 it reports always come from the same
-(real or simulated) TD: `select_platform`.
+One selector picks all three, so that a quote, the RTMR3 it reports and the boot log that
+explains its RTMR0-2 always come from the same (real or simulated) TD: `select_platform`.
 """
 
 from __future__ import annotations
@@ -10,24 +11,30 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from tdx_identity.core.ports import QuoteSource, RtmrDevice
+from tdx_identity.core.ports import BootLogSource, QuoteSource, RtmrDevice
 from tdx_identity.exceptions import NoPlatformError, NoQuoteSourceError, NoRtmrDeviceError
 
 from .kernel import (
+    ACPI_CCEL_PATH,
     DEFAULT_CONFIGFS_TSM_PATH,
     SYSFS_RTMR3_PATH,
+    AcpiCcelSource,
     ConfigfsTsmQuoteSource,
     SysfsRtmrDevice,
 )
-from .sim import MockTdxQuoteSource, SimRtmrDevice
+from .sim import MockTdxQuoteSource, SimCcelSource, SimRtmrDevice
 
 __all__ = [
+    "ACPI_CCEL_PATH",
     "DEFAULT_CONFIGFS_TSM_PATH",
     "SYSFS_RTMR3_PATH",
+    "AcpiCcelSource",
     "ConfigfsTsmQuoteSource",
     "MockTdxQuoteSource",
+    "NoBootLog",
     "Platform",
     "PlatformSettings",
+    "SimCcelSource",
     "SimRtmrDevice",
     "SysfsRtmrDevice",
     "select_platform",
@@ -42,15 +49,25 @@ class PlatformSettings:
     rtmr_sysfs_path: Path
     mock_tdx_url: str | None
     quote_timeout: float
+    ccel_path: Path = ACPI_CCEL_PATH
 
 
 @dataclass(frozen=True)
 class Platform:
-    """A quote source and the RTMR3 device of the same TD; `name` is "kernel" or "tdx-sim"."""
+    """A quote source, the RTMR3 device and the CCEL boot log of the same TD; `name` is
+    "kernel" or "tdx-sim"."""
 
     name: str
     quote_source: QuoteSource
     rtmr_device: RtmrDevice
+    boot_log: BootLogSource
+
+
+class NoBootLog:
+    """A platform without a CCEL boot log (a registration then carries none)."""
+
+    async def read_ccel(self) -> bytes | None:
+        return None
 
 
 def select_platform(settings: PlatformSettings) -> Platform:
@@ -64,7 +81,10 @@ def select_platform(settings: PlatformSettings) -> Platform:
                 "service with access to it"
             )
         return Platform(
-            "kernel", ConfigfsTsmQuoteSource(tsm), _sysfs_rtmr(settings.rtmr_sysfs_path)
+            "kernel",
+            ConfigfsTsmQuoteSource(tsm),
+            _sysfs_rtmr(settings.rtmr_sysfs_path),
+            AcpiCcelSource(settings.ccel_path),
         )
     if settings.mock_tdx_url:
         url = settings.mock_tdx_url
@@ -72,6 +92,7 @@ def select_platform(settings: PlatformSettings) -> Platform:
             "tdx-sim",
             MockTdxQuoteSource(url, timeout=settings.quote_timeout),
             SimRtmrDevice(url),
+            SimCcelSource(url, timeout=settings.quote_timeout),
         )
     raise NoPlatformError(
         f"no TDX quote source: {tsm} does not exist (not a TDX guest, or configfs not mounted) "

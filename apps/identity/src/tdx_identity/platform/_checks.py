@@ -8,6 +8,8 @@ from tdx_measure import REGISTER_SIZE
 
 REPORT_DATA_LEN: Final = 64
 MAX_QUOTE_BYTES: Final = 1 << 20
+MAX_CCEL_BYTES: Final = 1 << 20
+"""The largest CCEL boot log read (the registry takes at most 1 MiB; firmware leaves 64-256 KiB)."""
 
 
 def check_report_data(report_data: bytes) -> None:

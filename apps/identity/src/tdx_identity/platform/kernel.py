@@ -2,6 +2,10 @@
 
 Quotes. Each request uses its own configfs-tsm report entry (``/sys/kernel/config/tsm/report``).
 
+The boot log. The firmware's CCEL event log (TCG2 crypto-agile, the log area the ACPI CCEL
+table points to) is ``/sys/firmware/acpi/tables/data/CCEL``; a kernel or firmware without it
+has no boot log to send.
+
 The register. On a TDX guest running Linux 6.16 or later (``CONFIG_TSM_MEASUREMENTS``, the
 ``tdx_guest`` driver), each RTMR is a sysfs file of the TSM measurement-register interface,
 ``/sys/devices/virtual/misc/tdx_guest/measurements/rtmr3:sha384`` (ABI document
@@ -21,17 +25,48 @@ from typing import Final
 from tdx_identity.exceptions import QuoteSourceError, RtmrDeviceError
 from tdx_measure import REGISTER_SIZE
 
-from ._checks import check_digest, check_report_data
+from ._checks import MAX_CCEL_BYTES, check_digest, check_report_data
 
 __all__ = [
+    "ACPI_CCEL_PATH",
     "DEFAULT_CONFIGFS_TSM_PATH",
     "SYSFS_RTMR3_PATH",
+    "AcpiCcelSource",
     "ConfigfsTsmQuoteSource",
     "SysfsRtmrDevice",
 ]
 
 DEFAULT_CONFIGFS_TSM_PATH: Final = Path("/sys/kernel/config/tsm/report")
 SYSFS_RTMR3_PATH: Final = Path("/sys/devices/virtual/misc/tdx_guest/measurements/rtmr3:sha384")
+ACPI_CCEL_PATH: Final = Path("/sys/firmware/acpi/tables/data/CCEL")
+
+
+class AcpiCcelSource:
+    """The CCEL boot log from its ACPI data file: None when the file does not exist."""
+
+    def __init__(self, path: Path = ACPI_CCEL_PATH) -> None:
+        self._path = path
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    async def read_ccel(self) -> bytes | None:
+        return await asyncio.to_thread(self._read)
+
+    def _read(self) -> bytes | None:
+        try:
+            with self._path.open("rb") as log:
+                data = log.read(MAX_CCEL_BYTES + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise QuoteSourceError(f"cannot read the CCEL boot log {self._path}: {exc}") from exc
+        if len(data) > MAX_CCEL_BYTES:
+            raise QuoteSourceError(
+                f"the CCEL boot log {self._path} is larger than {MAX_CCEL_BYTES} bytes"
+            )
+        return data or None
 
 
 class ConfigfsTsmQuoteSource:

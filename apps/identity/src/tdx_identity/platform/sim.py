@@ -1,6 +1,6 @@
 """The ``tdx-sim`` simulated TD: quotes from ``GET {url}/attest/{report_data hex}``, RTMR3 through
-``GET {url}/rtmr`` and ``POST {url}/rtmr/3/extend``. A restart of the simulator is a reboot of
-the simulated TD (RTMR3 back to zero)."""
+``GET {url}/rtmr`` and ``POST {url}/rtmr/3/extend``, the CCEL boot log from ``GET {url}/ccel``.
+A restart of the simulator is a reboot of the simulated TD (RTMR3 back to zero)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,53 @@ from tdx_identity._http import HttpClients
 from tdx_identity.exceptions import QuoteSourceError, RtmrDeviceError
 from tdx_measure import REGISTER_SIZE
 
-from ._checks import MAX_QUOTE_BYTES, check_digest, check_report_data
+from ._checks import MAX_CCEL_BYTES, MAX_QUOTE_BYTES, check_digest, check_report_data
 
-__all__ = ["MockTdxQuoteSource", "SimRtmrDevice"]
+__all__ = ["MockTdxQuoteSource", "SimCcelSource", "SimRtmrDevice"]
 
 _MAX_SIM_ANSWER_BYTES: Final = 64 * 1024
+
+
+async def _fetch(clients: HttpClients, base_url: str, path: str, limit: int, what: str) -> bytes:
+    """The body of GET {base_url}{path}, at most `limit` bytes; QuoteSourceError otherwise."""
+    async with clients.client() as client:
+        try:
+            async with client.stream("GET", base_url + path) as response:
+                if response.status_code != 200:
+                    raise QuoteSourceError(
+                        f"mock TDX at {base_url} answered HTTP {response.status_code} for {what}"
+                    )
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > limit:
+                        raise QuoteSourceError(
+                            f"mock TDX at {base_url} sent more than {limit} bytes for {what}"
+                        )
+        except httpx.HTTPError as exc:
+            raise QuoteSourceError(
+                f"mock TDX at {base_url} unreachable: {type(exc).__name__}: {exc}"
+            ) from exc
+    return bytes(body)
+
+
+class SimCcelSource:
+    """The simulated TD's CCEL boot log: GET {base_url}/ccel (its replay is the sim's boot
+    RTMR0-2)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 15.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._clients = HttpClients(timeout=timeout, transport=transport)
+
+    async def read_ccel(self) -> bytes | None:
+        data = await _fetch(self._clients, self._base_url, "/ccel", MAX_CCEL_BYTES, "the CCEL")
+        return data or None
 
 
 class MockTdxQuoteSource:
@@ -39,30 +81,14 @@ class MockTdxQuoteSource:
 
     async def get_quote(self, report_data: bytes) -> bytes:
         check_report_data(report_data)
-        url = f"{self._base_url}/attest/{report_data.hex()}"
         # A client per call keeps the source free of event-loop ties (see HttpClients).
-        async with self._clients.client() as client:
-            try:
-                async with client.stream("GET", url) as response:
-                    if response.status_code != 200:
-                        raise QuoteSourceError(
-                            f"mock TDX at {self._base_url} answered HTTP {response.status_code}"
-                        )
-                    body = bytearray()
-                    async for chunk in response.aiter_bytes():
-                        body += chunk
-                        if len(body) > MAX_QUOTE_BYTES:
-                            raise QuoteSourceError(
-                                f"mock TDX at {self._base_url} sent more than "
-                                f"{MAX_QUOTE_BYTES} bytes"
-                            )
-            except httpx.HTTPError as exc:
-                raise QuoteSourceError(
-                    f"mock TDX at {self._base_url} unreachable: {type(exc).__name__}: {exc}"
-                ) from exc
-        if not body:
+        quote = await _fetch(
+            self._clients, self._base_url, f"/attest/{report_data.hex()}", MAX_QUOTE_BYTES,
+            "a quote",
+        )  # fmt: skip
+        if not quote:
             raise QuoteSourceError(f"mock TDX at {self._base_url} sent an empty quote")
-        return bytes(body)
+        return quote
 
 
 class SimRtmrDevice:
