@@ -9,6 +9,7 @@ import base64
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Running, register_operator
@@ -90,7 +91,7 @@ async def test_the_sims_boot_log_is_its_get_ccel(tmp_path: Path) -> None:
 
 
 async def test_a_sim_that_fails_its_ccel_is_an_error() -> None:
-    app: Sanic = Sanic("failing-ccel")
+    app: Sanic[Any, Any] = Sanic("failing-ccel")
 
     @app.get("/ccel")
     async def ccel(request: Request) -> HTTPResponse:
