@@ -90,7 +90,7 @@ async def test_the_sims_boot_log_is_its_get_ccel(tmp_path: Path) -> None:
         assert await platform.boot_log.read_ccel() == SIM_CCEL
 
 
-async def test_a_sim_that_fails_its_ccel_is_an_error() -> None:
+async def test_a_sim_that_fails_its_ccel_is_an_error_and_one_without_it_has_none() -> None:
     app: Sanic[Any, Any] = Sanic("failing-ccel")
 
     @app.get("/ccel")
@@ -100,6 +100,8 @@ async def test_a_sim_that_fails_its_ccel_is_an_error() -> None:
     async with serve(app) as url:
         with pytest.raises(QuoteSourceError, match="answered HTTP 500 for the CCEL"):
             await SimCcelSource(url).read_ccel()
+        # A mock TDX service without the route has no boot log.
+        assert await SimCcelSource(url + "/elsewhere").read_ccel() is None
     with pytest.raises(QuoteSourceError, match="unreachable"):
         await SimCcelSource(url, timeout=1.0).read_ccel()
 

@@ -20,11 +20,22 @@ __all__ = ["MockTdxQuoteSource", "SimCcelSource", "SimRtmrDevice"]
 _MAX_SIM_ANSWER_BYTES: Final = 64 * 1024
 
 
-async def _fetch(clients: HttpClients, base_url: str, path: str, limit: int, what: str) -> bytes:
-    """The body of GET {base_url}{path}, at most `limit` bytes; QuoteSourceError otherwise."""
+async def _fetch(
+    clients: HttpClients,
+    base_url: str,
+    path: str,
+    limit: int,
+    what: str,
+    *,
+    none_if_not_found: bool = False,
+) -> bytes | None:
+    """The body of GET {base_url}{path}, at most `limit` bytes (None for a 404 when
+    `none_if_not_found`); QuoteSourceError otherwise."""
     async with clients.client() as client:
         try:
             async with client.stream("GET", base_url + path) as response:
+                if response.status_code == 404 and none_if_not_found:
+                    return None
                 if response.status_code != 200:
                     raise QuoteSourceError(
                         f"mock TDX at {base_url} answered HTTP {response.status_code} for {what}"
@@ -45,7 +56,7 @@ async def _fetch(clients: HttpClients, base_url: str, path: str, limit: int, wha
 
 class SimCcelSource:
     """The simulated TD's CCEL boot log: GET {base_url}/ccel (its replay is the sim's boot
-    RTMR0-2)."""
+    RTMR0-2). A mock TDX service without that route (404) has no boot log."""
 
     def __init__(
         self,
@@ -58,7 +69,10 @@ class SimCcelSource:
         self._clients = HttpClients(timeout=timeout, transport=transport)
 
     async def read_ccel(self) -> bytes | None:
-        data = await _fetch(self._clients, self._base_url, "/ccel", MAX_CCEL_BYTES, "the CCEL")
+        data = await _fetch(
+            self._clients, self._base_url, "/ccel", MAX_CCEL_BYTES, "the CCEL",
+            none_if_not_found=True,
+        )  # fmt: skip
         return data or None
 
 
