@@ -42,9 +42,14 @@ from tdx_quote import (
 PPID = bytes(range(0x10, 0x20))
 
 
-def make_quote(report_data: bytes, ppid: bytes = PPID, rtmr3: bytes = ZERO_REGISTER) -> bytes:
-    """A structurally valid (unsigned) v4 TDX quote carrying `report_data`, a clear PPID and
-    `rtmr3`."""
+def make_quote(
+    report_data: bytes,
+    ppid: bytes = PPID,
+    rtmr3: bytes = ZERO_REGISTER,
+    boot_rtmrs: tuple[bytes, bytes, bytes] = (ZERO_REGISTER, ZERO_REGISTER, ZERO_REGISTER),
+) -> bytes:
+    """A structurally valid (unsigned) v4 TDX quote carrying `report_data`, a clear PPID,
+    `boot_rtmrs` as RTMR0-2 and `rtmr3`."""
     ppid_data = CertificationData(
         cert_type=CertificationDataType.PPID_CLEARTEXT,
         body=PpidCertData(ppid=ppid, cpu_svn=bytes(16), pce_svn=11, pce_id=0),
@@ -85,9 +90,9 @@ def make_quote(report_data: bytes, ppid: bytes = PPID, rtmr3: bytes = ZERO_REGIS
             mr_config_id=bytes(48),
             mr_owner=bytes(48),
             mr_owner_config=bytes(48),
-            rtmr0=bytes(48),
-            rtmr1=bytes(48),
-            rtmr2=bytes(48),
+            rtmr0=boot_rtmrs[0],
+            rtmr1=boot_rtmrs[1],
+            rtmr2=boot_rtmrs[2],
             rtmr3=rtmr3,
             report_data=report_data,
         ),
@@ -138,6 +143,7 @@ class FakeQuoteSource:
     fail: bool = False
     wrong_report_data: bool = False
     rtmr: FakeRtmr | None = None
+    boot_rtmrs: tuple[bytes, bytes, bytes] = (ZERO_REGISTER, ZERO_REGISTER, ZERO_REGISTER)
 
     async def get_quote(self, report_data: bytes) -> bytes:
         self.requests.append(report_data)
@@ -146,7 +152,7 @@ class FakeQuoteSource:
         rtmr3 = self.rtmr.value if self.rtmr is not None else ZERO_REGISTER
         if self.wrong_report_data:
             return make_quote(bytes(64 - 1) + b"\x01", rtmr3=rtmr3)
-        return make_quote(report_data, rtmr3=rtmr3)
+        return make_quote(report_data, rtmr3=rtmr3, boot_rtmrs=self.boot_rtmrs)
 
 
 @dataclass

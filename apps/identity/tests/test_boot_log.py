@@ -1,7 +1,9 @@
 """The firmware's CCEL boot log in every registration: read from the ACPI data file on a TDX
 guest or from the simulator's GET /ccel, sent as POST /register's `ccel` (standard base64) so
-the registry can replay it to the quote's RTMR0-2; none when the platform has none; a boot log
-that exists but cannot be read fails the registration before anything is quoted or kept."""
+the registry can replay it to the quote's RTMR0-2; none when the platform has none, or when the
+log does not parse or does not replay to the quote being sent (warned: the registry would
+refuse it); a boot log that exists but cannot be read fails the registration before anything
+is quoted or kept."""
 
 from __future__ import annotations
 
@@ -31,11 +33,13 @@ from tdx_identity.platform import (
     select_platform,
 )
 from tdx_service_kit.testing import serve
-from tdx_sim import SimSettings
+from tdx_sim import BOOT_RTMRS, SimSettings
 from tdx_sim import create_app as create_sim_app
 from tdx_sim.ccel import SIM_CCEL
 
-BOOT_LOG = b"\x00\x01 a CCEL, as the firmware left it \xff\xff"
+BOOT_LOG = SIM_CCEL
+"""A boot log that replays to the `SIM_BOOT` registers below."""
+SIM_BOOT = (BOOT_RTMRS[0], BOOT_RTMRS[1], BOOT_RTMRS[2])
 
 
 @dataclass
@@ -126,8 +130,9 @@ def test_the_wire_body_carries_the_boot_log_in_standard_base64_only_when_there_i
 
 
 async def test_every_registration_carries_the_boot_log(
-    running: Running, registry: FakeRegistry
+    running: Running, registry: FakeRegistry, quotes: FakeQuoteSource
 ) -> None:
+    quotes.boot_rtmrs = SIM_BOOT
     boot_log = FakeBootLog()
     async with running(boot_log=boot_log) as client:
         assert (await register_operator(client, Ed25519PrivateKey.generate())).status_code == 200
@@ -145,9 +150,36 @@ async def test_without_a_boot_log_the_registration_carries_none(
     assert request.ccel is None and "ccel" not in request.to_json()
 
 
+@pytest.mark.parametrize(
+    ("data", "boot", "warning"),
+    [
+        (SIM_CCEL, (bytes(48), bytes(48), bytes(48)), "does not replay to this TD's quote"),
+        (b"\x00\x01 not a CCEL \xff", SIM_BOOT, "does not parse"),
+    ],
+)
+async def test_a_boot_log_that_does_not_explain_the_quote_is_not_sent(
+    running: Running,
+    registry: FakeRegistry,
+    quotes: FakeQuoteSource,
+    caplog: pytest.LogCaptureFixture,
+    data: bytes,
+    boot: tuple[bytes, bytes, bytes],
+    warning: str,
+) -> None:
+    """Another boot's log, or registers something extended after the firmware: the registry
+    would refuse the registration, so it goes without the log (and a warning)."""
+    quotes.boot_rtmrs = boot
+    async with running(boot_log=FakeBootLog(data=data)) as client:
+        assert (await register_operator(client, Ed25519PrivateKey.generate())).status_code == 200
+    [request] = registry.accepted
+    assert request.ccel is None
+    assert any(warning in record.getMessage() for record in caplog.records)
+
+
 async def test_an_unreadable_boot_log_fails_the_registration_and_keeps_nothing(
     running: Running, registry: FakeRegistry, quotes: FakeQuoteSource, settings: Settings
 ) -> None:
+    quotes.boot_rtmrs = SIM_BOOT
     boot_log = FakeBootLog(fail=True)
     async with running(boot_log=boot_log) as client:
         state = settings.storage_path / STATE_FILE_NAME

@@ -119,6 +119,7 @@ from tdx_identity.exceptions import (
 from tdx_identity.workload.config import WorkloadConfig
 from tdx_identity.workload.requests import parse_configure, parse_expose, verify_owner_signature
 from tdx_measure import (
+    CcelError,
     ConfigEvent,
     IdentityEvent,
     IdentityRole,
@@ -126,6 +127,8 @@ from tdx_measure import (
     TlsKeyEvent,
     Transition,
     WorkloadEvent,
+    parse_ccel,
+    replay_ccel,
 )
 from tdx_report_data import (
     IdentityInfo,
@@ -183,6 +186,32 @@ class ChallengeAnswer:
     nonce: bytes
     quote: bytes
     event_log: str
+
+
+def _ccel_explaining(ccel: bytes | None, quote: bytes) -> bytes | None:
+    """`ccel` when it parses and replays to `quote`'s RTMR0-2 (and RTMR3 when it extends it);
+    else None, with a warning. The registry refuses a registration whose boot log does not
+    explain its quote (something extended RTMR0-2 after the firmware, or the log is not this
+    boot's): without it the registration stands unless the registry pins the kernel or the
+    command line, which then refuses it as it would any registration without a log."""
+    if ccel is None:
+        return None
+    try:
+        body = tdx_quote.parse_quote(quote, allow_zero_padding=True).body
+        replay = replay_ccel(parse_ccel(ccel), (body.rtmr0, body.rtmr1, body.rtmr2, body.rtmr3))
+    except (CcelError, ValueError) as exc:
+        log.warning(
+            "the CCEL boot log does not parse: registering without it",
+            extra={"reason": str(exc)[:300]},
+        )
+        return None
+    if not replay.ok:
+        log.warning(
+            "the CCEL boot log does not replay to this TD's quote: registering without it",
+            extra={"mismatched_rtmrs": list(replay.mismatched)},
+        )
+        return None
+    return ccel
 
 
 class IdentityService:
@@ -680,6 +709,7 @@ class IdentityService:
         challenge = await self._registry.challenge()
         async with self._measurement.frozen() as event_log:
             report_data, quote = await self._attest(challenge, operator, owner)
+        ccel = _ccel_explaining(ccel, quote)
         await self._registry.register(
             RegistrationRequest(
                 instance_pubkey=self._pubkey,
